@@ -1,0 +1,1 @@
+//! Capacity arithmetic (pure).

@@ -1,0 +1,334 @@
+//! The command line: clap definitions, one module per verb, rendering and exit codes.
+//!
+//! Exit codes: 0 success (for `plan`: no changes), 1 failure or invalid input, 2 `plan` found
+//! changes. Errors are printed once, at the top, with their chain.
+
+mod capacity;
+mod schema;
+mod validate;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// fleetctl keeps a small fleet of VPS hosts running exactly what its manifests say.
+///
+/// It reads declarative YAML manifests (nodes, services, plug classes, placement policies),
+/// reaches each node's Docker Engine over SSH, and converges the containers to that state:
+/// once (`apply`) or continuously (`run`).
+#[derive(Debug, Parser)]
+#[command(name = "fleetctl", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Options every command accepts.
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every command accepts.
+#[derive(Debug, Args)]
+pub struct GlobalOpts {
+    /// State database (SQLite). Default: $FLEETCTL_STATE, else .fleetctl/state.db here.
+    #[arg(long, global = true, env = "FLEETCTL_STATE", value_name = "PATH")]
+    pub state: Option<PathBuf>,
+    /// Log level: error, warn, info, debug or trace (or a tracing filter).
+    #[arg(long, global = true, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Print less: errors only.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print more (repeat for more detail).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Output format of reading commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Output {
+    /// A readable table.
+    #[default]
+    Table,
+    /// A table with more columns.
+    Wide,
+    /// JSON.
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+/// The verbs of SPEC §5.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check manifests and print every error with its location; changes nothing.
+    Validate {
+        /// Manifest file or directory.
+        path: PathBuf,
+    },
+    /// Show what apply would do, per node; exit 0 no changes, 2 changes, 1 error.
+    Plan {
+        /// Manifest file or directory.
+        path: PathBuf,
+        /// Output format (table or json).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Converge the fleet to the manifests and wait until containers run (and are healthy).
+    Apply {
+        /// Manifest file or directory.
+        path: PathBuf,
+        /// Only show the plan (same as `plan`).
+        #[arg(long)]
+        dry_run: bool,
+        /// How long to wait for the fleet lease held by another actor.
+        #[arg(long, value_parser = parse_duration, default_value = "30s")]
+        lock_timeout: std::time::Duration,
+        /// Output format (table or json).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Run the controller: keep the fleet converged continuously.
+    Run {
+        /// Manifest file or directory (watched for changes).
+        path: PathBuf,
+    },
+    /// List nodes, services or plugs.
+    Get {
+        /// What to list.
+        #[arg(value_enum)]
+        what: GetWhat,
+        /// Manifests to use instead of the last applied set.
+        #[arg(short = 'f', long = "file", value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Show one node, service or plug in detail.
+    Describe {
+        /// What kind of object.
+        #[arg(value_enum)]
+        what: DescribeWhat,
+        /// Its name (or plug id).
+        name: String,
+        /// Manifests to use instead of the last applied set.
+        #[arg(short = 'f', long = "file", value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Per node: allocatable memory and CPU, limits and reservations, headroom, plug slots free.
+    Capacity {
+        /// Manifest file or directory (default: the last applied set).
+        path: Option<PathBuf>,
+        /// Manifests to use instead of the last applied set (same as PATH).
+        #[arg(short = 'f', long = "file", value_name = "PATH", conflicts_with = "path")]
+        file: Option<PathBuf>,
+        /// Output format (table or json).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Mark a node unschedulable: it takes no new work; what runs there stays. Undo: uncordon.
+    Cordon(NodeArg),
+    /// Make a cordoned or drained node schedulable again.
+    Uncordon(NodeArg),
+    /// Move every plug and movable replica off a node (start-first), then mark it drained.
+    Drain {
+        /// Node to drain.
+        node: String,
+        /// Give up after this long (what moved stays moved; re-run to continue).
+        #[arg(long, value_parser = parse_duration, default_value = "10m")]
+        timeout: std::time::Duration,
+        /// Also stop containers that may run only on this node.
+        #[arg(long)]
+        force: bool,
+        /// Manifests to use instead of the last applied set.
+        #[arg(short = 'f', long = "file", value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// Output format (table or json).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Create, list, delete and touch plug instances (dynamic per-user containers).
+    Plug {
+        /// The plug operation.
+        #[command(subcommand)]
+        op: PlugOp,
+    },
+    /// Show a node's SSH host key fingerprint and record it as trusted.
+    Trust {
+        /// Node to trust.
+        node: String,
+        /// Record without asking.
+        #[arg(long)]
+        yes: bool,
+        /// Manifests to use instead of the last applied set.
+        #[arg(short = 'f', long = "file", value_name = "PATH")]
+        file: Option<PathBuf>,
+    },
+    /// Print a shell completion script.
+    Completion {
+        /// Shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the JSON Schema of the manifest kinds (for editors: yaml-language-server).
+    Schema,
+}
+
+/// A node name argument, with the manifest override.
+#[derive(Debug, Args)]
+pub struct NodeArg {
+    /// Node name.
+    pub node: String,
+    /// Manifests to use instead of the last applied set.
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    pub file: Option<PathBuf>,
+}
+
+/// What `get` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GetWhat {
+    /// Nodes: readiness, engine, capacity, use.
+    Nodes,
+    /// Services: replicas and where they run.
+    Services,
+    /// Plug instances.
+    Plugs,
+}
+
+/// What `describe` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DescribeWhat {
+    /// A node.
+    Node,
+    /// A service.
+    Service,
+    /// A plug instance.
+    Plug,
+}
+
+/// Plug operations.
+#[derive(Debug, Subcommand)]
+pub enum PlugOp {
+    /// Place and start a new plug instance of CLASS for OWNER; prints id, node, host:port.
+    Create {
+        /// Plug class.
+        class: String,
+        /// Owner (user) of the instance.
+        #[arg(long)]
+        owner: String,
+        /// Manifests to use instead of the last applied set.
+        #[arg(short = 'f', long = "file", value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// Output format (table or json).
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Delete a plug instance: its container is removed and its port freed.
+    Delete {
+        /// Plug id.
+        id: String,
+        /// Manifests to use instead of the last applied set.
+        #[arg(short = 'f', long = "file", value_name = "PATH")]
+        file: Option<PathBuf>,
+    },
+    /// Record activity on a plug (starts it again if it was stopped or evicted).
+    Touch {
+        /// Plug id.
+        id: String,
+        /// Manifests to use instead of the last applied set.
+        #[arg(short = 'f', long = "file", value_name = "PATH")]
+        file: Option<PathBuf>,
+    },
+    /// List plug instances.
+    List {
+        /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+/// Parses a humantime duration (`30s`, `5m`, `1h30m`) for command-line flags.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 30s, 5m, 1h30m)"))
+}
+
+/// Sets up tracing on stderr according to the global options.
+pub fn init_logging(global: &GlobalOpts) {
+    use tracing_subscriber::EnvFilter;
+    let default = if global.quiet {
+        "error"
+    } else {
+        match global.verbose {
+            0 => "warn",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = global
+        .log_level
+        .as_deref()
+        .and_then(|l| EnvFilter::try_new(l).ok())
+        .or_else(|| EnvFilter::try_from_env("FLEETCTL_LOG").ok())
+        .unwrap_or_else(|| EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match global.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// A command that has not been built yet: says so, and fails.
+fn not_implemented(verb: &str) -> anyhow::Result<u8> {
+    eprintln!("fleetctl {verb}: not implemented yet");
+    Ok(1)
+}
+
+/// Runs one parsed command line; returns the process exit code.
+///
+/// # Errors
+/// Any failure that is not an expected outcome with its own exit code; the caller prints the
+/// chain once and exits 1.
+pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Validate { path } => validate::run(&path),
+        Command::Schema => schema::run(),
+        Command::Capacity { path, file, output } => {
+            capacity::run(path.or(file).as_deref(), output, &cli.global)
+        }
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "fleetctl", &mut std::io::stdout());
+            Ok(0)
+        }
+        Command::Plan { .. } => not_implemented("plan"),
+        Command::Apply { .. } => not_implemented("apply"),
+        Command::Run { .. } => not_implemented("run"),
+        Command::Get { .. } => not_implemented("get"),
+        Command::Describe { .. } => not_implemented("describe"),
+        Command::Cordon(_) => not_implemented("cordon"),
+        Command::Uncordon(_) => not_implemented("uncordon"),
+        Command::Drain { .. } => not_implemented("drain"),
+        Command::Plug { .. } => not_implemented("plug"),
+        Command::Trust { .. } => not_implemented("trust"),
+    }
+}

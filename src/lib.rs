@@ -1,0 +1,21 @@
+//! fleetctl: a declarative reconciliation controller for small fleets of VPS hosts.
+//!
+//! # Layout
+//!
+//! Decisions are pure functions over snapshots; only a few modules do I/O.
+//!
+//! | module | owns | I/O |
+//! |---|---|---|
+//! | [`manifest`] | YAML → validated [`manifest::DesiredFleet`], every error with its location | none |
+//! | [`container`] | the engine-neutral container model shared by planner and transport | none |
+//! | [`capacity`] | per-node capacity arithmetic and the capacity report | none |
+//! | [`transport`] | SSH + Docker Engine API behind the [`transport::NodeRuntime`] trait | yes |
+//! | [`cli`] | argument parsing, output rendering, exit codes | terminal |
+//!
+//! Nothing depends on [`cli`]; the library never prints.
+
+pub mod capacity;
+pub mod cli;
+pub mod container;
+pub mod manifest;
+pub mod transport;

@@ -1,0 +1,547 @@
+//! Raw manifest types: the YAML as written, every field optional and positioned, nothing
+//! defaulted or cross-checked yet (that is `validate`'s job). The JSON Schema printed by
+//! `fleetctl schema` is generated from these types, so the schema and the decoder describe the
+//! same fields.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+
+use super::decode::{Cx, Decode, Dur, Fields, Sp, Text};
+use super::quantity::{Bytes, MilliCpus, Percent};
+use super::yaml::{Pos, YNode};
+
+/// Implements [`Decode`] for a raw struct: each listed field is read as required (`req`) or
+/// optional (`opt`) under its YAML key, and unknown keys are reported.
+macro_rules! decode_struct {
+    ($name:ident { $($kind:ident $field:ident = $key:literal),* $(,)? }) => {
+        impl Decode for $name {
+            fn decode(node: &YNode, path: &str, cx: &mut Cx) -> Option<Self> {
+                let mut f = Fields::of(node, path, cx)?;
+                let out = $name {
+                    pos: node.pos,
+                    $($field: f.$kind($key, cx),)*
+                };
+                f.finish(cx);
+                Some(out)
+            }
+        }
+    };
+}
+
+/// A map of names to scalars written as text (labels, env, node selectors).
+pub type TextMap = BTreeMap<Sp<String>, Sp<Text>>;
+
+/// `metadata` of every document.
+#[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
+#[schemars(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawMetadata {
+    /// Position of the mapping.
+    #[schemars(skip)]
+    pub pos: Pos,
+    /// Lowercase letters, digits and `-`, starting with a letter, at most 40 characters; unique
+    /// per kind.
+    #[schemars(required, regex(pattern = r"^[a-z][a-z0-9-]{0,39}$"))]
+    pub name: Option<Sp<String>>,
+    /// Free-form labels; node labels are matched by `nodeSelector`s.
+    pub labels: Option<TextMap>,
+}
+decode_struct!(RawMetadata { req name = "name", opt labels = "labels" });
+
+/// `spec` of kind `Fleet`.
+#[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
+#[schemars(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawFleetSpec {
+    /// Position of the mapping.
+    #[schemars(skip)]
+    pub pos: Pos,
+    /// Period of the full reconcile in `fleetctl run` (default 30s).
+    pub resync: Option<Sp<Dur>>,
+    /// A node unreachable this long becomes NotReady and its plugs are placed elsewhere
+    /// (default 60s).
+    pub node_lost_after: Option<Sp<Dur>>,
+    /// The controller API.
+    pub api: Option<RawApi>,
+}
+decode_struct!(RawFleetSpec { opt resync = "resync", opt node_lost_after = "nodeLostAfter", opt api = "api" });
+
+/// `spec.api` of kind `Fleet`.
+#[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
+#[schemars(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawApi {
+    /// Position of the mapping.
+    #[schemars(skip)]
+    pub pos: Pos,
+    /// Address the controller API listens on (default 127.0.0.1:7411).
+    pub listen: Option<Sp<String>>,
+    /// File holding the bearer token API requests must carry.
+    pub token_file: Option<Sp<String>>,
+}
+decode_struct!(RawApi { opt listen = "listen", opt token_file = "tokenFile" });
+
+/// `spec` of kind `Node`.
+#[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
+#[schemars(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawNodeSpec {
+    /// Position of the mapping.
+    #[schemars(skip)]
+    pub pos: Pos,
+    /// How to reach the node over SSH; omit for a node reached through a local socket.
+    pub ssh: Option<RawSsh>,
+    /// The node's Docker Engine.
+    pub docker: Option<RawDocker>,
+    /// What the node has; omitted fields are read from the engine.
+    pub capacity: Option<RawCapacity>,
+    /// Kept for the OS and non-fleet processes.
+    pub reserved: Option<RawReserved>,
+}
+decode_struct!(RawNodeSpec { opt ssh = "ssh", opt docker = "docker", opt capacity = "capacity", opt reserved = "reserved" });
+
+/// `spec.ssh` of kind `Node`.
+#[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
+#[schemars(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawSsh {
+    /// Position of the mapping.
+    #[schemars(skip)]
+    pub pos: Pos,
+    /// Address or host name.
+    #[schemars(required)]
+    pub host: Option<Sp<String>>,
+    /// SSH port (default 22).
+    pub port: Option<Sp<u16>>,
+    /// Login user (default: the current user). It must be allowed to use the Docker socket.
+    pub user: Option<Sp<String>>,
+    /// Private key (default: ssh-agent, then ~/.ssh/id_ed25519).
+    pub identity_file: Option<Sp<String>>,
+    /// Pinned host key, e.g. "ssh-ed25519 AAAAC3Nz..."; else knownHostsFile is consulted.
+    pub host_key: Option<Sp<String>>,
+    /// known_hosts file (default ~/.ssh/known_hosts).
+    pub known_hosts_file: Option<Sp<String>>,
+}
+decode_struct!(RawSsh {
+    req host = "host",
+    opt port = "port",
+    opt user = "user",
+    opt identity_file = "identityFile",
+    opt host_key = "hostKey",
+    opt known_hosts_file = "knownHostsFile",
+});
+
+/// `spec.docker` of kind `Node`.
+#[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
+#[schemars(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawDocker {
+    /// Position of the mapping.
+    #[schemars(skip)]
+    pub pos: Pos,
+    /// Docker socket path on the node (default /var/run/docker.sock).
+    pub socket: Option<Sp<String>>,
+}
+decode_struct!(RawDocker { opt socket = "socket" });
+
+/// `spec.capacity` of kind `Node`.
+#[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
+#[schemars(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawCapacity {
+    /// Position of the mapping.
+    #[schemars(skip)]
+    pub pos: Pos,
+    /// CPUs, e.g. 4 or 0.5 or 500m.
+    pub cpus: Option<Sp<MilliCpus>>,
+    /// Memory, e.g. 8GiB.
+    pub memory: Option<Sp<Bytes>>,
+    /// Disk, e.g. 100GiB.
+    pub disk: Option<Sp<Bytes>>,
+}
+decode_struct!(RawCapacity { opt cpus = "cpus", opt memory = "memory", opt disk = "disk" });
+
+/// `spec.reserved` of kind `Node`.
+#[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
+#[schemars(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawReserved {
+    /// Position of the mapping.
+    #[schemars(skip)]
+    pub pos: Pos,
+    /// CPUs kept back.
+    pub cpus: Option<Sp<MilliCpus>>,
+    /// Memory kept back.
+    pub memory: Option<Sp<Bytes>>,
+}
+decode_struct!(RawReserved { opt cpus = "cpus", opt memory = "memory" });
+
+/// `spec` of kind `Service`.
+#[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
+#[schemars(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawServiceSpec {
+    /// Position of the mapping.
+    #[schemars(skip)]
+    pub pos: Pos,
+    /// Image reference.
+    #[schemars(required)]
+    pub image: Option<Sp<String>>,
+    /// Number of containers (default 1).
+    pub replicas: Option<Sp<u32>>,
+    /// Where replicas may run (default: any node).
+    pub placement: Option<RawPlacement>,
+    /// Limits; `memory` is required.
+    #[schemars(required)]
+    pub resources: Option<RawResources>,
+    /// Command (overrides the image's).
+    pub command: Option<Sp<Vec<Sp<String>>>>,
+    /// Environment variables.
+    pub env: Option<TextMap>,
+    /// Published ports: "HOST:CONTAINER", "IP:HOST:CONTAINER", with optional /tcp or /udp.
+    pub ports: Option<Vec<Sp<String>>>,
+    /// Volumes and binds: "NAME:/path" or "/host/path:/path[:ro]".
+    pub volumes: Option<Vec<Sp<String>>>,
+    /// Restart policy: always, unless-stopped, on-failure or no (default unless-stopped).
+    #[schemars(regex(pattern = r"^(always|unless-stopped|on-failure|no)$"))]
+    pub restart: Option<Sp<String>>,
+    /// Docker healthcheck.
+    pub healthcheck: Option<RawHealthcheck>,
+    /// How containers are replaced.
+    pub update: Option<RawUpdate>,
+    /// Time between SIGTERM and SIGKILL when stopping (default: the engine's 10s).
+    pub stop_grace_period: Option<Sp<Dur>>,
+}
+decode_struct!(RawServiceSpec {
+    req image = "image",
+    opt replicas = "replicas",
+    opt placement = "placement",
+    req resources = "resources",
+    opt command = "command",
+    opt env = "env",
+    opt ports = "ports",
+    opt volumes = "volumes",
+    opt restart = "restart",
+    opt healthcheck = "healthcheck",
+    opt update = "update",
+    opt stop_grace_period = "stopGracePeriod",
+});
+
+/// `spec.placement` of kind `Service`.
+#[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
+#[schemars(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawPlacement {
+    /// Position of the mapping.
+    #[schemars(skip)]
+    pub pos: Pos,
+    /// Allowed nodes.
+    pub nodes: Option<Vec<Sp<String>>>,
+    /// Node labels that must all match.
+    pub node_selector: Option<TextMap>,
+    /// At most this many replicas per node.
+    pub max_per_node: Option<Sp<u32>>,
+}
+decode_struct!(RawPlacement { opt nodes = "nodes", opt node_selector = "nodeSelector", opt max_per_node = "maxPerNode" });
+
+/// `spec.resources` of kinds `Service` and `PlugClass`.
+#[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
+#[schemars(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawResources {
+    /// Position of the mapping.
+    #[schemars(skip)]
+    pub pos: Pos,
+    /// Hard memory limit, e.g. 256MiB.
+    #[schemars(required)]
+    pub memory: Option<Sp<Bytes>>,
+    /// Soft memory limit.
+    pub memory_reservation: Option<Sp<Bytes>>,
+    /// CPU quota, e.g. 0.5.
+    pub cpus: Option<Sp<MilliCpus>>,
+    /// Relative CPU weight (Docker default 1024).
+    pub cpu_shares: Option<Sp<u64>>,
+    /// Allowed CPUs, e.g. "2-3" or "0,2".
+    pub cpuset: Option<Sp<Text>>,
+}
+decode_struct!(RawResources {
+    req memory = "memory",
+    opt memory_reservation = "memoryReservation",
+    opt cpus = "cpus",
+    opt cpu_shares = "cpuShares",
+    opt cpuset = "cpuset",
+});
+
+/// `spec.healthcheck` of kinds `Service` and `PlugClass`.
+#[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
+#[schemars(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawHealthcheck {
+    /// Position of the mapping.
+    #[schemars(skip)]
+    pub pos: Pos,
+    /// ["CMD", ...], ["CMD-SHELL", "..."], or a string run by the shell.
+    #[schemars(required)]
+    pub command: Option<Sp<HealthCommand>>,
+    /// Time between checks.
+    pub interval: Option<Sp<Dur>>,
+    /// Time one check may take.
+    pub timeout: Option<Sp<Dur>>,
+    /// Failures in a row before the container is unhealthy.
+    pub retries: Option<Sp<u32>>,
+    /// Grace period after start.
+    pub start_period: Option<Sp<Dur>>,
+}
+decode_struct!(RawHealthcheck {
+    req command = "command",
+    opt interval = "interval",
+    opt timeout = "timeout",
+    opt retries = "retries",
+    opt start_period = "startPeriod",
+});
+
+/// Schema of a healthcheck command: a list or a shell string.
+#[derive(JsonSchema)]
+#[schemars(untagged)]
+#[allow(dead_code)] // only its schema is used
+enum HealthcheckCommandSchema {
+    List(Vec<String>),
+    Shell(String),
+}
+
+/// `spec.update` of kind `Service`.
+#[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
+#[schemars(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawUpdate {
+    /// Position of the mapping.
+    #[schemars(skip)]
+    pub pos: Pos,
+    /// start-first or stop-first (default stop-first when host ports are published, else
+    /// start-first).
+    #[schemars(regex(pattern = r"^(start-first|stop-first)$"))]
+    pub order: Option<Sp<String>>,
+}
+decode_struct!(RawUpdate { opt order = "order" });
+
+/// `spec` of kind `PlugClass`.
+#[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
+#[schemars(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawPlugClassSpec {
+    /// Position of the mapping.
+    #[schemars(skip)]
+    pub pos: Pos,
+    /// Image reference.
+    #[schemars(required)]
+    pub image: Option<Sp<String>>,
+    /// Limits of each instance; `memory` is required.
+    #[schemars(required)]
+    pub resources: Option<RawResources>,
+    /// Command (overrides the image's).
+    pub command: Option<Sp<Vec<Sp<String>>>>,
+    /// Container port of each instance.
+    #[schemars(required)]
+    pub port: Option<Sp<u16>>,
+    /// Host port range, e.g. 51000-51999; each instance leases a free port on its node.
+    #[schemars(required, regex(pattern = r"^[0-9]{1,5}(-[0-9]{1,5})?$"))]
+    pub host_ports: Option<Sp<Text>>,
+    /// Environment variables.
+    pub env: Option<TextMap>,
+    /// Docker healthcheck.
+    pub healthcheck: Option<RawHealthcheck>,
+    /// Stop an instance idle this long; 0 = never (default).
+    pub idle_timeout: Option<Sp<Dur>>,
+    /// PlacementPolicy name (default: the policy named `default`, if any).
+    pub policy: Option<Sp<String>>,
+}
+decode_struct!(RawPlugClassSpec {
+    req image = "image",
+    req resources = "resources",
+    opt command = "command",
+    req port = "port",
+    req host_ports = "hostPorts",
+    opt env = "env",
+    opt healthcheck = "healthcheck",
+    opt idle_timeout = "idleTimeout",
+    opt policy = "policy",
+});
+
+/// `spec` of kind `PlacementPolicy`.
+#[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
+#[schemars(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawPolicySpec {
+    /// Position of the mapping.
+    #[schemars(skip)]
+    pub pos: Pos,
+    /// Per-VPS cap, counted over all plug instances on the node.
+    pub max_plugs_per_node: Option<Sp<u32>>,
+    /// Share of a node's allocatable memory (capacity - reserved) that limits and measured use
+    /// may reach (default 100%).
+    pub memory_high_watermark: Option<Sp<Percent>>,
+    /// Node groups tried in order; a later tier is used only when no node of the earlier tiers
+    /// can take the plug (default: one tier of every node).
+    pub tiers: Option<Vec<RawTier>>,
+    /// pack: fill the fullest node that fits first; spread: least loaded first (default pack).
+    #[schemars(regex(pattern = r"^(pack|spread)$"))]
+    pub spread: Option<Sp<String>>,
+    /// Memory use above the watermark stops the most idle plugs first (default false).
+    pub evict_idle_on_pressure: Option<Sp<bool>>,
+}
+decode_struct!(RawPolicySpec {
+    opt max_plugs_per_node = "maxPlugsPerNode",
+    opt memory_high_watermark = "memoryHighWatermark",
+    opt tiers = "tiers",
+    opt spread = "spread",
+    opt evict_idle_on_pressure = "evictIdleOnPressure",
+});
+
+/// One tier of a `PlacementPolicy`.
+#[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
+#[schemars(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawTier {
+    /// Position of the mapping.
+    #[schemars(skip)]
+    pub pos: Pos,
+    /// Node labels that must all match.
+    pub node_selector: Option<TextMap>,
+    /// Nodes by name.
+    pub nodes: Option<Vec<Sp<String>>>,
+}
+decode_struct!(RawTier { opt node_selector = "nodeSelector", opt nodes = "nodes" });
+
+/// A healthcheck command: a list of strings, or one string run by the shell (`CMD-SHELL`).
+#[derive(Debug, Clone, PartialEq, JsonSchema)]
+#[schemars(transparent)]
+pub struct HealthCommand(
+    /// The test, in Docker's form (`["CMD", ...]` or `["CMD-SHELL", "..."]`).
+    #[schemars(with = "HealthcheckCommandSchema")]
+    pub Vec<String>,
+);
+
+impl Decode for HealthCommand {
+    fn decode(node: &YNode, path: &str, cx: &mut Cx) -> Option<Self> {
+        match &node.value {
+            super::yaml::Value::Str(s) => {
+                Some(HealthCommand(vec!["CMD-SHELL".to_string(), s.clone()]))
+            }
+            _ => Vec::<String>::decode(node, path, cx).map(HealthCommand),
+        }
+    }
+}
+
+/// The kinds of SPEC §2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    /// `Fleet`.
+    Fleet,
+    /// `Node`.
+    Node,
+    /// `Service`.
+    Service,
+    /// `PlugClass`.
+    PlugClass,
+    /// `PlacementPolicy`.
+    PlacementPolicy,
+}
+
+impl Kind {
+    /// Every kind, in the order documents are best written.
+    pub const ALL: [Kind; 5] = [
+        Kind::Fleet,
+        Kind::Node,
+        Kind::Service,
+        Kind::PlugClass,
+        Kind::PlacementPolicy,
+    ];
+
+    /// The `kind:` spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Fleet => "Fleet",
+            Kind::Node => "Node",
+            Kind::Service => "Service",
+            Kind::PlugClass => "PlugClass",
+            Kind::PlacementPolicy => "PlacementPolicy",
+        }
+    }
+}
+
+/// The decoded `spec` of one document.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawSpec {
+    /// A Fleet.
+    Fleet(RawFleetSpec),
+    /// A Node.
+    Node(RawNodeSpec),
+    /// A Service.
+    Service(RawServiceSpec),
+    /// A PlugClass.
+    PlugClass(RawPlugClassSpec),
+    /// A PlacementPolicy.
+    PlacementPolicy(RawPolicySpec),
+}
+
+/// One decoded document.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawDocument {
+    /// File it came from.
+    pub file: String,
+    /// Position of the document.
+    pub pos: Pos,
+    /// Its kind.
+    pub kind: Kind,
+    /// `metadata`.
+    pub metadata: RawMetadata,
+    /// `spec`, if it decoded (errors are already recorded otherwise).
+    pub spec: Option<RawSpec>,
+}
+
+/// The only `apiVersion` of this release.
+pub const API_VERSION: &str = "fleet/v1";
+
+/// Decodes one document; returns `None` when it is too broken to say what it is (the errors
+/// are recorded).
+pub fn decode_document(node: &YNode, cx: &mut Cx) -> Option<RawDocument> {
+    let mut f = Fields::of(node, "", cx)?;
+    let api: Option<Sp<String>> = f.req("apiVersion", cx);
+    if let Some(api) = &api
+        && api.value != API_VERSION
+    {
+        cx.err(
+            api.pos,
+            "apiVersion",
+            format!("unsupported apiVersion {:?}; this fleetctl reads {API_VERSION:?}", api.value),
+        );
+    }
+    let kind_node: Option<Sp<String>> = f.req("kind", cx);
+    let kind = kind_node.as_ref().and_then(|k| {
+        let kind = Kind::ALL.into_iter().find(|x| x.as_str() == k.value);
+        if kind.is_none() {
+            let names: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
+            let hint = super::decode::suggest(&k.value, &names)
+                .map(|s| format!("; did you mean {s}?"))
+                .unwrap_or_else(|| format!("; kinds are {}", names.join(", ")));
+            cx.err(k.pos, "kind", format!("unknown kind {:?}{hint}", k.value));
+        }
+        kind
+    });
+    let metadata: Option<RawMetadata> = f.req("metadata", cx);
+    let spec_node = f.node("spec");
+    let spec = match (kind, spec_node) {
+        (Some(kind), Some(n)) if n.value != super::yaml::Value::Null => match kind {
+            Kind::Fleet => RawFleetSpec::decode(n, "spec", cx).map(RawSpec::Fleet),
+            Kind::Node => RawNodeSpec::decode(n, "spec", cx).map(RawSpec::Node),
+            Kind::Service => RawServiceSpec::decode(n, "spec", cx).map(RawSpec::Service),
+            Kind::PlugClass => RawPlugClassSpec::decode(n, "spec", cx).map(RawSpec::PlugClass),
+            Kind::PlacementPolicy => {
+                RawPolicySpec::decode(n, "spec", cx).map(RawSpec::PlacementPolicy)
+            }
+        },
+        (Some(Kind::Fleet), _) => Some(RawSpec::Fleet(RawFleetSpec::default())),
+        (Some(Kind::PlacementPolicy), _) => {
+            Some(RawSpec::PlacementPolicy(RawPolicySpec::default()))
+        }
+        (Some(Kind::Node), _) => Some(RawSpec::Node(RawNodeSpec::default())),
+        (Some(_), _) => {
+            cx.err(node.pos, "spec", "missing required field `spec` in the document");
+            None
+        }
+        (None, _) => None,
+    };
+    f.finish(cx);
+    Some(RawDocument {
+        file: cx.file.to_string(),
+        pos: node.pos,
+        kind: kind?,
+        metadata: metadata.unwrap_or_default(),
+        spec,
+    })
+}

@@ -1,0 +1,353 @@
+//! Resolved manifest types: validated, defaulted and cross-checked. Everything downstream
+//! (capacity, scheduler, planner, controller) works on these.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::quantity::{Bytes, MilliCpus, Percent};
+use crate::container::{HealthcheckSpec, PortMapping, RestartPolicy};
+
+/// Labels: sorted name → value.
+pub type Labels = BTreeMap<String, String>;
+
+/// The whole desired state of a fleet, as the manifests declare it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredFleet {
+    /// The fleet's own settings.
+    pub fleet: FleetSpec,
+    /// Nodes by name.
+    pub nodes: BTreeMap<String, NodeSpec>,
+    /// Services by name.
+    pub services: BTreeMap<String, ServiceSpec>,
+    /// Plug classes by name.
+    pub plug_classes: BTreeMap<String, PlugClassSpec>,
+    /// Placement policies by name.
+    pub policies: BTreeMap<String, PolicySpec>,
+}
+
+/// Kind `Fleet`, with defaults applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetSpec {
+    /// Fleet name: scopes ownership labels (`fleet.fleet`).
+    pub name: String,
+    /// Period of the full reconcile in `run`.
+    pub resync: Duration,
+    /// Unreachable this long ⇒ NotReady, plugs re-placed.
+    pub node_lost_after: Duration,
+    /// Controller API address.
+    pub api_listen: SocketAddr,
+    /// Bearer token file of the API.
+    pub api_token_file: Option<PathBuf>,
+}
+
+/// Default fleet name when no `Fleet` document exists.
+pub const DEFAULT_FLEET_NAME: &str = "default";
+/// Default `resync`.
+pub const DEFAULT_RESYNC: Duration = Duration::from_secs(30);
+/// Default `nodeLostAfter`.
+pub const DEFAULT_NODE_LOST_AFTER: Duration = Duration::from_secs(60);
+/// Default `api.listen`: loopback only.
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:7411";
+/// Default Docker socket path on a node.
+pub const DEFAULT_DOCKER_SOCKET: &str = "/var/run/docker.sock";
+
+impl Default for FleetSpec {
+    fn default() -> Self {
+        FleetSpec {
+            name: DEFAULT_FLEET_NAME.to_string(),
+            resync: DEFAULT_RESYNC,
+            node_lost_after: DEFAULT_NODE_LOST_AFTER,
+            api_listen: DEFAULT_API_LISTEN.parse().expect("valid default address"),
+            api_token_file: None,
+        }
+    }
+}
+
+/// Kind `Node`, with defaults applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeSpec {
+    /// Node name.
+    pub name: String,
+    /// Labels, matched by selectors.
+    pub labels: Labels,
+    /// SSH settings; `None` = local socket.
+    pub ssh: Option<SshSpec>,
+    /// Docker socket path on the node.
+    pub docker_socket: String,
+    /// Declared CPUs; `None` = read from the engine.
+    pub capacity_cpus: Option<MilliCpus>,
+    /// Declared memory; `None` = read from the engine.
+    pub capacity_memory: Option<Bytes>,
+    /// Declared disk.
+    pub capacity_disk: Option<Bytes>,
+    /// CPUs kept for the OS.
+    pub reserved_cpus: MilliCpus,
+    /// Memory kept for the OS.
+    pub reserved_memory: Bytes,
+}
+
+impl NodeSpec {
+    /// Allocatable memory (capacity − reserved) when the capacity is declared.
+    pub fn allocatable_memory(&self) -> Option<Bytes> {
+        self.capacity_memory
+            .map(|c| Bytes(c.0.saturating_sub(self.reserved_memory.0)))
+    }
+
+    /// Allocatable CPUs (capacity − reserved) when the capacity is declared.
+    pub fn allocatable_cpus(&self) -> Option<MilliCpus> {
+        self.capacity_cpus
+            .map(|c| MilliCpus(c.0.saturating_sub(self.reserved_cpus.0)))
+    }
+
+    /// Whether every `key: value` of `selector` is among the node's labels.
+    pub fn matches(&self, selector: &Labels) -> bool {
+        selector
+            .iter()
+            .all(|(k, v)| self.labels.get(k).is_some_and(|x| x == v))
+    }
+}
+
+/// `spec.ssh` of a node, as written (paths not yet expanded).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SshSpec {
+    /// Address or host name.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Login user; `None` = the current user.
+    pub user: Option<String>,
+    /// Private key file; `None` = agent, then ~/.ssh/id_ed25519.
+    pub identity_file: Option<String>,
+    /// Pinned host key.
+    pub host_key: Option<String>,
+    /// known_hosts file; `None` = ~/.ssh/known_hosts.
+    pub known_hosts_file: Option<String>,
+}
+
+/// Where a service's replicas may run.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Placement {
+    /// Allowed nodes by name; `None` = any.
+    pub nodes: Option<BTreeSet<String>>,
+    /// Labels a node must have.
+    pub node_selector: Labels,
+    /// Cap of replicas per node.
+    pub max_per_node: Option<u32>,
+}
+
+impl Placement {
+    /// Whether `node` is allowed by both the node list and the selector.
+    pub fn allows(&self, node: &NodeSpec) -> bool {
+        self.nodes.as_ref().is_none_or(|n| n.contains(&node.name)) && node.matches(&self.node_selector)
+    }
+}
+
+/// Resource limits as declared (typed).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ResourceSpec {
+    /// Hard memory limit.
+    pub memory: Bytes,
+    /// Soft limit.
+    pub memory_reservation: Option<Bytes>,
+    /// CPU quota.
+    pub cpus: Option<MilliCpus>,
+    /// CPU weight.
+    pub cpu_shares: Option<u64>,
+    /// Allowed CPUs.
+    pub cpuset: Option<String>,
+}
+
+impl ResourceSpec {
+    /// The engine-level resources.
+    pub fn to_container(&self) -> crate::container::Resources {
+        crate::container::Resources {
+            memory: self.memory.0,
+            memory_reservation: self.memory_reservation.map(|b| b.0),
+            nano_cpus: self.cpus.map(MilliCpus::nanos),
+            cpu_shares: self.cpu_shares,
+            cpuset: self.cpuset.clone(),
+        }
+    }
+}
+
+/// How a service's containers are replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpdateOrder {
+    /// Start the new container, then stop the old one.
+    StartFirst,
+    /// Stop the old container, then start the new one.
+    StopFirst,
+}
+
+/// Kind `Service`, with defaults applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    /// Service name.
+    pub name: String,
+    /// Labels (metadata).
+    pub labels: Labels,
+    /// Image reference.
+    pub image: String,
+    /// Number of replicas.
+    pub replicas: u32,
+    /// Where they may run.
+    pub placement: Placement,
+    /// Limits.
+    pub resources: ResourceSpec,
+    /// Command.
+    pub command: Option<Vec<String>>,
+    /// Environment.
+    pub env: Labels,
+    /// Published ports.
+    pub ports: Vec<PortMapping>,
+    /// Volumes and binds.
+    pub volumes: Vec<String>,
+    /// Restart policy.
+    pub restart: RestartPolicy,
+    /// Healthcheck.
+    pub healthcheck: Option<HealthcheckSpec>,
+    /// Replacement order.
+    pub update_order: UpdateOrder,
+    /// Stop grace period.
+    pub stop_grace_period: Option<Duration>,
+}
+
+/// An inclusive host port range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortRange {
+    /// First port.
+    pub start: u16,
+    /// Last port (inclusive).
+    pub end: u16,
+}
+
+impl PortRange {
+    /// Number of ports in the range.
+    pub fn len(self) -> u32 {
+        u32::from(self.end) - u32::from(self.start) + 1
+    }
+
+    /// Always false: a range holds at least one port.
+    pub fn is_empty(self) -> bool {
+        false
+    }
+
+    /// Whether `port` is inside.
+    pub fn contains(self, port: u16) -> bool {
+        (self.start..=self.end).contains(&port)
+    }
+}
+
+impl std::fmt::Display for PortRange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.start, self.end)
+    }
+}
+
+/// Kind `PlugClass`, with defaults applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlugClassSpec {
+    /// Class name.
+    pub name: String,
+    /// Labels (metadata).
+    pub labels: Labels,
+    /// Image reference.
+    pub image: String,
+    /// Limits of each instance.
+    pub resources: ResourceSpec,
+    /// Command.
+    pub command: Option<Vec<String>>,
+    /// Container port.
+    pub port: u16,
+    /// Host port range leased from.
+    pub host_ports: PortRange,
+    /// Environment.
+    pub env: Labels,
+    /// Healthcheck.
+    pub healthcheck: Option<HealthcheckSpec>,
+    /// Idle instances are stopped after this; `None` = never.
+    pub idle_timeout: Option<Duration>,
+    /// Policy name; `None` = no policy (no cap beyond capacity, one tier).
+    pub policy: Option<String>,
+}
+
+/// `pack` or `spread`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Spread {
+    /// Fill the fullest node that fits first.
+    #[default]
+    Pack,
+    /// Least loaded node first.
+    Spread,
+}
+
+/// One tier of a placement policy: nodes matching both the list (when given) and the selector.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Tier {
+    /// Node names; `None` = any.
+    pub nodes: Option<BTreeSet<String>>,
+    /// Labels a node must have.
+    pub node_selector: Labels,
+}
+
+impl Tier {
+    /// Whether `node` belongs to this tier.
+    pub fn contains(&self, node: &NodeSpec) -> bool {
+        self.nodes.as_ref().is_none_or(|n| n.contains(&node.name)) && node.matches(&self.node_selector)
+    }
+}
+
+/// Kind `PlacementPolicy`, with defaults applied.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicySpec {
+    /// Policy name.
+    pub name: String,
+    /// Per-node cap over all plugs; `None` = no cap beyond capacity.
+    pub max_plugs_per_node: Option<u32>,
+    /// Watermark of allocatable memory.
+    pub memory_high_watermark: Percent,
+    /// Tiers in order (at least one).
+    pub tiers: Vec<Tier>,
+    /// Scoring within a tier.
+    pub spread: Spread,
+    /// Evict idle plugs under memory pressure.
+    pub evict_idle_on_pressure: bool,
+}
+
+impl PolicySpec {
+    /// The policy a plug class without one gets when no `default` policy exists: no cap beyond
+    /// capacity, full memory, one tier of every node.
+    pub fn implicit() -> Self {
+        PolicySpec {
+            name: "default".to_string(),
+            max_plugs_per_node: None,
+            memory_high_watermark: Percent::FULL,
+            tiers: vec![Tier::default()],
+            spread: Spread::Pack,
+            evict_idle_on_pressure: false,
+        }
+    }
+}
+
+impl DesiredFleet {
+    /// The policy that governs `class`: its named policy, else the implicit one.
+    pub fn policy_for(&self, class: &PlugClassSpec) -> PolicySpec {
+        class
+            .policy
+            .as_ref()
+            .and_then(|p| self.policies.get(p))
+            .cloned()
+            .unwrap_or_else(PolicySpec::implicit)
+    }
+
+    /// Nodes a service may run on, in name order.
+    pub fn allowed_nodes<'a>(&'a self, service: &'a ServiceSpec) -> impl Iterator<Item = &'a NodeSpec> + 'a {
+        self.nodes.values().filter(|n| service.placement.allows(n))
+    }
+}

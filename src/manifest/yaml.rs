@@ -1,0 +1,324 @@
+//! The only place fleetctl calls a YAML library: text → a tree of [`YNode`]s, each with the
+//! line and column it came from, under explicit input limits.
+//!
+//! Typed decoding happens afterwards on this tree (see `raw`), so that decoding can go on past
+//! the first bad field and report every error.
+
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_saphyr::Spanned;
+
+use super::error::Diagnostic;
+
+/// Most bytes one manifest file may have. Fleet manifests for 50 nodes are tens of KiB; a bigger
+/// file is a mistake (or an attack), and refusing it early keeps `validate` fast.
+pub const MAX_FILE_BYTES: usize = 1024 * 1024;
+/// Deepest nesting accepted. Manifests nest about six levels; this stops stack-exhaustion input.
+pub const MAX_DEPTH: usize = 32;
+/// Most aliases (`*name`) per file; manifests rarely need any, and this bounds alias bombs.
+pub const MAX_ALIASES: usize = 256;
+/// Most YAML nodes per file.
+pub const MAX_NODES: usize = 100_000;
+/// Most documents per file.
+pub const MAX_DOCUMENTS: usize = 1_000;
+
+/// A 1-based line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Pos {
+    /// Line, from 1.
+    pub line: u32,
+    /// Column (characters), from 1.
+    pub col: u32,
+}
+
+impl fmt::Display for Pos {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.line, self.col)
+    }
+}
+
+/// A YAML value with its position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct YNode {
+    /// Where the value starts.
+    pub pos: Pos,
+    /// The value.
+    pub value: Value,
+    /// Source text of a plain (unquoted) scalar that resolved to a non-string, e.g. `true`, `1`,
+    /// `0.50`: lets string-typed fields take it verbatim.
+    pub text: Option<String>,
+}
+
+/// The value of a [`YNode`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// `~`, `null` or empty.
+    Null,
+    /// `true` / `false` (YAML 1.2 spellings only).
+    Bool(bool),
+    /// An integer.
+    Int(i128),
+    /// A float.
+    Float(f64),
+    /// A string.
+    Str(String),
+    /// A sequence.
+    Seq(Vec<YNode>),
+    /// A mapping, in source order.
+    Map(Vec<(YNode, YNode)>),
+}
+
+impl Value {
+    /// "a string", "a mapping", ...: for "expected X, found Y" messages.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Int(_) => "an integer",
+            Value::Float(_) => "a number",
+            Value::Str(_) => "a string",
+            Value::Seq(_) => "a list",
+            Value::Map(_) => "a mapping",
+        }
+    }
+}
+
+impl YNode {
+    /// The scalar as text, if it is a scalar (strings verbatim, other scalars as written).
+    pub fn scalar_text(&self) -> Option<String> {
+        match &self.value {
+            Value::Str(s) => Some(s.clone()),
+            Value::Bool(_) | Value::Int(_) | Value::Float(_) => Some(
+                self.text
+                    .clone()
+                    .unwrap_or_else(|| match &self.value {
+                        Value::Bool(b) => b.to_string(),
+                        Value::Int(i) => i.to_string(),
+                        Value::Float(f) => f.to_string(),
+                        _ => unreachable!("matched above"),
+                    }),
+            ),
+            _ => None,
+        }
+    }
+}
+
+/// What serde hands us: the tree with saphyr's spans, before conversion.
+enum SNode {
+    Null,
+    Bool(bool),
+    Int(i128),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Spanned<SNode>>),
+    Map(Vec<(Spanned<SNode>, Spanned<SNode>)>),
+}
+
+impl<'de> Deserialize<'de> for SNode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = SNode;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("any YAML value")
+            }
+            fn visit_unit<E>(self) -> Result<SNode, E> {
+                Ok(SNode::Null)
+            }
+            fn visit_none<E>(self) -> Result<SNode, E> {
+                Ok(SNode::Null)
+            }
+            fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<SNode, D::Error> {
+                SNode::deserialize(d)
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<SNode, E> {
+                Ok(SNode::Bool(v))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<SNode, E> {
+                Ok(SNode::Int(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<SNode, E> {
+                Ok(SNode::Int(v.into()))
+            }
+            fn visit_i128<E>(self, v: i128) -> Result<SNode, E> {
+                Ok(SNode::Int(v))
+            }
+            fn visit_u128<E: serde::de::Error>(self, v: u128) -> Result<SNode, E> {
+                i128::try_from(v)
+                    .map(SNode::Int)
+                    .map_err(|_| E::custom("integer too large"))
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<SNode, E> {
+                Ok(SNode::Float(v))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<SNode, E> {
+                Ok(SNode::Str(v.to_string()))
+            }
+            fn visit_string<E>(self, v: String) -> Result<SNode, E> {
+                Ok(SNode::Str(v))
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<SNode, E> {
+                String::from_utf8(v.to_vec())
+                    .map(SNode::Str)
+                    .map_err(|_| E::custom("binary data is not allowed in manifests"))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<SNode, A::Error> {
+                let mut items = Vec::new();
+                while let Some(x) = a.next_element::<Spanned<SNode>>()? {
+                    items.push(x);
+                }
+                Ok(SNode::Seq(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<SNode, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(k) = a.next_key::<Spanned<SNode>>()? {
+                    let v = a.next_value::<Spanned<SNode>>()?;
+                    entries.push((k, v));
+                }
+                Ok(SNode::Map(entries))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+fn convert(node: Spanned<SNode>, text: &str) -> YNode {
+    let loc = node.referenced;
+    let pos = Pos {
+        line: u32::try_from(loc.line()).unwrap_or(u32::MAX),
+        col: u32::try_from(loc.column()).unwrap_or(u32::MAX),
+    };
+    let source = || {
+        let span = loc.span();
+        let start = usize::try_from(span.byte_offset()?).ok()?;
+        let len = usize::try_from(span.byte_len()?).ok()?;
+        text.get(start..start.checked_add(len)?)
+            .map(|s| s.trim().to_string())
+    };
+    let (value, raw) = match node.value {
+        SNode::Null => (Value::Null, None),
+        SNode::Bool(b) => (Value::Bool(b), source()),
+        SNode::Int(i) => (Value::Int(i), source()),
+        SNode::Float(f) => (Value::Float(f), source()),
+        SNode::Str(s) => (Value::Str(s), None),
+        SNode::Seq(items) => (
+            Value::Seq(items.into_iter().map(|n| convert(n, text)).collect()),
+            None,
+        ),
+        SNode::Map(entries) => (
+            Value::Map(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (convert(k, text), convert(v, text)))
+                    .collect(),
+            ),
+            None,
+        ),
+    };
+    YNode {
+        pos,
+        value,
+        text: raw,
+    }
+}
+
+/// Parses every document of one file. Empty documents are skipped.
+///
+/// # Errors
+/// One diagnostic, at the place the YAML stopped making sense: syntax errors, duplicate keys,
+/// input-limit breaches, invalid UTF-8 or oversize files. A file that fails here contributes no
+/// documents.
+pub fn parse_documents(file: &str, bytes: &[u8]) -> Result<Vec<YNode>, Diagnostic> {
+    if bytes.len() > MAX_FILE_BYTES {
+        return Err(Diagnostic::new(
+            file,
+            Pos { line: 1, col: 1 },
+            "",
+            format!(
+                "file is {} bytes; manifests are limited to {} bytes (1 MiB)",
+                bytes.len(),
+                MAX_FILE_BYTES
+            ),
+        ));
+    }
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            let good = &bytes[..e.valid_up_to()];
+            // `good` is valid UTF-8 by construction.
+            let good = std::str::from_utf8(good).unwrap_or_default();
+            let line = good.matches('\n').count() + 1;
+            let col = good.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            return Err(Diagnostic::new(
+                file,
+                Pos {
+                    line: line as u32,
+                    col: col as u32,
+                },
+                "",
+                format!(
+                    "file is not valid UTF-8 (byte 0x{:02x} at offset {})",
+                    bytes[e.valid_up_to()],
+                    e.valid_up_to()
+                ),
+            ));
+        }
+    };
+    if let Some(offset) = text.find(|c: char| c == '\0') {
+        let before = &text[..offset];
+        let line = before.matches('\n').count() + 1;
+        let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        return Err(Diagnostic::new(
+            file,
+            Pos {
+                line: line as u32,
+                col: col as u32,
+            },
+            "",
+            "file contains a NUL byte; manifests are text",
+        ));
+    }
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_depth = MAX_DEPTH;
+    budget.max_aliases = MAX_ALIASES;
+    budget.max_anchors = MAX_ALIASES;
+    budget.max_nodes = MAX_NODES;
+    budget.max_documents = MAX_DOCUMENTS;
+    budget.max_events = MAX_NODES * 4;
+    budget.max_total_scalar_bytes = MAX_FILE_BYTES * 2;
+    budget.max_recorded_anchor_bytes = MAX_FILE_BYTES;
+    budget.max_recorded_anchor_events = MAX_NODES;
+    budget.flow_nesting_limit = MAX_DEPTH;
+    let options = serde_saphyr::options! {
+        budget: Some(budget),
+        strict_booleans: true,
+        with_snippet: false,
+    };
+    let docs: Vec<Spanned<SNode>> = serde_saphyr::from_multiple_with_options(text, options)
+        .map_err(|e| {
+            let pos = e
+                .location()
+                .map(|l| Pos {
+                    line: u32::try_from(l.line()).unwrap_or(u32::MAX).max(1),
+                    col: u32::try_from(l.column()).unwrap_or(u32::MAX).max(1),
+                })
+                .unwrap_or(Pos { line: 1, col: 1 });
+            Diagnostic::new(file, pos, "", clean_message(&e.to_string()))
+        })?;
+    Ok(docs
+        .into_iter()
+        .map(|d| convert(d, text))
+        .filter(|d| d.value != Value::Null)
+        .collect())
+}
+
+/// serde-saphyr messages sometimes end with their own location; ours is already in front.
+fn clean_message(msg: &str) -> String {
+    let first = msg.lines().next().unwrap_or(msg).trim();
+    let first = match first.rfind(" at line ") {
+        Some(i) => &first[..i],
+        None => first,
+    };
+    format!("invalid YAML: {first}")
+}

@@ -1,0 +1,125 @@
+//! The one error type of the transport boundary.
+
+use std::fmt;
+
+/// What kind of failure a [`TransportError`] is; decides whether a retry can help.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The container or image does not exist (HTTP 404).
+    NotFound,
+    /// A name is taken or the object is busy (HTTP 409).
+    Conflict,
+    /// The node could not be reached: TCP, SSH session, or the Docker socket behind it.
+    Unreachable,
+    /// The node's host key is unknown, changed, or does not match the pin. Never retried.
+    HostKey,
+    /// SSH authentication failed. Never retried.
+    Auth,
+    /// The engine answered with an error status.
+    Api {
+        /// HTTP status.
+        status: u16,
+    },
+    /// The engine speaks an API older than fleetctl supports (below 1.41). Never retried.
+    UnsupportedEngine,
+    /// The operation did not finish in time.
+    Timeout,
+    /// Anything else (malformed answers, local I/O).
+    Other,
+}
+
+/// A failed operation against one node: which node, which operation, which container, why.
+#[derive(Debug)]
+pub struct TransportError {
+    /// Node name.
+    pub node: String,
+    /// Operation, e.g. `create container`, `list containers`, `ssh connect`.
+    pub op: &'static str,
+    /// Container (or image) the operation concerned, when there is one.
+    pub object: Option<String>,
+    /// Failure class.
+    pub kind: ErrorKind,
+    /// Human explanation (what the engine or SSH said, and what to do about it).
+    pub message: String,
+    /// Underlying cause.
+    pub source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+}
+
+impl TransportError {
+    /// A new error without a source.
+    pub fn new(
+        node: impl Into<String>,
+        op: &'static str,
+        kind: ErrorKind,
+        message: impl Into<String>,
+    ) -> Self {
+        TransportError {
+            node: node.into(),
+            op,
+            object: None,
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Names the container or image the operation concerned.
+    pub fn with_object(mut self, object: impl Into<String>) -> Self {
+        self.object = Some(object.into());
+        self
+    }
+
+    /// Attaches the underlying cause.
+    pub fn with_source(
+        mut self,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    ) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// Whether trying again later can succeed. Host-key, auth and unsupported-engine failures
+    /// need an operator; not-found and conflicts are answers, not faults.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::Unreachable | ErrorKind::Timeout | ErrorKind::Other
+        ) || matches!(self.kind, ErrorKind::Api { status } if status >= 500)
+    }
+
+    /// Whether the node could not be reached at all (as opposed to the engine refusing).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::Unreachable | ErrorKind::Timeout | ErrorKind::HostKey | ErrorKind::Auth
+        )
+    }
+
+    /// Whether this is a 404.
+    pub fn is_not_found(&self) -> bool {
+        self.kind == ErrorKind::NotFound
+    }
+
+    /// Whether this is a 409.
+    pub fn is_conflict(&self) -> bool {
+        self.kind == ErrorKind::Conflict
+    }
+}
+
+impl fmt::Display for TransportError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node {}: {}", self.node, self.op)?;
+        if let Some(object) = &self.object {
+            write!(f, " {object}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for TransportError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}

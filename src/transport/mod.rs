@@ -1,0 +1,124 @@
+//! I/O boundary #1: every conversation with a node's Docker Engine.
+//!
+//! fleetctl reaches each node over **one SSH connection** (russh), opening one
+//! `direct-streamlocal@openssh.com` channel per HTTP connection to the node's Docker socket, with
+//! bollard on top; or the local Unix socket for a node without `ssh`. Nothing outside this module
+//! imports bollard or russh: the rest of fleetctl talks to a node through [`NodeRuntime`], in the
+//! engine-neutral terms of [`crate::container`]. [`fake::FakeRuntime`] implements the same trait
+//! in memory for controller-logic tests.
+
+pub mod error;
+pub mod fake;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+
+use crate::container::{
+    ContainerDetails, ContainerRecord, ContainerSpec, EngineEvent, EngineInfo, Resources,
+    RestartPolicy,
+};
+pub use error::{ErrorKind, TransportError};
+
+/// How to reach one node: the transport-level view of a `Node` manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// Node name (for errors and logs).
+    pub node: String,
+    /// SSH settings; `None` means the Docker socket is local to this machine.
+    pub ssh: Option<SshEndpoint>,
+    /// Path of the Docker socket on the node.
+    pub docker_socket: String,
+}
+
+/// SSH settings of a node, with every default already resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshEndpoint {
+    /// Address or host name.
+    pub host: String,
+    /// Port (22 unless declared).
+    pub port: u16,
+    /// Login user.
+    pub user: String,
+    /// Private key; `None` means ssh-agent, then `~/.ssh/id_ed25519`.
+    pub identity_file: Option<PathBuf>,
+    /// Pinned host key (`ssh-ed25519 AAAA...`); when set, known_hosts is not consulted.
+    pub host_key: Option<String>,
+    /// known_hosts file consulted when no key is pinned.
+    pub known_hosts_file: PathBuf,
+}
+
+/// Which containers a listing returns.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListFilter {
+    /// Only containers carrying every one of these `key=value` (or bare `key`) labels.
+    pub labels: Vec<String>,
+}
+
+/// The in-place update the engine can make to a running container (SPEC §3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerUpdate {
+    /// New limits (all fields sent).
+    pub resources: Resources,
+    /// New restart policy.
+    pub restart: RestartPolicy,
+}
+
+/// One node's Docker Engine, as fleetctl needs it. Implementations: the SSH/bollard runtime and
+/// [`fake::FakeRuntime`].
+///
+/// # Contract
+/// - Every error names the node, the operation and (where there is one) the container.
+/// - `create_container` with a name that exists fails with [`ErrorKind::Conflict`]; callers treat
+///   it as "already there, re-observe", which makes creation idempotent.
+/// - `stop_container` and `remove_container` of a container that is gone fail with
+///   [`ErrorKind::NotFound`]; callers treat that as done.
+/// - Listing is read-only; none of the read methods changes anything on the node.
+#[async_trait]
+pub trait NodeRuntime: Send + Sync {
+    /// Name of the node this runtime reaches.
+    fn node(&self) -> &str;
+    /// Engine version, negotiated API version, CPUs and memory.
+    async fn engine_info(&self) -> Result<EngineInfo, TransportError>;
+    /// Containers in any state matching `filter`.
+    async fn list_containers(
+        &self,
+        filter: &ListFilter,
+    ) -> Result<Vec<ContainerRecord>, TransportError>;
+    /// Full details of one container.
+    async fn inspect_container(&self, id: &str) -> Result<ContainerDetails, TransportError>;
+    /// Whether `image` is present on the node.
+    async fn image_present(&self, image: &str) -> Result<bool, TransportError>;
+    /// Pulls `image` from its registry.
+    async fn pull_image(&self, image: &str) -> Result<(), TransportError>;
+    /// Creates (does not start) a container; returns its id.
+    async fn create_container(&self, spec: &ContainerSpec) -> Result<String, TransportError>;
+    /// Starts a container; starting a running one succeeds.
+    async fn start_container(&self, id: &str) -> Result<(), TransportError>;
+    /// Stops a container, waiting up to `grace` before the engine kills it.
+    async fn stop_container(&self, id: &str, grace: Duration) -> Result<(), TransportError>;
+    /// Removes a container, killing it if it runs.
+    async fn remove_container(&self, id: &str) -> Result<(), TransportError>;
+    /// Changes limits and restart policy of a container in place, without restarting it.
+    async fn update_container(
+        &self,
+        id: &str,
+        update: &ContainerUpdate,
+    ) -> Result<(), TransportError>;
+    /// Current memory use of a running container in bytes (working set: usage minus inactive
+    /// file cache), from a one-shot stats call.
+    async fn container_memory_usage(&self, id: &str) -> Result<u64, TransportError>;
+    /// Container events (die, oom, start, destroy, health_status) for containers carrying every
+    /// label of `filter`, from now on. The stream ends when the connection drops; the caller
+    /// resubscribes (and resyncs, since events may have been missed).
+    async fn events(
+        &self,
+        filter: &ListFilter,
+    ) -> Result<BoxStream<'static, Result<EngineEvent, TransportError>>, TransportError>;
+}
+
+/// The connect timeout for one SSH connection attempt: a VPS that does not answer a TCP
+/// handshake and key exchange within this is treated as unreachable for this pass.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
