@@ -4,6 +4,7 @@
 //! changes. Errors are printed once, at the top, with their chain.
 
 mod capacity;
+mod common;
 mod schema;
 mod validate;
 
@@ -110,8 +111,10 @@ pub enum Command {
         /// What to list.
         #[arg(value_enum)]
         what: GetWhat,
-        /// Manifests to use instead of the last applied set.
-        #[arg(short = 'f', long = "file", value_name = "PATH")]
+        /// Manifest file or directory (default: the last applied set).
+        path: Option<PathBuf>,
+        /// Manifests to use instead of the last applied set (same as PATH).
+        #[arg(short = 'f', long = "file", value_name = "PATH", conflicts_with = "path")]
         file: Option<PathBuf>,
         /// Output format.
         #[arg(short, long, value_enum, default_value_t)]
@@ -124,8 +127,10 @@ pub enum Command {
         what: DescribeWhat,
         /// Its name (or plug id).
         name: String,
-        /// Manifests to use instead of the last applied set.
-        #[arg(short = 'f', long = "file", value_name = "PATH")]
+        /// Manifest file or directory (default: the last applied set).
+        path: Option<PathBuf>,
+        /// Manifests to use instead of the last applied set (same as PATH).
+        #[arg(short = 'f', long = "file", value_name = "PATH", conflicts_with = "path")]
         file: Option<PathBuf>,
         /// Output format.
         #[arg(short, long, value_enum, default_value_t)]
