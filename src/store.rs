@@ -539,7 +539,7 @@ impl Store {
     /// # Errors
     /// Query failure.
     pub fn lease(&self) -> Result<Option<LeaseInfo>, StoreError> {
-        self.read(|c| read_lease(c))
+        self.read(read_lease)
     }
 
     // ----- applied manifests -------------------------------------------------------------
@@ -671,7 +671,7 @@ impl Store {
     /// # Errors
     /// Query failure.
     pub fn plugs(&self) -> Result<Vec<PlugRecord>, StoreError> {
-        self.read(|c| read_plugs(c))
+        self.read(read_plugs)
     }
 
     /// One plug.
