@@ -19,5 +19,6 @@ pub mod cli;
 pub mod container;
 pub mod desired;
 pub mod manifest;
+pub mod schedule;
 pub mod store;
 pub mod transport;
