@@ -114,7 +114,12 @@ pub enum Command {
         /// Manifest file or directory (default: the last applied set).
         path: Option<PathBuf>,
         /// Manifests to use instead of the last applied set (same as PATH).
-        #[arg(short = 'f', long = "file", value_name = "PATH", conflicts_with = "path")]
+        #[arg(
+            short = 'f',
+            long = "file",
+            value_name = "PATH",
+            conflicts_with = "path"
+        )]
         file: Option<PathBuf>,
         /// Output format.
         #[arg(short, long, value_enum, default_value_t)]
@@ -130,7 +135,12 @@ pub enum Command {
         /// Manifest file or directory (default: the last applied set).
         path: Option<PathBuf>,
         /// Manifests to use instead of the last applied set (same as PATH).
-        #[arg(short = 'f', long = "file", value_name = "PATH", conflicts_with = "path")]
+        #[arg(
+            short = 'f',
+            long = "file",
+            value_name = "PATH",
+            conflicts_with = "path"
+        )]
         file: Option<PathBuf>,
         /// Output format.
         #[arg(short, long, value_enum, default_value_t)]
@@ -141,7 +151,12 @@ pub enum Command {
         /// Manifest file or directory (default: the last applied set).
         path: Option<PathBuf>,
         /// Manifests to use instead of the last applied set (same as PATH).
-        #[arg(short = 'f', long = "file", value_name = "PATH", conflicts_with = "path")]
+        #[arg(
+            short = 'f',
+            long = "file",
+            value_name = "PATH",
+            conflicts_with = "path"
+        )]
         file: Option<PathBuf>,
         /// Output format (table or json).
         #[arg(short, long, value_enum, default_value_t)]

@@ -142,7 +142,8 @@ pub struct Placement {
 impl Placement {
     /// Whether `node` is allowed by both the node list and the selector.
     pub fn allows(&self, node: &NodeSpec) -> bool {
-        self.nodes.as_ref().is_none_or(|n| n.contains(&node.name)) && node.matches(&self.node_selector)
+        self.nodes.as_ref().is_none_or(|n| n.contains(&node.name))
+            && node.matches(&self.node_selector)
     }
 }
 
@@ -299,7 +300,8 @@ pub struct Tier {
 impl Tier {
     /// Whether `node` belongs to this tier.
     pub fn contains(&self, node: &NodeSpec) -> bool {
-        self.nodes.as_ref().is_none_or(|n| n.contains(&node.name)) && node.matches(&self.node_selector)
+        self.nodes.as_ref().is_none_or(|n| n.contains(&node.name))
+            && node.matches(&self.node_selector)
     }
 }
 
@@ -347,7 +349,10 @@ impl DesiredFleet {
     }
 
     /// Nodes a service may run on, in name order.
-    pub fn allowed_nodes<'a>(&'a self, service: &'a ServiceSpec) -> impl Iterator<Item = &'a NodeSpec> + 'a {
+    pub fn allowed_nodes<'a>(
+        &'a self,
+        service: &'a ServiceSpec,
+    ) -> impl Iterator<Item = &'a NodeSpec> + 'a {
         self.nodes.values().filter(|n| service.placement.allows(n))
     }
 }

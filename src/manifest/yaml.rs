@@ -89,16 +89,14 @@ impl YNode {
     pub fn scalar_text(&self) -> Option<String> {
         match &self.value {
             Value::Str(s) => Some(s.clone()),
-            Value::Bool(_) | Value::Int(_) | Value::Float(_) => Some(
-                self.text
-                    .clone()
-                    .unwrap_or_else(|| match &self.value {
-                        Value::Bool(b) => b.to_string(),
-                        Value::Int(i) => i.to_string(),
-                        Value::Float(f) => f.to_string(),
-                        _ => unreachable!("matched above"),
-                    }),
-            ),
+            Value::Bool(_) | Value::Int(_) | Value::Float(_) => {
+                Some(self.text.clone().unwrap_or_else(|| match &self.value {
+                    Value::Bool(b) => b.to_string(),
+                    Value::Int(i) => i.to_string(),
+                    Value::Float(f) => f.to_string(),
+                    _ => unreachable!("matched above"),
+                }))
+            }
             _ => None,
         }
     }
