@@ -520,7 +520,7 @@ spec:
         let r = report(&f, Some(&obs));
         let n2 = &r.nodes[1];
         assert_eq!(n2.plugs, 5);
-        assert_eq!(n2.plug_memory, Bytes(5 * 512 << 20));
+        assert_eq!(n2.plug_memory, Bytes((5 * 512) << 20));
         assert_eq!(n2.plug_slots[0].free, 1); // 3.4GiB allowed − 2.5GiB = 0.9GiB → 1
         obs.get_mut("node2").unwrap().measured_memory = Some(Bytes(4 << 30));
         let r = report(&f, Some(&obs));

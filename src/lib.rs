@@ -17,5 +17,7 @@
 pub mod capacity;
 pub mod cli;
 pub mod container;
+pub mod desired;
 pub mod manifest;
+pub mod store;
 pub mod transport;

@@ -272,6 +272,7 @@ fn record(c: &FakeContainer) -> ContainerRecord {
         state: c.state,
         health: c.health,
         created: c.created,
+        host_ports: c.spec.ports.iter().map(|p| p.host_port).collect(),
     }
 }
 
@@ -332,8 +333,7 @@ impl NodeRuntime for FakeRuntime {
             .ok_or_else(|| self.not_found("inspect container", id))?;
         Ok(ContainerDetails {
             record: record(c),
-            resources: c.spec.resources.clone(),
-            restart: c.spec.restart,
+            spec: c.spec.clone(),
             restart_count: c.restart_count,
             exit_code: 0,
             oom_killed: false,
