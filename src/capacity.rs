@@ -44,7 +44,8 @@ pub struct PlacedService {
     pub memory: Bytes,
     /// Memory reservation of all those replicas together.
     pub memory_reservation: Bytes,
-    /// CPU quota of all those replicas together (those without a quota count 0).
+    /// CPU ceiling of all those replicas together: their `cpus`, else the size of their `cpuset`
+    /// (those with neither count 0).
     pub cpus: MilliCpus,
 }
 
@@ -213,7 +214,7 @@ pub fn report(
                 memory_reservation: Bytes(
                     svc.resources.memory_reservation.map_or(0, |b| b.0) * u64::from(*n),
                 ),
-                cpus: MilliCpus(svc.resources.cpus.map_or(0, |c| c.0) * u64::from(*n)),
+                cpus: MilliCpus(svc.resources.cpu_ceiling().map_or(0, |c| c.0) * u64::from(*n)),
             });
         }
         let plugs: u32 = o.plugs.values().sum();

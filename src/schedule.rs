@@ -12,7 +12,9 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::manifest::validate::effective_max_per_node;
-use crate::manifest::{Bytes, DesiredFleet, NodeSpec, Percent, PlugClassSpec, PolicySpec, ServiceSpec, Spread};
+use crate::manifest::{
+    Bytes, DesiredFleet, NodeSpec, Percent, PlugClassSpec, PolicySpec, ServiceSpec, Spread,
+};
 use crate::store::NodeCondition;
 
 /// Whether a node can be worked with.
@@ -56,7 +58,12 @@ pub struct NodeView {
 
 impl NodeView {
     /// A view of `spec` with nothing on it.
-    pub fn empty(spec: &NodeSpec, availability: Availability, condition: NodeCondition, engine_memory: Option<u64>) -> Self {
+    pub fn empty(
+        spec: &NodeSpec,
+        availability: Availability,
+        condition: NodeCondition,
+        engine_memory: Option<u64>,
+    ) -> Self {
         let capacity = spec.capacity_memory.map(|b| b.0).or(engine_memory);
         NodeView {
             name: spec.name.clone(),
@@ -79,7 +86,9 @@ impl NodeView {
     /// Share of allocatable memory committed, in millionths (for scoring).
     fn load(&self) -> u64 {
         match self.allocatable_memory {
-            Some(a) if a > 0 => (u128::from(self.committed_memory) * 1_000_000 / u128::from(a)) as u64,
+            Some(a) if a > 0 => {
+                (u128::from(self.committed_memory) * 1_000_000 / u128::from(a)) as u64
+            }
             _ => u64::MAX,
         }
     }
@@ -176,7 +185,11 @@ fn check_available(node: &NodeView) -> Result<(), Rejection> {
 /// allocatable memory; and measured use, when known, must be under it too.
 fn check_memory(node: &NodeView, extra: u64, watermark: Percent) -> Result<(), Rejection> {
     let Some(alloc) = node.allocatable_memory else {
-        return Err(reject(node, filters::MEMORY_LIMITS, "memory capacity unknown".into()));
+        return Err(reject(
+            node,
+            filters::MEMORY_LIMITS,
+            "memory capacity unknown".into(),
+        ));
     };
     let allowed = watermark.of(alloc);
     let after = node.committed_memory.saturating_add(extra);
@@ -193,7 +206,11 @@ fn check_memory(node: &NodeView, extra: u64, watermark: Percent) -> Result<(), R
         return Err(reject(
             node,
             filters::MEASURED_MEMORY,
-            format!("measured memory {} above {} allowed", Bytes(m), Bytes(allowed)),
+            format!(
+                "measured memory {} above {} allowed",
+                Bytes(m),
+                Bytes(allowed)
+            ),
         ));
     }
     Ok(())
@@ -236,7 +253,11 @@ pub fn plug_fits(
     if let Some(cap) = policy.max_plugs_per_node
         && node.plugs >= cap
     {
-        return Err(reject(node, filters::MAX_PLUGS, format!("{}/{cap} plugs", node.plugs)));
+        return Err(reject(
+            node,
+            filters::MAX_PLUGS,
+            format!("{}/{cap} plugs", node.plugs),
+        ));
     }
     check_memory(node, class.resources.memory.0, policy.memory_high_watermark)?;
     free_port(node, class, preferred_port).ok_or_else(|| {
@@ -309,7 +330,11 @@ pub fn place_plug(
     }
     for node in nodes {
         rejections.entry(node.name.as_str()).or_insert_with(|| {
-            reject(node, "tier", format!("in no tier of policy {}", policy.name))
+            reject(
+                node,
+                "tier",
+                format!("in no tier of policy {}", policy.name),
+            )
         });
     }
     Err(Diagnosis {
@@ -331,7 +356,11 @@ pub fn assign_plug(node: &mut NodeView, class: &PlugClassSpec, port: u16) {
 pub fn replica_fits(node: &NodeView, spec: &NodeSpec, svc: &ServiceSpec) -> Result<(), Rejection> {
     check_available(node)?;
     if !svc.placement.allows(spec) {
-        return Err(reject(node, filters::PLACEMENT, "not allowed by placement".into()));
+        return Err(reject(
+            node,
+            filters::PLACEMENT,
+            "not allowed by placement".into(),
+        ));
     }
     let here = node.replicas.get(&svc.name).copied().unwrap_or(0);
     if let Some(max) = effective_max_per_node(svc.placement.max_per_node, !svc.ports.is_empty())
@@ -344,7 +373,11 @@ pub fn replica_fits(node: &NodeView, spec: &NodeSpec, svc: &ServiceSpec) -> Resu
         ));
     }
     check_memory(node, svc.resources.memory.0, Percent::FULL)?;
-    if let Some(p) = svc.ports.iter().find(|p| node.used_ports.contains(&p.host_port)) {
+    if let Some(p) = svc
+        .ports
+        .iter()
+        .find(|p| node.used_ports.contains(&p.host_port))
+    {
         return Err(reject(
             node,
             filters::HOST_PORT,
@@ -357,7 +390,8 @@ pub fn replica_fits(node: &NodeView, spec: &NodeSpec, svc: &ServiceSpec) -> Resu
 fn assign_replica(node: &mut NodeView, svc: &ServiceSpec) {
     *node.replicas.entry(svc.name.clone()).or_default() += 1;
     node.committed_memory += svc.resources.memory.0;
-    node.used_ports.extend(svc.ports.iter().map(|p| p.host_port));
+    node.used_ports
+        .extend(svc.ports.iter().map(|p| p.host_port));
 }
 
 /// Where every replica of every service goes.
@@ -383,7 +417,11 @@ pub fn place_services(
     current: &BTreeMap<(String, u32), String>,
 ) -> ServicePlacement {
     let mut out = ServicePlacement::default();
-    let index: BTreeMap<String, usize> = views.iter().enumerate().map(|(i, v)| (v.name.clone(), i)).collect();
+    let index: BTreeMap<String, usize> = views
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.name.clone(), i))
+        .collect();
     let mut todo = Vec::new();
     for svc in fleet.services.values() {
         let mut kept_per_node: BTreeMap<String, u32> = BTreeMap::new();
@@ -397,7 +435,8 @@ pub fn place_services(
                     || v.condition.drained
                     || matches!(v.availability, Availability::Lost(_));
                 let cap = effective_max_per_node(svc.placement.max_per_node, !svc.ports.is_empty());
-                let under_cap = cap.is_none_or(|m| kept_per_node.get(node).copied().unwrap_or(0) < m);
+                let under_cap =
+                    cap.is_none_or(|m| kept_per_node.get(node).copied().unwrap_or(0) < m);
                 (svc.placement.allows(spec) && !movable_away && under_cap).then_some(i)
             });
             match keep {
@@ -420,7 +459,8 @@ pub fn place_services(
             };
             match replica_fits(v, spec, svc) {
                 Ok(()) => {
-                    let key = |n: &NodeView| (n.replicas.get(&svc.name).copied().unwrap_or(0), n.load());
+                    let key =
+                        |n: &NodeView| (n.replicas.get(&svc.name).copied().unwrap_or(0), n.load());
                     if best.is_none_or(|b| key(v) < key(&views[b])) {
                         best = Some(i);
                     }
@@ -431,9 +471,12 @@ pub fn place_services(
         match best {
             Some(i) => {
                 assign_replica(&mut views[i], svc);
-                out.assigned.insert((svc.name.clone(), replica), views[i].name.clone());
+                out.assigned
+                    .insert((svc.name.clone(), replica), views[i].name.clone());
             }
-            None => out.unplaced.push((svc.name.clone(), replica, Diagnosis { rejections })),
+            None => out
+                .unplaced
+                .push((svc.name.clone(), replica, Diagnosis { rejections })),
         }
     }
     out
@@ -514,7 +557,11 @@ spec:
         assert_eq!(on("node2"), 5);
         assert_eq!(on("node3"), 2);
         assert!(placed[..5].iter().all(|p| p.tier == 0));
-        let ports: Vec<u16> = placed.iter().filter(|p| p.node == "node1").map(|p| p.host_port).collect();
+        let ports: Vec<u16> = placed
+            .iter()
+            .filter(|p| p.node == "node1")
+            .map(|p| p.host_port)
+            .collect();
         assert_eq!(ports, vec![51000, 51001, 51002, 51003, 51004]);
     }
 
@@ -535,7 +582,10 @@ spec:
         place_n(&f, &mut v, 4);
         let class = &f.plug_classes["agent"];
         let d = place_plug(&v, class, &f.policy_for(class), None).unwrap_err();
-        assert_eq!(d.to_string(), "node1: 2/2 plugs; node2: 2/2 plugs; node3: cordoned");
+        assert_eq!(
+            d.to_string(),
+            "node1: 2/2 plugs; node2: 2/2 plugs; node3: cordoned"
+        );
     }
 
     #[test]
@@ -559,9 +609,19 @@ spec:
         let mut v = views(&f);
         let class = &f.plug_classes["agent"];
         let policy = f.policy_for(class);
-        assert_eq!(place_plug(&v, class, &policy, Some(51042)).unwrap().host_port, 51042);
+        assert_eq!(
+            place_plug(&v, class, &policy, Some(51042))
+                .unwrap()
+                .host_port,
+            51042
+        );
         v[0].used_ports.insert(51042);
-        assert_eq!(place_plug(&v, class, &policy, Some(51042)).unwrap().host_port, 51000);
+        assert_eq!(
+            place_plug(&v, class, &policy, Some(51042))
+                .unwrap()
+                .host_port,
+            51000
+        );
     }
 
     #[test]
@@ -573,6 +633,10 @@ spec:
         }
         let class = &f.plug_classes["agent"];
         let d = place_plug(&v, class, &f.policy_for(class), None).unwrap_err();
-        assert!(d.to_string().contains("node1: no free host port in 51000-51099"), "{d}");
+        assert!(
+            d.to_string()
+                .contains("node1: no free host port in 51000-51099"),
+            "{d}"
+        );
     }
 }

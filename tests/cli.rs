@@ -259,3 +259,41 @@ fn collect_keys(node: &fleetctl::manifest::yaml::YNode, out: &mut Vec<String>) {
         _ => {}
     }
 }
+
+#[test]
+fn shipped_fleets_and_examples_validate() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut paths = vec![format!("{root}/fleet/prod.yaml")];
+    for entry in std::fs::read_dir(format!("{root}/examples")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            paths.push(p.display().to_string());
+        }
+    }
+    assert!(paths.len() >= 5, "{paths:?}");
+    for p in paths {
+        fleetctl().args(["validate", &p]).assert().code(0);
+    }
+}
+
+#[test]
+fn closed_stdout_is_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("fleet.yaml");
+    std::fs::write(&f, FLEET).unwrap();
+    // A reader that goes away at once, like `| head -0`.
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("fleetctl"))
+        .args(["capacity", f.to_str().unwrap(), "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}

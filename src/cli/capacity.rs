@@ -4,7 +4,7 @@ use std::path::Path;
 
 use comfy_table::{Table, presets};
 
-use super::common::{print_json, print_yaml, resolve_manifests};
+use super::common::{emit, print_json, print_yaml, resolve_manifests};
 use super::{GlobalOpts, Output};
 use crate::capacity::{CapacityReport, report};
 use crate::manifest::{Bytes, MilliCpus};
@@ -19,7 +19,7 @@ pub fn run(path: Option<&Path>, output: Output, _global: &GlobalOpts) -> anyhow:
     match output {
         Output::Json => print_json(&r)?,
         Output::Yaml => print_yaml(&r)?,
-        Output::Table | Output::Wide => print!("{}", render(&r, output == Output::Wide)),
+        Output::Table | Output::Wide => emit(&render(&r, output == Output::Wide))?,
     }
     Ok(0)
 }

@@ -26,20 +26,28 @@ pub fn resolve_manifests(path: Option<&Path>) -> anyhow::Result<Loaded> {
     }
 }
 
+/// Writes `text` to stdout. A closed pipe (`fleetctl get nodes | head -1`) is not an error:
+/// the reader has what it wanted.
+///
+/// # Errors
+/// Other write failures (a full disk behind a redirect).
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other.context("writing to stdout"),
+    }
+}
+
 /// Prints `value` as pretty JSON.
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).context("rendering JSON")?
-    );
-    Ok(())
+    let mut text = serde_json::to_string_pretty(value).context("rendering JSON")?;
+    text.push('\n');
+    emit(&text)
 }
 
 /// Prints `value` as YAML.
 pub fn print_yaml<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
-    print!(
-        "{}",
-        serde_saphyr::to_string(value).context("rendering YAML")?
-    );
-    Ok(())
+    emit(&serde_saphyr::to_string(value).context("rendering YAML")?)
 }

@@ -337,7 +337,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Completion { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "fleetctl", &mut std::io::stdout());
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "fleetctl", &mut buf);
+            common::emit(&String::from_utf8_lossy(&buf))?;
             Ok(0)
         }
         Command::Plan { .. } => not_implemented("plan"),

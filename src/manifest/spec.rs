@@ -163,6 +163,21 @@ pub struct ResourceSpec {
 }
 
 impl ResourceSpec {
+    /// The most CPU time a container can use: `cpus` when set, else the number of CPUs in
+    /// `cpuset` (a container pinned to two cores uses at most two), else `None` (unbounded).
+    pub fn cpu_ceiling(&self) -> Option<MilliCpus> {
+        self.cpus.or_else(|| {
+            let set = self.cpuset.as_deref()?;
+            let mut n = 0u64;
+            for part in set.split(',') {
+                let (a, b) = part.split_once('-').unwrap_or((part, part));
+                let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+                n += b.checked_sub(a)? + 1;
+            }
+            Some(MilliCpus(n * 1000))
+        })
+    }
+
     /// The engine-level resources.
     pub fn to_container(&self) -> crate::container::Resources {
         crate::container::Resources {
