@@ -11,6 +11,7 @@
 //!
 //! Time is passed in by callers (milliseconds since the epoch), so tests control it.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -88,6 +89,13 @@ CREATE TABLE intents (
     state TEXT NOT NULL,
     result TEXT,
     done_ms INTEGER
+);
+"#, r#"
+CREATE TABLE replicas (
+    service TEXT NOT NULL,
+    replica INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    PRIMARY KEY (service, replica)
 );
 "#];
 
@@ -816,6 +824,43 @@ impl Store {
                 .map_err(q("delete port leases"))?;
             if n == 0 {
                 return Err(StoreError::NoPlug(id.to_string()));
+            }
+            Ok(())
+        })
+    }
+
+    // ----- last-known replica placement --------------------------------------------------
+
+    /// Where each service replica was last seen or put: lets a reconcile keep the replicas of
+    /// an unreachable node where they are instead of treating them as absent.
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn replica_nodes(&self) -> Result<BTreeMap<(String, u32), String>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare("SELECT service, replica, node FROM replicas")
+                .map_err(q("read replicas"))?;
+            let rows = stmt
+                .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
+                .map_err(q("read replicas"))?;
+            rows.collect::<Result<_, _>>().map_err(q("read replicas"))
+        })
+    }
+
+    /// Replaces the recorded replica placement.
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn set_replica_nodes(&self, nodes: &BTreeMap<(String, u32), String>) -> Result<(), StoreError> {
+        self.write("record replicas", |tx| {
+            tx.execute("DELETE FROM replicas", []).map_err(q("record replicas"))?;
+            for ((svc, replica), node) in nodes {
+                tx.execute(
+                    "INSERT INTO replicas (service, replica, node) VALUES (?1, ?2, ?3)",
+                    params![svc, replica, node],
+                )
+                .map_err(q("record replicas"))?;
             }
             Ok(())
         })
