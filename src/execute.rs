@@ -111,7 +111,9 @@ pub enum StepError {
         why: String,
     },
     /// A container with our name exists but is not ours.
-    #[error("node {node}: container name {container} is taken by a container fleetctl does not own")]
+    #[error(
+        "node {node}: container name {container} is taken by a container fleetctl does not own"
+    )]
     NameTaken {
         /// Node.
         node: String,
@@ -123,12 +125,15 @@ pub enum StepError {
     NoRuntime(String),
 }
 
+/// Per (node, image): the outcome of making the image present, computed once per run.
+type ImageCache = Mutex<BTreeMap<(String, String), Arc<OnceCell<Result<(), String>>>>>;
+
 struct Ctx<'a> {
     runtimes: &'a Runtimes,
     store: Option<&'a Store>,
     opts: &'a ExecOptions,
     node_slots: BTreeMap<String, Arc<Semaphore>>,
-    images: Mutex<BTreeMap<(String, String), Arc<OnceCell<Result<(), String>>>>>,
+    images: ImageCache,
 }
 
 impl Ctx<'_> {
@@ -140,7 +145,14 @@ impl Ctx<'_> {
 
     fn event(&self, action: &str, node: &str, object: &str, message: &str) {
         if let Some(store) = self.store
-            && let Err(e) = store.record_event(now_ms(), &self.opts.actor, action, Some(node), Some(object), message)
+            && let Err(e) = store.record_event(
+                now_ms(),
+                &self.opts.actor,
+                action,
+                Some(node),
+                Some(object),
+                message,
+            )
         {
             tracing::warn!(error = %e, "could not record event");
         }
@@ -173,7 +185,11 @@ impl Ctx<'_> {
 
     /// Creates `spec` (adopting an existing container of ours with the same name), starts it,
     /// waits until ready. Returns its id.
-    async fn create_and_start(&self, node: &str, spec: &ContainerSpec) -> Result<String, StepError> {
+    async fn create_and_start(
+        &self,
+        node: &str,
+        spec: &ContainerSpec,
+    ) -> Result<String, StepError> {
         self.ensure_image(node, &spec.image).await?;
         let rt = self.rt(node)?;
         let id = match rt.create_container(spec).await {
@@ -181,7 +197,8 @@ impl Ctx<'_> {
             Err(e) if e.is_conflict() => {
                 let existing = rt.inspect_container(&spec.name).await?;
                 let ours = existing.record.label(labels::MANAGED_BY) == Some(labels::MANAGER)
-                    && existing.record.label(labels::FLEET) == spec.labels.get(labels::FLEET).map(String::as_str)
+                    && existing.record.label(labels::FLEET)
+                        == spec.labels.get(labels::FLEET).map(String::as_str)
                     && existing.record.label(labels::SPEC_HASH)
                         == spec.labels.get(labels::SPEC_HASH).map(String::as_str);
                 if !ours {
@@ -195,12 +212,19 @@ impl Ctx<'_> {
             Err(e) => return Err(e.into()),
         };
         rt.start_container(&id).await?;
-        self.wait_ready(node, &id, &spec.name, spec.healthcheck.is_some()).await?;
+        self.wait_ready(node, &id, &spec.name, spec.healthcheck.is_some())
+            .await?;
         Ok(id)
     }
 
     /// Polls until the container runs (and is healthy when it has a healthcheck).
-    async fn wait_ready(&self, node: &str, id: &str, name: &str, healthcheck: bool) -> Result<(), StepError> {
+    async fn wait_ready(
+        &self,
+        node: &str,
+        id: &str,
+        name: &str,
+        healthcheck: bool,
+    ) -> Result<(), StepError> {
         let rt = self.rt(node)?;
         let deadline = Instant::now() + self.opts.ready_timeout;
         let mut delay = Duration::from_millis(50);
@@ -213,9 +237,15 @@ impl Ctx<'_> {
             }
             if Instant::now() >= deadline {
                 let why = match (d.record.state, d.record.health) {
-                    (RunState::Running, Some(h)) => format!("still {h:?} after {:?}", self.opts.ready_timeout).to_lowercase(),
+                    (RunState::Running, Some(h)) => {
+                        format!("still {h:?} after {:?}", self.opts.ready_timeout).to_lowercase()
+                    }
                     (RunState::Exited, _) | (RunState::Dead, _) => {
-                        format!("exited with code {}{}", d.exit_code, if d.oom_killed { " (OOM-killed)" } else { "" })
+                        format!(
+                            "exited with code {}{}",
+                            d.exit_code,
+                            if d.oom_killed { " (OOM-killed)" } else { "" }
+                        )
                     }
                     (s, _) => format!("{s:?} after {:?}", self.opts.ready_timeout).to_lowercase(),
                 };
@@ -231,7 +261,11 @@ impl Ctx<'_> {
     }
 
     async fn stop(&self, node: &str, id: &str, grace: u64) -> Result<(), StepError> {
-        match self.rt(node)?.stop_container(id, Duration::from_secs(grace)).await {
+        match self
+            .rt(node)?
+            .stop_container(id, Duration::from_secs(grace))
+            .await
+        {
             Err(e) if !e.is_not_found() => Err(e.into()),
             _ => Ok(()),
         }
@@ -253,10 +287,15 @@ impl Ctx<'_> {
             }
             Action::Start { id, healthcheck } => {
                 self.rt(node)?.start_container(id).await?;
-                self.wait_ready(node, id, &step.container, *healthcheck).await?;
+                self.wait_ready(node, id, &step.container, *healthcheck)
+                    .await?;
             }
             Action::Stop { id, grace_secs } => self.stop(node, id, *grace_secs).await?,
-            Action::Update { id, resources, restart } => {
+            Action::Update {
+                id,
+                resources,
+                restart,
+            } => {
                 self.rt(node)?
                     .update_container(
                         id,
@@ -279,17 +318,24 @@ impl Ctx<'_> {
                     self.create_and_start(node, spec).await?;
                     // The old node's slot is not taken: holding one slot while waiting for a
                     // second could deadlock two moves in opposite directions.
-                    self.stop_and_remove(old_node, old_id, *old_grace_secs).await?;
+                    self.stop_and_remove(old_node, old_id, *old_grace_secs)
+                        .await?;
                 }
                 UpdateOrder::StopFirst => {
-                    self.stop_and_remove(old_node, old_id, *old_grace_secs).await?;
+                    self.stop_and_remove(old_node, old_id, *old_grace_secs)
+                        .await?;
                     self.create_and_start(node, spec).await?;
                 }
             },
-            Action::Remove { id, grace_secs } => self.stop_and_remove(node, id, *grace_secs).await?,
+            Action::Remove { id, grace_secs } => {
+                self.stop_and_remove(node, id, *grace_secs).await?
+            }
         }
         if let (Object::Plug { id }, Some(store)) = (&step.object, self.store)
-            && matches!(step.action, Action::Create { .. } | Action::Start { .. } | Action::Replace { .. })
+            && matches!(
+                step.action,
+                Action::Create { .. } | Action::Start { .. } | Action::Replace { .. }
+            )
             && let Err(e) = store.set_plug_state(id, PlugState::Running, None)
         {
             tracing::warn!(plug = %id, error = %e, "could not record plug state");

@@ -79,7 +79,10 @@ impl ObservedFleet {
 
     /// Whether `node` answered.
     pub fn is_reachable(&self, node: &str) -> bool {
-        matches!(self.nodes.get(node), Some(NodeObservation::Reachable { .. }))
+        matches!(
+            self.nodes.get(node),
+            Some(NodeObservation::Reachable { .. })
+        )
     }
 }
 
@@ -121,7 +124,8 @@ pub async fn observe(
 
 /// Whether a listed container belongs to `fleet`.
 pub fn is_ours(record: &ContainerRecord, fleet: &str) -> bool {
-    record.label(labels::MANAGED_BY) == Some(labels::MANAGER) && record.label(labels::FLEET) == Some(fleet)
+    record.label(labels::MANAGED_BY) == Some(labels::MANAGER)
+        && record.label(labels::FLEET) == Some(fleet)
 }
 
 async fn observe_node(
@@ -136,7 +140,10 @@ async fn observe_node(
     };
     let all = rt.list_containers(&ListFilter::default()).await?;
     let (ours, foreign): (Vec<_>, Vec<_>) = all.into_iter().partition(|r| is_ours(r, fleet));
-    let foreign_ports = foreign.iter().flat_map(|r| r.host_ports.iter().copied()).collect();
+    let foreign_ports = foreign
+        .iter()
+        .flat_map(|r| r.host_ports.iter().copied())
+        .collect();
     let mut inspected: Vec<Observed> = futures_util::stream::iter(ours)
         .map(|record| async move {
             match rt.inspect_container(&record.id).await {

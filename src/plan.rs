@@ -272,7 +272,9 @@ pub fn node_views(s: &Snapshot) -> Vec<NodeView> {
                 Some(NodeObservation::Unreachable { error, .. }) if s.lost.contains(&spec.name) => {
                     Availability::Lost(error.clone())
                 }
-                Some(NodeObservation::Unreachable { error, .. }) => Availability::Unreachable(error.clone()),
+                Some(NodeObservation::Unreachable { error, .. }) => {
+                    Availability::Unreachable(error.clone())
+                }
                 None => Availability::Unreachable("not observed".into()),
             };
             let (engine_memory, measured, foreign_ports) = match obs {
@@ -281,7 +283,11 @@ pub fn node_views(s: &Snapshot) -> Vec<NodeView> {
                     measured_memory,
                     foreign_ports,
                     ..
-                }) => (engine.as_ref().map(|e| e.memory), *measured_memory, foreign_ports.clone()),
+                }) => (
+                    engine.as_ref().map(|e| e.memory),
+                    *measured_memory,
+                    foreign_ports.clone(),
+                ),
                 _ => (None, None, BTreeSet::new()),
             };
             let mut v = NodeView::empty(
@@ -297,7 +303,11 @@ pub fn node_views(s: &Snapshot) -> Vec<NodeView> {
                     v.used_ports.insert(*port);
                 }
             }
-            for p in s.plugs.iter().filter(|p| p.node == spec.name && p.state.wants_running()) {
+            for p in s
+                .plugs
+                .iter()
+                .filter(|p| p.node == spec.name && p.state.wants_running())
+            {
                 if let Some(class) = s.fleet.plug_classes.get(&p.class) {
                     v.plugs += 1;
                     v.committed_memory += class.resources.memory.0;
@@ -324,7 +334,12 @@ pub fn plan(s: &Snapshot) -> Plan {
             current.insert(key.clone(), node.clone());
         }
     }
-    for (node, _) in s.observed.nodes.iter().filter(|(n, _)| s.observed.is_reachable(n)) {
+    for (node, _) in s
+        .observed
+        .nodes
+        .iter()
+        .filter(|(n, _)| s.observed.is_reachable(n))
+    {
         for o in s.observed.containers(node) {
             if let Some(Identity::Service(svc, r)) = identity(o) {
                 // Prefer a copy that already has the desired spec if there are several.
@@ -370,13 +385,18 @@ pub fn plan(s: &Snapshot) -> Plan {
         let mut port = p.host_port;
         let view = views.iter().find(|v| v.name == p.node);
         let must_move = view.is_none_or(|v| {
-            v.condition.draining || v.condition.drained || matches!(v.availability, Availability::Lost(_))
+            v.condition.draining
+                || v.condition.drained
+                || matches!(v.availability, Availability::Lost(_))
         });
         if must_move && p.state.wants_running() {
             let policy = s.fleet.policy_for(class);
             match schedule::place_plug(&views, class, &policy, Some(p.host_port)) {
                 Ok(placed) => {
-                    let i = views.iter().position(|v| v.name == placed.node).expect("placed on a view");
+                    let i = views
+                        .iter()
+                        .position(|v| v.name == placed.node)
+                        .expect("placed on a view");
                     schedule::assign_plug(&mut views[i], class, placed.host_port);
                     out.plug_moves.push(PlugMove {
                         id: p.id.clone(),
@@ -418,7 +438,12 @@ pub fn plan(s: &Snapshot) -> Plan {
     // Observed containers by identity, across reachable nodes.
     let mut by_identity: BTreeMap<Identity, Vec<(&str, &Observed)>> = BTreeMap::new();
     let mut strays: Vec<(&str, &Observed)> = Vec::new();
-    for (node, _) in s.observed.nodes.iter().filter(|(n, _)| s.observed.is_reachable(n)) {
+    for (node, _) in s
+        .observed
+        .nodes
+        .iter()
+        .filter(|(n, _)| s.observed.is_reachable(n))
+    {
         for o in s.observed.containers(node) {
             match identity(o) {
                 Some(id) => by_identity.entry(id).or_default().push((node.as_str(), o)),
@@ -455,12 +480,17 @@ pub fn plan(s: &Snapshot) -> Plan {
         // The copy to keep: on the right node with the right hash, running ones first.
         let keep = copies
             .iter()
-            .filter(|(n, o)| *n == node.as_str() && o.record.label(labels::SPEC_HASH) == hash.map(String::as_str))
+            .filter(|(n, o)| {
+                *n == node.as_str() && o.record.label(labels::SPEC_HASH) == hash.map(String::as_str)
+            })
             .max_by_key(|(_, o)| (o.record.state == RunState::Running, o.record.created));
         let mut replaced: Option<&str> = None;
         match keep {
             Some((_, o)) => {
-                let observed = o.details.as_ref().map(|d| (&d.spec.resources, d.spec.restart));
+                let observed = o
+                    .details
+                    .as_ref()
+                    .map(|d| (&d.spec.resources, d.spec.restart));
                 if let Some((res, restart)) = observed {
                     let changes = in_place_changes(res, restart, &spec.resources, spec.restart);
                     if !changes.is_empty() {
@@ -501,9 +531,11 @@ pub fn plan(s: &Snapshot) -> Plan {
                 } else {
                     unchanged = true;
                 }
-                if unchanged && observed.is_some_and(|(res, restart)| {
-                    in_place_changes(res, restart, &spec.resources, spec.restart).is_empty()
-                }) {
+                if unchanged
+                    && observed.is_some_and(|(res, restart)| {
+                        in_place_changes(res, restart, &spec.resources, spec.restart).is_empty()
+                    })
+                {
                     out.unchanged.push((node.clone(), o.record.name.clone()));
                 }
                 replaced = Some(o.record.id.as_str());
@@ -526,7 +558,11 @@ pub fn plan(s: &Snapshot) -> Plan {
                             (Identity::Plug(_), true) => UpdateOrder::StopFirst,
                         };
                         let reason = if same_node {
-                            format!("{}, recreate ({})", recreate_reason(spec, o), order_word(order))
+                            format!(
+                                "{}, recreate ({})",
+                                recreate_reason(spec, o),
+                                order_word(order)
+                            )
                         } else {
                             format!("from {old_node}: {}", move_reason(s, old_node))
                         };
@@ -554,7 +590,14 @@ pub fn plan(s: &Snapshot) -> Plan {
                             Object::Stray => unreachable!("strays are never desired"),
                         };
                         if *run {
-                            step(node, &spec.name, Action::Create { spec: Box::new(spec.clone()) }, reason);
+                            step(
+                                node,
+                                &spec.name,
+                                Action::Create {
+                                    spec: Box::new(spec.clone()),
+                                },
+                                reason,
+                            );
                         }
                     }
                 }
@@ -642,7 +685,10 @@ fn stray_reason(s: &Snapshot, o: &Observed) -> String {
         Some("service") => match r.label(labels::SERVICE) {
             Some(svc) if s.fleet.services.contains_key(svc) => {
                 let n = s.fleet.services[svc].replicas;
-                format!("replica {} is beyond replicas: {n}", r.label(labels::REPLICA).unwrap_or("?"))
+                format!(
+                    "replica {} is beyond replicas: {n}",
+                    r.label(labels::REPLICA).unwrap_or("?")
+                )
             }
             Some(svc) => format!("service {svc} is not in the manifests"),
             None => "service container without a service label".into(),
@@ -672,7 +718,11 @@ pub fn in_place_changes(
     let nz = |v: Option<u64>| v.filter(|x| *x != 0);
     let bytes = |v: Option<u64>| nz(v).map_or("none".to_string(), |b| Bytes(b).to_string());
     if have.memory != want.memory {
-        out.push(format!("memory {} → {}", bytes(Some(have.memory)), bytes(Some(want.memory))));
+        out.push(format!(
+            "memory {} → {}",
+            bytes(Some(have.memory)),
+            bytes(Some(want.memory))
+        ));
     }
     if nz(have.memory_reservation) != nz(want.memory_reservation) {
         out.push(format!(
@@ -681,13 +731,22 @@ pub fn in_place_changes(
             bytes(want.memory_reservation)
         ));
     }
-    let cpus = |v: Option<u64>| nz(v).map_or("none".to_string(), |n| MilliCpus(n / 1_000_000).to_string());
+    let cpus =
+        |v: Option<u64>| nz(v).map_or("none".to_string(), |n| MilliCpus(n / 1_000_000).to_string());
     if nz(have.nano_cpus) != nz(want.nano_cpus) {
-        out.push(format!("cpus {} → {}", cpus(have.nano_cpus), cpus(want.nano_cpus)));
+        out.push(format!(
+            "cpus {} → {}",
+            cpus(have.nano_cpus),
+            cpus(want.nano_cpus)
+        ));
     }
     if nz(have.cpu_shares) != nz(want.cpu_shares) {
         let s = |v: Option<u64>| nz(v).map_or("default".to_string(), |n| n.to_string());
-        out.push(format!("cpuShares {} → {}", s(have.cpu_shares), s(want.cpu_shares)));
+        out.push(format!(
+            "cpuShares {} → {}",
+            s(have.cpu_shares),
+            s(want.cpu_shares)
+        ));
     }
     let set = |v: &Option<String>| v.clone().filter(|s| !s.is_empty());
     if set(&have.cpuset) != set(&want.cpuset) {
@@ -695,7 +754,11 @@ pub fn in_place_changes(
         out.push(format!("cpuset {} → {}", s(&have.cpuset), s(&want.cpuset)));
     }
     if have_restart != want_restart {
-        out.push(format!("restart {} → {}", have_restart.as_str(), want_restart.as_str()));
+        out.push(format!(
+            "restart {} → {}",
+            have_restart.as_str(),
+            want_restart.as_str()
+        ));
     }
     out
 }
@@ -731,7 +794,8 @@ fn recreate_reason(want: &ContainerSpec, o: &Observed) -> String {
     if hp != wp {
         out.push("ports changed".into());
     }
-    if have.volumes.iter().collect::<BTreeSet<_>>() != want.volumes.iter().collect::<BTreeSet<_>>() {
+    if have.volumes.iter().collect::<BTreeSet<_>>() != want.volumes.iter().collect::<BTreeSet<_>>()
+    {
         out.push("volumes changed".into());
     }
     if want.healthcheck.is_some() && have.healthcheck != want.healthcheck {
@@ -742,7 +806,10 @@ fn recreate_reason(want: &ContainerSpec, o: &Observed) -> String {
     }
     if out.is_empty() {
         let old = o.record.label(labels::SPEC_HASH).unwrap_or("none");
-        let new = want.labels.get(labels::SPEC_HASH).map_or("none", String::as_str);
+        let new = want
+            .labels
+            .get(labels::SPEC_HASH)
+            .map_or("none", String::as_str);
         out.push(format!("spec changed (hash {old} → {new})"));
     }
     out.join(", ")

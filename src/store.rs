@@ -28,7 +28,8 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const FLEET_LEASE: &str = "fleet";
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE applied (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -90,14 +91,16 @@ CREATE TABLE intents (
     result TEXT,
     done_ms INTEGER
 );
-"#, r#"
+"#,
+    r#"
 CREATE TABLE replicas (
     service TEXT NOT NULL,
     replica INTEGER NOT NULL,
     node TEXT NOT NULL,
     PRIMARY KEY (service, replica)
 );
-"#];
+"#,
+];
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -852,9 +855,13 @@ impl Store {
     ///
     /// # Errors
     /// Query failure.
-    pub fn set_replica_nodes(&self, nodes: &BTreeMap<(String, u32), String>) -> Result<(), StoreError> {
+    pub fn set_replica_nodes(
+        &self,
+        nodes: &BTreeMap<(String, u32), String>,
+    ) -> Result<(), StoreError> {
         self.write("record replicas", |tx| {
-            tx.execute("DELETE FROM replicas", []).map_err(q("record replicas"))?;
+            tx.execute("DELETE FROM replicas", [])
+                .map_err(q("record replicas"))?;
             for ((svc, replica), node) in nodes {
                 tx.execute(
                     "INSERT INTO replicas (service, replica, node) VALUES (?1, ?2, ?3)",
