@@ -51,3 +51,87 @@ pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
 pub fn print_yaml<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     emit(&serde_saphyr::to_string(value).context("rendering YAML")?)
 }
+
+/// A tokio runtime for commands that talk to nodes.
+///
+/// # Errors
+/// The runtime cannot start.
+pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Opens (creating when missing) the state store for `fleet`.
+///
+/// # Errors
+/// The store cannot be opened, or belongs to another fleet.
+pub fn open_store(global: &super::GlobalOpts, fleet: &str) -> anyhow::Result<crate::store::Store> {
+    let path = crate::store::Store::default_path(global.state.as_deref());
+    let store = crate::store::Store::open(&path)?;
+    store.bind_fleet(fleet)?;
+    Ok(store)
+}
+
+/// Opens the state store for reading: an empty in-memory one when the file does not exist
+/// (reading commands never create state).
+///
+/// # Errors
+/// The store exists but cannot be opened, or belongs to another fleet.
+pub fn open_store_readonly(
+    global: &super::GlobalOpts,
+    fleet: &str,
+) -> anyhow::Result<crate::store::Store> {
+    let path = crate::store::Store::default_path(global.state.as_deref());
+    let store = if path.exists() {
+        crate::store::Store::open(&path)?
+    } else {
+        crate::store::Store::in_memory()?
+    };
+    store.bind_fleet(fleet)?;
+    Ok(store)
+}
+
+/// One runtime per node of the fleet. Connections are made lazily on first use; a node whose
+/// connection cannot even be set up gets a runtime that fails every call with that cause.
+pub fn connect_all(fleet: &crate::manifest::DesiredFleet) -> crate::execute::Runtimes {
+    fleet
+        .nodes
+        .values()
+        .map(|n| {
+            let endpoint = crate::transport::Endpoint::from_node(n);
+            let rt = crate::transport::connect(&endpoint).unwrap_or_else(|e| {
+                std::sync::Arc::new(crate::transport::failed::FailedRuntime::new(&e))
+            });
+            (n.name.clone(), rt)
+        })
+        .collect()
+}
+
+/// Who is acting, for leases and the event log: `VERB by USER@HOST (pid N)`.
+pub fn holder(verb: &str) -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{verb} by {user}@{host} (pid {})", std::process::id())
+}
+
+/// Loads manifests from `path`, printing warnings; on invalid manifests prints every error and
+/// returns `None` (the caller exits 1, nothing changed).
+pub fn load_or_report(path: &Path) -> Option<Loaded> {
+    match manifest::load(path) {
+        Ok(l) => {
+            for w in &l.warnings {
+                eprintln!("{w}");
+            }
+            Some(l)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            None
+        }
+    }
+}

@@ -3,8 +3,11 @@
 //! Exit codes: 0 success (for `plan`: no changes), 1 failure or invalid input, 2 `plan` found
 //! changes. Errors are printed once, at the top, with their chain.
 
+mod apply;
 mod capacity;
 mod common;
+mod plan;
+mod render;
 mod schema;
 mod validate;
 
@@ -342,8 +345,19 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             common::emit(&String::from_utf8_lossy(&buf))?;
             Ok(0)
         }
-        Command::Plan { .. } => not_implemented("plan"),
-        Command::Apply { .. } => not_implemented("apply"),
+        Command::Plan { path, output } => plan::run(&path, output, &cli.global),
+        Command::Apply {
+            path,
+            dry_run,
+            lock_timeout,
+            output,
+        } => {
+            if dry_run {
+                plan::run(&path, output, &cli.global)
+            } else {
+                apply::run(&path, lock_timeout, output, &cli.global)
+            }
+        }
         Command::Run { .. } => not_implemented("run"),
         Command::Get { .. } => not_implemented("get"),
         Command::Describe { .. } => not_implemented("describe"),

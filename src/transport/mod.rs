@@ -8,6 +8,7 @@
 //! in memory for controller-logic tests.
 
 pub mod error;
+pub mod failed;
 pub mod fake;
 
 use std::path::PathBuf;
@@ -122,3 +123,28 @@ pub trait NodeRuntime: Send + Sync {
 /// The connect timeout for one SSH connection attempt: a VPS that does not answer a TCP
 /// handshake and key exchange within this is treated as unreachable for this pass.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+// TEMPORARY until the SSH/Docker transport lands: the connect entry points the CLI calls.
+impl Endpoint {
+    /// The endpoint of a node manifest.
+    pub fn from_node(node: &crate::manifest::NodeSpec) -> Endpoint {
+        Endpoint {
+            node: node.name.clone(),
+            ssh: None,
+            docker_socket: node.docker_socket.clone(),
+        }
+    }
+}
+
+/// Connects to a node (lazily).
+///
+/// # Errors
+/// Always, for now.
+pub fn connect(endpoint: &Endpoint) -> Result<std::sync::Arc<dyn NodeRuntime>, TransportError> {
+    Err(TransportError::new(
+        &endpoint.node,
+        "connect",
+        ErrorKind::Other,
+        "transport not built yet",
+    ))
+}
