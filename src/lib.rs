@@ -22,6 +22,7 @@ pub mod execute;
 pub mod manifest;
 pub mod observe;
 pub mod plan;
+pub mod plugs;
 pub mod reconcile;
 pub mod schedule;
 pub mod store;

@@ -318,15 +318,10 @@ pub fn node_views(s: &Snapshot) -> Vec<NodeView> {
         .collect()
 }
 
-/// Computes the plan.
-pub fn plan(s: &Snapshot) -> Plan {
-    let mut out = Plan::default();
-    for (node, obs) in &s.observed.nodes {
-        if let NodeObservation::Unreachable { error, .. } = obs {
-            out.unreachable.insert(node.clone(), error.clone());
-        }
-    }
-
+/// The scheduler's node views with every service replica placed (kept where it runs, new ones
+/// placed), plus that placement. Plug placement decisions use these views, so they see the same
+/// committed memory and ports as the planner.
+pub fn scheduling_views(s: &Snapshot) -> (Vec<NodeView>, schedule::ServicePlacement) {
     // Where replicas are now: observed on reachable nodes, last known on unreachable ones.
     let mut current: BTreeMap<(String, u32), String> = BTreeMap::new();
     for (key, node) in s.last_known {
@@ -342,14 +337,25 @@ pub fn plan(s: &Snapshot) -> Plan {
     {
         for o in s.observed.containers(node) {
             if let Some(Identity::Service(svc, r)) = identity(o) {
-                // Prefer a copy that already has the desired spec if there are several.
                 current.entry((svc, r)).or_insert_with(|| node.clone());
             }
         }
     }
-
     let mut views = node_views(s);
     let placement = schedule::place_services(s.fleet, &mut views, &current);
+    (views, placement)
+}
+
+/// Computes the plan.
+pub fn plan(s: &Snapshot) -> Plan {
+    let mut out = Plan::default();
+    for (node, obs) in &s.observed.nodes {
+        if let NodeObservation::Unreachable { error, .. } = obs {
+            out.unreachable.insert(node.clone(), error.clone());
+        }
+    }
+
+    let (mut views, placement) = scheduling_views(s);
     out.replica_nodes = placement.assigned.clone();
     for (svc, replica, diagnosis) in &placement.unplaced {
         out.unplaced.push(Unplaced {

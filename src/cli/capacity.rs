@@ -14,7 +14,7 @@ use crate::manifest::{Bytes, MilliCpus};
 /// # Errors
 /// Invalid manifests, or none to work on.
 pub fn run(path: Option<&Path>, output: Output, _global: &GlobalOpts) -> anyhow::Result<u8> {
-    let loaded = resolve_manifests(path)?;
+    let loaded = resolve_manifests(path, _global)?;
     let r = report(&loaded.fleet, None);
     match output {
         Output::Json => print_json(&r)?,

@@ -7,11 +7,14 @@ use anyhow::{Context, bail};
 use crate::manifest::{self, Loaded};
 
 /// The manifest set a command works on: `path` when given, else the set last applied (kept in
-/// the state store).
+/// the state store, see `--state`).
 ///
 /// # Errors
 /// Invalid manifests (every diagnostic, in the error text), or no path and nothing applied yet.
-pub fn resolve_manifests(path: Option<&Path>) -> anyhow::Result<Loaded> {
+pub fn resolve_manifests(
+    path: Option<&Path>,
+    global: &super::GlobalOpts,
+) -> anyhow::Result<Loaded> {
     match path {
         Some(p) => {
             let loaded = manifest::load(p).map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -20,9 +23,25 @@ pub fn resolve_manifests(path: Option<&Path>) -> anyhow::Result<Loaded> {
             }
             Ok(loaded)
         }
-        None => bail!(
-            "no manifests given and none applied yet: pass the fleet's manifests (PATH or -f PATH)"
-        ),
+        None => {
+            let state = crate::store::Store::default_path(global.state.as_deref());
+            let applied = if state.exists() {
+                crate::store::Store::open(&state)?.last_applied()?
+            } else {
+                None
+            };
+            let Some((sources, _, _)) = applied else {
+                bail!(
+                    "no manifests given and none applied yet (state {}): pass the fleet's manifests (PATH or -f PATH)",
+                    state.display()
+                );
+            };
+            manifest::parse(&sources).map_err(|e| {
+                anyhow::anyhow!(
+                    "the manifests last applied no longer validate with this fleetctl:\n{e}"
+                )
+            })
+        }
     }
 }
 

@@ -7,6 +7,7 @@ mod apply;
 mod capacity;
 mod common;
 mod plan;
+mod plug;
 mod render;
 mod schema;
 mod validate;
@@ -359,12 +360,18 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             }
         }
         Command::Run { .. } => not_implemented("run"),
+        Command::Get {
+            what: GetWhat::Plugs,
+            path,
+            file,
+            output,
+        } => plug::list(path.or(file).as_deref(), output, &cli.global),
         Command::Get { .. } => not_implemented("get"),
         Command::Describe { .. } => not_implemented("describe"),
         Command::Cordon(_) => not_implemented("cordon"),
         Command::Uncordon(_) => not_implemented("uncordon"),
         Command::Drain { .. } => not_implemented("drain"),
-        Command::Plug { .. } => not_implemented("plug"),
+        Command::Plug { op } => plug::run(op, &cli.global),
         Command::Trust { .. } => not_implemented("trust"),
     }
 }
