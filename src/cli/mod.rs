@@ -6,6 +6,7 @@
 mod apply;
 mod capacity;
 mod common;
+mod cordon;
 mod plan;
 mod plug;
 mod render;
@@ -368,8 +369,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         } => plug::list(path.or(file).as_deref(), output, &cli.global),
         Command::Get { .. } => not_implemented("get"),
         Command::Describe { .. } => not_implemented("describe"),
-        Command::Cordon(_) => not_implemented("cordon"),
-        Command::Uncordon(_) => not_implemented("uncordon"),
+        Command::Cordon(a) => cordon::run(&a.node, a.file.as_deref(), true, &cli.global),
+        Command::Uncordon(a) => cordon::run(&a.node, a.file.as_deref(), false, &cli.global),
         Command::Drain { .. } => not_implemented("drain"),
         Command::Plug { op } => plug::run(op, &cli.global),
         Command::Trust { .. } => not_implemented("trust"),
