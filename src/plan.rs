@@ -41,6 +41,9 @@ pub struct Snapshot<'a> {
     pub last_known: &'a BTreeMap<(String, u32), String>,
     /// Nodes unreachable longer than `nodeLostAfter` (NotReady): their work moves.
     pub lost: &'a BTreeSet<String>,
+    /// Nodes being force-drained: service replicas whose placement allows only that node are
+    /// removed instead of kept (plugs are never removed for want of room).
+    pub evict: &'a BTreeSet<String>,
 }
 
 /// What a step is about.
@@ -200,6 +203,17 @@ pub struct Unplaced {
     pub diagnosis: Diagnosis,
 }
 
+/// Something that should move but stays, because nothing else can take it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stuck {
+    /// What.
+    pub object: Object,
+    /// Where it stays.
+    pub node: String,
+    /// Why no other node can take it, per node.
+    pub diagnosis: Diagnosis,
+}
+
 /// A computed plan.
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
 pub struct Plan {
@@ -209,6 +223,8 @@ pub struct Plan {
     pub unchanged: Vec<(String, String)>,
     /// Replicas and plugs that fit nowhere.
     pub unplaced: Vec<Unplaced>,
+    /// Replicas and plugs that should leave their node but fit nowhere else: they stay.
+    pub stuck: Vec<Stuck>,
     /// Nodes that could not be observed, with why.
     pub unreachable: BTreeMap<String, String>,
     /// Plugs that move to another node.
@@ -342,7 +358,7 @@ pub fn scheduling_views(s: &Snapshot) -> (Vec<NodeView>, schedule::ServicePlacem
         }
     }
     let mut views = node_views(s);
-    let placement = schedule::place_services(s.fleet, &mut views, &current);
+    let placement = schedule::place_services(s.fleet, &mut views, &current, s.evict);
     (views, placement)
 }
 
@@ -357,6 +373,16 @@ pub fn plan(s: &Snapshot) -> Plan {
 
     let (mut views, placement) = scheduling_views(s);
     out.replica_nodes = placement.assigned.clone();
+    for (svc, replica, node, diagnosis) in &placement.stuck {
+        out.stuck.push(Stuck {
+            object: Object::Service {
+                name: svc.clone(),
+                replica: *replica,
+            },
+            node: node.clone(),
+            diagnosis: diagnosis.clone(),
+        });
+    }
     for (svc, replica, diagnosis) in &placement.unplaced {
         out.unplaced.push(Unplaced {
             object: Object::Service {
@@ -415,8 +441,9 @@ pub fn plan(s: &Snapshot) -> Plan {
                     port = placed.host_port;
                 }
                 Err(diagnosis) => {
-                    out.unplaced.push(Unplaced {
+                    out.stuck.push(Stuck {
                         object: Object::Plug { id: p.id.clone() },
+                        node: p.node.clone(),
                         diagnosis,
                     });
                 }

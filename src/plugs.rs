@@ -146,6 +146,7 @@ pub fn reserve_plug(
             port_leases: leases,
             last_known: &last_known,
             lost,
+            evict: &BTreeSet::new(),
         };
         let (views, _) = scheduling_views(&snapshot);
         let placed = place_plug(&views, class_spec, &policy, None).map_err(|diagnosis| {

@@ -36,6 +36,8 @@ pub struct PassContext<'a> {
     pub store: &'a Store,
     /// Nodes considered lost (NotReady past `nodeLostAfter`).
     pub lost: BTreeSet<String>,
+    /// Nodes force-drained (see [`Snapshot::evict`]).
+    pub evict: BTreeSet<String>,
     /// Measure memory use (needed for the measured-memory filter of plug placement).
     pub measure_memory: bool,
     /// Execution options.
@@ -83,6 +85,7 @@ fn plan_from(cx: &PassContext<'_>, observed: &ObservedFleet) -> Result<Plan, Sto
         port_leases: &leases,
         last_known: &last_known,
         lost: &cx.lost,
+        evict: &cx.evict,
     }))
 }
 

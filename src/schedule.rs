@@ -401,13 +401,19 @@ pub struct ServicePlacement {
     pub assigned: BTreeMap<(String, u32), String>,
     /// Replicas that fit nowhere, with why.
     pub unplaced: Vec<(String, u32, Diagnosis)>,
+    /// Replicas that should leave their node (draining, drained, lost) but fit nowhere else:
+    /// they stay where they are (also listed in `assigned`), so nothing is stopped without a
+    /// replacement. (service, replica, node, why).
+    pub stuck: Vec<(String, u32, String, Diagnosis)>,
 }
 
 /// Places every replica of every service. A replica keeps its current node (`current`) while its
 /// placement still allows it and the node is not draining, drained or lost — cordoned and
 /// unreachable nodes keep what they run. Kept replicas are accounted first, then the others are
 /// placed service by service (name order), each on the allowed node with the fewest replicas of
-/// that service, then the least committed memory, then by name.
+/// that service, then the least committed memory, then by name. A replica that must leave its
+/// node but fits nowhere else stays there (`stuck`) — unless its node is in `evict` (a forced
+/// drain) and its placement allows no other node, then it is dropped.
 ///
 /// `views` are the nodes with plugs and foreign ports already accounted; on return they also
 /// hold the services' replicas.
@@ -415,6 +421,7 @@ pub fn place_services(
     fleet: &DesiredFleet,
     views: &mut [NodeView],
     current: &BTreeMap<(String, u32), String>,
+    evict: &BTreeSet<String>,
 ) -> ServicePlacement {
     let mut out = ServicePlacement::default();
     let index: BTreeMap<String, usize> = views
@@ -468,15 +475,39 @@ pub fn place_services(
                 Err(r) => rejections.push(r),
             }
         }
-        match best {
-            Some(i) => {
+        let key = (svc.name.clone(), replica);
+        let pinned_to = |node: &str| {
+            fleet
+                .nodes
+                .values()
+                .filter(|n| svc.placement.allows(n))
+                .map(|n| n.name.as_str())
+                .eq([node])
+        };
+        let stay = current
+            .get(&key)
+            .filter(|n| !(evict.contains(*n) && pinned_to(n)))
+            .and_then(|n| views.iter().position(|v| &v.name == n));
+        match (best, stay) {
+            (Some(i), _) => {
                 assign_replica(&mut views[i], svc);
-                out.assigned
-                    .insert((svc.name.clone(), replica), views[i].name.clone());
+                out.assigned.insert(key, views[i].name.clone());
             }
-            None => out
-                .unplaced
-                .push((svc.name.clone(), replica, Diagnosis { rejections })),
+            (None, Some(i)) => {
+                // Nowhere to go: it stays, so it is never stopped without a replacement.
+                assign_replica(&mut views[i], svc);
+                out.stuck.push((
+                    svc.name.clone(),
+                    replica,
+                    views[i].name.clone(),
+                    Diagnosis { rejections },
+                ));
+                out.assigned.insert(key, views[i].name.clone());
+            }
+            (None, None) => {
+                out.unplaced
+                    .push((svc.name.clone(), replica, Diagnosis { rejections }))
+            }
         }
     }
     out

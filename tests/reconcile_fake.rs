@@ -84,6 +84,7 @@ fn cx<'a>(w: &'a World, f: &'a DesiredFleet) -> PassContext<'a> {
         runtimes: &w.runtimes,
         store: &w.store,
         lost: BTreeSet::new(),
+        evict: BTreeSet::new(),
         measure_memory: false,
         exec: ExecOptions {
             ready_timeout: std::time::Duration::from_secs(2),

@@ -108,6 +108,7 @@ pub fn run(
             runtimes: &runtimes,
             store: &store,
             lost: BTreeSet::new(),
+            evict: BTreeSet::new(),
             measure_memory: false,
             exec: ExecOptions {
                 actor: who.clone(),

@@ -13,11 +13,19 @@ use crate::store::now_ms;
 ///
 /// # Errors
 /// Unknown node, store failures.
-pub fn run(node: &str, file: Option<&Path>, cordon: bool, global: &GlobalOpts) -> anyhow::Result<u8> {
+pub fn run(
+    node: &str,
+    file: Option<&Path>,
+    cordon: bool,
+    global: &GlobalOpts,
+) -> anyhow::Result<u8> {
     let loaded = resolve_manifests(file, global)?;
     if !loaded.fleet.nodes.contains_key(node) {
         let known: Vec<&str> = loaded.fleet.nodes.keys().map(String::as_str).collect();
-        bail!("node {node:?} is not in the manifests (nodes: {})", known.join(", "));
+        bail!(
+            "node {node:?} is not in the manifests (nodes: {})",
+            known.join(", ")
+        );
     }
     let store = open_store(global, &loaded.fleet.fleet.name)?;
     let (before, after) = store.update_node_condition(node, now_ms(), |c| {
@@ -38,9 +46,18 @@ pub fn run(node: &str, file: Option<&Path>, cordon: bool, global: &GlobalOpts) -
         }
     } else {
         let action = if cordon { "cordon" } else { "uncordon" };
-        store.record_event(now_ms(), &who, action, Some(node), None, &format!("{action}ed"))?;
+        store.record_event(
+            now_ms(),
+            &who,
+            action,
+            Some(node),
+            None,
+            &format!("{action}ed"),
+        )?;
         if cordon {
-            format!("node {node} cordoned: it takes no new work; what runs there stays (undo: fleetctl uncordon {node})\n")
+            format!(
+                "node {node} cordoned: it takes no new work; what runs there stays (undo: fleetctl uncordon {node})\n"
+            )
         } else {
             format!("node {node} uncordoned: it takes work again\n")
         }

@@ -28,6 +28,7 @@ pub fn run(path: &Path, output: Output, global: &GlobalOpts) -> anyhow::Result<u
             runtimes: &runtimes,
             store: &store,
             lost: BTreeSet::new(),
+            evict: BTreeSet::new(),
             measure_memory: false,
             exec: ExecOptions::default(),
         };
