@@ -18,6 +18,7 @@ pub mod capacity;
 pub mod cli;
 pub mod container;
 pub mod desired;
+pub mod drain;
 pub mod execute;
 pub mod manifest;
 pub mod observe;
