@@ -35,7 +35,12 @@ pub struct Resident {
 }
 
 /// What is left on a node, from an observation and a plan made while it drains.
-pub fn classify(fleet: &DesiredFleet, node: &str, observed: &ObservedFleet, plan: &Plan) -> Vec<Resident> {
+pub fn classify(
+    fleet: &DesiredFleet,
+    node: &str,
+    observed: &ObservedFleet,
+    plan: &Plan,
+) -> Vec<Resident> {
     let mut out = Vec::new();
     for o in observed.containers(node) {
         let r = &o.record;
@@ -43,14 +48,25 @@ pub fn classify(fleet: &DesiredFleet, node: &str, observed: &ObservedFleet, plan
             Some("service") => {
                 let svc = r.label(labels::SERVICE).unwrap_or("?");
                 let pinned = fleet.services.get(svc).is_some_and(|s| {
-                    fleet.nodes.values().filter(|n| s.placement.allows(n)).map(|n| n.name.as_str()).eq([node])
+                    fleet
+                        .nodes
+                        .values()
+                        .filter(|n| s.placement.allows(n))
+                        .map(|n| n.name.as_str())
+                        .eq([node])
                 });
                 (
-                    format!("service {svc} replica {}", r.label(labels::REPLICA).unwrap_or("?")),
+                    format!(
+                        "service {svc} replica {}",
+                        r.label(labels::REPLICA).unwrap_or("?")
+                    ),
                     pinned,
                 )
             }
-            Some("plug") => (format!("plug {}", r.label(labels::PLUG).unwrap_or("?")), false),
+            Some("plug") => (
+                format!("plug {}", r.label(labels::PLUG).unwrap_or("?")),
+                false,
+            ),
             _ => ("container".to_string(), false),
         };
         let stuck = plan.stuck.iter().find(|s| {
@@ -65,7 +81,10 @@ pub fn classify(fleet: &DesiredFleet, node: &str, observed: &ObservedFleet, plan
                 }
         });
         let (fate, why) = if pinned {
-            ("pinned".to_string(), format!("its placement allows only {node}; --force stops it"))
+            (
+                "pinned".to_string(),
+                format!("its placement allows only {node}; --force stops it"),
+            )
         } else if let Some(s) = stuck {
             ("stuck".to_string(), s.diagnosis.to_string())
         } else {
@@ -141,7 +160,14 @@ pub async fn drain(
         c.drained = false;
     })?;
     if !before.draining {
-        cx.store.record_event(now_ms(), &who, "drain", Some(node), None, "draining started")?;
+        cx.store.record_event(
+            now_ms(),
+            &who,
+            "drain",
+            Some(node),
+            None,
+            "draining started",
+        )?;
     }
     let mut moved = Vec::new();
     let mut errors = Vec::new();
@@ -161,30 +187,76 @@ pub async fn drain(
                 });
             }
         }
-        errors.extend(report.exec.outcomes.iter().filter(|o| !o.ok && !o.skipped).filter_map(|o| o.error.clone()));
+        errors.extend(
+            report
+                .exec
+                .outcomes
+                .iter()
+                .filter(|o| !o.ok && !o.skipped)
+                .filter_map(|o| o.error.clone()),
+        );
         // What is left, seen fresh after the pass.
         let (observed, plan) = crate::reconcile::plan_only(cx).await?;
         if !observed.is_reachable(node) {
-            errors.push(format!("node {node} is unreachable; drain cannot finish until it is back"));
-            return Ok(finish(node, DrainStatus::Stuck, moved, Vec::new(), errors, started));
+            errors.push(format!(
+                "node {node} is unreachable; drain cannot finish until it is back"
+            ));
+            return Ok(finish(
+                node,
+                DrainStatus::Stuck,
+                moved,
+                Vec::new(),
+                errors,
+                started,
+            ));
         }
         let left = classify(cx.fleet, node, &observed, &plan);
-        let movable_left = left.iter().any(|r| r.fate != "pinned" || cx.evict.contains(node));
+        let movable_left = left
+            .iter()
+            .any(|r| r.fate != "pinned" || cx.evict.contains(node));
         if !movable_left {
             cx.store.update_node_condition(node, now_ms(), |c| {
                 c.draining = false;
                 c.drained = true;
             })?;
-            cx.store.record_event(now_ms(), &who, "drained", Some(node), None, &format!("{} moved, {} pinned left", moved.len(), left.len()))?;
-            return Ok(finish(node, DrainStatus::Drained, moved, left, errors, started));
+            cx.store.record_event(
+                now_ms(),
+                &who,
+                "drained",
+                Some(node),
+                None,
+                &format!("{} moved, {} pinned left", moved.len(), left.len()),
+            )?;
+            return Ok(finish(
+                node,
+                DrainStatus::Drained,
+                moved,
+                left,
+                errors,
+                started,
+            ));
         }
         let progressing = report.exec.outcomes.iter().any(|o| o.ok);
         let only_stuck = left.iter().all(|r| r.fate != "moving");
         if only_stuck || !progressing && !report.plan.steps.is_empty() {
-            return Ok(finish(node, DrainStatus::Stuck, moved, left, errors, started));
+            return Ok(finish(
+                node,
+                DrainStatus::Stuck,
+                moved,
+                left,
+                errors,
+                started,
+            ));
         }
         if Instant::now() >= deadline {
-            return Ok(finish(node, DrainStatus::TimedOut, moved, left, errors, started));
+            return Ok(finish(
+                node,
+                DrainStatus::TimedOut,
+                moved,
+                left,
+                errors,
+                started,
+            ));
         }
         if report.plan.steps.is_empty() {
             // Nothing planned yet something movable is left: give the engine a moment (a
@@ -207,7 +279,11 @@ fn finish(
         status,
         moved,
         left,
-        errors: errors.into_iter().collect::<BTreeSet<_>>().into_iter().collect(),
+        errors: errors
+            .into_iter()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect(),
         elapsed_ms: started.elapsed().as_millis() as u64,
     }
 }

@@ -7,6 +7,7 @@ mod apply;
 mod capacity;
 mod common;
 mod cordon;
+mod drain;
 mod plan;
 mod plug;
 mod render;
@@ -371,7 +372,13 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Describe { .. } => not_implemented("describe"),
         Command::Cordon(a) => cordon::run(&a.node, a.file.as_deref(), true, &cli.global),
         Command::Uncordon(a) => cordon::run(&a.node, a.file.as_deref(), false, &cli.global),
-        Command::Drain { .. } => not_implemented("drain"),
+        Command::Drain {
+            node,
+            timeout,
+            force,
+            file,
+            output,
+        } => drain::run(&node, timeout, force, file.as_deref(), output, &cli.global),
         Command::Plug { op } => plug::run(op, &cli.global),
         Command::Trust { .. } => not_implemented("trust"),
     }
