@@ -81,7 +81,7 @@ impl fmt::Display for Bytes {
         } else {
             return write!(f, "{b}B");
         };
-        if b % unit == 0 {
+        if b.is_multiple_of(unit) {
             write!(f, "{}{name}", b / unit)
         } else {
             let v = b as f64 / unit as f64;
@@ -148,7 +148,7 @@ impl MilliCpus {
 impl fmt::Display for MilliCpus {
     /// `0.5`, `2`, `1.25`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 1000 == 0 {
+        if self.0.is_multiple_of(1000) {
             write!(f, "{}", self.0 / 1000)
         } else {
             let s = format!("{}.{:03}", self.0 / 1000, self.0 % 1000);
@@ -194,7 +194,7 @@ impl Percent {
 
 impl fmt::Display for Percent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0 % 100 == 0 {
+        if self.0.is_multiple_of(100) {
             write!(f, "{}%", self.0 / 100)
         } else {
             write!(f, "{}.{:02}%", self.0 / 100, self.0 % 100)

@@ -265,7 +265,7 @@ pub fn parse_documents(file: &str, bytes: &[u8]) -> Result<Vec<YNode>, Diagnosti
             ));
         }
     };
-    if let Some(offset) = text.find(|c: char| c == '\0') {
+    if let Some(offset) = text.find('\0') {
         let before = &text[..offset];
         let line = before.matches('\n').count() + 1;
         let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
