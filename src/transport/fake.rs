@@ -258,7 +258,8 @@ impl FakeRuntime {
     }
 
     fn not_found(&self, op: &'static str, id: &str) -> TransportError {
-        TransportError::new(&self.node, op, ErrorKind::NotFound, "no such container").with_object(id)
+        TransportError::new(&self.node, op, ErrorKind::NotFound, "no such container")
+            .with_object(id)
     }
 }
 
