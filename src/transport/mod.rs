@@ -7,11 +7,16 @@
 //! engine-neutral terms of [`crate::container`]. [`fake::FakeRuntime`] implements the same trait
 //! in memory for controller-logic tests.
 
+pub mod connector;
+pub mod docker;
 pub mod error;
 pub mod failed;
 pub mod fake;
+pub mod hostkey;
+pub mod ssh;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -21,7 +26,11 @@ use crate::container::{
     ContainerDetails, ContainerRecord, ContainerSpec, EngineEvent, EngineInfo, Resources,
     RestartPolicy,
 };
+pub use docker::{ApiVersion, DockerRuntime};
 pub use error::{ErrorKind, TransportError};
+pub use ssh::{ConnState, SshSession};
+
+use crate::manifest::NodeSpec;
 
 /// How to reach one node: the transport-level view of a `Node` manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +41,46 @@ pub struct Endpoint {
     pub ssh: Option<SshEndpoint>,
     /// Path of the Docker socket on the node.
     pub docker_socket: String,
+}
+
+impl Endpoint {
+    /// The endpoint of a `Node` manifest, with every default resolved: user (`$USER`, else
+    /// `root`), known_hosts (`~/.ssh/known_hosts`), and `~` expanded in `identityFile`,
+    /// `knownHostsFile` and (for a local node) the socket path.
+    pub fn from_node(node: &NodeSpec) -> Endpoint {
+        let ssh = node.ssh.as_ref().map(|s| SshEndpoint {
+            host: s.host.clone(),
+            port: s.port,
+            user: s.user.clone().unwrap_or_else(current_user),
+            identity_file: s.identity_file.as_deref().map(ssh::expand_tilde),
+            host_key: s.host_key.clone(),
+            known_hosts_file: s
+                .known_hosts_file
+                .as_deref()
+                .map(ssh::expand_tilde)
+                .unwrap_or_else(|| ssh::home_dir().join(".ssh").join("known_hosts")),
+        });
+        let docker_socket = if ssh.is_some() {
+            node.docker_socket.clone()
+        } else {
+            ssh::expand_tilde(&node.docker_socket)
+                .to_string_lossy()
+                .into_owned()
+        };
+        Endpoint {
+            node: node.name.clone(),
+            ssh,
+            docker_socket,
+        }
+    }
+}
+
+/// The login user when a node does not name one: `$USER`, else `root`.
+pub fn current_user() -> String {
+    std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "root".to_string())
 }
 
 /// SSH settings of a node, with every default already resolved.
@@ -81,6 +130,12 @@ pub struct ContainerUpdate {
 pub trait NodeRuntime: Send + Sync {
     /// Name of the node this runtime reaches.
     fn node(&self) -> &str;
+    /// The connection state of the node's SSH connection, when it has one: a controller watches
+    /// it to resubscribe [`NodeRuntime::events`] after a reconnect. `None` (the default) for
+    /// runtimes without a connection of their own (local socket, fakes).
+    fn connection_state(&self) -> Option<tokio::sync::watch::Receiver<ConnState>> {
+        None
+    }
     /// Engine version, negotiated API version, CPUs and memory.
     async fn engine_info(&self) -> Result<EngineInfo, TransportError>;
     /// Containers in any state matching `filter`.
@@ -124,27 +179,37 @@ pub trait NodeRuntime: Send + Sync {
 /// handshake and key exchange within this is treated as unreachable for this pass.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
-// TEMPORARY until the SSH/Docker transport lands: the connect entry points the CLI calls.
-impl Endpoint {
-    /// The endpoint of a node manifest.
-    pub fn from_node(node: &crate::manifest::NodeSpec) -> Endpoint {
-        Endpoint {
-            node: node.name.clone(),
-            ssh: None,
-            docker_socket: node.docker_socket.clone(),
-        }
-    }
-}
-
-/// Connects to a node (lazily).
+/// A runtime for `endpoint`: over SSH when it has `ssh`, else through the local socket.
+///
+/// Nothing is dialled here: the first call connects (and negotiates the API version), so a fleet
+/// can be "connected" without waiting for its slowest node. Host-key, auth and unsupported-engine
+/// failures surface on that first call, as errors naming the node.
 ///
 /// # Errors
-/// Always, for now.
-pub fn connect(endpoint: &Endpoint) -> Result<std::sync::Arc<dyn NodeRuntime>, TransportError> {
-    Err(TransportError::new(
-        &endpoint.node,
-        "connect",
-        ErrorKind::Other,
-        "transport not built yet",
-    ))
+/// Invalid SSH settings (an unparseable pinned `hostKey`).
+pub fn connect(endpoint: &Endpoint) -> Result<Arc<dyn NodeRuntime>, TransportError> {
+    Ok(connect_docker(endpoint)?)
+}
+
+/// [`connect`], keeping the concrete type: for callers (and tests) that need the SSH session's
+/// counters and state.
+///
+/// # Errors
+/// As [`connect`].
+pub fn connect_docker(endpoint: &Endpoint) -> Result<Arc<DockerRuntime>, TransportError> {
+    match &endpoint.ssh {
+        Some(ssh_ep) => {
+            let session = SshSession::new(&endpoint.node, ssh_ep.clone())
+                .map_err(|e| e.to_transport(&endpoint.node, "ssh connect"))?;
+            Ok(Arc::new(DockerRuntime::over_ssh(
+                &endpoint.node,
+                session,
+                &endpoint.docker_socket,
+            )))
+        }
+        None => Ok(Arc::new(DockerRuntime::local(
+            &endpoint.node,
+            &endpoint.docker_socket,
+        ))),
+    }
 }
