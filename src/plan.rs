@@ -656,7 +656,9 @@ pub fn plan(s: &Snapshot) -> Plan {
         }
         // A service's replacements roll one replica at a time (one group per service); steps
         // that replace nothing (creates, updates, starts) run in parallel, one group per replica.
-        if !local.iter().any(|st| matches!(st.action, Action::Replace { .. }))
+        if !local
+            .iter()
+            .any(|st| matches!(st.action, Action::Replace { .. }))
             && let Object::Service { name, replica } = object
         {
             for st in &mut local {

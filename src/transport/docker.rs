@@ -39,9 +39,9 @@ use tokio::sync::{OnceCell, watch};
 use super::connector::{self, SshConnector, UnixConnector};
 use super::ssh::{ConnState, SshError, SshSession};
 use super::{ContainerUpdate, ErrorKind, ListFilter, NodeRuntime, TransportError};
-use crate::container::{PortMapping, Protocol, 
-    ContainerDetails, ContainerRecord, ContainerSpec, EngineEvent, EngineInfo, Health, Resources,
-    RestartPolicy, RunState,
+use crate::container::{
+    ContainerDetails, ContainerRecord, ContainerSpec, EngineEvent, EngineInfo, Health, PortMapping,
+    Protocol, Resources, RestartPolicy, RunState,
 };
 
 /// Deadline of one ordinary Docker call (list, inspect, create, start, update, stats, info):
@@ -840,12 +840,20 @@ pub fn details_from_inspect(r: &ContainerInspectResponse) -> ContainerDetails {
 /// Published ports of a host config, in fleetctl's terms.
 fn spec_ports(hc: Option<&HostConfig>) -> Vec<PortMapping> {
     let mut out = Vec::new();
-    for (key, bindings) in hc.and_then(|h| h.port_bindings.as_ref()).into_iter().flatten() {
+    for (key, bindings) in hc
+        .and_then(|h| h.port_bindings.as_ref())
+        .into_iter()
+        .flatten()
+    {
         let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
         let Ok(container_port) = port.parse::<u16>() else {
             continue;
         };
-        let protocol = if proto == "udp" { Protocol::Udp } else { Protocol::Tcp };
+        let protocol = if proto == "udp" {
+            Protocol::Udp
+        } else {
+            Protocol::Tcp
+        };
         for b in bindings.iter().flatten() {
             let Some(host_port) = b.host_port.as_deref().and_then(|p| p.parse::<u16>().ok()) else {
                 continue;
@@ -868,14 +876,22 @@ pub fn spec_from_inspect(r: &ContainerInspectResponse) -> ContainerSpec {
     let hc = r.host_config.as_ref();
     let nanos = |v: Option<i64>| v.filter(|n| *n > 0).map(|n| Duration::from_nanos(n as u64));
     ContainerSpec {
-        name: r.name.as_deref().unwrap_or_default().trim_start_matches('/').to_string(),
+        name: r
+            .name
+            .as_deref()
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
         image: config.and_then(|c| c.image.clone()).unwrap_or_default(),
         command: config.and_then(|c| c.cmd.clone()),
         env: config
             .and_then(|c| c.env.as_ref())
             .into_iter()
             .flatten()
-            .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
             .collect(),
         labels: config
             .and_then(|c| c.labels.as_ref())
@@ -911,7 +927,10 @@ pub fn spec_from_inspect(r: &ContainerInspectResponse) -> ContainerSpec {
                 test,
                 interval: nanos(h.interval),
                 timeout: nanos(h.timeout),
-                retries: h.retries.and_then(|r| u32::try_from(r).ok()).filter(|r| *r > 0),
+                retries: h
+                    .retries
+                    .and_then(|r| u32::try_from(r).ok())
+                    .filter(|r| *r > 0),
                 start_period: nanos(h.start_period),
             })
         }),
