@@ -43,7 +43,9 @@ struct Created {
 
 fn create(f: &Fleet, owner: &str) -> Result<Created, String> {
     let dir = f.path().to_str().unwrap().to_string();
-    let (code, out, err) = f.run(&["plug", "create", "agent", "--owner", owner, "-f", &dir, "-o", "json"]);
+    let (code, out, err) = f.run(&[
+        "plug", "create", "agent", "--owner", owner, "-f", &dir, "-o", "json",
+    ]);
     if code == 0 {
         Ok(serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}")))
     } else {
@@ -54,8 +56,11 @@ fn create(f: &Fleet, owner: &str) -> Result<Created, String> {
 /// GET http://host:port/info from this machine (the sandbox node's own address).
 fn info(host: &str, port: u16) -> String {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&format!("{host}:{port}").parse().unwrap(), Duration::from_secs(5))
-        .unwrap_or_else(|e| panic!("{host}:{port}: {e}"));
+    let mut s = std::net::TcpStream::connect_timeout(
+        &format!("{host}:{port}").parse().unwrap(),
+        Duration::from_secs(5),
+    )
+    .unwrap_or_else(|e| panic!("{host}:{port}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     write!(s, "GET /info HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
     let mut out = String::new();
@@ -65,7 +70,9 @@ fn info(host: &str, port: u16) -> String {
 
 #[test]
 fn plugs_fill_the_primary_to_its_cap_then_spill_and_the_rest_is_diagnosed() {
-    let Some(sb) = Sandbox::get("plugs_fill_the_primary_to_its_cap_then_spill_and_the_rest_is_diagnosed") else {
+    let Some(sb) =
+        Sandbox::get("plugs_fill_the_primary_to_its_cap_then_spill_and_the_rest_is_diagnosed")
+    else {
         return;
     };
     let f = Fleet::new(&sb, "e2e-plugs", &plug_docs(5, "pack"));
@@ -78,7 +85,11 @@ fn plugs_fill_the_primary_to_its_cap_then_spill_and_the_rest_is_diagnosed() {
     }
     assert_eq!(placed["node1"].len(), 5, "{placed:?}");
     // pack: one secondary fills before the other.
-    assert_eq!((placed["node2"].len(), placed["node3"].len()), (5, 2), "{placed:?}");
+    assert_eq!(
+        (placed["node2"].len(), placed["node3"].len()),
+        (5, 2),
+        "{placed:?}"
+    );
     for (node, ports) in &placed {
         let unique: BTreeSet<_> = ports.iter().collect();
         assert_eq!(unique.len(), ports.len(), "{node}: a port leased twice");
@@ -101,7 +112,13 @@ fn plugs_fill_the_primary_to_its_cap_then_spill_and_the_rest_is_diagnosed() {
     );
     // Deleting a plug frees its slot and its port.
     let victim = created.iter().find(|c| c.node == "node2").unwrap();
-    let (code, out, err) = f.run(&["plug", "delete", &victim.id, "-f", f.path().to_str().unwrap()]);
+    let (code, out, err) = f.run(&[
+        "plug",
+        "delete",
+        &victim.id,
+        "-f",
+        f.path().to_str().unwrap(),
+    ]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(sb.ids("node2", &f.name).len(), 4);
     let again = create(&f, "late").unwrap();
@@ -120,28 +137,43 @@ fn spread_places_the_spill_on_the_least_loaded_secondary() {
     let f = Fleet::new(&sb, "e2e-spread", &plug_docs(3, "spread"));
     let mut on: BTreeMap<String, usize> = BTreeMap::new();
     for i in 0..7 {
-        *on.entry(create(&f, &format!("u{i}")).unwrap().node).or_default() += 1;
+        *on.entry(create(&f, &format!("u{i}")).unwrap().node)
+            .or_default() += 1;
     }
     assert_eq!((on["node1"], on["node2"], on["node3"]), (3, 2, 2), "{on:?}");
 }
 
 #[test]
 fn twenty_concurrent_creates_never_exceed_a_cap_or_share_a_port() {
-    let Some(sb) = Sandbox::get("twenty_concurrent_creates_never_exceed_a_cap_or_share_a_port") else {
+    let Some(sb) = Sandbox::get("twenty_concurrent_creates_never_exceed_a_cap_or_share_a_port")
+    else {
         return;
     };
     let f = Fleet::new(&sb, "e2e-concurrent", &plug_docs(5, "pack"));
     let dir = f.path().to_str().unwrap().to_string();
     let children: Vec<_> = (0..20)
         .map(|i| {
-            f.cmd(&["plug", "create", "agent", "--owner", &format!("c{i}"), "-f", &dir, "-o", "json"])
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped())
-                .spawn()
-                .unwrap()
+            f.cmd(&[
+                "plug",
+                "create",
+                "agent",
+                "--owner",
+                &format!("c{i}"),
+                "-f",
+                &dir,
+                "-o",
+                "json",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap()
         })
         .collect();
-    let outputs: Vec<_> = children.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let outputs: Vec<_> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
     let ok: Vec<Created> = outputs
         .iter()
         .filter(|o| o.status.success())
@@ -154,11 +186,20 @@ fn twenty_concurrent_creates_never_exceed_a_cap_or_share_a_port() {
     }
     let mut per_node: BTreeMap<&str, BTreeSet<u16>> = BTreeMap::new();
     for c in &ok {
-        assert!(per_node.entry(c.node.as_str()).or_default().insert(c.port), "port {} leased twice on {}", c.port, c.node);
+        assert!(
+            per_node.entry(c.node.as_str()).or_default().insert(c.port),
+            "port {} leased twice on {}",
+            c.port,
+            c.node
+        );
     }
     for (node, ports) in &per_node {
         assert!(ports.len() <= 5);
-        assert_eq!(sb.ids(node, &f.name).len(), ports.len(), "{node}: containers vs plugs");
+        assert_eq!(
+            sb.ids(node, &f.name).len(),
+            ports.len(),
+            "{node}: containers vs plugs"
+        );
     }
 }
 
@@ -172,7 +213,11 @@ fn a_node_measured_above_its_watermark_takes_no_new_plug() {
     let nodes = std::fs::read_to_string(f.path().join("nodes.yaml")).unwrap();
     let i = nodes.find("name: node1").unwrap();
     let j = i + nodes[i..].find("capacity: {cpus: 2, memory: 4GiB").unwrap();
-    let nodes = format!("{}capacity: {{cpus: 2, memory: 640MiB{}", &nodes[..j], &nodes[j + "capacity: {cpus: 2, memory: 4GiB".len()..]);
+    let nodes = format!(
+        "{}capacity: {{cpus: 2, memory: 640MiB{}",
+        &nodes[..j],
+        &nodes[j + "capacity: {cpus: 2, memory: 4GiB".len()..]
+    );
     std::fs::write(f.path().join("nodes.yaml"), nodes).unwrap();
     let first = create(&f, "before").unwrap();
     assert_eq!(first.node, "node1", "limits alone leave room on node1");
@@ -182,11 +227,20 @@ fn a_node_measured_above_its_watermark_takes_no_new_plug() {
         &["run", "-d", "--name", "e2e-memory-hog", "--memory", "300m", common::IMAGE, "awk",
           "BEGIN{s=\"x\"; while (length(s) < 100000000) s = s s; print \"filled\"; fflush(); system(\"sleep 3600\")}"],
     );
-    common::wait_for(Duration::from_secs(30), "the hog to fill its memory", || {
-        sb.docker("node1", &["logs", "e2e-memory-hog"]).contains("filled").then_some(())
-    });
+    common::wait_for(
+        Duration::from_secs(30),
+        "the hog to fill its memory",
+        || {
+            sb.docker("node1", &["logs", "e2e-memory-hog"])
+                .contains("filled")
+                .then_some(())
+        },
+    );
     let second = create(&f, "after");
     sb.docker("node1", &["rm", "-f", "e2e-memory-hog"]);
     let second = second.unwrap();
-    assert_ne!(second.node, "node1", "node1 measures above its watermark and must take nothing");
+    assert_ne!(
+        second.node, "node1",
+        "node1 measures above its watermark and must take nothing"
+    );
 }

@@ -149,6 +149,42 @@ impl Sandbox {
         out.lines().map(str::to_string).collect()
     }
 
+    /// Like [`Sandbox::events`], as (time in ns, action, container name).
+    pub fn timed_events(
+        &self,
+        node: &str,
+        fleet: &str,
+        since: &str,
+        until: &str,
+    ) -> Vec<(u128, String, String)> {
+        let out = self.docker(
+            node,
+            &[
+                "events",
+                "--since",
+                since,
+                "--until",
+                until,
+                "--filter",
+                "type=container",
+                "--filter",
+                &format!("label=fleet.fleet={fleet}"),
+                "--format",
+                "{{.TimeNano}} {{.Action}} {{.Actor.Attributes.name}}",
+            ],
+        );
+        out.lines()
+            .filter_map(|l| {
+                let mut p = l.splitn(3, ' ');
+                Some((
+                    p.next()?.parse().ok()?,
+                    p.next()?.to_string(),
+                    p.next()?.to_string(),
+                ))
+            })
+            .collect()
+    }
+
     /// The engine's clock on `node` (unix seconds with nanoseconds), for event windows.
     pub fn engine_now(&self, node: &str) -> String {
         // The sandbox engines share this machine's clock.
