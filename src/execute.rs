@@ -235,7 +235,11 @@ impl Ctx<'_> {
             if running && healthy {
                 return Ok(());
             }
-            if Instant::now() >= deadline {
+            // Started, then exited (and no restart policy is bringing it back): it will not run
+            // by waiting, so say so now rather than after the ready timeout — a crash-looping
+            // container must not hold a controller pass for minutes.
+            let gave_up = matches!(d.record.state, RunState::Exited | RunState::Dead);
+            if gave_up || Instant::now() >= deadline {
                 let why = match (d.record.state, d.record.health) {
                     (RunState::Running, Some(h)) => {
                         format!("still {h:?} after {:?}", self.opts.ready_timeout).to_lowercase()

@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::container::{ContainerSpec, Resources, RestartPolicy, RunState, labels};
 use crate::desired::{PlugIdentity, plug_container, service_container};
@@ -39,7 +39,10 @@ pub struct Snapshot<'a> {
     pub port_leases: &'a [(String, u16, String)],
     /// Where replicas were last known to run (for unreachable nodes).
     pub last_known: &'a BTreeMap<(String, u32), String>,
-    /// Nodes unreachable longer than `nodeLostAfter` (NotReady): their work moves.
+    /// Nodes unreachable longer than `nodeLostAfter` (NotReady): their work moves. A node in
+    /// this set that answers again is back but not Ready yet: it keeps what it runs, its stale
+    /// copies are removed, and it takes no new work (its view is cordoned) until the controller
+    /// takes it out of the set.
     pub lost: &'a BTreeSet<String>,
     /// Nodes being force-drained: service replicas whose placement allows only that node are
     /// removed instead of kept (plugs are never removed for want of room).
@@ -47,7 +50,7 @@ pub struct Snapshot<'a> {
 }
 
 /// What a step is about.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Object {
     /// Replica `replica` of service `name`.
@@ -306,12 +309,12 @@ pub fn node_views(s: &Snapshot) -> Vec<NodeView> {
                 ),
                 _ => (None, None, BTreeSet::new()),
             };
-            let mut v = NodeView::empty(
-                spec,
-                availability,
-                s.conditions.get(&spec.name).cloned().unwrap_or_default(),
-                engine_memory,
-            );
+            let mut condition = s.conditions.get(&spec.name).cloned().unwrap_or_default();
+            if availability == Availability::Ready && s.lost.contains(&spec.name) {
+                // Back after being lost: no new work before its stale copies are gone.
+                condition.cordoned = true;
+            }
+            let mut v = NodeView::empty(spec, availability, condition, engine_memory);
             v.measured_memory = measured;
             v.used_ports = foreign_ports;
             for (node, port, _) in s.port_leases {

@@ -89,6 +89,11 @@ fn plan_from(cx: &PassContext<'_>, observed: &ObservedFleet) -> Result<Plan, Sto
     }))
 }
 
+/// A change the caller makes to a computed plan before it runs (the controller adds restarts of
+/// unhealthy containers and holds back those inside their restart backoff). Pure: it sees the
+/// observation the plan was made from and returns the plan to execute.
+pub type PlanAdjust<'a> = dyn Fn(&ObservedFleet, Plan) -> Plan + Sync + 'a;
+
 /// Runs one pass.
 ///
 /// # Errors
@@ -97,8 +102,20 @@ pub async fn pass(
     cx: &PassContext<'_>,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<PassReport, StoreError> {
+    pass_adjusted(cx, &|_, p| p, progress).await
+}
+
+/// [`pass`], with `adjust` applied to the plan before anything is recorded or executed.
+///
+/// # Errors
+/// As [`pass`].
+pub async fn pass_adjusted(
+    cx: &PassContext<'_>,
+    adjust: &PlanAdjust<'_>,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> Result<PassReport, StoreError> {
     let observed = observe_for(cx).await;
-    let p = plan_from(cx, &observed)?;
+    let p = adjust(&observed, plan_from(cx, &observed)?);
     for m in &p.plug_moves {
         cx.store.move_plug(&m.id, &m.to, m.port)?;
     }
