@@ -10,17 +10,23 @@
 //! | [`container`] | the engine-neutral container model shared by planner and transport | none |
 //! | [`capacity`] | per-node capacity arithmetic and the capacity report | none |
 //! | [`transport`] | SSH + Docker Engine API behind the [`transport::NodeRuntime`] trait | yes |
+//! | [`controller`] | `fleetctl run`: the loop (triggers, backoff, node loss, eviction, intents) | via the others |
+//! | [`api`] | the controller's HTTP API (axum), bearer token | HTTP |
+//! | [`metrics`] | Prometheus metrics; the timing decorator of [`transport::NodeRuntime`] | none |
 //! | [`cli`] | argument parsing, output rendering, exit codes | terminal |
 //!
 //! Nothing depends on [`cli`]; the library never prints.
 
+pub mod api;
 pub mod capacity;
 pub mod cli;
 pub mod container;
+pub mod controller;
 pub mod desired;
 pub mod drain;
 pub mod execute;
 pub mod manifest;
+pub mod metrics;
 pub mod observe;
 pub mod plan;
 pub mod plugs;

@@ -1,0 +1,947 @@
+//! The controller behind `fleetctl run PATH`: a loop that keeps the fleet converged.
+//!
+//! # Shape
+//! Triggers — engine events of managed containers, manifest changes, SSH connection changes,
+//! intents from CLI commands and API calls, and a timer — land in one coalescing queue
+//! ([`triggers::Triggers`]). The loop takes everything pending and runs **one** reconcile of the
+//! whole fleet ([`Controller::reconcile`]): the shared pass of `apply`
+//! ([`crate::reconcile::pass_adjusted`]: observe every node, plan, execute, settle), with
+//! the controller's own inputs around it:
+//!
+//! - before: plugs idle past their class's `idleTimeout` are stopped ([`evict::idle_stops`]);
+//!   nodes unreachable for `nodeLostAfter` are passed as lost ([`nodes::Readiness`]);
+//! - on the plan: restarts of unhealthy containers are added and restarts inside their
+//!   per-container backoff held back ([`heal::adjust`], [`backoff::Backoff`]);
+//! - after: node readiness moves on (and is persisted), memory pressure evicts the most idle
+//!   plugs ([`evict::pressure_evictions`]).
+//!
+//! The reconcile returns an [`Action`]: requeue after `min(resync, next backoff expiry, next
+//! node-lost deadline, next idle timeout)`; errors go through [`error_policy`]. Neither sleeps.
+//! Events are hints: every reconcile reads the full desired and observed state, and the
+//! periodic resync is the backstop for anything missed.
+//!
+//! Everything that changes the fleet — reconciles, plug deletes and touches, drains — runs
+//! under one work lock, so two of them never act at once within the controller; the fleet
+//! lease keeps other processes out.
+
+pub mod backoff;
+pub mod evict;
+pub mod heal;
+pub mod intents;
+pub mod nodes;
+pub mod ops;
+pub mod triggers;
+pub mod watch;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::container::{RunState, labels};
+use crate::execute::{ExecOptions, Progress, Runtimes};
+use crate::manifest::{self, Loaded, NodeSpec};
+use crate::metrics::{MeteredRuntime, Metrics, node_labels};
+use crate::observe::{NodeObservation, ObservedFleet};
+use crate::plan::Action as StepAction;
+use crate::reconcile::{PassContext, PassReport, pass_adjusted};
+use crate::store::{PlugState, Store, StoreError};
+use crate::transport::{Endpoint, NodeRuntime};
+
+use self::evict::NodeMemory;
+use self::nodes::{Readiness, Tracker};
+use self::triggers::{Trigger, Triggers};
+
+/// Requeue after a reconcile that failed (state store errors): soon, but not in a tight loop.
+pub const ERROR_REQUEUE: Duration = Duration::from_secs(5);
+/// How long a pass in flight may finish after SIGTERM/SIGINT before it is abandoned: every step
+/// is idempotent, so an abandoned pass is finished by the next controller. Below systemd's and
+/// the spec's 10 s so the lease is still released in time.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
+/// How often the store is checked for intents handed over by CLI commands.
+pub const INTENT_POLL: Duration = Duration::from_millis(200);
+/// Quiet time after a manifest file change before the directory is rescanned: editors write
+/// in several steps.
+pub const MANIFEST_DEBOUNCE: Duration = Duration::from_millis(400);
+
+/// The controller's clock: wall time in production; in tests, wall time at start plus tokio's
+/// (pausable) elapsed time, so backoff, resync and timeouts can be tested with paused time.
+#[derive(Debug, Clone)]
+pub enum Clock {
+    /// `SystemTime::now()`.
+    System,
+    /// `base_ms` plus the tokio time elapsed since `base`.
+    Tokio {
+        /// Milliseconds since the epoch at `base`.
+        base_ms: i64,
+        /// The tokio instant of `base_ms`.
+        base: tokio::time::Instant,
+    },
+}
+
+impl Clock {
+    /// A clock that follows tokio's time, starting now.
+    pub fn tokio() -> Clock {
+        Clock::Tokio {
+            base_ms: crate::store::now_ms(),
+            base: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Milliseconds since the epoch.
+    pub fn now_ms(&self) -> i64 {
+        match self {
+            Clock::System => crate::store::now_ms(),
+            Clock::Tokio { base_ms, base } => base_ms + base.elapsed().as_millis() as i64,
+        }
+    }
+}
+
+/// What a reconcile decided: when to look again at the latest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Action {
+    /// Run again after this long even if nothing triggers.
+    pub requeue_after: Duration,
+}
+
+impl Action {
+    /// Requeue after `d`.
+    pub fn requeue(d: Duration) -> Action {
+        Action { requeue_after: d }
+    }
+}
+
+/// Failures of the controller as a whole.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Another actor took the fleet lease: this controller must not act any more.
+    #[error(
+        "lease lost: another actor took the fleet lease; stopped without changing anything more"
+    )]
+    LeaseLost,
+    /// The manifest directory cannot be watched.
+    #[error("cannot watch the manifests at {path}")]
+    Watch {
+        /// The path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: notify_debouncer_full::notify::Error,
+    },
+}
+
+/// Maps a reconcile error to what to do next: requeue soon (rule: never sleep in place).
+pub fn error_policy(err: &StoreError) -> Action {
+    tracing::warn!(error = %err, requeue_s = ERROR_REQUEUE.as_secs(), "reconcile failed");
+    Action::requeue(ERROR_REQUEUE)
+}
+
+/// The fleet lease this controller holds.
+#[derive(Debug, Clone)]
+pub struct LeaseConfig {
+    /// Fencing token.
+    pub token: i64,
+    /// Lifetime without renewal.
+    pub ttl: Duration,
+    /// Renewal period.
+    pub renew: Duration,
+}
+
+/// How to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The manifests (file or directory), watched for changes.
+    pub manifests: PathBuf,
+    /// Who acts (lease holder, event log).
+    pub actor: String,
+    /// The fleet lease, renewed by the controller; `None` only in tests.
+    pub lease: Option<LeaseConfig>,
+    /// Execution options of every pass.
+    pub exec: ExecOptions,
+    /// Time source.
+    pub clock: Clock,
+    /// Watch the manifest directory (off in tests that swap manifests by hand).
+    pub watch_manifests: bool,
+    /// Check for intents from CLI commands (off in tests that do not need them).
+    pub poll_intents: bool,
+}
+
+impl Config {
+    /// Defaults for `fleetctl run PATH` as `actor`.
+    pub fn new(manifests: PathBuf, actor: &str) -> Config {
+        Config {
+            manifests,
+            actor: actor.to_string(),
+            lease: None,
+            exec: ExecOptions {
+                actor: actor.to_string(),
+                ..ExecOptions::default()
+            },
+            clock: Clock::System,
+            watch_manifests: true,
+            poll_intents: true,
+        }
+    }
+}
+
+/// Makes the runtime of a node (SSH in production, fakes in tests).
+pub type Connector = Arc<dyn Fn(&NodeSpec) -> Arc<dyn NodeRuntime> + Send + Sync>;
+
+/// What the loop remembers between reconciles.
+#[derive(Default)]
+struct LoopState {
+    backoff: backoff::Backoff,
+    readiness: Tracker,
+    last_observed: ObservedFleet,
+    last_measured_ms: Option<i64>,
+}
+
+/// A running controller. Shared (`Arc`) between the loop, the API and the intent handlers.
+pub struct Controller {
+    cfg: Config,
+    store: Arc<Store>,
+    connect: Connector,
+    metrics: Arc<Metrics>,
+    triggers: Arc<Triggers>,
+    desired: RwLock<Arc<Loaded>>,
+    /// Hash of the last manifest set seen on disk (valid or not): only a change is acted on.
+    seen_hash: Mutex<String>,
+    runtimes: RwLock<Arc<Runtimes>>,
+    watchers: Mutex<BTreeMap<String, (Endpoint, CancellationToken)>>,
+    work: tokio::sync::Mutex<()>,
+    state: Mutex<LoopState>,
+    shutdown: CancellationToken,
+    tasks: CancellationToken,
+    lease_lost: AtomicBool,
+    passes: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Controller {
+    /// A controller for `loaded` (already validated) that stops when `shutdown` is cancelled.
+    pub fn new(
+        cfg: Config,
+        store: Arc<Store>,
+        loaded: Loaded,
+        connect: Connector,
+        shutdown: CancellationToken,
+    ) -> Arc<Controller> {
+        let hash = loaded.sources_hash();
+        Arc::new(Controller {
+            cfg,
+            store,
+            connect,
+            metrics: Arc::new(Metrics::new()),
+            triggers: Arc::new(Triggers::new()),
+            desired: RwLock::new(Arc::new(loaded)),
+            seen_hash: Mutex::new(hash),
+            runtimes: RwLock::new(Arc::new(Runtimes::new())),
+            watchers: Mutex::new(BTreeMap::new()),
+            work: tokio::sync::Mutex::new(()),
+            state: Mutex::new(LoopState::default()),
+            tasks: shutdown.child_token(),
+            shutdown,
+            lease_lost: AtomicBool::new(false),
+            passes: AtomicU64::new(0),
+        })
+    }
+
+    /// The manifests in force (the last good set).
+    pub fn desired(&self) -> Arc<Loaded> {
+        self.desired
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The node runtimes in force.
+    pub fn runtimes(&self) -> Arc<Runtimes> {
+        self.runtimes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The state store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Milliseconds since the epoch, by the controller's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.cfg.clock.now_ms()
+    }
+
+    /// Asks for a reconcile.
+    pub fn trigger(&self, t: Trigger) {
+        self.triggers.push(t);
+    }
+
+    /// Reconcile passes run so far.
+    pub fn passes(&self) -> u64 {
+        self.passes.load(Ordering::Relaxed)
+    }
+
+    /// Nodes whose work is placed elsewhere (NotReady) or that are back but not Ready yet.
+    pub fn lost_nodes(&self) -> BTreeSet<String> {
+        let now = self.now_ms();
+        let lost_after = self.desired().fleet.fleet.node_lost_after;
+        lock(&self.state)
+            .readiness
+            .iter()
+            .filter(|(_, r)| r.at(now, lost_after).is_lost())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// Readiness of every node, as of now.
+    pub fn readiness(&self) -> Tracker {
+        let now = self.now_ms();
+        let lost_after = self.desired().fleet.fleet.node_lost_after;
+        lock(&self.state)
+            .readiness
+            .iter()
+            .map(|(n, r)| (n.clone(), r.at(now, lost_after)))
+            .collect()
+    }
+
+    /// The observation of the last reconcile.
+    pub fn last_observed(&self) -> ObservedFleet {
+        lock(&self.state).last_observed.clone()
+    }
+
+    /// Runs until the shutdown token is cancelled (SIGTERM/SIGINT) or the lease is lost: the
+    /// loop, the lease renewal, the manifest watcher, one event follower per node and the intent
+    /// poller. Returns after the pass in flight finished (or [`SHUTDOWN_GRACE`] passed); the
+    /// caller then releases the lease.
+    ///
+    /// # Errors
+    /// [`ControllerError::LeaseLost`] when another actor took the lease; the manifest directory
+    /// cannot be watched; the store cannot be read at start.
+    pub async fn run(self: &Arc<Self>) -> Result<(), ControllerError> {
+        self.init_readiness()?;
+        self.sync_runtimes();
+        if let Some(lease) = self.cfg.lease.clone() {
+            tokio::spawn(self.clone().renew_lease(lease));
+        }
+        if self.cfg.watch_manifests {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let debouncer = watch::watch_manifests(&self.cfg.manifests, MANIFEST_DEBOUNCE, tx)
+                .map_err(|source| ControllerError::Watch {
+                    path: self.cfg.manifests.clone(),
+                    source,
+                })?;
+            tokio::spawn(self.clone().follow_manifests(rx, debouncer));
+        }
+        if self.cfg.poll_intents {
+            tokio::spawn(self.clone().poll_intents());
+        }
+        let result = self.run_loop().await;
+        self.tasks.cancel();
+        if self.lease_lost.load(Ordering::Relaxed) {
+            return Err(ControllerError::LeaseLost);
+        }
+        result
+    }
+
+    async fn run_loop(self: &Arc<Self>) -> Result<(), ControllerError> {
+        self.triggers.push(Trigger::Start);
+        let mut next = tokio::time::Instant::now();
+        loop {
+            tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => break,
+                _ = self.triggers.wait() => {}
+                _ = tokio::time::sleep_until(next) => self.triggers.push(Trigger::Timer),
+            }
+            let Some(why) = self.triggers.take() else {
+                continue;
+            };
+            if why.contains("timer") {
+                // The backstop for a missed file event (network filesystems, overflow).
+                self.reload_manifests();
+            }
+            let guard = tokio::select! {
+                biased;
+                _ = self.shutdown.cancelled() => break,
+                g = self.work.lock() => g,
+            };
+            let grace = async {
+                self.shutdown.cancelled().await;
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            };
+            let action = tokio::select! {
+                r = self.reconcile(&why) => match r {
+                    Ok(a) => a,
+                    Err(e) => {
+                        self.metrics.reconcile_errors.inc();
+                        error_policy(&e)
+                    }
+                },
+                _ = grace => {
+                    tracing::warn!("shutdown: the pass in flight did not finish within {}s; abandoning it (the next controller finishes it)", SHUTDOWN_GRACE.as_secs());
+                    break;
+                }
+            };
+            drop(guard);
+            next = tokio::time::Instant::now() + action.requeue_after;
+        }
+        Ok(())
+    }
+
+    fn init_readiness(&self) -> Result<(), StoreError> {
+        let conditions = self.store.node_conditions()?;
+        let now = self.now_ms();
+        let lost_after = self.desired().fleet.fleet.node_lost_after;
+        let mut st = lock(&self.state);
+        for name in self.desired().fleet.nodes.keys() {
+            let r = conditions.get(name).map_or(Readiness::Ready, |c| {
+                Readiness::from_condition(c, now, lost_after)
+            });
+            st.readiness.insert(name.clone(), r);
+        }
+        Ok(())
+    }
+
+    /// Makes the runtimes (and event followers) match the nodes of the manifests in force: new
+    /// or changed nodes get a new runtime, removed ones lose theirs.
+    fn sync_runtimes(&self) {
+        let loaded = self.desired();
+        let fleet = &loaded.fleet;
+        let mut watchers = lock(&self.watchers);
+        let mut rts: Runtimes = (*self.runtimes()).clone();
+        let filter = watch::fleet_events_filter(&fleet.fleet.name);
+        for (name, spec) in &fleet.nodes {
+            let ep = Endpoint::from_node(spec);
+            if watchers.get(name).is_some_and(|(e, _)| *e == ep) {
+                continue;
+            }
+            if let Some((_, tok)) = watchers.remove(name) {
+                tok.cancel();
+            }
+            let rt = MeteredRuntime::wrap((self.connect)(spec), self.metrics.clone());
+            rts.insert(name.clone(), rt.clone());
+            let tok = self.tasks.child_token();
+            tokio::spawn(watch::node_events(
+                rt,
+                filter.clone(),
+                self.triggers.clone(),
+                tok.clone(),
+            ));
+            watchers.insert(name.clone(), (ep, tok));
+        }
+        watchers.retain(|name, (_, tok)| {
+            let keep = fleet.nodes.contains_key(name);
+            if !keep {
+                tok.cancel();
+            }
+            keep
+        });
+        rts.retain(|name, _| fleet.nodes.contains_key(name));
+        let mut st = lock(&self.state);
+        st.readiness
+            .retain(|name, _| fleet.nodes.contains_key(name));
+        for name in fleet.nodes.keys() {
+            st.readiness.entry(name.clone()).or_insert(Readiness::Ready);
+        }
+        drop(st);
+        *self.runtimes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rts);
+    }
+
+    async fn renew_lease(self: Arc<Self>, lease: LeaseConfig) {
+        loop {
+            tokio::select! {
+                _ = self.tasks.cancelled() => return,
+                _ = tokio::time::sleep(lease.renew) => {}
+            }
+            // The lease is compared across processes: wall time, whatever the test clock says.
+            match self
+                .store
+                .renew_lease(lease.token, lease.ttl, crate::store::now_ms())
+            {
+                Ok(()) => {}
+                Err(StoreError::Fenced { .. }) => {
+                    tracing::error!("the fleet lease was taken by another actor; stopping");
+                    self.lease_lost.store(true, Ordering::Relaxed);
+                    self.shutdown.cancel();
+                    return;
+                }
+                Err(e) => tracing::warn!(error = %e, "could not renew the fleet lease; retrying"),
+            }
+        }
+    }
+
+    async fn follow_manifests(
+        self: Arc<Self>,
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<()>,
+        debouncer: impl Send + 'static,
+    ) {
+        let _keep = debouncer; // the watch lives as long as this task
+        loop {
+            tokio::select! {
+                _ = self.tasks.cancelled() => return,
+                got = rx.recv() => if got.is_none() { return },
+            }
+            while rx.try_recv().is_ok() {}
+            self.reload_manifests();
+        }
+    }
+
+    /// Rescans the manifests; acts only when their hash changed. A valid new set replaces the
+    /// one in force (recorded as applied) and triggers a reconcile; an invalid one is logged —
+    /// every diagnostic with its location — and the last good set stays in force.
+    ///
+    /// Returns whether a new set is now in force.
+    pub fn reload_manifests(&self) -> bool {
+        let read = manifest::read_path(&self.cfg.manifests);
+        let hash = match &read {
+            Ok(sources) => manifest::sources_hash(sources),
+            Err(e) => format!("unreadable: {e}"),
+        };
+        {
+            let mut seen = lock(&self.seen_hash);
+            if *seen == hash {
+                return false;
+            }
+            *seen = hash.clone();
+        }
+        let current = self.desired();
+        let parsed = read.and_then(|sources| manifest::parse(&sources));
+        let loaded = match parsed {
+            Ok(l) => l,
+            Err(errors) => {
+                for d in &errors.diagnostics {
+                    let location = format!("{}:{}:{}", d.file, d.line, d.column);
+                    if d.is_error() {
+                        tracing::error!(location = %location, field = %d.path, "{d}");
+                    } else {
+                        tracing::warn!(location = %location, field = %d.path, "{d}");
+                    }
+                }
+                tracing::error!(
+                    errors = errors.diagnostics.iter().filter(|d| d.is_error()).count(),
+                    in_force = %&current.sources_hash()[..12],
+                    "manifests invalid; nothing changed, the last good manifests stay in force"
+                );
+                return false;
+            }
+        };
+        if loaded.fleet.fleet.name != current.fleet.fleet.name {
+            tracing::error!(
+                from = %current.fleet.fleet.name,
+                to = %loaded.fleet.fleet.name,
+                "the manifests now name another fleet; ignored (restart the controller with the other fleet's state)"
+            );
+            return false;
+        }
+        for w in &loaded.warnings {
+            tracing::warn!("{w}");
+        }
+        if loaded.fleet.fleet.api_listen != current.fleet.fleet.api_listen
+            || loaded.fleet.fleet.api_token_file != current.fleet.fleet.api_token_file
+        {
+            tracing::warn!("api settings changed; they take effect when the controller restarts");
+        }
+        if let Some(lease) = &self.cfg.lease {
+            match self.store.record_applied(
+                lease.token,
+                &self.cfg.actor,
+                &hash,
+                &loaded.sources,
+                crate::store::now_ms(),
+            ) {
+                Ok(()) => {}
+                Err(StoreError::Fenced { .. }) => {
+                    tracing::error!("the fleet lease was taken by another actor; stopping");
+                    self.lease_lost.store(true, Ordering::Relaxed);
+                    self.shutdown.cancel();
+                    return false;
+                }
+                Err(e) => tracing::warn!(error = %e, "could not record the applied manifests"),
+            }
+        }
+        tracing::info!(hash = %&hash[..12], files = loaded.sources.len(), "new manifests in force");
+        *self.desired.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        self.sync_runtimes();
+        self.triggers.push(Trigger::Manifests);
+        true
+    }
+
+    async fn poll_intents(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = self.tasks.cancelled() => return,
+                _ = tokio::time::sleep(INTENT_POLL) => {}
+            }
+            loop {
+                match self.store.claim_intent() {
+                    Ok(Some(intent)) => {
+                        let me = self.clone();
+                        tokio::spawn(async move { me.handle_intent(intent).await });
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not read intents");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// One reconcile of the whole fleet (see the module docs). `why` is for the log only.
+    ///
+    /// # Errors
+    /// State store failures.
+    pub async fn reconcile(&self, why: &str) -> Result<Action, StoreError> {
+        Ok(self.reconcile_report(why).await?.0)
+    }
+
+    /// [`Controller::reconcile`], also returning what the pass saw and did. The caller holds
+    /// the work lock.
+    async fn reconcile_report(&self, why: &str) -> Result<(Action, PassReport), StoreError> {
+        let n = self.passes.fetch_add(1, Ordering::Relaxed) + 1;
+        let span = tracing::info_span!("reconcile", pass = n, triggers = %why);
+        self.reconcile_inner().instrument(span).await
+    }
+
+    /// [`Controller::reconcile`], also returning the pass report.
+    async fn reconcile_inner(&self) -> Result<(Action, PassReport), StoreError> {
+        let started = tokio::time::Instant::now();
+        let now = self.now_ms();
+        let loaded = self.desired();
+        let fleet = &loaded.fleet;
+        let spec = &fleet.fleet;
+        let runtimes = self.runtimes();
+
+        // Plugs idle past their timeout stop before the plan is made.
+        let plugs = self.store.plugs()?;
+        for s in evict::idle_stops(fleet, &plugs, now) {
+            self.stop_plug(&s, now)?;
+        }
+
+        let (lost, measure) = {
+            let st = lock(&self.state);
+            let lost = st
+                .readiness
+                .iter()
+                .filter(|(_, r)| r.at(now, spec.node_lost_after).is_lost())
+                .map(|(n, _)| n.clone())
+                .collect::<BTreeSet<_>>();
+            let measure = st
+                .last_measured_ms
+                .is_none_or(|t| now - t >= spec.resync.as_millis() as i64);
+            (lost, measure)
+        };
+        let cx = PassContext {
+            fleet,
+            runtimes: &runtimes,
+            store: &self.store,
+            lost,
+            evict: BTreeSet::new(),
+            measure_memory: measure,
+            exec: self.cfg.exec.clone(),
+        };
+        let holds: Mutex<heal::Holds> = Mutex::default();
+        let adjust = |observed: &ObservedFleet, plan| {
+            let a = heal::adjust(observed, plan, &mut lock(&self.state).backoff, now);
+            *lock(&holds) = a.holds;
+            a.plan
+        };
+        let report = pass_adjusted(&cx, &adjust, &|p| log_progress(&p)).await?;
+        let heal::Holds { held, retry_at } = holds.into_inner().unwrap_or_else(|p| p.into_inner());
+        let after = self.now_ms();
+
+        self.update_readiness(fleet, &report, after)?;
+        let evicted = if measure {
+            lock(&self.state).last_measured_ms = Some(now);
+            self.relieve_pressure(&loaded, &runtimes, &report.observed, after)
+                .await?
+        } else {
+            0
+        };
+        self.record_metrics(&report, &held, started.elapsed());
+
+        // When to look again.
+        let mut wake: Vec<i64> = held.iter().map(|h| h.until_ms).collect();
+        let plugs = self.store.plugs()?;
+        {
+            let mut st = lock(&self.state);
+            st.backoff.forget_stale(after);
+            st.last_observed = report.observed.clone();
+            wake.extend(
+                st.readiness
+                    .values()
+                    .filter_map(|r| r.deadline(spec.node_lost_after)),
+            );
+            if st
+                .readiness
+                .values()
+                .any(|r| matches!(r, Readiness::Returning { .. }))
+            {
+                wake.push(after + ERROR_REQUEUE.as_millis() as i64);
+            }
+        }
+        wake.extend(evict::next_idle_expiry(fleet, &plugs));
+        // A failed restart was recorded in the backoff: try again when its window ends.
+        for o in report.exec.outcomes.iter().filter(|o| !o.ok) {
+            let step = &report.plan.steps[o.index];
+            if let Some(t) = retry_at.get(&(step.node.clone(), step.container.clone())) {
+                wake.push(*t);
+            }
+        }
+        let mut requeue = spec.resync;
+        for t in wake {
+            requeue = requeue.min(Duration::from_millis((t - after).max(0) as u64));
+        }
+        if evicted > 0 {
+            requeue = Duration::ZERO; // stop the evicted plugs now
+        }
+        let failed = report.exec.outcomes.iter().filter(|o| !o.ok).count();
+        let ok = report.exec.outcomes.len() - failed;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        if report.plan.steps.is_empty() && held.is_empty() && report.plan.unreachable.is_empty() {
+            tracing::debug!(
+                elapsed_ms,
+                requeue_ms = requeue.as_millis() as u64,
+                "reconciled: nothing to do"
+            );
+        } else {
+            tracing::info!(
+                steps = report.plan.steps.len(),
+                ok,
+                failed,
+                held = held.len(),
+                unreachable = report.plan.unreachable.len(),
+                evicted,
+                elapsed_ms,
+                requeue_ms = requeue.as_millis() as u64,
+                "reconciled"
+            );
+        }
+        Ok((Action::requeue(requeue), report))
+    }
+
+    fn stop_plug(&self, s: &evict::Stop, now: i64) -> Result<(), StoreError> {
+        self.store.set_plug_state(&s.id, s.state, Some(&s.reason))?;
+        let action = if s.state == PlugState::Evicted {
+            "evict"
+        } else {
+            "idle-stop"
+        };
+        tracing::info!(node = %s.node, plug = %s.id, state = s.state.as_str(), reason = %s.reason, "plug stopped");
+        self.store.record_event(
+            now,
+            &self.cfg.actor,
+            action,
+            Some(&s.node),
+            Some(&s.id),
+            &s.reason,
+        )
+    }
+
+    fn update_readiness(
+        &self,
+        fleet: &crate::manifest::DesiredFleet,
+        report: &PassReport,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let lost_after = fleet.fleet.node_lost_after;
+        let mut changes = Vec::new();
+        {
+            let mut st = lock(&self.state);
+            for name in fleet.nodes.keys() {
+                let before = st.readiness.get(name).cloned().unwrap_or(Readiness::Ready);
+                let error = match report.observed.nodes.get(name) {
+                    Some(NodeObservation::Reachable { .. }) => None,
+                    Some(NodeObservation::Unreachable { error, .. }) => Some(error.as_str()),
+                    None => Some("not observed"),
+                };
+                let was_lost = before.at(now, lost_after).is_lost();
+                let mut after = before.on_observed(error, now, lost_after);
+                if was_lost && matches!(after, Readiness::Returning { .. }) {
+                    // This pass already ran with the node back but lost (cordoned in the plan,
+                    // its stale copies removed): clean if every step there succeeded.
+                    let clean = report.exec.outcomes.iter().all(|o| {
+                        let s = &report.plan.steps[o.index];
+                        let touches = s.node == *name
+                            || matches!(&s.action, StepAction::Replace { old_node, .. } if old_node == name);
+                        o.ok || !touches
+                    });
+                    if clean {
+                        after = after.on_clean_pass();
+                    }
+                }
+                if before.name() != after.name() {
+                    changes.push((name.clone(), before, after.clone()));
+                }
+                st.readiness.insert(name.clone(), after);
+            }
+        }
+        for (node, before, after) in changes {
+            self.store
+                .update_node_condition(&node, now, |c| after.apply_to(c))?;
+            let message = match &after {
+                Readiness::Ready if before.is_lost() => {
+                    "Ready: back, its stale copies removed; takes work again".to_string()
+                }
+                Readiness::Ready => "Ready: answers again".to_string(),
+                Readiness::Unreachable { error, .. } => format!(
+                    "unreachable ({error}); its work stays until nodeLostAfter ({})",
+                    humantime::format_duration(lost_after)
+                ),
+                Readiness::NotReady { since_ms, error } => format!(
+                    "NotReady: unreachable since {} ({error}); its plugs and movable replicas are placed elsewhere",
+                    crate::store::format_ms(*since_ms)
+                ),
+                Readiness::Returning { .. } => {
+                    "back after NotReady: removing stale copies before it takes new work"
+                        .to_string()
+                }
+            };
+            if after.can_take_work() {
+                tracing::info!(node = %node, state = after.name(), "{message}");
+            } else {
+                tracing::warn!(node = %node, state = after.name(), "{message}");
+            }
+            self.store.record_event(
+                now,
+                &self.cfg.actor,
+                after.name(),
+                Some(&node),
+                None,
+                &message,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Evicts the most idle plugs of nodes above their watermark; returns how many.
+    async fn relieve_pressure(
+        &self,
+        loaded: &Loaded,
+        runtimes: &Runtimes,
+        observed: &ObservedFleet,
+        now: i64,
+    ) -> Result<usize, StoreError> {
+        let fleet = &loaded.fleet;
+        let plugs = self.store.plugs()?;
+        let mut nodes = Vec::new();
+        let mut usage = BTreeMap::new();
+        for (name, spec) in &fleet.nodes {
+            let Some(NodeObservation::Reachable {
+                measured_memory: Some(used),
+                engine,
+                containers,
+                ..
+            }) = observed.nodes.get(name)
+            else {
+                continue;
+            };
+            let capacity = spec
+                .capacity_memory
+                .map(|b| b.0)
+                .or(engine.as_ref().map(|e| e.memory));
+            let Some(capacity) = capacity else { continue };
+            let node = NodeMemory {
+                node: name.clone(),
+                allocatable: capacity.saturating_sub(spec.reserved_memory.0),
+                used: *used,
+            };
+            let Some(threshold) = evict::pressure_threshold(fleet, &plugs, &node) else {
+                continue;
+            };
+            if node.used <= threshold {
+                continue;
+            }
+            // Above a watermark: what does each plug there use?
+            if let Some(rt) = runtimes.get(name) {
+                for o in containers
+                    .iter()
+                    .filter(|o| o.record.state == RunState::Running && o.kind() == Some("plug"))
+                {
+                    if let (Some(id), Ok(bytes)) = (
+                        o.record.label(labels::PLUG),
+                        rt.container_memory_usage(&o.record.id).await,
+                    ) {
+                        usage.insert(id.to_string(), bytes);
+                    }
+                }
+            }
+            nodes.push(node);
+        }
+        let stops = evict::pressure_evictions(fleet, &plugs, &nodes, &usage);
+        for s in &stops {
+            self.stop_plug(s, now)?;
+        }
+        Ok(stops.len())
+    }
+
+    fn record_metrics(&self, report: &PassReport, held: &[heal::Held], elapsed: Duration) {
+        let m = &self.metrics;
+        m.reconciles.inc();
+        m.reconcile_duration.observe(elapsed.as_secs_f64());
+        for o in &report.exec.outcomes {
+            let step = &report.plan.steps[o.index];
+            if !o.ok && !o.skipped {
+                m.step_failures
+                    .get_or_create(&node_labels(&step.node))
+                    .inc();
+            }
+            if o.ok && matches!(step.action, StepAction::Start { .. }) {
+                m.restarts.get_or_create(&node_labels(&step.node)).inc();
+            }
+        }
+        for h in held {
+            m.restarts_held.get_or_create(&node_labels(&h.node)).inc();
+        }
+        for (node, r) in self.readiness() {
+            m.node_ready
+                .get_or_create(&node_labels(&node))
+                .set(i64::from(r.can_take_work()));
+        }
+        if let Ok(plugs) = self.store.plugs() {
+            m.plugs.clear();
+            for p in plugs {
+                m.plugs
+                    .get_or_create(&vec![
+                        ("node".to_string(), p.node.clone()),
+                        ("state".to_string(), p.state.as_str().to_string()),
+                    ])
+                    .inc();
+            }
+        }
+    }
+}
+
+fn log_progress(p: &Progress) {
+    match p {
+        Progress::Started(s) => tracing::debug!(
+            node = %s.node, container = %s.container, action = s.action.verb(&s.node), reason = %s.reason,
+            "step started"
+        ),
+        Progress::Done(s, d) => tracing::info!(
+            node = %s.node, container = %s.container, action = s.action.verb(&s.node), reason = %s.reason,
+            elapsed_ms = d.as_millis() as u64, "step done"
+        ),
+        Progress::Failed(s, e) => tracing::warn!(
+            node = %s.node, container = %s.container, action = s.action.verb(&s.node), reason = %s.reason,
+            error = %e, "step failed"
+        ),
+    }
+}

@@ -1,0 +1,425 @@
+//! What the API and CLI intents ask of a running controller. Nothing is decided here: each
+//! operation calls [`crate::plugs`], [`crate::drain`] or the store, under the controller's work
+//! lock when it changes containers, so it never runs at the same time as a reconcile.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use super::Controller;
+use super::nodes::Readiness;
+use super::triggers::Trigger;
+use crate::container::{EngineInfo, Health, RunState};
+use crate::drain::{DrainReport, drain};
+use crate::execute::{ExecOptions, Progress};
+use crate::manifest::{self, Labels, Source};
+use crate::observe::NodeObservation;
+use crate::plugs::{self, PLUG_READY_TIMEOUT, PlugCreated, PlugError};
+use crate::reconcile::{PassContext, plan_only};
+use crate::store::{NodeCondition, PlugRecord, StoreError};
+
+/// Most reconcile passes an apply intent makes (as `apply` itself does).
+pub const APPLY_MAX_PASSES: usize = 4;
+
+/// Failures of controller operations.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    /// No such node in the manifests in force.
+    #[error("node {0:?} is not in the manifests (nodes: {1})")]
+    NoNode(String, String),
+    /// A plug operation failed.
+    #[error(transparent)]
+    Plug(#[from] PlugError),
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The manifests handed over are invalid (every diagnostic, one per line).
+    #[error("invalid manifests:\n{0}")]
+    Invalid(String),
+    /// The manifests handed over are not the ones the controller runs.
+    #[error("{0}")]
+    Differs(String),
+}
+
+/// One node as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct NodeStatus {
+    /// Name.
+    pub name: String,
+    /// Labels.
+    pub labels: Labels,
+    /// Readiness as the controller tracks it.
+    pub readiness: Readiness,
+    /// Whether new work may be placed there now (Ready and not cordoned, draining or drained).
+    pub schedulable: bool,
+    /// Operator conditions.
+    pub condition: NodeCondition,
+    /// Plug instances recorded there (any state).
+    pub plugs: usize,
+    /// This fleet's containers seen at the last reconcile.
+    pub containers: Option<usize>,
+    /// Memory use measured at the last resync (bytes).
+    pub measured_memory: Option<u64>,
+    /// Allocatable memory (bytes), when known.
+    pub allocatable_memory: Option<u64>,
+    /// Engine facts, when read.
+    pub engine: Option<EngineInfo>,
+}
+
+/// How an apply handed to the controller ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApplyOutcome {
+    /// Everything runs (and is healthy where it has a healthcheck).
+    pub converged: bool,
+    /// Steps that succeeded.
+    pub changes: usize,
+    /// What is left, one line each.
+    pub problems: Vec<String>,
+    /// Wall time.
+    pub elapsed_ms: u64,
+}
+
+/// The outcome of cordon / uncordon.
+#[derive(Debug, Clone, Serialize)]
+pub struct CordonOutcome {
+    /// Node.
+    pub node: String,
+    /// Whether anything changed.
+    pub changed: bool,
+    /// Conditions now.
+    pub condition: NodeCondition,
+}
+
+impl Controller {
+    fn check_node(&self, node: &str) -> Result<(), OpError> {
+        let loaded = self.desired();
+        if loaded.fleet.nodes.contains_key(node) {
+            return Ok(());
+        }
+        let known: Vec<&str> = loaded.fleet.nodes.keys().map(String::as_str).collect();
+        Err(OpError::NoNode(node.to_string(), known.join(", ")))
+    }
+
+    fn pass_context<'a>(
+        &'a self,
+        loaded: &'a manifest::Loaded,
+        runtimes: &'a crate::execute::Runtimes,
+        evict: BTreeSet<String>,
+        actor: &str,
+    ) -> PassContext<'a> {
+        PassContext {
+            fleet: &loaded.fleet,
+            runtimes,
+            store: &self.store,
+            lost: self.lost_nodes(),
+            evict,
+            measure_memory: true,
+            exec: ExecOptions {
+                actor: actor.to_string(),
+                ..self.cfg.exec.clone()
+            },
+        }
+    }
+
+    /// Every plug instance.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn plugs(&self) -> Result<Vec<PlugRecord>, StoreError> {
+        self.store.plugs()
+    }
+
+    /// Places and starts a new plug (as `plug create`), avoiding nodes that are lost or back
+    /// but not Ready yet.
+    ///
+    /// # Errors
+    /// Unknown class, nothing fits (with the per-node diagnosis), store or Docker failures.
+    pub async fn create_plug(&self, class: &str, owner: &str) -> Result<PlugCreated, PlugError> {
+        let loaded = self.desired();
+        let runtimes = self.runtimes();
+        let observed = plugs::observe_for_placement(&loaded.fleet, &runtimes).await;
+        let plug = plugs::reserve_plug(
+            &loaded.fleet,
+            &self.store,
+            &observed,
+            &self.lost_nodes(),
+            class,
+            owner,
+            self.now_ms(),
+        )?;
+        // Not under the work lock: creation is idempotent (a pass that creates the pending plug
+        // at the same time hits a name conflict and adopts it), and a reconcile should not wait
+        // for a new plug's health gate.
+        let created = plugs::start_reserved(
+            &loaded.fleet,
+            &self.store,
+            &runtimes,
+            &plug,
+            PLUG_READY_TIMEOUT,
+        )
+        .await;
+        match &created {
+            Ok(c) => {
+                tracing::info!(plug = %c.id, node = %c.node, port = c.port, class, owner, "plug created")
+            }
+            Err(e) => tracing::warn!(class, owner, error = %e, "plug create failed"),
+        }
+        created
+    }
+
+    /// Deletes a plug (its containers, row and port leases).
+    ///
+    /// # Errors
+    /// Unknown plug, store or Docker failures.
+    pub async fn delete_plug(&self, id: &str) -> Result<Vec<String>, PlugError> {
+        let _work = self.work.lock().await;
+        let loaded = self.desired();
+        let notes = plugs::delete(&loaded.fleet, &self.store, &self.runtimes(), id).await?;
+        tracing::info!(plug = %id, "plug deleted");
+        Ok(notes)
+    }
+
+    /// Records activity on a plug; a stopped or evicted one is started again on its node.
+    ///
+    /// # Errors
+    /// Unknown plug, store or Docker failures.
+    pub async fn touch_plug(&self, id: &str) -> Result<PlugRecord, PlugError> {
+        let now = self.now_ms();
+        if self.store.plug(id)?.state.wants_running() {
+            // Activity only: no container changes, no need to wait for a pass.
+            self.store.touch_plug(id, now)?;
+            return Ok(self.store.plug(id)?);
+        }
+        let _work = self.work.lock().await;
+        let loaded = self.desired();
+        let plug = plugs::touch(&loaded.fleet, &self.store, &self.runtimes(), id, now).await?;
+        tracing::info!(plug = %id, state = plug.state.as_str(), "plug touched and started again");
+        self.trigger(Trigger::Operation(format!("touch {id}")));
+        Ok(plug)
+    }
+
+    /// Cordons (`on`) or uncordons a node: a store write; the next reconcile reads it.
+    ///
+    /// # Errors
+    /// Unknown node, store failures.
+    pub fn cordon(&self, node: &str, on: bool, who: &str) -> Result<CordonOutcome, OpError> {
+        self.check_node(node)?;
+        let now = self.now_ms();
+        let (before, after) = self.store.update_node_condition(node, now, |c| {
+            if on {
+                c.cordoned = true;
+            } else {
+                c.cordoned = false;
+                c.draining = false;
+                c.drained = false;
+            }
+        })?;
+        let changed = before != after;
+        if changed {
+            let action = if on { "cordon" } else { "uncordon" };
+            self.store
+                .record_event(now, who, action, Some(node), None, &format!("{action}ed"))?;
+            tracing::info!(node, action, "node condition changed");
+            self.trigger(Trigger::Operation(format!("{action} {node}")));
+        }
+        Ok(CordonOutcome {
+            node: node.to_string(),
+            changed,
+            condition: after,
+        })
+    }
+
+    /// Drains a node through the normal pipeline (see [`crate::drain`]), holding the work lock
+    /// for the whole drain: its passes are full reconciles, so the rest of the fleet is still
+    /// looked after, one pass at a time. `progress` gets one line per finished step.
+    ///
+    /// # Errors
+    /// Unknown node, store failures.
+    pub async fn drain(
+        &self,
+        node: &str,
+        timeout: Duration,
+        force: bool,
+        who: &str,
+        progress: &(dyn Fn(&str) + Sync),
+    ) -> Result<DrainReport, OpError> {
+        self.check_node(node)?;
+        let _work = self.work.lock().await;
+        let loaded = self.desired();
+        let runtimes = self.runtimes();
+        let evict = if force {
+            BTreeSet::from([node.to_string()])
+        } else {
+            BTreeSet::new()
+        };
+        let cx = self.pass_context(&loaded, &runtimes, evict, who);
+        tracing::info!(node, force, "drain started");
+        let report = drain(&cx, node, timeout, &|p| {
+            if let Some(line) = progress_line(&p) {
+                tracing::info!(node, "{line}");
+                progress(&line);
+            }
+        })
+        .instrument(tracing::info_span!("drain", node))
+        .await?;
+        tracing::info!(node, status = ?report.status, moved = report.moved.len(), left = report.left.len(), "drain ended");
+        self.trigger(Trigger::Operation(format!("drain {node}")));
+        Ok(report)
+    }
+
+    /// An apply handed over by `fleetctl apply`: the controller's manifest directory is the
+    /// source of truth, so the manifests given must be the ones in force (after a rescan, so an
+    /// edit the watcher has not delivered yet counts). Then passes run until nothing is left to
+    /// do, and the outcome says whether everything runs (and is healthy).
+    ///
+    /// # Errors
+    /// Invalid manifests, manifests other than the controller's, store failures.
+    pub async fn apply(&self, sources: &[Source]) -> Result<ApplyOutcome, OpError> {
+        let started = std::time::Instant::now();
+        let given = manifest::parse(sources).map_err(|e| OpError::Invalid(e.to_string()))?;
+        self.reload_manifests();
+        let current = self.desired();
+        if given.fleet != current.fleet {
+            return Err(OpError::Differs(format!(
+                "the controller runs the manifests in {} and these differ from them; edit the \
+                 files there instead (the controller applies a change within a second), or stop \
+                 the controller to apply other manifests by hand",
+                self.cfg.manifests.display()
+            )));
+        }
+        let mut changes = 0;
+        for _ in 0..APPLY_MAX_PASSES {
+            let _work = self.work.lock().await;
+            let (_, report) = self.reconcile_report("apply").await?;
+            let ok = report.exec.outcomes.iter().filter(|o| o.ok).count();
+            changes += ok;
+            if report.plan.steps.is_empty() || ok == 0 {
+                break;
+            }
+        }
+        let loaded = self.desired();
+        let runtimes = self.runtimes();
+        let cx = self.pass_context(&loaded, &runtimes, BTreeSet::new(), &self.cfg.actor);
+        let deadline = std::time::Instant::now() + self.cfg.exec.ready_timeout;
+        let (converged, problems) = loop {
+            let (observed, plan) = plan_only(&cx).await?;
+            let mut problems = Vec::new();
+            for (node, err) in &plan.unreachable {
+                problems.push(format!("node {node} unreachable: {err}"));
+            }
+            for u in &plan.unplaced {
+                problems.push(format!("{:?} fits nowhere: {}", u.object, u.diagnosis));
+            }
+            if plan.has_changes() {
+                problems.push(format!("still to do: {} steps", plan.steps.len()));
+            }
+            let mut waiting = false;
+            for (node, name) in &plan.unchanged {
+                let Some(o) = observed
+                    .containers(node)
+                    .iter()
+                    .find(|o| &o.record.name == name)
+                else {
+                    continue;
+                };
+                match (o.record.state, o.record.health) {
+                    (RunState::Running, None | Some(Health::Healthy)) => {}
+                    (RunState::Running, Some(h)) => {
+                        waiting = true;
+                        problems.push(format!("{node}: {name} is {h:?}").to_lowercase());
+                    }
+                    (state, _) => {
+                        problems.push(format!("{node}: {name} is {state:?}").to_lowercase())
+                    }
+                }
+            }
+            if problems.is_empty() {
+                break (true, problems);
+            }
+            let clean = !plan.has_changes() && plan.is_complete();
+            if !(clean && waiting) || std::time::Instant::now() >= deadline {
+                break (false, problems);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        Ok(ApplyOutcome {
+            converged,
+            changes,
+            problems,
+            elapsed_ms: started.elapsed().as_millis() as u64,
+        })
+    }
+
+    /// Every node: readiness, conditions, plugs and what the last reconcile saw.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn nodes(&self) -> Result<Vec<NodeStatus>, StoreError> {
+        let loaded = self.desired();
+        let conditions = self.store.node_conditions()?;
+        let plugs = self.store.plugs()?;
+        let readiness = self.readiness();
+        let observed = self.last_observed();
+        Ok(loaded
+            .fleet
+            .nodes
+            .values()
+            .map(|spec| {
+                let condition = conditions.get(&spec.name).cloned().unwrap_or_default();
+                let r = readiness
+                    .get(&spec.name)
+                    .cloned()
+                    .unwrap_or(Readiness::Ready);
+                let (containers, measured, engine) = match observed.nodes.get(&spec.name) {
+                    Some(NodeObservation::Reachable {
+                        containers,
+                        measured_memory,
+                        engine,
+                        ..
+                    }) => (Some(containers.len()), *measured_memory, engine.clone()),
+                    _ => (None, None, None),
+                };
+                let capacity = spec
+                    .capacity_memory
+                    .map(|b| b.0)
+                    .or(engine.as_ref().map(|e| e.memory));
+                NodeStatus {
+                    name: spec.name.clone(),
+                    labels: spec.labels.clone(),
+                    schedulable: r.can_take_work()
+                        && !(condition.cordoned || condition.draining || condition.drained),
+                    readiness: r,
+                    condition,
+                    plugs: plugs.iter().filter(|p| p.node == spec.name).count(),
+                    containers,
+                    measured_memory: measured,
+                    allocatable_memory: capacity.map(|c| c.saturating_sub(spec.reserved_memory.0)),
+                    engine,
+                }
+            })
+            .collect())
+    }
+}
+
+/// One finished step as a line of drain progress.
+pub fn progress_line(p: &Progress) -> Option<String> {
+    match p {
+        Progress::Started(_) => None,
+        Progress::Done(s, d) => Some(format!(
+            "{:<10} {:<8} {}  {} ({:.1}s)",
+            s.node,
+            s.action.verb(&s.node),
+            s.container,
+            s.reason,
+            d.as_secs_f64()
+        )),
+        Progress::Failed(s, e) => Some(format!(
+            "{:<10} {:<8} {}  FAILED: {e}",
+            s.node,
+            s.action.verb(&s.node),
+            s.container
+        )),
+    }
+}
