@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::container::labels;
 use crate::execute::Progress;
@@ -22,7 +22,7 @@ use crate::reconcile::{PassContext, pass};
 use crate::store::{StoreError, now_ms};
 
 /// One fleet container on the draining node, and its fate.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resident {
     /// Container name.
     pub container: String,
@@ -101,7 +101,7 @@ pub fn classify(
 }
 
 /// How a drain ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DrainStatus {
     /// Nothing movable is left; the node is `drained`.
@@ -113,7 +113,7 @@ pub enum DrainStatus {
 }
 
 /// The outcome of a drain.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DrainReport {
     /// Node.
     pub node: String,
@@ -130,7 +130,7 @@ pub struct DrainReport {
 }
 
 /// One move.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MovedView {
     /// New container.
     pub container: String,

@@ -7,7 +7,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = fleetctl::cli::Cli::parse();
-    fleetctl::cli::init_logging(&cli.global);
+    fleetctl::cli::init_logging(&cli);
     match fleetctl::cli::run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(err) => {

@@ -7,7 +7,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::container::RunState;
 use crate::desired::{PlugIdentity, plug_container, plug_container_name};
@@ -55,7 +55,7 @@ pub enum PlugError {
 }
 
 /// A created plug, as `plug create` prints it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PlugCreated {
     /// Plug id.
     pub id: String,

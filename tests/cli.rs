@@ -126,7 +126,7 @@ fn capacity_renders_table_and_json() {
 #[test]
 fn verbs_not_built_yet_say_so_and_fail() {
     let out = fleetctl()
-        .args(["run", "fleet/"])
+        .args(["describe", "node", "node1"])
         .assert()
         .code(1)
         .get_output()

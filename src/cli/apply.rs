@@ -105,6 +105,9 @@ pub fn run(
     };
     let fleet = &loaded.fleet;
     let store = Arc::new(open_store(global, &fleet.fleet.name)?);
+    if let Some(controller) = super::handoff::live_controller(&store)? {
+        return super::handoff::apply(&store, &controller, &loaded, output);
+    }
     let who = holder("apply");
     let lease = match acquire_lease(&store, &who, "apply", None, lock_timeout) {
         Ok(l) => l,

@@ -42,6 +42,13 @@ pub fn run(
         );
     }
     let store = open_store(global, &fleet.fleet.name)?;
+    if let Some(c) = super::handoff::live_controller(&store)? {
+        let quiet = matches!(output, Output::Json | Output::Yaml);
+        return match super::handoff::drain(&store, &c, node, timeout, force, quiet)? {
+            Some(report) => render(node, &report, output),
+            None => Ok(1),
+        };
+    }
     let who = holder("drain");
     let lease = match acquire_lease(&store, &who, "drain", None, LOCK_WAIT) {
         Ok(l) => l,
@@ -86,6 +93,12 @@ pub fn run(
     });
     let _ = store.release_lease(lease.token);
     let report = result?;
+    render(node, &report, output)
+}
+
+/// Prints the drain report; exit 0 when the node is drained, 1 otherwise.
+fn render(node: &str, report: &crate::drain::DrainReport, output: Output) -> anyhow::Result<u8> {
+    let json = matches!(output, Output::Json | Output::Yaml);
     if json {
         print_json(&report)?;
     } else {

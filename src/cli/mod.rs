@@ -8,9 +8,11 @@ mod capacity;
 mod common;
 mod cordon;
 mod drain;
+mod handoff;
 mod plan;
 mod plug;
 mod render;
+mod run;
 mod schema;
 mod validate;
 
@@ -108,6 +110,14 @@ pub enum Command {
         output: Output,
     },
     /// Run the controller: keep the fleet converged continuously.
+    ///
+    /// Takes the fleet lease (exit 1 if another actor holds it), watches PATH (an edit takes
+    /// effect within a second; an invalid edit is logged and changes nothing), follows every
+    /// node's engine events, restarts containers that die or turn unhealthy (backoff 1s doubling
+    /// to 5m), re-places the plugs of nodes unreachable for nodeLostAfter, stops idle plugs and
+    /// evicts the most idle ones under memory pressure, and serves the API on api.listen
+    /// (bearer token; GET /healthz needs none). While it runs, apply, plug and drain hand their
+    /// work to it. SIGTERM/SIGINT: finish the pass in flight, release the lease, exit 0.
     Run {
         /// Manifest file or directory (watched for changes).
         path: PathBuf,
@@ -294,13 +304,17 @@ fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (use e.g. 30s, 5m, 1h30m)"))
 }
 
-/// Sets up tracing on stderr according to the global options.
-pub fn init_logging(global: &GlobalOpts) {
+/// Sets up tracing on stderr according to the global options. `run` logs at `info` unless told
+/// otherwise (it is a daemon: its log is its output); other commands at `warn`.
+pub fn init_logging(cli: &Cli) {
     use tracing_subscriber::EnvFilter;
+    let global = &cli.global;
+    let daemon = matches!(cli.command, Command::Run { .. });
     let default = if global.quiet {
         "error"
     } else {
         match global.verbose {
+            0 if daemon => "info",
             0 => "warn",
             1 => "info",
             2 => "debug",
@@ -363,7 +377,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
                 apply::run(&path, lock_timeout, output, &cli.global)
             }
         }
-        Command::Run { .. } => not_implemented("run"),
+        Command::Run { path } => run::run(&path, &cli.global),
         Command::Get {
             what: GetWhat::Plugs,
             path,

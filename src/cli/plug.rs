@@ -7,7 +7,8 @@ use super::capacity::table;
 use super::common::{
     emit, open_store, open_store_readonly, print_json, print_yaml, resolve_manifests, runtime,
 };
-use super::{GlobalOpts, Output, PlugOp};
+use super::{GlobalOpts, Output, PlugOp, handoff};
+use crate::controller::intents;
 use crate::plugs::{self, PLUG_READY_TIMEOUT};
 use crate::store::{PlugRecord, format_ms, now_ms};
 
@@ -26,11 +27,24 @@ pub fn run(op: PlugOp, global: &GlobalOpts) -> anyhow::Result<u8> {
         PlugOp::Delete { id, file } => {
             let loaded = resolve_manifests(file.as_deref(), global)?;
             let store = open_store(global, &loaded.fleet.fleet.name)?;
-            let rt = runtime()?;
-            let notes = rt.block_on(async {
-                let runtimes = super::common::connect_all(&loaded.fleet);
-                plugs::delete(&loaded.fleet, &store, &runtimes, &id).await
-            })?;
+            let notes = if let Some(c) = handoff::live_controller(&store)? {
+                let payload = intents::PlugIdIntent { id: id.clone() };
+                match handoff::plug_op::<intents::PlugDeleted>(
+                    &store,
+                    &c,
+                    intents::kinds::PLUG_DELETE,
+                    &payload,
+                )? {
+                    Some(d) => d.notes,
+                    None => return Ok(1),
+                }
+            } else {
+                let rt = runtime()?;
+                rt.block_on(async {
+                    let runtimes = super::common::connect_all(&loaded.fleet);
+                    plugs::delete(&loaded.fleet, &store, &runtimes, &id).await
+                })?
+            };
             for n in notes {
                 eprintln!("note: {n}");
             }
@@ -40,11 +54,24 @@ pub fn run(op: PlugOp, global: &GlobalOpts) -> anyhow::Result<u8> {
         PlugOp::Touch { id, file } => {
             let loaded = resolve_manifests(file.as_deref(), global)?;
             let store = open_store(global, &loaded.fleet.fleet.name)?;
-            let rt = runtime()?;
-            let plug = rt.block_on(async {
-                let runtimes = super::common::connect_all(&loaded.fleet);
-                plugs::touch(&loaded.fleet, &store, &runtimes, &id, now_ms()).await
-            })?;
+            let plug = if let Some(c) = handoff::live_controller(&store)? {
+                let payload = intents::PlugIdIntent { id: id.clone() };
+                match handoff::plug_op::<PlugRecord>(
+                    &store,
+                    &c,
+                    intents::kinds::PLUG_TOUCH,
+                    &payload,
+                )? {
+                    Some(p) => p,
+                    None => return Ok(1),
+                }
+            } else {
+                let rt = runtime()?;
+                rt.block_on(async {
+                    let runtimes = super::common::connect_all(&loaded.fleet);
+                    plugs::touch(&loaded.fleet, &store, &runtimes, &id, now_ms()).await
+                })?
+            };
             emit(&format!("plug {id} touched ({})\n", plug.state.as_str()))?;
             Ok(0)
         }
@@ -62,6 +89,16 @@ fn create(
     let loaded = resolve_manifests(file, global)?;
     let fleet = &loaded.fleet;
     let store = open_store(global, &fleet.fleet.name)?;
+    if let Some(c) = handoff::live_controller(&store)? {
+        let payload = intents::PlugCreateIntent {
+            class: class.to_string(),
+            owner: owner.to_string(),
+        };
+        return match handoff::plug_op(&store, &c, intents::kinds::PLUG_CREATE, &payload)? {
+            Some(created) => print_created(&created, output),
+            None => Ok(1),
+        };
+    }
     let rt = runtime()?;
     let created = rt.block_on(async {
         let runtimes = super::common::connect_all(fleet);
@@ -85,6 +122,10 @@ fn create(
         }
         Err(e) => return Err(e.into()),
     };
+    print_created(&created, output)
+}
+
+fn print_created(created: &plugs::PlugCreated, output: Output) -> anyhow::Result<u8> {
     match output {
         Output::Json => print_json(&created)?,
         Output::Yaml => print_yaml(&created)?,

@@ -1,0 +1,194 @@
+//! Handing a command's intent to a running controller (see `docs/controller.md`).
+//!
+//! A live lease of kind `controller` means a controller owns the fleet: `apply`, `plug
+//! create|delete|touch` and `drain` then submit an intent to the state store's `intents` table
+//! and wait for the controller's outcome instead of acting themselves, so two actors never
+//! change the fleet at once. The CLI needs nothing but the state database it already uses (no
+//! token, no network); the controller claims intents within a fraction of a second.
+
+use std::time::Duration;
+
+use anyhow::bail;
+use serde::Serialize;
+
+use super::apply::holder_is_dead;
+use crate::controller::intents::{DrainProgress, IntentFailure};
+use crate::store::{LeaseInfo, Store, now_ms};
+
+/// How often the CLI looks at its intent.
+const POLL: Duration = Duration::from_millis(100);
+
+/// The live controller lease, when a controller runs for this state database.
+///
+/// # Errors
+/// Store failures.
+pub fn live_controller(store: &Store) -> anyhow::Result<Option<LeaseInfo>> {
+    Ok(store.lease()?.filter(|l| {
+        l.kind == "controller" && l.expires_ms > now_ms() && !holder_is_dead(&l.holder)
+    }))
+}
+
+/// Says on stderr that the command is handed over.
+pub fn announce(verb: &str, lease: &LeaseInfo) {
+    eprintln!(
+        "a controller runs this fleet ({}, API {}): handing `{verb}` to it",
+        lease.holder,
+        lease.api.as_deref().unwrap_or("-")
+    );
+}
+
+/// Submits an intent and waits for its outcome; `progress` gets each new progress line (drain).
+/// `Ok(Err(..))` is the controller's refusal or failure.
+///
+/// # Errors
+/// Store failures; the controller stopped before finishing.
+pub fn submit_and_wait(
+    store: &Store,
+    lease: &LeaseInfo,
+    kind: &str,
+    payload: &impl Serialize,
+    mut progress: impl FnMut(&str),
+) -> anyhow::Result<Result<String, IntentFailure>> {
+    let id = store.submit_intent(kind, &serde_json::to_string(payload)?, now_ms())?;
+    let mut shown = 0;
+    loop {
+        std::thread::sleep(POLL);
+        let Some(intent) = store.intent(id)? else {
+            bail!("intent {id} vanished from the state store");
+        };
+        let result = intent.result.clone().unwrap_or_default();
+        match intent.state.as_str() {
+            "done" => return Ok(Ok(result)),
+            "failed" => {
+                return Ok(Err(serde_json::from_str(&result).unwrap_or(
+                    IntentFailure {
+                        error: result,
+                        kind: "error".into(),
+                    },
+                )));
+            }
+            "running" => {
+                if let Ok(p) = serde_json::from_str::<DrainProgress>(&result) {
+                    for line in p.progress.iter().skip(shown) {
+                        progress(line);
+                    }
+                    shown = shown.max(p.progress.len());
+                }
+            }
+            _ => {}
+        }
+        let alive = live_controller(store)?.is_some_and(|l| l.token == lease.token);
+        if !alive {
+            if intent.state == "pending" {
+                store.finish_intent(id, "failed", "no controller took it", now_ms())?;
+            }
+            bail!(
+                "the controller ({}) stopped before finishing `{kind}` (intent {id}); run the command again",
+                lease.holder
+            );
+        }
+    }
+}
+
+/// `apply` through the controller: it checks the manifests are the ones it runs, reconciles
+/// and reports whether everything converged. Exit 0 converged, 1 not (or refused).
+///
+/// # Errors
+/// As [`submit_and_wait`].
+pub fn apply(
+    store: &Store,
+    lease: &LeaseInfo,
+    loaded: &crate::manifest::Loaded,
+    output: super::Output,
+) -> anyhow::Result<u8> {
+    use crate::controller::intents::{ApplyIntent, kinds};
+    use crate::controller::ops::ApplyOutcome;
+    announce("apply", lease);
+    let payload = ApplyIntent {
+        sources: loaded.sources.clone(),
+    };
+    let outcome: ApplyOutcome = match submit_and_wait(store, lease, kinds::APPLY, &payload, |_| {})?
+    {
+        Ok(json) => serde_json::from_str(&json)?,
+        Err(f) => {
+            eprintln!("error: {}", f.error);
+            return Ok(1);
+        }
+    };
+    if matches!(output, super::Output::Json | super::Output::Yaml) {
+        super::common::print_json(&outcome)?;
+    } else if outcome.converged {
+        super::common::emit(&format!(
+            "Converged in {:.1}s (by the controller): {} change{} made.\n",
+            outcome.elapsed_ms as f64 / 1000.0,
+            outcome.changes,
+            if outcome.changes == 1 { "" } else { "s" }
+        ))?;
+    } else {
+        let mut text = format!(
+            "NOT converged after {:.1}s (by the controller, {} changes made):\n",
+            outcome.elapsed_ms as f64 / 1000.0,
+            outcome.changes
+        );
+        for p in &outcome.problems {
+            text.push_str(&format!("  - {p}\n"));
+        }
+        super::common::emit(&text)?;
+    }
+    Ok(if outcome.converged { 0 } else { 1 })
+}
+
+/// A plug operation through the controller: the result JSON parsed as `T`, or the controller's
+/// failure (printed; the caller exits 1).
+///
+/// # Errors
+/// As [`submit_and_wait`]; a result that does not parse.
+pub fn plug_op<T: serde::de::DeserializeOwned>(
+    store: &Store,
+    lease: &LeaseInfo,
+    kind: &str,
+    payload: &impl Serialize,
+) -> anyhow::Result<Option<T>> {
+    announce(&format!("plug {}", kind.trim_start_matches("plug-")), lease);
+    match submit_and_wait(store, lease, kind, payload, |_| {})? {
+        Ok(json) => Ok(Some(serde_json::from_str(&json)?)),
+        Err(f) => {
+            eprintln!("error: {}", f.error);
+            Ok(None)
+        }
+    }
+}
+
+/// `drain` through the controller, printing its progress as it comes (unless `quiet`).
+///
+/// # Errors
+/// As [`submit_and_wait`].
+pub fn drain(
+    store: &Store,
+    lease: &LeaseInfo,
+    node: &str,
+    timeout: Duration,
+    force: bool,
+    quiet: bool,
+) -> anyhow::Result<Option<crate::drain::DrainReport>> {
+    use crate::controller::intents::{DrainIntent, kinds};
+    announce("drain", lease);
+    let payload = DrainIntent {
+        node: node.to_string(),
+        timeout_ms: timeout.as_millis() as u64,
+        force,
+        actor: super::common::holder("drain"),
+    };
+    let printed = |line: &str| {
+        if !quiet {
+            let _ = super::common::emit(&format!("{line}\n"));
+        }
+    };
+    match submit_and_wait(store, lease, kinds::DRAIN, &payload, printed)? {
+        Ok(json) => Ok(Some(serde_json::from_str(&json)?)),
+        Err(f) => {
+            eprintln!("error: {}", f.error);
+            Ok(None)
+        }
+    }
+}

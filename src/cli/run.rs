@@ -1,0 +1,128 @@
+//! `fleetctl run PATH`: the controller. Takes the fleet lease as `controller` (or fails at once,
+//! exit 1, naming the holder), serves the API, reconciles until SIGTERM/SIGINT, then finishes
+//! the pass in flight, releases the lease and exits 0.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::GlobalOpts;
+use super::apply::{LEASE_RENEW, LEASE_TTL, acquire_lease};
+use super::common::{holder, load_or_report, open_store, runtime};
+use crate::api;
+use crate::controller::{Config, Connector, Controller, ControllerError, LeaseConfig};
+use crate::store::{Store, StoreError, now_ms};
+use crate::transport::{Endpoint, connect, failed::FailedRuntime};
+
+/// How long requests in flight may finish after the controller stopped.
+const API_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+
+/// Runs the controller.
+///
+/// # Errors
+/// The store cannot be opened, the token file cannot be read or written, the API address
+/// cannot be bound, the manifest directory cannot be watched.
+pub fn run(path: &Path, global: &GlobalOpts) -> anyhow::Result<u8> {
+    let Some(loaded) = load_or_report(path) else {
+        return Ok(1);
+    };
+    let fleet_spec = loaded.fleet.fleet.clone();
+    let store = Arc::new(open_store(global, &fleet_spec.name)?);
+    let state_db = Store::default_path(global.state.as_deref());
+    let token = api::load_or_create_token(fleet_spec.api_token_file.as_deref(), &state_db)?;
+    let who = holder("controller");
+    let addr = fleet_spec.api_listen;
+    let lease = match acquire_lease(
+        &store,
+        &who,
+        "controller",
+        Some(&addr.to_string()),
+        Duration::ZERO,
+    ) {
+        Ok(l) => l,
+        Err(e @ StoreError::Locked { .. }) => {
+            eprintln!("error: {e}");
+            return Ok(1);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let rt = runtime()?;
+    let result: anyhow::Result<Result<(), ControllerError>> = rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!("cannot listen on {addr} (Fleet spec.api.listen): {e}")
+        })?;
+        store.record_applied(
+            lease.token,
+            &who,
+            &loaded.sources_hash(),
+            &loaded.sources,
+            now_ms(),
+        )?;
+        let shutdown = CancellationToken::new();
+        tokio::spawn(on_signal(shutdown.clone()));
+        let connect: Connector = Arc::new(|spec| {
+            connect(&Endpoint::from_node(spec))
+                .unwrap_or_else(|e| Arc::new(FailedRuntime::new(&e)))
+        });
+        let mut cfg = Config::new(path.to_path_buf(), &who);
+        cfg.lease = Some(LeaseConfig {
+            token: lease.token,
+            ttl: LEASE_TTL,
+            renew: LEASE_RENEW,
+        });
+        let ctl = Controller::new(cfg, store.clone(), loaded, connect, shutdown.clone());
+        let server = tokio::spawn(api::serve(
+            listener,
+            api::router(ctl.clone(), token.token.clone()),
+            shutdown.clone(),
+        ));
+        tracing::info!(
+            fleet = %fleet_spec.name,
+            manifests = %path.display(),
+            api = %addr,
+            token_file = %token.path.display(),
+            token_generated = token.generated,
+            resync_s = fleet_spec.resync.as_secs(),
+            node_lost_after_s = fleet_spec.node_lost_after.as_secs(),
+            "controller started; GET /healthz needs no token, every other route needs the token in the token file"
+        );
+        let outcome = ctl.run().await;
+        shutdown.cancel();
+        let _ = tokio::time::timeout(API_SHUTDOWN_GRACE, server).await;
+        Ok(outcome)
+    });
+    rt.shutdown_timeout(Duration::from_millis(500));
+    let released = store.release_lease(lease.token);
+    match result? {
+        Ok(()) => {
+            released?;
+            tracing::info!("stopped; fleet lease released");
+            Ok(0)
+        }
+        Err(ControllerError::LeaseLost) => {
+            eprintln!("error: {}", ControllerError::LeaseLost);
+            Ok(1)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Cancels `shutdown` on SIGTERM or SIGINT.
+async fn on_signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut term) = signal(SignalKind::terminate()) else {
+        tracing::warn!("cannot listen for SIGTERM");
+        return;
+    };
+    let which = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+    };
+    tracing::info!(
+        signal = which,
+        "stopping: no new work; finishing the pass in flight"
+    );
+    shutdown.cancel();
+}
