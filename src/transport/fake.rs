@@ -20,6 +20,15 @@ use crate::container::{
 /// Orders calls across every fake in the process (for "this happened before that" checks).
 static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
+/// Container ids are unique across every fake of the process, as real engine ids are across
+/// hosts: two nodes never report the same id (the planner tells copies apart by id).
+static CONTAINER_IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+fn new_container_id() -> String {
+    let n = CONTAINER_IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+    format!("{n:064x}")
+}
+
 /// One recorded call: operation and the container name or id it concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {
@@ -61,7 +70,6 @@ struct Inner {
     /// Fail the call with this ordinal (1-based, counting mutating calls only).
     fail_at_mutation: Option<usize>,
     mutations: usize,
-    next_id: u64,
     clock: i64,
 }
 
@@ -182,8 +190,7 @@ impl FakeRuntime {
     /// Adds a container that fleetctl did not create (no ownership labels unless given).
     pub fn add_foreign(&self, name: &str, labels: BTreeMap<String, String>) -> String {
         let mut inner = self.lock();
-        inner.next_id += 1;
-        let id = format!("{:064x}", inner.next_id);
+        let id = new_container_id();
         let spec = ContainerSpec {
             name: name.to_string(),
             image: "foreign:latest".into(),
@@ -377,8 +384,7 @@ impl NodeRuntime for FakeRuntime {
             )
             .with_object(&spec.name));
         }
-        inner.next_id += 1;
-        let id = format!("{:064x}", inner.next_id);
+        let id = new_container_id();
         let created = inner.clock;
         inner.containers.insert(
             id.clone(),
