@@ -1,0 +1,561 @@
+//! The controller loop (`fleetctl run`) against the in-memory fake runtime, with tokio's clock
+//! paused where time matters: restart backoff doubling to 5 min, resync timing, node loss after
+//! nodeLostAfter and the node's return, eviction of the most idle plugs under memory pressure,
+//! idle timeouts, unhealthy restarts, manifest edits, and CLI intents.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use fleetctl::container::{Health, RunState, labels};
+use fleetctl::controller::intents::{PlugCreateIntent, kinds};
+use fleetctl::controller::nodes::Readiness;
+use fleetctl::controller::{Clock, Config, Connector, Controller};
+use fleetctl::manifest;
+use fleetctl::plugs::PlugCreated;
+use fleetctl::store::{PlugState, Store};
+use fleetctl::transport::NodeRuntime;
+use fleetctl::transport::fake::FakeRuntime;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+const NODES: &str = "apiVersion: fleet/v1
+kind: Node
+metadata: {name: node1, labels: {tier: primary}}
+spec: {capacity: {cpus: 4, memory: 1GiB}}
+---
+apiVersion: fleet/v1
+kind: Node
+metadata: {name: node2, labels: {tier: secondary}}
+spec: {capacity: {cpus: 4, memory: 1GiB}}
+---
+apiVersion: fleet/v1
+kind: Node
+metadata: {name: node3, labels: {tier: secondary}}
+spec: {capacity: {cpus: 4, memory: 1GiB}}
+";
+
+fn fleet_doc(extra_spec: &str) -> String {
+    format!(
+        "apiVersion: fleet/v1\nkind: Fleet\nmetadata: {{name: ctl}}\nspec: {{resync: 30s, nodeLostAfter: 60s{extra_spec}}}\n---\n{NODES}"
+    )
+}
+
+const WEB: &str = "---
+apiVersion: fleet/v1
+kind: Service
+metadata: {name: web}
+spec:
+  image: web:1
+  placement: {nodes: [node1]}
+  resources: {memory: 64MiB}
+  restart: 'no'
+";
+
+fn plugs_doc(idle: &str, evict: bool) -> String {
+    format!(
+        "---
+apiVersion: fleet/v1
+kind: PlugClass
+metadata: {{name: agent}}
+spec: {{image: plug:1, resources: {{memory: 64MiB}}, port: 8080, hostPorts: 51000-51099, idleTimeout: {idle}}}
+---
+apiVersion: fleet/v1
+kind: PlacementPolicy
+metadata: {{name: default}}
+spec:
+  maxPlugsPerNode: 4
+  memoryHighWatermark: 50%
+  evictIdleOnPressure: {evict}
+  tiers: [{{nodeSelector: {{tier: primary}}}}, {{nodeSelector: {{tier: secondary}}}}]
+"
+    )
+}
+
+struct World {
+    fakes: BTreeMap<String, FakeRuntime>,
+    store: Arc<Store>,
+    ctl: Arc<Controller>,
+    shutdown: CancellationToken,
+    run: tokio::task::JoinHandle<Result<(), fleetctl::controller::ControllerError>>,
+    dir: tempfile::TempDir,
+}
+
+fn write(dir: &Path, text: &str) {
+    std::fs::write(dir.join("fleet.yaml"), text).unwrap();
+}
+
+fn world_with(text: &str, tweak: impl FnOnce(&mut Config)) -> World {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("TEST_LOG"))
+        .with_test_writer()
+        .try_init();
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), text);
+    let loaded = manifest::load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let fakes: BTreeMap<String, FakeRuntime> = ["node1", "node2", "node3"]
+        .iter()
+        .map(|n| (n.to_string(), FakeRuntime::new(*n)))
+        .collect();
+    let store = Arc::new(Store::in_memory().unwrap());
+    let mut cfg = Config::new(dir.path().to_path_buf(), "controller (test)");
+    cfg.clock = Clock::tokio();
+    cfg.watch_manifests = false;
+    cfg.poll_intents = false;
+    cfg.exec.ready_timeout = Duration::from_secs(2);
+    tweak(&mut cfg);
+    let by_name = fakes.clone();
+    let connect: Connector =
+        Arc::new(move |spec| Arc::new(by_name[&spec.name].clone()) as Arc<dyn NodeRuntime>);
+    let shutdown = CancellationToken::new();
+    let ctl = Controller::new(cfg, store.clone(), loaded, connect, shutdown.clone());
+    let c = ctl.clone();
+    let run = tokio::spawn(async move { c.run().await });
+    World {
+        fakes,
+        store,
+        ctl,
+        shutdown,
+        run,
+        dir,
+    }
+}
+
+fn world(text: &str) -> World {
+    world_with(text, |_| {})
+}
+
+/// Polls `f` every 50 ms (of tokio time) until it holds; returns how long that took.
+async fn until(what: &str, limit: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "timed out after {limit:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+impl World {
+    fn containers(&self, node: &str) -> Vec<fleetctl::container::ContainerRecord> {
+        self.fakes[node].containers()
+    }
+
+    fn running(&self, node: &str, name_part: &str) -> Option<String> {
+        self.containers(node)
+            .into_iter()
+            .find(|c| c.name.contains(name_part) && c.state == RunState::Running)
+            .map(|c| c.id)
+    }
+
+    /// Running containers of plug `id`, over every node.
+    fn plug_copies(&self, id: &str) -> Vec<(String, RunState)> {
+        self.fakes
+            .iter()
+            .flat_map(|(n, f)| {
+                f.containers()
+                    .into_iter()
+                    .filter(|c| c.label(labels::PLUG) == Some(id))
+                    .map(move |c| (n.clone(), c.state))
+            })
+            .collect()
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.run.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_killed_container_is_restarted_at_once_then_with_backoff_doubling_to_five_minutes() {
+    let w = world(&format!("{}{WEB}", fleet_doc("")));
+    until("web runs", Duration::from_secs(5), || {
+        w.running("node1", "web").is_some()
+    })
+    .await;
+    // Its creation counts as the first start: let the 1 s window after it pass.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut waits = Vec::new();
+    for _ in 0..11 {
+        let id = w.running("node1", "web").expect("running");
+        w.fakes["node1"].kill(&id);
+        let took = until("web runs again", Duration::from_secs(400), || {
+            w.running("node1", "web").is_some()
+        })
+        .await;
+        waits.push(took.as_secs_f64());
+    }
+    let expected = [
+        0.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 300.0, 300.0,
+    ];
+    for (got, want) in waits.iter().zip(expected) {
+        assert!(
+            (got - want).abs() <= 0.2,
+            "restart waits {waits:?}, expected about {expected:?}"
+        );
+    }
+    // Held restarts are counted.
+    let metrics = w.ctl.metrics().encode();
+    assert!(
+        metrics.contains("fleetctl_restarts_held_total{node=\"node1\"}"),
+        "{metrics}"
+    );
+    w.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_controller_reconciles_once_per_resync_and_nothing_else() {
+    let w = world(&format!("{}{WEB}", fleet_doc("")));
+    until("web runs", Duration::from_secs(5), || {
+        w.running("node1", "web").is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = w.ctl.passes();
+    w.fakes["node1"].clear_calls();
+    tokio::time::sleep(Duration::from_secs(95)).await;
+    assert_eq!(w.ctl.passes() - before, 3, "one pass per 30 s resync");
+    assert!(
+        w.fakes["node1"].mutating_calls().is_empty(),
+        "{:?}",
+        w.fakes["node1"].mutating_calls()
+    );
+    w.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unhealthy_container_is_stopped_and_started_again() {
+    let text = format!(
+        "{}{}",
+        fleet_doc(""),
+        WEB.replace(
+            "  restart: 'no'\n",
+            "  restart: 'no'\n  healthcheck: {command: [CMD, 'true'], interval: 5s}\n"
+        )
+    );
+    let w = world(&text);
+    until("web runs", Duration::from_secs(5), || {
+        w.running("node1", "web").is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let id = w.running("node1", "web").unwrap();
+    w.fakes["node1"].clear_calls();
+    w.fakes["node1"].set_health(&id, Health::Unhealthy);
+    until("restarted", Duration::from_secs(5), || {
+        let ops: Vec<&'static str> = w.fakes["node1"]
+            .mutating_calls()
+            .iter()
+            .filter(|c| c.object == id)
+            .map(|c| c.op)
+            .collect();
+        ops == ["stop", "start"]
+    })
+    .await;
+    let c = w.containers("node1");
+    assert_eq!(c.len(), 1, "restarted in place, not recreated");
+    assert_eq!(c[0].health, Some(Health::Healthy));
+    w.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn plugs_of_a_node_lost_past_node_lost_after_run_elsewhere_and_its_stale_copies_go_when_it_returns()
+ {
+    let w = world(&format!("{}{}", fleet_doc(""), plugs_doc("0", false)));
+    until("first pass", Duration::from_secs(5), || w.ctl.passes() > 0).await;
+    let a = w.ctl.create_plug("agent", "ada").await.unwrap();
+    let b = w.ctl.create_plug("agent", "bob").await.unwrap();
+    assert_eq!((a.node.as_str(), b.node.as_str()), ("node1", "node1"));
+
+    w.fakes["node1"].set_unreachable(true);
+    let lost_at = Instant::now();
+    // Before nodeLostAfter: the plugs stay where they are (unreachable is not absent).
+    tokio::time::sleep(Duration::from_secs(50)).await;
+    assert_eq!(w.store.plug(&a.id).unwrap().node, "node1");
+    assert!(matches!(
+        w.ctl.readiness()["node1"],
+        Readiness::Unreachable { .. }
+    ));
+    // After it: they run on the secondary tier.
+    until("plugs moved", Duration::from_secs(120), || {
+        [&a.id, &b.id].iter().all(|id| {
+            w.store.plug(id).unwrap().node != "node1"
+                && w.plug_copies(id)
+                    .iter()
+                    .any(|(n, s)| n != "node1" && *s == RunState::Running)
+        })
+    })
+    .await;
+    assert!(lost_at.elapsed() >= Duration::from_secs(60));
+    assert!(
+        w.store.node_conditions().unwrap()["node1"]
+            .not_ready_since_ms
+            .is_some()
+    );
+    assert_eq!(w.ctl.readiness()["node1"].name(), "not-ready");
+
+    // Back: the stale copies are removed, then the node is Ready again.
+    w.fakes["node1"].set_unreachable(false);
+    until("node1 ready", Duration::from_secs(60), || {
+        w.ctl.readiness()["node1"] == Readiness::Ready
+    })
+    .await;
+    for id in [&a.id, &b.id] {
+        let copies = w.plug_copies(id);
+        assert_eq!(copies.len(), 1, "plug {id} runs once: {copies:?}");
+        assert_ne!(copies[0].0, "node1");
+    }
+    assert!(w.containers("node1").is_empty());
+    assert_eq!(
+        w.store.node_conditions().unwrap()["node1"].not_ready_since_ms,
+        None
+    );
+    // It takes work again.
+    let c = w.ctl.create_plug("agent", "cy").await.unwrap();
+    assert_eq!(c.node, "node1");
+    w.stop().await;
+}
+
+#[test]
+fn a_returning_node_takes_no_new_plug_before_its_stale_copies_are_gone() {
+    use fleetctl::observe::{NodeObservation, ObservedFleet};
+    use fleetctl::plan::{Snapshot, scheduling_views};
+    let text = format!("{}{}", fleet_doc(""), plugs_doc("0", false));
+    let loaded = manifest::parse(&[manifest::Source {
+        name: "f.yaml".into(),
+        text,
+    }])
+    .unwrap();
+    let f = &loaded.fleet;
+    let observed = ObservedFleet {
+        nodes: f
+            .nodes
+            .keys()
+            .map(|n| {
+                (
+                    n.clone(),
+                    NodeObservation::Reachable {
+                        containers: vec![],
+                        foreign_ports: BTreeSet::new(),
+                        foreign_containers: 0,
+                        engine: None,
+                        measured_memory: None,
+                    },
+                )
+            })
+            .collect(),
+    };
+    let place = |lost: &BTreeSet<String>| {
+        let snapshot = Snapshot {
+            fleet: f,
+            observed: &observed,
+            conditions: &BTreeMap::new(),
+            plugs: &[],
+            port_leases: &[],
+            last_known: &BTreeMap::new(),
+            lost,
+            evict: &BTreeSet::new(),
+        };
+        let (views, _) = scheduling_views(&snapshot);
+        let class = &f.plug_classes["agent"];
+        fleetctl::schedule::place_plug(&views, class, &f.policy_for(class), None).unwrap()
+    };
+    assert_eq!(place(&BTreeSet::new()).node, "node1");
+    let returning = place(&BTreeSet::from(["node1".to_string()]));
+    assert_ne!(returning.node, "node1");
+}
+
+#[tokio::test(start_paused = true)]
+async fn memory_pressure_evicts_the_most_idle_plug_first_and_activity_starts_it_again() {
+    let w = world(&format!("{}{}", fleet_doc(""), plugs_doc("0", true)));
+    until("first pass", Duration::from_secs(5), || w.ctl.passes() > 0).await;
+    let mut ids = Vec::new();
+    for owner in ["old", "mid", "new"] {
+        ids.push(w.ctl.create_plug("agent", owner).await.unwrap().id);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // Activity in reverse order of idleness: "old" was touched first, longest ago.
+    for id in &ids {
+        w.ctl.touch_plug(id).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    // 1 GiB node, 50 % watermark = 512 MiB; three plugs at 200 MiB = 600 MiB.
+    for c in w.containers("node1") {
+        w.fakes["node1"].set_memory_usage(&c.id, 200 << 20);
+    }
+    until("one plug evicted", Duration::from_secs(40), || {
+        w.store
+            .plugs()
+            .unwrap()
+            .iter()
+            .any(|p| p.state == PlugState::Evicted)
+    })
+    .await;
+    until("its container stopped", Duration::from_secs(5), || {
+        w.plug_copies(&ids[0]) == [("node1".to_string(), RunState::Exited)]
+    })
+    .await;
+    let states: Vec<PlugState> = ids
+        .iter()
+        .map(|id| w.store.plug(id).unwrap().state)
+        .collect();
+    assert_eq!(
+        states,
+        [PlugState::Evicted, PlugState::Running, PlugState::Running],
+        "only the most idle goes: 400 MiB is under the watermark"
+    );
+    let message = w.store.plug(&ids[0]).unwrap().message.unwrap();
+    assert!(message.contains("memory pressure on node1"), "{message}");
+
+    // Activity starts it again.
+    for c in w.containers("node1") {
+        w.fakes["node1"].set_memory_usage(&c.id, 10 << 20);
+    }
+    let p = w.ctl.touch_plug(&ids[0]).await.unwrap();
+    assert_eq!(p.state, PlugState::Running);
+    assert_eq!(w.plug_copies(&ids[0])[0].1, RunState::Running);
+    w.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_plug_idle_past_its_timeout_is_stopped_and_a_touch_starts_it() {
+    let w = world(&format!("{}{}", fleet_doc(""), plugs_doc("30m", false)));
+    until("first pass", Duration::from_secs(5), || w.ctl.passes() > 0).await;
+    let p = w.ctl.create_plug("agent", "ada").await.unwrap();
+    tokio::time::sleep(Duration::from_secs(29 * 60)).await;
+    assert_eq!(w.store.plug(&p.id).unwrap().state, PlugState::Running);
+    let took = until("stopped", Duration::from_secs(120), || {
+        w.store.plug(&p.id).unwrap().state == PlugState::Stopped
+            && w.plug_copies(&p.id)[0].1 == RunState::Exited
+    })
+    .await;
+    assert!(
+        took <= Duration::from_secs(62),
+        "stopped {took:?} after 29 min: at 30 min, not at the next resync"
+    );
+    let message = w.store.plug(&p.id).unwrap().message.unwrap();
+    assert!(message.starts_with("idle for 30m"), "{message}");
+    w.ctl.touch_plug(&p.id).await.unwrap();
+    assert_eq!(w.plug_copies(&p.id)[0].1, RunState::Running);
+    w.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_invalid_edit_changes_nothing_and_the_next_valid_one_applies_in_place() {
+    let text = format!("{}{WEB}", fleet_doc(""));
+    let w = world(&text);
+    until("web runs", Duration::from_secs(5), || {
+        w.running("node1", "web").is_some()
+    })
+    .await;
+    let id = w.running("node1", "web").unwrap();
+    // Unchanged content: nothing to do.
+    assert!(!w.ctl.reload_manifests());
+    // Invalid: the last good set stays.
+    write(w.dir.path(), &text.replace("memory: 64MiB", "memory: lots"));
+    assert!(!w.ctl.reload_manifests());
+    assert_eq!(
+        w.ctl.desired().fleet.services["web"].resources.memory.0,
+        64 << 20
+    );
+    // Valid: in force, and the container is updated in place.
+    write(
+        w.dir.path(),
+        &text.replace("memory: 64MiB", "memory: 96MiB"),
+    );
+    assert!(w.ctl.reload_manifests());
+    until("memory updated", Duration::from_secs(5), || {
+        w.fakes["node1"]
+            .spec_of(&id)
+            .is_some_and(|s| s.resources.memory == 96 << 20)
+    })
+    .await;
+    assert_eq!(w.running("node1", "web").as_deref(), Some(id.as_str()));
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn a_manifest_edit_is_picked_up_by_the_directory_watch() {
+    let text = format!("{}{WEB}", fleet_doc(""));
+    let w = world_with(&text, |c| c.watch_manifests = true);
+    until("web runs", Duration::from_secs(5), || {
+        w.running("node1", "web").is_some()
+    })
+    .await;
+    // An editor's swap file changes nothing.
+    std::fs::write(w.dir.path().join(".fleet.yaml.swp"), "garbage").unwrap();
+    write(
+        w.dir.path(),
+        &text.replace("memory: 64MiB", "memory: 80MiB"),
+    );
+    let took = until("new manifests in force", Duration::from_secs(10), || {
+        w.ctl.desired().fleet.services["web"].resources.memory.0 == 80 << 20
+    })
+    .await;
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let id = w.running("node1", "web").unwrap();
+    until("memory updated", Duration::from_secs(5), || {
+        w.fakes["node1"]
+            .spec_of(&id)
+            .is_some_and(|s| s.resources.memory == 80 << 20)
+    })
+    .await;
+    // The applied set is recorded only with a lease; this test runs without one.
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn a_plug_create_intent_is_claimed_run_and_answered() {
+    let w = world_with(
+        &format!("{}{}", fleet_doc(""), plugs_doc("0", false)),
+        |c| c.poll_intents = true,
+    );
+    let payload = serde_json::to_string(&PlugCreateIntent {
+        class: "agent".into(),
+        owner: "ada".into(),
+    })
+    .unwrap();
+    let id = w
+        .store
+        .submit_intent(kinds::PLUG_CREATE, &payload, 0)
+        .unwrap();
+    until("intent done", Duration::from_secs(10), || {
+        w.store.intent(id).unwrap().unwrap().state == "done"
+    })
+    .await;
+    let created: PlugCreated =
+        serde_json::from_str(&w.store.intent(id).unwrap().unwrap().result.unwrap()).unwrap();
+    assert_eq!(
+        (created.node.as_str(), created.owner.as_str()),
+        ("node1", "ada")
+    );
+    // A refusal comes back as a failure with its reason.
+    let bad = serde_json::to_string(&PlugCreateIntent {
+        class: "nope".into(),
+        owner: "ada".into(),
+    })
+    .unwrap();
+    let id = w.store.submit_intent(kinds::PLUG_CREATE, &bad, 0).unwrap();
+    until("intent failed", Duration::from_secs(10), || {
+        w.store.intent(id).unwrap().unwrap().state == "failed"
+    })
+    .await;
+    let result = w.store.intent(id).unwrap().unwrap().result.unwrap();
+    assert!(result.contains("no-class"), "{result}");
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_finishes_promptly_and_returns_ok() {
+    let w = world(&format!("{}{WEB}", fleet_doc("")));
+    until("web runs", Duration::from_secs(5), || {
+        w.running("node1", "web").is_some()
+    })
+    .await;
+    let started = std::time::Instant::now();
+    w.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
