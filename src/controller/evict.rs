@@ -226,7 +226,9 @@ spec: {{memoryHighWatermark: 50%, evictIdleOnPressure: {evict}}}
         );
         assert!(stops.iter().all(|s| s.state == PlugState::Evicted));
         assert!(
-            stops[0].reason.contains("2.8GiB used > 2GiB allowed (50% of 4GiB)"),
+            stops[0]
+                .reason
+                .contains("2.8GiB used > 2GiB allowed (50% of 4GiB)"),
             "{}",
             stops[0].reason
         );

@@ -12,8 +12,11 @@
 //!   nodes unreachable for `nodeLostAfter` are passed as lost ([`nodes::Readiness`]);
 //! - on the plan: restarts of unhealthy containers are added and restarts inside their
 //!   per-container backoff held back ([`heal::adjust`], [`backoff::Backoff`]);
-//! - after: node readiness moves on (and is persisted), memory pressure evicts the most idle
-//!   plugs ([`evict::pressure_evictions`]).
+//! - after: node readiness moves on (and is persisted).
+//!
+//! Beside the loop, every `resync`, memory is measured on every node and the most idle plugs of
+//! nodes above their watermark are evicted ([`evict::pressure_evictions`]); measuring costs a
+//! stats call per container, so it never sits on the path of a restart.
 //!
 //! The reconcile returns an [`Action`]: requeue after `min(resync, next backoff expiry, next
 //! node-lost deadline, next idle timeout)`; errors go through [`error_policy`]. Neither sleeps.
@@ -200,7 +203,8 @@ struct LoopState {
     backoff: backoff::Backoff,
     readiness: Tracker,
     last_observed: ObservedFleet,
-    last_measured_ms: Option<i64>,
+    /// Memory measured per node by the last pressure check.
+    measured: BTreeMap<String, u64>,
 }
 
 /// A running controller. Shared (`Arc`) between the loop, the API and the intent handlers.
@@ -325,6 +329,11 @@ impl Controller {
         lock(&self.state).last_observed.clone()
     }
 
+    /// Memory use per node, as the last pressure check measured it (bytes).
+    pub fn measured_memory(&self) -> BTreeMap<String, u64> {
+        lock(&self.state).measured.clone()
+    }
+
     /// Runs until the shutdown token is cancelled (SIGTERM/SIGINT) or the lease is lost: the
     /// loop, the lease renewal, the manifest watcher, one event follower per node and the intent
     /// poller. Returns after the pass in flight finished (or [`SHUTDOWN_GRACE`] passed); the
@@ -351,6 +360,7 @@ impl Controller {
         if self.cfg.poll_intents {
             tokio::spawn(self.clone().poll_intents());
         }
+        tokio::spawn(self.clone().watch_pressure());
         let result = self.run_loop().await;
         self.tasks.cancel();
         if self.lease_lost.load(Ordering::Relaxed) {
@@ -582,6 +592,47 @@ impl Controller {
         true
     }
 
+    /// Every `resync`: measure every node's memory (one stats call per running container) and
+    /// evict the most idle plugs of nodes above their watermark. Runs beside the loop, not under
+    /// the work lock — it only changes plug states in the store; the reconcile it triggers
+    /// stops the containers.
+    async fn watch_pressure(self: Arc<Self>) {
+        loop {
+            let period = self.desired().fleet.fleet.resync;
+            tokio::select! {
+                _ = self.tasks.cancelled() => return,
+                _ = tokio::time::sleep(period) => {}
+            }
+            let loaded = self.desired();
+            let runtimes = self.runtimes();
+            let observed = crate::plugs::observe_for_placement(&loaded.fleet, &runtimes).await;
+            {
+                let mut st = lock(&self.state);
+                st.measured = observed
+                    .nodes
+                    .iter()
+                    .filter_map(|(n, o)| match o {
+                        NodeObservation::Reachable {
+                            measured_memory: Some(m),
+                            ..
+                        } => Some((n.clone(), *m)),
+                        _ => None,
+                    })
+                    .collect();
+            }
+            match self
+                .relieve_pressure(&loaded, &runtimes, &observed, self.now_ms())
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => self.trigger(Trigger::Operation(format!(
+                    "memory pressure: {n} plug(s) evicted"
+                ))),
+                Err(e) => tracing::warn!(error = %e, "memory pressure check failed"),
+            }
+        }
+    }
+
     async fn poll_intents(self: Arc<Self>) {
         loop {
             tokio::select! {
@@ -635,18 +686,13 @@ impl Controller {
             self.stop_plug(&s, now)?;
         }
 
-        let (lost, measure) = {
+        let lost = {
             let st = lock(&self.state);
-            let lost = st
-                .readiness
+            st.readiness
                 .iter()
                 .filter(|(_, r)| r.at(now, spec.node_lost_after).is_lost())
                 .map(|(n, _)| n.clone())
-                .collect::<BTreeSet<_>>();
-            let measure = st
-                .last_measured_ms
-                .is_none_or(|t| now - t >= spec.resync.as_millis() as i64);
-            (lost, measure)
+                .collect::<BTreeSet<_>>()
         };
         let cx = PassContext {
             fleet,
@@ -654,7 +700,9 @@ impl Controller {
             store: &self.store,
             lost,
             evict: BTreeSet::new(),
-            measure_memory: measure,
+            // Measuring takes one stats call per container (about a second on Docker 20.10 even
+            // one-shot): the pressure check does it off this path, so a restart never waits.
+            measure_memory: false,
             exec: self.cfg.exec.clone(),
         };
         let holds: Mutex<heal::Holds> = Mutex::default();
@@ -668,13 +716,6 @@ impl Controller {
         let after = self.now_ms();
 
         self.update_readiness(fleet, &report, after)?;
-        let evicted = if measure {
-            lock(&self.state).last_measured_ms = Some(now);
-            self.relieve_pressure(&loaded, &runtimes, &report.observed, after)
-                .await?
-        } else {
-            0
-        };
         self.record_metrics(&report, &held, started.elapsed());
 
         // When to look again.
@@ -709,9 +750,6 @@ impl Controller {
         for t in wake {
             requeue = requeue.min(Duration::from_millis((t - after).max(0) as u64));
         }
-        if evicted > 0 {
-            requeue = Duration::ZERO; // stop the evicted plugs now
-        }
         let failed = report.exec.outcomes.iter().filter(|o| !o.ok).count();
         let ok = report.exec.outcomes.len() - failed;
         let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -728,7 +766,6 @@ impl Controller {
                 failed,
                 held = held.len(),
                 unreachable = report.plan.unreachable.len(),
-                evicted,
                 elapsed_ms,
                 requeue_ms = requeue.as_millis() as u64,
                 "reconciled"

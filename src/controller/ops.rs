@@ -362,6 +362,7 @@ impl Controller {
         let plugs = self.store.plugs()?;
         let readiness = self.readiness();
         let observed = self.last_observed();
+        let measured = self.measured_memory();
         Ok(loaded
             .fleet
             .nodes
@@ -372,14 +373,11 @@ impl Controller {
                     .get(&spec.name)
                     .cloned()
                     .unwrap_or(Readiness::Ready);
-                let (containers, measured, engine) = match observed.nodes.get(&spec.name) {
+                let (containers, engine) = match observed.nodes.get(&spec.name) {
                     Some(NodeObservation::Reachable {
-                        containers,
-                        measured_memory,
-                        engine,
-                        ..
-                    }) => (Some(containers.len()), *measured_memory, engine.clone()),
-                    _ => (None, None, None),
+                        containers, engine, ..
+                    }) => (Some(containers.len()), engine.clone()),
+                    _ => (None, None),
                 };
                 let capacity = spec
                     .capacity_memory
@@ -394,7 +392,7 @@ impl Controller {
                     condition,
                     plugs: plugs.iter().filter(|p| p.node == spec.name).count(),
                     containers,
-                    measured_memory: measured,
+                    measured_memory: measured.get(&spec.name).copied(),
                     allocatable_memory: capacity.map(|c| c.saturating_sub(spec.reserved_memory.0)),
                     engine,
                 }

@@ -23,6 +23,9 @@ pub const EVENTS_RETRY_MIN: Duration = Duration::from_secs(1);
 /// Longest wait between two resubscription attempts: a restarted dockerd is noticed within
 /// this even when no other trigger comes (the periodic resync looks at the node anyway).
 pub const EVENTS_RETRY_MAX: Duration = Duration::from_secs(10);
+/// A stream that fails sooner than this after subscribing never worked (the engine's events
+/// call answers before it is connected): the engine is still away, so back off quietly.
+pub const EVENTS_FAILED_AT_ONCE: Duration = Duration::from_secs(1);
 
 /// Whether a changed path can change the manifest set: a `*.yaml` / `*.yml` file that is not a
 /// dotfile (editor swap and lock files, `.#x.yaml`, `.x.yaml.swp`), and, when the manifests are
@@ -114,18 +117,19 @@ pub async fn node_events(
         }
         match rt.events(&filter).await {
             Ok(mut stream) => {
-                retry = EVENTS_RETRY_MIN;
                 if !first {
                     // Back after a gap: whatever happened meanwhile is seen by a full pass.
                     triggers.push(Trigger::Connection(
                         node.clone(),
                         "events resubscribed".into(),
                     ));
-                    tracing::info!(node = %node, "engine events resubscribed");
+                    tracing::debug!(node = %node, "engine events resubscribed");
                 }
                 first = false;
+                let since = tokio::time::Instant::now();
+                let mut delivered = false;
                 let generation = conn.as_ref().map(|c| c.borrow().clone());
-                loop {
+                let why = loop {
                     let changed = async {
                         match conn.as_mut() {
                             Some(c) => c.changed().await.is_ok(),
@@ -136,6 +140,7 @@ pub async fn node_events(
                         _ = cancel.cancelled() => return,
                         item = stream.next() => match item {
                             Some(Ok(e)) => {
+                                delivered = true;
                                 let name = e
                                     .labels
                                     .get("name")
@@ -144,14 +149,8 @@ pub async fn node_events(
                                 tracing::debug!(node = %node, action = %e.action, container = %name, "engine event");
                                 triggers.push(Trigger::Event(node.clone(), e.action, name));
                             }
-                            Some(Err(e)) => {
-                                tracing::info!(node = %node, error = %e, "engine event stream failed");
-                                break;
-                            }
-                            None => {
-                                tracing::info!(node = %node, "engine event stream ended");
-                                break;
-                            }
+                            Some(Err(e)) => break e.to_string(),
+                            None => break "ended".to_string(),
                         },
                         ok = changed => {
                             if !ok {
@@ -168,13 +167,22 @@ pub async fn node_events(
                                 _ => "ssh idle".to_string(),
                             };
                             tracing::info!(node = %node, state = %what, "connection changed");
-                            triggers.push(Trigger::Connection(node.clone(), what));
+                            triggers.push(Trigger::Connection(node.clone(), what.clone()));
                             // A new or dropped connection: this stream rides on the old one.
-                            break;
+                            break what;
                         }
                     }
+                };
+                // The engine's events call answers before it is connected: a stream that fails at
+                // once means the engine is still away (keep backing off, the pass triggered by
+                // the resubscription already looked); one that worked a while was lost now.
+                if delivered || since.elapsed() >= EVENTS_FAILED_AT_ONCE {
+                    tracing::info!(node = %node, why = %why, "engine event stream ended; resubscribing");
+                    triggers.push(Trigger::Connection(node.clone(), "events ended".into()));
+                    retry = EVENTS_RETRY_MIN;
+                } else {
+                    tracing::debug!(node = %node, why = %why, retry_s = retry.as_secs(), "engine event stream failed at once");
                 }
-                triggers.push(Trigger::Connection(node.clone(), "events ended".into()));
             }
             Err(e) => {
                 tracing::debug!(node = %node, error = %e, retry_s = retry.as_secs(), "cannot subscribe to engine events");
