@@ -11,7 +11,10 @@ use fleetctl::schedule::{Availability, NodeView, assign_plug, place_plug};
 use fleetctl::store::NodeCondition;
 
 fn main() {
-    let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10);
+    let runs: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(10);
     let mut text = String::new();
     for i in 0..100 {
         let tier = if i < 20 { "primary" } else { "secondary" };
@@ -34,7 +37,12 @@ spec:
   tiers: [{nodeSelector: {tier: primary}}, {nodeSelector: {tier: secondary}}]
 ",
     );
-    let fleet = parse(&[Source { name: "bench.yaml".into(), text }]).expect("valid").fleet;
+    let fleet = parse(&[Source {
+        name: "bench.yaml".into(),
+        text,
+    }])
+    .expect("valid")
+    .fleet;
     let class = &fleet.plug_classes["agent"];
     let policy = fleet.policy_for(class);
     let mut rates = Vec::new();
@@ -47,12 +55,17 @@ spec:
         let start = Instant::now();
         for _ in 0..10_000 {
             let p = place_plug(&views, class, &policy, None).expect("room for 10,000");
-            let i = views.iter().position(|v| v.name == p.node).expect("placed on a view");
+            let i = views
+                .iter()
+                .position(|v| v.name == p.node)
+                .expect("placed on a view");
             assign_plug(&mut views[i], class, p.host_port);
         }
         let secs = start.elapsed().as_secs_f64();
         let rate = 10_000.0 / secs;
-        println!("{{\"run\": {run}, \"seconds\": {secs:.6}, \"placements_per_second\": {rate:.0}}}");
+        println!(
+            "{{\"run\": {run}, \"seconds\": {secs:.6}, \"placements_per_second\": {rate:.0}}}"
+        );
         rates.push(rate);
     }
     rates.sort_by(f64::total_cmp);

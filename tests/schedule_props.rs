@@ -21,7 +21,12 @@ fn fleet(nodes: usize) -> DesiredFleet {
     text.push_str(
         "apiVersion: fleet/v1\nkind: PlugClass\nmetadata: {name: agent}\nspec: {image: p, resources: {memory: 64MiB}, port: 80, hostPorts: 51000-51007}\n",
     );
-    parse(&[Source { name: "p.yaml".into(), text }]).unwrap_or_else(|e| panic!("{e}")).fleet
+    parse(&[Source {
+        name: "p.yaml".into(),
+        text,
+    }])
+    .unwrap_or_else(|e| panic!("{e}"))
+    .fleet
 }
 
 #[derive(Debug, Clone)]
@@ -45,15 +50,19 @@ fn node_state() -> impl Strategy<Value = NodeState> {
         0u32..10,
         prop::collection::vec(51000u16..51010, 0..6),
     )
-        .prop_map(|(availability, cordoned, draining, committed_mib, measured_mib, plugs, used_ports)| NodeState {
-            availability,
-            cordoned,
-            draining,
-            committed_mib,
-            measured_mib,
-            plugs,
-            used_ports,
-        })
+        .prop_map(
+            |(availability, cordoned, draining, committed_mib, measured_mib, plugs, used_ports)| {
+                NodeState {
+                    availability,
+                    cordoned,
+                    draining,
+                    committed_mib,
+                    measured_mib,
+                    plugs,
+                    used_ports,
+                }
+            },
+        )
 }
 
 fn views(f: &DesiredFleet, states: &[NodeState]) -> Vec<NodeView> {
@@ -66,7 +75,11 @@ fn views(f: &DesiredFleet, states: &[NodeState]) -> Vec<NodeView> {
                 1 => Availability::Unreachable("x".into()),
                 _ => Availability::Lost("x".into()),
             };
-            let condition = NodeCondition { cordoned: s.cordoned, draining: s.draining, ..Default::default() };
+            let condition = NodeCondition {
+                cordoned: s.cordoned,
+                draining: s.draining,
+                ..Default::default()
+            };
             let mut v = NodeView::empty(spec, availability, condition, None);
             v.committed_memory = s.committed_mib << 20;
             v.measured_memory = s.measured_mib.map(|m| m << 20);
@@ -84,8 +97,14 @@ fn policy(cap: Option<u32>, watermark: u32, spread: bool, tiered: bool) -> Polic
     p.spread = if spread { Spread::Spread } else { Spread::Pack };
     if tiered {
         p.tiers = vec![
-            fleetctl::manifest::Tier { nodes: None, node_selector: BTreeMap::from([("tier".into(), "primary".into())]) },
-            fleetctl::manifest::Tier { nodes: None, node_selector: BTreeMap::from([("tier".into(), "secondary".into())]) },
+            fleetctl::manifest::Tier {
+                nodes: None,
+                node_selector: BTreeMap::from([("tier".into(), "primary".into())]),
+            },
+            fleetctl::manifest::Tier {
+                nodes: None,
+                node_selector: BTreeMap::from([("tier".into(), "secondary".into())]),
+            },
         ];
     }
     p
@@ -100,7 +119,8 @@ fn fits(v: &NodeView, class: &PlugClassSpec, p: &PolicySpec, port: u16) -> bool 
         && !v.condition.drained
         && p.max_plugs_per_node.is_none_or(|c| v.plugs < c)
         && allowed.is_some_and(|a| v.committed_memory + class.resources.memory.0 <= a)
-        && v.measured_memory.is_none_or(|m| allowed.is_some_and(|a| m < a))
+        && v.measured_memory
+            .is_none_or(|m| allowed.is_some_and(|a| m < a))
         && class.host_ports.contains(port)
         && !v.used_ports.contains(&port)
 }
