@@ -12,6 +12,7 @@ mod plan;
 mod plug;
 mod render;
 mod schema;
+mod services;
 mod validate;
 
 use std::path::PathBuf;
@@ -377,6 +378,26 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             file,
             output,
         } => plug::list(path.or(file).as_deref(), output, &cli.global),
+        Command::Get {
+            what: GetWhat::Services,
+            path,
+            file,
+            output,
+        } => services::get(path.or(file).as_deref(), output, &cli.global),
+        Command::Describe {
+            what: DescribeWhat::Service,
+            name,
+            path,
+            file,
+            output,
+        } => services::describe_service(&name, path.or(file).as_deref(), output, &cli.global),
+        Command::Describe {
+            what: DescribeWhat::Plug,
+            name,
+            path,
+            file,
+            output,
+        } => services::describe_plug(&name, path.or(file).as_deref(), output, &cli.global),
         Command::Get { .. } => not_implemented("get"),
         Command::Describe { .. } => not_implemented("describe"),
         Command::Cordon(a) => cordon::run(&a.node, a.file.as_deref(), true, &cli.global),
