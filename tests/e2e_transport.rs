@@ -543,3 +543,83 @@ fn container_lifecycle_on_a_real_engine() {
         assert!(seen.iter().any(|a| a == "die"), "{seen:?}");
     });
 }
+
+/// A one-node manifest for `ep`, with `known_hosts` as its known_hosts file.
+fn node_manifest(ep: &Endpoint, known_hosts: &Path) -> String {
+    let ssh = ep.ssh.as_ref().unwrap();
+    let identity = ssh
+        .identity_file
+        .as_ref()
+        .map(|p| format!("    identityFile: {:?}\n", p.display().to_string()))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: fleet/v1\nkind: Node\nmetadata: {{name: {}}}\nspec:\n  ssh:\n    host: {:?}\n    \
+         port: {}\n    user: {:?}\n{identity}    knownHostsFile: {:?}\n  docker: {{socket: {:?}}}\n",
+        ep.node,
+        ssh.host,
+        ssh.port,
+        ssh.user,
+        known_hosts.display().to_string(),
+        ep.docker_socket
+    )
+}
+
+#[test]
+fn trust_records_the_key_and_then_get_nodes_shows_the_node_ready() {
+    let Some(sb) = Sandbox::get() else { return };
+    let ep = sb.endpoint(0);
+    let dir = tempfile::tempdir().unwrap();
+    let kh = dir.path().join("ssh/known_hosts");
+    let manifest = dir.path().join("nodes.yaml");
+    std::fs::write(&manifest, node_manifest(&ep, &kh)).unwrap();
+    let fleetctl = || assert_cmd::Command::cargo_bin("fleetctl").unwrap();
+
+    // Unknown key: NotReady, with the fingerprint and the fix.
+    let out = fleetctl()
+        .args(["get", "nodes", "-o", "json"])
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json[0]["status"], "NotReady", "{json}");
+    let cause = json[0]["cause"].as_str().unwrap();
+    assert!(
+        cause.contains("SHA256:") && cause.contains("fleetctl trust"),
+        "{cause}"
+    );
+
+    // No terminal and no --yes: nothing written.
+    let out = fleetctl()
+        .args(["trust", &ep.node, "-f"])
+        .arg(&manifest)
+        .write_stdin("y\n")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!kh.exists(), "nothing may be written without confirmation");
+
+    let out = fleetctl()
+        .args(["trust", &ep.node, "--yes", "-f"])
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("SHA256:"), "{stdout}");
+    let recorded = std::fs::read_to_string(&kh).unwrap();
+    assert_eq!(recorded.lines().count(), 1, "{recorded}");
+
+    let out = fleetctl()
+        .args(["get", "nodes", "-o", "json"])
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json[0]["status"], "Ready", "{json}");
+    assert!(json[0]["apiVersion"].as_str().unwrap().starts_with("1."));
+}

@@ -5,6 +5,7 @@
 
 mod capacity;
 mod common;
+mod nodes;
 mod schema;
 mod validate;
 
@@ -328,12 +329,25 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Plan { .. } => not_implemented("plan"),
         Command::Apply { .. } => not_implemented("apply"),
         Command::Run { .. } => not_implemented("run"),
+        Command::Get {
+            what: GetWhat::Nodes,
+            path,
+            file,
+            output,
+        } => nodes::get(path.or(file).as_deref(), output),
         Command::Get { .. } => not_implemented("get"),
+        Command::Describe {
+            what: DescribeWhat::Node,
+            name,
+            path,
+            file,
+            output,
+        } => nodes::describe(&name, path.or(file).as_deref(), output),
         Command::Describe { .. } => not_implemented("describe"),
         Command::Cordon(_) => not_implemented("cordon"),
         Command::Uncordon(_) => not_implemented("uncordon"),
         Command::Drain { .. } => not_implemented("drain"),
         Command::Plug { .. } => not_implemented("plug"),
-        Command::Trust { .. } => not_implemented("trust"),
+        Command::Trust { node, yes, file } => nodes::trust(&node, file.as_deref(), yes),
     }
 }
