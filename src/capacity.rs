@@ -1,1 +1,531 @@
-//! Capacity arithmetic (pure).
+//! Capacity arithmetic and the capacity report (pure).
+//!
+//! Per node: allocatable memory and CPU (capacity − reserved), the limits and reservations of
+//! what is placed there, headroom, and how many more plug instances of each class fit under the
+//! class's policy (per-node cap, memory watermark, free host ports). This is the table the
+//! operators' hand-written capacity plans compute.
+//!
+//! Inputs are values: the desired fleet, and optionally what was observed on the nodes. With
+//! manifests alone, a service counts as placed on a node only where its placement forces it
+//! there; the rest is reported as unplaced, with why.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::manifest::validate::forced_replicas;
+use crate::manifest::{Bytes, DesiredFleet, MilliCpus, NodeSpec, Percent, PlugClassSpec};
+
+/// What was observed on one node (all optional: the report works from manifests alone).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NodeObservation {
+    /// CPUs the engine reports (used when the manifest leaves capacity.cpus out).
+    pub engine_cpus: Option<MilliCpus>,
+    /// Memory the engine reports (used when the manifest leaves capacity.memory out).
+    pub engine_memory: Option<Bytes>,
+    /// Replicas of each service actually running (or created) there.
+    pub services: BTreeMap<String, u32>,
+    /// Plug instances there, per class.
+    pub plugs: BTreeMap<String, u32>,
+    /// Measured memory use of the node's containers.
+    pub measured_memory: Option<Bytes>,
+    /// Host ports taken on the node (by any container).
+    pub used_ports: Vec<u16>,
+}
+
+/// A service's share of one node.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlacedService {
+    /// Service name.
+    pub name: String,
+    /// Replicas on this node.
+    pub replicas: u32,
+    /// Memory limit of all those replicas together.
+    pub memory: Bytes,
+    /// Memory reservation of all those replicas together.
+    pub memory_reservation: Bytes,
+    /// CPU ceiling of all those replicas together: their `cpus`, else the size of their `cpuset`
+    /// (those with neither count 0).
+    pub cpus: MilliCpus,
+}
+
+/// How many more instances of one plug class fit on a node, and what limits it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlugSlots {
+    /// Plug class.
+    pub class: String,
+    /// More instances that fit.
+    pub free: u32,
+    /// What bounds `free`: `cap 3/8`, `memory`, `ports`, `not in policy tiers`, ...
+    pub limited_by: String,
+}
+
+/// One node's row of the report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeCapacity {
+    /// Node name.
+    pub node: String,
+    /// Its `tier` label (or empty).
+    pub tier: String,
+    /// Memory capacity (declared, else from the engine).
+    pub capacity_memory: Option<Bytes>,
+    /// CPU capacity (declared, else from the engine).
+    pub capacity_cpus: Option<MilliCpus>,
+    /// Reserved memory.
+    pub reserved_memory: Bytes,
+    /// Reserved CPUs.
+    pub reserved_cpus: MilliCpus,
+    /// Allocatable memory (capacity − reserved).
+    pub allocatable_memory: Option<Bytes>,
+    /// Allocatable CPUs.
+    pub allocatable_cpus: Option<MilliCpus>,
+    /// Services placed here.
+    pub services: Vec<PlacedService>,
+    /// Plug instances here.
+    pub plugs: u32,
+    /// Memory limits of those plugs.
+    pub plug_memory: Bytes,
+    /// Memory limits of everything placed here.
+    pub memory_limits: Bytes,
+    /// Memory reservations of everything placed here.
+    pub memory_reservations: Bytes,
+    /// CPU quotas of everything placed here.
+    pub cpu_limits: MilliCpus,
+    /// Allocatable memory minus limits (negative = overcommitted).
+    pub headroom_memory: Option<i64>,
+    /// Allocatable CPUs minus quotas, in thousandths (negative = overcommitted).
+    pub headroom_millicpus: Option<i64>,
+    /// Measured memory use, when observed.
+    pub measured_memory: Option<Bytes>,
+    /// Free plug slots per class.
+    pub plug_slots: Vec<PlugSlots>,
+}
+
+/// A service (or part of one) that the manifests leave unplaced.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnplacedService {
+    /// Service name.
+    pub name: String,
+    /// Replicas not placed on a particular node.
+    pub replicas: u32,
+    /// Memory limit per replica.
+    pub memory: Bytes,
+    /// Why: the nodes it may choose among.
+    pub why: String,
+}
+
+/// Totals for one plug class.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassCapacity {
+    /// Class name.
+    pub class: String,
+    /// Policy governing it.
+    pub policy: String,
+    /// Memory limit per instance.
+    pub memory: Bytes,
+    /// Per-node cap (None = none).
+    pub max_per_node: Option<u32>,
+    /// Memory watermark.
+    pub watermark: Percent,
+    /// Instances running now.
+    pub instances: u32,
+    /// More instances that fit across the fleet (sum over nodes).
+    pub free: u32,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CapacityReport {
+    /// Fleet name.
+    pub fleet: String,
+    /// Whether node data came from the engines (true) or from manifests only.
+    pub observed: bool,
+    /// Per node.
+    pub nodes: Vec<NodeCapacity>,
+    /// Services whose placement leaves a choice.
+    pub unplaced: Vec<UnplacedService>,
+    /// Per plug class.
+    pub classes: Vec<ClassCapacity>,
+}
+
+/// Builds the report. `observed` maps node names to observations; nodes absent from it are
+/// judged from manifests alone (services placed only where their placement forces them).
+pub fn report(
+    fleet: &DesiredFleet,
+    observed: Option<&BTreeMap<String, NodeObservation>>,
+) -> CapacityReport {
+    let empty = NodeObservation::default();
+    let mut nodes = Vec::new();
+    let mut placed_total: BTreeMap<&str, u32> = BTreeMap::new();
+
+    // Placement of services: observed, else forced by the manifests.
+    let mut per_node_services: BTreeMap<&str, BTreeMap<&str, u32>> = BTreeMap::new();
+    match observed {
+        Some(obs) => {
+            for (node, o) in obs {
+                for (svc, n) in &o.services {
+                    if let Some((name, _)) = fleet.services.get_key_value(svc) {
+                        per_node_services
+                            .entry(
+                                fleet
+                                    .nodes
+                                    .get_key_value(node)
+                                    .map_or("", |(k, _)| k.as_str()),
+                            )
+                            .or_default()
+                            .insert(name.as_str(), *n);
+                    }
+                }
+            }
+        }
+        None => {
+            for svc in fleet.services.values() {
+                for (node, n) in forced_replicas(svc, &fleet.nodes) {
+                    per_node_services
+                        .entry(node)
+                        .or_default()
+                        .insert(svc.name.as_str(), n);
+                }
+            }
+        }
+    }
+
+    for node in fleet.nodes.values() {
+        let o = observed.and_then(|m| m.get(&node.name)).unwrap_or(&empty);
+        let capacity_memory = node.capacity_memory.or(o.engine_memory);
+        let capacity_cpus = node.capacity_cpus.or(o.engine_cpus);
+        let allocatable_memory =
+            capacity_memory.map(|c| Bytes(c.0.saturating_sub(node.reserved_memory.0)));
+        let allocatable_cpus =
+            capacity_cpus.map(|c| MilliCpus(c.0.saturating_sub(node.reserved_cpus.0)));
+
+        let mut services = Vec::new();
+        for (name, n) in per_node_services
+            .get(node.name.as_str())
+            .into_iter()
+            .flatten()
+        {
+            let svc = &fleet.services[*name];
+            *placed_total.entry(name).or_default() += n;
+            services.push(PlacedService {
+                name: name.to_string(),
+                replicas: *n,
+                memory: Bytes(svc.resources.memory.0 * u64::from(*n)),
+                memory_reservation: Bytes(
+                    svc.resources.memory_reservation.map_or(0, |b| b.0) * u64::from(*n),
+                ),
+                cpus: MilliCpus(svc.resources.cpu_ceiling().map_or(0, |c| c.0) * u64::from(*n)),
+            });
+        }
+        let plugs: u32 = o.plugs.values().sum();
+        let plug_memory: u64 = o
+            .plugs
+            .iter()
+            .filter_map(|(c, n)| {
+                fleet
+                    .plug_classes
+                    .get(c)
+                    .map(|c| c.resources.memory.0 * u64::from(*n))
+            })
+            .sum();
+        let plug_reservations: u64 = o
+            .plugs
+            .iter()
+            .filter_map(|(c, n)| {
+                fleet
+                    .plug_classes
+                    .get(c)
+                    .map(|c| c.resources.memory_reservation.map_or(0, |b| b.0) * u64::from(*n))
+            })
+            .sum();
+        let plug_cpus: u64 = o
+            .plugs
+            .iter()
+            .filter_map(|(c, n)| {
+                fleet
+                    .plug_classes
+                    .get(c)
+                    .map(|c| c.resources.cpus.map_or(0, |x| x.0) * u64::from(*n))
+            })
+            .sum();
+        let memory_limits = Bytes(services.iter().map(|s| s.memory.0).sum::<u64>() + plug_memory);
+        let memory_reservations =
+            Bytes(services.iter().map(|s| s.memory_reservation.0).sum::<u64>() + plug_reservations);
+        let cpu_limits = MilliCpus(services.iter().map(|s| s.cpus.0).sum::<u64>() + plug_cpus);
+
+        let plug_slots = fleet
+            .plug_classes
+            .values()
+            .map(|class| {
+                slots_for(
+                    fleet,
+                    node,
+                    class,
+                    allocatable_memory,
+                    memory_limits,
+                    plugs,
+                    o.measured_memory,
+                    &o.used_ports,
+                )
+            })
+            .collect();
+
+        nodes.push(NodeCapacity {
+            node: node.name.clone(),
+            tier: node.labels.get("tier").cloned().unwrap_or_default(),
+            capacity_memory,
+            capacity_cpus,
+            reserved_memory: node.reserved_memory,
+            reserved_cpus: node.reserved_cpus,
+            allocatable_memory,
+            allocatable_cpus,
+            services,
+            plugs,
+            plug_memory: Bytes(plug_memory),
+            memory_limits,
+            memory_reservations,
+            cpu_limits,
+            headroom_memory: allocatable_memory.map(|a| a.0 as i64 - memory_limits.0 as i64),
+            headroom_millicpus: allocatable_cpus.map(|a| a.0 as i64 - cpu_limits.0 as i64),
+            measured_memory: o.measured_memory,
+            plug_slots,
+        });
+    }
+
+    let unplaced = fleet
+        .services
+        .values()
+        .filter_map(|svc| {
+            let placed = placed_total.get(svc.name.as_str()).copied().unwrap_or(0);
+            let left = svc.replicas.saturating_sub(placed);
+            (left > 0).then(|| {
+                let allowed: Vec<&str> =
+                    fleet.allowed_nodes(svc).map(|n| n.name.as_str()).collect();
+                let why = if observed.is_some() {
+                    "not running on any node".to_string()
+                } else if allowed.is_empty() {
+                    "no node is allowed".to_string()
+                } else {
+                    format!(
+                        "may run on {} (placement leaves a choice)",
+                        allowed.join(", ")
+                    )
+                };
+                UnplacedService {
+                    name: svc.name.clone(),
+                    replicas: left,
+                    memory: svc.resources.memory,
+                    why,
+                }
+            })
+        })
+        .collect();
+
+    let classes = fleet
+        .plug_classes
+        .values()
+        .map(|class| {
+            let policy = fleet.policy_for(class);
+            ClassCapacity {
+                class: class.name.clone(),
+                policy: class.policy.clone().unwrap_or_else(|| "(none)".to_string()),
+                memory: class.resources.memory,
+                max_per_node: policy.max_plugs_per_node,
+                watermark: policy.memory_high_watermark,
+                instances: observed
+                    .map(|m| {
+                        m.values()
+                            .map(|o| o.plugs.get(&class.name).copied().unwrap_or(0))
+                            .sum()
+                    })
+                    .unwrap_or(0),
+                free: nodes
+                    .iter()
+                    .flat_map(|n| n.plug_slots.iter())
+                    .filter(|s| s.class == class.name)
+                    .map(|s| s.free)
+                    .sum(),
+            }
+        })
+        .collect();
+
+    CapacityReport {
+        fleet: fleet.fleet.name.clone(),
+        observed: observed.is_some(),
+        nodes,
+        unplaced,
+        classes,
+    }
+}
+
+/// How many more instances of `class` fit on `node`: the minimum over the per-node cap, the
+/// memory watermark (limits, and measured use when known), and free host ports.
+#[allow(clippy::too_many_arguments)] // one value per independent constraint
+fn slots_for(
+    fleet: &DesiredFleet,
+    node: &NodeSpec,
+    class: &PlugClassSpec,
+    allocatable: Option<Bytes>,
+    limits: Bytes,
+    plugs_here: u32,
+    measured: Option<Bytes>,
+    used_ports: &[u16],
+) -> PlugSlots {
+    let policy = fleet.policy_for(class);
+    let slot = |free: u32, why: String| PlugSlots {
+        class: class.name.clone(),
+        free,
+        limited_by: why,
+    };
+    if !policy.tiers.iter().any(|t| t.contains(node)) {
+        return slot(0, format!("not in the tiers of policy {}", policy.name));
+    }
+    let mut best = (u32::MAX, String::new());
+    let mut bound = |n: u32, why: String| {
+        if n < best.0 {
+            best = (n, why);
+        }
+    };
+    if let Some(cap) = policy.max_plugs_per_node {
+        bound(
+            cap.saturating_sub(plugs_here),
+            format!("cap {plugs_here}/{cap}"),
+        );
+    }
+    match allocatable {
+        Some(alloc) => {
+            let allowed = policy.memory_high_watermark.of(alloc.0);
+            let by_limits = allowed.saturating_sub(limits.0) / class.resources.memory.0.max(1);
+            bound(
+                u32::try_from(by_limits).unwrap_or(u32::MAX),
+                format!("memory limits {}/{} allowed", limits, Bytes(allowed)),
+            );
+            if let Some(m) = measured
+                && m.0 >= allowed
+            {
+                bound(0, format!("measured memory {m}/{} allowed", Bytes(allowed)));
+            }
+        }
+        None => bound(0, "memory capacity unknown".to_string()),
+    }
+    let ports = class.host_ports;
+    let free_ports = (ports.start..=ports.end)
+        .filter(|p| !used_ports.contains(p))
+        .count();
+    bound(
+        u32::try_from(free_ports).unwrap_or(u32::MAX),
+        format!("host ports {ports}"),
+    );
+    slot(best.0, best.1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{Source, parse};
+
+    fn fleet(text: &str) -> DesiredFleet {
+        parse(&[Source {
+            name: "t.yaml".into(),
+            text: text.into(),
+        }])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .fleet
+    }
+
+    const SEED_LIKE: &str = r#"
+apiVersion: fleet/v1
+kind: Node
+metadata: {name: node1, labels: {tier: primary}}
+spec: {capacity: {cpus: 4, memory: 8GiB}, reserved: {memory: 512MiB}}
+---
+apiVersion: fleet/v1
+kind: Node
+metadata: {name: node2, labels: {tier: secondary}}
+spec: {capacity: {cpus: 2, memory: 4GiB}}
+---
+apiVersion: fleet/v1
+kind: Service
+metadata: {name: web}
+spec:
+  image: web:1
+  placement: {nodes: [node1]}
+  resources: {memory: 3GiB, cpus: 1}
+---
+apiVersion: fleet/v1
+kind: Service
+metadata: {name: worker}
+spec:
+  image: worker:1
+  resources: {memory: 1GiB}
+---
+apiVersion: fleet/v1
+kind: PlugClass
+metadata: {name: agent}
+spec:
+  image: plug:1
+  resources: {memory: 512MiB}
+  port: 8080
+  hostPorts: 51000-51999
+---
+apiVersion: fleet/v1
+kind: PlacementPolicy
+metadata: {name: default}
+spec:
+  maxPlugsPerNode: 8
+  memoryHighWatermark: 85%
+  tiers: [{nodeSelector: {tier: primary}}, {nodeSelector: {tier: secondary}}]
+"#;
+
+    #[test]
+    fn pinned_services_count_and_free_ones_are_unplaced() {
+        let r = report(&fleet(SEED_LIKE), None);
+        let n1 = &r.nodes[0];
+        assert_eq!(n1.allocatable_memory, Some(Bytes(7680 << 20)));
+        assert_eq!(n1.memory_limits, Bytes(3 << 30));
+        assert_eq!(n1.headroom_memory, Some((7680 - 3072) << 20));
+        assert_eq!(n1.headroom_millicpus, Some(3000));
+        assert_eq!(r.unplaced.len(), 1);
+        assert_eq!(r.unplaced[0].name, "worker");
+        assert!(
+            r.unplaced[0].why.contains("node1, node2"),
+            "{}",
+            r.unplaced[0].why
+        );
+    }
+
+    #[test]
+    fn plug_slots_take_the_tightest_bound() {
+        let r = report(&fleet(SEED_LIKE), None);
+        // node1: 85% of 7.5GiB = 6.375GiB; minus 3GiB limits = 3.375GiB → 6 plugs of 512MiB
+        // (cap 8 is looser).
+        assert_eq!(r.nodes[0].plug_slots[0].free, 6);
+        assert!(r.nodes[0].plug_slots[0].limited_by.starts_with("memory"));
+        // node2: 85% of 4GiB = 3.4GiB → 6 plugs.
+        assert_eq!(r.nodes[1].plug_slots[0].free, 6);
+        assert_eq!(r.classes[0].free, 12);
+    }
+
+    #[test]
+    fn observed_plugs_count_against_cap_and_memory() {
+        let f = fleet(SEED_LIKE);
+        let mut obs = BTreeMap::new();
+        obs.insert(
+            "node2".to_string(),
+            NodeObservation {
+                plugs: BTreeMap::from([("agent".to_string(), 5)]),
+                measured_memory: Some(Bytes(1 << 30)),
+                ..Default::default()
+            },
+        );
+        let r = report(&f, Some(&obs));
+        let n2 = &r.nodes[1];
+        assert_eq!(n2.plugs, 5);
+        assert_eq!(n2.plug_memory, Bytes((5 * 512) << 20));
+        assert_eq!(n2.plug_slots[0].free, 1); // 3.4GiB allowed − 2.5GiB = 0.9GiB → 1
+        obs.get_mut("node2").unwrap().measured_memory = Some(Bytes(4 << 30));
+        let r = report(&f, Some(&obs));
+        assert_eq!(r.nodes[1].plug_slots[0].free, 0);
+        assert!(r.nodes[1].plug_slots[0].limited_by.starts_with("measured"));
+    }
+}

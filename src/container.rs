@@ -230,6 +230,8 @@ pub struct ContainerRecord {
     pub health: Option<Health>,
     /// Creation time, seconds since the epoch.
     pub created: i64,
+    /// Host ports it publishes (any protocol), for the free-port check of placement.
+    pub host_ports: Vec<u16>,
 }
 
 impl ContainerRecord {
@@ -244,10 +246,11 @@ impl ContainerRecord {
 pub struct ContainerDetails {
     /// The listing fields.
     pub record: ContainerRecord,
-    /// Limits as the engine applied them.
-    pub resources: Resources,
-    /// Restart policy as the engine applied it.
-    pub restart: RestartPolicy,
+    /// The container's configuration as the engine holds it, in fleetctl's terms. Note that
+    /// the engine merges image defaults in: `env` holds the image's variables too, and
+    /// `command` is the image's when none was given. `resources` and `restart` are what the
+    /// engine applies now (after any in-place update), which labels cannot tell.
+    pub spec: ContainerSpec,
     /// How often the engine restarted it.
     pub restart_count: u64,
     /// Last exit code (meaningful when exited).

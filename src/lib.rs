@@ -17,5 +17,14 @@
 pub mod capacity;
 pub mod cli;
 pub mod container;
+pub mod desired;
+pub mod drain;
+pub mod execute;
 pub mod manifest;
+pub mod observe;
+pub mod plan;
+pub mod plugs;
+pub mod reconcile;
+pub mod schedule;
+pub mod store;
 pub mod transport;

@@ -470,7 +470,7 @@ fn container_lifecycle_on_a_real_engine() {
         assert_eq!(d.record.name, name);
         assert_eq!(d.record.image, IMAGE);
         assert_eq!(d.record.state, RunState::Running);
-        assert_eq!(d.resources, spec.resources);
+        assert_eq!(d.spec.resources, spec.resources);
         assert_eq!(d.record.label("fleet.fleet"), Some("e2e-transport"));
 
         // Health shows in the listing (from the status text on API < 1.52).
@@ -501,8 +501,8 @@ fn container_lifecycle_on_a_real_engine() {
                 .await
                 .unwrap_or_else(|e| panic!("update to {memory}: {e}"));
             let d = rt.inspect_container(&id).await.unwrap();
-            assert_eq!(d.resources, update.resources);
-            assert_eq!(d.restart, RestartPolicy::UnlessStopped);
+            assert_eq!(d.spec.resources, update.resources);
+            assert_eq!(d.spec.restart, RestartPolicy::UnlessStopped);
             assert_eq!(d.record.state, RunState::Running, "update must not restart");
         }
 

@@ -1,10 +1,185 @@
-//! `fleetctl capacity`.
+//! `fleetctl capacity [PATH]`: the capacity report as a table or JSON.
 
 use std::path::Path;
 
-use super::{GlobalOpts, Output};
+use comfy_table::{Table, presets};
 
-/// Prints the capacity report.
-pub fn run(_path: Option<&Path>, _output: Output, _global: &GlobalOpts) -> anyhow::Result<u8> {
-    super::not_implemented("capacity")
+use super::common::{emit, print_json, print_yaml, resolve_manifests};
+use super::{GlobalOpts, Output};
+use crate::capacity::{CapacityReport, report};
+use crate::manifest::{Bytes, MilliCpus};
+
+/// Prints the capacity report; exit 0.
+///
+/// # Errors
+/// Invalid manifests, or none to work on.
+pub fn run(path: Option<&Path>, output: Output, _global: &GlobalOpts) -> anyhow::Result<u8> {
+    let loaded = resolve_manifests(path, _global)?;
+    let r = report(&loaded.fleet, None);
+    match output {
+        Output::Json => print_json(&r)?,
+        Output::Yaml => print_yaml(&r)?,
+        Output::Table | Output::Wide => emit(&render(&r, output == Output::Wide))?,
+    }
+    Ok(0)
+}
+
+/// A table (kubectl-like: no borders).
+pub fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(presets::NOTHING);
+    t.set_header(header.iter().map(|h| h.to_string()));
+    t
+}
+
+fn opt_bytes(b: Option<Bytes>) -> String {
+    b.map_or("?".to_string(), |b| b.to_string())
+}
+
+fn opt_cpus(c: Option<MilliCpus>) -> String {
+    c.map_or("?".to_string(), |c| c.to_string())
+}
+
+fn signed_bytes(v: i64) -> String {
+    if v < 0 {
+        format!("-{}", Bytes(v.unsigned_abs()))
+    } else {
+        Bytes(v as u64).to_string()
+    }
+}
+
+fn signed_cpus(v: i64) -> String {
+    if v < 0 {
+        format!("-{}", MilliCpus(v.unsigned_abs()))
+    } else {
+        MilliCpus(v as u64).to_string()
+    }
+}
+
+/// Renders the report as text.
+pub fn render(r: &CapacityReport, wide: bool) -> String {
+    let mut out = String::new();
+    let source = if r.observed {
+        "live: placements, plugs and measured memory as observed on the nodes"
+    } else {
+        "from manifests: services count where their placement forces them; no plugs yet"
+    };
+    out.push_str(&format!("Fleet {} ({source})\n\n", r.fleet));
+
+    let mut t = table(&[
+        "NODE",
+        "TIER",
+        "CAPACITY",
+        "RESERVED",
+        "ALLOCATABLE",
+        "LIMITS",
+        "RESERVATIONS",
+        "HEADROOM",
+        "PLUGS",
+    ]);
+    for n in &r.nodes {
+        let mut row = vec![
+            n.node.clone(),
+            n.tier.clone(),
+            format!(
+                "{} CPU, {}",
+                opt_cpus(n.capacity_cpus),
+                opt_bytes(n.capacity_memory)
+            ),
+            format!("{} CPU, {}", n.reserved_cpus, n.reserved_memory),
+            format!(
+                "{} CPU, {}",
+                opt_cpus(n.allocatable_cpus),
+                opt_bytes(n.allocatable_memory)
+            ),
+            format!("{} CPU, {}", n.cpu_limits, n.memory_limits),
+            n.memory_reservations.to_string(),
+            format!(
+                "{} CPU, {}",
+                n.headroom_millicpus.map_or("?".into(), signed_cpus),
+                n.headroom_memory.map_or("?".into(), signed_bytes)
+            ),
+            format!("{} ({})", n.plugs, n.plug_memory),
+        ];
+        if let Some(m) = n.measured_memory {
+            row[8].push_str(&format!(", used {m}"));
+        }
+        t.add_row(row);
+    }
+    out.push_str(&t.to_string());
+    out.push('\n');
+
+    if !r.classes.is_empty() {
+        out.push_str("\nPlug slots free (more instances that fit, and what bounds them):\n");
+        let mut header = vec![
+            "CLASS".to_string(),
+            "POLICY".into(),
+            "MEMORY".into(),
+            "CAP/NODE".into(),
+            "WATERMARK".into(),
+        ];
+        header.extend(r.nodes.iter().map(|n| n.node.to_uppercase()));
+        header.push("TOTAL".into());
+        let mut t = Table::new();
+        t.load_style(presets::NOTHING);
+        t.set_header(header);
+        for c in &r.classes {
+            let mut row = vec![
+                c.class.clone(),
+                c.policy.clone(),
+                c.memory.to_string(),
+                c.max_per_node.map_or("-".into(), |m| m.to_string()),
+                c.watermark.to_string(),
+            ];
+            for n in &r.nodes {
+                let s = n.plug_slots.iter().find(|s| s.class == c.class);
+                row.push(s.map_or("-".into(), |s| {
+                    if wide || s.free == 0 {
+                        format!("{} ({})", s.free, s.limited_by)
+                    } else {
+                        s.free.to_string()
+                    }
+                }));
+            }
+            row.push(c.free.to_string());
+            t.add_row(row);
+        }
+        out.push_str(&t.to_string());
+        out.push('\n');
+    }
+
+    let placed: Vec<_> = r.nodes.iter().filter(|n| !n.services.is_empty()).collect();
+    if !placed.is_empty() {
+        out.push_str("\nServices placed per node:\n");
+        for n in placed {
+            let list: Vec<String> = n
+                .services
+                .iter()
+                .map(|s| {
+                    if s.replicas > 1 {
+                        format!("{}×{} {}", s.name, s.replicas, s.memory)
+                    } else {
+                        format!("{} {}", s.name, s.memory)
+                    }
+                })
+                .collect();
+            out.push_str(&format!(
+                "  {} ({} services, {}): {}\n",
+                n.node,
+                n.services.len(),
+                Bytes(n.services.iter().map(|s| s.memory.0).sum()),
+                list.join(", ")
+            ));
+        }
+    }
+    if !r.unplaced.is_empty() {
+        out.push_str("\nUnplaced (not counted above):\n");
+        for u in &r.unplaced {
+            out.push_str(&format!(
+                "  {} ×{} ({} each): {}\n",
+                u.name, u.replicas, u.memory, u.why
+            ));
+        }
+    }
+    out
 }

@@ -3,9 +3,15 @@
 //! Exit codes: 0 success (for `plan`: no changes), 1 failure or invalid input, 2 `plan` found
 //! changes. Errors are printed once, at the top, with their chain.
 
+mod apply;
 mod capacity;
 mod common;
+mod cordon;
+mod drain;
 mod nodes;
+mod plan;
+mod plug;
+mod render;
 mod schema;
 mod validate;
 
@@ -115,7 +121,12 @@ pub enum Command {
         /// Manifest file or directory (default: the last applied set).
         path: Option<PathBuf>,
         /// Manifests to use instead of the last applied set (same as PATH).
-        #[arg(short = 'f', long = "file", value_name = "PATH", conflicts_with = "path")]
+        #[arg(
+            short = 'f',
+            long = "file",
+            value_name = "PATH",
+            conflicts_with = "path"
+        )]
         file: Option<PathBuf>,
         /// Output format.
         #[arg(short, long, value_enum, default_value_t)]
@@ -131,7 +142,12 @@ pub enum Command {
         /// Manifest file or directory (default: the last applied set).
         path: Option<PathBuf>,
         /// Manifests to use instead of the last applied set (same as PATH).
-        #[arg(short = 'f', long = "file", value_name = "PATH", conflicts_with = "path")]
+        #[arg(
+            short = 'f',
+            long = "file",
+            value_name = "PATH",
+            conflicts_with = "path"
+        )]
         file: Option<PathBuf>,
         /// Output format.
         #[arg(short, long, value_enum, default_value_t)]
@@ -142,7 +158,12 @@ pub enum Command {
         /// Manifest file or directory (default: the last applied set).
         path: Option<PathBuf>,
         /// Manifests to use instead of the last applied set (same as PATH).
-        #[arg(short = 'f', long = "file", value_name = "PATH", conflicts_with = "path")]
+        #[arg(
+            short = 'f',
+            long = "file",
+            value_name = "PATH",
+            conflicts_with = "path"
+        )]
         file: Option<PathBuf>,
         /// Output format (table or json).
         #[arg(short, long, value_enum, default_value_t)]
@@ -323,18 +344,37 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Completion { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "fleetctl", &mut std::io::stdout());
+            let mut buf = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "fleetctl", &mut buf);
+            common::emit(&String::from_utf8_lossy(&buf))?;
             Ok(0)
         }
-        Command::Plan { .. } => not_implemented("plan"),
-        Command::Apply { .. } => not_implemented("apply"),
+        Command::Plan { path, output } => plan::run(&path, output, &cli.global),
+        Command::Apply {
+            path,
+            dry_run,
+            lock_timeout,
+            output,
+        } => {
+            if dry_run {
+                plan::run(&path, output, &cli.global)
+            } else {
+                apply::run(&path, lock_timeout, output, &cli.global)
+            }
+        }
         Command::Run { .. } => not_implemented("run"),
         Command::Get {
             what: GetWhat::Nodes,
             path,
             file,
             output,
-        } => nodes::get(path.or(file).as_deref(), output),
+        } => nodes::get(path.or(file).as_deref(), output, &cli.global),
+        Command::Get {
+            what: GetWhat::Plugs,
+            path,
+            file,
+            output,
+        } => plug::list(path.or(file).as_deref(), output, &cli.global),
         Command::Get { .. } => not_implemented("get"),
         Command::Describe {
             what: DescribeWhat::Node,
@@ -342,12 +382,20 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             path,
             file,
             output,
-        } => nodes::describe(&name, path.or(file).as_deref(), output),
+        } => nodes::describe(&name, path.or(file).as_deref(), output, &cli.global),
         Command::Describe { .. } => not_implemented("describe"),
-        Command::Cordon(_) => not_implemented("cordon"),
-        Command::Uncordon(_) => not_implemented("uncordon"),
-        Command::Drain { .. } => not_implemented("drain"),
-        Command::Plug { .. } => not_implemented("plug"),
-        Command::Trust { node, yes, file } => nodes::trust(&node, file.as_deref(), yes),
+        Command::Cordon(a) => cordon::run(&a.node, a.file.as_deref(), true, &cli.global),
+        Command::Uncordon(a) => cordon::run(&a.node, a.file.as_deref(), false, &cli.global),
+        Command::Drain {
+            node,
+            timeout,
+            force,
+            file,
+            output,
+        } => drain::run(&node, timeout, force, file.as_deref(), output, &cli.global),
+        Command::Plug { op } => plug::run(op, &cli.global),
+        Command::Trust { node, yes, file } => {
+            nodes::trust(&node, file.as_deref(), yes, &cli.global)
+        }
     }
 }

@@ -23,8 +23,8 @@ use comfy_table::{Table, presets::NOTHING};
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use super::Output;
-use super::common::{print_json, print_yaml, resolve_manifests};
+use super::common::{emit, print_json, print_yaml, resolve_manifests, runtime};
+use super::{GlobalOpts, Output};
 use crate::container::{ContainerRecord, EngineInfo, Health, RunState, labels};
 use crate::manifest::{Bytes, MilliCpus, NodeSpec};
 use crate::transport::hostkey::{self, HostKeyPolicy, Verdict};
@@ -213,7 +213,11 @@ async fn observe(rt: Arc<dyn NodeRuntime>, fleet: String) -> Result<Observation,
         .map(|r| {
             let rt = rt.clone();
             async move {
-                let limits = rt.inspect_container(&r.id).await.ok().map(|d| d.resources);
+                let limits = rt
+                    .inspect_container(&r.id)
+                    .await
+                    .ok()
+                    .map(|d| d.spec.resources);
                 let used = if r.state == RunState::Running {
                     rt.container_memory_usage(&r.id).await.ok()
                 } else {
@@ -264,20 +268,13 @@ async fn observe_all(nodes: Vec<NodeSpec>, fleet: &str) -> Vec<NodeStatus> {
         .await
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
 /// `fleetctl get nodes`.
 ///
 /// # Errors
 /// Invalid manifests, or no manifests given. Unreachable nodes are not errors: they are listed
 /// as NotReady with their cause (exit code 0).
-pub fn get(path: Option<&Path>, output: Output) -> anyhow::Result<u8> {
-    let loaded = resolve_manifests(path)?;
+pub fn get(path: Option<&Path>, output: Output, global: &GlobalOpts) -> anyhow::Result<u8> {
+    let loaded = resolve_manifests(path, global)?;
     let fleet = loaded.fleet.fleet.name.clone();
     let nodes: Vec<NodeSpec> = loaded.fleet.nodes.into_values().collect();
     let mut statuses = runtime()?.block_on(observe_all(nodes, &fleet));
@@ -287,9 +284,7 @@ pub fn get(path: Option<&Path>, output: Output) -> anyhow::Result<u8> {
     match output {
         Output::Json => print_json(&statuses)?,
         Output::Yaml => print_yaml(&statuses)?,
-        Output::Table | Output::Wide => {
-            print!("{}", render_table(&statuses, output == Output::Wide))
-        }
+        Output::Table | Output::Wide => emit(&render_table(&statuses, output == Output::Wide))?,
     }
     Ok(0)
 }
@@ -299,8 +294,13 @@ pub fn get(path: Option<&Path>, output: Output) -> anyhow::Result<u8> {
 /// # Errors
 /// Invalid manifests, or no node of that name. An unreachable node is described (NotReady with
 /// its cause), with exit code 1.
-pub fn describe(name: &str, path: Option<&Path>, output: Output) -> anyhow::Result<u8> {
-    let loaded = resolve_manifests(path)?;
+pub fn describe(
+    name: &str,
+    path: Option<&Path>,
+    output: Output,
+    global: &GlobalOpts,
+) -> anyhow::Result<u8> {
+    let loaded = resolve_manifests(path, global)?;
     let fleet = loaded.fleet.fleet.name.clone();
     let Some(spec) = loaded.fleet.nodes.get(name).cloned() else {
         bail!(
@@ -320,7 +320,7 @@ pub fn describe(name: &str, path: Option<&Path>, output: Output) -> anyhow::Resu
     match output {
         Output::Json => print_json(&status)?,
         Output::Yaml => print_yaml(&status)?,
-        Output::Table | Output::Wide => print!("{}", render_describe(&status, &fleet)),
+        Output::Table | Output::Wide => emit(&render_describe(&status, &fleet))?,
     }
     Ok(if status.is_ready() { 0 } else { 1 })
 }
@@ -536,8 +536,13 @@ pub fn render_describe(s: &NodeStatus, fleet: &str) -> String {
 /// # Errors
 /// Invalid manifests, unknown node, node without SSH, node unreachable, no terminal to confirm
 /// on without `--yes`, or the known_hosts file cannot be written.
-pub fn trust(node: &str, path: Option<&Path>, yes: bool) -> anyhow::Result<u8> {
-    let loaded = resolve_manifests(path)?;
+pub fn trust(
+    node: &str,
+    path: Option<&Path>,
+    yes: bool,
+    global: &GlobalOpts,
+) -> anyhow::Result<u8> {
+    let loaded = resolve_manifests(path, global)?;
     let Some(spec) = loaded.fleet.nodes.get(node) else {
         bail!("no node {node:?} in the manifests");
     };

@@ -2,6 +2,9 @@
 
 /// Prints the JSON Schema.
 pub fn run() -> anyhow::Result<u8> {
-    println!("{}", crate::manifest::schema::json_schema_text());
+    super::common::emit(&format!(
+        "{}\n",
+        crate::manifest::schema::json_schema_text()
+    ))?;
     Ok(0)
 }

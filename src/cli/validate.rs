@@ -10,15 +10,15 @@ pub fn run(path: &Path) -> anyhow::Result<u8> {
                 eprintln!("{w}");
             }
             let f = &loaded.fleet;
-            println!(
-                "{}: valid (fleet {:?}: {} nodes, {} services, {} plug classes, {} placement policies)",
+            super::common::emit(&format!(
+                "{}: valid (fleet {:?}: {} nodes, {} services, {} plug classes, {} placement policies)\n",
                 path.display(),
                 f.fleet.name,
                 f.nodes.len(),
                 f.services.len(),
                 f.plug_classes.len(),
                 f.policies.len()
-            );
+            ))?;
             Ok(0)
         }
         Err(errors) => {

@@ -265,7 +265,9 @@ impl Decode for Bytes {
 impl Decode for MilliCpus {
     fn decode(node: &YNode, path: &str, cx: &mut Cx) -> Option<Self> {
         let text = match &node.value {
-            Value::Int(_) | Value::Float(_) | Value::Str(_) => node.scalar_text().unwrap_or_default(),
+            Value::Int(_) | Value::Float(_) | Value::Str(_) => {
+                node.scalar_text().unwrap_or_default()
+            }
             _ => {
                 cx.wrong_type(node, path, "a CPU amount such as 0.5 or 500m");
                 return None;
@@ -280,7 +282,9 @@ impl Decode for MilliCpus {
 impl Decode for Percent {
     fn decode(node: &YNode, path: &str, cx: &mut Cx) -> Option<Self> {
         match &node.value {
-            Value::Str(s) => Percent::parse(s).map_err(|m| cx.err(node.pos, path, m)).ok(),
+            Value::Str(s) => Percent::parse(s)
+                .map_err(|m| cx.err(node.pos, path, m))
+                .ok(),
             Value::Int(_) | Value::Float(_) => {
                 cx.err(
                     node.pos,
@@ -314,7 +318,9 @@ pub struct Dur(
 #[schemars(transparent)]
 #[allow(dead_code)] // only its schema is used
 struct DurationSchema(
-    #[schemars(regex(pattern = r"^(0|([0-9]+(\.[0-9]+)?\s*(ns|us|ms|s|sec|m|min|h|hr|d|w)\s*)+)$"))]
+    #[schemars(regex(
+        pattern = r"^(0|([0-9]+(\.[0-9]+)?\s*(ns|us|ms|s|sec|m|min|h|hr|d|w)\s*)+)$"
+    ))]
     String,
 );
 
@@ -397,9 +403,7 @@ impl<'n> Fields<'n> {
     /// A required field; records "missing required field" when absent.
     pub fn req<T: Decode>(&mut self, key: &'static str, cx: &mut Cx) -> Option<T> {
         match self.node(key) {
-            Some(node) if node.value != Value::Null => {
-                T::decode(node, &join(&self.path, key), cx)
-            }
+            Some(node) if node.value != Value::Null => T::decode(node, &join(&self.path, key), cx),
             Some(node) => {
                 cx.err(
                     node.pos,

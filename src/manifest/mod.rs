@@ -86,12 +86,12 @@ pub fn read_path(path: &Path) -> Result<Vec<Source>, ManifestErrors> {
     let meta = std::fs::metadata(path).map_err(|e| fail(format!("cannot read: {e}")))?;
     let files: Vec<std::path::PathBuf> = if meta.is_dir() {
         let mut files = Vec::new();
-        for entry in std::fs::read_dir(path).map_err(|e| fail(format!("cannot read directory: {e}")))? {
+        for entry in
+            std::fs::read_dir(path).map_err(|e| fail(format!("cannot read directory: {e}")))?
+        {
             let entry = entry.map_err(|e| fail(format!("cannot read directory: {e}")))?;
             let p = entry.path();
-            let is_yaml = p
-                .extension()
-                .is_some_and(|e| e == "yaml" || e == "yml");
+            let is_yaml = p.extension().is_some_and(|e| e == "yaml" || e == "yml");
             let hidden = p
                 .file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with('.'));

@@ -12,11 +12,12 @@ const GI: u64 = MI * 1024;
 const TI: u64 = GI * 1024;
 
 /// Accepted spellings, for error messages.
-pub const MEMORY_FORMS: &str =
-    "use e.g. 256MiB, 1GiB, 512Mi, 1Gi (binary), 100GB, 500M (decimal), 512m, 1g (Docker, binary) or a byte count";
+pub const MEMORY_FORMS: &str = "use e.g. 256MiB, 1GiB, 512Mi, 1Gi (binary), 100GB, 500M (decimal), 512m, 1g (Docker, binary) or a byte count";
 
 /// A size in bytes (memory or disk).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct Bytes(pub u64);
 
@@ -44,13 +45,22 @@ impl Bytes {
             "M" | "MB" => 1_000_000,
             "G" | "GB" => 1_000_000_000,
             "T" | "TB" => 1_000_000_000_000,
-            _ => return Err(format!("invalid size {s:?}: unknown unit {unit:?}; {MEMORY_FORMS}")),
+            _ => {
+                return Err(format!(
+                    "invalid size {s:?}: unknown unit {unit:?}; {MEMORY_FORMS}"
+                ));
+            }
         };
         let bytes = if let Some((int, frac)) = num.split_once('.') {
             if frac.contains('.') || (int.is_empty() && frac.is_empty()) {
                 return Err(format!("invalid size {s:?}: {MEMORY_FORMS}"));
             }
-            let int: u64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| format!("invalid size {s:?}: number too large"))? };
+            let int: u64 = if int.is_empty() {
+                0
+            } else {
+                int.parse()
+                    .map_err(|_| format!("invalid size {s:?}: number too large"))?
+            };
             let digits = frac.len().min(9) as u32;
             let frac_val: u64 = frac[..digits as usize].parse().unwrap_or(0);
             let scale = 10u64.pow(digits);
@@ -92,7 +102,9 @@ impl fmt::Display for Bytes {
 }
 
 /// A CPU amount in thousandths of a CPU (`0.5` = `500m` = 500).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
 #[serde(transparent)]
 pub struct MilliCpus(pub u64);
 
@@ -181,7 +193,9 @@ impl Percent {
             .parse()
             .map_err(|_| format!("invalid percentage {s:?}: {forms}"))?;
         if !(0.0..=100.0).contains(&v) || !v.is_finite() {
-            return Err(format!("invalid percentage {s:?}: must be between 0% and 100%"));
+            return Err(format!(
+                "invalid percentage {s:?}: must be between 0% and 100%"
+            ));
         }
         Ok(Percent((v * 100.0).round() as u32))
     }
@@ -243,7 +257,15 @@ mod tests {
         for (s, want) in cases {
             assert_eq!(Bytes::parse(s), Ok(Bytes(want)), "{s}");
         }
-        for bad in ["", "12XB", "MiB", "1..5G", "-1G", "1 G B", "99999999999999999999"] {
+        for bad in [
+            "",
+            "12XB",
+            "MiB",
+            "1..5G",
+            "-1G",
+            "1 G B",
+            "99999999999999999999",
+        ] {
             assert!(Bytes::parse(bad).is_err(), "{bad} should fail");
         }
     }

@@ -498,7 +498,10 @@ pub fn decode_document(node: &YNode, cx: &mut Cx) -> Option<RawDocument> {
         cx.err(
             api.pos,
             "apiVersion",
-            format!("unsupported apiVersion {:?}; this fleetctl reads {API_VERSION:?}", api.value),
+            format!(
+                "unsupported apiVersion {:?}; this fleetctl reads {API_VERSION:?}",
+                api.value
+            ),
         );
     }
     let kind_node: Option<Sp<String>> = f.req("kind", cx);
@@ -531,7 +534,11 @@ pub fn decode_document(node: &YNode, cx: &mut Cx) -> Option<RawDocument> {
         }
         (Some(Kind::Node), _) => Some(RawSpec::Node(RawNodeSpec::default())),
         (Some(_), _) => {
-            cx.err(node.pos, "spec", "missing required field `spec` in the document");
+            cx.err(
+                node.pos,
+                "spec",
+                "missing required field `spec` in the document",
+            );
             None
         }
         (None, _) => None,

@@ -142,7 +142,8 @@ pub struct Placement {
 impl Placement {
     /// Whether `node` is allowed by both the node list and the selector.
     pub fn allows(&self, node: &NodeSpec) -> bool {
-        self.nodes.as_ref().is_none_or(|n| n.contains(&node.name)) && node.matches(&self.node_selector)
+        self.nodes.as_ref().is_none_or(|n| n.contains(&node.name))
+            && node.matches(&self.node_selector)
     }
 }
 
@@ -162,6 +163,21 @@ pub struct ResourceSpec {
 }
 
 impl ResourceSpec {
+    /// The most CPU time a container can use: `cpus` when set, else the number of CPUs in
+    /// `cpuset` (a container pinned to two cores uses at most two), else `None` (unbounded).
+    pub fn cpu_ceiling(&self) -> Option<MilliCpus> {
+        self.cpus.or_else(|| {
+            let set = self.cpuset.as_deref()?;
+            let mut n = 0u64;
+            for part in set.split(',') {
+                let (a, b) = part.split_once('-').unwrap_or((part, part));
+                let (a, b): (u64, u64) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+                n += b.checked_sub(a)? + 1;
+            }
+            Some(MilliCpus(n * 1000))
+        })
+    }
+
     /// The engine-level resources.
     pub fn to_container(&self) -> crate::container::Resources {
         crate::container::Resources {
@@ -299,7 +315,8 @@ pub struct Tier {
 impl Tier {
     /// Whether `node` belongs to this tier.
     pub fn contains(&self, node: &NodeSpec) -> bool {
-        self.nodes.as_ref().is_none_or(|n| n.contains(&node.name)) && node.matches(&self.node_selector)
+        self.nodes.as_ref().is_none_or(|n| n.contains(&node.name))
+            && node.matches(&self.node_selector)
     }
 }
 
@@ -347,7 +364,10 @@ impl DesiredFleet {
     }
 
     /// Nodes a service may run on, in name order.
-    pub fn allowed_nodes<'a>(&'a self, service: &'a ServiceSpec) -> impl Iterator<Item = &'a NodeSpec> + 'a {
+    pub fn allowed_nodes<'a>(
+        &'a self,
+        service: &'a ServiceSpec,
+    ) -> impl Iterator<Item = &'a NodeSpec> + 'a {
         self.nodes.values().filter(|n| service.placement.allows(n))
     }
 }

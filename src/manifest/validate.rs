@@ -165,7 +165,12 @@ pub fn validate(docs: &[RawDocument], diags: &mut Vec<Diagnostic>) -> Option<Des
         let s = f.spec;
         if let Some(d) = &s.resync {
             if d.value.0.is_zero() {
-                r.err(&f.doc.file, d.pos, "spec.resync", "resync must be longer than 0s");
+                r.err(
+                    &f.doc.file,
+                    d.pos,
+                    "spec.resync",
+                    "resync must be longer than 0s",
+                );
             }
             fleet.resync = d.value.0;
         }
@@ -188,7 +193,10 @@ pub fn validate(docs: &[RawDocument], diags: &mut Vec<Diagnostic>) -> Option<Des
                         &f.doc.file,
                         l.pos,
                         "spec.api.listen",
-                        format!("invalid address {:?}: use IP:PORT, e.g. 127.0.0.1:7411", l.value),
+                        format!(
+                            "invalid address {:?}: use IP:PORT, e.g. 127.0.0.1:7411",
+                            l.value
+                        ),
                     ),
                 }
             }
@@ -247,11 +255,9 @@ pub fn validate(docs: &[RawDocument], diags: &mut Vec<Diagnostic>) -> Option<Des
                 known_hosts_file: ssh.known_hosts_file.as_ref().map(|u| u.value.clone()),
             }
         });
-        let docker_socket = s
-            .docker
-            .as_ref()
-            .and_then(|d| d.socket.as_ref())
-            .map_or(DEFAULT_DOCKER_SOCKET.to_string(), |d| {
+        let docker_socket = s.docker.as_ref().and_then(|d| d.socket.as_ref()).map_or(
+            DEFAULT_DOCKER_SOCKET.to_string(),
+            |d| {
                 if !d.value.starts_with('/') {
                     r.err(
                         file,
@@ -261,18 +267,29 @@ pub fn validate(docs: &[RawDocument], diags: &mut Vec<Diagnostic>) -> Option<Des
                     );
                 }
                 d.value.clone()
-            });
+            },
+        );
         let cap = s.capacity.clone().unwrap_or_default();
         let res = s.reserved.clone().unwrap_or_default();
         if let Some(m) = &cap.memory
             && m.value.0 == 0
         {
-            r.err(file, m.pos, "spec.capacity.memory", "capacity memory must be more than 0");
+            r.err(
+                file,
+                m.pos,
+                "spec.capacity.memory",
+                "capacity memory must be more than 0",
+            );
         }
         if let Some(c) = &cap.cpus
             && c.value.0 == 0
         {
-            r.err(file, c.pos, "spec.capacity.cpus", "capacity cpus must be more than 0");
+            r.err(
+                file,
+                c.pos,
+                "spec.capacity.cpus",
+                "capacity cpus must be more than 0",
+            );
         }
         if let (Some(c), Some(rm)) = (&cap.memory, &res.memory)
             && rm.value >= c.value
@@ -294,7 +311,10 @@ pub fn validate(docs: &[RawDocument], diags: &mut Vec<Diagnostic>) -> Option<Des
                 file,
                 rc.pos,
                 "spec.reserved.cpus",
-                format!("reserved cpus {} leave nothing of capacity {}", rc.value, c.value),
+                format!(
+                    "reserved cpus {} leave nothing of capacity {}",
+                    rc.value, c.value
+                ),
             );
         }
         nodes.insert(
@@ -331,7 +351,12 @@ pub fn validate(docs: &[RawDocument], diags: &mut Vec<Diagnostic>) -> Option<Des
         if let Some(w) = &s.memory_high_watermark
             && w.value.0 == 0
         {
-            r.err(file, w.pos, "spec.memoryHighWatermark", "watermark must be above 0%");
+            r.err(
+                file,
+                w.pos,
+                "spec.memoryHighWatermark",
+                "watermark must be above 0%",
+            );
         }
         let spread = match &s.spread {
             None => Spread::Pack,
@@ -372,7 +397,12 @@ pub fn validate(docs: &[RawDocument], diags: &mut Vec<Diagnostic>) -> Option<Des
         if let Some(t) = &s.tiers
             && t.is_empty()
         {
-            r.err(file, s.pos, "spec.tiers", "tiers is empty; omit it for one tier of every node");
+            r.err(
+                file,
+                s.pos,
+                "spec.tiers",
+                "tiers is empty; omit it for one tier of every node",
+            );
         }
         if tiers.is_empty() {
             tiers.push(Tier::default());
@@ -388,10 +418,7 @@ pub fn validate(docs: &[RawDocument], diags: &mut Vec<Diagnostic>) -> Option<Des
                     .map_or(Percent::FULL, |w| w.value),
                 tiers,
                 spread,
-                evict_idle_on_pressure: s
-                    .evict_idle_on_pressure
-                    .as_ref()
-                    .is_some_and(|e| e.value),
+                evict_idle_on_pressure: s.evict_idle_on_pressure.as_ref().is_some_and(|e| e.value),
             },
         );
     }
@@ -429,7 +456,9 @@ pub fn validate(docs: &[RawDocument], diags: &mut Vec<Diagnostic>) -> Option<Des
                 }
                 Some(p.value.clone())
             }
-            None => policies.contains_key("default").then(|| "default".to_string()),
+            None => policies
+                .contains_key("default")
+                .then(|| "default".to_string()),
         };
         // Does an instance fit on at least one node its policy allows?
         if let (Some(res), Some(raw_res)) = (&resources, &s.resources) {
@@ -500,7 +529,12 @@ pub fn validate(docs: &[RawDocument], diags: &mut Vec<Diagnostic>) -> Option<Des
         if let Some(m) = s.placement.as_ref().and_then(|p| p.max_per_node.as_ref())
             && m.value == 0
         {
-            r.err(file, m.pos, "spec.placement.maxPerNode", "maxPerNode must be at least 1");
+            r.err(
+                file,
+                m.pos,
+                "spec.placement.maxPerNode",
+                "maxPerNode must be at least 1",
+            );
         }
         let ports = resolve_ports(&mut r, file, &s.ports);
         let allowed: Vec<&NodeSpec> = nodes.values().filter(|n| placement.allows(n)).collect();
@@ -510,7 +544,10 @@ pub fn validate(docs: &[RawDocument], diags: &mut Vec<Diagnostic>) -> Option<Des
                 file,
                 place_pos,
                 "spec.placement",
-                format!("no node is allowed by this placement ({})", describe_placement(&placement)),
+                format!(
+                    "no node is allowed by this placement ({})",
+                    describe_placement(&placement)
+                ),
             );
         } else if !allowed.is_empty() {
             let host_ports = !ports.is_empty();
@@ -533,13 +570,25 @@ pub fn validate(docs: &[RawDocument], diags: &mut Vec<Diagnostic>) -> Option<Des
                         "{replicas} replicas cannot fit: {} allowed node{} ({}) × {why}",
                         allowed.len(),
                         if allowed.len() == 1 { "" } else { "s" },
-                        allowed.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+                        allowed
+                            .iter()
+                            .map(|n| n.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ),
                 );
             }
         }
         if let (Some(res), Some(raw_res)) = (&resources, &s.resources) {
-            check_fits(&mut r, file, raw_res, res, &allowed, Percent::FULL, "replica");
+            check_fits(
+                &mut r,
+                file,
+                raw_res,
+                res,
+                &allowed,
+                Percent::FULL,
+                "replica",
+            );
         }
         let restart = match &s.restart {
             None => RestartPolicy::UnlessStopped,
@@ -641,7 +690,11 @@ fn check_node_refs(
                 file,
                 n.pos,
                 &format!("{path}[{i}]"),
-                format!("node {:?} does not exist{}", n.value, hint_known(&n.value, &known)),
+                format!(
+                    "node {:?} does not exist{}",
+                    n.value,
+                    hint_known(&n.value, &known)
+                ),
             );
         }
         out.insert(n.value.clone());
@@ -672,7 +725,10 @@ fn describe_placement(p: &Placement) -> String {
 
 /// The per-node cap that applies to a service: `maxPerNode`, and 1 when it publishes host ports
 /// (two replicas on one node would clash on them).
-pub fn effective_max_per_node(max_per_node: Option<u32>, publishes_host_ports: bool) -> Option<u32> {
+pub fn effective_max_per_node(
+    max_per_node: Option<u32>,
+    publishes_host_ports: bool,
+) -> Option<u32> {
     match (max_per_node, publishes_host_ports) {
         (Some(m), true) => Some(m.min(1)),
         (None, true) => Some(1),
@@ -713,27 +769,41 @@ fn resolve_resources(
     if let Some(c) = &raw.cpus
         && c.value.0 == 0
     {
-        r.err(file, c.pos, &format!("{path}.cpus"), "cpus must be more than 0");
+        r.err(
+            file,
+            c.pos,
+            &format!("{path}.cpus"),
+            "cpus must be more than 0",
+        );
     }
     if let Some(c) = &raw.cpu_shares
         && c.value < 2
     {
-        r.err(file, c.pos, &format!("{path}.cpuShares"), "cpuShares must be at least 2");
+        r.err(
+            file,
+            c.pos,
+            &format!("{path}.cpuShares"),
+            "cpuShares must be at least 2",
+        );
     }
     if let Some(set) = &raw.cpuset {
         match parse_cpuset(&set.value.0) {
             Err(m) => r.err(file, set.pos, &format!("{path}.cpuset"), m),
             Ok(max) => {
                 let fits_somewhere = nodes.is_empty()
-                    || nodes
-                        .values()
-                        .any(|n| n.capacity_cpus.is_none_or(|c| u64::from(max) * 1000 < c.0.max(1000)));
+                    || nodes.values().any(|n| {
+                        n.capacity_cpus
+                            .is_none_or(|c| u64::from(max) * 1000 < c.0.max(1000))
+                    });
                 if !fits_somewhere {
                     r.err(
                         file,
                         set.pos,
                         &format!("{path}.cpuset"),
-                        format!("cpuset {:?} names CPU {max}, which no node has", set.value.0),
+                        format!(
+                            "cpuset {:?} names CPU {max}, which no node has",
+                            set.value.0
+                        ),
                     );
                 }
             }
@@ -833,7 +903,9 @@ fn parse_port_range(s: &str) -> Result<PortRange, String> {
 /// Parses `HOST:CONTAINER`, `IP:HOST:CONTAINER`, each with an optional `/tcp` or `/udp`.
 pub fn parse_port(s: &str) -> Result<PortMapping, String> {
     let bad = |why: &str| {
-        format!("invalid port {s:?}: {why}; use \"HOST:CONTAINER\" or \"IP:HOST:CONTAINER\", optionally with /tcp or /udp")
+        format!(
+            "invalid port {s:?}: {why}; use \"HOST:CONTAINER\" or \"IP:HOST:CONTAINER\", optionally with /tcp or /udp"
+        )
     };
     let (spec, protocol) = match s.rsplit_once('/') {
         Some((spec, "tcp")) => (spec, Protocol::Tcp),
@@ -860,7 +932,9 @@ pub fn parse_port(s: &str) -> Result<PortMapping, String> {
     {
         return Err(bad(&format!("{ip:?} is not an IP address")));
     }
-    let (h, c) = rest.split_once(':').ok_or_else(|| bad("a host port is required"))?;
+    let (h, c) = rest
+        .split_once(':')
+        .ok_or_else(|| bad("a host port is required"))?;
     let port = |p: &str| -> Result<u16, String> {
         match p.parse::<u16>() {
             Ok(0) | Err(_) => Err(bad(&format!("{p:?} is not a port (1-65535)"))),
@@ -903,10 +977,7 @@ fn resolve_ports(r: &mut Report, file: &str, raw: &Option<Vec<Sp<String>>>) -> V
 
 /// Whether two published ports would collide on one node.
 pub fn ports_clash(a: &PortMapping, b: &PortMapping) -> bool {
-    let any = |ip: &Option<String>| {
-        ip.as_deref()
-            .is_none_or(|i| i == "0.0.0.0" || i == "::")
-    };
+    let any = |ip: &Option<String>| ip.as_deref().is_none_or(|i| i == "0.0.0.0" || i == "::");
     a.host_port == b.host_port
         && a.protocol == b.protocol
         && (any(&a.host_ip) || any(&b.host_ip) || a.host_ip == b.host_ip)
@@ -914,8 +985,17 @@ pub fn ports_clash(a: &PortMapping, b: &PortMapping) -> bool {
 
 /// `IP:HOST:CONTAINER/proto` as written.
 pub fn display_port(p: &PortMapping) -> String {
-    let ip = p.host_ip.as_ref().map(|i| format!("{i}:")).unwrap_or_default();
-    format!("{ip}{}:{}/{}", p.host_port, p.container_port, p.protocol.as_str())
+    let ip = p
+        .host_ip
+        .as_ref()
+        .map(|i| format!("{i}:"))
+        .unwrap_or_default();
+    format!(
+        "{ip}{}:{}/{}",
+        p.host_port,
+        p.container_port,
+        p.protocol.as_str()
+    )
 }
 
 fn resolve_volumes(r: &mut Report, file: &str, raw: &Option<Vec<Sp<String>>>) -> Vec<String> {
@@ -930,7 +1010,19 @@ fn resolve_volumes(r: &mut Report, file: &str, raw: &Option<Vec<Sp<String>>>) ->
                 !src.is_empty()
                     && dst.starts_with('/')
                     && mode.split(',').all(|m| {
-                        matches!(m, "ro" | "rw" | "z" | "Z" | "nocopy" | "rshared" | "shared" | "slave" | "rslave" | "private" | "rprivate")
+                        matches!(
+                            m,
+                            "ro" | "rw"
+                                | "z"
+                                | "Z"
+                                | "nocopy"
+                                | "rshared"
+                                | "shared"
+                                | "slave"
+                                | "rslave"
+                                | "private"
+                                | "rprivate"
+                        )
                     })
             }
             _ => false,
@@ -976,12 +1068,14 @@ fn resolve_healthcheck(
     if let Some(n) = &h.retries
         && n.value == 0
     {
-        r.err(file, n.pos, "spec.healthcheck.retries", "retries must be at least 1");
+        r.err(
+            file,
+            n.pos,
+            "spec.healthcheck.retries",
+            "retries must be at least 1",
+        );
     }
-    for (d, name) in [
-        (&h.interval, "interval"),
-        (&h.timeout, "timeout"),
-    ] {
+    for (d, name) in [(&h.interval, "interval"), (&h.timeout, "timeout")] {
         if let Some(d) = d
             && d.value.0 < std::time::Duration::from_millis(1)
         {
@@ -1009,7 +1103,12 @@ fn resolve_command(
 ) -> Option<Vec<String>> {
     let c = raw.as_ref()?;
     if c.value.is_empty() {
-        r.err(file, c.pos, "spec.command", "command is empty; omit it to use the image's");
+        r.err(
+            file,
+            c.pos,
+            "spec.command",
+            "command is empty; omit it to use the image's",
+        );
         return None;
     }
     Some(c.value.iter().map(|s| s.value.clone()).collect())
@@ -1037,7 +1136,10 @@ fn check_image(r: &mut Report, file: &str, image: &Sp<String>) {
         Some((r, tag)) if !tag.contains('/') => r,
         _ => repo,
     };
-    if v.is_empty() || v.contains(char::is_whitespace) || repo.chars().any(|c| c.is_ascii_uppercase()) {
+    if v.is_empty()
+        || v.contains(char::is_whitespace)
+        || repo.chars().any(|c| c.is_ascii_uppercase())
+    {
         r.err(
             file,
             image.pos,
@@ -1045,6 +1147,33 @@ fn check_image(r: &mut Report, file: &str, image: &Sp<String>) {
             format!("invalid image reference {v:?}"),
         );
     }
+}
+
+/// The replicas of `svc` that its placement forces onto each node: on a node N, at least
+/// `replicas − (allowed nodes other than N) × per-node cap` must run. A service pinned to one
+/// node has all its replicas forced there; one free to run on several nodes has none.
+pub fn forced_replicas<'a>(
+    svc: &ServiceSpec,
+    nodes: &'a BTreeMap<String, NodeSpec>,
+) -> Vec<(&'a str, u32)> {
+    let allowed: Vec<&NodeSpec> = nodes.values().filter(|n| svc.placement.allows(n)).collect();
+    if allowed.is_empty() {
+        return Vec::new();
+    }
+    let per_node = effective_max_per_node(svc.placement.max_per_node, !svc.ports.is_empty());
+    let others = allowed.len() as u64 - 1;
+    let elsewhere = per_node.map_or(if others == 0 { 0 } else { u64::MAX }, |m| {
+        others * u64::from(m)
+    });
+    let here = u64::from(svc.replicas).saturating_sub(elsewhere);
+    if here == 0 {
+        return Vec::new();
+    }
+    let here = u32::try_from(here).unwrap_or(u32::MAX);
+    allowed
+        .into_iter()
+        .map(|n| (n.name.as_str(), here))
+        .collect()
 }
 
 /// Per node, the services that must run at least one replica there (their placement leaves
@@ -1059,22 +1188,8 @@ fn check_forced_services(
     // node → [(service, replicas forced here)]
     let mut forced: BTreeMap<&str, Vec<(&ServiceSpec, u32)>> = BTreeMap::new();
     for svc in services.values() {
-        let allowed: Vec<&NodeSpec> = nodes.values().filter(|n| svc.placement.allows(n)).collect();
-        if allowed.is_empty() {
-            continue;
-        }
-        let per_node = effective_max_per_node(svc.placement.max_per_node, !svc.ports.is_empty());
-        let others = allowed.len() as u64 - 1;
-        let elsewhere = per_node.map_or(if others == 0 { 0 } else { u64::MAX }, |m| others * u64::from(m));
-        let here = u64::from(svc.replicas).saturating_sub(elsewhere);
-        if here == 0 {
-            continue;
-        }
-        for n in allowed {
-            forced
-                .entry(n.name.as_str())
-                .or_default()
-                .push((svc, here.min(u64::from(u32::MAX)) as u32));
+        for (node, here) in forced_replicas(svc, nodes) {
+            forced.entry(node).or_default().push((svc, here));
         }
     }
     let raw_of = |name: &str| raw.iter().find(|n| n.name == name);
@@ -1083,7 +1198,9 @@ fn check_forced_services(
         let mut taken: Vec<(&PortMapping, &str)> = Vec::new();
         for (svc, _) in list {
             for (i, p) in svc.ports.iter().enumerate() {
-                if let Some((_, other)) = taken.iter().find(|(q, o)| *o != svc.name && ports_clash(q, p))
+                if let Some((_, other)) = taken
+                    .iter()
+                    .find(|(q, o)| *o != svc.name && ports_clash(q, p))
                     && let Some(rs) = raw_of(&svc.name)
                 {
                     let pos = rs

@@ -89,16 +89,14 @@ impl YNode {
     pub fn scalar_text(&self) -> Option<String> {
         match &self.value {
             Value::Str(s) => Some(s.clone()),
-            Value::Bool(_) | Value::Int(_) | Value::Float(_) => Some(
-                self.text
-                    .clone()
-                    .unwrap_or_else(|| match &self.value {
-                        Value::Bool(b) => b.to_string(),
-                        Value::Int(i) => i.to_string(),
-                        Value::Float(f) => f.to_string(),
-                        _ => unreachable!("matched above"),
-                    }),
-            ),
+            Value::Bool(_) | Value::Int(_) | Value::Float(_) => {
+                Some(self.text.clone().unwrap_or_else(|| match &self.value {
+                    Value::Bool(b) => b.to_string(),
+                    Value::Int(i) => i.to_string(),
+                    Value::Float(f) => f.to_string(),
+                    _ => unreachable!("matched above"),
+                }))
+            }
             _ => None,
         }
     }
@@ -288,7 +286,7 @@ pub fn parse_documents(file: &str, bytes: &[u8]) -> Result<Vec<YNode>, Diagnosti
     budget.max_events = MAX_NODES * 4;
     budget.max_total_scalar_bytes = MAX_FILE_BYTES * 2;
     budget.max_recorded_anchor_bytes = MAX_FILE_BYTES;
-    budget.max_recorded_anchor_events = MAX_NODES;
+    budget.max_recorded_anchor_events = MAX_NODES / 10;
     budget.flow_nesting_limit = MAX_DEPTH;
     let options = serde_saphyr::options! {
         budget: Some(budget),
@@ -314,8 +312,26 @@ pub fn parse_documents(file: &str, bytes: &[u8]) -> Result<Vec<YNode>, Diagnosti
 }
 
 /// serde-saphyr messages sometimes end with their own location; ours is already in front.
+/// Input-limit breaches are reworded to say which limit and why it exists.
 fn clean_message(msg: &str) -> String {
     let first = msg.lines().next().unwrap_or(msg).trim();
+    if first.contains("recursion limit") || first.contains("Depth {") {
+        return format!("input limit: nesting deeper than {MAX_DEPTH} levels");
+    }
+    if first.contains("budget breached") {
+        let what = if first.contains("Alias") || first.contains("Anchor") {
+            format!(
+                "too many aliases or alias expansions (at most {MAX_ALIASES}); alias bombs are refused"
+            )
+        } else if first.contains("Documents") {
+            format!("more than {MAX_DOCUMENTS} documents in one file")
+        } else if first.contains("Nodes") || first.contains("Events") {
+            format!("more than {MAX_NODES} YAML values in one file")
+        } else {
+            "the file is too large or complex to be a manifest".to_string()
+        };
+        return format!("input limit: {what}");
+    }
     let first = match first.rfind(" at line ") {
         Some(i) => &first[..i],
         None => first,

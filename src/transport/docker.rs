@@ -40,8 +40,8 @@ use super::connector::{self, SshConnector, UnixConnector};
 use super::ssh::{ConnState, SshError, SshSession};
 use super::{ContainerUpdate, ErrorKind, ListFilter, NodeRuntime, TransportError};
 use crate::container::{
-    ContainerDetails, ContainerRecord, ContainerSpec, EngineEvent, EngineInfo, Health, Resources,
-    RestartPolicy, RunState,
+    ContainerDetails, ContainerRecord, ContainerSpec, EngineEvent, EngineInfo, Health, PortMapping,
+    Protocol, Resources, RestartPolicy, RunState,
 };
 
 /// Deadline of one ordinary Docker call (list, inspect, create, start, update, stats, info):
@@ -766,6 +766,17 @@ pub fn record_from_summary(s: &ContainerSummary, health_in_summary: bool) -> Con
             .unwrap_or(RunState::Dead),
         health,
         created: s.created.unwrap_or(0),
+        host_ports: {
+            let mut ports: Vec<u16> = s
+                .ports
+                .iter()
+                .flatten()
+                .filter_map(|p| p.public_port)
+                .collect();
+            ports.sort_unstable();
+            ports.dedup();
+            ports
+        },
     }
 }
 
@@ -807,7 +818,88 @@ pub fn details_from_inspect(r: &ContainerInspectResponse) -> ContainerDetails {
                 .and_then(|s| s.health.as_ref())
                 .and_then(|h| health_from_enum(h.status)),
             created,
+            host_ports: {
+                let mut ports: Vec<u16> = spec_ports(hc).iter().map(|p| p.host_port).collect();
+                ports.sort_unstable();
+                ports.dedup();
+                ports
+            },
         },
+        spec: spec_from_inspect(r),
+        restart_count: r
+            .restart_count
+            .and_then(|c| u64::try_from(c).ok())
+            .unwrap_or(0),
+        exit_code: state.and_then(|s| s.exit_code).unwrap_or(0),
+        oom_killed: state.and_then(|s| s.oom_killed).unwrap_or(false),
+        started_at: state.and_then(|s| non_empty(&s.started_at)),
+        finished_at: state.and_then(|s| non_empty(&s.finished_at)),
+    }
+}
+
+/// Published ports of a host config, in fleetctl's terms.
+fn spec_ports(hc: Option<&HostConfig>) -> Vec<PortMapping> {
+    let mut out = Vec::new();
+    for (key, bindings) in hc
+        .and_then(|h| h.port_bindings.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        let (port, proto) = key.split_once('/').unwrap_or((key.as_str(), "tcp"));
+        let Ok(container_port) = port.parse::<u16>() else {
+            continue;
+        };
+        let protocol = if proto == "udp" {
+            Protocol::Udp
+        } else {
+            Protocol::Tcp
+        };
+        for b in bindings.iter().flatten() {
+            let Some(host_port) = b.host_port.as_deref().and_then(|p| p.parse::<u16>().ok()) else {
+                continue;
+            };
+            out.push(PortMapping {
+                host_ip: b.host_ip.clone().filter(|ip| !ip.is_empty()),
+                host_port,
+                container_port,
+                protocol,
+            });
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The container's configuration as the engine holds it (see [`ContainerDetails::spec`]).
+pub fn spec_from_inspect(r: &ContainerInspectResponse) -> ContainerSpec {
+    let config = r.config.as_ref();
+    let hc = r.host_config.as_ref();
+    let nanos = |v: Option<i64>| v.filter(|n| *n > 0).map(|n| Duration::from_nanos(n as u64));
+    ContainerSpec {
+        name: r
+            .name
+            .as_deref()
+            .unwrap_or_default()
+            .trim_start_matches('/')
+            .to_string(),
+        image: config.and_then(|c| c.image.clone()).unwrap_or_default(),
+        command: config.and_then(|c| c.cmd.clone()),
+        env: config
+            .and_then(|c| c.env.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect(),
+        labels: config
+            .and_then(|c| c.labels.as_ref())
+            .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default(),
+        ports: spec_ports(hc),
+        volumes: hc.and_then(|h| h.binds.clone()).unwrap_or_default(),
+        restart: restart_from_docker(hc.and_then(|h| h.restart_policy.as_ref())),
         resources: Resources {
             memory: hc
                 .and_then(|h| h.memory)
@@ -829,15 +921,23 @@ pub fn details_from_inspect(r: &ContainerInspectResponse) -> ContainerDetails {
                 .and_then(|h| h.cpuset_cpus.clone())
                 .filter(|c| !c.is_empty()),
         },
-        restart: restart_from_docker(hc.and_then(|h| h.restart_policy.as_ref())),
-        restart_count: r
-            .restart_count
-            .and_then(|c| u64::try_from(c).ok())
-            .unwrap_or(0),
-        exit_code: state.and_then(|s| s.exit_code).unwrap_or(0),
-        oom_killed: state.and_then(|s| s.oom_killed).unwrap_or(false),
-        started_at: state.and_then(|s| non_empty(&s.started_at)),
-        finished_at: state.and_then(|s| non_empty(&s.finished_at)),
+        healthcheck: config.and_then(|c| c.healthcheck.as_ref()).and_then(|h| {
+            let test = h.test.clone().filter(|t| !t.is_empty())?;
+            Some(crate::container::HealthcheckSpec {
+                test,
+                interval: nanos(h.interval),
+                timeout: nanos(h.timeout),
+                retries: h
+                    .retries
+                    .and_then(|r| u32::try_from(r).ok())
+                    .filter(|r| *r > 0),
+                start_period: nanos(h.start_period),
+            })
+        }),
+        stop_grace_period: config
+            .and_then(|c| c.stop_timeout)
+            .and_then(|t| u64::try_from(t).ok())
+            .map(Duration::from_secs),
     }
 }
 

@@ -17,6 +17,9 @@ use crate::container::{
     ContainerDetails, ContainerRecord, ContainerSpec, EngineEvent, EngineInfo, Health, RunState,
 };
 
+/// Orders calls across every fake in the process (for "this happened before that" checks).
+static SEQUENCE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// One recorded call: operation and the container name or id it concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Call {
@@ -24,6 +27,8 @@ pub struct Call {
     pub op: &'static str,
     /// Container name/id or image, empty for listings.
     pub object: String,
+    /// Position among all fake calls of the process.
+    pub seq: u64,
 }
 
 impl Call {
@@ -221,6 +226,7 @@ impl FakeRuntime {
         inner.calls.push(Call {
             op,
             object: object.to_string(),
+            seq: SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::SeqCst),
         });
         if inner.unreachable {
             return Err(TransportError::new(
@@ -272,6 +278,7 @@ fn record(c: &FakeContainer) -> ContainerRecord {
         state: c.state,
         health: c.health,
         created: c.created,
+        host_ports: c.spec.ports.iter().map(|p| p.host_port).collect(),
     }
 }
 
@@ -332,8 +339,7 @@ impl NodeRuntime for FakeRuntime {
             .ok_or_else(|| self.not_found("inspect container", id))?;
         Ok(ContainerDetails {
             record: record(c),
-            resources: c.spec.resources.clone(),
-            restart: c.spec.restart,
+            spec: c.spec.clone(),
             restart_count: c.restart_count,
             exit_code: 0,
             oom_killed: false,

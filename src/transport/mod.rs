@@ -10,6 +10,7 @@
 pub mod connector;
 pub mod docker;
 pub mod error;
+pub mod failed;
 pub mod fake;
 pub mod hostkey;
 pub mod ssh;

@@ -1,0 +1,244 @@
+//! `fleetctl apply PATH`: converge the fleet and wait until every container runs (and is healthy
+//! where it has a healthcheck). Exit 0 converged, 1 not.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::common::{connect_all, emit, holder, load_or_report, open_store, print_json, runtime};
+use super::render::{PlanView, failures, plan_view, progress_line, summary, summary_line};
+use super::{GlobalOpts, Output};
+use crate::container::{Health, RunState};
+use crate::execute::{ExecOptions, ExecReport};
+use crate::reconcile::{PassContext, pass, plan_only};
+use crate::store::{LeaseInfo, Store, StoreError, now_ms};
+
+/// How long the apply lease lives without renewal: a killed apply blocks others this long at
+/// most.
+pub const LEASE_TTL: Duration = Duration::from_secs(60);
+/// How often a running apply renews its lease.
+pub const LEASE_RENEW: Duration = Duration::from_secs(15);
+/// Most reconcile passes one apply makes: the first does the work; later ones finish what a
+/// conflict or a slow engine left, and stop as soon as nothing is left to do.
+pub const MAX_PASSES: usize = 4;
+
+/// Takes the fleet lease, waiting up to `timeout` for another holder to let go.
+///
+/// # Errors
+/// `fleet is locked by HOLDER since TIME` when the wait runs out.
+pub fn acquire_lease(
+    store: &Store,
+    who: &str,
+    kind: &str,
+    api: Option<&str>,
+    timeout: Duration,
+) -> Result<LeaseInfo, StoreError> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match store.try_acquire_lease(who, kind, api, LEASE_TTL, now_ms()) {
+            Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(250));
+            }
+            other => return other,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct PassJson<'a> {
+    plan: PlanView<'a>,
+    outcomes: &'a ExecReport,
+}
+
+#[derive(Serialize)]
+struct ApplyJson<'a> {
+    converged: bool,
+    elapsed_ms: u64,
+    passes: Vec<PassJson<'a>>,
+    problems: Vec<String>,
+}
+
+/// Runs `apply`.
+///
+/// # Errors
+/// Store failures; lease contention is reported and exits 1.
+pub fn run(
+    path: &Path,
+    lock_timeout: Duration,
+    output: Output,
+    global: &GlobalOpts,
+) -> anyhow::Result<u8> {
+    let Some(loaded) = load_or_report(path) else {
+        return Ok(1);
+    };
+    let fleet = &loaded.fleet;
+    let store = Arc::new(open_store(global, &fleet.fleet.name)?);
+    let who = holder("apply");
+    let lease = match acquire_lease(&store, &who, "apply", None, lock_timeout) {
+        Ok(l) => l,
+        Err(e @ StoreError::Locked { .. }) => {
+            eprintln!("error: {e}");
+            return Ok(1);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let started = Instant::now();
+    let json = matches!(output, Output::Json | Output::Yaml);
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        // Keep the lease alive while we work.
+        let renewer = {
+            let store = store.clone();
+            let token = lease.token;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(LEASE_RENEW).await;
+                    if let Err(e) = store.renew_lease(token, LEASE_TTL, now_ms()) {
+                        tracing::warn!(error = %e, "could not renew the fleet lease");
+                    }
+                }
+            })
+        };
+        let runtimes = connect_all(fleet);
+        let cx = PassContext {
+            fleet,
+            runtimes: &runtimes,
+            store: &store,
+            lost: BTreeSet::new(),
+            evict: BTreeSet::new(),
+            measure_memory: false,
+            exec: ExecOptions {
+                actor: who.clone(),
+                ..Default::default()
+            },
+        };
+        let print = |p: &crate::execute::Progress| {
+            if !json && let Some(line) = progress_line(p) {
+                let _ = emit(&format!("{line}\n"));
+            }
+        };
+        let mut reports = Vec::new();
+        for i in 0..MAX_PASSES {
+            let report = pass(&cx, &|p| print(&p)).await?;
+            if i == 0 {
+                store.record_applied(
+                    lease.token,
+                    &who,
+                    &loaded.sources_hash(),
+                    &loaded.sources,
+                    now_ms(),
+                )?;
+            }
+            let done = report.plan.steps.is_empty();
+            let progress = report.exec.outcomes.iter().any(|o| o.ok);
+            reports.push(report);
+            if done || !progress {
+                break;
+            }
+        }
+        // Converged: nothing left to do, everything placed and reachable, and every container
+        // running (healthy where it has a healthcheck) — waiting out health start periods.
+        let deadline = Instant::now() + cx.exec.ready_timeout;
+        let (converged, problems) = loop {
+            let (observed, plan) = plan_only(&cx).await?;
+            let mut problems: Vec<String> = Vec::new();
+            for (node, err) in &plan.unreachable {
+                problems.push(format!("node {node} unreachable: {err}"));
+            }
+            for u in &plan.unplaced {
+                problems.push(format!("{:?} fits nowhere: {}", u.object, u.diagnosis));
+            }
+            if plan.has_changes() {
+                problems.push(format!("still to do: {}", summary_line(&summary(&plan))));
+            }
+            if let Some(last) = reports.last() {
+                problems.extend(failures(&last.exec));
+            }
+            let mut waiting = false;
+            for (node, name) in &plan.unchanged {
+                let Some(o) = observed
+                    .containers(node)
+                    .iter()
+                    .find(|o| &o.record.name == name)
+                else {
+                    continue;
+                };
+                match (o.record.state, o.record.health) {
+                    (RunState::Running, None | Some(Health::Healthy)) => {}
+                    (RunState::Running, Some(Health::Starting)) => {
+                        waiting = true;
+                        problems.push(format!("{node}: {name} is still starting its healthcheck"));
+                    }
+                    (RunState::Running, Some(Health::Unhealthy)) => {
+                        waiting = true;
+                        problems.push(format!("{node}: {name} is unhealthy"));
+                    }
+                    (state, _) => {
+                        problems.push(format!("{node}: {name} is {state:?}").to_lowercase())
+                    }
+                }
+            }
+            let plan_clean = !plan.has_changes() && plan.is_complete();
+            if problems.is_empty() {
+                break (true, problems);
+            }
+            if !(plan_clean && waiting) || Instant::now() >= deadline {
+                break (false, problems);
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        };
+        renewer.abort();
+        Ok::<_, anyhow::Error>((reports, converged, problems))
+    });
+    let release = store.release_lease(lease.token);
+    let (reports, converged, problems) = result?;
+    release?;
+    let elapsed = started.elapsed();
+    if json {
+        print_json(&ApplyJson {
+            converged,
+            elapsed_ms: elapsed.as_millis() as u64,
+            passes: reports
+                .iter()
+                .map(|r| PassJson {
+                    plan: plan_view(&r.plan),
+                    outcomes: &r.exec,
+                })
+                .collect(),
+            problems: problems.clone(),
+        })?;
+    } else {
+        let first = &reports[0].plan;
+        let mut text = String::new();
+        if first.steps.is_empty() {
+            text.push_str(&format!(
+                "No changes: {} containers as desired.\n",
+                first.unchanged.len()
+            ));
+        }
+        let done: usize = reports
+            .iter()
+            .map(|r| r.exec.outcomes.iter().filter(|o| o.ok).count())
+            .sum();
+        if converged {
+            text.push_str(&format!(
+                "Converged in {:.1}s: {done} change{} made.\n",
+                elapsed.as_secs_f64(),
+                if done == 1 { "" } else { "s" }
+            ));
+        } else {
+            text.push_str(&format!(
+                "NOT converged after {:.1}s ({done} changes made):\n",
+                elapsed.as_secs_f64()
+            ));
+            for p in &problems {
+                text.push_str(&format!("  - {p}\n"));
+            }
+        }
+        emit(&text)?;
+    }
+    Ok(if converged { 0 } else { 1 })
+}

@@ -1,0 +1,67 @@
+//! `fleetctl cordon NODE` / `uncordon NODE`: node conditions in the state store. Idempotent.
+//! A running controller reads conditions on every reconcile, so no hand-off is needed.
+
+use std::path::Path;
+
+use anyhow::bail;
+
+use super::GlobalOpts;
+use super::common::{emit, open_store, resolve_manifests};
+use crate::store::now_ms;
+
+/// Marks `node` cordoned (`cordon = true`) or clears cordoned/draining/drained.
+///
+/// # Errors
+/// Unknown node, store failures.
+pub fn run(
+    node: &str,
+    file: Option<&Path>,
+    cordon: bool,
+    global: &GlobalOpts,
+) -> anyhow::Result<u8> {
+    let loaded = resolve_manifests(file, global)?;
+    if !loaded.fleet.nodes.contains_key(node) {
+        let known: Vec<&str> = loaded.fleet.nodes.keys().map(String::as_str).collect();
+        bail!(
+            "node {node:?} is not in the manifests (nodes: {})",
+            known.join(", ")
+        );
+    }
+    let store = open_store(global, &loaded.fleet.fleet.name)?;
+    let (before, after) = store.update_node_condition(node, now_ms(), |c| {
+        if cordon {
+            c.cordoned = true;
+        } else {
+            c.cordoned = false;
+            c.draining = false;
+            c.drained = false;
+        }
+    })?;
+    let who = super::common::holder(if cordon { "cordon" } else { "uncordon" });
+    let text = if before == after {
+        if cordon {
+            format!("node {node} already cordoned\n")
+        } else {
+            format!("node {node} already schedulable\n")
+        }
+    } else {
+        let action = if cordon { "cordon" } else { "uncordon" };
+        store.record_event(
+            now_ms(),
+            &who,
+            action,
+            Some(node),
+            None,
+            &format!("{action}ed"),
+        )?;
+        if cordon {
+            format!(
+                "node {node} cordoned: it takes no new work; what runs there stays (undo: fleetctl uncordon {node})\n"
+            )
+        } else {
+            format!("node {node} uncordoned: it takes work again\n")
+        }
+    };
+    emit(&text)?;
+    Ok(0)
+}

@@ -1,0 +1,126 @@
+//! `fleetctl drain NODE [--timeout D] [--force]`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::bail;
+
+use super::apply::acquire_lease;
+use super::common::{
+    connect_all, emit, holder, open_store, print_json, resolve_manifests, runtime,
+};
+use super::render::progress_line;
+use super::{GlobalOpts, Output};
+use crate::drain::{DrainStatus, drain};
+use crate::execute::ExecOptions;
+use crate::reconcile::PassContext;
+use crate::store::StoreError;
+
+/// How long drain waits for another actor's lease.
+const LOCK_WAIT: Duration = Duration::from_secs(30);
+
+/// Runs `drain`; exit 0 when the node is drained, 1 otherwise (the report says what is left).
+///
+/// # Errors
+/// Unknown node, store failures.
+pub fn run(
+    node: &str,
+    timeout: Duration,
+    force: bool,
+    file: Option<&Path>,
+    output: Output,
+    global: &GlobalOpts,
+) -> anyhow::Result<u8> {
+    let loaded = resolve_manifests(file, global)?;
+    let fleet = &loaded.fleet;
+    if !fleet.nodes.contains_key(node) {
+        let known: Vec<&str> = fleet.nodes.keys().map(String::as_str).collect();
+        bail!(
+            "node {node:?} is not in the manifests (nodes: {})",
+            known.join(", ")
+        );
+    }
+    let store = open_store(global, &fleet.fleet.name)?;
+    let who = holder("drain");
+    let lease = match acquire_lease(&store, &who, "drain", None, LOCK_WAIT) {
+        Ok(l) => l,
+        Err(e @ StoreError::Locked { .. }) => {
+            eprintln!("error: {e}");
+            return Ok(1);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let json = matches!(output, Output::Json | Output::Yaml);
+    let rt = runtime()?;
+    let result = rt.block_on(async {
+        let runtimes = connect_all(fleet);
+        let cx = PassContext {
+            fleet,
+            runtimes: &runtimes,
+            store: &store,
+            lost: BTreeSet::new(),
+            evict: if force {
+                BTreeSet::from([node.to_string()])
+            } else {
+                BTreeSet::new()
+            },
+            measure_memory: true,
+            exec: ExecOptions {
+                actor: who.clone(),
+                ..Default::default()
+            },
+        };
+        if !json {
+            let _ = emit(&format!(
+                "node {node} cordoned; draining{}\n",
+                if force { " (--force)" } else { "" }
+            ));
+        }
+        drain(&cx, node, timeout, &|p| {
+            if !json && let Some(line) = progress_line(&p) {
+                let _ = emit(&format!("{line}\n"));
+            }
+        })
+        .await
+    });
+    let _ = store.release_lease(lease.token);
+    let report = result?;
+    if json {
+        print_json(&report)?;
+    } else {
+        let mut text = String::new();
+        for r in &report.left {
+            text.push_str(&format!(
+                "left on {node}: {} ({}): {} — {}\n",
+                r.container, r.object, r.fate, r.why
+            ));
+        }
+        for e in &report.errors {
+            text.push_str(&format!("error: {e}\n"));
+        }
+        text.push_str(&match report.status {
+            DrainStatus::Drained => format!(
+                "node {node} drained in {:.1}s: {} moved{}. It takes no work until `fleetctl uncordon {node}`.\n",
+                report.elapsed_ms as f64 / 1000.0,
+                report.moved.len(),
+                if report.left.is_empty() { String::new() } else { format!(", {} pinned left running (use --force to stop them)", report.left.len()) }
+            ),
+            DrainStatus::Stuck => format!(
+                "node {node} NOT drained: {} moved; what is left has nowhere to go (nothing was stopped without a replacement). Make room and run drain again to continue.\n",
+                report.moved.len()
+            ),
+            DrainStatus::TimedOut => format!(
+                "node {node} NOT drained: timed out after {:.0}s with {} moved; run drain again to continue.\n",
+                report.elapsed_ms as f64 / 1000.0,
+                report.moved.len()
+            ),
+        });
+        emit(&text)?;
+    }
+    Ok(if report.status == DrainStatus::Drained {
+        0
+    } else {
+        1
+    })
+}

@@ -1,0 +1,174 @@
+//! `fleetctl plug create|delete|touch|list` and `get plugs`.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use super::capacity::table;
+use super::common::{
+    emit, open_store, open_store_readonly, print_json, print_yaml, resolve_manifests, runtime,
+};
+use super::{GlobalOpts, Output, PlugOp};
+use crate::plugs::{self, PLUG_READY_TIMEOUT};
+use crate::store::{PlugRecord, format_ms, now_ms};
+
+/// Runs a plug operation.
+///
+/// # Errors
+/// Invalid manifests, store or Docker failures, nothing fits (the per-node diagnosis).
+pub fn run(op: PlugOp, global: &GlobalOpts) -> anyhow::Result<u8> {
+    match op {
+        PlugOp::Create {
+            class,
+            owner,
+            file,
+            output,
+        } => create(&class, &owner, file.as_deref(), output, global),
+        PlugOp::Delete { id, file } => {
+            let loaded = resolve_manifests(file.as_deref(), global)?;
+            let store = open_store(global, &loaded.fleet.fleet.name)?;
+            let rt = runtime()?;
+            let notes = rt.block_on(async {
+                let runtimes = super::common::connect_all(&loaded.fleet);
+                plugs::delete(&loaded.fleet, &store, &runtimes, &id).await
+            })?;
+            for n in notes {
+                eprintln!("note: {n}");
+            }
+            emit(&format!("plug {id} deleted\n"))?;
+            Ok(0)
+        }
+        PlugOp::Touch { id, file } => {
+            let loaded = resolve_manifests(file.as_deref(), global)?;
+            let store = open_store(global, &loaded.fleet.fleet.name)?;
+            let rt = runtime()?;
+            let plug = rt.block_on(async {
+                let runtimes = super::common::connect_all(&loaded.fleet);
+                plugs::touch(&loaded.fleet, &store, &runtimes, &id, now_ms()).await
+            })?;
+            emit(&format!("plug {id} touched ({})\n", plug.state.as_str()))?;
+            Ok(0)
+        }
+        PlugOp::List { output } => list(None, output, global),
+    }
+}
+
+fn create(
+    class: &str,
+    owner: &str,
+    file: Option<&Path>,
+    output: Output,
+    global: &GlobalOpts,
+) -> anyhow::Result<u8> {
+    let loaded = resolve_manifests(file, global)?;
+    let fleet = &loaded.fleet;
+    let store = open_store(global, &fleet.fleet.name)?;
+    let rt = runtime()?;
+    let created = rt.block_on(async {
+        let runtimes = super::common::connect_all(fleet);
+        let observed = plugs::observe_for_placement(fleet, &runtimes).await;
+        let plug = plugs::reserve_plug(
+            fleet,
+            &store,
+            &observed,
+            &BTreeSet::new(),
+            class,
+            owner,
+            now_ms(),
+        )?;
+        plugs::start_reserved(fleet, &store, &runtimes, &plug, PLUG_READY_TIMEOUT).await
+    });
+    let created = match created {
+        Ok(c) => c,
+        Err(e @ plugs::PlugError::Unschedulable { .. }) => {
+            eprintln!("error: {e}");
+            return Ok(1);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    match output {
+        Output::Json => print_json(&created)?,
+        Output::Yaml => print_yaml(&created)?,
+        _ => {
+            let mut t = table(&["PLUG", "CLASS", "OWNER", "NODE", "ADDRESS"]);
+            t.add_row(vec![
+                created.id.clone(),
+                created.class.clone(),
+                created.owner.clone(),
+                created.node.clone(),
+                format!("{}:{}", created.host, created.port),
+            ]);
+            emit(&format!("{t}\n"))?;
+        }
+    }
+    Ok(0)
+}
+
+fn age(ms: i64, now: i64) -> String {
+    let secs = ((now - ms).max(0) / 1000) as u64;
+    let d = std::time::Duration::from_secs(secs);
+    match secs {
+        0..60 => format!("{secs}s"),
+        60..3600 => format!("{}m", secs / 60),
+        3600..86400 => format!("{}h{}m", secs / 3600, (secs % 3600) / 60),
+        _ => format!("{}d", d.as_secs() / 86400),
+    }
+}
+
+/// `get plugs` / `plug list`: every plug instance from the state store.
+///
+/// # Errors
+/// Store failures.
+pub fn list(file: Option<&Path>, output: Output, global: &GlobalOpts) -> anyhow::Result<u8> {
+    let plugs: Vec<PlugRecord> = match file {
+        Some(f) => {
+            let loaded = resolve_manifests(Some(f), global)?;
+            open_store_readonly(global, &loaded.fleet.fleet.name)?.plugs()?
+        }
+        None => {
+            let path = crate::store::Store::default_path(global.state.as_deref());
+            if path.exists() {
+                crate::store::Store::open(&path)?.plugs()?
+            } else {
+                Vec::new()
+            }
+        }
+    };
+    match output {
+        Output::Json => print_json(&plugs)?,
+        Output::Yaml => print_yaml(&plugs)?,
+        _ => {
+            let now = now_ms();
+            let wide = output == Output::Wide;
+            let mut header = vec![
+                "ID", "CLASS", "OWNER", "NODE", "PORT", "STATE", "AGE", "IDLE",
+            ];
+            if wide {
+                header.extend(["CREATED", "MESSAGE"]);
+            }
+            let mut t = table(&header);
+            for p in &plugs {
+                let mut row = vec![
+                    p.id.clone(),
+                    p.class.clone(),
+                    p.owner.clone(),
+                    p.node.clone(),
+                    p.host_port.to_string(),
+                    p.state.as_str().to_string(),
+                    age(p.created_ms, now),
+                    age(p.last_activity_ms, now),
+                ];
+                if wide {
+                    row.push(format_ms(p.created_ms));
+                    row.push(p.message.clone().unwrap_or_default());
+                }
+                t.add_row(row);
+            }
+            if plugs.is_empty() {
+                emit("No plugs.\n")?;
+            } else {
+                emit(&format!("{t}\n"))?;
+            }
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,248 @@
+//! Rendering plans and apply progress for the terminal, and their JSON views.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::execute::{ExecReport, Progress};
+use crate::plan::{Action, Object, Plan, Step};
+
+/// One-character marks of the actions.
+pub fn mark(action: &Action, node: &str) -> &'static str {
+    match action.verb(node) {
+        "create" => "+",
+        "start" => ">",
+        "stop" => ".",
+        "update" => "~",
+        "recreate" => "±",
+        "move" => "→",
+        "remove" => "-",
+        _ => "?",
+    }
+}
+
+/// A step as data (the JSON view of plans).
+#[derive(Debug, Serialize)]
+pub struct StepView<'a> {
+    /// Node.
+    pub node: &'a str,
+    /// Container.
+    pub container: &'a str,
+    /// create / start / stop / update / recreate / move / remove.
+    pub action: &'a str,
+    /// What it is about.
+    pub object: &'a Object,
+    /// Why.
+    pub reason: &'a str,
+    /// Image of the new container, for creates and replacements.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image: Option<&'a str>,
+    /// Old node, for moves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<&'a str>,
+}
+
+/// Counts per action.
+#[derive(Debug, Serialize, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// Containers to create.
+    pub create: usize,
+    /// To start.
+    pub start: usize,
+    /// To stop.
+    pub stop: usize,
+    /// To update in place.
+    pub update: usize,
+    /// To recreate on the same node.
+    pub recreate: usize,
+    /// To move to another node.
+    pub r#move: usize,
+    /// To remove.
+    pub remove: usize,
+    /// Already as desired.
+    pub unchanged: usize,
+}
+
+/// The JSON view of a plan.
+#[derive(Debug, Serialize)]
+pub struct PlanView<'a> {
+    /// Whether applying would change anything.
+    pub changes: bool,
+    /// Counts.
+    pub summary: Summary,
+    /// Steps.
+    pub steps: Vec<StepView<'a>>,
+    /// (node, container) already as desired.
+    pub unchanged: &'a [(String, String)],
+    /// Nodes that could not be observed.
+    pub unreachable: &'a BTreeMap<String, String>,
+    /// What fits nowhere, with why.
+    pub unplaced: Vec<UnplacedView>,
+}
+
+/// Something unplaced, as data.
+#[derive(Debug, Serialize)]
+pub struct UnplacedView {
+    /// What.
+    pub object: Object,
+    /// Per-node reasons, in one line.
+    pub diagnosis: String,
+}
+
+/// Counts of a plan's steps.
+pub fn summary(plan: &Plan) -> Summary {
+    let mut s = Summary {
+        unchanged: plan.unchanged.len(),
+        ..Default::default()
+    };
+    for step in &plan.steps {
+        match step.action.verb(&step.node) {
+            "create" => s.create += 1,
+            "start" => s.start += 1,
+            "stop" => s.stop += 1,
+            "update" => s.update += 1,
+            "recreate" => s.recreate += 1,
+            "move" => s.r#move += 1,
+            _ => s.remove += 1,
+        }
+    }
+    s
+}
+
+fn step_view(s: &Step) -> StepView<'_> {
+    let (image, from) = match &s.action {
+        Action::Create { spec } => (Some(spec.image.as_str()), None),
+        Action::Replace { spec, old_node, .. } => (
+            Some(spec.image.as_str()),
+            (old_node != &s.node).then_some(old_node.as_str()),
+        ),
+        _ => (None, None),
+    };
+    StepView {
+        node: &s.node,
+        container: &s.container,
+        action: s.action.verb(&s.node),
+        object: &s.object,
+        reason: &s.reason,
+        image,
+        from,
+    }
+}
+
+/// The JSON view.
+pub fn plan_view(plan: &Plan) -> PlanView<'_> {
+    PlanView {
+        changes: plan.has_changes(),
+        summary: summary(plan),
+        steps: plan.steps.iter().map(step_view).collect(),
+        unchanged: &plan.unchanged,
+        unreachable: &plan.unreachable,
+        unplaced: plan
+            .unplaced
+            .iter()
+            .map(|u| UnplacedView {
+                object: u.object.clone(),
+                diagnosis: u.diagnosis.to_string(),
+            })
+            .collect(),
+    }
+}
+
+/// One line per summary count that is not zero.
+pub fn summary_line(s: &Summary) -> String {
+    let mut parts = Vec::new();
+    for (n, word) in [
+        (s.create, "to create"),
+        (s.start, "to start"),
+        (s.stop, "to stop"),
+        (s.update, "to update in place"),
+        (s.recreate, "to recreate"),
+        (s.r#move, "to move"),
+        (s.remove, "to remove"),
+    ] {
+        if n > 0 {
+            parts.push(format!("{n} {word}"));
+        }
+    }
+    if parts.is_empty() {
+        format!("no changes; {} unchanged", s.unchanged)
+    } else {
+        format!("{}; {} unchanged", parts.join(", "), s.unchanged)
+    }
+}
+
+/// The plan as a per-node tree.
+pub fn plan_text(plan: &Plan, nodes: &[String]) -> String {
+    let mut out = String::new();
+    let width = plan
+        .steps
+        .iter()
+        .map(|s| s.container.len())
+        .max()
+        .unwrap_or(0);
+    for node in nodes {
+        if let Some(err) = plan.unreachable.get(node) {
+            out.push_str(&format!(
+                "{node}: UNREACHABLE, nothing planned there: {err}\n"
+            ));
+            continue;
+        }
+        let steps: Vec<&Step> = plan.steps.iter().filter(|s| &s.node == node).collect();
+        let unchanged = plan.unchanged.iter().filter(|(n, _)| n == node).count();
+        out.push_str(&format!("{node}:\n"));
+        for s in &steps {
+            out.push_str(&format!(
+                "  {} {:<8} {:<width$}  {}\n",
+                mark(&s.action, &s.node),
+                s.action.verb(&s.node),
+                s.container,
+                s.reason,
+            ));
+        }
+        if unchanged > 0 || steps.is_empty() {
+            out.push_str(&format!("  = {unchanged} unchanged\n"));
+        }
+    }
+    for u in &plan.unplaced {
+        let what = match &u.object {
+            Object::Service { name, replica } => format!("service {name} replica {replica}"),
+            Object::Plug { id } => format!("plug {id}"),
+            Object::Stray => "container".into(),
+        };
+        out.push_str(&format!("UNPLACED {what}: {}\n", u.diagnosis));
+    }
+    out.push_str(&format!("Plan: {}.\n", summary_line(&summary(plan))));
+    out
+}
+
+/// Prints apply progress lines as steps finish.
+pub fn progress_line(p: &Progress) -> Option<String> {
+    match p {
+        Progress::Started(_) => None,
+        Progress::Done(s, d) => Some(format!(
+            "{:<10} {} {:<8} {}  {} ({:.1}s)",
+            s.node,
+            mark(&s.action, &s.node),
+            s.action.verb(&s.node),
+            s.container,
+            s.reason,
+            d.as_secs_f64()
+        )),
+        Progress::Failed(s, e) => Some(format!(
+            "{:<10} ✗ {:<8} {}  FAILED: {e}",
+            s.node,
+            s.action.verb(&s.node),
+            s.container
+        )),
+    }
+}
+
+/// Failed steps of a run, one per line.
+pub fn failures(report: &ExecReport) -> Vec<String> {
+    report
+        .outcomes
+        .iter()
+        .filter(|o| !o.ok && !o.skipped)
+        .filter_map(|o| o.error.clone())
+        .collect()
+}

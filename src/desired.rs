@@ -1,0 +1,239 @@
+//! Desired containers: what each service replica and each plug instance should look like on its
+//! node — deterministic names, the ownership labels of SPEC §3 and the spec hash. Pure.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use sha2::Digest;
+
+use crate::container::{ContainerSpec, PortMapping, Protocol, RestartPolicy, labels};
+use crate::manifest::{DesiredFleet, PlugClassSpec, ServiceSpec};
+
+/// Characters of the spec hash kept in labels and names (64 bits: collisions between two specs
+/// of one service are not a practical concern).
+pub const HASH_LEN: usize = 16;
+/// Characters of the hash in container names.
+pub const NAME_HASH_LEN: usize = 8;
+
+/// The fields the hash covers: everything except what the engine can change in place
+/// (resources, restart policy) and the name (which is derived from the hash).
+#[derive(Serialize)]
+struct HashView<'a> {
+    image: &'a str,
+    command: &'a Option<Vec<String>>,
+    env: &'a BTreeMap<String, String>,
+    labels: BTreeMap<&'a str, &'a str>,
+    ports: &'a [PortMapping],
+    volumes: &'a [String],
+    healthcheck: &'a Option<crate::container::HealthcheckSpec>,
+    stop_grace_period_ms: Option<u128>,
+}
+
+/// Hash of the canonical spec without its in-place-updatable fields: equal hashes ⇒ no recreate.
+pub fn spec_hash(spec: &ContainerSpec) -> String {
+    let view = HashView {
+        image: &spec.image,
+        command: &spec.command,
+        env: &spec.env,
+        labels: spec
+            .labels
+            .iter()
+            .filter(|(k, _)| k.as_str() != labels::SPEC_HASH)
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect(),
+        ports: &spec.ports,
+        volumes: &spec.volumes,
+        healthcheck: &spec.healthcheck,
+        stop_grace_period_ms: spec.stop_grace_period.map(|d| d.as_millis()),
+    };
+    let json = serde_json::to_vec(&view).expect("hash view serializes");
+    let digest = sha2::Sha256::digest(&json);
+    hex::encode(digest)[..HASH_LEN].to_string()
+}
+
+/// Sets the spec-hash label and returns the hash.
+fn seal(spec: &mut ContainerSpec) -> String {
+    let hash = spec_hash(spec);
+    spec.labels
+        .insert(labels::SPEC_HASH.to_string(), hash.clone());
+    hash
+}
+
+fn base_labels(fleet: &DesiredFleet, node: &str, kind: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (labels::MANAGED_BY.to_string(), labels::MANAGER.to_string()),
+        (labels::FLEET.to_string(), fleet.fleet.name.clone()),
+        (labels::NODE.to_string(), node.to_string()),
+        (labels::KIND.to_string(), kind.to_string()),
+    ])
+}
+
+/// The label filter that selects every container of `fleet` (for listings and events).
+pub fn fleet_filter(fleet_name: &str) -> Vec<String> {
+    vec![
+        format!("{}={}", labels::MANAGED_BY, labels::MANAGER),
+        format!("{}={fleet_name}", labels::FLEET),
+    ]
+}
+
+/// The container for replica `replica` of `svc` on `node`. Its name is
+/// `<fleet>-<service>-<replica>-<hash8>`: a changed spec gets a new name, so a start-first
+/// replacement never collides with the container it replaces, and re-creating the same spec
+/// after a crash hits the same name (a conflict that means "already there").
+pub fn service_container(
+    fleet: &DesiredFleet,
+    svc: &ServiceSpec,
+    replica: u32,
+    node: &str,
+) -> ContainerSpec {
+    let mut labels = svc.labels.clone();
+    labels.extend(base_labels(fleet, node, "service"));
+    labels.insert(labels::SERVICE.to_string(), svc.name.clone());
+    labels.insert(labels::REPLICA.to_string(), replica.to_string());
+    let mut spec = ContainerSpec {
+        name: String::new(),
+        image: svc.image.clone(),
+        command: svc.command.clone(),
+        env: svc.env.clone(),
+        labels,
+        ports: svc.ports.clone(),
+        volumes: svc.volumes.clone(),
+        restart: svc.restart,
+        resources: svc.resources.to_container(),
+        healthcheck: svc.healthcheck.clone(),
+        stop_grace_period: svc.stop_grace_period,
+    };
+    let hash = seal(&mut spec);
+    spec.name = format!(
+        "{}-{}-{}-{}",
+        fleet.fleet.name,
+        svc.name,
+        replica,
+        &hash[..NAME_HASH_LEN]
+    );
+    spec
+}
+
+/// Identity of one plug instance, as the state store records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlugIdentity<'a> {
+    /// Plug id.
+    pub id: &'a str,
+    /// Owner.
+    pub owner: &'a str,
+    /// Node it is placed on.
+    pub node: &'a str,
+    /// Host port leased on that node.
+    pub host_port: u16,
+}
+
+/// The container name of plug `id`: `<fleet>-plug-<id>`, the same on whichever node it runs.
+pub fn plug_container_name(fleet_name: &str, id: &str) -> String {
+    format!("{fleet_name}-plug-{id}")
+}
+
+/// The container of one plug instance. Plugs get `FLEET_PLUG_ID`, `FLEET_PLUG_OWNER`,
+/// `FLEET_NODE` and `FLEET_HOST_PORT` in their environment (SPEC §2) and publish the class port
+/// on their leased host port.
+pub fn plug_container(
+    fleet: &DesiredFleet,
+    class: &PlugClassSpec,
+    plug: &PlugIdentity,
+) -> ContainerSpec {
+    let mut labels = class.labels.clone();
+    labels.extend(base_labels(fleet, plug.node, "plug"));
+    labels.insert(labels::PLUG.to_string(), plug.id.to_string());
+    labels.insert(labels::PLUG_CLASS.to_string(), class.name.clone());
+    labels.insert(labels::OWNER.to_string(), plug.owner.to_string());
+    let mut env = class.env.clone();
+    env.insert("FLEET_PLUG_ID".into(), plug.id.to_string());
+    env.insert("FLEET_PLUG_OWNER".into(), plug.owner.to_string());
+    env.insert("FLEET_NODE".into(), plug.node.to_string());
+    env.insert("FLEET_HOST_PORT".into(), plug.host_port.to_string());
+    let mut spec = ContainerSpec {
+        name: plug_container_name(&fleet.fleet.name, plug.id),
+        image: class.image.clone(),
+        command: class.command.clone(),
+        env,
+        labels,
+        ports: vec![PortMapping {
+            host_ip: None,
+            host_port: plug.host_port,
+            container_port: class.port,
+            protocol: Protocol::Tcp,
+        }],
+        volumes: vec![],
+        restart: RestartPolicy::UnlessStopped,
+        resources: class.resources.to_container(),
+        healthcheck: class.healthcheck.clone(),
+        stop_grace_period: None,
+    };
+    seal(&mut spec);
+    spec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{Source, parse};
+
+    fn fleet() -> DesiredFleet {
+        parse(&[Source {
+            name: "t.yaml".into(),
+            text: "apiVersion: fleet/v1
+kind: Fleet
+metadata: {name: aims}
+---
+apiVersion: fleet/v1
+kind: Node
+metadata: {name: node1}
+---
+apiVersion: fleet/v1
+kind: Service
+metadata: {name: redis, labels: {app: aims}}
+spec: {image: redis:7, resources: {memory: 256MiB}, env: {A: b}}
+"
+            .into(),
+        }])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .fleet
+    }
+
+    #[test]
+    fn service_containers_carry_spec_labels_and_a_hash_named_after_it() {
+        let f = fleet();
+        let c = service_container(&f, &f.services["redis"], 0, "node1");
+        assert_eq!(c.labels[labels::MANAGED_BY], "fleetctl");
+        assert_eq!(c.labels[labels::FLEET], "aims");
+        assert_eq!(c.labels[labels::NODE], "node1");
+        assert_eq!(c.labels[labels::KIND], "service");
+        assert_eq!(c.labels[labels::SERVICE], "redis");
+        assert_eq!(c.labels["app"], "aims");
+        let hash = &c.labels[labels::SPEC_HASH];
+        assert_eq!(hash.len(), HASH_LEN);
+        assert_eq!(c.name, format!("aims-redis-0-{}", &hash[..8]));
+    }
+
+    #[test]
+    fn in_place_fields_do_not_change_the_hash_but_others_do() {
+        let f = fleet();
+        let base = service_container(&f, &f.services["redis"], 0, "node1");
+        let mut g = f.clone();
+        let svc = g.services.get_mut("redis").unwrap();
+        svc.resources.memory = crate::manifest::Bytes(512 << 20);
+        svc.restart = RestartPolicy::Always;
+        let same = service_container(&g, &g.services["redis"], 0, "node1");
+        assert_eq!(
+            same.labels[labels::SPEC_HASH],
+            base.labels[labels::SPEC_HASH]
+        );
+        assert_eq!(same.name, base.name);
+        g.services.get_mut("redis").unwrap().image = "redis:7.2".into();
+        let other = service_container(&g, &g.services["redis"], 0, "node1");
+        assert_ne!(
+            other.labels[labels::SPEC_HASH],
+            base.labels[labels::SPEC_HASH]
+        );
+        assert_ne!(other.name, base.name);
+    }
+}

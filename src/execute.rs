@@ -1,0 +1,439 @@
+//! I/O boundary #2: runs a [`Plan`] through [`NodeRuntime`]s.
+//!
+//! Groups (one service, one plug, one stray) run concurrently, bounded overall and per node;
+//! the steps of a group run in order, and a failed step ends its group (the next reconcile
+//! decides again — this module never re-plans). Creation is idempotent: a name conflict means the
+//! container is already there (deterministic names), so it is adopted after checking it is ours.
+//! Every created or started container is waited for until it runs, and until it is healthy when
+//! it has a healthcheck.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde::Serialize;
+use tokio::sync::{OnceCell, Semaphore};
+
+use crate::container::{ContainerSpec, Health, RunState, labels};
+use crate::manifest::UpdateOrder;
+use crate::plan::{Action, Object, Plan, Step};
+use crate::store::{PlugState, Store, now_ms};
+use crate::transport::{ContainerUpdate, NodeRuntime, TransportError};
+
+/// The runtimes of the fleet's nodes, by name.
+pub type Runtimes = BTreeMap<String, Arc<dyn NodeRuntime>>;
+
+/// How a plan is run.
+#[derive(Debug, Clone)]
+pub struct ExecOptions {
+    /// Groups in flight across the fleet.
+    pub concurrency: usize,
+    /// Steps in flight per node: keeps one engine from being flooded while others idle.
+    pub per_node: usize,
+    /// How long a container may take to run (and turn healthy) before its step fails.
+    pub ready_timeout: Duration,
+    /// Who acts, for the event log.
+    pub actor: String,
+}
+
+impl Default for ExecOptions {
+    fn default() -> Self {
+        ExecOptions {
+            concurrency: 16,
+            per_node: 8,
+            ready_timeout: Duration::from_secs(120),
+            actor: "apply".into(),
+        }
+    }
+}
+
+/// Progress reported while a plan runs.
+#[derive(Debug, Clone)]
+pub enum Progress<'a> {
+    /// A step began.
+    Started(&'a Step),
+    /// A step finished.
+    Done(&'a Step, Duration),
+    /// A step failed.
+    Failed(&'a Step, &'a str),
+}
+
+/// How one step ended.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepOutcome {
+    /// Index into `plan.steps`.
+    pub index: usize,
+    /// Node.
+    pub node: String,
+    /// Container.
+    pub container: String,
+    /// Verb.
+    pub action: String,
+    /// Success.
+    pub ok: bool,
+    /// Failure, with node, operation and container.
+    pub error: Option<String>,
+    /// Wall time.
+    pub elapsed_ms: u64,
+    /// Not run because an earlier step of its group failed.
+    pub skipped: bool,
+}
+
+/// The outcomes of a run.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct ExecReport {
+    /// One per step, in plan order.
+    pub outcomes: Vec<StepOutcome>,
+}
+
+impl ExecReport {
+    /// Whether every step succeeded.
+    pub fn ok(&self) -> bool {
+        self.outcomes.iter().all(|o| o.ok)
+    }
+}
+
+/// Failures of one step.
+#[derive(Debug, thiserror::Error)]
+pub enum StepError {
+    /// A Docker call failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The container did not become ready.
+    #[error("node {node}: container {container}: {why}")]
+    NotReady {
+        /// Node.
+        node: String,
+        /// Container.
+        container: String,
+        /// What was seen.
+        why: String,
+    },
+    /// A container with our name exists but is not ours.
+    #[error(
+        "node {node}: container name {container} is taken by a container fleetctl does not own"
+    )]
+    NameTaken {
+        /// Node.
+        node: String,
+        /// Name.
+        container: String,
+    },
+    /// No runtime for the node.
+    #[error("node {0}: not connected")]
+    NoRuntime(String),
+}
+
+/// Per (node, image): the outcome of making the image present, computed once per run.
+type ImageCache = Mutex<BTreeMap<(String, String), Arc<OnceCell<Result<(), String>>>>>;
+
+struct Ctx<'a> {
+    runtimes: &'a Runtimes,
+    store: Option<&'a Store>,
+    opts: &'a ExecOptions,
+    node_slots: BTreeMap<String, Arc<Semaphore>>,
+    images: ImageCache,
+}
+
+impl Ctx<'_> {
+    fn rt(&self, node: &str) -> Result<&Arc<dyn NodeRuntime>, StepError> {
+        self.runtimes
+            .get(node)
+            .ok_or_else(|| StepError::NoRuntime(node.to_string()))
+    }
+
+    fn event(&self, action: &str, node: &str, object: &str, message: &str) {
+        if let Some(store) = self.store
+            && let Err(e) = store.record_event(
+                now_ms(),
+                &self.opts.actor,
+                action,
+                Some(node),
+                Some(object),
+                message,
+            )
+        {
+            tracing::warn!(error = %e, "could not record event");
+        }
+    }
+
+    /// Pulls `image` on `node` unless present; once per node and image per run.
+    async fn ensure_image(&self, node: &str, image: &str) -> Result<(), StepError> {
+        let cell = {
+            let mut map = self.images.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry((node.to_string(), image.to_string()))
+                .or_default()
+                .clone()
+        };
+        let rt = self.rt(node)?;
+        let result = cell
+            .get_or_init(|| async {
+                match rt.image_present(image).await {
+                    Ok(true) => Ok(()),
+                    Ok(false) => rt.pull_image(image).await.map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                }
+            })
+            .await;
+        result.clone().map_err(|why| StepError::NotReady {
+            node: node.to_string(),
+            container: image.to_string(),
+            why: format!("image {image} is not available: {why}"),
+        })
+    }
+
+    /// Creates `spec` (adopting an existing container of ours with the same name), starts it,
+    /// waits until ready. Returns its id.
+    async fn create_and_start(
+        &self,
+        node: &str,
+        spec: &ContainerSpec,
+    ) -> Result<String, StepError> {
+        self.ensure_image(node, &spec.image).await?;
+        let rt = self.rt(node)?;
+        let id = match rt.create_container(spec).await {
+            Ok(id) => id,
+            Err(e) if e.is_conflict() => {
+                let existing = rt.inspect_container(&spec.name).await?;
+                let ours = existing.record.label(labels::MANAGED_BY) == Some(labels::MANAGER)
+                    && existing.record.label(labels::FLEET)
+                        == spec.labels.get(labels::FLEET).map(String::as_str)
+                    && existing.record.label(labels::SPEC_HASH)
+                        == spec.labels.get(labels::SPEC_HASH).map(String::as_str);
+                if !ours {
+                    return Err(StepError::NameTaken {
+                        node: node.to_string(),
+                        container: spec.name.clone(),
+                    });
+                }
+                existing.record.id
+            }
+            Err(e) => return Err(e.into()),
+        };
+        rt.start_container(&id).await?;
+        self.wait_ready(node, &id, &spec.name, spec.healthcheck.is_some())
+            .await?;
+        Ok(id)
+    }
+
+    /// Polls until the container runs (and is healthy when it has a healthcheck).
+    async fn wait_ready(
+        &self,
+        node: &str,
+        id: &str,
+        name: &str,
+        healthcheck: bool,
+    ) -> Result<(), StepError> {
+        let rt = self.rt(node)?;
+        let deadline = Instant::now() + self.opts.ready_timeout;
+        let mut delay = Duration::from_millis(50);
+        loop {
+            let d = rt.inspect_container(id).await?;
+            let running = d.record.state == RunState::Running;
+            let healthy = !healthcheck || d.record.health == Some(Health::Healthy);
+            if running && healthy {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let why = match (d.record.state, d.record.health) {
+                    (RunState::Running, Some(h)) => {
+                        format!("still {h:?} after {:?}", self.opts.ready_timeout).to_lowercase()
+                    }
+                    (RunState::Exited, _) | (RunState::Dead, _) => {
+                        format!(
+                            "exited with code {}{}",
+                            d.exit_code,
+                            if d.oom_killed { " (OOM-killed)" } else { "" }
+                        )
+                    }
+                    (s, _) => format!("{s:?} after {:?}", self.opts.ready_timeout).to_lowercase(),
+                };
+                return Err(StepError::NotReady {
+                    node: node.to_string(),
+                    container: name.to_string(),
+                    why,
+                });
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_millis(500));
+        }
+    }
+
+    async fn stop(&self, node: &str, id: &str, grace: u64) -> Result<(), StepError> {
+        match self
+            .rt(node)?
+            .stop_container(id, Duration::from_secs(grace))
+            .await
+        {
+            Err(e) if !e.is_not_found() => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn stop_and_remove(&self, node: &str, id: &str, grace: u64) -> Result<(), StepError> {
+        self.stop(node, id, grace).await?;
+        match self.rt(node)?.remove_container(id).await {
+            Err(e) if !e.is_not_found() => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+
+    async fn run_step(&self, step: &Step) -> Result<(), StepError> {
+        let node = step.node.as_str();
+        match &step.action {
+            Action::Create { spec } => {
+                self.create_and_start(node, spec).await?;
+            }
+            Action::Start { id, healthcheck } => {
+                self.rt(node)?.start_container(id).await?;
+                self.wait_ready(node, id, &step.container, *healthcheck)
+                    .await?;
+            }
+            Action::Stop { id, grace_secs } => self.stop(node, id, *grace_secs).await?,
+            Action::Update {
+                id,
+                resources,
+                restart,
+            } => {
+                self.rt(node)?
+                    .update_container(
+                        id,
+                        &ContainerUpdate {
+                            resources: resources.clone(),
+                            restart: *restart,
+                        },
+                    )
+                    .await?;
+            }
+            Action::Replace {
+                old_node,
+                old_id,
+                old_grace_secs,
+                spec,
+                order,
+                ..
+            } => match order {
+                UpdateOrder::StartFirst => {
+                    self.create_and_start(node, spec).await?;
+                    // The old node's slot is not taken: holding one slot while waiting for a
+                    // second could deadlock two moves in opposite directions.
+                    self.stop_and_remove(old_node, old_id, *old_grace_secs)
+                        .await?;
+                }
+                UpdateOrder::StopFirst => {
+                    self.stop_and_remove(old_node, old_id, *old_grace_secs)
+                        .await?;
+                    self.create_and_start(node, spec).await?;
+                }
+            },
+            Action::Remove { id, grace_secs } => {
+                self.stop_and_remove(node, id, *grace_secs).await?
+            }
+        }
+        if let (Object::Plug { id }, Some(store)) = (&step.object, self.store)
+            && matches!(
+                step.action,
+                Action::Create { .. } | Action::Start { .. } | Action::Replace { .. }
+            )
+            && let Err(e) = store.set_plug_state(id, PlugState::Running, None)
+        {
+            tracing::warn!(plug = %id, error = %e, "could not record plug state");
+        }
+        Ok(())
+    }
+
+    async fn slot(&self, node: &str) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let sem = self.node_slots.get(node)?.clone();
+        sem.acquire_owned().await.ok()
+    }
+}
+
+/// Runs `plan`. `store`, when given, receives an event per step (and plug states).
+pub async fn execute(
+    plan: &Plan,
+    runtimes: &Runtimes,
+    store: Option<&Store>,
+    opts: &ExecOptions,
+    progress: &(dyn Fn(Progress) + Sync),
+) -> ExecReport {
+    let ctx = Ctx {
+        runtimes,
+        store,
+        opts,
+        node_slots: runtimes
+            .keys()
+            .map(|n| (n.clone(), Arc::new(Semaphore::new(opts.per_node.max(1)))))
+            .collect(),
+        images: Mutex::new(BTreeMap::new()),
+    };
+    // Groups in order of first appearance.
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    for (i, s) in plan.steps.iter().enumerate() {
+        match groups.iter_mut().find(|(g, _)| *g == s.group) {
+            Some((_, v)) => v.push(i),
+            None => groups.push((s.group.clone(), vec![i])),
+        }
+    }
+    let ctx = &ctx;
+    let mut outcomes: Vec<StepOutcome> = futures_util::stream::iter(groups)
+        .map(|(_, indices)| async move {
+            let mut out = Vec::new();
+            let mut failed = false;
+            for i in indices {
+                let step = &plan.steps[i];
+                let verb = step.action.verb(&step.node).to_string();
+                if failed {
+                    out.push(StepOutcome {
+                        index: i,
+                        node: step.node.clone(),
+                        container: step.container.clone(),
+                        action: verb,
+                        ok: false,
+                        error: Some("skipped: an earlier step of this group failed".into()),
+                        elapsed_ms: 0,
+                        skipped: true,
+                    });
+                    continue;
+                }
+                progress(Progress::Started(step));
+                let started = Instant::now();
+                let result = {
+                    let _slot = ctx.slot(&step.node).await;
+                    ctx.run_step(step).await
+                };
+                let elapsed = started.elapsed();
+                match &result {
+                    Ok(()) => {
+                        progress(Progress::Done(step, elapsed));
+                        ctx.event(&verb, &step.node, &step.container, &step.reason);
+                    }
+                    Err(e) => {
+                        let msg = e.to_string();
+                        progress(Progress::Failed(step, &msg));
+                        ctx.event(&format!("{verb}-failed"), &step.node, &step.container, &msg);
+                        failed = true;
+                    }
+                }
+                out.push(StepOutcome {
+                    index: i,
+                    node: step.node.clone(),
+                    container: step.container.clone(),
+                    action: verb,
+                    ok: result.is_ok(),
+                    error: result.err().map(|e| e.to_string()),
+                    elapsed_ms: elapsed.as_millis() as u64,
+                    skipped: false,
+                });
+            }
+            out
+        })
+        .buffer_unordered(opts.concurrency.max(1))
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    outcomes.sort_by_key(|o| o.index);
+    ExecReport { outcomes }
+}

@@ -1,0 +1,188 @@
+//! Observed state: one snapshot of every node, taken concurrently through [`NodeRuntime`].
+//!
+//! Per node: one listing of all containers (this fleet's are split from the rest locally; the
+//! rest only contribute the host ports they hold), then one inspect per container of this fleet
+//! — resource limits and restart policy are not in the listing, and labels cannot say what an
+//! in-place update changed, so inspect is the only honest source for them. A node that fails is
+//! `Unreachable`, never empty: unreachable is not absent.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use serde::Serialize;
+
+use crate::container::{ContainerDetails, ContainerRecord, EngineInfo, labels};
+use crate::transport::{ListFilter, NodeRuntime, TransportError};
+
+/// Inspects in flight per node: enough to hide round trips, few enough not to crowd one engine.
+pub const INSPECT_CONCURRENCY: usize = 8;
+
+/// One container of this fleet, as observed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Observed {
+    /// From the listing.
+    pub record: ContainerRecord,
+    /// From inspect (absent when the container vanished between list and inspect).
+    pub details: Option<ContainerDetails>,
+}
+
+impl Observed {
+    /// `fleet.kind`.
+    pub fn kind(&self) -> Option<&str> {
+        self.record.label(labels::KIND)
+    }
+}
+
+/// What one node showed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "state", rename_all = "lowercase")]
+pub enum NodeObservation {
+    /// It answered.
+    Reachable {
+        /// This fleet's containers.
+        containers: Vec<Observed>,
+        /// Host ports held by containers that are not this fleet's.
+        foreign_ports: BTreeSet<u16>,
+        /// Count of containers that are not this fleet's.
+        foreign_containers: usize,
+        /// Engine facts, when asked for.
+        engine: Option<EngineInfo>,
+        /// Measured memory of this fleet's running containers, when asked for.
+        measured_memory: Option<u64>,
+    },
+    /// It did not.
+    Unreachable {
+        /// Why, as the transport said.
+        error: String,
+        /// Whether retrying cannot help (host key, auth, unsupported engine).
+        permanent: bool,
+    },
+}
+
+/// Every node's observation.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct ObservedFleet {
+    /// By node name.
+    pub nodes: BTreeMap<String, NodeObservation>,
+}
+
+impl ObservedFleet {
+    /// This fleet's containers on `node` (empty when unreachable).
+    pub fn containers(&self, node: &str) -> &[Observed] {
+        match self.nodes.get(node) {
+            Some(NodeObservation::Reachable { containers, .. }) => containers,
+            _ => &[],
+        }
+    }
+
+    /// Whether `node` answered.
+    pub fn is_reachable(&self, node: &str) -> bool {
+        matches!(
+            self.nodes.get(node),
+            Some(NodeObservation::Reachable { .. })
+        )
+    }
+}
+
+/// What to gather besides the containers.
+#[derive(Debug, Clone, Default)]
+pub struct ObserveOptions {
+    /// Nodes whose engine facts are needed (capacity not declared, or `get nodes`).
+    pub engine_info: BTreeSet<String>,
+    /// Also measure memory use (one stats call per running container of this fleet).
+    pub measure_memory: bool,
+}
+
+/// Observes every node concurrently.
+pub async fn observe(
+    fleet_name: &str,
+    runtimes: &[Arc<dyn NodeRuntime>],
+    options: &ObserveOptions,
+) -> ObservedFleet {
+    let mut tasks: FuturesUnordered<_> = runtimes
+        .iter()
+        .map(|rt| async move {
+            let node = rt.node().to_string();
+            let obs = match observe_node(fleet_name, rt.as_ref(), options).await {
+                Ok(o) => o,
+                Err(e) => NodeObservation::Unreachable {
+                    permanent: !e.is_retryable(),
+                    error: e.to_string(),
+                },
+            };
+            (node, obs)
+        })
+        .collect();
+    let mut out = ObservedFleet::default();
+    while let Some((node, obs)) = tasks.next().await {
+        out.nodes.insert(node, obs);
+    }
+    out
+}
+
+/// Whether a listed container belongs to `fleet`.
+pub fn is_ours(record: &ContainerRecord, fleet: &str) -> bool {
+    record.label(labels::MANAGED_BY) == Some(labels::MANAGER)
+        && record.label(labels::FLEET) == Some(fleet)
+}
+
+async fn observe_node(
+    fleet: &str,
+    rt: &dyn NodeRuntime,
+    options: &ObserveOptions,
+) -> Result<NodeObservation, TransportError> {
+    let engine = if options.engine_info.contains(rt.node()) {
+        Some(rt.engine_info().await?)
+    } else {
+        None
+    };
+    let all = rt.list_containers(&ListFilter::default()).await?;
+    let (ours, foreign): (Vec<_>, Vec<_>) = all.into_iter().partition(|r| is_ours(r, fleet));
+    let foreign_ports = foreign
+        .iter()
+        .flat_map(|r| r.host_ports.iter().copied())
+        .collect();
+    let mut inspected: Vec<Observed> = futures_util::stream::iter(ours)
+        .map(|record| async move {
+            match rt.inspect_container(&record.id).await {
+                Ok(details) => Ok(Some(Observed {
+                    record: details.record.clone(),
+                    details: Some(details),
+                })),
+                // Removed between the listing and now: it is gone.
+                Err(e) if e.is_not_found() => Ok(None),
+                Err(e) => Err(e),
+            }
+        })
+        .buffer_unordered(INSPECT_CONCURRENCY)
+        .filter_map(|r| async move { r.transpose() })
+        .collect::<Vec<_>>()
+        .await
+        .into_iter()
+        .collect::<Result<_, _>>()?;
+    inspected.sort_by(|a, b| a.record.name.cmp(&b.record.name));
+    let measured_memory = if options.measure_memory {
+        let running: Vec<String> = inspected
+            .iter()
+            .filter(|o| o.record.state == crate::container::RunState::Running)
+            .map(|o| o.record.id.clone())
+            .collect();
+        let usage: Vec<Result<u64, TransportError>> = futures_util::stream::iter(running)
+            .map(|id| async move { rt.container_memory_usage(&id).await })
+            .buffer_unordered(INSPECT_CONCURRENCY)
+            .collect()
+            .await;
+        Some(usage.into_iter().filter_map(Result::ok).sum())
+    } else {
+        None
+    };
+    Ok(NodeObservation::Reachable {
+        containers: inspected,
+        foreign_containers: foreign.len(),
+        foreign_ports,
+        engine,
+        measured_memory,
+    })
+}

@@ -1,0 +1,367 @@
+//! Plug instance operations: create (place, lease a port, record, create and start), delete,
+//! touch. The placement decision is the pure scheduler's; it runs inside one state-store
+//! transaction together with the plug row and its port lease, so concurrent creators never
+//! overfill a node or lease a port twice. The row is written before any Docker call, so a crash
+//! leaves a `pending` plug that the next reconcile finishes, never an orphan container.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::container::RunState;
+use crate::desired::{PlugIdentity, plug_container, plug_container_name};
+use crate::execute::Runtimes;
+use crate::manifest::DesiredFleet;
+use crate::observe::{ObserveOptions, ObservedFleet, observe};
+use crate::plan::{Snapshot, scheduling_views};
+use crate::schedule::{Diagnosis, place_plug};
+use crate::store::{PlugRecord, PlugState, Store, StoreError, now_ms};
+use crate::transport::TransportError;
+
+/// How long a new plug may take to run (and turn healthy) before `plug create` gives up.
+pub const PLUG_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Failures of plug operations.
+#[derive(Debug, thiserror::Error)]
+pub enum PlugError {
+    /// No such class in the manifests.
+    #[error("plug class {0:?} does not exist{1}")]
+    NoClass(String, String),
+    /// Nothing fits.
+    #[error("no node can take a {class} plug: {diagnosis}")]
+    Unschedulable {
+        /// Class.
+        class: String,
+        /// Why, per node.
+        diagnosis: Diagnosis,
+    },
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A Docker call failed.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// The container did not come up.
+    #[error("plug {id} on node {node}: container did not become ready: {why}")]
+    NotReady {
+        /// Plug id.
+        id: String,
+        /// Node.
+        node: String,
+        /// What was seen.
+        why: String,
+    },
+}
+
+/// A created plug, as `plug create` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlugCreated {
+    /// Plug id.
+    pub id: String,
+    /// Class.
+    pub class: String,
+    /// Owner.
+    pub owner: String,
+    /// Node.
+    pub node: String,
+    /// Address to reach it at (the node's SSH host, or `127.0.0.1` for a local node).
+    pub host: String,
+    /// Host port.
+    pub port: u16,
+    /// Container name.
+    pub container: String,
+}
+
+/// A fresh plug id: 10 characters of `[a-z0-9]`, starting with a letter (so plug container
+/// names never look like a service replica's).
+pub fn new_plug_id() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut n: u64 = rand::random();
+    let mut id = String::with_capacity(10);
+    id.push((b'a' + (n % 26) as u8) as char);
+    n /= 26;
+    for _ in 0..9 {
+        id.push(ALPHABET[(n % 36) as usize] as char);
+        n /= 36;
+    }
+    id
+}
+
+/// The address clients use to reach a plug on `node`.
+pub fn node_address(fleet: &DesiredFleet, node: &str) -> String {
+    fleet
+        .nodes
+        .get(node)
+        .and_then(|n| n.ssh.as_ref())
+        .map_or("127.0.0.1".into(), |s| s.host.clone())
+}
+
+/// Observes the fleet the way placement needs it: with measured memory.
+pub async fn observe_for_placement(fleet: &DesiredFleet, runtimes: &Runtimes) -> ObservedFleet {
+    let options = ObserveOptions {
+        engine_info: fleet
+            .nodes
+            .values()
+            .filter(|n| n.capacity_memory.is_none())
+            .map(|n| n.name.clone())
+            .collect(),
+        measure_memory: true,
+    };
+    let rts: Vec<_> = runtimes.values().cloned().collect();
+    observe(&fleet.fleet.name, &rts, &options).await
+}
+
+/// Decides where a new plug goes and records it (`pending`, port leased) in one transaction.
+///
+/// # Errors
+/// Unknown class, nothing fits (per-node diagnosis), store failures.
+pub fn reserve_plug(
+    fleet: &DesiredFleet,
+    store: &Store,
+    observed: &ObservedFleet,
+    lost: &BTreeSet<String>,
+    class: &str,
+    owner: &str,
+    now: i64,
+) -> Result<PlugRecord, PlugError> {
+    let Some(class_spec) = fleet.plug_classes.get(class) else {
+        let known: Vec<&str> = fleet.plug_classes.keys().map(String::as_str).collect();
+        let hint = if known.is_empty() {
+            "; the manifests define no plug class".to_string()
+        } else {
+            format!(" (defined: {})", known.join(", "))
+        };
+        return Err(PlugError::NoClass(class.to_string(), hint));
+    };
+    let conditions = store.node_conditions()?;
+    let last_known = store.replica_nodes()?;
+    let policy = fleet.policy_for(class_spec);
+    store.create_plug_with(|plugs, leases| {
+        let snapshot = Snapshot {
+            fleet,
+            observed,
+            conditions: &conditions,
+            plugs,
+            port_leases: leases,
+            last_known: &last_known,
+            lost,
+            evict: &BTreeSet::new(),
+        };
+        let (views, _) = scheduling_views(&snapshot);
+        let placed = place_plug(&views, class_spec, &policy, None).map_err(|diagnosis| {
+            PlugError::Unschedulable {
+                class: class.to_string(),
+                diagnosis,
+            }
+        })?;
+        Ok(PlugRecord {
+            id: new_plug_id(),
+            class: class.to_string(),
+            owner: owner.to_string(),
+            node: placed.node,
+            host_port: placed.host_port,
+            state: PlugState::Pending,
+            created_ms: now,
+            last_activity_ms: now,
+            message: None,
+        })
+    })
+}
+
+/// Creates and starts the container of a reserved plug and waits until it runs (and is healthy
+/// when its class has a healthcheck); marks it `running`. On failure the plug is deleted again
+/// (its container removed, its port freed) so a failed request holds no slot.
+///
+/// # Errors
+/// Docker failures or a container that does not become ready.
+pub async fn start_reserved(
+    fleet: &DesiredFleet,
+    store: &Store,
+    runtimes: &Runtimes,
+    plug: &PlugRecord,
+    ready_timeout: Duration,
+) -> Result<PlugCreated, PlugError> {
+    let class = &fleet.plug_classes[&plug.class];
+    let spec = plug_container(
+        fleet,
+        class,
+        &PlugIdentity {
+            id: &plug.id,
+            owner: &plug.owner,
+            node: &plug.node,
+            host_port: plug.host_port,
+        },
+    );
+    let Some(rt) = runtimes.get(&plug.node) else {
+        return Err(PlugError::NotReady {
+            id: plug.id.clone(),
+            node: plug.node.clone(),
+            why: "node not connected".into(),
+        });
+    };
+    let result: Result<(), PlugError> = async {
+        if !rt.image_present(&spec.image).await? {
+            rt.pull_image(&spec.image).await?;
+        }
+        let id = match rt.create_container(&spec).await {
+            Ok(id) => id,
+            Err(e) if e.is_conflict() => rt.inspect_container(&spec.name).await?.record.id,
+            Err(e) => return Err(e.into()),
+        };
+        rt.start_container(&id).await?;
+        wait_running(rt.as_ref(), &id, spec.healthcheck.is_some(), ready_timeout)
+            .await
+            .map_err(|why| PlugError::NotReady {
+                id: plug.id.clone(),
+                node: plug.node.clone(),
+                why,
+            })
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            store.set_plug_state(&plug.id, PlugState::Running, None)?;
+            let _ = store.record_event(
+                now_ms(),
+                "plug",
+                "create",
+                Some(&plug.node),
+                Some(&spec.name),
+                &format!(
+                    "plug {} of {} for {} on port {}",
+                    plug.id, plug.class, plug.owner, plug.host_port
+                ),
+            );
+            Ok(PlugCreated {
+                id: plug.id.clone(),
+                class: plug.class.clone(),
+                owner: plug.owner.clone(),
+                node: plug.node.clone(),
+                host: node_address(fleet, &plug.node),
+                port: plug.host_port,
+                container: spec.name,
+            })
+        }
+        Err(e) => {
+            let _ = rt.remove_container(&spec.name).await;
+            store.delete_plug(&plug.id)?;
+            Err(e)
+        }
+    }
+}
+
+/// Polls until running (and healthy when `healthcheck`); the error says what was seen.
+pub async fn wait_running(
+    rt: &dyn crate::transport::NodeRuntime,
+    id: &str,
+    healthcheck: bool,
+    timeout: Duration,
+) -> Result<(), String> {
+    let deadline = std::time::Instant::now() + timeout;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        let d = rt.inspect_container(id).await.map_err(|e| e.to_string())?;
+        let running = d.record.state == RunState::Running;
+        if running && (!healthcheck || d.record.health == Some(crate::container::Health::Healthy)) {
+            return Ok(());
+        }
+        if std::time::Instant::now() >= deadline {
+            return Err(format!(
+                "state {:?}, health {:?}, exit code {} after {:?}",
+                d.record.state, d.record.health, d.exit_code, timeout
+            ));
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+}
+
+/// Deletes a plug: removes its container on every reachable node that has one, then the row
+/// and its port leases. A copy on an unreachable node is removed by the reconcile that next sees
+/// the node (it is then a stray).
+///
+/// # Errors
+/// Unknown plug, store failures, or a Docker failure other than "not found" / unreachable.
+pub async fn delete(
+    fleet: &DesiredFleet,
+    store: &Store,
+    runtimes: &Runtimes,
+    id: &str,
+) -> Result<Vec<String>, PlugError> {
+    let plug = store.plug(id)?;
+    let name = plug_container_name(&fleet.fleet.name, id);
+    let mut notes = Vec::new();
+    let mut nodes: BTreeSet<String> = store
+        .port_leases()?
+        .into_iter()
+        .filter(|(_, _, p)| p == id)
+        .map(|(n, _, _)| n)
+        .collect();
+    nodes.insert(plug.node.clone());
+    for node in nodes {
+        let Some(rt) = runtimes.get(&node) else {
+            continue;
+        };
+        let _ = rt.stop_container(&name, Duration::from_secs(10)).await;
+        match rt.remove_container(&name).await {
+            Ok(()) => {}
+            Err(e) if e.is_not_found() => {}
+            Err(e) if e.is_unreachable() => notes.push(format!(
+                "node {node} is unreachable: its copy of {name} will be removed when it is back"
+            )),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    store.delete_plug(id)?;
+    let _ = store.record_event(
+        now_ms(),
+        "plug",
+        "delete",
+        Some(&plug.node),
+        Some(&name),
+        &format!("plug {id} deleted"),
+    );
+    Ok(notes)
+}
+
+/// Records activity; a stopped or evicted plug is started again (on its node).
+///
+/// # Errors
+/// Unknown plug, store or Docker failures.
+pub async fn touch(
+    fleet: &DesiredFleet,
+    store: &Store,
+    runtimes: &Runtimes,
+    id: &str,
+    now: i64,
+) -> Result<PlugRecord, PlugError> {
+    store.touch_plug(id, now)?;
+    let plug = store.plug(id)?;
+    if matches!(plug.state, PlugState::Stopped | PlugState::Evicted) {
+        store.set_plug_state(id, PlugState::Pending, None)?;
+        if let Some(rt) = runtimes.get(&plug.node) {
+            let name = plug_container_name(&fleet.fleet.name, id);
+            match rt.start_container(&name).await {
+                Ok(()) => {
+                    let hc = fleet
+                        .plug_classes
+                        .get(&plug.class)
+                        .is_some_and(|c| c.healthcheck.is_some());
+                    wait_running(rt.as_ref(), &name, hc, PLUG_READY_TIMEOUT)
+                        .await
+                        .map_err(|why| PlugError::NotReady {
+                            id: id.to_string(),
+                            node: plug.node.clone(),
+                            why,
+                        })?;
+                    store.set_plug_state(id, PlugState::Running, None)?;
+                }
+                // Its container is gone: the next reconcile recreates it (state pending).
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(store.plug(id)?)
+}

@@ -1,0 +1,673 @@
+//! Placement (pure): ordered, named filters, then scoring, tiers in order. Every rejection
+//! carries a reason, and the reasons add up to a per-node [`Diagnosis`]
+//! ("node1: 8/8 plugs; node2: memory 3.9GiB/3.8GiB allowed; node3: cordoned").
+//!
+//! The same node view and filters serve plug instances ([`place_plug`]) and service replicas
+//! ([`place_services`]). Everything here works on values passed in: no clock, no I/O, no
+//! randomness; ties break by node name, so equal inputs give equal placements.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::manifest::validate::effective_max_per_node;
+use crate::manifest::{
+    Bytes, DesiredFleet, NodeSpec, Percent, PlugClassSpec, PolicySpec, ServiceSpec, Spread,
+};
+use crate::store::NodeCondition;
+
+/// Whether a node can be worked with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase", tag = "state", content = "reason")]
+pub enum Availability {
+    /// Reachable.
+    Ready,
+    /// Unreachable for now: what it runs is kept (unreachable is not absent), it takes no new
+    /// work.
+    Unreachable(String),
+    /// NotReady: unreachable longer than `nodeLostAfter`; its work is placed elsewhere.
+    Lost(String),
+}
+
+/// What the scheduler knows about one node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeView {
+    /// Name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Reachability.
+    pub availability: Availability,
+    /// Cordon / drain conditions.
+    pub condition: NodeCondition,
+    /// Allocatable memory (declared capacity, else the engine's, minus reserved); `None` when
+    /// unknown (nothing is placed on a node of unknown size).
+    pub allocatable_memory: Option<u64>,
+    /// Memory limits of every fleet container assigned to it.
+    pub committed_memory: u64,
+    /// Measured memory use, when known.
+    pub measured_memory: Option<u64>,
+    /// Plug instances assigned to it (all classes).
+    pub plugs: u32,
+    /// Host ports taken on it: by any container, and by plug port leases.
+    pub used_ports: BTreeSet<u16>,
+    /// Replicas of each service assigned to it.
+    pub replicas: BTreeMap<String, u32>,
+}
+
+impl NodeView {
+    /// A view of `spec` with nothing on it.
+    pub fn empty(
+        spec: &NodeSpec,
+        availability: Availability,
+        condition: NodeCondition,
+        engine_memory: Option<u64>,
+    ) -> Self {
+        let capacity = spec.capacity_memory.map(|b| b.0).or(engine_memory);
+        NodeView {
+            name: spec.name.clone(),
+            labels: spec.labels.clone(),
+            availability,
+            condition,
+            allocatable_memory: capacity.map(|c| c.saturating_sub(spec.reserved_memory.0)),
+            committed_memory: 0,
+            measured_memory: None,
+            plugs: 0,
+            used_ports: BTreeSet::new(),
+            replicas: BTreeMap::new(),
+        }
+    }
+
+    fn matches(&self, selector: &BTreeMap<String, String>) -> bool {
+        selector.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+    }
+
+    /// Share of allocatable memory committed, in millionths (for scoring).
+    fn load(&self) -> u64 {
+        match self.allocatable_memory {
+            Some(a) if a > 0 => {
+                (u128::from(self.committed_memory) * 1_000_000 / u128::from(a)) as u64
+            }
+            _ => u64::MAX,
+        }
+    }
+}
+
+/// Why a node was rejected: the named filter and its explanation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rejection {
+    /// Node.
+    pub node: String,
+    /// Filter name, e.g. `max-plugs`, `memory-limits`.
+    pub filter: &'static str,
+    /// Explanation, e.g. `8/8 plugs`.
+    pub reason: String,
+}
+
+/// Why nothing fits: one rejection per node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Diagnosis {
+    /// Per node, in node order.
+    pub rejections: Vec<Rejection>,
+}
+
+impl fmt::Display for Diagnosis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.rejections.is_empty() {
+            return write!(f, "no nodes");
+        }
+        let parts: Vec<String> = self
+            .rejections
+            .iter()
+            .map(|r| format!("{}: {}", r.node, r.reason))
+            .collect();
+        write!(f, "{}", parts.join("; "))
+    }
+}
+
+/// Filter names (stable: they appear in JSON output and metrics).
+pub mod filters {
+    /// The node is reachable.
+    pub const READY: &str = "node-ready";
+    /// Not cordoned, draining or drained.
+    pub const SCHEDULABLE: &str = "schedulable";
+    /// Allowed by the service's placement.
+    pub const PLACEMENT: &str = "placement";
+    /// Per-node replica cap of a service.
+    pub const MAX_PER_NODE: &str = "max-per-node";
+    /// Per-node plug cap of a policy.
+    pub const MAX_PLUGS: &str = "max-plugs";
+    /// Memory limits under the watermark of allocatable memory.
+    pub const MEMORY_LIMITS: &str = "memory-limits";
+    /// Measured memory under the watermark.
+    pub const MEASURED_MEMORY: &str = "measured-memory";
+    /// A free host port.
+    pub const HOST_PORT: &str = "host-port";
+}
+
+fn reject(node: &NodeView, filter: &'static str, reason: String) -> Rejection {
+    Rejection {
+        node: node.name.clone(),
+        filter,
+        reason,
+    }
+}
+
+/// Cheap filters first: readiness and conditions, which need no arithmetic.
+fn check_available(node: &NodeView) -> Result<(), Rejection> {
+    match &node.availability {
+        Availability::Ready => {}
+        Availability::Unreachable(why) => {
+            return Err(reject(node, filters::READY, format!("unreachable ({why})")));
+        }
+        Availability::Lost(why) => {
+            return Err(reject(node, filters::READY, format!("not ready ({why})")));
+        }
+    }
+    let c = &node.condition;
+    let state = if c.drained {
+        Some("drained")
+    } else if c.draining {
+        Some("draining")
+    } else if c.cordoned {
+        Some("cordoned")
+    } else {
+        None
+    };
+    match state {
+        Some(s) => Err(reject(node, filters::SCHEDULABLE, s.to_string())),
+        None => Ok(()),
+    }
+}
+
+/// Memory: the limits of everything assigned plus `extra` must fit under `watermark` of
+/// allocatable memory; and measured use, when known, must be under it too.
+fn check_memory(node: &NodeView, extra: u64, watermark: Percent) -> Result<(), Rejection> {
+    let Some(alloc) = node.allocatable_memory else {
+        return Err(reject(
+            node,
+            filters::MEMORY_LIMITS,
+            "memory capacity unknown".into(),
+        ));
+    };
+    let allowed = watermark.of(alloc);
+    let after = node.committed_memory.saturating_add(extra);
+    if after > allowed {
+        return Err(reject(
+            node,
+            filters::MEMORY_LIMITS,
+            format!("memory {}/{} allowed", Bytes(after), Bytes(allowed)),
+        ));
+    }
+    if let Some(m) = node.measured_memory
+        && m >= allowed
+    {
+        return Err(reject(
+            node,
+            filters::MEASURED_MEMORY,
+            format!(
+                "measured memory {} above {} allowed",
+                Bytes(m),
+                Bytes(allowed)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The port a plug gets on `node`: `preferred` when it is in the range and free, else the lowest
+/// free port of the range.
+fn free_port(node: &NodeView, class: &PlugClassSpec, preferred: Option<u16>) -> Option<u16> {
+    let range = class.host_ports;
+    if let Some(p) = preferred
+        && range.contains(p)
+        && !node.used_ports.contains(&p)
+    {
+        return Some(p);
+    }
+    // Walk the used ports inside the range in order; the first gap is the answer.
+    let mut candidate = range.start;
+    for &used in node.used_ports.range(range.start..=range.end) {
+        if used > candidate {
+            break;
+        }
+        if used == candidate {
+            if candidate == range.end {
+                return None;
+            }
+            candidate += 1;
+        }
+    }
+    Some(candidate)
+}
+
+/// Runs the plug filters on one node; on success returns the host port it would get.
+pub fn plug_fits(
+    node: &NodeView,
+    class: &PlugClassSpec,
+    policy: &PolicySpec,
+    preferred_port: Option<u16>,
+) -> Result<u16, Rejection> {
+    check_available(node)?;
+    if let Some(cap) = policy.max_plugs_per_node
+        && node.plugs >= cap
+    {
+        return Err(reject(
+            node,
+            filters::MAX_PLUGS,
+            format!("{}/{cap} plugs", node.plugs),
+        ));
+    }
+    check_memory(node, class.resources.memory.0, policy.memory_high_watermark)?;
+    free_port(node, class, preferred_port).ok_or_else(|| {
+        reject(
+            node,
+            filters::HOST_PORT,
+            format!("no free host port in {}", class.host_ports),
+        )
+    })
+}
+
+/// Where a plug goes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlugPlacement {
+    /// Node.
+    pub node: String,
+    /// Host port on it.
+    pub host_port: u16,
+    /// Index of the policy tier the node was found in.
+    pub tier: usize,
+}
+
+/// Picks the node for one new plug of `class`: tiers in order; within the first tier that has a
+/// node passing every filter, the best by `spread` (pack: most loaded first; spread: least
+/// loaded first; ties by name). `preferred_port` is kept when free on the chosen node (plugs keep
+/// their port when they move).
+///
+/// # Errors
+/// A [`Diagnosis`] with one rejection per node (nodes outside every tier say so).
+pub fn place_plug(
+    nodes: &[NodeView],
+    class: &PlugClassSpec,
+    policy: &PolicySpec,
+    preferred_port: Option<u16>,
+) -> Result<PlugPlacement, Diagnosis> {
+    let mut rejections: BTreeMap<&str, Rejection> = BTreeMap::new();
+    for (tier_index, tier) in policy.tiers.iter().enumerate() {
+        let mut best: Option<(&NodeView, u16)> = None;
+        for node in nodes {
+            let in_tier = tier.nodes.as_ref().is_none_or(|n| n.contains(&node.name))
+                && node.matches(&tier.node_selector);
+            if !in_tier {
+                continue;
+            }
+            match plug_fits(node, class, policy, preferred_port) {
+                Ok(port) => {
+                    let better = match best {
+                        None => true,
+                        Some((b, _)) => match policy.spread {
+                            Spread::Pack => (node.load(), node.plugs) > (b.load(), b.plugs),
+                            Spread::Spread => (node.load(), node.plugs) < (b.load(), b.plugs),
+                        },
+                    };
+                    if better {
+                        best = Some((node, port));
+                    }
+                }
+                Err(r) => {
+                    rejections.entry(node.name.as_str()).or_insert(r);
+                }
+            }
+        }
+        if let Some((node, port)) = best {
+            return Ok(PlugPlacement {
+                node: node.name.clone(),
+                host_port: port,
+                tier: tier_index,
+            });
+        }
+    }
+    for node in nodes {
+        rejections.entry(node.name.as_str()).or_insert_with(|| {
+            reject(
+                node,
+                "tier",
+                format!("in no tier of policy {}", policy.name),
+            )
+        });
+    }
+    Err(Diagnosis {
+        rejections: nodes
+            .iter()
+            .filter_map(|n| rejections.remove(n.name.as_str()))
+            .collect(),
+    })
+}
+
+/// Records a plug of `class` on `node` in the views (after a placement).
+pub fn assign_plug(node: &mut NodeView, class: &PlugClassSpec, port: u16) {
+    node.plugs += 1;
+    node.committed_memory += class.resources.memory.0;
+    node.used_ports.insert(port);
+}
+
+/// Runs the service filters on one node for one more replica of `svc`.
+pub fn replica_fits(node: &NodeView, spec: &NodeSpec, svc: &ServiceSpec) -> Result<(), Rejection> {
+    check_available(node)?;
+    if !svc.placement.allows(spec) {
+        return Err(reject(
+            node,
+            filters::PLACEMENT,
+            "not allowed by placement".into(),
+        ));
+    }
+    let here = node.replicas.get(&svc.name).copied().unwrap_or(0);
+    if let Some(max) = effective_max_per_node(svc.placement.max_per_node, !svc.ports.is_empty())
+        && here >= max
+    {
+        return Err(reject(
+            node,
+            filters::MAX_PER_NODE,
+            format!("{here}/{max} replicas of {}", svc.name),
+        ));
+    }
+    check_memory(node, svc.resources.memory.0, Percent::FULL)?;
+    if let Some(p) = svc
+        .ports
+        .iter()
+        .find(|p| node.used_ports.contains(&p.host_port))
+    {
+        return Err(reject(
+            node,
+            filters::HOST_PORT,
+            format!("host port {} in use", p.host_port),
+        ));
+    }
+    Ok(())
+}
+
+fn assign_replica(node: &mut NodeView, svc: &ServiceSpec) {
+    *node.replicas.entry(svc.name.clone()).or_default() += 1;
+    node.committed_memory += svc.resources.memory.0;
+    node.used_ports
+        .extend(svc.ports.iter().map(|p| p.host_port));
+}
+
+/// Where every replica of every service goes.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct ServicePlacement {
+    /// (service, replica) → node.
+    pub assigned: BTreeMap<(String, u32), String>,
+    /// Replicas that fit nowhere, with why.
+    pub unplaced: Vec<(String, u32, Diagnosis)>,
+    /// Replicas that should leave their node (draining, drained, lost) but fit nowhere else:
+    /// they stay where they are (also listed in `assigned`), so nothing is stopped without a
+    /// replacement. (service, replica, node, why).
+    pub stuck: Vec<(String, u32, String, Diagnosis)>,
+}
+
+/// Places every replica of every service. A replica keeps its current node (`current`) while its
+/// placement still allows it and the node is not draining, drained or lost — cordoned and
+/// unreachable nodes keep what they run. Kept replicas are accounted first, then the others are
+/// placed service by service (name order), each on the allowed node with the fewest replicas of
+/// that service, then the least committed memory, then by name. A replica that must leave its
+/// node but fits nowhere else stays there (`stuck`) — unless its node is in `evict` (a forced
+/// drain) and its placement allows no other node, then it is dropped.
+///
+/// `views` are the nodes with plugs and foreign ports already accounted; on return they also
+/// hold the services' replicas.
+pub fn place_services(
+    fleet: &DesiredFleet,
+    views: &mut [NodeView],
+    current: &BTreeMap<(String, u32), String>,
+    evict: &BTreeSet<String>,
+) -> ServicePlacement {
+    let mut out = ServicePlacement::default();
+    let index: BTreeMap<String, usize> = views
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.name.clone(), i))
+        .collect();
+    let mut todo = Vec::new();
+    for svc in fleet.services.values() {
+        let mut kept_per_node: BTreeMap<String, u32> = BTreeMap::new();
+        for replica in 0..svc.replicas {
+            let key = (svc.name.clone(), replica);
+            let keep = current.get(&key).and_then(|node| {
+                let i = *index.get(node)?;
+                let v = &views[i];
+                let spec = fleet.nodes.get(node)?;
+                let movable_away = v.condition.draining
+                    || v.condition.drained
+                    || matches!(v.availability, Availability::Lost(_));
+                let cap = effective_max_per_node(svc.placement.max_per_node, !svc.ports.is_empty());
+                let under_cap =
+                    cap.is_none_or(|m| kept_per_node.get(node).copied().unwrap_or(0) < m);
+                (svc.placement.allows(spec) && !movable_away && under_cap).then_some(i)
+            });
+            match keep {
+                Some(i) => {
+                    let name = views[i].name.clone();
+                    *kept_per_node.entry(name.clone()).or_default() += 1;
+                    assign_replica(&mut views[i], svc);
+                    out.assigned.insert(key, name);
+                }
+                None => todo.push((svc, replica)),
+            }
+        }
+    }
+    for (svc, replica) in todo {
+        let mut best: Option<usize> = None;
+        let mut rejections = Vec::new();
+        for (i, v) in views.iter().enumerate() {
+            let Some(spec) = fleet.nodes.get(&v.name) else {
+                continue;
+            };
+            match replica_fits(v, spec, svc) {
+                Ok(()) => {
+                    let key =
+                        |n: &NodeView| (n.replicas.get(&svc.name).copied().unwrap_or(0), n.load());
+                    if best.is_none_or(|b| key(v) < key(&views[b])) {
+                        best = Some(i);
+                    }
+                }
+                Err(r) => rejections.push(r),
+            }
+        }
+        let key = (svc.name.clone(), replica);
+        let pinned_to = |node: &str| {
+            fleet
+                .nodes
+                .values()
+                .filter(|n| svc.placement.allows(n))
+                .map(|n| n.name.as_str())
+                .eq([node])
+        };
+        let stay = current
+            .get(&key)
+            .filter(|n| !(evict.contains(*n) && pinned_to(n)))
+            .and_then(|n| views.iter().position(|v| &v.name == n));
+        match (best, stay) {
+            (Some(i), _) => {
+                assign_replica(&mut views[i], svc);
+                out.assigned.insert(key, views[i].name.clone());
+            }
+            (None, Some(i)) => {
+                // Nowhere to go: it stays, so it is never stopped without a replacement.
+                assign_replica(&mut views[i], svc);
+                out.stuck.push((
+                    svc.name.clone(),
+                    replica,
+                    views[i].name.clone(),
+                    Diagnosis { rejections },
+                ));
+                out.assigned.insert(key, views[i].name.clone());
+            }
+            (None, None) => {
+                out.unplaced
+                    .push((svc.name.clone(), replica, Diagnosis { rejections }))
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{Source, parse};
+
+    pub(crate) fn fleet(cap: u32, spread: &str) -> DesiredFleet {
+        parse(&[Source {
+            name: "t.yaml".into(),
+            text: format!(
+                "apiVersion: fleet/v1
+kind: Node
+metadata: {{name: node1, labels: {{tier: primary}}}}
+spec: {{capacity: {{memory: 8GiB}}}}
+---
+apiVersion: fleet/v1
+kind: Node
+metadata: {{name: node2, labels: {{tier: secondary}}}}
+spec: {{capacity: {{memory: 4GiB}}}}
+---
+apiVersion: fleet/v1
+kind: Node
+metadata: {{name: node3, labels: {{tier: secondary}}}}
+spec: {{capacity: {{memory: 4GiB}}}}
+---
+apiVersion: fleet/v1
+kind: PlugClass
+metadata: {{name: agent}}
+spec: {{image: p, resources: {{memory: 256MiB}}, port: 8080, hostPorts: 51000-51099}}
+---
+apiVersion: fleet/v1
+kind: PlacementPolicy
+metadata: {{name: default}}
+spec:
+  maxPlugsPerNode: {cap}
+  memoryHighWatermark: 85%
+  spread: {spread}
+  tiers: [{{nodeSelector: {{tier: primary}}}}, {{nodeSelector: {{tier: secondary}}}}]
+"
+            ),
+        }])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .fleet
+    }
+
+    pub(crate) fn views(f: &DesiredFleet) -> Vec<NodeView> {
+        f.nodes
+            .values()
+            .map(|n| NodeView::empty(n, Availability::Ready, NodeCondition::default(), None))
+            .collect()
+    }
+
+    fn place_n(f: &DesiredFleet, v: &mut [NodeView], n: usize) -> Vec<PlugPlacement> {
+        let class = &f.plug_classes["agent"];
+        let policy = f.policy_for(class);
+        (0..n)
+            .map(|_| {
+                let p = place_plug(v, class, &policy, None).unwrap_or_else(|d| panic!("{d}"));
+                let i = v.iter().position(|x| x.name == p.node).unwrap();
+                assign_plug(&mut v[i], class, p.host_port);
+                p
+            })
+            .collect()
+    }
+
+    #[test]
+    fn primary_fills_to_its_cap_then_plugs_spill_to_secondaries() {
+        let f = fleet(5, "pack");
+        let mut v = views(&f);
+        let placed = place_n(&f, &mut v, 12);
+        let on = |n: &str| placed.iter().filter(|p| p.node == n).count();
+        assert_eq!(on("node1"), 5);
+        // pack: fill one secondary before the other.
+        assert_eq!(on("node2"), 5);
+        assert_eq!(on("node3"), 2);
+        assert!(placed[..5].iter().all(|p| p.tier == 0));
+        let ports: Vec<u16> = placed
+            .iter()
+            .filter(|p| p.node == "node1")
+            .map(|p| p.host_port)
+            .collect();
+        assert_eq!(ports, vec![51000, 51001, 51002, 51003, 51004]);
+    }
+
+    #[test]
+    fn spread_balances_within_a_tier() {
+        let f = fleet(5, "spread");
+        let mut v = views(&f);
+        let placed = place_n(&f, &mut v, 12);
+        let on = |n: &str| placed.iter().filter(|p| p.node == n).count();
+        assert_eq!((on("node1"), on("node2"), on("node3")), (5, 4, 3));
+    }
+
+    #[test]
+    fn a_full_fleet_explains_itself_per_node() {
+        let f = fleet(2, "pack");
+        let mut v = views(&f);
+        v[2].condition.cordoned = true;
+        place_n(&f, &mut v, 4);
+        let class = &f.plug_classes["agent"];
+        let d = place_plug(&v, class, &f.policy_for(class), None).unwrap_err();
+        assert_eq!(
+            d.to_string(),
+            "node1: 2/2 plugs; node2: 2/2 plugs; node3: cordoned"
+        );
+    }
+
+    #[test]
+    fn memory_watermark_and_measured_memory_reject() {
+        let f = fleet(100, "pack");
+        let mut v = views(&f);
+        v[0].committed_memory = 7 << 30; // 7GiB of 8GiB: above 85% with one more plug
+        v[1].measured_memory = Some(4 << 30);
+        v[2].availability = Availability::Lost("ssh: connection refused".into());
+        let class = &f.plug_classes["agent"];
+        let d = place_plug(&v, class, &f.policy_for(class), None).unwrap_err();
+        assert_eq!(
+            d.to_string(),
+            "node1: memory 7.2GiB/6.8GiB allowed; node2: measured memory 4GiB above 3.4GiB allowed; node3: not ready (ssh: connection refused)"
+        );
+    }
+
+    #[test]
+    fn a_preferred_port_is_kept_when_free() {
+        let f = fleet(5, "pack");
+        let mut v = views(&f);
+        let class = &f.plug_classes["agent"];
+        let policy = f.policy_for(class);
+        assert_eq!(
+            place_plug(&v, class, &policy, Some(51042))
+                .unwrap()
+                .host_port,
+            51042
+        );
+        v[0].used_ports.insert(51042);
+        assert_eq!(
+            place_plug(&v, class, &policy, Some(51042))
+                .unwrap()
+                .host_port,
+            51000
+        );
+    }
+
+    #[test]
+    fn an_exhausted_port_range_is_a_clear_rejection() {
+        let f = fleet(1000, "pack");
+        let mut v = views(&f);
+        for view in &mut v {
+            view.used_ports.extend(51000..=51099);
+        }
+        let class = &f.plug_classes["agent"];
+        let d = place_plug(&v, class, &f.policy_for(class), None).unwrap_err();
+        assert!(
+            d.to_string()
+                .contains("node1: no free host port in 51000-51099"),
+            "{d}"
+        );
+    }
+}

@@ -1,0 +1,1221 @@
+//! The state store (SPEC §4): an embedded SQLite database in WAL mode holding what manifests
+//! cannot — the last applied manifest set, node conditions, plug instances and their port leases,
+//! the fleet lease, intents handed to a running controller, and an event log.
+//!
+//! # Concurrency
+//! Several fleetctl processes may open the same file. Every write runs in an `IMMEDIATE`
+//! transaction (one writer at a time, waiting up to [`BUSY_TIMEOUT`]), so read-decide-write
+//! sequences such as "count the plugs on node1, then lease port 51003" are atomic across
+//! processes. The fleet lease (holder, expiry, fencing token) makes sure only one long-running
+//! actor (`apply`, `run`, `drain`) changes the fleet at a time.
+//!
+//! Time is passed in by callers (milliseconds since the epoch), so tests control it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use serde::{Deserialize, Serialize};
+
+use crate::manifest::Source;
+
+/// How long a write waits for another process's write transaction.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Name of the one lease row.
+const FLEET_LEASE: &str = "fleet";
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE applied (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    sources TEXT NOT NULL
+);
+CREATE TABLE lease (
+    name TEXT PRIMARY KEY,
+    holder TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    api TEXT,
+    acquired_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL,
+    token INTEGER NOT NULL
+);
+CREATE TABLE node_conditions (
+    node TEXT PRIMARY KEY,
+    cordoned INTEGER NOT NULL DEFAULT 0,
+    draining INTEGER NOT NULL DEFAULT 0,
+    drained INTEGER NOT NULL DEFAULT 0,
+    not_ready_since_ms INTEGER,
+    reason TEXT,
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE plugs (
+    id TEXT PRIMARY KEY,
+    class TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    node TEXT NOT NULL,
+    host_port INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    last_activity_ms INTEGER NOT NULL,
+    message TEXT
+);
+CREATE TABLE port_leases (
+    node TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    plug TEXT NOT NULL,
+    PRIMARY KEY (node, port)
+);
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    node TEXT,
+    object TEXT,
+    message TEXT NOT NULL
+);
+CREATE TABLE intents (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL,
+    result TEXT,
+    done_ms INTEGER
+);
+"#,
+    r#"
+CREATE TABLE replicas (
+    service TEXT NOT NULL,
+    replica INTEGER NOT NULL,
+    node TEXT NOT NULL,
+    PRIMARY KEY (service, replica)
+);
+"#,
+];
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or created.
+    #[error("cannot open state store {path}")]
+    Open {
+        /// Its path.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// A query failed.
+    #[error("state store: {op}")]
+    Query {
+        /// What was being done.
+        op: &'static str,
+        /// Why.
+        #[source]
+        source: rusqlite::Error,
+    },
+    /// The store belongs to another fleet.
+    #[error(
+        "state store {path} belongs to fleet {stored:?}, not {wanted:?}; use --state to pick another"
+    )]
+    OtherFleet {
+        /// Its path.
+        path: String,
+        /// Fleet it records.
+        stored: String,
+        /// Fleet of the manifests.
+        wanted: String,
+    },
+    /// Another actor holds the fleet lease.
+    #[error("fleet is locked by {holder} since {since}")]
+    Locked {
+        /// Who holds it.
+        holder: String,
+        /// Since when (RFC 3339).
+        since: String,
+        /// The lease row.
+        lease: Box<LeaseInfo>,
+    },
+    /// A write was fenced off: the caller's lease is no longer current.
+    #[error("lease lost: another actor took the fleet lease (token {current} > {ours})")]
+    Fenced {
+        /// Our token.
+        ours: i64,
+        /// The current token.
+        current: i64,
+    },
+    /// A port is already leased on that node.
+    #[error("port {port} on node {node} is already leased to plug {holder}")]
+    PortTaken {
+        /// Node.
+        node: String,
+        /// Port.
+        port: u16,
+        /// Plug holding it.
+        holder: String,
+    },
+    /// No such plug.
+    #[error("no plug {0}")]
+    NoPlug(String),
+}
+
+fn q(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
+    move |source| StoreError::Query { op, source }
+}
+
+/// The current time in milliseconds since the epoch (the one clock read of this module's
+/// callers; decisions take it as a value).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Formats milliseconds since the epoch as RFC 3339 (seconds).
+pub fn format_ms(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// The fleet lease as stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseInfo {
+    /// Who holds it, e.g. `apply by root@vps1 (pid 4242)`.
+    pub holder: String,
+    /// `apply`, `controller`, `drain`.
+    pub kind: String,
+    /// The controller API address, when the holder serves one.
+    pub api: Option<String>,
+    /// When it was taken.
+    pub acquired_ms: i64,
+    /// When it lapses unless renewed.
+    pub expires_ms: i64,
+    /// Fencing token: grows with every acquisition.
+    pub token: i64,
+}
+
+/// Conditions an operator or the controller set on a node.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeCondition {
+    /// Takes no new work.
+    pub cordoned: bool,
+    /// A drain is moving its work away.
+    pub draining: bool,
+    /// A drain finished; takes nothing until uncordoned.
+    pub drained: bool,
+    /// Unreachable since (ms), as last recorded by the controller.
+    pub not_ready_since_ms: Option<i64>,
+    /// Why it is not ready.
+    pub reason: Option<String>,
+}
+
+/// Lifecycle state of a plug instance (SPEC §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PlugState {
+    /// Recorded; its container is being created.
+    Pending,
+    /// Its container runs.
+    Running,
+    /// Stopped (idle timeout).
+    Stopped,
+    /// Stopped under memory pressure.
+    Evicted,
+    /// Could not be started.
+    Failed,
+}
+
+impl PlugState {
+    /// Lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlugState::Pending => "pending",
+            PlugState::Running => "running",
+            PlugState::Stopped => "stopped",
+            PlugState::Evicted => "evicted",
+            PlugState::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> PlugState {
+        match s {
+            "running" => PlugState::Running,
+            "stopped" => PlugState::Stopped,
+            "evicted" => PlugState::Evicted,
+            "failed" => PlugState::Failed,
+            _ => PlugState::Pending,
+        }
+    }
+
+    /// Whether its container should be running.
+    pub fn wants_running(self) -> bool {
+        matches!(self, PlugState::Pending | PlugState::Running)
+    }
+}
+
+/// A plug instance as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlugRecord {
+    /// Id.
+    pub id: String,
+    /// Class.
+    pub class: String,
+    /// Owner.
+    pub owner: String,
+    /// Node it is placed on.
+    pub node: String,
+    /// Leased host port on that node.
+    pub host_port: u16,
+    /// State.
+    pub state: PlugState,
+    /// Creation time (ms).
+    pub created_ms: i64,
+    /// Last activity (ms).
+    pub last_activity_ms: i64,
+    /// Last problem, if any.
+    pub message: Option<String>,
+}
+
+/// One entry of the event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Sequence number.
+    pub id: i64,
+    /// When (ms).
+    pub at_ms: i64,
+    /// Who (`apply`, `controller`, `plug`, ...).
+    pub actor: String,
+    /// What (`create`, `update`, `remove`, `cordon`, ...).
+    pub action: String,
+    /// Where.
+    pub node: Option<String>,
+    /// Which container or object.
+    pub object: Option<String>,
+    /// Human text.
+    pub message: String,
+}
+
+/// An intent handed to the controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Intent {
+    /// Id.
+    pub id: i64,
+    /// Kind, e.g. `apply`, `drain`.
+    pub kind: String,
+    /// JSON payload.
+    pub payload: String,
+    /// `pending`, `running`, `done`, `failed`.
+    pub state: String,
+    /// Outcome (JSON or text) once done.
+    pub result: Option<String>,
+}
+
+/// The state store. Cheap to share behind an `Arc`; methods take `&self`.
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: String,
+}
+
+impl Store {
+    /// The path a command uses: `--state`, else `$FLEETCTL_STATE` (clap fills both into
+    /// `explicit`), else `.fleetctl/state.db` under the current directory.
+    pub fn default_path(explicit: Option<&Path>) -> PathBuf {
+        explicit
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from(".fleetctl/state.db"))
+    }
+
+    /// Opens (creating when missing) the store at `path` and migrates it.
+    ///
+    /// # Errors
+    /// The file cannot be created or opened, or a migration fails.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            let _ = std::fs::create_dir_all(dir);
+        }
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        Self::init(conn, path.display().to_string())
+    }
+
+    /// An in-memory store (tests).
+    ///
+    /// # Errors
+    /// Migration failure.
+    pub fn in_memory() -> Result<Store, StoreError> {
+        let conn = Connection::open_in_memory().map_err(|source| StoreError::Open {
+            path: ":memory:".into(),
+            source,
+        })?;
+        Self::init(conn, ":memory:".into())
+    }
+
+    fn init(conn: Connection, path: String) -> Result<Store, StoreError> {
+        conn.busy_timeout(BUSY_TIMEOUT)
+            .map_err(q("set busy timeout"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(q("enable WAL"))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(q("set synchronous"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(q("enable foreign keys"))?;
+        let store = Store {
+            conn: Mutex::new(conn),
+            path,
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn migrate(&self) -> Result<(), StoreError> {
+        self.write("migrate", |tx| {
+            let version: i64 = tx
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(q("read schema version"))?;
+            for (i, m) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+                tx.execute_batch(m).map_err(q("migrate schema"))?;
+                tx.pragma_update(None, "user_version", (i + 1) as i64)
+                    .map_err(q("record schema version"))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Where the store lives.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` in an IMMEDIATE transaction and commits when it returns `Ok`.
+    fn write<T>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&Transaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(q(op))?;
+        let out = f(&tx)?;
+        tx.commit().map_err(q(op))?;
+        Ok(out)
+    }
+
+    /// Runs a read.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let conn = self.lock();
+        f(&conn)
+    }
+
+    /// Binds the store to `fleet`, or fails when it belongs to another fleet.
+    ///
+    /// # Errors
+    /// [`StoreError::OtherFleet`].
+    pub fn bind_fleet(&self, fleet: &str) -> Result<(), StoreError> {
+        self.write("bind fleet", |tx| {
+            let stored: Option<String> = tx
+                .query_row("SELECT value FROM meta WHERE key = 'fleet'", [], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(q("read fleet name"))?;
+            match stored {
+                Some(s) if s != fleet => Err(StoreError::OtherFleet {
+                    path: self.path.clone(),
+                    stored: s,
+                    wanted: fleet.to_string(),
+                }),
+                Some(_) => Ok(()),
+                None => tx
+                    .execute(
+                        "INSERT INTO meta (key, value) VALUES ('fleet', ?1)",
+                        [fleet],
+                    )
+                    .map(|_| ())
+                    .map_err(q("record fleet name")),
+            }
+        })
+    }
+
+    // ----- lease -------------------------------------------------------------------------
+
+    /// Takes the fleet lease for `ttl` when it is free, expired, or already ours (same holder).
+    ///
+    /// # Errors
+    /// [`StoreError::Locked`] naming the current holder.
+    pub fn try_acquire_lease(
+        &self,
+        holder: &str,
+        kind: &str,
+        api: Option<&str>,
+        ttl: Duration,
+        now: i64,
+    ) -> Result<LeaseInfo, StoreError> {
+        self.write("acquire lease", |tx| {
+            let current = read_lease(tx)?;
+            if let Some(l) = &current
+                && l.expires_ms > now
+                && l.holder != holder
+            {
+                return Err(StoreError::Locked {
+                    holder: l.holder.clone(),
+                    since: format_ms(l.acquired_ms),
+                    lease: Box::new(l.clone()),
+                });
+            }
+            let token = current.as_ref().map_or(0, |l| l.token) + 1;
+            let lease = LeaseInfo {
+                holder: holder.to_string(),
+                kind: kind.to_string(),
+                api: api.map(str::to_string),
+                acquired_ms: now,
+                expires_ms: now + ttl.as_millis() as i64,
+                token,
+            };
+            tx.execute(
+                "INSERT INTO lease (name, holder, kind, api, acquired_ms, expires_ms, token)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(name) DO UPDATE SET holder = ?2, kind = ?3, api = ?4,
+                   acquired_ms = ?5, expires_ms = ?6, token = ?7",
+                params![
+                    FLEET_LEASE,
+                    lease.holder,
+                    lease.kind,
+                    lease.api,
+                    now,
+                    lease.expires_ms,
+                    token
+                ],
+            )
+            .map_err(q("write lease"))?;
+            Ok(lease)
+        })
+    }
+
+    /// Extends our lease by `ttl` from `now`.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`] when another actor took it meanwhile.
+    pub fn renew_lease(&self, token: i64, ttl: Duration, now: i64) -> Result<(), StoreError> {
+        self.write("renew lease", |tx| {
+            check_fence(tx, token)?;
+            tx.execute(
+                "UPDATE lease SET expires_ms = ?1 WHERE name = ?2",
+                params![now + ttl.as_millis() as i64, FLEET_LEASE],
+            )
+            .map_err(q("renew lease"))?;
+            Ok(())
+        })
+    }
+
+    /// Gives our lease up (it expires at once). Releasing a lease taken over by someone else
+    /// does nothing.
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn release_lease(&self, token: i64) -> Result<(), StoreError> {
+        self.write("release lease", |tx| {
+            tx.execute(
+                "UPDATE lease SET expires_ms = 0 WHERE name = ?1 AND token = ?2",
+                params![FLEET_LEASE, token],
+            )
+            .map_err(q("release lease"))?;
+            Ok(())
+        })
+    }
+
+    /// The lease row, live or not.
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn lease(&self) -> Result<Option<LeaseInfo>, StoreError> {
+        self.read(read_lease)
+    }
+
+    // ----- applied manifests -------------------------------------------------------------
+
+    /// Records the manifest set an apply converged to.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`] when `token` is not the current lease.
+    pub fn record_applied(
+        &self,
+        token: i64,
+        actor: &str,
+        hash: &str,
+        sources: &[Source],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(sources).expect("sources serialize");
+        self.write("record applied manifests", |tx| {
+            check_fence(tx, token)?;
+            tx.execute(
+                "INSERT INTO applied (at_ms, actor, hash, sources) VALUES (?1, ?2, ?3, ?4)",
+                params![now, actor, hash, json],
+            )
+            .map_err(q("record applied manifests"))?;
+            Ok(())
+        })
+    }
+
+    /// The manifest set last applied, with when and its hash.
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn last_applied(&self) -> Result<Option<(Vec<Source>, i64, String)>, StoreError> {
+        self.read(|c| {
+            let row: Option<(String, i64, String)> = c
+                .query_row(
+                    "SELECT sources, at_ms, hash FROM applied ORDER BY id DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(q("read applied manifests"))?;
+            Ok(row.and_then(|(json, at, hash)| {
+                serde_json::from_str(&json).ok().map(|s| (s, at, hash))
+            }))
+        })
+    }
+
+    // ----- node conditions ---------------------------------------------------------------
+
+    /// Every node's recorded conditions.
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn node_conditions(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, NodeCondition>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare("SELECT node, cordoned, draining, drained, not_ready_since_ms, reason FROM node_conditions")
+                .map_err(q("read node conditions"))?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        NodeCondition {
+                            cordoned: r.get(1)?,
+                            draining: r.get(2)?,
+                            drained: r.get(3)?,
+                            not_ready_since_ms: r.get(4)?,
+                            reason: r.get(5)?,
+                        },
+                    ))
+                })
+                .map_err(q("read node conditions"))?;
+            rows.collect::<Result<_, _>>().map_err(q("read node conditions"))
+        })
+    }
+
+    /// Changes one node's conditions with `f`; returns (before, after). Writes nothing when `f`
+    /// changes nothing (so `cordon` twice is one change).
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn update_node_condition(
+        &self,
+        node: &str,
+        now: i64,
+        f: impl FnOnce(&mut NodeCondition),
+    ) -> Result<(NodeCondition, NodeCondition), StoreError> {
+        self.write("update node condition", |tx| {
+            let before = tx
+                .query_row(
+                    "SELECT cordoned, draining, drained, not_ready_since_ms, reason FROM node_conditions WHERE node = ?1",
+                    [node],
+                    |r| {
+                        Ok(NodeCondition {
+                            cordoned: r.get(0)?,
+                            draining: r.get(1)?,
+                            drained: r.get(2)?,
+                            not_ready_since_ms: r.get(3)?,
+                            reason: r.get(4)?,
+                        })
+                    },
+                )
+                .optional()
+                .map_err(q("read node condition"))?
+                .unwrap_or_default();
+            let mut after = before.clone();
+            f(&mut after);
+            if after != before {
+                tx.execute(
+                    "INSERT INTO node_conditions (node, cordoned, draining, drained, not_ready_since_ms, reason, updated_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT(node) DO UPDATE SET cordoned = ?2, draining = ?3, drained = ?4,
+                       not_ready_since_ms = ?5, reason = ?6, updated_ms = ?7",
+                    params![node, after.cordoned, after.draining, after.drained, after.not_ready_since_ms, after.reason, now],
+                )
+                .map_err(q("write node condition"))?;
+            }
+            Ok((before, after))
+        })
+    }
+
+    // ----- plugs and port leases ---------------------------------------------------------
+
+    /// Every plug instance.
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn plugs(&self) -> Result<Vec<PlugRecord>, StoreError> {
+        self.read(read_plugs)
+    }
+
+    /// One plug.
+    ///
+    /// # Errors
+    /// [`StoreError::NoPlug`].
+    pub fn plug(&self, id: &str) -> Result<PlugRecord, StoreError> {
+        self.plugs()?
+            .into_iter()
+            .find(|p| p.id == id)
+            .ok_or_else(|| StoreError::NoPlug(id.to_string()))
+    }
+
+    /// Every port lease as (node, port, plug).
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn port_leases(&self) -> Result<Vec<(String, u16, String)>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare("SELECT node, port, plug FROM port_leases ORDER BY node, port")
+                .map_err(q("read port leases"))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(q("read port leases"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(q("read port leases"))
+        })
+    }
+
+    /// Reads the plugs and leases, lets `decide` pick (pure), and records what it returns — all
+    /// in one transaction, so concurrent creators never overfill a node or lease a port twice.
+    ///
+    /// # Errors
+    /// Whatever `decide` returns, or query failure (including a port taken, which cannot happen
+    /// when `decide` honours the leases it was shown).
+    pub fn create_plug_with<E: From<StoreError>>(
+        &self,
+        decide: impl FnOnce(&[PlugRecord], &[(String, u16, String)]) -> Result<PlugRecord, E>,
+    ) -> Result<PlugRecord, E> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| E::from(q("create plug")(e)))?;
+        let plugs = read_plugs(&tx).map_err(E::from)?;
+        let leases = read_leases(&tx).map_err(E::from)?;
+        let plug = decide(&plugs, &leases)?;
+        insert_plug(&tx, &plug).map_err(E::from)?;
+        tx.commit().map_err(|e| E::from(q("create plug")(e)))?;
+        Ok(plug)
+    }
+
+    /// Moves a plug to `node`/`port` (drain, node loss): leases the new port, keeps the old
+    /// lease until [`Store::release_port`] is called for it after the old container is gone.
+    ///
+    /// # Errors
+    /// [`StoreError::PortTaken`], [`StoreError::NoPlug`].
+    pub fn move_plug(&self, id: &str, node: &str, port: u16) -> Result<(), StoreError> {
+        self.write("move plug", |tx| {
+            lease_port(tx, node, port, id)?;
+            let n = tx
+                .execute(
+                    "UPDATE plugs SET node = ?2, host_port = ?3 WHERE id = ?1",
+                    params![id, node, port],
+                )
+                .map_err(q("move plug"))?;
+            if n == 0 {
+                return Err(StoreError::NoPlug(id.to_string()));
+            }
+            Ok(())
+        })
+    }
+
+    /// Releases a port lease (when no container of that plug holds it any more).
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn release_port(&self, node: &str, port: u16, plug: &str) -> Result<(), StoreError> {
+        self.write("release port", |tx| {
+            tx.execute(
+                "DELETE FROM port_leases WHERE node = ?1 AND port = ?2 AND plug = ?3",
+                params![node, port, plug],
+            )
+            .map_err(q("release port"))?;
+            Ok(())
+        })
+    }
+
+    /// Sets a plug's state (and message).
+    ///
+    /// # Errors
+    /// [`StoreError::NoPlug`].
+    pub fn set_plug_state(
+        &self,
+        id: &str,
+        state: PlugState,
+        message: Option<&str>,
+    ) -> Result<(), StoreError> {
+        self.write("set plug state", |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE plugs SET state = ?2, message = ?3 WHERE id = ?1",
+                    params![id, state.as_str(), message],
+                )
+                .map_err(q("set plug state"))?;
+            if n == 0 {
+                return Err(StoreError::NoPlug(id.to_string()));
+            }
+            Ok(())
+        })
+    }
+
+    /// Records activity on a plug.
+    ///
+    /// # Errors
+    /// [`StoreError::NoPlug`].
+    pub fn touch_plug(&self, id: &str, now: i64) -> Result<(), StoreError> {
+        self.write("touch plug", |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE plugs SET last_activity_ms = ?2 WHERE id = ?1",
+                    params![id, now],
+                )
+                .map_err(q("touch plug"))?;
+            if n == 0 {
+                return Err(StoreError::NoPlug(id.to_string()));
+            }
+            Ok(())
+        })
+    }
+
+    /// Deletes a plug and every port lease it holds.
+    ///
+    /// # Errors
+    /// [`StoreError::NoPlug`].
+    pub fn delete_plug(&self, id: &str) -> Result<(), StoreError> {
+        self.write("delete plug", |tx| {
+            let n = tx
+                .execute("DELETE FROM plugs WHERE id = ?1", [id])
+                .map_err(q("delete plug"))?;
+            tx.execute("DELETE FROM port_leases WHERE plug = ?1", [id])
+                .map_err(q("delete port leases"))?;
+            if n == 0 {
+                return Err(StoreError::NoPlug(id.to_string()));
+            }
+            Ok(())
+        })
+    }
+
+    // ----- last-known replica placement --------------------------------------------------
+
+    /// Where each service replica was last seen or put: lets a reconcile keep the replicas of
+    /// an unreachable node where they are instead of treating them as absent.
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn replica_nodes(&self) -> Result<BTreeMap<(String, u32), String>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare("SELECT service, replica, node FROM replicas")
+                .map_err(q("read replicas"))?;
+            let rows = stmt
+                .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
+                .map_err(q("read replicas"))?;
+            rows.collect::<Result<_, _>>().map_err(q("read replicas"))
+        })
+    }
+
+    /// Replaces the recorded replica placement.
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn set_replica_nodes(
+        &self,
+        nodes: &BTreeMap<(String, u32), String>,
+    ) -> Result<(), StoreError> {
+        self.write("record replicas", |tx| {
+            tx.execute("DELETE FROM replicas", [])
+                .map_err(q("record replicas"))?;
+            for ((svc, replica), node) in nodes {
+                tx.execute(
+                    "INSERT INTO replicas (service, replica, node) VALUES (?1, ?2, ?3)",
+                    params![svc, replica, node],
+                )
+                .map_err(q("record replicas"))?;
+            }
+            Ok(())
+        })
+    }
+
+    // ----- events ------------------------------------------------------------------------
+
+    /// Appends to the event log.
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn record_event(
+        &self,
+        now: i64,
+        actor: &str,
+        action: &str,
+        node: Option<&str>,
+        object: Option<&str>,
+        message: &str,
+    ) -> Result<(), StoreError> {
+        self.write("record event", |tx| {
+            tx.execute(
+                "INSERT INTO events (at_ms, actor, action, node, object, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![now, actor, action, node, object, message],
+            )
+            .map_err(q("record event"))?;
+            Ok(())
+        })
+    }
+
+    /// The newest `limit` events, oldest first.
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn events(&self, limit: usize) -> Result<Vec<EventRecord>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT id, at_ms, actor, action, node, object, message FROM events
+                     ORDER BY id DESC LIMIT ?1",
+                )
+                .map_err(q("read events"))?;
+            let rows = stmt
+                .query_map([limit as i64], |r| {
+                    Ok(EventRecord {
+                        id: r.get(0)?,
+                        at_ms: r.get(1)?,
+                        actor: r.get(2)?,
+                        action: r.get(3)?,
+                        node: r.get(4)?,
+                        object: r.get(5)?,
+                        message: r.get(6)?,
+                    })
+                })
+                .map_err(q("read events"))?;
+            let mut v: Vec<EventRecord> =
+                rows.collect::<Result<_, _>>().map_err(q("read events"))?;
+            v.reverse();
+            Ok(v)
+        })
+    }
+
+    // ----- intents -----------------------------------------------------------------------
+
+    /// Hands an intent to the controller; returns its id.
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn submit_intent(&self, kind: &str, payload: &str, now: i64) -> Result<i64, StoreError> {
+        self.write("submit intent", |tx| {
+            tx.execute(
+                "INSERT INTO intents (at_ms, kind, payload, state) VALUES (?1, ?2, ?3, 'pending')",
+                params![now, kind, payload],
+            )
+            .map_err(q("submit intent"))?;
+            Ok(tx.last_insert_rowid())
+        })
+    }
+
+    /// Claims the oldest pending intent (marks it `running`).
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn claim_intent(&self) -> Result<Option<Intent>, StoreError> {
+        self.write("claim intent", |tx| {
+            let row = tx
+                .query_row(
+                    "SELECT id, kind, payload FROM intents WHERE state = 'pending' ORDER BY id LIMIT 1",
+                    [],
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)),
+                )
+                .optional()
+                .map_err(q("claim intent"))?;
+            let Some((id, kind, payload)) = row else {
+                return Ok(None);
+            };
+            tx.execute("UPDATE intents SET state = 'running' WHERE id = ?1", [id])
+                .map_err(q("claim intent"))?;
+            Ok(Some(Intent {
+                id,
+                kind,
+                payload,
+                state: "running".into(),
+                result: None,
+            }))
+        })
+    }
+
+    /// Records an intent's outcome (`done` or `failed`) or progress (`running` with a result so
+    /// far).
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn finish_intent(
+        &self,
+        id: i64,
+        state: &str,
+        result: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.write("finish intent", |tx| {
+            tx.execute(
+                "UPDATE intents SET state = ?2, result = ?3, done_ms = ?4 WHERE id = ?1",
+                params![id, state, result, now],
+            )
+            .map_err(q("finish intent"))?;
+            Ok(())
+        })
+    }
+
+    /// One intent.
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn intent(&self, id: i64) -> Result<Option<Intent>, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT id, kind, payload, state, result FROM intents WHERE id = ?1",
+                [id],
+                |r| {
+                    Ok(Intent {
+                        id: r.get(0)?,
+                        kind: r.get(1)?,
+                        payload: r.get(2)?,
+                        state: r.get(3)?,
+                        result: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(q("read intent"))
+        })
+    }
+}
+
+fn read_lease(c: &Connection) -> Result<Option<LeaseInfo>, StoreError> {
+    c.query_row(
+        "SELECT holder, kind, api, acquired_ms, expires_ms, token FROM lease WHERE name = ?1",
+        [FLEET_LEASE],
+        |r| {
+            Ok(LeaseInfo {
+                holder: r.get(0)?,
+                kind: r.get(1)?,
+                api: r.get(2)?,
+                acquired_ms: r.get(3)?,
+                expires_ms: r.get(4)?,
+                token: r.get(5)?,
+            })
+        },
+    )
+    .optional()
+    .map_err(q("read lease"))
+}
+
+fn check_fence(c: &Connection, token: i64) -> Result<(), StoreError> {
+    let current = read_lease(c)?.map_or(0, |l| l.token);
+    if current != token {
+        return Err(StoreError::Fenced {
+            ours: token,
+            current,
+        });
+    }
+    Ok(())
+}
+
+fn read_plugs(c: &Connection) -> Result<Vec<PlugRecord>, StoreError> {
+    let mut stmt = c
+        .prepare(
+            "SELECT id, class, owner, node, host_port, state, created_ms, last_activity_ms, message
+             FROM plugs ORDER BY created_ms, id",
+        )
+        .map_err(q("read plugs"))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(PlugRecord {
+                id: r.get(0)?,
+                class: r.get(1)?,
+                owner: r.get(2)?,
+                node: r.get(3)?,
+                host_port: r.get(4)?,
+                state: PlugState::parse(&r.get::<_, String>(5)?),
+                created_ms: r.get(6)?,
+                last_activity_ms: r.get(7)?,
+                message: r.get(8)?,
+            })
+        })
+        .map_err(q("read plugs"))?;
+    rows.collect::<Result<_, _>>().map_err(q("read plugs"))
+}
+
+fn read_leases(c: &Connection) -> Result<Vec<(String, u16, String)>, StoreError> {
+    let mut stmt = c
+        .prepare("SELECT node, port, plug FROM port_leases")
+        .map_err(q("read port leases"))?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .map_err(q("read port leases"))?;
+    rows.collect::<Result<_, _>>()
+        .map_err(q("read port leases"))
+}
+
+fn lease_port(c: &Connection, node: &str, port: u16, plug: &str) -> Result<(), StoreError> {
+    let holder: Option<String> = c
+        .query_row(
+            "SELECT plug FROM port_leases WHERE node = ?1 AND port = ?2",
+            params![node, port],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(q("read port lease"))?;
+    match holder {
+        Some(h) if h == plug => Ok(()),
+        Some(h) => Err(StoreError::PortTaken {
+            node: node.to_string(),
+            port,
+            holder: h,
+        }),
+        None => c
+            .execute(
+                "INSERT INTO port_leases (node, port, plug) VALUES (?1, ?2, ?3)",
+                params![node, port, plug],
+            )
+            .map(|_| ())
+            .map_err(q("lease port")),
+    }
+}
+
+fn insert_plug(c: &Connection, p: &PlugRecord) -> Result<(), StoreError> {
+    lease_port(c, &p.node, p.host_port, &p.id)?;
+    c.execute(
+        "INSERT INTO plugs (id, class, owner, node, host_port, state, created_ms, last_activity_ms, message)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![p.id, p.class, p.owner, p.node, p.host_port, p.state.as_str(), p.created_ms, p.last_activity_ms, p.message],
+    )
+    .map_err(q("insert plug"))?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lease_is_exclusive_until_expiry_and_tokens_grow() {
+        let s = Store::in_memory().unwrap();
+        let ttl = Duration::from_secs(30);
+        let a = s
+            .try_acquire_lease("apply A", "apply", None, ttl, 1_000)
+            .unwrap();
+        let err = s
+            .try_acquire_lease("apply B", "apply", None, ttl, 2_000)
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("fleet is locked by apply A since 1970-01-01T00:00:01Z"),
+            "{err}"
+        );
+        // After expiry B gets it, with a higher token; A's writes are fenced off.
+        let b = s
+            .try_acquire_lease("apply B", "apply", None, ttl, 40_000)
+            .unwrap();
+        assert!(b.token > a.token);
+        assert!(matches!(
+            s.renew_lease(a.token, ttl, 41_000),
+            Err(StoreError::Fenced { .. })
+        ));
+        assert!(s.record_applied(a.token, "A", "h", &[], 41_000).is_err());
+        s.record_applied(b.token, "B", "h", &[], 41_000).unwrap();
+        // Releasing makes it free at once.
+        s.release_lease(b.token).unwrap();
+        s.try_acquire_lease("apply C", "apply", None, ttl, 41_001)
+            .unwrap();
+    }
+
+    #[test]
+    fn ports_are_leased_once_per_node() {
+        let s = Store::in_memory().unwrap();
+        let plug = |id: &str, node: &str, port| PlugRecord {
+            id: id.into(),
+            class: "c".into(),
+            owner: "o".into(),
+            node: node.into(),
+            host_port: port,
+            state: PlugState::Pending,
+            created_ms: 0,
+            last_activity_ms: 0,
+            message: None,
+        };
+        s.create_plug_with::<StoreError>(|_, _| Ok(plug("a", "node1", 51000)))
+            .unwrap();
+        s.create_plug_with::<StoreError>(|_, _| Ok(plug("b", "node2", 51000)))
+            .unwrap();
+        let err = s
+            .create_plug_with::<StoreError>(|_, _| Ok(plug("c", "node1", 51000)))
+            .unwrap_err();
+        assert!(matches!(err, StoreError::PortTaken { .. }), "{err}");
+        assert_eq!(s.plugs().unwrap().len(), 2);
+        // Moving keeps the old lease until released.
+        s.move_plug("a", "node2", 51001).unwrap();
+        assert_eq!(s.port_leases().unwrap().len(), 3);
+        s.release_port("node1", 51000, "a").unwrap();
+        assert_eq!(s.port_leases().unwrap().len(), 2);
+        s.delete_plug("a").unwrap();
+        assert_eq!(s.port_leases().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn node_conditions_change_only_when_different() {
+        let s = Store::in_memory().unwrap();
+        let (before, after) = s
+            .update_node_condition("node2", 1, |c| c.cordoned = true)
+            .unwrap();
+        assert!(!before.cordoned && after.cordoned);
+        let (before, _) = s
+            .update_node_condition("node2", 2, |c| c.cordoned = true)
+            .unwrap();
+        assert!(before.cordoned);
+        assert!(s.node_conditions().unwrap()["node2"].cordoned);
+    }
+
+    #[test]
+    fn store_is_bound_to_one_fleet() {
+        let s = Store::in_memory().unwrap();
+        s.bind_fleet("aims").unwrap();
+        s.bind_fleet("aims").unwrap();
+        assert!(matches!(
+            s.bind_fleet("other"),
+            Err(StoreError::OtherFleet { .. })
+        ));
+    }
+}

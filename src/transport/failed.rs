@@ -1,0 +1,81 @@
+//! A runtime for a node that could not even be set up (bad key file, bad address): every call
+//! fails with the same error, so the node shows as unreachable with its cause.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::stream::BoxStream;
+
+use super::{ContainerUpdate, ErrorKind, ListFilter, NodeRuntime, TransportError};
+use crate::container::{ContainerDetails, ContainerRecord, ContainerSpec, EngineEvent, EngineInfo};
+
+/// Fails every call with the setup error.
+pub struct FailedRuntime {
+    node: String,
+    kind: ErrorKind,
+    message: String,
+}
+
+impl FailedRuntime {
+    /// From the error that prevented setup.
+    pub fn new(err: &TransportError) -> Self {
+        FailedRuntime {
+            node: err.node.clone(),
+            kind: err.kind.clone(),
+            message: err.to_string(),
+        }
+    }
+
+    fn err(&self, op: &'static str) -> TransportError {
+        TransportError::new(&self.node, op, self.kind.clone(), self.message.clone())
+    }
+}
+
+#[async_trait]
+impl NodeRuntime for FailedRuntime {
+    fn node(&self) -> &str {
+        &self.node
+    }
+    async fn engine_info(&self) -> Result<EngineInfo, TransportError> {
+        Err(self.err("engine info"))
+    }
+    async fn list_containers(
+        &self,
+        _: &ListFilter,
+    ) -> Result<Vec<ContainerRecord>, TransportError> {
+        Err(self.err("list containers"))
+    }
+    async fn inspect_container(&self, _: &str) -> Result<ContainerDetails, TransportError> {
+        Err(self.err("inspect container"))
+    }
+    async fn image_present(&self, _: &str) -> Result<bool, TransportError> {
+        Err(self.err("inspect image"))
+    }
+    async fn pull_image(&self, _: &str) -> Result<(), TransportError> {
+        Err(self.err("pull image"))
+    }
+    async fn create_container(&self, _: &ContainerSpec) -> Result<String, TransportError> {
+        Err(self.err("create container"))
+    }
+    async fn start_container(&self, _: &str) -> Result<(), TransportError> {
+        Err(self.err("start container"))
+    }
+    async fn stop_container(&self, _: &str, _: Duration) -> Result<(), TransportError> {
+        Err(self.err("stop container"))
+    }
+    async fn remove_container(&self, _: &str) -> Result<(), TransportError> {
+        Err(self.err("remove container"))
+    }
+    async fn update_container(&self, _: &str, _: &ContainerUpdate) -> Result<(), TransportError> {
+        Err(self.err("update container"))
+    }
+    async fn container_memory_usage(&self, _: &str) -> Result<u64, TransportError> {
+        Err(self.err("container stats"))
+    }
+    async fn events(
+        &self,
+        _: &ListFilter,
+    ) -> Result<BoxStream<'static, Result<EngineEvent, TransportError>>, TransportError> {
+        Err(self.err("events"))
+    }
+}

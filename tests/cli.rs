@@ -1,0 +1,299 @@
+//! The real binary: verbs, exit codes, output formats, and the committed JSON Schema.
+
+use assert_cmd::Command;
+
+fn fleetctl() -> Command {
+    let mut c = Command::cargo_bin("fleetctl").expect("binary built");
+    c.env_remove("FLEETCTL_STATE");
+    c
+}
+
+const FLEET: &str = "apiVersion: fleet/v1
+kind: Fleet
+metadata: {name: demo}
+---
+apiVersion: fleet/v1
+kind: Node
+metadata: {name: node1, labels: {tier: primary}}
+spec: {capacity: {cpus: 4, memory: 8GiB}, reserved: {memory: 1GiB}}
+---
+apiVersion: fleet/v1
+kind: Service
+metadata: {name: web}
+spec: {image: web:1, placement: {nodes: [node1]}, resources: {memory: 1GiB, cpus: 1}}
+---
+apiVersion: fleet/v1
+kind: PlugClass
+metadata: {name: agent}
+spec: {image: plug:1, resources: {memory: 512MiB}, port: 8080, hostPorts: 51000-51009}
+";
+
+#[test]
+fn help_lists_every_verb_of_the_spec() {
+    let out = fleetctl()
+        .arg("--help")
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let help = String::from_utf8(out).unwrap();
+    for verb in [
+        "validate",
+        "plan",
+        "apply",
+        "run",
+        "get",
+        "describe",
+        "capacity",
+        "cordon",
+        "uncordon",
+        "drain",
+        "plug",
+        "trust",
+        "completion",
+        "schema",
+    ] {
+        assert!(
+            help.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{verb} "))),
+            "--help lacks {verb}:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn validate_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yaml");
+    std::fs::write(&good, FLEET).unwrap();
+    let out = fleetctl()
+        .args(["validate", good.to_str().unwrap()])
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    assert!(String::from_utf8(out).unwrap().contains("valid"));
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        FLEET.replace("memory: 1GiB, cpus: 1", "memory: 12XB, cpus: 1"),
+    )
+    .unwrap();
+    let out = fleetctl()
+        .args(["validate", bad.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .get_output()
+        .stderr
+        .clone();
+    let err = String::from_utf8(out).unwrap();
+    assert!(
+        err.contains(&format!("{}:13:", bad.display())) && err.contains("spec.resources.memory"),
+        "{err}"
+    );
+}
+
+#[test]
+fn capacity_renders_table_and_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("fleet.yaml");
+    std::fs::write(&f, FLEET).unwrap();
+    let table = fleetctl()
+        .args(["capacity", f.to_str().unwrap()])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let table = String::from_utf8(table).unwrap();
+    assert!(table.contains("node1") && table.contains("7GiB"), "{table}");
+    let json = fleetctl()
+        .args(["capacity", f.to_str().unwrap(), "-o", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+    assert_eq!(v["fleet"], "demo");
+    assert_eq!(v["nodes"][0]["allocatable_memory"], 7u64 << 30);
+    // 7GiB allocatable − 1GiB web = 6GiB; the port range (10) is the tighter bound.
+    assert_eq!(v["nodes"][0]["plug_slots"][0]["free"], 10);
+}
+
+#[test]
+fn verbs_not_built_yet_say_so_and_fail() {
+    let out = fleetctl()
+        .args(["run", "fleet/"])
+        .assert()
+        .code(1)
+        .get_output()
+        .stderr
+        .clone();
+    assert!(
+        String::from_utf8(out)
+            .unwrap()
+            .contains("not implemented yet")
+    );
+}
+
+#[test]
+fn completion_scripts_are_printed() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = fleetctl()
+            .args(["completion", shell])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        assert!(String::from_utf8(out).unwrap().contains("fleetctl"));
+    }
+}
+
+#[test]
+fn committed_schema_is_current() {
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/manifests/fleet-v1.schema.json"
+    ))
+    .expect("manifests/fleet-v1.schema.json is committed");
+    let fresh = fleetctl::manifest::schema::json_schema_text();
+    assert!(
+        committed.trim_end() == fresh.trim_end(),
+        "manifests/fleet-v1.schema.json is stale: run `cargo run -q -- schema > manifests/fleet-v1.schema.json`"
+    );
+}
+
+#[test]
+fn schema_covers_every_field_the_decoder_accepts() {
+    // Every key of a manifest using every field must appear in the schema (and the manifest
+    // must validate): the decoder and the schema describe the same fields.
+    let full = "apiVersion: fleet/v1
+kind: Fleet
+metadata: {name: full, labels: {a: b}}
+spec: {resync: 30s, nodeLostAfter: 60s, api: {listen: '127.0.0.1:7411', tokenFile: /etc/t}}
+---
+apiVersion: fleet/v1
+kind: Node
+metadata: {name: node1, labels: {tier: primary}}
+spec:
+  ssh: {host: 10.0.0.1, port: 22, user: root, identityFile: ~/.ssh/k, hostKey: 'ssh-ed25519 AAAA', knownHostsFile: ~/.ssh/known_hosts}
+  docker: {socket: /var/run/docker.sock}
+  capacity: {cpus: 4, memory: 8GiB, disk: 100GiB}
+  reserved: {cpus: 0.5, memory: 1GiB}
+---
+apiVersion: fleet/v1
+kind: Service
+metadata: {name: web}
+spec:
+  image: web:1
+  replicas: 1
+  placement: {nodes: [node1], nodeSelector: {tier: primary}, maxPerNode: 1}
+  resources: {memory: 256MiB, memoryReservation: 128MiB, cpus: 0.5, cpuShares: 512, cpuset: '0-1'}
+  command: [sh, -c, 'sleep 1d']
+  env: {A: b}
+  ports: ['3001:3001']
+  volumes: ['data:/data']
+  restart: always
+  healthcheck: {command: [CMD, 'true'], interval: 10s, timeout: 2s, retries: 3, startPeriod: 20s}
+  update: {order: start-first}
+  stopGracePeriod: 10s
+---
+apiVersion: fleet/v1
+kind: PlugClass
+metadata: {name: agent}
+spec:
+  image: plug:1
+  resources: {memory: 512MiB}
+  command: [plug]
+  port: 8080
+  hostPorts: 51000-51999
+  env: {A: b}
+  healthcheck: {command: 'true'}
+  idleTimeout: 30m
+  policy: default
+---
+apiVersion: fleet/v1
+kind: PlacementPolicy
+metadata: {name: default}
+spec: {maxPlugsPerNode: 8, memoryHighWatermark: 85%, tiers: [{nodeSelector: {tier: primary}, nodes: [node1]}], spread: pack, evictIdleOnPressure: true}
+";
+    fleetctl::manifest::parse(&[fleetctl::manifest::Source {
+        name: "full.yaml".into(),
+        text: full.into(),
+    }])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let schema = fleetctl::manifest::schema::json_schema_text();
+    let docs = fleetctl::manifest::yaml::parse_documents("full.yaml", full.as_bytes()).unwrap();
+    let mut keys = Vec::new();
+    for d in &docs {
+        collect_keys(d, &mut keys);
+    }
+    assert!(keys.len() > 60, "{keys:?}");
+    for k in keys {
+        assert!(
+            schema.contains(&format!("\"{k}\"")),
+            "schema lacks field {k:?}"
+        );
+    }
+}
+
+/// Mapping keys, except inside free-form maps (labels, env, selectors).
+fn collect_keys(node: &fleetctl::manifest::yaml::YNode, out: &mut Vec<String>) {
+    use fleetctl::manifest::yaml::Value;
+    match &node.value {
+        Value::Map(entries) => {
+            for (k, v) in entries {
+                let k = k.scalar_text().unwrap();
+                let free_form = matches!(k.as_str(), "labels" | "env" | "nodeSelector");
+                out.push(k);
+                if !free_form {
+                    collect_keys(v, out);
+                }
+            }
+        }
+        Value::Seq(items) => items.iter().for_each(|i| collect_keys(i, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn shipped_fleets_and_examples_validate() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut paths = vec![format!("{root}/fleet/prod.yaml")];
+    for entry in std::fs::read_dir(format!("{root}/examples")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.is_dir() {
+            paths.push(p.display().to_string());
+        }
+    }
+    assert!(paths.len() >= 5, "{paths:?}");
+    for p in paths {
+        fleetctl().args(["validate", &p]).assert().code(0);
+    }
+}
+
+#[test]
+fn closed_stdout_is_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("fleet.yaml");
+    std::fs::write(&f, FLEET).unwrap();
+    // A reader that goes away at once, like `| head -0`.
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("fleetctl"))
+        .args(["capacity", f.to_str().unwrap(), "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}

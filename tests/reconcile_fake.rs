@@ -1,0 +1,328 @@
+//! The reconcile pipeline (observe → plan → execute → settle) against the in-memory fake
+//! runtime: convergence, idempotence, in-place updates, recreates, pruning, crash safety and
+//! unreachable nodes. The same properties are shown against real engines in the e2e tests.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use fleetctl::container::labels;
+use fleetctl::execute::{ExecOptions, Runtimes};
+use fleetctl::manifest::{DesiredFleet, Source, parse};
+use fleetctl::plan::Action;
+use fleetctl::reconcile::{PassContext, pass, plan_only};
+use fleetctl::store::Store;
+use fleetctl::transport::NodeRuntime;
+use fleetctl::transport::fake::FakeRuntime;
+
+const BASE: &str = "apiVersion: fleet/v1
+kind: Fleet
+metadata: {name: demo}
+---
+apiVersion: fleet/v1
+kind: Node
+metadata: {name: node1, labels: {tier: primary}}
+spec: {capacity: {cpus: 4, memory: 8GiB}}
+---
+apiVersion: fleet/v1
+kind: Node
+metadata: {name: node2, labels: {tier: secondary}}
+spec: {capacity: {cpus: 4, memory: 8GiB}}
+---
+apiVersion: fleet/v1
+kind: Service
+metadata: {name: web}
+spec:
+  image: web:1
+  replicas: 2
+  resources: {memory: 256MiB}
+  env: {MODE: prod}
+---
+apiVersion: fleet/v1
+kind: Service
+metadata: {name: redis}
+spec:
+  image: redis:7
+  placement: {nodes: [node1]}
+  resources: {memory: 128MiB}
+  ports: ['6379:6379']
+";
+
+fn fleet(text: &str) -> DesiredFleet {
+    parse(&[Source {
+        name: "f.yaml".into(),
+        text: text.into(),
+    }])
+    .unwrap_or_else(|e| panic!("{e}"))
+    .fleet
+}
+
+struct World {
+    fakes: BTreeMap<String, FakeRuntime>,
+    runtimes: Runtimes,
+    store: Store,
+}
+
+fn world() -> World {
+    let fakes: BTreeMap<String, FakeRuntime> = ["node1", "node2"]
+        .iter()
+        .map(|n| (n.to_string(), FakeRuntime::new(*n)))
+        .collect();
+    let runtimes = fakes
+        .iter()
+        .map(|(n, f)| (n.clone(), Arc::new(f.clone()) as Arc<dyn NodeRuntime>))
+        .collect();
+    World {
+        fakes,
+        runtimes,
+        store: Store::in_memory().unwrap(),
+    }
+}
+
+fn cx<'a>(w: &'a World, f: &'a DesiredFleet) -> PassContext<'a> {
+    PassContext {
+        fleet: f,
+        runtimes: &w.runtimes,
+        store: &w.store,
+        lost: BTreeSet::new(),
+        evict: BTreeSet::new(),
+        measure_memory: false,
+        exec: ExecOptions {
+            ready_timeout: std::time::Duration::from_secs(2),
+            ..Default::default()
+        },
+    }
+}
+
+fn ids(w: &World) -> BTreeSet<String> {
+    w.fakes
+        .values()
+        .flat_map(|f| f.containers())
+        .map(|c| c.id)
+        .collect()
+}
+
+/// (service, replica) → count, over every node.
+fn replica_counts(w: &World) -> BTreeMap<(String, String), usize> {
+    let mut out = BTreeMap::new();
+    for f in w.fakes.values() {
+        for c in f.containers() {
+            if c.label(labels::KIND) == Some("service") {
+                *out.entry((
+                    c.label(labels::SERVICE).unwrap().to_string(),
+                    c.label(labels::REPLICA).unwrap().to_string(),
+                ))
+                .or_default() += 1;
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn cold_apply_converges_and_a_second_pass_changes_nothing() {
+    let w = world();
+    let f = fleet(BASE);
+    let r = pass(&cx(&w, &f), &|_| {}).await.unwrap();
+    assert!(r.exec.ok(), "{:?}", r.exec);
+    assert_eq!(r.plan.steps.len(), 3);
+    assert_eq!(replica_counts(&w).len(), 3);
+    // redis is pinned to node1; web spreads one replica per node.
+    assert_eq!(w.fakes["node1"].containers().len(), 2);
+    assert_eq!(w.fakes["node2"].containers().len(), 1);
+
+    let before = ids(&w);
+    for fake in w.fakes.values() {
+        fake.clear_calls();
+    }
+    let (_, p) = plan_only(&cx(&w, &f)).await.unwrap();
+    assert!(!p.has_changes(), "{:#?}", p.steps);
+    assert_eq!(p.unchanged.len(), 3);
+    let r = pass(&cx(&w, &f), &|_| {}).await.unwrap();
+    assert!(r.plan.steps.is_empty());
+    assert_eq!(ids(&w), before);
+    for fake in w.fakes.values() {
+        assert!(
+            fake.mutating_calls().is_empty(),
+            "{:?}",
+            fake.mutating_calls()
+        );
+    }
+}
+
+#[tokio::test]
+async fn memory_change_is_an_in_place_update_of_the_same_containers() {
+    let w = world();
+    pass(&cx(&w, &fleet(BASE)), &|_| {}).await.unwrap();
+    let before = ids(&w);
+    let f2 = fleet(&BASE.replace("memory: 256MiB", "memory: 512MiB"));
+    let r = pass(&cx(&w, &f2), &|_| {}).await.unwrap();
+    assert_eq!(r.plan.steps.len(), 2, "{:#?}", r.plan.steps);
+    for s in &r.plan.steps {
+        assert!(matches!(s.action, Action::Update { .. }));
+        assert_eq!(s.reason, "memory 256MiB → 512MiB, in place");
+    }
+    assert_eq!(ids(&w), before);
+    for fake in w.fakes.values() {
+        for c in fake.containers() {
+            let spec = fake.spec_of(&c.id).unwrap();
+            if c.label(labels::SERVICE) == Some("web") {
+                assert_eq!(spec.resources.memory, 512 << 20);
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn image_or_env_change_recreates_only_that_service() {
+    let w = world();
+    pass(&cx(&w, &fleet(BASE)), &|_| {}).await.unwrap();
+    let redis_before: Vec<String> = w.fakes["node1"]
+        .containers()
+        .into_iter()
+        .filter(|c| c.label(labels::SERVICE) == Some("redis"))
+        .map(|c| c.id)
+        .collect();
+    let f2 = fleet(&BASE.replace("image: web:1", "image: web:2"));
+    let r = pass(&cx(&w, &f2), &|_| {}).await.unwrap();
+    assert!(r.exec.ok());
+    assert_eq!(r.plan.steps.len(), 2);
+    for s in &r.plan.steps {
+        assert!(matches!(s.action, Action::Replace { .. }), "{s:?}");
+        assert!(
+            s.reason
+                .starts_with("image web:1 → web:2, recreate (start-first)"),
+            "{}",
+            s.reason
+        );
+    }
+    let redis_after: Vec<String> = w.fakes["node1"]
+        .containers()
+        .into_iter()
+        .filter(|c| c.label(labels::SERVICE) == Some("redis"))
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(redis_before, redis_after);
+    assert!(replica_counts(&w).values().all(|n| *n == 1));
+
+    let f3 = fleet(
+        &BASE
+            .replace("image: web:1", "image: web:2")
+            .replace("MODE: prod", "MODE: staging"),
+    );
+    let r = pass(&cx(&w, &f3), &|_| {}).await.unwrap();
+    assert_eq!(r.plan.steps.len(), 2);
+    assert!(
+        r.plan.steps[0].reason.starts_with("env MODE changed"),
+        "{}",
+        r.plan.steps[0].reason
+    );
+}
+
+#[tokio::test]
+async fn removed_service_is_pruned_and_foreign_containers_are_untouched() {
+    let w = world();
+    pass(&cx(&w, &fleet(BASE)), &|_| {}).await.unwrap();
+    let foreign = w.fakes["node1"].add_foreign("someone-elses", BTreeMap::new());
+    let other_fleet = w.fakes["node1"].add_foreign(
+        "other-fleet-web",
+        BTreeMap::from([
+            (labels::MANAGED_BY.to_string(), "fleetctl".to_string()),
+            (labels::FLEET.to_string(), "other".to_string()),
+            (labels::KIND.to_string(), "service".to_string()),
+        ]),
+    );
+    let without_redis = &BASE[..BASE
+        .find("---\napiVersion: fleet/v1\nkind: Service\nmetadata: {name: redis}")
+        .unwrap()];
+    let r = pass(&cx(&w, &fleet(without_redis)), &|_| {}).await.unwrap();
+    assert_eq!(r.plan.steps.len(), 1);
+    assert!(matches!(r.plan.steps[0].action, Action::Remove { .. }));
+    assert_eq!(
+        r.plan.steps[0].reason,
+        "service redis is not in the manifests"
+    );
+    let left: BTreeSet<String> = w.fakes["node1"]
+        .containers()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert!(left.contains(&foreign) && left.contains(&other_fleet));
+    for c in w.fakes["node1"].mutating_calls() {
+        assert_ne!(c.object, foreign);
+        assert_ne!(c.object, other_fleet);
+    }
+}
+
+#[tokio::test]
+async fn a_crash_at_any_call_leaves_nothing_the_next_pass_cannot_finish() {
+    // Fail the n-th mutating call (as if fleetctl died there), then run passes until converged:
+    // every replica exactly once, nothing else.
+    for n in 1..=12 {
+        let w = world();
+        let f = fleet(BASE);
+        // Start from a changed fleet so replaces are exercised too.
+        pass(
+            &cx(&w, &fleet(&BASE.replace("image: web:1", "image: web:0"))),
+            &|_| {},
+        )
+        .await
+        .unwrap();
+        for fake in w.fakes.values() {
+            fake.fail_at_mutation(n);
+        }
+        let _ = pass(&cx(&w, &f), &|_| {}).await.unwrap();
+        for _ in 0..3 {
+            let r = pass(&cx(&w, &f), &|_| {}).await.unwrap();
+            if r.plan.steps.is_empty() {
+                break;
+            }
+        }
+        let (_, p) = plan_only(&cx(&w, &f)).await.unwrap();
+        assert!(!p.has_changes(), "n={n}: {:#?}", p.steps);
+        let counts = replica_counts(&w);
+        assert_eq!(counts.len(), 3, "n={n}: {counts:?}");
+        assert!(
+            counts.values().all(|c| *c == 1),
+            "n={n}: duplicates {counts:?}"
+        );
+        for fake in w.fakes.values() {
+            for c in fake.containers() {
+                assert_ne!(
+                    fake.spec_of(&c.id).unwrap().image,
+                    "web:0",
+                    "n={n}: old copy left"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_node_is_left_alone_and_the_others_converge() {
+    let w = world();
+    let f = fleet(BASE);
+    pass(&cx(&w, &f), &|_| {}).await.unwrap();
+    w.fakes["node2"].set_unreachable(true);
+    let f2 = fleet(&BASE.replace("image: web:1", "image: web:2"));
+    let r = pass(&cx(&w, &f2), &|_| {}).await.unwrap();
+    assert!(r.plan.unreachable.contains_key("node2"));
+    assert!(
+        r.plan.steps.iter().all(|s| s.node == "node1"),
+        "{:#?}",
+        r.plan.steps
+    );
+    // web replica on node2 is kept there (last known), not duplicated onto node1.
+    assert_eq!(
+        w.fakes["node1"]
+            .containers()
+            .iter()
+            .filter(|c| c.label(labels::SERVICE) == Some("web"))
+            .count(),
+        1
+    );
+    w.fakes["node2"].set_unreachable(false);
+    pass(&cx(&w, &f2), &|_| {}).await.unwrap();
+    let (_, p) = plan_only(&cx(&w, &f2)).await.unwrap();
+    assert!(!p.has_changes());
+    assert!(replica_counts(&w).values().all(|c| *c == 1));
+}
