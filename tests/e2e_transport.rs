@@ -378,8 +378,26 @@ fn stopped_sshd_makes_only_that_node_not_ready_and_the_connection_comes_back() {
             ConnState::Connected { generation: 1 }
         );
 
+        let mut events = held.events(&ListFilter::default()).await.unwrap();
+
         let guard = SshdGuard(&sb, victim_ep.node.clone());
         sb.ctl("stop-sshd", &victim_ep.node);
+
+        // The event stream ends (the caller resubscribes after the reconnect).
+        let end = tokio::time::timeout(WAIT, async {
+            loop {
+                match events.next().await {
+                    None => return None,
+                    Some(Err(e)) => return Some(e),
+                    Some(Ok(_)) => continue,
+                }
+            }
+        })
+        .await
+        .expect("event stream ends when the connection drops");
+        if let Some(e) = end {
+            assert!(e.is_retryable(), "{e}");
+        }
 
         // The held connection drops and says so.
         tokio::time::timeout(
@@ -440,6 +458,52 @@ fn stopped_sshd_makes_only_that_node_not_ready_and_the_connection_comes_back() {
             *ssh.state().borrow(),
             ConnState::Connected { generation: 2 }
         ));
+    });
+}
+
+/// Takes the node's link up again when dropped.
+struct LinkGuard<'a>(&'a Sandbox, String);
+
+impl Drop for LinkGuard<'_> {
+    fn drop(&mut self) {
+        self.0.ctl("link-up", &self.1);
+    }
+}
+
+#[test]
+fn a_silent_node_costs_at_most_the_connect_timeout_and_does_not_slow_the_others() {
+    let Some(sb) = Sandbox::get() else { return };
+    let victim = sb.endpoint(sb.nodes.len() - 1);
+    let _guard = LinkGuard(&sb, victim.node.clone());
+    sb.ctl("link-down", &victim.node);
+    rt().block_on(async {
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for i in 0..sb.nodes.len() {
+            let ep = sb.endpoint(i);
+            tasks.push(tokio::spawn(async move {
+                let rt = transport::connect_docker(&ep).unwrap();
+                let r = rt.engine_info().await;
+                (ep.node.clone(), r, started.elapsed())
+            }));
+        }
+        for t in tasks {
+            let (node, r, took) = t.await.unwrap();
+            if node == victim.node {
+                let err = r.expect_err("a node without link must fail");
+                assert!(
+                    matches!(err.kind, ErrorKind::Timeout | ErrorKind::Unreachable),
+                    "{err}"
+                );
+                assert!(
+                    took <= transport::CONNECT_TIMEOUT + Duration::from_secs(2),
+                    "{node} took {took:?}: {err}"
+                );
+            } else {
+                r.unwrap_or_else(|e| panic!("{node} should stay ready: {e}"));
+                assert!(took < Duration::from_secs(3), "{node} took {took:?}");
+            }
+        }
     });
 }
 
