@@ -325,6 +325,35 @@ fn unknown_and_changed_host_keys_are_refused_with_the_fingerprint() {
 }
 
 #[test]
+fn a_key_the_node_does_not_accept_is_an_auth_error_and_is_not_retried() {
+    let Some(sb) = Sandbox::get() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("id_ed25519");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut ep = sb.endpoint(0);
+    ep.ssh.as_mut().unwrap().identity_file = Some(key.clone());
+    rt().block_on(async {
+        let rt = transport::connect_docker(&ep).unwrap();
+        let err = rt.engine_info().await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Auth, "{err}");
+        assert!(!err.is_retryable());
+        assert!(err.message.contains(&key.display().to_string()), "{err}");
+        let again = rt.engine_info().await.unwrap_err();
+        assert_eq!(again.kind, ErrorKind::Auth);
+        assert_eq!(rt.ssh_session().unwrap().connect_attempts(), 1);
+    });
+}
+
+#[test]
 fn fifty_concurrent_calls_to_one_node_share_one_ssh_connection() {
     let Some(sb) = Sandbox::get() else { return };
     let ep = sb.endpoint(0);
