@@ -654,6 +654,17 @@ pub fn plan(s: &Snapshot) -> Plan {
                 format!("extra copy of {}", describe(object)),
             );
         }
+        // A service's replacements roll one replica at a time (one group per service); steps
+        // that replace nothing (creates, updates, starts) run in parallel, one group per replica.
+        if !local
+            .iter()
+            .any(|st| matches!(st.action, Action::Replace { .. }))
+            && let Object::Service { name, replica } = object
+        {
+            for st in &mut local {
+                st.group = format!("service/{name}/{replica}");
+            }
+        }
         out.steps.extend(local);
     }
 

@@ -1,0 +1,253 @@
+//! Shared harness of the end-to-end tests: the local sandbox fleet (`scripts/sandbox up`:
+//! network namespaces fleet-node1..N, each with its own dockerd and sshd at 10.213.K.2:22, Node
+//! manifests in `fleet/sandbox/nodes.yaml`), the real `fleetctl` binary, and the docker CLI
+//! pointed at each node's engine.
+//!
+//! - Outside CI a missing sandbox prints a loud `SKIPPED: reason` line and the test passes;
+//!   under `CI=true` it is a failure. `FLEET_SANDBOX_NODES` / `FLEET_SANDBOX_SCRIPT` point at
+//!   another checkout's sandbox.
+//! - Every e2e test holds an exclusive lock on `/run/fleet-sandbox-tests.lock` for its whole run:
+//!   tests of different binaries, checkouts or processes never share the nodes at once.
+//! - Each test uses its own fleet name; its containers are removed when it ends, even on panic.
+//!   Containers of other fleets are never touched.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+/// The images every sandbox engine holds (no registry is reachable).
+pub const IMAGE: &str = "fleet-test/busybox:1";
+/// A second tag, for "image changed → recreate".
+pub const IMAGE2: &str = "fleet-test/busybox:2";
+/// The lock that serialises e2e tests on the one sandbox of this machine.
+pub const LOCK: &str = "/run/fleet-sandbox-tests.lock";
+
+/// Root of this checkout.
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The sandbox, held exclusively while this value lives.
+pub struct Sandbox {
+    /// Node manifests of the sandbox.
+    pub nodes_yaml: PathBuf,
+    /// The control script.
+    pub script: PathBuf,
+    /// Node names.
+    pub nodes: Vec<String>,
+    _lock: File,
+}
+
+impl Sandbox {
+    /// Takes the sandbox, or returns `None` after printing `SKIPPED` (never under `CI=true`).
+    pub fn get(test: &str) -> Option<Sandbox> {
+        let nodes_yaml = std::env::var_os("FLEET_SANDBOX_NODES")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo().join("fleet/sandbox/nodes.yaml"));
+        let script = std::env::var_os("FLEET_SANDBOX_SCRIPT")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo().join("scripts/sandbox"));
+        if !nodes_yaml.exists() {
+            let reason = format!("{} not found: run `scripts/sandbox up` first", nodes_yaml.display());
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{test}: sandbox missing under CI=true: {reason}");
+            }
+            eprintln!("SKIPPED: {test}: {reason}");
+            return None;
+        }
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(LOCK)
+            .unwrap_or_else(|e| panic!("cannot open {LOCK}: {e}"));
+        lock.lock().unwrap_or_else(|e| panic!("cannot lock {LOCK}: {e}"));
+        let loaded = fleetctl::manifest::load(&nodes_yaml)
+            .unwrap_or_else(|e| panic!("sandbox manifests invalid:\n{e}"));
+        let nodes = loaded.fleet.nodes.keys().cloned().collect();
+        Some(Sandbox {
+            nodes_yaml,
+            script,
+            nodes,
+            _lock: lock,
+        })
+    }
+
+    /// Runs the control script (`stop-sshd node3`, `docker node1 ps`, ...).
+    pub fn script(&self, args: &[&str]) -> Output {
+        Command::new(&self.script)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", self.script.display()))
+    }
+
+    /// The docker CLI against `node`'s engine; panics on failure, returns stdout.
+    pub fn docker(&self, node: &str, args: &[&str]) -> String {
+        let mut all = vec!["docker", node];
+        all.extend_from_slice(args);
+        let out = self.script(&all);
+        assert!(
+            out.status.success(),
+            "docker {node} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Ids of `fleet`'s containers on `node` (any state).
+    pub fn ids(&self, node: &str, fleet: &str) -> Vec<String> {
+        let out = self.docker(
+            node,
+            &["ps", "-aq", "--no-trunc", "--filter", &format!("label=fleet.fleet={fleet}")],
+        );
+        let mut v: Vec<String> = out.lines().map(str::to_string).collect();
+        v.sort();
+        v
+    }
+
+    /// `docker inspect -f FORMAT ID` on `node`.
+    pub fn inspect(&self, node: &str, id: &str, format: &str) -> String {
+        self.docker(node, &["inspect", "-f", format, id]).trim().to_string()
+    }
+
+    /// Container events of `fleet` on `node` between two engine timestamps (unix seconds, with
+    /// fractions), as `action name` lines: the engine's own record of every mutating call.
+    pub fn events(&self, node: &str, fleet: &str, since: &str, until: &str) -> Vec<String> {
+        let out = self.docker(
+            node,
+            &[
+                "events",
+                "--since",
+                since,
+                "--until",
+                until,
+                "--filter",
+                "type=container",
+                "--filter",
+                &format!("label=fleet.fleet={fleet}"),
+                "--format",
+                "{{.Action}} {{.Actor.Attributes.name}}",
+            ],
+        );
+        out.lines().map(str::to_string).collect()
+    }
+
+    /// The engine's clock on `node` (unix seconds with nanoseconds), for event windows.
+    pub fn engine_now(&self, node: &str) -> String {
+        // The sandbox engines share this machine's clock.
+        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        let _ = node;
+        format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+    }
+
+    /// Removes every container of `fleet` on every node.
+    pub fn clean(&self, fleet: &str) {
+        for n in &self.nodes {
+            let ids = self.ids(n, fleet);
+            if !ids.is_empty() {
+                let mut args = vec!["rm", "-f"];
+                args.extend(ids.iter().map(String::as_str));
+                let _ = self.script(&[&["docker", n.as_str()][..], &args[..]].concat());
+            }
+        }
+    }
+}
+
+/// A fleet directory for one test: the sandbox's node manifests plus the test's own documents,
+/// a state file, and cleanup of the fleet's containers when dropped.
+pub struct Fleet<'a> {
+    /// The sandbox.
+    pub sb: &'a Sandbox,
+    /// Fleet name (unique per test).
+    pub name: String,
+    /// Temp dir holding `nodes.yaml`, `fleet.yaml` and `state.db`.
+    pub dir: tempfile::TempDir,
+}
+
+impl<'a> Fleet<'a> {
+    /// A fleet named `name` with `docs` (YAML documents without the Fleet and Node ones).
+    pub fn new(sb: &'a Sandbox, name: &str, docs: &str) -> Fleet<'a> {
+        sb.clean(name);
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::copy(&sb.nodes_yaml, dir.path().join("nodes.yaml")).unwrap();
+        let f = Fleet {
+            sb,
+            name: name.to_string(),
+            dir,
+        };
+        f.write(docs);
+        f
+    }
+
+    /// Replaces the test's documents.
+    pub fn write(&self, docs: &str) {
+        let text = format!(
+            "apiVersion: fleet/v1\nkind: Fleet\nmetadata: {{name: {}}}\nspec: {{nodeLostAfter: 5s, resync: 5s}}\n---\n{docs}",
+            self.name
+        );
+        std::fs::write(self.dir.path().join("fleet.yaml"), text).unwrap();
+    }
+
+    /// The manifest directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The state file.
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state.db")
+    }
+
+    /// A `fleetctl` command with this fleet's state.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_fleetctl"));
+        c.env("FLEETCTL_STATE", self.state()).args(args);
+        c
+    }
+
+    /// Runs `fleetctl ARGS` and returns (exit code, stdout, stderr).
+    pub fn run(&self, args: &[&str]) -> (i32, String, String) {
+        let out = self.cmd(args).output().expect("fleetctl runs");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// `fleetctl apply DIR`, asserting exit 0.
+    pub fn apply(&self) -> String {
+        let (code, out, err) = self.run(&["apply", self.path().to_str().unwrap()]);
+        assert_eq!(code, 0, "apply failed:\n{out}\n{err}");
+        out
+    }
+
+    /// This fleet's container ids on every node.
+    pub fn all_ids(&self) -> Vec<(String, String)> {
+        self.sb
+            .nodes
+            .iter()
+            .flat_map(|n| self.sb.ids(n, &self.name).into_iter().map(move |id| (n.clone(), id)))
+            .collect()
+    }
+}
+
+impl Drop for Fleet<'_> {
+    fn drop(&mut self) {
+        self.sb.clean(&self.name);
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics after `timeout` with `what`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
