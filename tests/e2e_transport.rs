@@ -6,14 +6,15 @@
 //!   `CI=true` a missing sandbox is a failure.
 //! - `FLEET_SANDBOX_NODES` overrides the manifest path, `FLEET_SANDBOX_SCRIPT` the control script
 //!   (`stop-sshd NODE` / `start-sshd NODE`), e.g. for a one-node development setup.
-//! - The tests share the nodes, so they run one at a time (a process-wide lock); the one that
-//!   stops an sshd starts it again before it returns, even when it fails.
+//! - The harness is `tests/common` (machine-wide lock: no two e2e tests share the nodes at
+//!   once); a test that stops an sshd or takes a link down restores it before it returns, even
+//!   when it fails. Containers created here carry `fleet.fleet=e2e-transport` and are removed.
 //!
 //! Traffic goes only to the sandbox nodes' own addresses.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleetctl::container::{
@@ -26,65 +27,44 @@ use fleetctl::transport::{
 };
 use futures_util::StreamExt;
 
+mod common;
+
 /// The test image every sandbox engine has (no registry is reachable).
-const IMAGE: &str = "fleet-test/busybox:1";
+const IMAGE: &str = common::IMAGE;
 /// A valid ed25519 key that no sandbox node holds.
 const FOREIGN_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
 /// Bound of every wait in these tests.
 const WAIT: Duration = Duration::from_secs(60);
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The sandbox, or `None` after printing why it is skipped (never under CI).
+/// The shared sandbox harness (machine-wide test lock, skip/fail policy), plus the SSH nodes'
+/// manifests.
 struct Sandbox {
     nodes: Vec<NodeSpec>,
-    script: PathBuf,
-    _serial: MutexGuard<'static, ()>,
+    inner: common::Sandbox,
 }
 
 impl Sandbox {
-    fn get() -> Option<Sandbox> {
-        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-        let path = std::env::var_os("FLEET_SANDBOX_NODES")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo().join("fleet/sandbox/nodes.yaml"));
-        let script = std::env::var_os("FLEET_SANDBOX_SCRIPT")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo().join("scripts/sandbox"));
-        let missing = if !path.exists() {
-            Some(format!(
-                "{} not found: run `scripts/sandbox up` first",
-                path.display()
-            ))
-        } else {
-            None
-        };
-        if let Some(reason) = missing {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("sandbox missing under CI=true: {reason}");
-            }
-            eprintln!("SKIPPED: e2e_transport: {reason}");
-            return None;
-        }
-        let loaded = fleetctl::manifest::load(&path)
-            .unwrap_or_else(|e| panic!("sandbox manifests {} invalid:\n{e}", path.display()));
+    fn get(test: &str) -> Option<Sandbox> {
+        let inner = common::Sandbox::get(test)?;
+        let loaded = fleetctl::manifest::load(&inner.nodes_yaml).unwrap_or_else(|e| {
+            panic!(
+                "sandbox manifests {} invalid:\n{e}",
+                inner.nodes_yaml.display()
+            )
+        });
         let nodes: Vec<NodeSpec> = loaded
             .fleet
             .nodes
             .into_values()
             .filter(|n| n.ssh.is_some())
             .collect();
-        assert!(!nodes.is_empty(), "{} declares no SSH node", path.display());
-        Some(Sandbox {
-            nodes,
-            script,
-            _serial: serial,
-        })
+        assert!(
+            !nodes.is_empty(),
+            "{} declares no SSH node",
+            inner.nodes_yaml.display()
+        );
+        Some(Sandbox { nodes, inner })
     }
 
     fn endpoint(&self, i: usize) -> Endpoint {
@@ -92,14 +72,11 @@ impl Sandbox {
     }
 
     fn ctl(&self, verb: &str, node: &str) {
-        let out = Command::new(&self.script)
-            .args([verb, node])
-            .output()
-            .unwrap_or_else(|e| panic!("running {} {verb} {node}: {e}", self.script.display()));
+        let out = self.inner.script(&[verb, node]);
         assert!(
             out.status.success(),
             "{} {verb} {node} failed: {}",
-            self.script.display(),
+            self.inner.script.display(),
             String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -189,7 +166,9 @@ fn rt() -> tokio::runtime::Runtime {
 
 #[test]
 fn every_sandbox_node_is_ready_over_ssh() {
-    let Some(sb) = Sandbox::get() else { return };
+    let Some(sb) = Sandbox::get("every_sandbox_node_is_ready_over_ssh") else {
+        return;
+    };
     rt().block_on(async {
         let mut tasks = Vec::new();
         for i in 0..sb.nodes.len() {
@@ -215,7 +194,9 @@ fn every_sandbox_node_is_ready_over_ssh() {
 
 #[test]
 fn wrong_pinned_host_key_is_refused_before_any_docker_call() {
-    let Some(sb) = Sandbox::get() else { return };
+    let Some(sb) = Sandbox::get("wrong_pinned_host_key_is_refused_before_any_docker_call") else {
+        return;
+    };
     let mut ep = sb.endpoint(0);
     ep.ssh.as_mut().unwrap().host_key = Some(FOREIGN_KEY.to_string());
     let logins_before = accepted_logins(&ep);
@@ -266,7 +247,10 @@ fn wrong_pinned_host_key_is_refused_before_any_docker_call() {
 
 #[test]
 fn unknown_and_changed_host_keys_are_refused_with_the_fingerprint() {
-    let Some(sb) = Sandbox::get() else { return };
+    let Some(sb) = Sandbox::get("unknown_and_changed_host_keys_are_refused_with_the_fingerprint")
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let ep0 = sb.endpoint(0);
     let ssh0 = ep0.ssh.clone().unwrap();
@@ -326,7 +310,11 @@ fn unknown_and_changed_host_keys_are_refused_with_the_fingerprint() {
 
 #[test]
 fn a_key_the_node_does_not_accept_is_an_auth_error_and_is_not_retried() {
-    let Some(sb) = Sandbox::get() else { return };
+    let Some(sb) =
+        Sandbox::get("a_key_the_node_does_not_accept_is_an_auth_error_and_is_not_retried")
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let key = dir.path().join("id_ed25519");
     let out = Command::new("ssh-keygen")
@@ -355,7 +343,10 @@ fn a_key_the_node_does_not_accept_is_an_auth_error_and_is_not_retried() {
 
 #[test]
 fn fifty_concurrent_calls_to_one_node_share_one_ssh_connection() {
-    let Some(sb) = Sandbox::get() else { return };
+    let Some(sb) = Sandbox::get("fifty_concurrent_calls_to_one_node_share_one_ssh_connection")
+    else {
+        return;
+    };
     let ep = sb.endpoint(0);
     let logins_before = accepted_logins(&ep);
     rt().block_on(async {
@@ -394,7 +385,11 @@ impl Drop for SshdGuard<'_> {
 
 #[test]
 fn stopped_sshd_makes_only_that_node_not_ready_and_the_connection_comes_back() {
-    let Some(sb) = Sandbox::get() else { return };
+    let Some(sb) =
+        Sandbox::get("stopped_sshd_makes_only_that_node_not_ready_and_the_connection_comes_back")
+    else {
+        return;
+    };
     let victim = sb.nodes.len() - 1;
     let victim_ep = sb.endpoint(victim);
     rt().block_on(async {
@@ -501,7 +496,11 @@ impl Drop for LinkGuard<'_> {
 
 #[test]
 fn a_silent_node_costs_at_most_the_connect_timeout_and_does_not_slow_the_others() {
-    let Some(sb) = Sandbox::get() else { return };
+    let Some(sb) = Sandbox::get(
+        "a_silent_node_costs_at_most_the_connect_timeout_and_does_not_slow_the_others",
+    ) else {
+        return;
+    };
     let victim = sb.endpoint(sb.nodes.len() - 1);
     let _guard = LinkGuard(&sb, victim.node.clone());
     sb.ctl("link-down", &victim.node);
@@ -538,7 +537,9 @@ fn a_silent_node_costs_at_most_the_connect_timeout_and_does_not_slow_the_others(
 
 #[test]
 fn container_lifecycle_on_a_real_engine() {
-    let Some(sb) = Sandbox::get() else { return };
+    let Some(sb) = Sandbox::get("container_lifecycle_on_a_real_engine") else {
+        return;
+    };
     let ep = sb.endpoint(0);
     let name = format!("e2e-transport-{}", std::process::id());
     rt().block_on(async {
@@ -659,7 +660,10 @@ fn node_manifest(ep: &Endpoint, known_hosts: &Path) -> String {
 
 #[test]
 fn trust_records_the_key_and_then_get_nodes_shows_the_node_ready() {
-    let Some(sb) = Sandbox::get() else { return };
+    let Some(sb) = Sandbox::get("trust_records_the_key_and_then_get_nodes_shows_the_node_ready")
+    else {
+        return;
+    };
     let ep = sb.endpoint(0);
     let dir = tempfile::tempdir().unwrap();
     let kh = dir.path().join("ssh/known_hosts");

@@ -50,7 +50,10 @@ impl Sandbox {
             .map(PathBuf::from)
             .unwrap_or_else(|| repo().join("scripts/sandbox"));
         if !nodes_yaml.exists() {
-            let reason = format!("{} not found: run `scripts/sandbox up` first", nodes_yaml.display());
+            let reason = format!(
+                "{} not found: run `scripts/sandbox up` first",
+                nodes_yaml.display()
+            );
             if std::env::var("CI").is_ok_and(|v| v == "true") {
                 panic!("{test}: sandbox missing under CI=true: {reason}");
             }
@@ -63,7 +66,8 @@ impl Sandbox {
             .write(true)
             .open(LOCK)
             .unwrap_or_else(|e| panic!("cannot open {LOCK}: {e}"));
-        lock.lock().unwrap_or_else(|e| panic!("cannot lock {LOCK}: {e}"));
+        lock.lock()
+            .unwrap_or_else(|e| panic!("cannot lock {LOCK}: {e}"));
         let loaded = fleetctl::manifest::load(&nodes_yaml)
             .unwrap_or_else(|e| panic!("sandbox manifests invalid:\n{e}"));
         let nodes = loaded.fleet.nodes.keys().cloned().collect();
@@ -100,7 +104,13 @@ impl Sandbox {
     pub fn ids(&self, node: &str, fleet: &str) -> Vec<String> {
         let out = self.docker(
             node,
-            &["ps", "-aq", "--no-trunc", "--filter", &format!("label=fleet.fleet={fleet}")],
+            &[
+                "ps",
+                "-aq",
+                "--no-trunc",
+                "--filter",
+                &format!("label=fleet.fleet={fleet}"),
+            ],
         );
         let mut v: Vec<String> = out.lines().map(str::to_string).collect();
         v.sort();
@@ -109,7 +119,9 @@ impl Sandbox {
 
     /// `docker inspect -f FORMAT ID` on `node`.
     pub fn inspect(&self, node: &str, id: &str, format: &str) -> String {
-        self.docker(node, &["inspect", "-f", format, id]).trim().to_string()
+        self.docker(node, &["inspect", "-f", format, id])
+            .trim()
+            .to_string()
     }
 
     /// Container events of `fleet` on `node` between two engine timestamps (unix seconds, with
@@ -137,7 +149,9 @@ impl Sandbox {
     /// The engine's clock on `node` (unix seconds with nanoseconds), for event windows.
     pub fn engine_now(&self, node: &str) -> String {
         // The sandbox engines share this machine's clock.
-        let d = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
+        let d = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
         let _ = node;
         format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
     }
@@ -229,7 +243,12 @@ impl<'a> Fleet<'a> {
         self.sb
             .nodes
             .iter()
-            .flat_map(|n| self.sb.ids(n, &self.name).into_iter().map(move |id| (n.clone(), id)))
+            .flat_map(|n| {
+                self.sb
+                    .ids(n, &self.name)
+                    .into_iter()
+                    .map(move |id| (n.clone(), id))
+            })
             .collect()
     }
 }
@@ -247,7 +266,10 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
         if let Some(v) = f() {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
