@@ -27,8 +27,18 @@ async fn main() -> anyhow::Result<()> {
     let loaded = fleetctl::manifest::load(std::path::Path::new(&path))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!(
-        "{:<12} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>5}",
-        "NODE", "VIA", "CONNECT", "1ST CALL", "MEDIAN", "P90", "P99", "MAX", "50 CONC", "SSH"
+        "{:<12} {:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>5}",
+        "NODE",
+        "VIA",
+        "CONNECT",
+        "1ST CALL",
+        "MEDIAN",
+        "P90",
+        "P99",
+        "MAX",
+        ">10MS",
+        "50 CONC",
+        "SSH"
     );
     for node in loaded.fleet.nodes.values() {
         let ep = Endpoint::from_node(node);
@@ -44,10 +54,15 @@ async fn main() -> anyhow::Result<()> {
         rt.list_containers(&ListFilter::default()).await?;
         let first = t1.elapsed();
         let mut samples = Vec::with_capacity(iterations);
-        for _ in 0..iterations {
+        let mut slow = Vec::new();
+        for i in 0..iterations {
             let t = Instant::now();
             rt.list_containers(&ListFilter::default()).await?;
-            samples.push(t.elapsed());
+            let took = t.elapsed();
+            if took > Duration::from_millis(10) {
+                slow.push(format!("#{i}:{}ms", took.as_millis()));
+            }
+            samples.push(took);
         }
         samples.sort();
         let pct = |p: f64| samples[((samples.len() as f64 * p) as usize).min(samples.len() - 1)];
@@ -61,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
         }
         let conc = t2.elapsed();
         println!(
-            "{:<12} {via:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>5}",
+            "{:<12} {via:>6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7} {:>9} {:>5}",
             node.name,
             ms(connect),
             ms(first),
@@ -69,11 +84,15 @@ async fn main() -> anyhow::Result<()> {
             ms(pct(0.9)),
             ms(pct(0.99)),
             ms(*samples.last().unwrap()),
+            slow.len(),
             ms(conc),
             rt.ssh_session()
                 .map(|s| s.connect_attempts().to_string())
                 .unwrap_or_else(|| "-".into()),
         );
+        if std::env::var_os("BENCH_VERBOSE").is_some() && !slow.is_empty() {
+            println!("  slow requests: {}", slow.join(" "));
+        }
     }
     Ok(())
 }
