@@ -49,7 +49,8 @@ pub enum NodeObservation {
         foreign_containers: usize,
         /// Engine facts, when asked for.
         engine: Option<EngineInfo>,
-        /// Measured memory of this fleet's running containers, when asked for.
+        /// Measured memory of every running container of the node (this fleet's and others'),
+        /// when asked for.
         measured_memory: Option<u64>,
     },
     /// It did not.
@@ -164,10 +165,15 @@ async fn observe_node(
         .collect::<Result<_, _>>()?;
     inspected.sort_by(|a, b| a.record.name.cmp(&b.record.name));
     let measured_memory = if options.measure_memory {
+        // Everything running on the node counts, not only this fleet: a node is under pressure
+        // whoever uses its memory (this fleet's containers never exceed their limits, so their
+        // use alone could never pass a watermark their limits do not).
         let running: Vec<String> = inspected
             .iter()
-            .filter(|o| o.record.state == crate::container::RunState::Running)
-            .map(|o| o.record.id.clone())
+            .map(|o| &o.record)
+            .chain(foreign.iter())
+            .filter(|r| r.state == crate::container::RunState::Running)
+            .map(|r| r.id.clone())
             .collect();
         let usage: Vec<Result<u64, TransportError>> = futures_util::stream::iter(running)
             .map(|id| async move { rt.container_memory_usage(&id).await })

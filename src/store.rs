@@ -545,6 +545,22 @@ impl Store {
         })
     }
 
+    /// Ends the lease if it is still the one with `token` (a holder known to be dead).
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn break_lease(&self, token: i64) -> Result<bool, StoreError> {
+        self.write("break lease", |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE lease SET expires_ms = 0 WHERE name = ?1 AND token = ?2",
+                    params![FLEET_LEASE, token],
+                )
+                .map_err(q("break lease"))?;
+            Ok(n > 0)
+        })
+    }
+
     /// The lease row, live or not.
     ///
     /// # Errors

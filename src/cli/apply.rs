@@ -16,16 +16,41 @@ use crate::execute::{ExecOptions, ExecReport};
 use crate::reconcile::{PassContext, pass, plan_only};
 use crate::store::{LeaseInfo, Store, StoreError, now_ms};
 
-/// How long the apply lease lives without renewal: a killed apply blocks others this long at
-/// most.
-pub const LEASE_TTL: Duration = Duration::from_secs(60);
-/// How often a running apply renews its lease.
-pub const LEASE_RENEW: Duration = Duration::from_secs(15);
+/// How long a lease lives without renewal: a holder killed on another machine blocks others this
+/// long at most (one killed on this machine is noticed at once, see [`holder_is_dead`]).
+pub const LEASE_TTL: Duration = Duration::from_secs(30);
+/// How often a running holder renews its lease (a third of the TTL: two renewals may fail).
+pub const LEASE_RENEW: Duration = Duration::from_secs(10);
 /// Most reconcile passes one apply makes: the first does the work; later ones finish what a
 /// conflict or a slow engine left, and stop as soon as nothing is left to do.
 pub const MAX_PASSES: usize = 4;
 
-/// Takes the fleet lease, waiting up to `timeout` for another holder to let go.
+/// Whether a lease holder (`VERB by USER@HOST (pid N)`, see [`super::common::holder`]) is a
+/// fleetctl process of this machine that no longer runs — killed, so its lease can be taken at
+/// once instead of waiting for it to expire.
+pub fn holder_is_dead(holder: &str) -> bool {
+    let ours = super::common::holder("x");
+    let host_of = |h: &str| {
+        h.split_once('@')
+            .map(|(_, rest)| rest.split(' ').next().unwrap_or("").to_string())
+    };
+    let Some(pid) = holder
+        .rsplit_once("(pid ")
+        .and_then(|(_, p)| p.trim_end_matches(')').parse::<u32>().ok())
+    else {
+        return false;
+    };
+    if host_of(holder) != host_of(&ours) || pid == std::process::id() {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+        Ok(comm) => comm.trim() != "fleetctl",
+        Err(_) => true,
+    }
+}
+
+/// Takes the fleet lease, waiting up to `timeout` for another holder to let go. A holder that
+/// was a fleetctl process of this machine and is gone (killed) loses its lease at once.
 ///
 /// # Errors
 /// `fleet is locked by HOLDER since TIME` when the wait runs out.
@@ -39,6 +64,10 @@ pub fn acquire_lease(
     let deadline = Instant::now() + timeout;
     loop {
         match store.try_acquire_lease(who, kind, api, LEASE_TTL, now_ms()) {
+            Err(StoreError::Locked { lease, .. }) if holder_is_dead(&lease.holder) => {
+                tracing::warn!(holder = %lease.holder, "the lease holder is gone; taking the lease over");
+                store.break_lease(lease.token)?;
+            }
             Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(250));
             }

@@ -314,8 +314,10 @@ pub fn init_logging(global: &GlobalOpts) {
         .and_then(|l| EnvFilter::try_new(l).ok())
         .or_else(|| EnvFilter::try_from_env("FLEETCTL_LOG").ok())
         .unwrap_or_else(|| EnvFilter::new(default));
+    use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match global.log_format {
         LogFormat::Json => builder.json().try_init(),

@@ -8,8 +8,9 @@
 //!   another checkout's sandbox.
 //! - Every e2e test holds an exclusive lock on `/run/fleet-sandbox-tests.lock` for its whole run:
 //!   tests of different binaries, checkouts or processes never share the nodes at once.
-//! - Each test uses its own fleet name; its containers are removed when it ends, even on panic.
-//!   Containers of other fleets are never touched.
+//! - Each test starts from an empty sandbox: after taking the lock, every container that
+//!   fleetctl manages (any fleet, e.g. a demo's) is removed; other containers stay. Each test uses
+//!   its own fleet name, and its containers are removed when it ends, even on panic.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::fs::File;
@@ -71,12 +72,14 @@ impl Sandbox {
         let loaded = fleetctl::manifest::load(&nodes_yaml)
             .unwrap_or_else(|e| panic!("sandbox manifests invalid:\n{e}"));
         let nodes = loaded.fleet.nodes.keys().cloned().collect();
-        Some(Sandbox {
+        let sb = Sandbox {
             nodes_yaml,
             script,
             nodes,
             _lock: lock,
-        })
+        };
+        sb.clear_managed();
+        Some(sb)
     }
 
     /// Runs the control script (`stop-sshd node3`, `docker node1 ps`, ...).
@@ -146,6 +149,42 @@ impl Sandbox {
         out.lines().map(str::to_string).collect()
     }
 
+    /// Like [`Sandbox::events`], as (time in ns, action, container name).
+    pub fn timed_events(
+        &self,
+        node: &str,
+        fleet: &str,
+        since: &str,
+        until: &str,
+    ) -> Vec<(u128, String, String)> {
+        let out = self.docker(
+            node,
+            &[
+                "events",
+                "--since",
+                since,
+                "--until",
+                until,
+                "--filter",
+                "type=container",
+                "--filter",
+                &format!("label=fleet.fleet={fleet}"),
+                "--format",
+                "{{.TimeNano}} {{.Action}} {{.Actor.Attributes.name}}",
+            ],
+        );
+        out.lines()
+            .filter_map(|l| {
+                let mut p = l.splitn(3, ' ');
+                Some((
+                    p.next()?.parse().ok()?,
+                    p.next()?.to_string(),
+                    p.next()?.to_string(),
+                ))
+            })
+            .collect()
+    }
+
     /// The engine's clock on `node` (unix seconds with nanoseconds), for event windows.
     pub fn engine_now(&self, node: &str) -> String {
         // The sandbox engines share this machine's clock.
@@ -154,6 +193,20 @@ impl Sandbox {
             .unwrap();
         let _ = node;
         format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
+    }
+
+    /// Removes every container fleetctl manages, of any fleet, on every node.
+    pub fn clear_managed(&self) {
+        for n in &self.nodes {
+            let out = self.docker(
+                n,
+                &["ps", "-aq", "--filter", "label=fleet.managed-by=fleetctl"],
+            );
+            let ids: Vec<&str> = out.lines().collect();
+            if !ids.is_empty() {
+                let _ = self.script(&[&["docker", n.as_str(), "rm", "-f"][..], &ids[..]].concat());
+            }
+        }
     }
 
     /// Removes every container of `fleet` on every node.
