@@ -1144,6 +1144,31 @@ mod tests {
     }
 
     #[test]
+    fn what_create_sends_inspect_reads_back_as_the_same_spec() {
+        let mut s = spec();
+        s.stop_grace_period = Some(Duration::from_secs(10)); // the engine keeps whole seconds
+        let b = create_body(&s);
+        let inspected = ContainerInspectResponse {
+            name: Some(format!("/{}", s.name)),
+            config: Some(bollard::models::ContainerConfig {
+                image: b.image.clone(),
+                cmd: b.cmd.clone(),
+                env: b.env.clone(),
+                labels: b.labels.clone(),
+                exposed_ports: b.exposed_ports.clone(),
+                healthcheck: b.healthcheck.clone(),
+                stop_timeout: b.stop_timeout,
+                ..Default::default()
+            }),
+            host_config: b.host_config.clone(),
+            ..Default::default()
+        };
+        let mut expected = s.clone();
+        expected.ports.sort();
+        assert_eq!(spec_from_inspect(&inspected), expected);
+    }
+
+    #[test]
     fn update_body_sends_limits_restart_policy_and_double_swap() {
         let u = ContainerUpdate {
             resources: spec().resources,
