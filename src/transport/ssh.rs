@@ -413,8 +413,9 @@ impl SshSession {
     /// Opens a `direct-streamlocal@openssh.com` channel to `socket_path` on the node.
     ///
     /// # Errors
-    /// As [`SshSession::handle`], plus: sshd refused the channel (streamlocal forwarding
-    /// disabled, socket missing, permission denied) or did not answer in time.
+    /// Host key refused, authentication failed, node unreachable or too slow (connecting first
+    /// when needed); sshd refused the channel (streamlocal forwarding disabled, socket missing,
+    /// permission denied) or did not answer in time.
     pub async fn open_streamlocal(
         &self,
         socket_path: &str,
