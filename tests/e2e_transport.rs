@@ -720,3 +720,94 @@ fn trust_records_the_key_and_then_get_nodes_shows_the_node_ready() {
     assert_eq!(json[0]["status"], "Ready", "{json}");
     assert!(json[0]["apiVersion"].as_str().unwrap().starts_with("1."));
 }
+
+/// A one-node manifest for `ep` without `identityFile`, trusting via `known_hosts`.
+fn manifest_without_identity(ep: &Endpoint, known_hosts: &Path) -> String {
+    let mut ep = ep.clone();
+    ep.ssh.as_mut().unwrap().identity_file = None;
+    node_manifest(&ep, known_hosts)
+}
+
+/// Kills the ssh-agent this test started (by its pid) when dropped.
+struct AgentGuard(std::process::Child);
+
+impl Drop for AgentGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn without_identity_file_the_agent_then_the_default_key_are_used() {
+    let Some(sb) = Sandbox::get("without_identity_file_the_agent_then_the_default_key_are_used")
+    else {
+        return;
+    };
+    let ep = sb.endpoint(0);
+    let ssh = ep.ssh.clone().unwrap();
+    let key = ssh
+        .identity_file
+        .clone()
+        .expect("sandbox nodes name their key");
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("nodes.yaml");
+    std::fs::write(
+        &manifest,
+        manifest_without_identity(&ep, &ssh.known_hosts_file),
+    )
+    .unwrap();
+    let status = |home: &Path, agent: Option<&Path>| {
+        let mut cmd = assert_cmd::Command::cargo_bin("fleetctl").unwrap();
+        cmd.env("HOME", home).env_remove("SSH_AUTH_SOCK");
+        if let Some(a) = agent {
+            cmd.env("SSH_AUTH_SOCK", a);
+        }
+        let out = cmd
+            .args(["get", "nodes", "-o", "json"])
+            .arg(&manifest)
+            .output()
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json[0].clone()
+    };
+
+    // No agent, no ~/.ssh/id_ed25519: an auth error that says what was missing.
+    let empty_home = dir.path().join("empty-home");
+    std::fs::create_dir_all(&empty_home).unwrap();
+    let s = status(&empty_home, None);
+    assert_eq!(s["status"], "NotReady", "{s}");
+    assert!(s["cause"].as_str().unwrap().contains("no SSH key"), "{s}");
+
+    // ~/.ssh/id_ed25519.
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    std::fs::copy(&key, home.join(".ssh/id_ed25519")).unwrap();
+    assert_eq!(status(&home, None)["status"], "Ready");
+
+    // ssh-agent holding the key (and no default key file).
+    let sock = dir.path().join("agent.sock");
+    let agent = Command::new("ssh-agent")
+        .args(["-D", "-a"])
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent");
+    let _agent = AgentGuard(agent);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "ssh-agent socket never appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let added = Command::new("ssh-add")
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    assert_eq!(status(&empty_home, Some(&sock))["status"], "Ready");
+}
