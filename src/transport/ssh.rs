@@ -606,17 +606,22 @@ fn watch_connection(
             .expect("reason slot")
             .take()
             .unwrap_or_else(|| "SSH connection closed".to_string());
-        if s.generation.load(Ordering::Relaxed) != generation {
-            return; // a newer connection exists already
+        {
+            // Under the slot lock, like `handle()` publishing `Connected`: a caller that
+            // reconnected meanwhile is never overwritten with `Down`.
+            let _slot = s.slot.lock().await;
+            if s.generation.load(Ordering::Relaxed) != generation {
+                return; // a newer connection exists already
+            }
+            if s.closed_on_purpose.load(Ordering::Relaxed) {
+                s.state.send_replace(ConnState::Idle);
+                return;
+            }
+            s.state.send_replace(ConnState::Down {
+                cause: cause.clone(),
+                permanent: false,
+            });
         }
-        if s.closed_on_purpose.load(Ordering::Relaxed) {
-            s.state.send_replace(ConnState::Idle);
-            return;
-        }
-        s.state.send_replace(ConnState::Down {
-            cause: cause.clone(),
-            permanent: false,
-        });
         tracing::info!(node = %s.node, %cause, "ssh connection lost; reconnecting");
         drop(s);
         loop {
