@@ -4,7 +4,7 @@
 //! changes. Errors are printed once, at the top, with their chain.
 
 mod apply;
-mod capacity;
+pub mod capacity;
 mod common;
 mod cordon;
 mod drain;
@@ -165,9 +165,13 @@ pub enum Command {
             conflicts_with = "path"
         )]
         file: Option<PathBuf>,
-        /// Output format (table or json).
+        /// Output format: table, wide (says what bounds every plug slot), json or yaml.
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,
+        /// auto: observe the nodes once the fleet has been applied (else manifests only); live:
+        /// always observe; offline: never contact the nodes.
+        #[arg(long, value_enum, default_value_t)]
+        source: capacity::Source,
     },
     /// Mark a node unschedulable: it takes no new work; what runs there stays. Undo: uncordon.
     Cordon(NodeArg),
@@ -340,9 +344,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Validate { path } => validate::run(&path),
         Command::Schema => schema::run(),
-        Command::Capacity { path, file, output } => {
-            capacity::run(path.or(file).as_deref(), output, &cli.global)
-        }
+        Command::Capacity {
+            path,
+            file,
+            output,
+            source,
+        } => capacity::run(path.or(file).as_deref(), source, output, &cli.global),
         Command::Completion { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
