@@ -8,6 +8,7 @@ pub mod capacity;
 mod common;
 mod cordon;
 mod drain;
+mod nodes;
 mod plan;
 mod plug;
 mod render;
@@ -373,6 +374,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Run { .. } => not_implemented("run"),
         Command::Get {
+            what: GetWhat::Nodes,
+            path,
+            file,
+            output,
+        } => nodes::get(path.or(file).as_deref(), output, &cli.global),
+        Command::Get {
             what: GetWhat::Plugs,
             path,
             file,
@@ -398,8 +405,13 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             file,
             output,
         } => services::describe_plug(&name, path.or(file).as_deref(), output, &cli.global),
-        Command::Get { .. } => not_implemented("get"),
-        Command::Describe { .. } => not_implemented("describe"),
+        Command::Describe {
+            what: DescribeWhat::Node,
+            name,
+            path,
+            file,
+            output,
+        } => nodes::describe(&name, path.or(file).as_deref(), output, &cli.global),
         Command::Cordon(a) => cordon::run(&a.node, a.file.as_deref(), true, &cli.global),
         Command::Uncordon(a) => cordon::run(&a.node, a.file.as_deref(), false, &cli.global),
         Command::Drain {
@@ -410,6 +422,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             output,
         } => drain::run(&node, timeout, force, file.as_deref(), output, &cli.global),
         Command::Plug { op } => plug::run(op, &cli.global),
-        Command::Trust { .. } => not_implemented("trust"),
+        Command::Trust { node, yes, file } => {
+            nodes::trust(&node, file.as_deref(), yes, &cli.global)
+        }
     }
 }
