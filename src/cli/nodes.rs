@@ -23,7 +23,9 @@ use comfy_table::{Table, presets::NOTHING};
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use super::common::{emit, print_json, print_yaml, resolve_manifests, runtime};
+use super::common::{
+    emit, open_store_readonly, print_json, print_yaml, resolve_manifests, runtime,
+};
 use super::{GlobalOpts, Output};
 use crate::container::{ContainerRecord, EngineInfo, Health, RunState, labels};
 use crate::manifest::{Bytes, MilliCpus, NodeSpec};
@@ -52,6 +54,9 @@ pub struct NodeStatus {
     /// Why the node is NotReady.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cause: Option<String>,
+    /// Conditions recorded in the state store: `cordoned`, `draining`, `drained`.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub conditions: Vec<String>,
     /// Engine version (e.g. `20.10.24`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub engine: Option<String>,
@@ -190,6 +195,7 @@ pub fn node_status(spec: &NodeSpec, observed: Result<Observation, &TransportErro
         labels: spec.labels.clone(),
         status: if info.is_some() { "Ready" } else { "NotReady" },
         cause,
+        conditions: Vec::new(),
         engine: info.as_ref().map(|i| i.version.clone()),
         api_version: info.as_ref().map(|i| i.api_version.clone()),
         capacity,
@@ -278,8 +284,10 @@ pub fn get(path: Option<&Path>, output: Output, global: &GlobalOpts) -> anyhow::
     let fleet = loaded.fleet.fleet.name.clone();
     let nodes: Vec<NodeSpec> = loaded.fleet.nodes.into_values().collect();
     let mut statuses = runtime()?.block_on(observe_all(nodes, &fleet));
+    let conditions = open_store_readonly(global, &fleet)?.node_conditions()?;
     for s in &mut statuses {
         s.containers.clear();
+        s.conditions = condition_words(conditions.get(&s.name));
     }
     match output {
         Output::Json => print_json(&statuses)?,
@@ -314,15 +322,39 @@ pub fn describe(
                 .join(", ")
         );
     };
-    let status = runtime()?
+    let mut status = runtime()?
         .block_on(observe_all(vec![spec], &fleet))
         .remove(0);
+    let conditions = open_store_readonly(global, &fleet)?.node_conditions()?;
+    status.conditions = condition_words(conditions.get(name));
     match output {
         Output::Json => print_json(&status)?,
         Output::Yaml => print_yaml(&status)?,
         Output::Table | Output::Wide => emit(&render_describe(&status, &fleet))?,
     }
     Ok(if status.is_ready() { 0 } else { 1 })
+}
+
+/// The recorded conditions of a node, as words (drained implies cordoned, said once).
+fn condition_words(c: Option<&crate::store::NodeCondition>) -> Vec<String> {
+    let Some(c) = c else { return Vec::new() };
+    if c.drained {
+        vec!["drained".into()]
+    } else if c.draining {
+        vec!["draining".into()]
+    } else if c.cordoned {
+        vec!["cordoned".into()]
+    } else {
+        Vec::new()
+    }
+}
+
+/// `Ready`, or `Ready,drained` (kubectl's `Ready,SchedulingDisabled`).
+fn status_text(s: &NodeStatus) -> String {
+    std::iter::once(s.status.to_string())
+        .chain(s.conditions.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn bytes(b: Option<u64>) -> String {
@@ -375,7 +407,7 @@ pub fn render_table(statuses: &[NodeStatus], wide: bool) -> String {
         let cap_mem = c.declared_memory.or(c.engine_memory);
         let mut row = vec![
             s.name.clone(),
-            s.status.to_string(),
+            status_text(s),
             or_dash(&s.engine),
             or_dash(&s.api_version),
             cpus(cap_cpus),
@@ -447,7 +479,7 @@ pub fn render_describe(s: &NodeStatus, fleet: &str) -> String {
                 .join(", ")
         },
     );
-    line("Status:", s.status.to_string());
+    line("Status:", status_text(s));
     if let Some(cause) = &s.cause {
         line("Cause:", cause.clone());
     }
