@@ -146,6 +146,9 @@ pub struct CapacityReport {
     pub unplaced: Vec<UnplacedService>,
     /// Per plug class.
     pub classes: Vec<ClassCapacity>,
+    /// Nodes that could not be observed (live reports), with why; they are shown from
+    /// manifests only.
+    pub unreachable: BTreeMap<String, String>,
 }
 
 /// Builds the report. `observed` maps node names to observations; nodes absent from it are
@@ -355,6 +358,7 @@ pub fn report(
         nodes,
         unplaced,
         classes,
+        unreachable: BTreeMap::new(),
     }
 }
 

@@ -18,6 +18,9 @@ use crate::transport::{ListFilter, NodeRuntime, TransportError};
 
 /// Inspects in flight per node: enough to hide round trips, few enough not to crowd one engine.
 pub const INSPECT_CONCURRENCY: usize = 8;
+/// Stats calls in flight per node. Docker 20.10 answers a one-shot stats call at its next 1 s
+/// collection tick; concurrent calls share that wait, so they are not batched small.
+pub const STATS_CONCURRENCY: usize = 128;
 
 /// One container of this fleet, as observed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -177,7 +180,7 @@ async fn observe_node(
             .collect();
         let usage: Vec<Result<u64, TransportError>> = futures_util::stream::iter(running)
             .map(|id| async move { rt.container_memory_usage(&id).await })
-            .buffer_unordered(INSPECT_CONCURRENCY)
+            .buffer_unordered(STATS_CONCURRENCY)
             .collect()
             .await;
         Some(usage.into_iter().filter_map(Result::ok).sum())

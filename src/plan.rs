@@ -527,9 +527,30 @@ pub fn plan(s: &Snapshot) -> Plan {
                     .details
                     .as_ref()
                     .map(|d| (&d.spec.resources, d.spec.restart));
+                let mut recreated = false;
                 if let Some((res, restart)) = observed {
                     let changes = in_place_changes(res, restart, &spec.resources, spec.restart);
-                    if !changes.is_empty() {
+                    if !changes.is_empty() && removes_a_limit(res, &spec.resources) {
+                        // The engine reads 0 as "unchanged", so a limit cannot be removed in
+                        // place. Same spec hash, same name: the old container goes first.
+                        step(
+                            node,
+                            &spec.name,
+                            Action::Replace {
+                                old_node: node.clone(),
+                                old_id: o.record.id.clone(),
+                                old_name: o.record.name.clone(),
+                                old_grace_secs: grace_secs(o),
+                                spec: Box::new(spec.clone()),
+                                order: UpdateOrder::StopFirst,
+                            },
+                            format!(
+                                "{}, recreate (stop-first: the engine cannot remove a limit in place)",
+                                changes.join(", ")
+                            ),
+                        );
+                        recreated = true;
+                    } else if !changes.is_empty() {
                         step(
                             node,
                             &o.record.name,
@@ -544,7 +565,9 @@ pub fn plan(s: &Snapshot) -> Plan {
                 }
                 let running = o.record.state == RunState::Running;
                 let mut unchanged = false;
-                if *run && !running {
+                if recreated {
+                    // The replacement starts it.
+                } else if *run && !running {
                     step(
                         node,
                         &o.record.name,
@@ -752,6 +775,17 @@ fn stray_reason(s: &Snapshot, o: &Observed) -> String {
         },
         _ => "unknown kind".into(),
     }
+}
+
+/// Whether going from `have` to `want` drops a limit the engine applies now (memory
+/// reservation, CPU quota, CPU shares, cpuset): the engine's update call cannot do that.
+pub fn removes_a_limit(have: &Resources, want: &Resources) -> bool {
+    let set = |v: Option<u64>| v.is_some_and(|x| x != 0);
+    (set(have.memory_reservation) && !set(want.memory_reservation))
+        || (set(have.nano_cpus) && !set(want.nano_cpus))
+        || (set(have.cpu_shares) && !set(want.cpu_shares))
+        || (have.cpuset.as_ref().is_some_and(|c| !c.is_empty())
+            && want.cpuset.as_ref().is_none_or(|c| c.is_empty()))
 }
 
 /// In-place changes between observed and desired limits, in words.

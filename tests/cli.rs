@@ -124,22 +124,6 @@ fn capacity_renders_table_and_json() {
 }
 
 #[test]
-fn verbs_not_built_yet_say_so_and_fail() {
-    let out = fleetctl()
-        .args(["describe", "node", "node1"])
-        .assert()
-        .code(1)
-        .get_output()
-        .stderr
-        .clone();
-    assert!(
-        String::from_utf8(out)
-            .unwrap()
-            .contains("not implemented yet")
-    );
-}
-
-#[test]
 fn completion_scripts_are_printed() {
     for shell in ["bash", "zsh", "fish"] {
         let out = fleetctl()

@@ -93,6 +93,12 @@ fn seed_fleets_run_with_exactly_the_declared_limits_and_labels() {
         let f = Fleet::new(&sb, name, &docs);
         f.apply();
         check_limits_and_labels(&f);
+        let (code, out, _) = f.run(&["get", "services", "-o", "json"]);
+        assert_eq!(code, 0);
+        let services: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+        for s in services {
+            assert_eq!(s["ready"], s["desired"], "{s}");
+        }
     }
 }
 

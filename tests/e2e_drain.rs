@@ -139,6 +139,15 @@ fn drain_moves_everything_start_first_and_leaves_the_node_drained() {
     }
     assert!(checked >= 5, "stops seen: {gone:?}");
 
+    // `get nodes` shows it drained.
+    let (_, out, _) = f.run(&["get", "nodes", "-o", "json"]);
+    let nodes: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let node2 = nodes.iter().find(|n| n["name"] == "node2").unwrap();
+    assert_eq!(
+        node2["conditions"],
+        serde_json::json!(["drained"]),
+        "{node2}"
+    );
     // Drained: new plugs never land on node2 until uncordon.
     create(&f, 1);
     assert!(plugs(&f).iter().all(|p| p["node"] != "node2"));

@@ -6,14 +6,15 @@
 //!   `CI=true` a missing sandbox is a failure.
 //! - `FLEET_SANDBOX_NODES` overrides the manifest path, `FLEET_SANDBOX_SCRIPT` the control script
 //!   (`stop-sshd NODE` / `start-sshd NODE`), e.g. for a one-node development setup.
-//! - The tests share the nodes, so they run one at a time (a process-wide lock); the one that
-//!   stops an sshd starts it again before it returns, even when it fails.
+//! - The harness is `tests/common` (machine-wide lock: no two e2e tests share the nodes at
+//!   once); a test that stops an sshd or takes a link down restores it before it returns, even
+//!   when it fails. Containers created here carry `fleet.fleet=e2e-transport` and are removed.
 //!
 //! Traffic goes only to the sandbox nodes' own addresses.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use fleetctl::container::{
@@ -26,65 +27,44 @@ use fleetctl::transport::{
 };
 use futures_util::StreamExt;
 
+mod common;
+
 /// The test image every sandbox engine has (no registry is reachable).
-const IMAGE: &str = "fleet-test/busybox:1";
+const IMAGE: &str = common::IMAGE;
 /// A valid ed25519 key that no sandbox node holds.
 const FOREIGN_KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
 /// Bound of every wait in these tests.
 const WAIT: Duration = Duration::from_secs(60);
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The sandbox, or `None` after printing why it is skipped (never under CI).
+/// The shared sandbox harness (machine-wide test lock, skip/fail policy), plus the SSH nodes'
+/// manifests.
 struct Sandbox {
     nodes: Vec<NodeSpec>,
-    script: PathBuf,
-    _serial: MutexGuard<'static, ()>,
+    inner: common::Sandbox,
 }
 
 impl Sandbox {
-    fn get() -> Option<Sandbox> {
-        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
-        let path = std::env::var_os("FLEET_SANDBOX_NODES")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo().join("fleet/sandbox/nodes.yaml"));
-        let script = std::env::var_os("FLEET_SANDBOX_SCRIPT")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo().join("scripts/sandbox"));
-        let missing = if !path.exists() {
-            Some(format!(
-                "{} not found: run `scripts/sandbox up` first",
-                path.display()
-            ))
-        } else {
-            None
-        };
-        if let Some(reason) = missing {
-            if std::env::var("CI").is_ok_and(|v| v == "true") {
-                panic!("sandbox missing under CI=true: {reason}");
-            }
-            eprintln!("SKIPPED: e2e_transport: {reason}");
-            return None;
-        }
-        let loaded = fleetctl::manifest::load(&path)
-            .unwrap_or_else(|e| panic!("sandbox manifests {} invalid:\n{e}", path.display()));
+    fn get(test: &str) -> Option<Sandbox> {
+        let inner = common::Sandbox::get(test)?;
+        let loaded = fleetctl::manifest::load(&inner.nodes_yaml).unwrap_or_else(|e| {
+            panic!(
+                "sandbox manifests {} invalid:\n{e}",
+                inner.nodes_yaml.display()
+            )
+        });
         let nodes: Vec<NodeSpec> = loaded
             .fleet
             .nodes
             .into_values()
             .filter(|n| n.ssh.is_some())
             .collect();
-        assert!(!nodes.is_empty(), "{} declares no SSH node", path.display());
-        Some(Sandbox {
-            nodes,
-            script,
-            _serial: serial,
-        })
+        assert!(
+            !nodes.is_empty(),
+            "{} declares no SSH node",
+            inner.nodes_yaml.display()
+        );
+        Some(Sandbox { nodes, inner })
     }
 
     fn endpoint(&self, i: usize) -> Endpoint {
@@ -92,14 +72,11 @@ impl Sandbox {
     }
 
     fn ctl(&self, verb: &str, node: &str) {
-        let out = Command::new(&self.script)
-            .args([verb, node])
-            .output()
-            .unwrap_or_else(|e| panic!("running {} {verb} {node}: {e}", self.script.display()));
+        let out = self.inner.script(&[verb, node]);
         assert!(
             out.status.success(),
             "{} {verb} {node} failed: {}",
-            self.script.display(),
+            self.inner.script.display(),
             String::from_utf8_lossy(&out.stderr)
         );
     }
@@ -189,7 +166,9 @@ fn rt() -> tokio::runtime::Runtime {
 
 #[test]
 fn every_sandbox_node_is_ready_over_ssh() {
-    let Some(sb) = Sandbox::get() else { return };
+    let Some(sb) = Sandbox::get("every_sandbox_node_is_ready_over_ssh") else {
+        return;
+    };
     rt().block_on(async {
         let mut tasks = Vec::new();
         for i in 0..sb.nodes.len() {
@@ -215,7 +194,9 @@ fn every_sandbox_node_is_ready_over_ssh() {
 
 #[test]
 fn wrong_pinned_host_key_is_refused_before_any_docker_call() {
-    let Some(sb) = Sandbox::get() else { return };
+    let Some(sb) = Sandbox::get("wrong_pinned_host_key_is_refused_before_any_docker_call") else {
+        return;
+    };
     let mut ep = sb.endpoint(0);
     ep.ssh.as_mut().unwrap().host_key = Some(FOREIGN_KEY.to_string());
     let logins_before = accepted_logins(&ep);
@@ -266,7 +247,10 @@ fn wrong_pinned_host_key_is_refused_before_any_docker_call() {
 
 #[test]
 fn unknown_and_changed_host_keys_are_refused_with_the_fingerprint() {
-    let Some(sb) = Sandbox::get() else { return };
+    let Some(sb) = Sandbox::get("unknown_and_changed_host_keys_are_refused_with_the_fingerprint")
+    else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let ep0 = sb.endpoint(0);
     let ssh0 = ep0.ssh.clone().unwrap();
@@ -325,8 +309,44 @@ fn unknown_and_changed_host_keys_are_refused_with_the_fingerprint() {
 }
 
 #[test]
+fn a_key_the_node_does_not_accept_is_an_auth_error_and_is_not_retried() {
+    let Some(sb) =
+        Sandbox::get("a_key_the_node_does_not_accept_is_an_auth_error_and_is_not_retried")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("id_ed25519");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut ep = sb.endpoint(0);
+    ep.ssh.as_mut().unwrap().identity_file = Some(key.clone());
+    rt().block_on(async {
+        let rt = transport::connect_docker(&ep).unwrap();
+        let err = rt.engine_info().await.unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Auth, "{err}");
+        assert!(!err.is_retryable());
+        assert!(err.message.contains(&key.display().to_string()), "{err}");
+        let again = rt.engine_info().await.unwrap_err();
+        assert_eq!(again.kind, ErrorKind::Auth);
+        assert_eq!(rt.ssh_session().unwrap().connect_attempts(), 1);
+    });
+}
+
+#[test]
 fn fifty_concurrent_calls_to_one_node_share_one_ssh_connection() {
-    let Some(sb) = Sandbox::get() else { return };
+    let Some(sb) = Sandbox::get("fifty_concurrent_calls_to_one_node_share_one_ssh_connection")
+    else {
+        return;
+    };
     let ep = sb.endpoint(0);
     let logins_before = accepted_logins(&ep);
     rt().block_on(async {
@@ -365,7 +385,11 @@ impl Drop for SshdGuard<'_> {
 
 #[test]
 fn stopped_sshd_makes_only_that_node_not_ready_and_the_connection_comes_back() {
-    let Some(sb) = Sandbox::get() else { return };
+    let Some(sb) =
+        Sandbox::get("stopped_sshd_makes_only_that_node_not_ready_and_the_connection_comes_back")
+    else {
+        return;
+    };
     let victim = sb.nodes.len() - 1;
     let victim_ep = sb.endpoint(victim);
     rt().block_on(async {
@@ -378,8 +402,26 @@ fn stopped_sshd_makes_only_that_node_not_ready_and_the_connection_comes_back() {
             ConnState::Connected { generation: 1 }
         );
 
+        let mut events = held.events(&ListFilter::default()).await.unwrap();
+
         let guard = SshdGuard(&sb, victim_ep.node.clone());
         sb.ctl("stop-sshd", &victim_ep.node);
+
+        // The event stream ends (the caller resubscribes after the reconnect).
+        let end = tokio::time::timeout(WAIT, async {
+            loop {
+                match events.next().await {
+                    None => return None,
+                    Some(Err(e)) => return Some(e),
+                    Some(Ok(_)) => continue,
+                }
+            }
+        })
+        .await
+        .expect("event stream ends when the connection drops");
+        if let Some(e) = end {
+            assert!(e.is_retryable(), "{e}");
+        }
 
         // The held connection drops and says so.
         tokio::time::timeout(
@@ -443,9 +485,61 @@ fn stopped_sshd_makes_only_that_node_not_ready_and_the_connection_comes_back() {
     });
 }
 
+/// Takes the node's link up again when dropped.
+struct LinkGuard<'a>(&'a Sandbox, String);
+
+impl Drop for LinkGuard<'_> {
+    fn drop(&mut self) {
+        self.0.ctl("link-up", &self.1);
+    }
+}
+
+#[test]
+fn a_silent_node_costs_at_most_the_connect_timeout_and_does_not_slow_the_others() {
+    let Some(sb) = Sandbox::get(
+        "a_silent_node_costs_at_most_the_connect_timeout_and_does_not_slow_the_others",
+    ) else {
+        return;
+    };
+    let victim = sb.endpoint(sb.nodes.len() - 1);
+    let _guard = LinkGuard(&sb, victim.node.clone());
+    sb.ctl("link-down", &victim.node);
+    rt().block_on(async {
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for i in 0..sb.nodes.len() {
+            let ep = sb.endpoint(i);
+            tasks.push(tokio::spawn(async move {
+                let rt = transport::connect_docker(&ep).unwrap();
+                let r = rt.engine_info().await;
+                (ep.node.clone(), r, started.elapsed())
+            }));
+        }
+        for t in tasks {
+            let (node, r, took) = t.await.unwrap();
+            if node == victim.node {
+                let err = r.expect_err("a node without link must fail");
+                assert!(
+                    matches!(err.kind, ErrorKind::Timeout | ErrorKind::Unreachable),
+                    "{err}"
+                );
+                assert!(
+                    took <= transport::CONNECT_TIMEOUT + Duration::from_secs(2),
+                    "{node} took {took:?}: {err}"
+                );
+            } else {
+                r.unwrap_or_else(|e| panic!("{node} should stay ready: {e}"));
+                assert!(took < Duration::from_secs(3), "{node} took {took:?}");
+            }
+        }
+    });
+}
+
 #[test]
 fn container_lifecycle_on_a_real_engine() {
-    let Some(sb) = Sandbox::get() else { return };
+    let Some(sb) = Sandbox::get("container_lifecycle_on_a_real_engine") else {
+        return;
+    };
     let ep = sb.endpoint(0);
     let name = format!("e2e-transport-{}", std::process::id());
     rt().block_on(async {
@@ -542,4 +636,178 @@ fn container_lifecycle_on_a_real_engine() {
         );
         assert!(seen.iter().any(|a| a == "die"), "{seen:?}");
     });
+}
+
+/// A one-node manifest for `ep`, with `known_hosts` as its known_hosts file.
+fn node_manifest(ep: &Endpoint, known_hosts: &Path) -> String {
+    let ssh = ep.ssh.as_ref().unwrap();
+    let identity = ssh
+        .identity_file
+        .as_ref()
+        .map(|p| format!("    identityFile: {:?}\n", p.display().to_string()))
+        .unwrap_or_default();
+    format!(
+        "apiVersion: fleet/v1\nkind: Node\nmetadata: {{name: {}}}\nspec:\n  ssh:\n    host: {:?}\n    \
+         port: {}\n    user: {:?}\n{identity}    knownHostsFile: {:?}\n  docker: {{socket: {:?}}}\n",
+        ep.node,
+        ssh.host,
+        ssh.port,
+        ssh.user,
+        known_hosts.display().to_string(),
+        ep.docker_socket
+    )
+}
+
+#[test]
+fn trust_records_the_key_and_then_get_nodes_shows_the_node_ready() {
+    let Some(sb) = Sandbox::get("trust_records_the_key_and_then_get_nodes_shows_the_node_ready")
+    else {
+        return;
+    };
+    let ep = sb.endpoint(0);
+    let dir = tempfile::tempdir().unwrap();
+    let kh = dir.path().join("ssh/known_hosts");
+    let manifest = dir.path().join("nodes.yaml");
+    std::fs::write(&manifest, node_manifest(&ep, &kh)).unwrap();
+    let fleetctl = || assert_cmd::Command::cargo_bin("fleetctl").unwrap();
+
+    // Unknown key: NotReady, with the fingerprint and the fix.
+    let out = fleetctl()
+        .args(["get", "nodes", "-o", "json"])
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json[0]["status"], "NotReady", "{json}");
+    let cause = json[0]["cause"].as_str().unwrap();
+    assert!(
+        cause.contains("SHA256:") && cause.contains("fleetctl trust"),
+        "{cause}"
+    );
+
+    // No terminal and no --yes: nothing written.
+    let out = fleetctl()
+        .args(["trust", &ep.node, "-f"])
+        .arg(&manifest)
+        .write_stdin("y\n")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!kh.exists(), "nothing may be written without confirmation");
+
+    let out = fleetctl()
+        .args(["trust", &ep.node, "--yes", "-f"])
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("SHA256:"), "{stdout}");
+    let recorded = std::fs::read_to_string(&kh).unwrap();
+    assert_eq!(recorded.lines().count(), 1, "{recorded}");
+
+    let out = fleetctl()
+        .args(["get", "nodes", "-o", "json"])
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json[0]["status"], "Ready", "{json}");
+    assert!(json[0]["apiVersion"].as_str().unwrap().starts_with("1."));
+}
+
+/// A one-node manifest for `ep` without `identityFile`, trusting via `known_hosts`.
+fn manifest_without_identity(ep: &Endpoint, known_hosts: &Path) -> String {
+    let mut ep = ep.clone();
+    ep.ssh.as_mut().unwrap().identity_file = None;
+    node_manifest(&ep, known_hosts)
+}
+
+/// Kills the ssh-agent this test started (by its pid) when dropped.
+struct AgentGuard(std::process::Child);
+
+impl Drop for AgentGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn without_identity_file_the_agent_then_the_default_key_are_used() {
+    let Some(sb) = Sandbox::get("without_identity_file_the_agent_then_the_default_key_are_used")
+    else {
+        return;
+    };
+    let ep = sb.endpoint(0);
+    let ssh = ep.ssh.clone().unwrap();
+    let key = ssh
+        .identity_file
+        .clone()
+        .expect("sandbox nodes name their key");
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("nodes.yaml");
+    std::fs::write(
+        &manifest,
+        manifest_without_identity(&ep, &ssh.known_hosts_file),
+    )
+    .unwrap();
+    let status = |home: &Path, agent: Option<&Path>| {
+        let mut cmd = assert_cmd::Command::cargo_bin("fleetctl").unwrap();
+        cmd.env("HOME", home).env_remove("SSH_AUTH_SOCK");
+        if let Some(a) = agent {
+            cmd.env("SSH_AUTH_SOCK", a);
+        }
+        let out = cmd
+            .args(["get", "nodes", "-o", "json"])
+            .arg(&manifest)
+            .output()
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        json[0].clone()
+    };
+
+    // No agent, no ~/.ssh/id_ed25519: an auth error that says what was missing.
+    let empty_home = dir.path().join("empty-home");
+    std::fs::create_dir_all(&empty_home).unwrap();
+    let s = status(&empty_home, None);
+    assert_eq!(s["status"], "NotReady", "{s}");
+    assert!(s["cause"].as_str().unwrap().contains("no SSH key"), "{s}");
+
+    // ~/.ssh/id_ed25519.
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join(".ssh")).unwrap();
+    std::fs::copy(&key, home.join(".ssh/id_ed25519")).unwrap();
+    assert_eq!(status(&home, None)["status"], "Ready");
+
+    // ssh-agent holding the key (and no default key file).
+    let sock = dir.path().join("agent.sock");
+    let agent = Command::new("ssh-agent")
+        .args(["-D", "-a"])
+        .arg(&sock)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("ssh-agent");
+    let _agent = AgentGuard(agent);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sock.exists() {
+        assert!(Instant::now() < deadline, "ssh-agent socket never appeared");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let added = Command::new("ssh-add")
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(
+        added.status.success(),
+        "{}",
+        String::from_utf8_lossy(&added.stderr)
+    );
+    assert_eq!(status(&empty_home, Some(&sock))["status"], "Ready");
 }

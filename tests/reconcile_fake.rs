@@ -326,3 +326,37 @@ async fn an_unreachable_node_is_left_alone_and_the_others_converge() {
     assert!(!p.has_changes());
     assert!(replica_counts(&w).values().all(|c| *c == 1));
 }
+
+#[tokio::test]
+async fn removing_a_limit_recreates_because_the_engine_cannot_do_it_in_place() {
+    let w = world();
+    let with_cpus = BASE.replace(
+        "resources: {memory: 256MiB}",
+        "resources: {memory: 256MiB, cpus: 0.5}",
+    );
+    pass(&cx(&w, &fleet(&with_cpus)), &|_| {}).await.unwrap();
+    let r = pass(&cx(&w, &fleet(BASE)), &|_| {}).await.unwrap();
+    assert!(r.exec.ok(), "{:?}", r.exec);
+    assert_eq!(r.plan.steps.len(), 2);
+    for s in &r.plan.steps {
+        assert!(
+            matches!(
+                s.action,
+                Action::Replace {
+                    order: fleetctl::manifest::UpdateOrder::StopFirst,
+                    ..
+                }
+            ),
+            "{s:?}"
+        );
+        assert!(
+            s.reason
+                .starts_with("cpus 0.5 → none, recreate (stop-first"),
+            "{}",
+            s.reason
+        );
+    }
+    let (_, p) = plan_only(&cx(&w, &fleet(BASE))).await.unwrap();
+    assert!(!p.has_changes(), "{:#?}", p.steps);
+    assert!(replica_counts(&w).values().all(|c| *c == 1));
+}

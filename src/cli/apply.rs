@@ -174,8 +174,17 @@ pub fn run(
         // Converged: nothing left to do, everything placed and reachable, and every container
         // running (healthy where it has a healthcheck) — waiting out health start periods.
         let deadline = Instant::now() + cx.exec.ready_timeout;
+        // A pass that changed nothing saw the final state already: judge it without observing
+        // the fleet a second time (this is what keeps a no-op apply cheap).
+        let mut last_seen = reports
+            .last()
+            .filter(|r| r.plan.steps.is_empty())
+            .map(|r| (r.observed.clone(), r.plan.clone()));
         let (converged, problems) = loop {
-            let (observed, plan) = plan_only(&cx).await?;
+            let (observed, plan) = match last_seen.take() {
+                Some(seen) => seen,
+                None => plan_only(&cx).await?,
+            };
             let mut problems: Vec<String> = Vec::new();
             for (node, err) in &plan.unreachable {
                 problems.push(format!("node {node} unreachable: {err}"));

@@ -9,19 +9,117 @@ use super::{GlobalOpts, Output};
 use crate::capacity::{CapacityReport, report};
 use crate::manifest::{Bytes, MilliCpus};
 
+/// When the report observes the nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum Source {
+    /// Live when this fleet has been applied with the current state store, else from manifests.
+    #[default]
+    Auto,
+    /// Always observe the nodes (placements, plugs, measured memory).
+    Live,
+    /// Never contact the nodes: manifests (and recorded plugs) only.
+    Offline,
+}
+
 /// Prints the capacity report; exit 0.
 ///
 /// # Errors
 /// Invalid manifests, or none to work on.
-pub fn run(path: Option<&Path>, output: Output, _global: &GlobalOpts) -> anyhow::Result<u8> {
-    let loaded = resolve_manifests(path, _global)?;
-    let r = report(&loaded.fleet, None);
+pub fn run(
+    path: Option<&Path>,
+    source: Source,
+    output: Output,
+    global: &GlobalOpts,
+) -> anyhow::Result<u8> {
+    let loaded = resolve_manifests(path, global)?;
+    let fleet = &loaded.fleet;
+    let store = super::common::open_store_readonly(global, &fleet.fleet.name)?;
+    let live = match source {
+        Source::Live => true,
+        Source::Offline => false,
+        Source::Auto => store.last_applied()?.is_some(),
+    };
+    let r = if live {
+        live_report(fleet, &store)?
+    } else {
+        report(fleet, None)
+    };
     match output {
         Output::Json => print_json(&r)?,
         Output::Yaml => print_yaml(&r)?,
         Output::Table | Output::Wide => emit(&render(&r, output == Output::Wide))?,
     }
     Ok(0)
+}
+
+/// Observes every node and builds the report from what runs: replicas where they are, plugs as
+/// recorded, measured memory of everything running, ports in use.
+fn live_report(
+    fleet: &crate::manifest::DesiredFleet,
+    store: &crate::store::Store,
+) -> anyhow::Result<CapacityReport> {
+    use std::collections::BTreeMap;
+
+    use crate::capacity::NodeObservation;
+    use crate::container::labels;
+    use crate::observe::NodeObservation as Seen;
+
+    let plugs = store.plugs()?;
+    let leases = store.port_leases()?;
+    let rt = super::common::runtime()?;
+    let observed = rt.block_on(async {
+        let runtimes = super::common::connect_all(fleet);
+        crate::plugs::observe_for_placement(fleet, &runtimes).await
+    });
+    let mut obs = BTreeMap::new();
+    let mut unreachable = BTreeMap::new();
+    for (node, seen) in &observed.nodes {
+        let mut o = NodeObservation::default();
+        for p in plugs
+            .iter()
+            .filter(|p| &p.node == node && p.state.wants_running())
+        {
+            *o.plugs.entry(p.class.clone()).or_default() += 1;
+        }
+        o.used_ports = leases
+            .iter()
+            .filter(|(n, _, _)| n == node)
+            .map(|(_, p, _)| *p)
+            .collect();
+        match seen {
+            Seen::Reachable {
+                containers,
+                foreign_ports,
+                engine,
+                measured_memory,
+                ..
+            } => {
+                for c in containers {
+                    if c.record.label(labels::KIND) == Some("service")
+                        && let Some(svc) = c.record.label(labels::SERVICE)
+                    {
+                        *o.services.entry(svc.to_string()).or_default() += 1;
+                    }
+                    o.used_ports.extend(c.record.host_ports.iter().copied());
+                }
+                o.used_ports.extend(foreign_ports.iter().copied());
+                o.engine_memory = engine.as_ref().map(|e| crate::manifest::Bytes(e.memory));
+                o.engine_cpus = engine
+                    .as_ref()
+                    .map(|e| crate::manifest::MilliCpus(e.cpus * 1000));
+                o.measured_memory = measured_memory.map(crate::manifest::Bytes);
+            }
+            Seen::Unreachable { error, .. } => {
+                unreachable.insert(node.clone(), error.clone());
+            }
+        }
+        o.used_ports.sort_unstable();
+        o.used_ports.dedup();
+        obs.insert(node.clone(), o);
+    }
+    let mut r = report(fleet, Some(&obs));
+    r.unreachable = unreachable;
+    Ok(r)
 }
 
 /// A table (kubectl-like: no borders).
@@ -65,8 +163,13 @@ pub fn render(r: &CapacityReport, wide: bool) -> String {
         "from manifests: services count where their placement forces them; no plugs yet"
     };
     out.push_str(&format!("Fleet {} ({source})\n\n", r.fleet));
+    for (node, why) in &r.unreachable {
+        out.push_str(&format!(
+            "node {node} UNREACHABLE, shown without what runs there: {why}\n"
+        ));
+    }
 
-    let mut t = table(&[
+    let mut header = vec![
         "NODE",
         "TIER",
         "CAPACITY",
@@ -76,7 +179,11 @@ pub fn render(r: &CapacityReport, wide: bool) -> String {
         "RESERVATIONS",
         "HEADROOM",
         "PLUGS",
-    ]);
+    ];
+    if r.observed {
+        header.push("MEASURED");
+    }
+    let mut t = table(&header);
     for n in &r.nodes {
         let mut row = vec![
             n.node.clone(),
@@ -101,8 +208,8 @@ pub fn render(r: &CapacityReport, wide: bool) -> String {
             ),
             format!("{} ({})", n.plugs, n.plug_memory),
         ];
-        if let Some(m) = n.measured_memory {
-            row[8].push_str(&format!(", used {m}"));
+        if r.observed {
+            row.push(n.measured_memory.map_or("?".into(), |m| m.to_string()));
         }
         t.add_row(row);
     }

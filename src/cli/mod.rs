@@ -4,16 +4,18 @@
 //! changes. Errors are printed once, at the top, with their chain.
 
 mod apply;
-mod capacity;
+pub mod capacity;
 mod common;
 mod cordon;
 mod drain;
 mod handoff;
+mod nodes;
 mod plan;
 mod plug;
 mod render;
 mod run;
 mod schema;
+mod services;
 mod validate;
 
 use std::path::PathBuf;
@@ -174,9 +176,13 @@ pub enum Command {
             conflicts_with = "path"
         )]
         file: Option<PathBuf>,
-        /// Output format (table or json).
+        /// Output format: table, wide (says what bounds every plug slot), json or yaml.
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,
+        /// auto: observe the nodes once the fleet has been applied (else manifests only); live:
+        /// always observe; offline: never contact the nodes.
+        #[arg(long, value_enum, default_value_t)]
+        source: capacity::Source,
     },
     /// Mark a node unschedulable: it takes no new work; what runs there stays. Undo: uncordon.
     Cordon(NodeArg),
@@ -338,12 +344,6 @@ pub fn init_logging(cli: &Cli) {
     };
 }
 
-/// A command that has not been built yet: says so, and fails.
-fn not_implemented(verb: &str) -> anyhow::Result<u8> {
-    eprintln!("fleetctl {verb}: not implemented yet");
-    Ok(1)
-}
-
 /// Runs one parsed command line; returns the process exit code.
 ///
 /// # Errors
@@ -353,9 +353,12 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Validate { path } => validate::run(&path),
         Command::Schema => schema::run(),
-        Command::Capacity { path, file, output } => {
-            capacity::run(path.or(file).as_deref(), output, &cli.global)
-        }
+        Command::Capacity {
+            path,
+            file,
+            output,
+            source,
+        } => capacity::run(path.or(file).as_deref(), source, output, &cli.global),
         Command::Completion { shell } => {
             use clap::CommandFactory;
             let mut cmd = Cli::command();
@@ -379,13 +382,44 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Run { path } => run::run(&path, &cli.global),
         Command::Get {
+            what: GetWhat::Nodes,
+            path,
+            file,
+            output,
+        } => nodes::get(path.or(file).as_deref(), output, &cli.global),
+        Command::Get {
             what: GetWhat::Plugs,
             path,
             file,
             output,
         } => plug::list(path.or(file).as_deref(), output, &cli.global),
-        Command::Get { .. } => not_implemented("get"),
-        Command::Describe { .. } => not_implemented("describe"),
+        Command::Get {
+            what: GetWhat::Services,
+            path,
+            file,
+            output,
+        } => services::get(path.or(file).as_deref(), output, &cli.global),
+        Command::Describe {
+            what: DescribeWhat::Service,
+            name,
+            path,
+            file,
+            output,
+        } => services::describe_service(&name, path.or(file).as_deref(), output, &cli.global),
+        Command::Describe {
+            what: DescribeWhat::Plug,
+            name,
+            path,
+            file,
+            output,
+        } => services::describe_plug(&name, path.or(file).as_deref(), output, &cli.global),
+        Command::Describe {
+            what: DescribeWhat::Node,
+            name,
+            path,
+            file,
+            output,
+        } => nodes::describe(&name, path.or(file).as_deref(), output, &cli.global),
         Command::Cordon(a) => cordon::run(&a.node, a.file.as_deref(), true, &cli.global),
         Command::Uncordon(a) => cordon::run(&a.node, a.file.as_deref(), false, &cli.global),
         Command::Drain {
@@ -396,6 +430,8 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             output,
         } => drain::run(&node, timeout, force, file.as_deref(), output, &cli.global),
         Command::Plug { op } => plug::run(op, &cli.global),
-        Command::Trust { .. } => not_implemented("trust"),
+        Command::Trust { node, yes, file } => {
+            nodes::trust(&node, file.as_deref(), yes, &cli.global)
+        }
     }
 }

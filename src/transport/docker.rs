@@ -157,17 +157,17 @@ impl DockerRuntime {
     /// Host key refused, authentication failed, node or engine unreachable, or an engine older
     /// than [`MIN_API_VERSION`].
     pub async fn connect(&self) -> Result<ApiVersion, TransportError> {
-        Ok(self.api("connect").await?.version)
+        Ok(self.api().await?.version)
     }
 
     /// The negotiated client, connecting and negotiating first when needed.
-    async fn api(&self, op: &'static str) -> Result<&Api, TransportError> {
+    async fn api(&self) -> Result<&Api, TransportError> {
         if let Some(ssh) = &self.ssh {
-            // Surfaces host-key and auth failures as such, before any channel is opened; cheap
-            // when connected (a lock and a flag).
+            // Surfaces host-key and auth failures as such (op `ssh connect`), before any channel
+            // is opened; cheap when connected (a lock and a flag).
             ssh.handle()
                 .await
-                .map_err(|e| e.to_transport(&self.node, op))?;
+                .map_err(|e| e.to_transport(&self.node, "ssh connect"))?;
         }
         self.api.get_or_try_init(|| self.negotiate()).await
     }
@@ -213,7 +213,7 @@ impl DockerRuntime {
         F: FnOnce(Docker) -> Fut,
         Fut: std::future::Future<Output = Result<T, bollard::errors::Error>>,
     {
-        let api = self.api(op).await.map_err(|e| match object {
+        let api = self.api().await.map_err(|e| match object {
             Some(o) if e.object.is_none() => e.with_object(o),
             _ => e,
         })?;
@@ -427,7 +427,7 @@ impl NodeRuntime for DockerRuntime {
         filter: &ListFilter,
     ) -> Result<BoxStream<'static, Result<EngineEvent, TransportError>>, TransportError> {
         const OP: &str = "container events";
-        let api = self.api(OP).await?;
+        let api = self.api().await?;
         let mut filters: HashMap<String, Vec<String>> = HashMap::new();
         filters.insert("type".into(), vec!["container".into()]);
         filters.insert(
@@ -1141,6 +1141,31 @@ mod tests {
             json["HostConfig"]["RestartPolicy"]["Name"],
             "unless-stopped"
         );
+    }
+
+    #[test]
+    fn what_create_sends_inspect_reads_back_as_the_same_spec() {
+        let mut s = spec();
+        s.stop_grace_period = Some(Duration::from_secs(10)); // the engine keeps whole seconds
+        let b = create_body(&s);
+        let inspected = ContainerInspectResponse {
+            name: Some(format!("/{}", s.name)),
+            config: Some(bollard::models::ContainerConfig {
+                image: b.image.clone(),
+                cmd: b.cmd.clone(),
+                env: b.env.clone(),
+                labels: b.labels.clone(),
+                exposed_ports: b.exposed_ports.clone(),
+                healthcheck: b.healthcheck.clone(),
+                stop_timeout: b.stop_timeout,
+                ..Default::default()
+            }),
+            host_config: b.host_config.clone(),
+            ..Default::default()
+        };
+        let mut expected = s.clone();
+        expected.ports.sort();
+        assert_eq!(spec_from_inspect(&inspected), expected);
     }
 
     #[test]

@@ -1,0 +1,808 @@
+//! `fleetctl get nodes`, `fleetctl describe node NAME` and `fleetctl trust NODE`.
+//!
+//! `get` / `describe` connect to every node concurrently (a node that fails costs at most the
+//! connect timeout and never holds up the others) and report per node: Ready / NotReady with the
+//! cause, engine and API version, capacity as declared and as the engine reports it, and what the
+//! fleet's containers use.
+//!
+//! "Memory used" is the sum of the working sets (usage minus inactive file cache, one-shot stats)
+//! of this fleet's *running* containers on the node, not the host's memory use. "CPU limits" is
+//! the sum of the CPU quotas (`resources.cpus`) of those containers. Fleet containers are those
+//! labelled `fleet.managed-by=fleetctl` and `fleet.fleet=<fleet name>`.
+//!
+//! Measuring memory costs up to about a second on Docker 20.10 (see
+//! [`MAX_CONCURRENT_CONTAINER_CALLS`]).
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, IsTerminal, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use comfy_table::{Table, presets::NOTHING};
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use super::common::{
+    emit, open_store_readonly, print_json, print_yaml, resolve_manifests, runtime,
+};
+use super::{GlobalOpts, Output};
+use crate::container::{ContainerRecord, EngineInfo, Health, RunState, labels};
+use crate::manifest::{Bytes, MilliCpus, NodeSpec};
+use crate::transport::hostkey::{self, HostKeyPolicy, Verdict};
+use crate::transport::{self, Endpoint, ListFilter, NodeRuntime, TransportError};
+
+/// Nodes observed at once; bounds the fan-out for large fleets (each costs one SSH connection).
+const MAX_CONCURRENT_NODES: usize = 32;
+/// Per-container calls (inspect + stats) in flight at once on one node. Generous because a
+/// one-shot stats call on Docker 20.10 waits for the engine's next 1 s stats tick once its
+/// collector runs: concurrent calls share that wait, sequential ones pay it each.
+const MAX_CONCURRENT_CONTAINER_CALLS: usize = 32;
+
+/// One node as `get nodes` / `describe node` report it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    /// Node name.
+    pub name: String,
+    /// `user@host:port`, or `local:<socket>`.
+    pub address: String,
+    /// Node labels.
+    pub labels: BTreeMap<String, String>,
+    /// `Ready` or `NotReady`.
+    pub status: &'static str,
+    /// Why the node is NotReady.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
+    /// Conditions recorded in the state store: `cordoned`, `draining`, `drained`.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub conditions: Vec<String>,
+    /// Engine version (e.g. `20.10.24`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+    /// Negotiated Docker API version.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    /// CPUs and memory: declared, read from the engine, reserved, allocatable.
+    pub capacity: Capacity,
+    /// What this fleet's containers on the node use.
+    pub usage: Usage,
+    /// This fleet's containers (describe only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<ContainerRow>,
+}
+
+impl NodeStatus {
+    /// Whether the node answered.
+    pub fn is_ready(&self) -> bool {
+        self.status == "Ready"
+    }
+}
+
+/// CPUs (in millicpus) and memory (in bytes).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Capacity {
+    /// `capacity.cpus` of the manifest.
+    pub declared_millicpus: Option<u64>,
+    /// CPUs the engine sees.
+    pub engine_millicpus: Option<u64>,
+    /// `capacity.memory` of the manifest.
+    pub declared_memory: Option<u64>,
+    /// Memory the engine sees.
+    pub engine_memory: Option<u64>,
+    /// `reserved.cpus`.
+    pub reserved_millicpus: u64,
+    /// `reserved.memory`.
+    pub reserved_memory: u64,
+    /// (declared, else engine) − reserved.
+    pub allocatable_millicpus: Option<u64>,
+    /// (declared, else engine) − reserved.
+    pub allocatable_memory: Option<u64>,
+}
+
+/// Use by this fleet's containers.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Usage {
+    /// Fleet containers in any state.
+    pub containers: usize,
+    /// Of which running.
+    pub running: usize,
+    /// Sum of the working sets of the running ones (bytes); `None` when not measured.
+    pub memory_used: Option<u64>,
+    /// Sum of the memory limits of the running ones (bytes).
+    pub memory_limits: u64,
+    /// Sum of the CPU quotas of the running ones (millicpus).
+    pub cpu_limits_millicpus: u64,
+}
+
+/// One fleet container on a node.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerRow {
+    /// Container name.
+    pub name: String,
+    /// Short id.
+    pub id: String,
+    /// Run state.
+    pub state: RunState,
+    /// Health, when it has a healthcheck.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<Health>,
+    /// Memory limit (bytes).
+    pub memory_limit: Option<u64>,
+    /// CPU quota (millicpus).
+    pub cpu_limit_millicpus: Option<u64>,
+    /// Working set (bytes), running containers only.
+    pub memory_used: Option<u64>,
+}
+
+/// What one node answered.
+#[derive(Debug, Clone)]
+pub struct Observation {
+    /// `engine_info`.
+    pub info: EngineInfo,
+    /// The fleet's containers with their limits (inspect) and memory use (stats).
+    pub containers: Vec<ContainerRow>,
+}
+
+/// The status line of a node from its manifest and what it answered (pure).
+pub fn node_status(spec: &NodeSpec, observed: Result<Observation, &TransportError>) -> NodeStatus {
+    let ep = Endpoint::from_node(spec);
+    let address = match &ep.ssh {
+        Some(s) => format!("{}@{}:{}", s.user, s.host, s.port),
+        None => format!("local:{}", ep.docker_socket),
+    };
+    let (info, containers, cause) = match observed {
+        Ok(o) => (Some(o.info), o.containers, None),
+        Err(e) => (None, Vec::new(), Some(e.to_string())),
+    };
+    let engine_millicpus = info.as_ref().map(|i| i.cpus * 1000);
+    let engine_memory = info.as_ref().map(|i| i.memory);
+    let declared_millicpus = spec.capacity_cpus.map(|c| c.0);
+    let declared_memory = spec.capacity_memory.map(|b| b.0);
+    let capacity = Capacity {
+        declared_millicpus,
+        engine_millicpus,
+        declared_memory,
+        engine_memory,
+        reserved_millicpus: spec.reserved_cpus.0,
+        reserved_memory: spec.reserved_memory.0,
+        allocatable_millicpus: declared_millicpus
+            .or(engine_millicpus)
+            .map(|c| c.saturating_sub(spec.reserved_cpus.0)),
+        allocatable_memory: declared_memory
+            .or(engine_memory)
+            .map(|m| m.saturating_sub(spec.reserved_memory.0)),
+    };
+    let running: Vec<&ContainerRow> = containers
+        .iter()
+        .filter(|c| c.state == RunState::Running)
+        .collect();
+    let usage = Usage {
+        containers: containers.len(),
+        running: running.len(),
+        memory_used: info
+            .as_ref()
+            .map(|_| running.iter().filter_map(|c| c.memory_used).sum::<u64>()),
+        memory_limits: running.iter().filter_map(|c| c.memory_limit).sum(),
+        cpu_limits_millicpus: running.iter().filter_map(|c| c.cpu_limit_millicpus).sum(),
+    };
+    NodeStatus {
+        name: spec.name.clone(),
+        address,
+        labels: spec.labels.clone(),
+        status: if info.is_some() { "Ready" } else { "NotReady" },
+        cause,
+        conditions: Vec::new(),
+        engine: info.as_ref().map(|i| i.version.clone()),
+        api_version: info.as_ref().map(|i| i.api_version.clone()),
+        capacity,
+        usage,
+        containers,
+    }
+}
+
+/// Asks one node for its engine info and the fleet's containers (limits and memory use).
+async fn observe(rt: Arc<dyn NodeRuntime>, fleet: String) -> Result<Observation, TransportError> {
+    let info = rt.engine_info().await?;
+    let filter = ListFilter {
+        labels: vec![
+            format!("{}={}", labels::MANAGED_BY, labels::MANAGER),
+            format!("{}={fleet}", labels::FLEET),
+        ],
+    };
+    let mut records: Vec<ContainerRecord> = rt.list_containers(&filter).await?;
+    records.sort_by(|a, b| a.name.cmp(&b.name));
+    let rows = futures_util::stream::iter(records)
+        .map(|r| {
+            let rt = rt.clone();
+            async move {
+                let limits = rt
+                    .inspect_container(&r.id)
+                    .await
+                    .ok()
+                    .map(|d| d.spec.resources);
+                let used = if r.state == RunState::Running {
+                    rt.container_memory_usage(&r.id).await.ok()
+                } else {
+                    None
+                };
+                ContainerRow {
+                    name: r.name.clone(),
+                    id: r.id.chars().take(12).collect(),
+                    state: r.state,
+                    health: r.health,
+                    memory_limit: limits.as_ref().map(|l| l.memory).filter(|m| *m > 0),
+                    cpu_limit_millicpus: limits
+                        .as_ref()
+                        .and_then(|l| l.nano_cpus)
+                        .map(|n| n / 1_000_000),
+                    memory_used: used,
+                }
+            }
+        })
+        .buffered(MAX_CONCURRENT_CONTAINER_CALLS)
+        .collect()
+        .await;
+    Ok(Observation {
+        info,
+        containers: rows,
+    })
+}
+
+/// Observes every node in `nodes` concurrently (bounded), in name order.
+async fn observe_all(nodes: Vec<NodeSpec>, fleet: &str) -> Vec<NodeStatus> {
+    futures_util::stream::iter(nodes)
+        .map(|spec| {
+            let fleet = fleet.to_string();
+            async move {
+                let ep = Endpoint::from_node(&spec);
+                let observed = match transport::connect(&ep) {
+                    Ok(rt) => observe(rt, fleet).await,
+                    Err(e) => Err(e),
+                };
+                match observed {
+                    Ok(o) => node_status(&spec, Ok(o)),
+                    Err(e) => node_status(&spec, Err(&e)),
+                }
+            }
+        })
+        .buffered(MAX_CONCURRENT_NODES)
+        .collect()
+        .await
+}
+
+/// `fleetctl get nodes`.
+///
+/// # Errors
+/// Invalid manifests, or no manifests given. Unreachable nodes are not errors: they are listed
+/// as NotReady with their cause (exit code 0).
+pub fn get(path: Option<&Path>, output: Output, global: &GlobalOpts) -> anyhow::Result<u8> {
+    let loaded = resolve_manifests(path, global)?;
+    let fleet = loaded.fleet.fleet.name.clone();
+    let nodes: Vec<NodeSpec> = loaded.fleet.nodes.into_values().collect();
+    let mut statuses = runtime()?.block_on(observe_all(nodes, &fleet));
+    let conditions = open_store_readonly(global, &fleet)?.node_conditions()?;
+    for s in &mut statuses {
+        s.containers.clear();
+        s.conditions = condition_words(conditions.get(&s.name));
+    }
+    match output {
+        Output::Json => print_json(&statuses)?,
+        Output::Yaml => print_yaml(&statuses)?,
+        Output::Table | Output::Wide => emit(&render_table(&statuses, output == Output::Wide))?,
+    }
+    Ok(0)
+}
+
+/// `fleetctl describe node NAME`.
+///
+/// # Errors
+/// Invalid manifests, or no node of that name. An unreachable node is described (NotReady with
+/// its cause), with exit code 1.
+pub fn describe(
+    name: &str,
+    path: Option<&Path>,
+    output: Output,
+    global: &GlobalOpts,
+) -> anyhow::Result<u8> {
+    let loaded = resolve_manifests(path, global)?;
+    let fleet = loaded.fleet.fleet.name.clone();
+    let Some(spec) = loaded.fleet.nodes.get(name).cloned() else {
+        bail!(
+            "no node {name:?} in the manifests (nodes: {})",
+            loaded
+                .fleet
+                .nodes
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    };
+    let mut status = runtime()?
+        .block_on(observe_all(vec![spec], &fleet))
+        .remove(0);
+    let conditions = open_store_readonly(global, &fleet)?.node_conditions()?;
+    status.conditions = condition_words(conditions.get(name));
+    match output {
+        Output::Json => print_json(&status)?,
+        Output::Yaml => print_yaml(&status)?,
+        Output::Table | Output::Wide => emit(&render_describe(&status, &fleet))?,
+    }
+    Ok(if status.is_ready() { 0 } else { 1 })
+}
+
+/// The recorded conditions of a node, as words (drained implies cordoned, said once).
+fn condition_words(c: Option<&crate::store::NodeCondition>) -> Vec<String> {
+    let Some(c) = c else { return Vec::new() };
+    if c.drained {
+        vec!["drained".into()]
+    } else if c.draining {
+        vec!["draining".into()]
+    } else if c.cordoned {
+        vec!["cordoned".into()]
+    } else {
+        Vec::new()
+    }
+}
+
+/// `Ready`, or `Ready,drained` (kubectl's `Ready,SchedulingDisabled`).
+fn status_text(s: &NodeStatus) -> String {
+    std::iter::once(s.status.to_string())
+        .chain(s.conditions.iter().cloned())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn bytes(b: Option<u64>) -> String {
+    b.map(|b| Bytes(b).to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn cpus(m: Option<u64>) -> String {
+    m.map(|m| MilliCpus(m).to_string())
+        .unwrap_or_else(|| "-".into())
+}
+
+fn or_dash(s: &Option<String>) -> String {
+    s.clone().unwrap_or_else(|| "-".into())
+}
+
+/// A table line without comfy-table's outer padding (one leading space, trailing blanks).
+fn strip_padding(line: &str) -> &str {
+    line.strip_prefix(' ').unwrap_or(line).trim_end()
+}
+
+/// The `get nodes` table; NotReady causes are listed under it.
+pub fn render_table(statuses: &[NodeStatus], wide: bool) -> String {
+    let mut t = Table::new();
+    t.load_style(NOTHING);
+    let mut header = vec![
+        "NAME",
+        "STATUS",
+        "ENGINE",
+        "API",
+        "CPUS",
+        "MEMORY",
+        "MEM USED",
+        "CPU LIMITS",
+        "CONTAINERS",
+    ];
+    if wide {
+        header.extend([
+            "ADDRESS",
+            "ENGINE CPUS",
+            "ENGINE MEMORY",
+            "RESERVED",
+            "LABELS",
+        ]);
+    }
+    t.set_header(header);
+    for s in statuses {
+        let c = &s.capacity;
+        let cap_cpus = c.declared_millicpus.or(c.engine_millicpus);
+        let cap_mem = c.declared_memory.or(c.engine_memory);
+        let mut row = vec![
+            s.name.clone(),
+            status_text(s),
+            or_dash(&s.engine),
+            or_dash(&s.api_version),
+            cpus(cap_cpus),
+            bytes(cap_mem),
+            bytes(s.usage.memory_used),
+            if s.is_ready() {
+                format!(
+                    "{}/{}",
+                    MilliCpus(s.usage.cpu_limits_millicpus),
+                    cpus(c.allocatable_millicpus)
+                )
+            } else {
+                "-".into()
+            },
+            if s.is_ready() {
+                format!("{} ({} running)", s.usage.containers, s.usage.running)
+            } else {
+                "-".into()
+            },
+        ];
+        if wide {
+            row.extend([
+                s.address.clone(),
+                cpus(c.engine_millicpus),
+                bytes(c.engine_memory),
+                format!(
+                    "{} cpu, {}",
+                    MilliCpus(c.reserved_millicpus),
+                    Bytes(c.reserved_memory)
+                ),
+                s.labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ]);
+        }
+        t.add_row(row);
+    }
+    let mut out = String::new();
+    for line in t.to_string().lines() {
+        out.push_str(strip_padding(line));
+        out.push('\n');
+    }
+    for s in statuses {
+        if let Some(cause) = &s.cause {
+            out.push_str(&format!("{}: NotReady: {cause}\n", s.name));
+        }
+    }
+    out
+}
+
+/// The `describe node` text.
+pub fn render_describe(s: &NodeStatus, fleet: &str) -> String {
+    let c = &s.capacity;
+    let mut out = String::new();
+    let mut line = |k: &str, v: String| out.push_str(&format!("{k:<15}{v}\n"));
+    line("Name:", s.name.clone());
+    line("Address:", s.address.clone());
+    line(
+        "Labels:",
+        if s.labels.is_empty() {
+            "<none>".into()
+        } else {
+            s.labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        },
+    );
+    line("Status:", status_text(s));
+    if let Some(cause) = &s.cause {
+        line("Cause:", cause.clone());
+    }
+    line(
+        "Engine:",
+        match (&s.engine, &s.api_version) {
+            (Some(e), Some(a)) => format!("Docker {e} (API {a})"),
+            _ => "-".into(),
+        },
+    );
+    line(
+        "CPUs:",
+        format!(
+            "declared {}, engine {}, reserved {}, allocatable {}",
+            cpus(c.declared_millicpus),
+            cpus(c.engine_millicpus),
+            MilliCpus(c.reserved_millicpus),
+            cpus(c.allocatable_millicpus)
+        ),
+    );
+    line(
+        "Memory:",
+        format!(
+            "declared {}, engine {}, reserved {}, allocatable {}",
+            bytes(c.declared_memory),
+            bytes(c.engine_memory),
+            Bytes(c.reserved_memory),
+            bytes(c.allocatable_memory)
+        ),
+    );
+    if s.is_ready() {
+        line(
+            "Fleet use:",
+            format!(
+                "{} containers of fleet {fleet} ({} running): memory used {} (working set), \
+                 limits {} memory, {} CPUs",
+                s.usage.containers,
+                s.usage.running,
+                bytes(s.usage.memory_used),
+                Bytes(s.usage.memory_limits),
+                MilliCpus(s.usage.cpu_limits_millicpus)
+            ),
+        );
+    }
+    if !s.containers.is_empty() {
+        out.push_str("Containers:\n");
+        let mut t = Table::new();
+        t.load_style(NOTHING);
+        t.set_header(vec![
+            "  NAME",
+            "ID",
+            "STATE",
+            "HEALTH",
+            "MEM USED",
+            "MEM LIMIT",
+            "CPUS",
+        ]);
+        for r in &s.containers {
+            t.add_row(vec![
+                format!("  {}", r.name),
+                r.id.clone(),
+                format!("{:?}", r.state).to_lowercase(),
+                r.health
+                    .map(|h| format!("{h:?}").to_lowercase())
+                    .unwrap_or_else(|| "-".into()),
+                bytes(r.memory_used),
+                bytes(r.memory_limit),
+                cpus(r.cpu_limit_millicpus),
+            ]);
+        }
+        for l in t.to_string().lines() {
+            out.push_str(strip_padding(l));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// `fleetctl trust NODE`: show the node's host key and record it as trusted.
+///
+/// With a pinned `hostKey`, nothing is written: the operator is told the exact line to pin.
+/// Otherwise, after confirmation on the terminal (or `--yes`), the key is appended to the node's
+/// known_hosts file. A key that *changed* is never recorded over the old one: the operator must
+/// remove the old line first.
+///
+/// # Errors
+/// Invalid manifests, unknown node, node without SSH, node unreachable, no terminal to confirm
+/// on without `--yes`, or the known_hosts file cannot be written.
+pub fn trust(
+    node: &str,
+    path: Option<&Path>,
+    yes: bool,
+    global: &GlobalOpts,
+) -> anyhow::Result<u8> {
+    let loaded = resolve_manifests(path, global)?;
+    let Some(spec) = loaded.fleet.nodes.get(node) else {
+        bail!("no node {node:?} in the manifests");
+    };
+    let ep = Endpoint::from_node(spec);
+    let Some(ssh) = ep.ssh.clone() else {
+        bail!("node {node} is reached through a local socket; it has no SSH host key to trust");
+    };
+    let rt = runtime()?;
+    let presented = rt
+        .block_on(transport::ssh::fetch_host_key(&ssh))
+        .map_err(|e| anyhow::anyhow!("node {node}: {e}"))?;
+    if presented.certificate {
+        bail!(
+            "node {node} ({}:{}) presents an SSH host certificate; fleetctl does not verify \
+             certificates yet. Configure sshd to offer its plain host key.",
+            ssh.host,
+            ssh.port
+        );
+    }
+    let fp = presented.fingerprint();
+    let alg = presented.key.algorithm().as_str().to_string();
+    println!(
+        "node {node} ({}:{}) presents the {alg} host key {fp}",
+        ssh.host, ssh.port
+    );
+    if let Some(pinned) = &ssh.host_key {
+        let policy = HostKeyPolicy::new(Some(pinned), &ssh.known_hosts_file);
+        if let Ok(HostKeyPolicy::Pinned(p)) = &policy
+            && p.key_data() == presented.key.key_data()
+        {
+            println!("The manifest's hostKey already pins this key; nothing to do.");
+            return Ok(0);
+        }
+        println!(
+            "The manifest pins another key (hostKey), so fleetctl writes nothing. If {fp} is the \
+             node's key (check it on the node with `ssh-keygen -lf /etc/ssh/ssh_host_{}_key.pub`), \
+             set in the Node manifest of {node}:\n\n  spec:\n    ssh:\n      hostKey: \"{}\"\n",
+            alg.trim_start_matches("ssh-"),
+            hostkey::openssh_line(&presented.key)
+        );
+        return Ok(0);
+    }
+    let kh = &ssh.known_hosts_file;
+    match hostkey::check_known_hosts_file(kh, &ssh.host, ssh.port, &presented.key) {
+        Verdict::Trusted => {
+            println!("Already trusted in {}.", kh.display());
+            return Ok(0);
+        }
+        Verdict::Changed { line, .. } => {
+            eprintln!(
+                "WARNING: {}:{line} records a DIFFERENT key for this host. Someone may be \
+                 intercepting the connection, or the host was reinstalled.\nIf you have verified \
+                 {fp} on the node, remove the old entry first:\n  ssh-keygen -R '{}' -f {}\n\
+                 then run `fleetctl trust {node}` again.",
+                kh.display(),
+                hostkey::host_field(&ssh.host, ssh.port),
+                kh.display()
+            );
+            return Ok(1);
+        }
+        Verdict::Revoked { line, .. } => {
+            eprintln!(
+                "This key is marked @revoked in {}:{line}; refusing to trust it.",
+                kh.display()
+            );
+            return Ok(1);
+        }
+        Verdict::Unknown { .. } | Verdict::PinnedMismatch { .. } | Verdict::Certificate => {}
+    }
+    if !yes
+        && !confirm(&format!(
+            "Trust this key and add it to {}? [y/N] ",
+            kh.display()
+        ))?
+    {
+        println!("Not trusted; nothing written.");
+        return Ok(1);
+    }
+    hostkey::record_known_host(kh, &ssh.host, ssh.port, &presented.key)
+        .with_context(|| format!("writing {}", kh.display()))?;
+    println!(
+        "Added {} {alg} {fp} to {}.",
+        hostkey::host_field(&ssh.host, ssh.port),
+        kh.display()
+    );
+    Ok(0)
+}
+
+/// Asks `question` on the terminal; only `y`/`yes` confirms.
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        bail!("no terminal to confirm on: verify the fingerprint above, then re-run with --yes");
+    }
+    eprint!("{question}");
+    std::io::stderr().flush().ok();
+    let mut answer = String::new();
+    stdin.lock().read_line(&mut answer)?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{Bytes, MilliCpus, SshSpec};
+    use crate::transport::ErrorKind;
+
+    fn spec() -> NodeSpec {
+        NodeSpec {
+            name: "node1".into(),
+            labels: BTreeMap::from([("tier".into(), "primary".into())]),
+            ssh: Some(SshSpec {
+                host: "10.213.1.2".into(),
+                port: 22,
+                user: Some("root".into()),
+                identity_file: None,
+                host_key: None,
+                known_hosts_file: None,
+            }),
+            docker_socket: "/var/run/docker.sock".into(),
+            capacity_cpus: Some(MilliCpus(2000)),
+            capacity_memory: None,
+            capacity_disk: None,
+            reserved_cpus: MilliCpus(500),
+            reserved_memory: Bytes(512 << 20),
+        }
+    }
+
+    fn row(name: &str, state: RunState, mem: u64, used: Option<u64>) -> ContainerRow {
+        ContainerRow {
+            name: name.into(),
+            id: "0123456789ab".into(),
+            state,
+            health: None,
+            memory_limit: Some(mem),
+            cpu_limit_millicpus: Some(500),
+            memory_used: used,
+        }
+    }
+
+    fn info() -> EngineInfo {
+        EngineInfo {
+            version: "20.10.24".into(),
+            api_version: "1.41".into(),
+            cpus: 4,
+            memory: 8 << 30,
+            containers: 3,
+            containers_running: 2,
+            operating_system: "Debian".into(),
+        }
+    }
+
+    #[test]
+    fn ready_node_sums_running_fleet_containers_and_prefers_declared_capacity() {
+        let s = node_status(
+            &spec(),
+            Ok(Observation {
+                info: info(),
+                containers: vec![
+                    row("a", RunState::Running, 256 << 20, Some(100 << 20)),
+                    row("b", RunState::Running, 256 << 20, Some(20 << 20)),
+                    row("c", RunState::Exited, 1 << 30, None),
+                ],
+            }),
+        );
+        assert!(s.is_ready());
+        assert_eq!(s.address, "root@10.213.1.2:22");
+        assert_eq!(
+            s.capacity.allocatable_millicpus,
+            Some(1500),
+            "declared 2 - 0.5"
+        );
+        assert_eq!(
+            s.capacity.allocatable_memory,
+            Some((8 << 30) - (512 << 20)),
+            "engine memory - reserved"
+        );
+        assert_eq!(s.usage.containers, 3);
+        assert_eq!(s.usage.running, 2);
+        assert_eq!(s.usage.memory_used, Some(120 << 20));
+        assert_eq!(s.usage.memory_limits, 512 << 20);
+        assert_eq!(s.usage.cpu_limits_millicpus, 1000);
+        let table = render_table(&[s], false);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(lines[0].starts_with("NAME"), "{table}");
+        assert!(
+            lines[1].contains("Ready") && lines[1].contains("20.10.24"),
+            "{table}"
+        );
+        assert!(
+            lines[1].contains("120MiB") && lines[1].contains("1/1.5"),
+            "{table}"
+        );
+        assert!(lines[1].contains("3 (2 running)"), "{table}");
+    }
+
+    #[test]
+    fn unreachable_node_is_not_ready_with_its_cause_under_the_table() {
+        let err = TransportError::new(
+            "node1",
+            "ssh connect",
+            ErrorKind::Unreachable,
+            "cannot reach 10.213.1.2:22: Connection refused",
+        );
+        let s = node_status(&spec(), Err(&err));
+        assert!(!s.is_ready());
+        assert_eq!(s.usage.memory_used, None);
+        let table = render_table(std::slice::from_ref(&s), true);
+        assert!(table.contains("NotReady"), "{table}");
+        assert!(
+            table.contains("node1: NotReady: node node1: ssh connect: cannot reach"),
+            "{table}"
+        );
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(json["status"], "NotReady");
+        assert!(
+            json["cause"]
+                .as_str()
+                .unwrap()
+                .contains("Connection refused")
+        );
+        let d = render_describe(&s, "aims");
+        assert!(
+            d.contains("Cause:") && d.contains("Connection refused"),
+            "{d}"
+        );
+    }
+}
