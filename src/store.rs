@@ -309,6 +309,8 @@ pub struct EventRecord {
 pub struct Intent {
     /// Id.
     pub id: i64,
+    /// When it was submitted (ms).
+    pub at_ms: i64,
     /// Kind, e.g. `apply`, `drain`.
     pub kind: String,
     /// JSON payload.
@@ -971,19 +973,20 @@ impl Store {
         self.write("claim intent", |tx| {
             let row = tx
                 .query_row(
-                    "SELECT id, kind, payload FROM intents WHERE state = 'pending' ORDER BY id LIMIT 1",
+                    "SELECT id, kind, payload, at_ms FROM intents WHERE state = 'pending' ORDER BY id LIMIT 1",
                     [],
-                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)),
+                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?)),
                 )
                 .optional()
                 .map_err(q("claim intent"))?;
-            let Some((id, kind, payload)) = row else {
+            let Some((id, kind, payload, at_ms)) = row else {
                 return Ok(None);
             };
             tx.execute("UPDATE intents SET state = 'running' WHERE id = ?1", [id])
                 .map_err(q("claim intent"))?;
             Ok(Some(Intent {
                 id,
+                at_ms,
                 kind,
                 payload,
                 state: "running".into(),
@@ -1021,11 +1024,12 @@ impl Store {
     pub fn intent(&self, id: i64) -> Result<Option<Intent>, StoreError> {
         self.read(|c| {
             c.query_row(
-                "SELECT id, kind, payload, state, result FROM intents WHERE id = ?1",
+                "SELECT id, kind, payload, state, result, at_ms FROM intents WHERE id = ?1",
                 [id],
                 |r| {
                     Ok(Intent {
                         id: r.get(0)?,
+                        at_ms: r.get(5)?,
                         kind: r.get(1)?,
                         payload: r.get(2)?,
                         state: r.get(3)?,

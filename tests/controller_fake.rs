@@ -86,7 +86,7 @@ fn write(dir: &Path, text: &str) {
     std::fs::write(dir.join("fleet.yaml"), text).unwrap();
 }
 
-fn world_with(text: &str, tweak: impl FnOnce(&mut Config)) -> World {
+fn world_with(text: &str, tweak: impl FnOnce(&mut Config, &Store)) -> World {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("TEST_LOG"))
         .with_test_writer()
@@ -104,7 +104,7 @@ fn world_with(text: &str, tweak: impl FnOnce(&mut Config)) -> World {
     cfg.watch_manifests = false;
     cfg.poll_intents = false;
     cfg.exec.ready_timeout = Duration::from_secs(2);
-    tweak(&mut cfg);
+    tweak(&mut cfg, &store);
     let by_name = fakes.clone();
     let connect: Connector =
         Arc::new(move |spec| Arc::new(by_name[&spec.name].clone()) as Arc<dyn NodeRuntime>);
@@ -123,7 +123,7 @@ fn world_with(text: &str, tweak: impl FnOnce(&mut Config)) -> World {
 }
 
 fn world(text: &str) -> World {
-    world_with(text, |_| {})
+    world_with(text, |_, _| {})
 }
 
 /// Polls `f` every 50 ms (of tokio time) until it holds; returns how long that took.
@@ -480,7 +480,7 @@ async fn an_invalid_edit_changes_nothing_and_the_next_valid_one_applies_in_place
 #[tokio::test]
 async fn a_manifest_edit_is_picked_up_by_the_directory_watch() {
     let text = format!("{}{WEB}", fleet_doc(""));
-    let w = world_with(&text, |c| c.watch_manifests = true);
+    let w = world_with(&text, |c, _| c.watch_manifests = true);
     until("web runs", Duration::from_secs(5), || {
         w.running("node1", "web").is_some()
     })
@@ -511,7 +511,7 @@ async fn a_manifest_edit_is_picked_up_by_the_directory_watch() {
 async fn a_plug_create_intent_is_claimed_run_and_answered() {
     let w = world_with(
         &format!("{}{}", fleet_doc(""), plugs_doc("0", false)),
-        |c| c.poll_intents = true,
+        |c, _| c.poll_intents = true,
     );
     let payload = serde_json::to_string(&PlugCreateIntent {
         class: "agent".into(),
@@ -545,6 +545,59 @@ async fn a_plug_create_intent_is_claimed_run_and_answered() {
     .await;
     let result = w.store.intent(id).unwrap().unwrap().result.unwrap();
     assert!(result.contains("no-class"), "{result}");
+    w.stop().await;
+}
+
+#[tokio::test]
+async fn intents_submitted_before_the_controller_took_the_lease_fail_as_stale() {
+    let w = world_with(
+        &format!("{}{}", fleet_doc(""), plugs_doc("0", false)),
+        |c, store| {
+            c.poll_intents = true;
+            let lease = store
+                .try_acquire_lease(
+                    "controller (test)",
+                    "controller",
+                    None,
+                    Duration::from_secs(30),
+                    fleetctl::store::now_ms(),
+                )
+                .unwrap();
+            c.lease = Some(fleetctl::controller::LeaseConfig {
+                token: lease.token,
+                acquired_ms: lease.acquired_ms,
+                ttl: Duration::from_secs(30),
+                renew: Duration::from_secs(10),
+            });
+        },
+    );
+    let payload = serde_json::to_string(&PlugCreateIntent {
+        class: "agent".into(),
+        owner: "ada".into(),
+    })
+    .unwrap();
+    let old = w
+        .store
+        .submit_intent(kinds::PLUG_CREATE, &payload, 1_000)
+        .unwrap();
+    let new = w
+        .store
+        .submit_intent(kinds::PLUG_CREATE, &payload, fleetctl::store::now_ms())
+        .unwrap();
+    until("both answered", Duration::from_secs(10), || {
+        [old, new]
+            .iter()
+            .all(|id| w.store.intent(*id).unwrap().unwrap().state != "pending")
+    })
+    .await;
+    until("the new one done", Duration::from_secs(10), || {
+        w.store.intent(new).unwrap().unwrap().state == "done"
+    })
+    .await;
+    let stale = w.store.intent(old).unwrap().unwrap();
+    assert_eq!(stale.state, "failed");
+    assert!(stale.result.unwrap().contains("\"stale\""));
+    assert_eq!(w.store.plugs().unwrap().len(), 1);
     w.stop().await;
 }
 

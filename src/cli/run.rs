@@ -69,6 +69,7 @@ pub fn run(path: &Path, global: &GlobalOpts) -> anyhow::Result<u8> {
         let mut cfg = Config::new(path.to_path_buf(), &who);
         cfg.lease = Some(LeaseConfig {
             token: lease.token,
+            acquired_ms: lease.acquired_ms,
             ttl: LEASE_TTL,
             renew: LEASE_RENEW,
         });

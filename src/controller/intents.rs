@@ -137,6 +137,29 @@ fn json<T: Serialize>(v: &T) -> String {
 }
 
 impl Controller {
+    /// Whether `intent` was submitted before this controller took the fleet lease: it was
+    /// handed to a controller that is gone, and the command that submitted it has given up (it
+    /// watches the lease). Running it now — a drain submitted hours ago — would surprise
+    /// everyone.
+    pub(super) fn is_stale(&self, intent: &Intent) -> bool {
+        self.cfg
+            .lease
+            .as_ref()
+            .is_some_and(|l| intent.at_ms < l.acquired_ms)
+    }
+
+    /// Fails a stale intent.
+    pub(super) fn fail_stale(&self, intent: &Intent) {
+        tracing::warn!(intent = intent.id, kind = %intent.kind, "dropping an intent handed to a previous controller");
+        let failure = IntentFailure::new(
+            "stale",
+            "the controller it was handed to stopped before running it; run the command again",
+        );
+        let _ = self
+            .store
+            .finish_intent(intent.id, "failed", &json(&failure), self.now_ms());
+    }
+
     /// Runs one claimed intent and records its outcome.
     pub(super) async fn handle_intent(self: Arc<Self>, intent: Intent) {
         tracing::info!(intent = intent.id, kind = %intent.kind, "intent from the command line");

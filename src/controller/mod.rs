@@ -151,6 +151,8 @@ pub fn error_policy(err: &StoreError) -> Action {
 pub struct LeaseConfig {
     /// Fencing token.
     pub token: i64,
+    /// When it was taken (ms, wall time): intents submitted before are stale.
+    pub acquired_ms: i64,
     /// Lifetime without renewal.
     pub ttl: Duration,
     /// Renewal period.
@@ -358,7 +360,6 @@ impl Controller {
             tokio::spawn(self.clone().follow_manifests(rx, debouncer));
         }
         if self.cfg.poll_intents {
-            self.fail_stale_intents();
             tokio::spawn(self.clone().poll_intents());
         }
         tokio::spawn(self.clone().watch_pressure());
@@ -634,34 +635,6 @@ impl Controller {
         }
     }
 
-    /// Intents still pending at start were handed to a controller that is gone; the commands
-    /// that submitted them have given up (they watch the lease). Running them now — a drain
-    /// submitted hours ago — would surprise everyone: they fail instead.
-    fn fail_stale_intents(&self) {
-        loop {
-            match self.store.claim_intent() {
-                Ok(Some(i)) => {
-                    tracing::warn!(intent = i.id, kind = %i.kind, "dropping an intent left by a previous controller");
-                    let failure = intents::IntentFailure {
-                        error: "the controller it was handed to stopped before running it; run the command again".into(),
-                        kind: "stale".into(),
-                    };
-                    let _ = self.store.finish_intent(
-                        i.id,
-                        "failed",
-                        &serde_json::to_string(&failure).expect("serializes"),
-                        self.now_ms(),
-                    );
-                }
-                Ok(None) => return,
-                Err(e) => {
-                    tracing::warn!(error = %e, "could not read intents");
-                    return;
-                }
-            }
-        }
-    }
-
     async fn poll_intents(self: Arc<Self>) {
         loop {
             tokio::select! {
@@ -670,6 +643,7 @@ impl Controller {
             }
             loop {
                 match self.store.claim_intent() {
+                    Ok(Some(intent)) if self.is_stale(&intent) => self.fail_stale(&intent),
                     Ok(Some(intent)) => {
                         let me = self.clone();
                         tokio::spawn(async move { me.handle_intent(intent).await });
