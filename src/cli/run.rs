@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::GlobalOpts;
 use super::apply::{LEASE_RENEW, LEASE_TTL, acquire_lease};
-use super::common::{holder, load_or_report, open_store, runtime};
+use super::common::{holder, load_or_report, open_store};
 use crate::api;
 use crate::controller::{Config, Connector, Controller, ControllerError, LeaseConfig};
 use crate::store::{Store, StoreError, now_ms};
@@ -48,7 +48,12 @@ pub fn run(path: &Path, global: &GlobalOpts) -> anyhow::Result<u8> {
         }
         Err(e) => return Err(e.into()),
     };
-    let rt = runtime()?;
+    // One thread: the controller waits on the network almost all the time, and every extra
+    // worker thread is another malloc arena (measured: 9 MB of heap with two workers on a fleet
+    // of 100 containers).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let result: anyhow::Result<Result<(), ControllerError>> = rt.block_on(async {
         let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
             anyhow::anyhow!("cannot listen on {addr} (Fleet spec.api.listen): {e}")
