@@ -578,6 +578,24 @@ fn the_api_places_plugs_by_policy_needs_its_token_and_serves_metrics_and_the_cli
     let (code, _, err) = f.run(&["plug", "create", "nope", "--owner", "x"]);
     assert_eq!(code, 1);
     assert!(err.contains("plug class \"nope\" does not exist"), "{err}");
+    // drain through the controller: progress as it happens, then the report.
+    let (code, out, err) = f.run(&["drain", "node1"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(err.contains("handing `drain`"), "{err}");
+    assert!(
+        out.contains(" move ") && out.contains("node1 drained"),
+        "{out}"
+    );
+    assert!(
+        containers(&f, "fleet.kind=plug")
+            .iter()
+            .all(|c| c.0 != "node1" && c.3),
+        "{:?}",
+        containers(&f, "fleet.kind=plug")
+    );
+    let (code, out, _) = f.run(&["uncordon", "node1"]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(create_plug(&run, "after")["node"], "node1");
 }
 
 #[test]
