@@ -83,6 +83,17 @@ fn restart_key(observed: &ObservedFleet, step: &Step) -> Option<String> {
     Some(backoff::key(&step.node, &step.container, hash.as_deref()))
 }
 
+/// Whether `step` starts a container the engine is restarting itself (state `restarting`).
+fn engine_restarting(observed: &ObservedFleet, step: &Step) -> bool {
+    let Action::Start { id, .. } = &step.action else {
+        return false;
+    };
+    observed
+        .containers(&step.node)
+        .iter()
+        .any(|o| &o.record.id == id && o.record.state == RunState::Restarting)
+}
+
 /// Adds restarts of unhealthy containers, makes restarts wait for running only, and applies
 /// the backoff (recording every restart let through at `now`).
 pub fn adjust(observed: &ObservedFleet, mut plan: Plan, table: &mut Backoff, now: i64) -> Adjusted {
@@ -140,6 +151,11 @@ pub fn adjust(observed: &ObservedFleet, mut plan: Plan, table: &mut Backoff, now
     let mut held_groups = Vec::new();
     let mut keep = Vec::with_capacity(plan.steps.len());
     for mut step in std::mem::take(&mut plan.steps) {
+        if engine_restarting(observed, &step) {
+            // The engine's restart policy is bringing it back (with its own backoff): a start
+            // now would only wait for that, holding the pass.
+            continue;
+        }
         if let Some(key) = restart_key(observed, &step) {
             match table.check(&key, now) {
                 Verdict::HeldUntil(until_ms) => {
@@ -291,6 +307,16 @@ mod tests {
         let third = adjust(&obs, start_plan(), &mut table, 1_000);
         assert_eq!(third.plan.steps.len(), 1);
         assert!(third.plan.steps[0].reason.ends_with("(restart 2 in a row)"));
+    }
+
+    #[test]
+    fn a_container_the_engine_is_restarting_is_left_to_the_engine() {
+        let obs = observed(RunState::Restarting, None);
+        let mut table = Backoff::new();
+        let a = adjust(&obs, start_plan(), &mut table, 0);
+        assert!(a.plan.steps.is_empty());
+        assert!(a.holds.held.is_empty());
+        assert!(table.is_empty(), "not counted as a restart");
     }
 
     #[test]
