@@ -375,6 +375,10 @@ impl Store {
             .map_err(q("set synchronous"))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(q("enable foreign keys"))?;
+        // The database holds kilobytes: a 512 KiB page cache instead of SQLite's default 2 MiB
+        // keeps a long-running controller small.
+        conn.pragma_update(None, "cache_size", -512)
+            .map_err(q("set cache size"))?;
         let store = Store {
             conn: Mutex::new(conn),
             path,
