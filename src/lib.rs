@@ -26,6 +26,7 @@ pub mod desired;
 pub mod drain;
 pub mod execute;
 pub mod manifest;
+pub mod memory;
 pub mod metrics;
 pub mod observe;
 pub mod plan;

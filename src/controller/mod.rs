@@ -671,7 +671,11 @@ impl Controller {
     async fn reconcile_report(&self, why: &str) -> Result<(Action, PassReport), StoreError> {
         let n = self.passes.fetch_add(1, Ordering::Relaxed) + 1;
         let span = tracing::info_span!("reconcile", pass = n, triggers = %why);
-        self.reconcile_inner().instrument(span).await
+        let out = self.reconcile_inner().instrument(span).await;
+        // A pass allocates a burst (every container's inspect, the plan) and frees it: hand it
+        // back, so an idle controller stays at its idle size.
+        crate::memory::release_free_memory();
+        out
     }
 
     /// [`Controller::reconcile`], also returning the pass report.
