@@ -1165,7 +1165,11 @@ pub fn forced_replicas<'a>(
     let elsewhere = per_node.map_or(if others == 0 { 0 } else { u64::MAX }, |m| {
         others * u64::from(m)
     });
-    let here = u64::from(svc.replicas).saturating_sub(elsewhere);
+    // At most the per-node cap can be forced onto one node (a service asking for more is already
+    // reported as unable to fit).
+    let here = u64::from(svc.replicas)
+        .saturating_sub(elsewhere)
+        .min(per_node.map_or(u64::MAX, u64::from));
     if here == 0 {
         return Vec::new();
     }
@@ -1232,7 +1236,16 @@ fn check_forced_services(
             .map(|(s, n)| s.resources.memory.0 * u64::from(*n))
             .sum();
         if need > alloc.0 {
-            let (last, _) = list.last().expect("non-empty");
+            // Reported at the largest contributor: the first place an operator would look.
+            let (last, _) = list
+                .iter()
+                .max_by_key(|(svc, n)| {
+                    (
+                        svc.resources.memory.0 * u64::from(*n),
+                        std::cmp::Reverse(svc.name.clone()),
+                    )
+                })
+                .expect("non-empty");
             if let Some(rs) = raw_of(&last.name) {
                 let pos = rs
                     .spec
