@@ -16,7 +16,7 @@
 //! | `GET /v1/plugs` | every plug instance |
 //! | `POST /v1/plugs` `{"class","owner"}` | 201 `{id, node, host, port, ...}`; 409 nothing fits (with `diagnosis`), 422 unknown class |
 //! | `GET /v1/plugs/{id}`, `DELETE /v1/plugs/{id}` | the plug / `{deleted, notes}`; 404 unknown |
-//! | `POST /v1/plugs/{id}/touch` | the plug, started again if it was stopped or evicted |
+//! | `POST /v1/plugs/{id}/touch` | the plug, started again where there is room if it was stopped or evicted |
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -15,7 +15,7 @@ use crate::execute::Runtimes;
 use crate::manifest::DesiredFleet;
 use crate::observe::{ObserveOptions, ObservedFleet, observe};
 use crate::plan::{Snapshot, scheduling_views};
-use crate::schedule::{Diagnosis, place_plug};
+use crate::schedule::{Diagnosis, place_plug, place_restart};
 use crate::store::{PlugRecord, PlugState, Store, StoreError, now_ms};
 use crate::transport::TransportError;
 
@@ -29,7 +29,7 @@ pub enum PlugError {
     #[error("plug class {0:?} does not exist{1}")]
     NoClass(String, String),
     /// Nothing fits.
-    #[error("no node can take a {class} plug: {diagnosis}")]
+    #[error("no node can take a plug of class {class}: {diagnosis}")]
     Unschedulable {
         /// Class.
         class: String,
@@ -201,15 +201,7 @@ pub async fn start_reserved(
         });
     };
     let result: Result<(), PlugError> = async {
-        if !rt.image_present(&spec.image).await? {
-            rt.pull_image(&spec.image).await?;
-        }
-        let id = match rt.create_container(&spec).await {
-            Ok(id) => id,
-            Err(e) if e.is_conflict() => rt.inspect_container(&spec.name).await?.record.id,
-            Err(e) => return Err(e.into()),
-        };
-        rt.start_container(&id).await?;
+        let id = create_started(rt.as_ref(), &spec).await?;
         wait_running(rt.as_ref(), &id, spec.healthcheck.is_some(), ready_timeout)
             .await
             .map_err(|why| PlugError::NotReady {
@@ -249,6 +241,24 @@ pub async fn start_reserved(
             Err(e)
         }
     }
+}
+
+/// Creates (pulling its image when missing) and starts a plug container; a container of that
+/// name that already exists (an earlier, interrupted attempt) is adopted. Returns its id.
+async fn create_started(
+    rt: &dyn crate::transport::NodeRuntime,
+    spec: &crate::container::ContainerSpec,
+) -> Result<String, TransportError> {
+    if !rt.image_present(&spec.image).await? {
+        rt.pull_image(&spec.image).await?;
+    }
+    let id = match rt.create_container(spec).await {
+        Ok(id) => id,
+        Err(e) if e.is_conflict() => rt.inspect_container(&spec.name).await?.record.id,
+        Err(e) => return Err(e),
+    };
+    rt.start_container(&id).await?;
+    Ok(id)
 }
 
 /// Polls until running (and healthy when `healthcheck`); the error says what was seen.
@@ -325,43 +335,126 @@ pub async fn delete(
     Ok(notes)
 }
 
-/// Records activity; a stopped or evicted plug is started again (on its node).
+/// Records activity; a stopped or evicted plug is started again where there is room: on its own
+/// node (keeping its port) when that node passes every placement filter, else on the node the
+/// policy picks for a new plug (keeping its port when free there; its stopped container on the
+/// old node is removed first, so no copy runs twice). The decision is the scheduler's
+/// ([`place_restart`]) over a fresh observation with measured memory, made inside one store
+/// transaction like [`reserve_plug`]: an evicted plug does not start again on the node whose
+/// memory pressure stopped it, and a restart never overfills a node.
 ///
 /// # Errors
-/// Unknown plug, store or Docker failures.
+/// Unknown plug; no node can take it (per-node diagnosis; the plug stays stopped); store or
+/// Docker failures, or a container that does not become ready (the plug stays `pending` and the
+/// next reconcile finishes it).
 pub async fn touch(
     fleet: &DesiredFleet,
     store: &Store,
     runtimes: &Runtimes,
+    lost: &BTreeSet<String>,
     id: &str,
     now: i64,
 ) -> Result<PlugRecord, PlugError> {
     store.touch_plug(id, now)?;
     let plug = store.plug(id)?;
-    if matches!(plug.state, PlugState::Stopped | PlugState::Evicted) {
-        store.set_plug_state(id, PlugState::Pending, None)?;
-        if let Some(rt) = runtimes.get(&plug.node) {
-            let name = plug_container_name(&fleet.fleet.name, id);
-            match rt.start_container(&name).await {
-                Ok(()) => {
-                    let hc = fleet
-                        .plug_classes
-                        .get(&plug.class)
-                        .is_some_and(|c| c.healthcheck.is_some());
-                    wait_running(rt.as_ref(), &name, hc, PLUG_READY_TIMEOUT)
-                        .await
-                        .map_err(|why| PlugError::NotReady {
-                            id: id.to_string(),
-                            node: plug.node.clone(),
-                            why,
-                        })?;
-                    store.set_plug_state(id, PlugState::Running, None)?;
+    if !matches!(plug.state, PlugState::Stopped | PlugState::Evicted) {
+        return Ok(plug);
+    }
+    let Some(class) = fleet.plug_classes.get(&plug.class) else {
+        return Err(PlugError::NoClass(
+            plug.class.clone(),
+            "; its plug cannot start again".into(),
+        ));
+    };
+    let observed = observe_for_placement(fleet, runtimes).await;
+    let conditions = store.node_conditions()?;
+    let last_known = store.replica_nodes()?;
+    let policy = fleet.policy_for(class);
+    let (before, after) = store.restart_plug_with(id, now, |me, plugs, leases| {
+        // Its own lease on its own node does not block its own port.
+        let leases: Vec<(String, u16, String)> = leases
+            .iter()
+            .filter(|(n, p, holder)| !(holder == id && *n == me.node && *p == me.host_port))
+            .cloned()
+            .collect();
+        let snapshot = Snapshot {
+            fleet,
+            observed: &observed,
+            conditions: &conditions,
+            plugs,
+            port_leases: &leases,
+            last_known: &last_known,
+            lost,
+            evict: &BTreeSet::new(),
+        };
+        let (views, _) = scheduling_views(&snapshot);
+        place_restart(&views, &me.node, me.host_port, class, &policy)
+            .map(|p| (p.node, p.host_port))
+            .map_err(|diagnosis| PlugError::Unschedulable {
+                class: me.class.clone(),
+                diagnosis,
+            })
+    })?;
+    if before.state.wants_running() {
+        return Ok(after); // started by a concurrent touch
+    }
+    let name = plug_container_name(&fleet.fleet.name, id);
+    if before.node != after.node {
+        // Its old copy is stopped; remove it before the new one starts.
+        if let Some(rt) = runtimes.get(&before.node) {
+            match rt.remove_container(&name).await {
+                Ok(()) => store.release_port(&before.node, before.host_port, id)?,
+                Err(e) if e.is_not_found() => {
+                    store.release_port(&before.node, before.host_port, id)?;
                 }
-                // Its container is gone: the next reconcile recreates it (state pending).
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
+                // Left for the reconcile that next sees the node: the copy is then a stray.
+                Err(_) => {}
             }
         }
+        let _ = store.record_event(
+            now,
+            "plug",
+            "move",
+            Some(&after.node),
+            Some(&name),
+            &format!(
+                "plug {id} started again on {}:{} (no room on {})",
+                after.node, after.host_port, before.node
+            ),
+        );
     }
+    let Some(rt) = runtimes.get(&after.node) else {
+        return Ok(after); // not connected: the next reconcile starts it
+    };
+    match rt.start_container(&name).await {
+        Ok(()) => {}
+        Err(e) if e.is_not_found() => {
+            let spec = plug_container(
+                fleet,
+                class,
+                &PlugIdentity {
+                    id,
+                    owner: &after.owner,
+                    node: &after.node,
+                    host_port: after.host_port,
+                },
+            );
+            create_started(rt.as_ref(), &spec).await?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    wait_running(
+        rt.as_ref(),
+        &name,
+        class.healthcheck.is_some(),
+        PLUG_READY_TIMEOUT,
+    )
+    .await
+    .map_err(|why| PlugError::NotReady {
+        id: id.to_string(),
+        node: after.node.clone(),
+        why,
+    })?;
+    store.set_plug_state(id, PlugState::Running, None)?;
     Ok(store.plug(id)?)
 }

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::manifest::validate::effective_max_per_node;
 use crate::manifest::{
-    Bytes, DesiredFleet, NodeSpec, Percent, PlugClassSpec, PolicySpec, ServiceSpec, Spread,
+    Bytes, DesiredFleet, NodeSpec, Percent, PlugClassSpec, PolicySpec, ServiceSpec, Spread, Tier,
 };
 use crate::store::NodeCondition;
 
@@ -242,6 +242,11 @@ fn free_port(node: &NodeView, class: &PlugClassSpec, preferred: Option<u16>) -> 
     Some(candidate)
 }
 
+/// Whether `node` belongs to a policy tier.
+fn in_tier(tier: &Tier, node: &NodeView) -> bool {
+    tier.nodes.as_ref().is_none_or(|n| n.contains(&node.name)) && node.matches(&tier.node_selector)
+}
+
 /// Runs the plug filters on one node; on success returns the host port it would get.
 pub fn plug_fits(
     node: &NodeView,
@@ -297,9 +302,7 @@ pub fn place_plug(
     for (tier_index, tier) in policy.tiers.iter().enumerate() {
         let mut best: Option<(&NodeView, u16)> = None;
         for node in nodes {
-            let in_tier = tier.nodes.as_ref().is_none_or(|n| n.contains(&node.name))
-                && node.matches(&tier.node_selector);
-            if !in_tier {
+            if !in_tier(tier, node) {
                 continue;
             }
             match plug_fits(node, class, policy, preferred_port) {
@@ -343,6 +346,33 @@ pub fn place_plug(
             .filter_map(|n| rejections.remove(n.name.as_str()))
             .collect(),
     })
+}
+
+/// Where a stopped or evicted plug starts again (activity on it): on its own node, keeping its
+/// port when free, if that node passes every filter; else wherever [`place_plug`] puts a new
+/// plug, keeping the port when free there. `nodes` must not count the plug itself (a stopped
+/// plug holds no slot) nor its own port lease on `own_node`.
+///
+/// # Errors
+/// A [`Diagnosis`] when no node can take it (its own node's rejection included).
+pub fn place_restart(
+    nodes: &[NodeView],
+    own_node: &str,
+    own_port: u16,
+    class: &PlugClassSpec,
+    policy: &PolicySpec,
+) -> Result<PlugPlacement, Diagnosis> {
+    if let Some(own) = nodes.iter().find(|n| n.name == own_node)
+        && let Some(tier) = policy.tiers.iter().position(|t| in_tier(t, own))
+        && let Ok(port) = plug_fits(own, class, policy, Some(own_port))
+    {
+        return Ok(PlugPlacement {
+            node: own.name.clone(),
+            host_port: port,
+            tier,
+        });
+    }
+    place_plug(nodes, class, policy, Some(own_port))
 }
 
 /// Records a plug of `class` on `node` in the views (after a placement).
@@ -594,6 +624,34 @@ spec:
             .map(|p| p.host_port)
             .collect();
         assert_eq!(ports, vec![51000, 51001, 51002, 51003, 51004]);
+    }
+
+    #[test]
+    fn a_restarted_plug_stays_on_its_node_when_it_fits_and_moves_when_it_does_not() {
+        let f = fleet(2, "pack");
+        let class = &f.plug_classes["agent"];
+        let policy = f.policy_for(class);
+        let mut v = views(&f);
+        // A secondary with room: it stays there (no move back to the primary), port kept.
+        let p = place_restart(&v, "node3", 51007, class, &policy).unwrap();
+        assert_eq!((p.node.as_str(), p.host_port, p.tier), ("node3", 51007, 1));
+        // Its node full while it was stopped: it goes where a new plug would, port kept.
+        assign_plug(&mut v[2], class, 51000);
+        assign_plug(&mut v[2], class, 51001);
+        let p = place_restart(&v, "node3", 51007, class, &policy).unwrap();
+        assert_eq!((p.node.as_str(), p.host_port), ("node1", 51007));
+        // Its node above the watermark by measurement: likewise.
+        let mut v = views(&f);
+        v[0].measured_memory = Some(8 << 30);
+        let p = place_restart(&v, "node1", 51000, class, &policy).unwrap();
+        assert_eq!(p.node, "node2");
+        // Nowhere: the diagnosis names its own node too.
+        for n in &mut v {
+            n.condition.cordoned = true;
+        }
+        let d = place_restart(&v, "node1", 51000, class, &policy).unwrap_err();
+        assert_eq!(d.rejections.len(), 3);
+        assert_eq!(d.rejections[0].node, "node1");
     }
 
     #[test]

@@ -757,6 +757,57 @@ impl Store {
         Ok(plug)
     }
 
+    /// Starts a stopped or evicted plug again, in one transaction: reads the plugs and leases,
+    /// lets `decide` (pure) pick its node and port, and records it `pending` there with
+    /// `now` as its last activity, leasing the new port when it moves (the old lease stays until
+    /// [`Store::release_port`] is called for it after the old container is gone). Returns the
+    /// record before and after; a plug that already wants to run is returned unchanged (twice)
+    /// without calling `decide`.
+    ///
+    /// # Errors
+    /// [`StoreError::NoPlug`], whatever `decide` returns, or query failure.
+    pub fn restart_plug_with<E: From<StoreError>>(
+        &self,
+        id: &str,
+        now: i64,
+        decide: impl FnOnce(
+            &PlugRecord,
+            &[PlugRecord],
+            &[(String, u16, String)],
+        ) -> Result<(String, u16), E>,
+    ) -> Result<(PlugRecord, PlugRecord), E> {
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| E::from(q("restart plug")(e)))?;
+        let plugs = read_plugs(&tx).map_err(E::from)?;
+        let Some(before) = plugs.iter().find(|p| p.id == id).cloned() else {
+            return Err(E::from(StoreError::NoPlug(id.to_string())));
+        };
+        if before.state.wants_running() {
+            return Ok((before.clone(), before));
+        }
+        let leases = read_leases(&tx).map_err(E::from)?;
+        let (node, port) = decide(&before, &plugs, &leases)?;
+        lease_port(&tx, &node, port, id).map_err(E::from)?;
+        tx.execute(
+            "UPDATE plugs SET node = ?2, host_port = ?3, state = ?4, message = NULL, \
+             last_activity_ms = ?5 WHERE id = ?1",
+            params![id, node, port, PlugState::Pending.as_str(), now],
+        )
+        .map_err(|e| E::from(q("restart plug")(e)))?;
+        tx.commit().map_err(|e| E::from(q("restart plug")(e)))?;
+        let after = PlugRecord {
+            node,
+            host_port: port,
+            state: PlugState::Pending,
+            message: None,
+            last_activity_ms: now,
+            ..before.clone()
+        };
+        Ok((before, after))
+    }
+
     /// Moves a plug to `node`/`port` (drain, node loss): leases the new port, keeps the old
     /// lease until [`Store::release_port`] is called for it after the old container is gone.
     ///

@@ -421,6 +421,54 @@ async fn memory_pressure_evicts_the_most_idle_plug_first_and_activity_starts_it_
 }
 
 #[tokio::test(start_paused = true)]
+async fn activity_on_a_stopped_plug_whose_node_has_no_room_starts_it_on_another_node() {
+    let w = world(&format!("{}{}", fleet_doc(""), plugs_doc("30m", false)));
+    until("first pass", Duration::from_secs(5), || w.ctl.passes() > 0).await;
+    let p = w.ctl.create_plug("agent", "ada").await.unwrap();
+    assert_eq!(p.node, "node1");
+    tokio::time::sleep(Duration::from_secs(31 * 60)).await;
+    until("stopped", Duration::from_secs(120), || {
+        w.store.plug(&p.id).unwrap().state == PlugState::Stopped
+    })
+    .await;
+    // While it is stopped, its node stops taking work.
+    w.ctl.cordon("node1", true, "test").unwrap();
+    let t = w.ctl.touch_plug(&p.id).await.unwrap();
+    assert_eq!(t.state, PlugState::Running);
+    assert_eq!((t.node.as_str(), t.host_port), ("node2", p.port));
+    // One copy, running, on the new node; the old port lease is gone.
+    assert_eq!(
+        w.plug_copies(&p.id),
+        [("node2".to_string(), RunState::Running)]
+    );
+    let leases: Vec<(String, u16, String)> = w.store.port_leases().unwrap();
+    assert_eq!(leases, [("node2".to_string(), p.port, p.id.clone())]);
+    // No room anywhere: the touch fails with the diagnosis and the plug stays stopped.
+    let q = w.ctl.create_plug("agent", "bob").await.unwrap();
+    assert_eq!(q.node, "node2");
+    w.ctl.delete_plug(&p.id).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(31 * 60)).await;
+    until("bob stopped", Duration::from_secs(120), || {
+        w.store.plug(&q.id).unwrap().state == PlugState::Stopped
+    })
+    .await;
+    for n in ["node2", "node3"] {
+        w.ctl.cordon(n, true, "test").unwrap();
+    }
+    let e = w.ctl.touch_plug(&q.id).await.unwrap_err().to_string();
+    assert!(
+        e.contains("node1: cordoned") && e.contains("node3: cordoned"),
+        "{e}"
+    );
+    assert_eq!(w.store.plug(&q.id).unwrap().state, PlugState::Stopped);
+    assert_eq!(
+        w.plug_copies(&q.id),
+        [("node2".to_string(), RunState::Exited)]
+    );
+    w.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_plug_idle_past_its_timeout_is_stopped_and_a_touch_starts_it() {
     let w = world(&format!("{}{}", fleet_doc(""), plugs_doc("30m", false)));
     until("first pass", Duration::from_secs(5), || w.ctl.passes() > 0).await;

@@ -105,7 +105,7 @@ async fn twelve_plugs_fill_the_primary_then_spill_and_the_thirteenth_is_diagnose
     let err = create(&f, &store, &rts, "late").await.unwrap_err();
     assert_eq!(
         err.to_string(),
-        "no node can take a agent plug: node1: 5/5 plugs; node2: 5/5 plugs; node3: 5/5 plugs"
+        "no node can take a plug of class agent: node1: 5/5 plugs; node2: 5/5 plugs; node3: 5/5 plugs"
     );
     // Deleting one frees its slot and its port.
     let victim = store

@@ -69,10 +69,23 @@ pub fn run(op: PlugOp, global: &GlobalOpts) -> anyhow::Result<u8> {
                 let rt = runtime()?;
                 rt.block_on(async {
                     let runtimes = super::common::connect_all(&loaded.fleet);
-                    plugs::touch(&loaded.fleet, &store, &runtimes, &id, now_ms()).await
+                    plugs::touch(
+                        &loaded.fleet,
+                        &store,
+                        &runtimes,
+                        &BTreeSet::new(),
+                        &id,
+                        now_ms(),
+                    )
+                    .await
                 })?
             };
-            emit(&format!("plug {id} touched ({})\n", plug.state.as_str()))?;
+            emit(&format!(
+                "plug {id} touched ({} on {}:{})\n",
+                plug.state.as_str(),
+                plug.node,
+                plug.host_port
+            ))?;
             Ok(0)
         }
         PlugOp::List { output } => list(None, output, global),

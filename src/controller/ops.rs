@@ -181,7 +181,8 @@ impl Controller {
         Ok(notes)
     }
 
-    /// Records activity on a plug; a stopped or evicted one is started again on its node.
+    /// Records activity on a plug; a stopped or evicted one is started again where there is room
+    /// (see [`plugs::touch`]).
     ///
     /// # Errors
     /// Unknown plug, store or Docker failures.
@@ -194,7 +195,15 @@ impl Controller {
         }
         let _work = self.work.lock().await;
         let loaded = self.desired();
-        let plug = plugs::touch(&loaded.fleet, &self.store, &self.runtimes(), id, now).await?;
+        let plug = plugs::touch(
+            &loaded.fleet,
+            &self.store,
+            &self.runtimes(),
+            &self.lost_nodes(),
+            id,
+            now,
+        )
+        .await?;
         tracing::info!(plug = %id, state = plug.state.as_str(), "plug touched and started again");
         self.trigger(Trigger::Operation(format!("touch {id}")));
         Ok(plug)
