@@ -27,6 +27,9 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Name of the one lease row.
 const FLEET_LEASE: &str = "fleet";
 
+/// How long an answered intent is kept.
+const INTENT_KEEP_MS: i64 = 24 * 3600 * 1000;
+
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
     r#"
@@ -1005,12 +1008,20 @@ impl Store {
 
     // ----- intents -----------------------------------------------------------------------
 
-    /// Hands an intent to the controller; returns its id.
+    /// Hands an intent to the controller; returns its id. Answered intents older than a day
+    /// are deleted on the way.
     ///
     /// # Errors
     /// Query failure.
     pub fn submit_intent(&self, kind: &str, payload: &str, now: i64) -> Result<i64, StoreError> {
         self.write("submit intent", |tx| {
+            // Answers are read by the command that waits for them, within minutes; a day on,
+            // nobody reads them and the table stays small.
+            tx.execute(
+                "DELETE FROM intents WHERE state IN ('done', 'failed') AND done_ms < ?1",
+                [now - INTENT_KEEP_MS],
+            )
+            .map_err(q("prune intents"))?;
             tx.execute(
                 "INSERT INTO intents (at_ms, kind, payload, state) VALUES (?1, ?2, ?3, 'pending')",
                 params![now, kind, payload],
@@ -1292,5 +1303,20 @@ mod tests {
             s.bind_fleet("other"),
             Err(StoreError::OtherFleet { .. })
         ));
+    }
+
+    #[test]
+    fn answered_intents_are_kept_a_day_and_pending_ones_until_claimed() {
+        let s = Store::in_memory().unwrap();
+        let day = INTENT_KEEP_MS;
+        let answered = s.submit_intent("plug-touch", "{}", 0).unwrap();
+        s.claim_intent().unwrap().unwrap();
+        s.finish_intent(answered, "done", "{}", 1_000).unwrap();
+        let waiting = s.submit_intent("plug-touch", "{}", 2_000).unwrap();
+        s.submit_intent("plug-touch", "{}", day).unwrap();
+        assert!(s.intent(answered).unwrap().is_some(), "less than a day old");
+        s.submit_intent("plug-touch", "{}", day + 1_001).unwrap();
+        assert!(s.intent(answered).unwrap().is_none());
+        assert_eq!(s.intent(waiting).unwrap().unwrap().state, "pending");
     }
 }
