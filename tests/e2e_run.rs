@@ -3,7 +3,8 @@
 //! measured from the engine's own events), manifest edits without a restart (an invalid one
 //! changes nothing and is logged), node loss past nodeLostAfter and the node's return without
 //! a duplicate, dockerd restarts (graceful and SIGKILL), the API (token, placement by policy,
-//! metrics), CLI hand-off, SIGTERM, and lease contention between two controllers.
+//! metrics), CLI hand-off, SIGTERM, lease contention between two controllers, and activity
+//! starting an idle-stopped plug again where there is room.
 
 mod common;
 
@@ -635,4 +636,52 @@ fn sigterm_releases_the_lease_and_exits_0_and_a_second_run_refuses_meanwhile() {
     // Free now: another controller starts.
     let mut second = Run::start(&f, 7426);
     assert_eq!(second.stop().0, 0);
+}
+
+#[test]
+fn activity_starts_an_idle_stopped_plug_again_where_there_is_room() {
+    let Some(sb) = Sandbox::get("activity_starts_an_idle_stopped_plug_again_where_there_is_room")
+    else {
+        return;
+    };
+    let f = Fleet::new(&sb, "e2e-run-touch", "");
+    let docs = plugs_doc(4).replace("  port: 8080\n", "  port: 8080\n  idleTimeout: 3s\n");
+    write_fleet(&f, 7427, &docs);
+    let run = Run::start(&f, 7427);
+    let p = create_plug(&run, "ada");
+    let id = p["id"].as_str().unwrap().to_string();
+    assert_eq!(p["node"], "node1", "{p}");
+    let state = || json(&run.get(&format!("/v1/plugs/{id}"), true).1)["state"].clone();
+    wait_for(Duration::from_secs(30), "the idle plug stopped", || {
+        (state() == "stopped").then_some(())
+    });
+    // Its own node has room: activity (the CLI, handed to the controller) starts it there.
+    let (code, out, err) = f.run(&["plug", "touch", &id]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains(&format!("running on node1:{}", p["port"])),
+        "{out}"
+    );
+    wait_for(Duration::from_secs(30), "stopped again", || {
+        (state() == "stopped").then_some(())
+    });
+    // Its node stops taking work while it sleeps: activity starts it on another node, with
+    // its port, and its old copy is gone.
+    let (code, out, err) = f.run(&["cordon", "node1"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let (status, body) = run.request("POST", &format!("/v1/plugs/{id}/touch"), true, "");
+    assert_eq!(status, 200, "{body}\n{}", run.log_text());
+    let moved = json(&body);
+    assert_eq!(moved["state"], "running", "{moved}");
+    assert_ne!(moved["node"], "node1", "{moved}");
+    assert_eq!(moved["host_port"], p["port"], "{moved}");
+    let copies: Vec<_> = containers(&f, "fleet.kind=plug")
+        .into_iter()
+        .filter(|c| c.2.ends_with(id.as_str()))
+        .collect();
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    assert_eq!(
+        Some(&copies[0].0),
+        moved["node"].as_str().map(String::from).as_ref()
+    );
 }

@@ -337,7 +337,10 @@ fn clean_message(msg: &str) -> String {
         None => first,
     };
     if let Some(rest) = first.strip_prefix("duplicate mapping key: ") {
-        let key = rest.split(", set DuplicateKeyPolicy").next().unwrap_or(rest);
+        let key = rest
+            .split(", set DuplicateKeyPolicy")
+            .next()
+            .unwrap_or(rest);
         return format!("invalid YAML: duplicate key {key:?}: a key may appear once per mapping");
     }
     format!("invalid YAML: {first}")
