@@ -1,42 +1,24 @@
 //! Drain through the reconcile pipeline against the fake runtime.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+mod fake;
+
+use std::collections::BTreeMap;
 use std::time::Duration;
 
+use fake::{THREE_NODES, World, create_plug, cx, fleet_of, world};
 use fleetctl::container::labels;
 use fleetctl::drain::{DrainStatus, drain};
-use fleetctl::execute::{ExecOptions, Runtimes};
-use fleetctl::manifest::{DesiredFleet, Source, parse};
+use fleetctl::manifest::DesiredFleet;
 use fleetctl::plugs;
-use fleetctl::reconcile::{PassContext, pass};
-use fleetctl::store::Store;
-use fleetctl::transport::NodeRuntime;
-use fleetctl::transport::fake::FakeRuntime;
+use fleetctl::reconcile::pass;
 
 fn fleet(cap: u32, extra: &str) -> DesiredFleet {
-    parse(&[Source {
-        name: "f.yaml".into(),
-        text: format!(
-            "apiVersion: fleet/v1
+    fleet_of(&format!(
+        "apiVersion: fleet/v1
 kind: Fleet
 metadata: {{name: dr}}
 ---
-apiVersion: fleet/v1
-kind: Node
-metadata: {{name: node1, labels: {{tier: primary}}}}
-spec: {{capacity: {{memory: 8GiB}}}}
----
-apiVersion: fleet/v1
-kind: Node
-metadata: {{name: node2, labels: {{tier: secondary}}}}
-spec: {{capacity: {{memory: 8GiB}}}}
----
-apiVersion: fleet/v1
-kind: Node
-metadata: {{name: node3, labels: {{tier: secondary}}}}
-spec: {{capacity: {{memory: 8GiB}}}}
----
+{THREE_NODES}---
 apiVersion: fleet/v1
 kind: Service
 metadata: {{name: web}}
@@ -54,63 +36,12 @@ spec:
   maxPlugsPerNode: {cap}
   tiers: [{{nodeSelector: {{tier: secondary}}}}, {{nodeSelector: {{tier: primary}}}}]
 {extra}"
-        ),
-    }])
-    .unwrap_or_else(|e| panic!("{e}"))
-    .fleet
-}
-
-struct World {
-    fakes: BTreeMap<String, FakeRuntime>,
-    runtimes: Runtimes,
-    store: Store,
-}
-
-fn world() -> World {
-    let fakes: BTreeMap<String, FakeRuntime> = ["node1", "node2", "node3"]
-        .iter()
-        .map(|n| (n.to_string(), FakeRuntime::new(*n)))
-        .collect();
-    let runtimes = fakes
-        .iter()
-        .map(|(n, f)| (n.clone(), Arc::new(f.clone()) as Arc<dyn NodeRuntime>))
-        .collect();
-    World {
-        fakes,
-        runtimes,
-        store: Store::in_memory().unwrap(),
-    }
-}
-
-fn cx<'a>(w: &'a World, f: &'a DesiredFleet, evict: &[&str]) -> PassContext<'a> {
-    PassContext {
-        fleet: f,
-        runtimes: &w.runtimes,
-        store: &w.store,
-        lost: BTreeSet::new(),
-        evict: evict.iter().map(|s| s.to_string()).collect(),
-        measure_memory: false,
-        exec: ExecOptions {
-            ready_timeout: Duration::from_secs(2),
-            ..Default::default()
-        },
-    }
+    ))
 }
 
 async fn add_plugs(w: &World, f: &DesiredFleet, n: usize) {
     for i in 0..n {
-        let observed = plugs::observe_for_placement(f, &w.runtimes).await;
-        let p = plugs::reserve_plug(
-            f,
-            &w.store,
-            &observed,
-            &BTreeSet::new(),
-            "agent",
-            &format!("u{i}"),
-            0,
-        )
-        .unwrap();
-        plugs::start_reserved(f, &w.store, &w.runtimes, &p, Duration::from_secs(2))
+        create_plug(f, &w.store, &w.runtimes, &format!("u{i}"))
             .await
             .unwrap();
     }
@@ -118,7 +49,7 @@ async fn add_plugs(w: &World, f: &DesiredFleet, n: usize) {
 
 #[tokio::test]
 async fn drain_moves_every_plug_and_replica_starting_each_replacement_first() {
-    let w = world();
+    let w = world(3);
     let f = fleet(8, "");
     pass(&cx(&w, &f, &[]), &|_| {}).await.unwrap();
     add_plugs(&w, &f, 4).await; // pack: all on node2 (first secondary by name)
@@ -188,7 +119,7 @@ async fn drain_moves_every_plug_and_replica_starting_each_replacement_first() {
 
 #[tokio::test]
 async fn without_room_drain_stops_nothing_and_resumes_after_room_is_made() {
-    let w = world();
+    let w = world(3);
     let f = fleet(2, "");
     pass(&cx(&w, &f, &[]), &|_| {}).await.unwrap();
     add_plugs(&w, &f, 6).await; // node2: 2, node3: 2, node1: 2 — every node full
@@ -233,7 +164,7 @@ async fn without_room_drain_stops_nothing_and_resumes_after_room_is_made() {
 
 #[tokio::test]
 async fn a_service_pinned_to_the_node_is_left_unless_forced() {
-    let w = world();
+    let w = world(3);
     let pinned = "---
 apiVersion: fleet/v1
 kind: Service

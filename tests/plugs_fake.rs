@@ -1,39 +1,23 @@
 //! Plug operations against the fake runtime and a real SQLite file: spill from primary to
 //! secondary, per-node diagnosis, port leases, deletion, concurrency, measured memory.
 
+mod fake;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use fleetctl::execute::Runtimes;
-use fleetctl::manifest::{DesiredFleet, Source, parse};
-use fleetctl::plugs::{self, PlugError};
+use fake::{THREE_NODES, World, create_plug, fleet_of, world};
+use fleetctl::manifest::DesiredFleet;
+use fleetctl::plugs;
 use fleetctl::store::Store;
-use fleetctl::transport::NodeRuntime;
-use fleetctl::transport::fake::FakeRuntime;
 
 fn fleet(cap: u32, spread: &str) -> DesiredFleet {
-    parse(&[Source {
-        name: "f.yaml".into(),
-        text: format!(
-            "apiVersion: fleet/v1
+    fleet_of(&format!(
+        "apiVersion: fleet/v1
 kind: Fleet
 metadata: {{name: plugs}}
 ---
-apiVersion: fleet/v1
-kind: Node
-metadata: {{name: node1, labels: {{tier: primary}}}}
-spec: {{capacity: {{memory: 8GiB}}}}
----
-apiVersion: fleet/v1
-kind: Node
-metadata: {{name: node2, labels: {{tier: secondary}}}}
-spec: {{capacity: {{memory: 8GiB}}}}
----
-apiVersion: fleet/v1
-kind: Node
-metadata: {{name: node3, labels: {{tier: secondary}}}}
-spec: {{capacity: {{memory: 8GiB}}}}
----
+{THREE_NODES}---
 apiVersion: fleet/v1
 kind: PlugClass
 metadata: {{name: agent}}
@@ -48,43 +32,23 @@ spec:
   spread: {spread}
   tiers: [{{nodeSelector: {{tier: primary}}}}, {{nodeSelector: {{tier: secondary}}}}]
 "
-        ),
-    }])
-    .unwrap_or_else(|e| panic!("{e}"))
-    .fleet
-}
-
-fn fakes() -> (BTreeMap<String, FakeRuntime>, Runtimes) {
-    let fakes: BTreeMap<String, FakeRuntime> = ["node1", "node2", "node3"]
-        .iter()
-        .map(|n| (n.to_string(), FakeRuntime::new(*n)))
-        .collect();
-    let runtimes = fakes
-        .iter()
-        .map(|(n, f)| (n.clone(), Arc::new(f.clone()) as Arc<dyn NodeRuntime>))
-        .collect();
-    (fakes, runtimes)
-}
-
-async fn create(
-    f: &DesiredFleet,
-    store: &Store,
-    rts: &Runtimes,
-    owner: &str,
-) -> Result<plugs::PlugCreated, PlugError> {
-    let observed = plugs::observe_for_placement(f, rts).await;
-    let plug = plugs::reserve_plug(f, store, &observed, &BTreeSet::new(), "agent", owner, 0)?;
-    plugs::start_reserved(f, store, rts, &plug, std::time::Duration::from_secs(2)).await
+    ))
 }
 
 #[tokio::test]
 async fn twelve_plugs_fill_the_primary_then_spill_and_the_thirteenth_is_diagnosed() {
     let f = fleet(5, "pack");
-    let (fakes, rts) = fakes();
+    let World {
+        fakes,
+        runtimes: rts,
+        ..
+    } = world(3);
     let store = Store::in_memory().unwrap();
     let mut on: BTreeMap<String, Vec<u16>> = BTreeMap::new();
     for i in 0..12 {
-        let c = create(&f, &store, &rts, &format!("user{i}")).await.unwrap();
+        let c = create_plug(&f, &store, &rts, &format!("user{i}"))
+            .await
+            .unwrap();
         on.entry(c.node.clone()).or_default().push(c.port);
     }
     assert_eq!(on["node1"].len(), 5);
@@ -100,9 +64,11 @@ async fn twelve_plugs_fill_the_primary_then_spill_and_the_thirteenth_is_diagnose
     }
     // Fill node3, then one more: every node explains itself.
     for i in 0..3 {
-        create(&f, &store, &rts, &format!("more{i}")).await.unwrap();
+        create_plug(&f, &store, &rts, &format!("more{i}"))
+            .await
+            .unwrap();
     }
-    let err = create(&f, &store, &rts, "late").await.unwrap_err();
+    let err = create_plug(&f, &store, &rts, "late").await.unwrap_err();
     assert_eq!(
         err.to_string(),
         "no node can take a plug of class agent: node1: 5/5 plugs; node2: 5/5 plugs; node3: 5/5 plugs"
@@ -122,7 +88,7 @@ async fn twelve_plugs_fill_the_primary_then_spill_and_the_thirteenth_is_diagnose
             .iter()
             .any(|(n, p, _)| n == "node2" && *p == victim.host_port)
     );
-    let again = create(&f, &store, &rts, "late").await.unwrap();
+    let again = create_plug(&f, &store, &rts, "late").await.unwrap();
     assert_eq!(
         (again.node.as_str(), again.port),
         ("node2", victim.host_port)
@@ -132,15 +98,19 @@ async fn twelve_plugs_fill_the_primary_then_spill_and_the_thirteenth_is_diagnose
 #[tokio::test]
 async fn a_node_above_the_watermark_by_measurement_takes_no_plug() {
     let f = fleet(5, "pack");
-    let (fakes, rts) = fakes();
+    let World {
+        fakes,
+        runtimes: rts,
+        ..
+    } = world(3);
     let store = Store::in_memory().unwrap();
-    let c = create(&f, &store, &rts, "a").await.unwrap();
+    let c = create_plug(&f, &store, &rts, "a").await.unwrap();
     assert_eq!(c.node, "node1");
     // That plug's container now uses 7GiB: node1 measures above 85% of its 8GiB, although its
     // limits (256MiB) leave plenty of room.
     let id = fakes["node1"].containers()[0].id.clone();
     fakes["node1"].set_memory_usage(&id, 7 << 30);
-    let d = create(&f, &store, &rts, "b").await.unwrap();
+    let d = create_plug(&f, &store, &rts, "b").await.unwrap();
     assert_ne!(
         d.node, "node1",
         "node1 measured above its watermark must take nothing"
@@ -152,7 +122,11 @@ fn concurrent_creators_never_exceed_a_cap_or_share_a_port() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.db");
     let f = Arc::new(fleet(5, "spread"));
-    let (fakes, rts) = fakes();
+    let World {
+        fakes,
+        runtimes: rts,
+        ..
+    } = world(3);
     let rts = Arc::new(rts);
     let threads: Vec<_> = (0..20)
         .map(|i| {
@@ -163,7 +137,7 @@ fn concurrent_creators_never_exceed_a_cap_or_share_a_port() {
                     .build()
                     .unwrap();
                 let store = Store::open(&path).unwrap();
-                rt.block_on(create(&f, &store, &rts, &format!("u{i}")))
+                rt.block_on(create_plug(&f, &store, &rts, &format!("u{i}")))
             })
         })
         .collect();

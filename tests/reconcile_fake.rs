@@ -2,17 +2,15 @@
 //! runtime: convergence, idempotence, in-place updates, recreates, pruning, crash safety and
 //! unreachable nodes. The same properties are shown against real engines in the e2e tests.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+mod fake;
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use fake::{World, fleet_of, world};
 use fleetctl::container::labels;
-use fleetctl::execute::{ExecOptions, Runtimes};
-use fleetctl::manifest::{DesiredFleet, Source, parse};
+use fleetctl::manifest::DesiredFleet;
 use fleetctl::plan::Action;
 use fleetctl::reconcile::{PassContext, pass, plan_only};
-use fleetctl::store::Store;
-use fleetctl::transport::NodeRuntime;
-use fleetctl::transport::fake::FakeRuntime;
 
 const BASE: &str = "apiVersion: fleet/v1
 kind: Fleet
@@ -48,49 +46,11 @@ spec:
 ";
 
 fn fleet(text: &str) -> DesiredFleet {
-    parse(&[Source {
-        name: "f.yaml".into(),
-        text: text.into(),
-    }])
-    .unwrap_or_else(|e| panic!("{e}"))
-    .fleet
-}
-
-struct World {
-    fakes: BTreeMap<String, FakeRuntime>,
-    runtimes: Runtimes,
-    store: Store,
-}
-
-fn world() -> World {
-    let fakes: BTreeMap<String, FakeRuntime> = ["node1", "node2"]
-        .iter()
-        .map(|n| (n.to_string(), FakeRuntime::new(*n)))
-        .collect();
-    let runtimes = fakes
-        .iter()
-        .map(|(n, f)| (n.clone(), Arc::new(f.clone()) as Arc<dyn NodeRuntime>))
-        .collect();
-    World {
-        fakes,
-        runtimes,
-        store: Store::in_memory().unwrap(),
-    }
+    fleet_of(text)
 }
 
 fn cx<'a>(w: &'a World, f: &'a DesiredFleet) -> PassContext<'a> {
-    PassContext {
-        fleet: f,
-        runtimes: &w.runtimes,
-        store: &w.store,
-        lost: BTreeSet::new(),
-        evict: BTreeSet::new(),
-        measure_memory: false,
-        exec: ExecOptions {
-            ready_timeout: std::time::Duration::from_secs(2),
-            ..Default::default()
-        },
-    }
+    fake::cx(w, f, &[])
 }
 
 fn ids(w: &World) -> BTreeSet<String> {
@@ -120,7 +80,7 @@ fn replica_counts(w: &World) -> BTreeMap<(String, String), usize> {
 
 #[tokio::test]
 async fn cold_apply_converges_and_a_second_pass_changes_nothing() {
-    let w = world();
+    let w = world(2);
     let f = fleet(BASE);
     let r = pass(&cx(&w, &f), &|_| {}).await.unwrap();
     assert!(r.exec.ok(), "{:?}", r.exec);
@@ -151,7 +111,7 @@ async fn cold_apply_converges_and_a_second_pass_changes_nothing() {
 
 #[tokio::test]
 async fn memory_change_is_an_in_place_update_of_the_same_containers() {
-    let w = world();
+    let w = world(2);
     pass(&cx(&w, &fleet(BASE)), &|_| {}).await.unwrap();
     let before = ids(&w);
     let f2 = fleet(&BASE.replace("memory: 256MiB", "memory: 512MiB"));
@@ -174,7 +134,7 @@ async fn memory_change_is_an_in_place_update_of_the_same_containers() {
 
 #[tokio::test]
 async fn image_or_env_change_recreates_only_that_service() {
-    let w = world();
+    let w = world(2);
     pass(&cx(&w, &fleet(BASE)), &|_| {}).await.unwrap();
     let redis_before: Vec<String> = w.fakes["node1"]
         .containers()
@@ -220,7 +180,7 @@ async fn image_or_env_change_recreates_only_that_service() {
 
 #[tokio::test]
 async fn removed_service_is_pruned_and_foreign_containers_are_untouched() {
-    let w = world();
+    let w = world(2);
     pass(&cx(&w, &fleet(BASE)), &|_| {}).await.unwrap();
     let foreign = w.fakes["node1"].add_foreign("someone-elses", BTreeMap::new());
     let other_fleet = w.fakes["node1"].add_foreign(
@@ -258,7 +218,7 @@ async fn a_crash_at_any_call_leaves_nothing_the_next_pass_cannot_finish() {
     // Fail the n-th mutating call (as if fleetctl died there), then run passes until converged:
     // every replica exactly once, nothing else.
     for n in 1..=12 {
-        let w = world();
+        let w = world(2);
         let f = fleet(BASE);
         // Start from a changed fleet so replaces are exercised too.
         pass(
@@ -299,7 +259,7 @@ async fn a_crash_at_any_call_leaves_nothing_the_next_pass_cannot_finish() {
 
 #[tokio::test]
 async fn an_unreachable_node_is_left_alone_and_the_others_converge() {
-    let w = world();
+    let w = world(2);
     let f = fleet(BASE);
     pass(&cx(&w, &f), &|_| {}).await.unwrap();
     w.fakes["node2"].set_unreachable(true);
@@ -329,7 +289,7 @@ async fn an_unreachable_node_is_left_alone_and_the_others_converge() {
 
 #[tokio::test]
 async fn removing_a_limit_recreates_because_the_engine_cannot_do_it_in_place() {
-    let w = world();
+    let w = world(2);
     let with_cpus = BASE.replace(
         "resources: {memory: 256MiB}",
         "resources: {memory: 256MiB, cpus: 0.5}",
