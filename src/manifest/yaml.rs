@@ -302,13 +302,93 @@ pub fn parse_documents(file: &str, bytes: &[u8]) -> Result<Vec<YNode>, Diagnosti
                     col: u32::try_from(l.column()).unwrap_or(u32::MAX).max(1),
                 })
                 .unwrap_or(Pos { line: 1, col: 1 });
-            Diagnostic::new(file, pos, "", clean_message(&e.to_string()))
+            let message = clean_message(&e.to_string());
+            // An unclosed `{` or `[` is noticed where the next thing does not fit, often lines
+            // later; the fix belongs where the bracket opened, so that is the place reported.
+            if !message.starts_with("invalid YAML: duplicate key")
+                && let Some((open, at)) = unclosed_bracket(text, pos)
+                && at.line < pos.line
+            {
+                return Diagnostic::new(
+                    file,
+                    at,
+                    "",
+                    format!(
+                        "invalid YAML: this `{open}` is not closed (the parser stopped at {pos}: {})",
+                        message.trim_start_matches("invalid YAML: ")
+                    ),
+                );
+            }
+            Diagnostic::new(file, pos, "", message)
         })?;
     Ok(docs
         .into_iter()
         .map(|d| convert(d, text))
         .filter(|d| d.value != Value::Null)
         .collect())
+}
+
+/// The innermost bracket (`{` or `[`) still open at `stop`, scanning from the start of
+/// the text: brackets inside quotes and comments are skipped; one counts as a flow indicator
+/// when it starts a token (after white space, a line start, `[`, `{` or `,`). A heuristic for
+/// locating a syntax error, never for parsing.
+fn unclosed_bracket(text: &str, stop: Pos) -> Option<(char, Pos)> {
+    let mut stack: Vec<(char, Pos)> = Vec::new();
+    let (mut line, mut col) = (1u32, 0u32);
+    let mut prev = '\n';
+    let mut quote: Option<char> = None;
+    let mut comment = false;
+    let mut escaped = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\n' {
+            line += 1;
+            col = 0;
+            comment = false;
+            prev = c;
+            continue;
+        }
+        col += 1;
+        if (line, col) >= (stop.line, stop.col) {
+            break;
+        }
+        if comment {
+            continue;
+        }
+        if let Some(q) = quote {
+            if q == '"' && c == '\\' && !escaped {
+                escaped = true;
+                continue;
+            }
+            if c == q && !escaped {
+                if q == '\'' && chars.peek() == Some(&'\'') {
+                    // `''` is a quote inside a single-quoted string.
+                    chars.next();
+                    col += 1;
+                    continue;
+                }
+                quote = None;
+            }
+            escaped = false;
+            prev = c;
+            continue;
+        }
+        let token_start = prev.is_whitespace() || matches!(prev, '[' | '{' | ',');
+        match c {
+            '#' if prev.is_whitespace() => comment = true,
+            '"' | '\'' if token_start => quote = Some(c),
+            '{' | '[' if token_start => stack.push((c, Pos { line, col })),
+            '}' | ']' => {
+                let want = if c == '}' { '{' } else { '[' };
+                if stack.last().is_some_and(|(o, _)| *o == want) {
+                    stack.pop();
+                }
+            }
+            _ => {}
+        }
+        prev = c;
+    }
+    stack.pop()
 }
 
 /// serde-saphyr messages sometimes end with their own location; ours is already in front.
@@ -344,4 +424,35 @@ fn clean_message(msg: &str) -> String {
         return format!("invalid YAML: duplicate key {key:?}: a key may appear once per mapping");
     }
     format!("invalid YAML: {first}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(line: u32, col: u32) -> Pos {
+        Pos { line, col }
+    }
+
+    #[test]
+    fn the_innermost_bracket_open_at_the_stop_is_found() {
+        let text = "a: {b: [1, 2], c: [3\nd: 4\n";
+        assert_eq!(unclosed_bracket(text, at(2, 2)), Some(('[', at(1, 19))));
+        // Closed before the stop: nothing.
+        assert_eq!(unclosed_bracket("a: [1]\nb: {c: d}\n", at(3, 1)), None);
+    }
+
+    #[test]
+    fn brackets_in_quotes_comments_and_plain_words_do_not_count() {
+        let text = "a: \"{[\" # {\nb: 'it''s ['\nc: x{y\nd: [1\n";
+        assert_eq!(unclosed_bracket(text, at(5, 1)), Some(('[', at(4, 4))));
+    }
+
+    #[test]
+    fn an_unclosed_bracket_is_reported_where_it_opened() {
+        let text = "apiVersion: fleet/v1\nkind: Node\nmetadata: {name: node1\nspec: {}\n";
+        let d = parse_documents("n.yaml", text.as_bytes()).unwrap_err();
+        assert_eq!((d.line, d.column), (3, 11), "{d}");
+        assert!(d.message.contains("this `{` is not closed"), "{d}");
+    }
 }
