@@ -27,6 +27,11 @@ spec: {image: p:1, resources: {memory: 512MiB}, port: 8080, hostPorts: 51000-519
 ";
 
 fn check(bytes: &[u8]) -> Result<(), TestCaseError> {
+    // Read past a syntax error: every diagnostic is located, whatever was read.
+    let (_, broken) = yaml::parse_file("p.yaml", bytes);
+    for d in &broken {
+        prop_assert!(d.line >= 1 && d.column >= 1, "{d}");
+    }
     match yaml::parse_documents("p.yaml", bytes) {
         Err(d) => prop_assert!(d.line >= 1 && d.column >= 1, "{d}"),
         Ok(_) => {

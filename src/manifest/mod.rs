@@ -166,27 +166,24 @@ pub fn parse(sources: &[Source]) -> Result<Loaded, ManifestErrors> {
     let mut diags = Vec::new();
     let mut docs = Vec::new();
     for src in sources {
-        match yaml::parse_documents(&src.name, src.text.as_bytes()) {
-            Ok(nodes) => {
-                if nodes.is_empty() {
-                    diags.push(Diagnostic::new(
-                        &src.name,
-                        yaml::Pos { line: 1, col: 1 },
-                        "",
-                        "file holds no manifest documents",
-                    ));
-                }
-                let mut cx = decode::Cx {
-                    file: &src.name,
-                    diags: &mut diags,
-                };
-                for node in &nodes {
-                    if let Some(doc) = raw::decode_document(node, &mut cx) {
-                        docs.push(doc);
-                    }
-                }
+        let (nodes, broken) = yaml::parse_file(&src.name, src.text.as_bytes());
+        if nodes.is_empty() && broken.is_empty() {
+            diags.push(Diagnostic::new(
+                &src.name,
+                yaml::Pos { line: 1, col: 1 },
+                "",
+                "file holds no manifest documents",
+            ));
+        }
+        diags.extend(broken);
+        let mut cx = decode::Cx {
+            file: &src.name,
+            diags: &mut diags,
+        };
+        for node in &nodes {
+            if let Some(doc) = raw::decode_document(node, &mut cx) {
+                docs.push(doc);
             }
-            Err(d) => diags.push(d),
         }
     }
     let fleet = validate::validate(&docs, &mut diags);

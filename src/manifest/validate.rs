@@ -1235,7 +1235,9 @@ fn check_forced_services(
             .iter()
             .map(|(s, n)| s.resources.memory.0 * u64::from(*n))
             .sum();
-        if need > alloc.0 {
+        // A service that alone exceeds the node is reported by the per-replica check already.
+        let one_too_big = list.iter().any(|(s, _)| s.resources.memory.0 > alloc.0);
+        if need > alloc.0 && !one_too_big {
             // Reported at the largest contributor: the first place an operator would look.
             let (last, _) = list
                 .iter()

@@ -277,16 +277,22 @@ pub fn parse_documents(file: &str, bytes: &[u8]) -> Result<Vec<YNode>, Diagnosti
             "file contains a NUL byte; manifests are text",
         ));
     }
+    parse_text(file, text, 1)
+}
+
+/// Parses the documents of `text` with the size limits divided by `share` (when a file is
+/// parsed in `share` pieces, the pieces together stay within the file's limits).
+fn parse_text(file: &str, text: &str, share: usize) -> Result<Vec<YNode>, Diagnostic> {
     let mut budget = serde_saphyr::Budget::default();
     budget.max_depth = MAX_DEPTH;
     budget.max_aliases = MAX_ALIASES;
     budget.max_anchors = MAX_ALIASES;
-    budget.max_nodes = MAX_NODES;
+    budget.max_nodes = MAX_NODES / share;
     budget.max_documents = MAX_DOCUMENTS;
-    budget.max_events = MAX_NODES * 4;
+    budget.max_events = MAX_NODES * 4 / share;
     budget.max_total_scalar_bytes = MAX_FILE_BYTES * 2;
     budget.max_recorded_anchor_bytes = MAX_FILE_BYTES;
-    budget.max_recorded_anchor_events = MAX_NODES / 10;
+    budget.max_recorded_anchor_events = MAX_NODES / 10 / share;
     budget.flow_nesting_limit = MAX_DEPTH;
     let options = serde_saphyr::options! {
         budget: Some(budget),
@@ -326,6 +332,101 @@ pub fn parse_documents(file: &str, bytes: &[u8]) -> Result<Vec<YNode>, Diagnosti
         .map(|d| convert(d, text))
         .filter(|d| d.value != Value::Null)
         .collect())
+}
+
+/// Parses every document of one file, going on past a syntax error: when the file as a whole
+/// does not parse, each document (split at its `---` line) is parsed on its own, so the other
+/// documents are still read and checked and every broken one is reported. Returns the documents
+/// read and the diagnostics.
+pub fn parse_file(file: &str, bytes: &[u8]) -> (Vec<YNode>, Vec<Diagnostic>) {
+    let whole = match parse_documents(file, bytes) {
+        Ok(docs) => return (docs, Vec::new()),
+        Err(d) => d,
+    };
+    let text = match std::str::from_utf8(bytes) {
+        Ok(t) if whole.message.starts_with("invalid YAML:") => t,
+        _ => return (Vec::new(), vec![whole]),
+    };
+    let pieces = split_documents(text);
+    if pieces.len() < 2 || pieces.len() > MAX_SPLIT_DOCUMENTS {
+        return (Vec::new(), vec![whole]);
+    }
+    let mut docs = Vec::new();
+    let mut diags = Vec::new();
+    for (first_line, piece) in &pieces {
+        match parse_text(file, piece, pieces.len()) {
+            Ok(found) => docs.extend(found.into_iter().map(|mut d| {
+                shift(&mut d, first_line - 1);
+                d
+            })),
+            Err(mut d) => {
+                d.line += first_line - 1;
+                d.message = shift_message(&d.message, first_line - 1);
+                diags.push(d);
+            }
+        }
+    }
+    if diags.is_empty() {
+        // The pieces parse where the whole does not (a directive, a marker inside a scalar):
+        // the whole file's error stands.
+        return (Vec::new(), vec![whole]);
+    }
+    (docs, diags)
+}
+
+/// Most documents a file is split into to read past a syntax error.
+const MAX_SPLIT_DOCUMENTS: usize = 100;
+
+/// The documents of `text` as (first line, text), split before each line that starts a document
+/// (`---` alone or followed by white space).
+fn split_documents(text: &str) -> Vec<(u32, &str)> {
+    let mut pieces = Vec::new();
+    let mut start = 0usize;
+    let mut start_line = 1u32;
+    let mut offset = 0usize;
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        let marker = line
+            .strip_prefix("---")
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(char::is_whitespace));
+        if marker && offset > start {
+            pieces.push((start_line, &text[start..offset]));
+            start = offset;
+            start_line = u32::try_from(i + 1).unwrap_or(u32::MAX);
+        }
+        offset += line.len();
+    }
+    if offset > start {
+        pieces.push((start_line, &text[start..offset]));
+    }
+    pieces
+}
+
+/// Moves a parsed tree `by` lines down (a document parsed on its own).
+fn shift(node: &mut YNode, by: u32) {
+    node.pos.line += by;
+    match &mut node.value {
+        Value::Seq(items) => items.iter_mut().for_each(|n| shift(n, by)),
+        Value::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
+            shift(k, by);
+            shift(v, by);
+        }),
+        _ => {}
+    }
+}
+
+/// Moves the `parser stopped at L:C` position inside an unclosed-bracket message `by` lines.
+fn shift_message(message: &str, by: u32) -> String {
+    let Some(i) = message.find("stopped at ") else {
+        return message.to_string();
+    };
+    let rest = &message[i + "stopped at ".len()..];
+    let Some((line, tail)) = rest.split_once(':') else {
+        return message.to_string();
+    };
+    match line.parse::<u32>() {
+        Ok(l) => format!("{}stopped at {}:{tail}", &message[..i], l + by),
+        Err(_) => message.to_string(),
+    }
 }
 
 /// The innermost bracket (`{` or `[`) still open at `stop`, scanning from the start of
@@ -454,5 +555,33 @@ mod tests {
         let d = parse_documents("n.yaml", text.as_bytes()).unwrap_err();
         assert_eq!((d.line, d.column), (3, 11), "{d}");
         assert!(d.message.contains("this `{` is not closed"), "{d}");
+    }
+
+    #[test]
+    fn documents_split_at_their_marker_lines_only() {
+        let text = "a: 1\n--- # second\nb: '---'\n---\n---x: 2\n";
+        let pieces = split_documents(text);
+        let firsts: Vec<u32> = pieces.iter().map(|(l, _)| *l).collect();
+        assert_eq!(firsts, [1, 2, 4]);
+        assert_eq!(pieces[2].1, "---\n---x: 2\n");
+    }
+
+    #[test]
+    fn a_broken_document_does_not_hide_the_others() {
+        let text = "a: 1\n---\nb: [2\nc: 3\n---\nd: {e: 4}\n";
+        let (docs, diags) = parse_file("f.yaml", text.as_bytes());
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        assert_eq!((diags[0].line, diags[0].column), (3, 4), "{}", diags[0]);
+        assert!(diags[0].message.contains("stopped at 4:"), "{}", diags[0]);
+        assert_eq!(docs.len(), 2);
+        // Positions are the file's, not the document's.
+        let Value::Map(m) = &docs[1].value else {
+            panic!("a mapping")
+        };
+        assert_eq!(m[0].0.pos, at(6, 1));
+        let Value::Map(inner) = &m[0].1.value else {
+            panic!("a mapping")
+        };
+        assert_eq!(inner[0].1.pos, at(6, 8));
     }
 }
