@@ -6,7 +6,14 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    let cli = fleetctl::cli::Cli::parse();
+    // Usage errors exit 1 like every other error: `plan` keeps 2 for "changes pending".
+    let cli = match fleetctl::cli::Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
     fleetctl::cli::init_logging(&cli);
     match fleetctl::cli::run(cli) {
         Ok(code) => ExitCode::from(code),

@@ -96,6 +96,19 @@ fn validate_exit_codes() {
 }
 
 #[test]
+fn usage_errors_exit_1_never_plans_2() {
+    for args in [
+        &["plan"][..],
+        &["plan", "fleet/", "--bogus"],
+        &["validate"],
+        &["nosuchverb"],
+    ] {
+        fleetctl().args(args).assert().code(1);
+    }
+    fleetctl().arg("--version").assert().code(0);
+}
+
+#[test]
 fn capacity_renders_table_and_json() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("fleet.yaml");

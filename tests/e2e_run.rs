@@ -615,7 +615,9 @@ fn sigterm_releases_the_lease_and_exits_0_and_a_second_run_refuses_meanwhile() {
             .any(|c| c.3)
             .then_some(())
     });
-    // A second controller on the same state refuses at once.
+    // A second controller on the same state refuses at once, and leaves the first's API token
+    // as it was.
+    let token = first.token();
     let started = Instant::now();
     let (code, _, err) = f.run(&["run", f.path().to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
@@ -624,6 +626,8 @@ fn sigterm_releases_the_lease_and_exits_0_and_a_second_run_refuses_meanwhile() {
         "{err}"
     );
     assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(first.token(), token);
+    assert_eq!(first.get("/v1/plugs", true).0, 200);
     // SIGTERM: exit 0 within 10 s, lease released.
     let (code, took) = first.stop();
     assert_eq!(code, 0, "{}", first.log_text());

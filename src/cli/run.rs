@@ -31,7 +31,6 @@ pub fn run(path: &Path, global: &GlobalOpts) -> anyhow::Result<u8> {
     let fleet_spec = loaded.fleet.fleet.clone();
     let store = Arc::new(open_store(global, &fleet_spec.name)?);
     let state_db = Store::default_path(global.state.as_deref());
-    let token = api::load_or_create_token(fleet_spec.api_token_file.as_deref(), &state_db)?;
     let who = holder("controller");
     let addr = fleet_spec.api_listen;
     let lease = match acquire_lease(
@@ -47,6 +46,15 @@ pub fn run(path: &Path, global: &GlobalOpts) -> anyhow::Result<u8> {
             return Ok(1);
         }
         Err(e) => return Err(e.into()),
+    };
+    // Only the lease holder writes a token: a refused second `run` must leave the running
+    // controller's token file as it is.
+    let token = match api::load_or_create_token(fleet_spec.api_token_file.as_deref(), &state_db) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = store.release_lease(lease.token);
+            return Err(e.into());
+        }
     };
     // One thread: the controller waits on the network almost all the time, and every extra
     // worker thread is another malloc arena (measured: 9 MB of heap with two workers on a fleet
