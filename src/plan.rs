@@ -610,18 +610,30 @@ pub fn plan(s: &Snapshot) -> Plan {
                 match old {
                     Some((old_node, o)) => {
                         let same_node = *old_node == node.as_str();
-                        let order = match (id, same_node) {
+                        let mut order = match (id, same_node) {
                             (_, false) => UpdateOrder::StartFirst,
                             (Identity::Service(svc, _), true) => s.fleet.services[svc].update_order,
                             // A plug keeps its host port: the old one must let go of it first.
                             (Identity::Plug(_), true) => UpdateOrder::StopFirst,
                         };
-                        let reason = if same_node {
+                        // Start-first cannot bind a host port the old container holds on the
+                        // same node: such a recreate is stop-first, and says why.
+                        let held = if same_node {
+                            held_ports(o, spec)
+                        } else {
+                            Vec::new()
+                        };
+                        let order_note = if order == UpdateOrder::StartFirst && !held.is_empty() {
+                            order = UpdateOrder::StopFirst;
                             format!(
-                                "{}, recreate ({})",
-                                recreate_reason(spec, o),
-                                order_word(order)
+                                "stop-first: the old container holds host port {}",
+                                join_ports(&held)
                             )
+                        } else {
+                            order_word(order).to_string()
+                        };
+                        let reason = if same_node {
+                            format!("{}, recreate ({order_note})", recreate_reason(spec, o))
                         } else {
                             format!("from {old_node}: {}", move_reason(s, old_node))
                         };
@@ -662,7 +674,13 @@ pub fn plan(s: &Snapshot) -> Plan {
                 }
             }
         }
-        // Every other copy of the same object goes, after the kept or new one is up.
+        // Every other copy of the same object goes, after the kept or new one is up — except a
+        // running copy on the same node that holds host ports the kept one must bind to start:
+        // that one goes first (else the start fails on every pass, e.g. after an interrupted
+        // start-first recreate).
+        let starts_kept = local
+            .iter()
+            .position(|st| matches!(st.action, Action::Start { .. }));
         for (n, o) in &copies {
             if Some(o.record.id.as_str()) == replaced {
                 continue;
@@ -670,15 +688,32 @@ pub fn plan(s: &Snapshot) -> Plan {
             if !s.observed.is_reachable(n) {
                 continue;
             }
-            step(
-                n,
-                &o.record.name,
-                Action::Remove {
+            let blocking =
+                starts_kept.is_some() && *n == node.as_str() && !held_ports(o, spec).is_empty();
+            let reason = if blocking {
+                format!(
+                    "extra copy of {}, removed first: it holds host port {}",
+                    describe(object),
+                    join_ports(&held_ports(o, spec))
+                )
+            } else {
+                format!("extra copy of {}", describe(object))
+            };
+            let removal = Step {
+                node: n.to_string(),
+                container: o.record.name.clone(),
+                object: object.clone(),
+                action: Action::Remove {
                     id: o.record.id.clone(),
                     grace_secs: grace_secs(o),
                 },
-                format!("extra copy of {}", describe(object)),
-            );
+                reason,
+                group: group.clone(),
+            };
+            match starts_kept {
+                Some(i) if blocking => local.insert(i, removal),
+                _ => local.push(removal),
+            }
         }
         // A service's replacements roll one replica at a time (one group per service); steps
         // that replace nothing (creates, updates, starts) run in parallel, one group per replica.
@@ -709,6 +744,30 @@ pub fn plan(s: &Snapshot) -> Plan {
         });
     }
     out
+}
+
+/// Host ports of `spec` that `o` holds now (it runs and publishes them).
+fn held_ports(o: &Observed, spec: &ContainerSpec) -> Vec<u16> {
+    if o.record.state != RunState::Running {
+        return Vec::new();
+    }
+    let mut held: Vec<u16> = spec
+        .ports
+        .iter()
+        .map(|p| p.host_port)
+        .filter(|p| o.record.host_ports.contains(p))
+        .collect();
+    held.sort_unstable();
+    held.dedup();
+    held
+}
+
+fn join_ports(ports: &[u16]) -> String {
+    ports
+        .iter()
+        .map(u16::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn describe(object: &Object) -> String {

@@ -4,6 +4,8 @@
 
 mod fake;
 
+use fleetctl::transport::NodeRuntime;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use fake::{World, fleet_of, world};
@@ -319,4 +321,85 @@ async fn removing_a_limit_recreates_because_the_engine_cannot_do_it_in_place() {
     let (_, p) = plan_only(&cx(&w, &fleet(BASE))).await.unwrap();
     assert!(!p.has_changes(), "{:#?}", p.steps);
     assert!(replica_counts(&w).values().all(|c| *c == 1));
+}
+
+/// redis (pinned to node1, host port 6379) recreated start-first.
+fn start_first_redis(env: &str) -> DesiredFleet {
+    fleet(&BASE.replace(
+        "  ports: ['6379:6379']\n",
+        &format!("  ports: ['6379:6379']\n  update: {{order: start-first}}\n  env: {{V: {env}}}\n"),
+    ))
+}
+
+#[tokio::test]
+async fn start_first_cannot_bind_a_port_the_old_container_holds_so_it_recreates_stop_first() {
+    let w = world(2);
+    pass(&cx(&w, &start_first_redis("a")), &|_| {})
+        .await
+        .unwrap();
+    let r = pass(&cx(&w, &start_first_redis("b")), &|_| {})
+        .await
+        .unwrap();
+    assert!(r.exec.outcomes.iter().all(|o| o.ok), "{:?}", r.exec);
+    let step = r
+        .plan
+        .steps
+        .iter()
+        .find(|s| s.container.contains("redis"))
+        .unwrap();
+    assert!(
+        step.reason
+            .ends_with("recreate (stop-first: the old container holds host port 6379)"),
+        "{}",
+        step.reason
+    );
+    let redis: Vec<_> = w.fakes["node1"]
+        .containers()
+        .into_iter()
+        .filter(|c| c.label(labels::SERVICE) == Some("redis"))
+        .collect();
+    assert_eq!(redis.len(), 1);
+    assert_eq!(redis[0].state, fleetctl::container::RunState::Running);
+}
+
+#[tokio::test]
+async fn a_created_replacement_whose_port_the_old_copy_holds_starts_after_it_goes() {
+    // An interrupted start-first recreate: the new container was created, the old one runs on
+    // with the host port. The next pass removes the old copy first, then starts the new one.
+    let w = world(2);
+    pass(&cx(&w, &start_first_redis("a")), &|_| {})
+        .await
+        .unwrap();
+    let f = start_first_redis("b");
+    let spec = fleetctl::desired::service_container(&f, &f.services["redis"], 0, "node1");
+    w.fakes["node1"].create_container(&spec).await.unwrap();
+    let r = pass(&cx(&w, &f), &|_| {}).await.unwrap();
+    assert!(r.exec.outcomes.iter().all(|o| o.ok), "{:?}", r.exec);
+    let redis: Vec<&fleetctl::plan::Step> = r
+        .plan
+        .steps
+        .iter()
+        .filter(|s| s.container.contains("redis"))
+        .collect();
+    assert_eq!(redis.len(), 2, "{redis:?}");
+    assert!(matches!(redis[0].action, Action::Remove { .. }));
+    assert!(
+        redis[0]
+            .reason
+            .ends_with("removed first: it holds host port 6379"),
+        "{}",
+        redis[0].reason
+    );
+    assert!(matches!(redis[1].action, Action::Start { .. }));
+    let left: Vec<_> = w.fakes["node1"]
+        .containers()
+        .into_iter()
+        .filter(|c| c.label(labels::SERVICE) == Some("redis"))
+        .collect();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].name, spec.name);
+    assert_eq!(left[0].state, fleetctl::container::RunState::Running);
+    // Converged: nothing more to do.
+    let (_, p) = plan_only(&cx(&w, &f)).await.unwrap();
+    assert!(!p.has_changes(), "{p:?}");
 }

@@ -285,7 +285,12 @@ fn record(c: &FakeContainer) -> ContainerRecord {
         state: c.state,
         health: c.health,
         created: c.created,
-        host_ports: c.spec.ports.iter().map(|p| p.host_port).collect(),
+        // As the engine lists them: published ports of a running container only.
+        host_ports: if c.state == RunState::Running {
+            c.spec.ports.iter().map(|p| p.host_port).collect()
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -405,9 +410,34 @@ impl NodeRuntime for FakeRuntime {
         self.begin("start", id)?;
         let event = {
             let mut inner = self.lock();
-            let c = self
+            let key = self
                 .find(&mut inner, id)
-                .ok_or_else(|| self.not_found("start container", id))?;
+                .ok_or_else(|| self.not_found("start container", id))?
+                .id
+                .clone();
+            // As the engine: a host port another running container publishes cannot be bound.
+            let wanted: Vec<u16> = inner.containers[&key]
+                .spec
+                .ports
+                .iter()
+                .map(|p| p.host_port)
+                .collect();
+            if let Some(port) = inner
+                .containers
+                .values()
+                .filter(|o| o.id != key && o.state == RunState::Running)
+                .flat_map(|o| o.spec.ports.iter().map(|p| p.host_port))
+                .find(|p| wanted.contains(p))
+            {
+                return Err(TransportError::new(
+                    &self.node,
+                    "start",
+                    ErrorKind::Api { status: 500 },
+                    format!("Bind for 0.0.0.0:{port} failed: port is already allocated (fake)"),
+                )
+                .with_object(id));
+            }
+            let c = inner.containers.get_mut(&key).expect("found above");
             c.state = RunState::Running;
             c.health = c.spec.healthcheck.as_ref().map(|_| Health::Healthy);
             event_for(c, "start")
