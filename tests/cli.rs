@@ -109,6 +109,28 @@ fn usage_errors_exit_1_never_plans_2() {
 }
 
 #[test]
+fn plan_speaks_yaml_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: fleet/v1\nkind: Node\nmetadata: {name: node1}\nspec: {docker: {socket: /nonexistent/docker.sock}, capacity: {cpus: 2, memory: 4GiB}}\n",
+    )
+    .unwrap();
+    let out = fleetctl()
+        .args(["plan", f.to_str().unwrap(), "-o", "yaml", "--state"])
+        .arg(dir.path().join("s.db"))
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.starts_with("changes: false\n"), "{text}");
+    assert!(text.contains("unreachable:\n  node1: "), "{text}");
+}
+
+#[test]
 fn capacity_renders_table_and_json() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("fleet.yaml");

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::common::{connect_all, emit, holder, load_or_report, open_store, print_json, runtime};
+use super::common::{connect_all, emit, holder, load_or_report, open_store, print_data, runtime};
 use super::render::{PlanView, failures, plan_view, progress_line, summary, summary_line};
 use super::{GlobalOpts, Output};
 use crate::container::{Health, RunState};
@@ -239,18 +239,21 @@ pub fn run(
     release?;
     let elapsed = started.elapsed();
     if json {
-        print_json(&ApplyJson {
-            converged,
-            elapsed_ms: elapsed.as_millis() as u64,
-            passes: reports
-                .iter()
-                .map(|r| PassJson {
-                    plan: plan_view(&r.plan),
-                    outcomes: &r.exec,
-                })
-                .collect(),
-            problems: problems.clone(),
-        })?;
+        print_data(
+            output,
+            &ApplyJson {
+                converged,
+                elapsed_ms: elapsed.as_millis() as u64,
+                passes: reports
+                    .iter()
+                    .map(|r| PassJson {
+                        plan: plan_view(&r.plan),
+                        outcomes: &r.exec,
+                    })
+                    .collect(),
+                problems: problems.clone(),
+            },
+        )?;
     } else {
         let first = &reports[0].plan;
         let mut text = String::new();

@@ -71,6 +71,14 @@ pub fn print_yaml<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     emit(&serde_saphyr::to_string(value).context("rendering YAML")?)
 }
 
+/// Prints `value` as YAML for `-o yaml`, else as pretty JSON (the data formats).
+pub fn print_data<T: serde::Serialize>(output: super::Output, value: &T) -> anyhow::Result<()> {
+    match output {
+        super::Output::Yaml => print_yaml(value),
+        _ => print_json(value),
+    }
+}
+
 /// A tokio runtime for commands that talk to nodes.
 ///
 /// # Errors

@@ -8,7 +8,7 @@ use anyhow::bail;
 
 use super::apply::acquire_lease;
 use super::common::{
-    connect_all, emit, holder, open_store, print_json, resolve_manifests, runtime,
+    connect_all, emit, holder, open_store, print_data, resolve_manifests, runtime,
 };
 use super::render::progress_line;
 use super::{GlobalOpts, Output};
@@ -100,7 +100,7 @@ pub fn run(
 fn render(node: &str, report: &crate::drain::DrainReport, output: Output) -> anyhow::Result<u8> {
     let json = matches!(output, Output::Json | Output::Yaml);
     if json {
-        print_json(&report)?;
+        print_data(output, &report)?;
     } else {
         let mut text = String::new();
         for r in &report.left {

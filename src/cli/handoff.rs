@@ -116,7 +116,7 @@ pub fn apply(
         }
     };
     if matches!(output, super::Output::Json | super::Output::Yaml) {
-        super::common::print_json(&outcome)?;
+        super::common::print_data(output, &outcome)?;
     } else if outcome.converged {
         super::common::emit(&format!(
             "Converged in {:.1}s (by the controller): {} change{} made.\n",

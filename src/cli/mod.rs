@@ -93,7 +93,7 @@ pub enum Command {
     Plan {
         /// Manifest file or directory.
         path: PathBuf,
-        /// Output format (table or json).
+        /// Output format: table (wide is the same), json or yaml.
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,
     },
@@ -107,7 +107,7 @@ pub enum Command {
         /// How long to wait for the fleet lease held by another actor.
         #[arg(long, value_parser = parse_duration, default_value = "30s")]
         lock_timeout: std::time::Duration,
-        /// Output format (table or json).
+        /// Output format: table (wide is the same), json or yaml.
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,
     },
@@ -201,7 +201,7 @@ pub enum Command {
         /// Manifests to use instead of the last applied set.
         #[arg(short = 'f', long = "file", value_name = "PATH")]
         file: Option<PathBuf>,
-        /// Output format (table or json).
+        /// Output format: table (wide is the same), json or yaml.
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,
     },
@@ -277,7 +277,7 @@ pub enum PlugOp {
         /// Manifests to use instead of the last applied set.
         #[arg(short = 'f', long = "file", value_name = "PATH")]
         file: Option<PathBuf>,
-        /// Output format (table or json).
+        /// Output format: table (wide is the same), json or yaml.
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,
     },

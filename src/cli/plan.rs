@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use super::common::{connect_all, emit, load_or_report, open_store_readonly, print_json, runtime};
+use super::common::{connect_all, emit, load_or_report, open_store_readonly, print_data, runtime};
 use super::render::{plan_text, plan_view};
 use super::{GlobalOpts, Output};
 use crate::execute::ExecOptions;
@@ -35,7 +35,7 @@ pub fn run(path: &Path, output: Output, global: &GlobalOpts) -> anyhow::Result<u
         plan_only(&cx).await.map(|(_, p)| p)
     })?;
     match output {
-        Output::Json | Output::Yaml => print_json(&plan_view(&plan))?,
+        Output::Json | Output::Yaml => print_data(output, &plan_view(&plan))?,
         _ => emit(&plan_text(
             &plan,
             &fleet.nodes.keys().cloned().collect::<Vec<_>>(),
