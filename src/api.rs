@@ -36,8 +36,8 @@ use tokio_util::sync::CancellationToken;
 use crate::controller::Controller;
 use crate::controller::ops::OpError;
 use crate::drain::DrainStatus;
-use crate::plugs::PlugError;
-use crate::store::StoreError;
+use crate::plugs::{PlugError, PlugView};
+use crate::store::{PlugRecord, StoreError};
 
 /// Name of the generated token file, next to the state database.
 pub const TOKEN_FILE_NAME: &str = "api-token";
@@ -306,9 +306,21 @@ async fn drain(
     }
 }
 
+fn view(st: &ApiState, p: PlugRecord) -> PlugView {
+    PlugView::new(&st.ctl.desired().fleet, p)
+}
+
+fn views(st: &ApiState, plugs: Vec<PlugRecord>) -> Vec<PlugView> {
+    let loaded = st.ctl.desired();
+    plugs
+        .into_iter()
+        .map(|p| PlugView::new(&loaded.fleet, p))
+        .collect()
+}
+
 async fn list_plugs(State(st): State<Arc<ApiState>>) -> Response {
     match st.ctl.plugs() {
-        Ok(p) => ok(StatusCode::OK, p),
+        Ok(p) => ok(StatusCode::OK, views(&st, p)),
         Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e),
     }
 }
@@ -340,7 +352,7 @@ async fn create_plug(
 
 async fn get_plug(State(st): State<Arc<ApiState>>, UrlPath(id): UrlPath<String>) -> Response {
     match st.ctl.store().plug(&id) {
-        Ok(p) => ok(StatusCode::OK, p),
+        Ok(p) => ok(StatusCode::OK, view(&st, p)),
         Err(e) => plug_error(e.into()),
     }
 }
@@ -354,7 +366,7 @@ async fn delete_plug(State(st): State<Arc<ApiState>>, UrlPath(id): UrlPath<Strin
 
 async fn touch_plug(State(st): State<Arc<ApiState>>, UrlPath(id): UrlPath<String>) -> Response {
     match st.ctl.touch_plug(&id).await {
-        Ok(p) => ok(StatusCode::OK, p),
+        Ok(p) => ok(StatusCode::OK, view(&st, p)),
         Err(e) => plug_error(e),
     }
 }

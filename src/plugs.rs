@@ -73,6 +73,34 @@ pub struct PlugCreated {
     pub container: String,
 }
 
+/// A plug as shown to programs (the API, `-o json|yaml`): its record, plus where to reach it in
+/// the same terms as [`PlugCreated`] (`host`, `port`, `container`), so a client reads every plug
+/// response the same way.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlugView {
+    /// The record (`host_port` is the same as `port`).
+    #[serde(flatten)]
+    pub record: PlugRecord,
+    /// Address to reach it at.
+    pub host: String,
+    /// Host port.
+    pub port: u16,
+    /// Container name.
+    pub container: String,
+}
+
+impl PlugView {
+    /// The view of `record` in `fleet`.
+    pub fn new(fleet: &DesiredFleet, record: PlugRecord) -> Self {
+        PlugView {
+            host: node_address(fleet, &record.node),
+            port: record.host_port,
+            container: plug_container_name(&fleet.fleet.name, &record.id),
+            record,
+        }
+    }
+}
+
 /// A fresh plug id: 10 characters of `[a-z0-9]`, starting with a letter (so plug container
 /// names never look like a service replica's).
 pub fn new_plug_id() -> String {

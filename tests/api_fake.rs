@@ -248,10 +248,17 @@ async fn the_api_needs_the_token_places_plugs_and_serves_metrics() {
         (200, "running".into())
     );
     assert_eq!(http(&api, "GET", "/v1/plugs/nope", t, None).await.0, 404);
+    // Every plug response reads like the POST's: host, port, container.
+    let got = json(&body);
+    for key in ["id", "class", "owner", "node", "host", "port", "container"] {
+        assert_eq!(got[key], created[key], "{key}: {got}");
+    }
     let (status, body) = http(&api, "POST", &format!("/v1/plugs/{id}/touch"), t, None).await;
     assert_eq!(status, 200, "{body}");
+    assert_eq!(json(&body)["port"], 51000, "{body}");
     let (status, body) = http(&api, "GET", "/v1/plugs", t, None).await;
     assert_eq!((status, json(&body).as_array().unwrap().len()), (200, 1));
+    assert_eq!(json(&body)[0]["host"], "10.0.0.1", "{body}");
     let (status, body) = http(&api, "GET", "/v1/nodes", t, None).await;
     assert_eq!(status, 200);
     let nodes = json(&body);

@@ -299,6 +299,9 @@ pub enum PlugOp {
     },
     /// List plug instances.
     List {
+        /// Manifests to use instead of the last applied set.
+        #[arg(short = 'f', long = "file", value_name = "PATH")]
+        file: Option<PathBuf>,
         /// Output format.
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,

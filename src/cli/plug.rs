@@ -5,7 +5,8 @@ use std::path::Path;
 
 use super::capacity::table;
 use super::common::{
-    emit, open_store, open_store_readonly, print_json, print_yaml, resolve_manifests, runtime,
+    emit, open_store, open_store_readonly, print_data, print_json, print_yaml, resolve_manifests,
+    runtime,
 };
 use super::{GlobalOpts, Output, PlugOp, handoff};
 use crate::controller::intents;
@@ -88,7 +89,7 @@ pub fn run(op: PlugOp, global: &GlobalOpts) -> anyhow::Result<u8> {
             ))?;
             Ok(0)
         }
-        PlugOp::List { output } => list(None, output, global),
+        PlugOp::List { file, output } => list(file.as_deref(), output, global),
     }
 }
 
@@ -173,21 +174,31 @@ fn age(ms: i64, now: i64) -> String {
 /// # Errors
 /// Store failures.
 pub fn list(file: Option<&Path>, output: Output, global: &GlobalOpts) -> anyhow::Result<u8> {
-    let plugs: Vec<PlugRecord> = match file {
+    let (plugs, loaded): (Vec<PlugRecord>, _) = match file {
         Some(f) => {
             let loaded = resolve_manifests(Some(f), global)?;
-            open_store_readonly(global, &loaded.fleet.fleet.name)?.plugs()?
+            let plugs = open_store_readonly(global, &loaded.fleet.fleet.name)?.plugs()?;
+            (plugs, Some(loaded))
         }
         None => {
             let path = crate::store::Store::default_path(global.state.as_deref());
             if path.exists() {
-                crate::store::Store::open(&path)?.plugs()?
+                let plugs = crate::store::Store::open(&path)?.plugs()?;
+                (plugs, resolve_manifests(None, global).ok())
             } else {
-                Vec::new()
+                (Vec::new(), None)
             }
         }
     };
     match output {
+        // As the API shows them (with host, port and container), when the manifests are known.
+        Output::Json | Output::Yaml if let Some(loaded) = &loaded => {
+            let views: Vec<crate::plugs::PlugView> = plugs
+                .into_iter()
+                .map(|p| crate::plugs::PlugView::new(&loaded.fleet, p))
+                .collect();
+            print_data(output, &views)?;
+        }
         Output::Json => print_json(&plugs)?,
         Output::Yaml => print_yaml(&plugs)?,
         _ => {
