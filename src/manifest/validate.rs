@@ -1027,7 +1027,20 @@ fn resolve_volumes(r: &mut Report, file: &str, raw: &Option<Vec<Sp<String>>>) ->
             }
             _ => false,
         };
-        if ok {
+        let src = if parts.len() >= 2 { parts[0] } else { "" };
+        if ok && !src.is_empty() && !src.starts_with('/') && !is_volume_name(src) {
+            let why = if src.contains('/') || src.starts_with('.') || src.starts_with('~') {
+                "a host path must be absolute: it is a path on the node, not relative to the manifests"
+            } else {
+                "a volume name is a letter or digit followed by letters, digits, '_', '.' or '-'"
+            };
+            r.err(
+                file,
+                v.pos,
+                &path,
+                format!("invalid volume source {src:?} in {:?}: {why}", v.value),
+            );
+        } else if ok {
             out.push(v.value.clone());
         } else {
             r.err(
@@ -1042,6 +1055,14 @@ fn resolve_volumes(r: &mut Report, file: &str, raw: &Option<Vec<Sp<String>>>) ->
         }
     }
     out
+}
+
+/// Docker's rule for a named volume: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`.
+fn is_volume_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphanumeric())
+        && s.len() >= 2
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 fn resolve_healthcheck(
