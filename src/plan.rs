@@ -630,7 +630,7 @@ pub fn plan(s: &Snapshot) -> Plan {
                                 join_ports(&held)
                             )
                         } else {
-                            order_word(order).to_string()
+                            order.as_str().to_string()
                         };
                         let reason = if same_node {
                             format!("{}, recreate ({order_note})", recreate_reason(spec, o))
@@ -787,13 +787,6 @@ fn state_word(state: RunState) -> &'static str {
         RunState::Restarting => "restarting",
         RunState::Removing => "removing",
         RunState::Running => "running",
-    }
-}
-
-fn order_word(o: UpdateOrder) -> &'static str {
-    match o {
-        UpdateOrder::StartFirst => "start-first",
-        UpdateOrder::StopFirst => "stop-first",
     }
 }
 

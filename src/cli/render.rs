@@ -204,15 +204,52 @@ pub fn plan_text(plan: &Plan, nodes: &[String]) -> String {
         }
     }
     for u in &plan.unplaced {
-        let what = match &u.object {
-            Object::Service { name, replica } => format!("service {name} replica {replica}"),
-            Object::Plug { id } => format!("plug {id}"),
-            Object::Stray => "container".into(),
-        };
-        out.push_str(&format!("UNPLACED {what}: {}\n", u.diagnosis));
+        out.push_str(&format!(
+            "UNPLACED {}: {}\n",
+            object_words(&u.object),
+            u.diagnosis
+        ));
     }
-    out.push_str(&format!("Plan: {}.\n", summary_line(&summary(plan))));
+    for st in &plan.stuck {
+        out.push_str(&format!(
+            "STUCK {} stays on {}: no other node can take it: {}\n",
+            object_words(&st.object),
+            st.node,
+            st.diagnosis
+        ));
+    }
+    let mut line = summary_line(&summary(plan));
+    // What the plan cannot do: without it "no changes" would read like success.
+    let mut cannot = Vec::new();
+    if !plan.unplaced.is_empty() {
+        cannot.push(format!("{} cannot be placed", plan.unplaced.len()));
+    }
+    if !plan.unreachable.is_empty() {
+        cannot.push(format!(
+            "{} node{} unreachable",
+            plan.unreachable.len(),
+            if plan.unreachable.len() == 1 { "" } else { "s" }
+        ));
+    }
+    if !plan.stuck.is_empty() {
+        line.push_str(&format!(
+            "; {} stuck (they stay where they are until another node has room)",
+            plan.stuck.len()
+        ));
+    }
+    if !cannot.is_empty() {
+        line.push_str(&format!(" — NOT complete: {}", cannot.join(", ")));
+    }
+    out.push_str(&format!("Plan: {line}.\n"));
     out
+}
+
+fn object_words(object: &Object) -> String {
+    match object {
+        Object::Service { name, replica } => format!("service {name} replica {replica}"),
+        Object::Plug { id } => format!("plug {id}"),
+        Object::Stray => "container".into(),
+    }
 }
 
 /// Prints apply progress lines as steps finish.

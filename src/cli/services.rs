@@ -182,7 +182,7 @@ pub fn describe_service(
         _ => {
             let r = &spec.resources;
             let mut text = format!(
-                "Service:     {name}\nImage:       {}\nReplicas:    {}/{} ready\nPlacement:   {}\nResources:   memory {}{}{}{}{}\nRestart:     {}\nUpdate:      {:?}\nPorts:       {}\n\nReplicas:\n",
+                "Service:     {name}\nImage:       {}\nReplicas:    {}/{} ready\nPlacement:   {}\nResources:   memory {}{}{}{}{}\nRestart:     {}\nUpdate:      {}\nPorts:       {}\n\nReplicas:\n",
                 spec.image,
                 view.ready,
                 view.desired,
@@ -200,7 +200,7 @@ pub fn describe_service(
                     .map(|c| format!(", cpuset {c}"))
                     .unwrap_or_default(),
                 spec.restart.as_str(),
-                spec.update_order,
+                spec.update_order.as_str(),
                 if view.ports.is_empty() {
                     "none".into()
                 } else {

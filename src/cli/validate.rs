@@ -11,13 +11,13 @@ pub fn run(path: &Path) -> anyhow::Result<u8> {
             }
             let f = &loaded.fleet;
             super::common::emit(&format!(
-                "{}: valid (fleet {:?}: {} nodes, {} services, {} plug classes, {} placement policies)\n",
+                "{}: valid (fleet {:?}: {}, {}, {}, {})\n",
                 path.display(),
                 f.fleet.name,
-                f.nodes.len(),
-                f.services.len(),
-                f.plug_classes.len(),
-                f.policies.len()
+                count(f.nodes.len(), "node", "nodes"),
+                count(f.services.len(), "service", "services"),
+                count(f.plug_classes.len(), "plug class", "plug classes"),
+                count(f.policies.len(), "placement policy", "placement policies"),
             ))?;
             Ok(0)
         }
@@ -26,4 +26,8 @@ pub fn run(path: &Path) -> anyhow::Result<u8> {
             Ok(1)
         }
     }
+}
+
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }

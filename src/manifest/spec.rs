@@ -200,6 +200,16 @@ pub enum UpdateOrder {
     StopFirst,
 }
 
+impl UpdateOrder {
+    /// As written in manifests: `start-first` / `stop-first`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpdateOrder::StartFirst => "start-first",
+            UpdateOrder::StopFirst => "stop-first",
+        }
+    }
+}
+
 /// Kind `Service`, with defaults applied.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ServiceSpec {
