@@ -471,6 +471,21 @@ pub fn validate(docs: &[RawDocument], diags: &mut Vec<Diagnostic>) -> Option<Des
                 .values()
                 .filter(|n| policy_spec.tiers.iter().any(|t| t.contains(n)))
                 .collect();
+            if candidates.is_empty() && !nodes.is_empty() {
+                let (pos, path) = match &s.policy {
+                    Some(p) => (p.pos, "spec.policy"),
+                    None => (s.pos, "spec"),
+                };
+                r.err(
+                    file,
+                    pos,
+                    path,
+                    format!(
+                        "no node belongs to any tier of PlacementPolicy {:?}: instances of this class could never be placed",
+                        policy_spec.name
+                    ),
+                );
+            }
             check_fits(
                 &mut r,
                 file,
