@@ -97,6 +97,7 @@ struct ApplyJson<'a> {
 pub fn run(
     path: &Path,
     lock_timeout: Duration,
+    timeout: Duration,
     output: Output,
     global: &GlobalOpts,
 ) -> anyhow::Result<u8> {
@@ -135,7 +136,7 @@ pub fn run(
             })
         };
         let runtimes = connect_all(fleet);
-        let cx = PassContext {
+        let mut cx = PassContext {
             fleet,
             runtimes: &runtimes,
             store: &store,
@@ -144,6 +145,7 @@ pub fn run(
             measure_memory: false,
             exec: ExecOptions {
                 actor: who.clone(),
+                ready_timeout: timeout,
                 ..Default::default()
             },
         };
@@ -154,6 +156,10 @@ pub fn run(
         };
         let mut reports = Vec::new();
         for i in 0..MAX_PASSES {
+            // Each pass waits for readiness at most what is left of `--timeout`.
+            cx.exec.ready_timeout = timeout
+                .saturating_sub(started.elapsed())
+                .max(Duration::from_secs(1));
             let report = pass(&cx, &|p| print(&p)).await?;
             if i == 0 {
                 store.record_applied(
@@ -173,7 +179,8 @@ pub fn run(
         }
         // Converged: nothing left to do, everything placed and reachable, and every container
         // running (healthy where it has a healthcheck) — waiting out health start periods.
-        let deadline = Instant::now() + cx.exec.ready_timeout;
+        // One budget for the whole apply (`--timeout`), not one per pass.
+        let deadline = started + timeout;
         // A pass that changed nothing saw the final state already: judge it without observing
         // the fleet a second time (this is what keeps a no-op apply cheap).
         let mut last_seen = reports
@@ -197,6 +204,25 @@ pub fn run(
             }
             if let Some(last) = reports.last() {
                 problems.extend(failures(&last.exec));
+            }
+            // A container left to start: say how it ended last time.
+            for st in &plan.steps {
+                if let crate::plan::Action::Start { .. } = st.action
+                    && let Some(d) = observed
+                        .containers(&st.node)
+                        .iter()
+                        .find(|o| o.record.name == st.container)
+                        .and_then(|o| o.details.as_ref())
+                    && matches!(d.record.state, RunState::Exited | RunState::Dead)
+                {
+                    problems.push(format!(
+                        "{}: {} exited with code {}{}",
+                        st.node,
+                        st.container,
+                        d.exit_code,
+                        if d.oom_killed { " (OOM-killed)" } else { "" }
+                    ));
+                }
             }
             let mut waiting = false;
             for (node, name) in &plan.unchanged {

@@ -107,6 +107,9 @@ pub enum Command {
         /// How long to wait for the fleet lease held by another actor.
         #[arg(long, value_parser = parse_duration, default_value = "30s")]
         lock_timeout: std::time::Duration,
+        /// How long, in all, to wait for containers to run and turn healthy.
+        #[arg(long, value_parser = parse_duration, default_value = "2m")]
+        timeout: std::time::Duration,
         /// Output format: table (wide is the same), json or yaml.
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,
@@ -375,12 +378,13 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             path,
             dry_run,
             lock_timeout,
+            timeout,
             output,
         } => {
             if dry_run {
                 plan::run(&path, output, &cli.global)
             } else {
-                apply::run(&path, lock_timeout, output, &cli.global)
+                apply::run(&path, lock_timeout, timeout, output, &cli.global)
             }
         }
         Command::Run { path } => run::run(&path, &cli.global),
