@@ -807,10 +807,15 @@ fn stray_reason(s: &Snapshot, o: &Observed) -> String {
         Some("service") => match r.label(labels::SERVICE) {
             Some(svc) if s.fleet.services.contains_key(svc) => {
                 let n = s.fleet.services[svc].replicas;
-                format!(
-                    "replica {} is beyond replicas: {n}",
-                    r.label(labels::REPLICA).unwrap_or("?")
-                )
+                let replica = r.label(labels::REPLICA).unwrap_or("?");
+                let node = r.label(labels::NODE).unwrap_or("?");
+                match replica.parse::<u32>() {
+                    Ok(i) if i < n && s.evict.contains(node) => format!(
+                        "replica {replica} evicted from {node} (drain --force): no other node may run it"
+                    ),
+                    Ok(i) if i < n => format!("replica {replica} may not run on {node} any more"),
+                    _ => format!("replica {replica} is beyond replicas: {n}"),
+                }
             }
             Some(svc) => format!("service {svc} is not in the manifests"),
             None => "service container without a service label".into(),

@@ -180,11 +180,16 @@ spec: {image: db:1, placement: {nodes: [node2]}, resources: {memory: 128MiB}}
     assert_eq!(report.left.len(), 1);
     assert_eq!(report.left[0].fate, "pinned");
     assert_eq!(w.fakes["node2"].containers().len(), 1);
+    let reasons = std::sync::Mutex::new(Vec::<String>::new());
     let report = drain(
         &cx(&w, &f, &["node2"]),
         "node2",
         Duration::from_secs(30),
-        &|_| {},
+        &|p| {
+            if let fleetctl::execute::Progress::Done(st, _) = p {
+                reasons.lock().unwrap().push(st.reason.clone());
+            }
+        },
     )
     .await
     .unwrap();
@@ -192,5 +197,12 @@ spec: {image: db:1, placement: {nodes: [node2]}, resources: {memory: 128MiB}}
     assert!(
         w.fakes["node2"].containers().is_empty(),
         "--force stops the pinned replica"
+    );
+    let reasons = reasons.lock().unwrap();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r == "replica 0 evicted from node2 (drain --force): no other node may run it"),
+        "{reasons:?}"
     );
 }
