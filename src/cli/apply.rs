@@ -150,7 +150,10 @@ pub fn run(
             },
         };
         let print = |p: &crate::execute::Progress| {
-            if !json && let Some(line) = progress_line(p) {
+            if !json
+                && !super::common::quiet()
+                && let Some(line) = progress_line(p)
+            {
                 let _ = emit(&format!("{line}\n"));
             }
         };

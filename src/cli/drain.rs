@@ -78,14 +78,17 @@ pub fn run(
                 ..Default::default()
             },
         };
-        if !json {
+        if !json && !super::common::quiet() {
             let _ = emit(&format!(
                 "node {node} cordoned; draining{}\n",
                 if force { " (--force)" } else { "" }
             ));
         }
         drain(&cx, node, timeout, &|p| {
-            if !json && let Some(line) = progress_line(&p) {
+            if !json
+                && !super::common::quiet()
+                && let Some(line) = progress_line(&p)
+            {
                 let _ = emit(&format!("{line}\n"));
             }
         })

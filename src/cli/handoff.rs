@@ -30,6 +30,9 @@ pub fn live_controller(store: &Store) -> anyhow::Result<Option<LeaseInfo>> {
 
 /// Says on stderr that the command is handed over.
 pub fn announce(verb: &str, lease: &LeaseInfo) {
+    if super::common::quiet() {
+        return;
+    }
     eprintln!(
         "a controller runs this fleet ({}, API {}): handing `{verb}` to it",
         lease.holder,
@@ -180,7 +183,7 @@ pub fn drain(
         actor: super::common::holder("drain"),
     };
     let printed = |line: &str| {
-        if !quiet {
+        if !quiet && !super::common::quiet() {
             let _ = super::common::emit(&format!("{line}\n"));
         }
     };

@@ -50,7 +50,7 @@ pub struct GlobalOpts {
     /// Log format.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Print less: errors only.
+    /// Print less: results and errors only (no progress lines, notes or log below error).
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
     /// Print more (repeat for more detail).
@@ -326,10 +326,11 @@ pub fn init_logging(cli: &Cli) {
         "error"
     } else {
         match global.verbose {
-            0 if daemon => "info",
+            0 if daemon => "fleetctl=info,warn",
             0 => "warn",
-            1 => "info",
-            2 => "debug",
+            // fleetctl's own spans and events; the libraries' only at -vvv.
+            1 => "fleetctl=info,warn",
+            2 => "fleetctl=debug,warn",
             _ => "trace",
         }
     };
@@ -356,6 +357,7 @@ pub fn init_logging(cli: &Cli) {
 /// Any failure that is not an expected outcome with its own exit code; the caller prints the
 /// chain once and exits 1.
 pub fn run(cli: Cli) -> anyhow::Result<u8> {
+    common::set_quiet(cli.global.quiet);
     match cli.command {
         Command::Validate { path } => validate::run(&path),
         Command::Schema => schema::run(),
