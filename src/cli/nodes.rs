@@ -387,7 +387,8 @@ pub fn render_table(statuses: &[NodeStatus], wide: bool) -> String {
         "API",
         "CPUS",
         "MEMORY",
-        "MEM USED",
+        // This fleet's containers only; `capacity` shows every container's (MEASURED).
+        "FLEET MEM USED",
         "CPU LIMITS",
         "CONTAINERS",
     ];
