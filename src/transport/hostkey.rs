@@ -179,7 +179,7 @@ impl fmt::Display for HostKeyRejection {
             Verdict::Unknown { path } => write!(
                 f,
                 "host key of {address} is not known: it presented {algorithm} {fingerprint}, and {} \
-                 has no entry for it; if that fingerprint is the node's, run `fleetctl trust {node}`",
+                 has no entry for it; if that fingerprint is the node's, run `fleetctl trust {node}` (with `-f PATH` if these manifests were never applied)",
                 path.display()
             ),
             Verdict::Changed {
@@ -191,27 +191,27 @@ impl fmt::Display for HostKeyRejection {
                 "HOST KEY CHANGED for {address}: it presented {algorithm} {fingerprint}, but {}:{line} \
                  records a different {recorded_algorithm} key. Someone may be intercepting the \
                  connection, or the host was reinstalled. Verify the new key out of band, remove \
-                 line {line}, then run `fleetctl trust {node}`",
+                 line {line}, then run `fleetctl trust {node}` (with `-f PATH` if these manifests were never applied)",
                 path.display()
             ),
             Verdict::Revoked { path, line } => write!(
                 f,
                 "host key {algorithm} {fingerprint} of {address} is revoked ({}:{line}); \
-                 refusing to connect. Once the node has a new key, run `fleetctl trust {node}`",
+                 refusing to connect. Once the node has a new key, run `fleetctl trust {node}` (with `-f PATH` if these manifests were never applied)",
                 path.display()
             ),
             Verdict::PinnedMismatch { pinned } => write!(
                 f,
                 "host key of {address} does not match the pinned hostKey: it presented \
                  {algorithm} {fingerprint}, the manifest pins {pinned}. If the host was \
-                 reinstalled, verify the new key and run `fleetctl trust {node}` to print the \
-                 hostKey line to pin"
+                 reinstalled, verify the new key and run `fleetctl trust {node} -f PATH` to print \
+                 the hostKey line to pin"
             ),
             Verdict::Certificate => write!(
                 f,
                 "{address} presented an SSH host certificate ({fingerprint}); fleetctl does not \
                  verify host certificates yet and rejects them. Pin the plain host key instead: \
-                 run `fleetctl trust {node}`"
+                 run `fleetctl trust {node}` (with `-f PATH` if these manifests were never applied)"
             ),
         }
     }
