@@ -61,11 +61,20 @@ impl Cx<'_> {
     }
 
     fn wrong_type(&mut self, node: &YNode, path: &str, expected: &str) {
-        self.err(
-            node.pos,
-            path,
-            format!("expected {expected}, found {}", node.value.describe()),
-        );
+        let mut msg = format!("expected {expected}, found {}", node.value.describe());
+        // A command written as one string, as in a Dockerfile's shell form or compose: say how
+        // to write it rather than guess how to split it.
+        if path.ends_with(".command")
+            && expected == "a list"
+            && let Value::Str(text) = &node.value
+        {
+            let words: Vec<String> = text.split_whitespace().map(|w| format!("{w:?}")).collect();
+            msg.push_str(&format!(
+                "; write the arguments as a list, e.g. [{}], or [\"sh\", \"-c\", {text:?}] for a shell",
+                words.join(", ")
+            ));
+        }
+        self.err(node.pos, path, msg);
     }
 }
 
