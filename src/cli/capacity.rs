@@ -130,6 +130,17 @@ pub fn table(header: &[&str]) -> Table {
     t
 }
 
+/// A table's text, every line without comfy-table's outer padding (one leading space, trailing
+/// blanks) and ending in a newline: every table fleetctl prints starts at column 1.
+pub fn table_text(t: &Table) -> String {
+    let mut out = String::new();
+    for line in t.to_string().lines() {
+        out.push_str(line.strip_prefix(' ').unwrap_or(line).trim_end());
+        out.push('\n');
+    }
+    out
+}
+
 fn opt_bytes(b: Option<Bytes>) -> String {
     b.map_or("?".to_string(), |b| b.to_string())
 }
@@ -213,8 +224,7 @@ pub fn render(r: &CapacityReport, wide: bool) -> String {
         }
         t.add_row(row);
     }
-    out.push_str(&t.to_string());
-    out.push('\n');
+    out.push_str(&table_text(&t));
 
     if !r.classes.is_empty() {
         out.push_str("\nPlug slots free (more instances that fit, and what bounds them):\n");
@@ -251,8 +261,7 @@ pub fn render(r: &CapacityReport, wide: bool) -> String {
             row.push(c.free.to_string());
             t.add_row(row);
         }
-        out.push_str(&t.to_string());
-        out.push('\n');
+        out.push_str(&table_text(&t));
     }
 
     let placed: Vec<_> = r.nodes.iter().filter(|n| !n.services.is_empty()).collect();

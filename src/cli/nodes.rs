@@ -371,11 +371,6 @@ fn or_dash(s: &Option<String>) -> String {
     s.clone().unwrap_or_else(|| "-".into())
 }
 
-/// A table line without comfy-table's outer padding (one leading space, trailing blanks).
-fn strip_padding(line: &str) -> &str {
-    line.strip_prefix(' ').unwrap_or(line).trim_end()
-}
-
 /// The `get nodes` table; NotReady causes are listed under it.
 pub fn render_table(statuses: &[NodeStatus], wide: bool) -> String {
     let mut t = Table::new();
@@ -448,11 +443,7 @@ pub fn render_table(statuses: &[NodeStatus], wide: bool) -> String {
         }
         t.add_row(row);
     }
-    let mut out = String::new();
-    for line in t.to_string().lines() {
-        out.push_str(strip_padding(line));
-        out.push('\n');
-    }
+    let mut out = super::capacity::table_text(&t);
     for s in statuses {
         if let Some(cause) = &s.cause {
             out.push_str(&format!("{}: NotReady: {cause}\n", s.name));
@@ -551,10 +542,7 @@ pub fn render_describe(s: &NodeStatus, fleet: &str) -> String {
                 cpus(r.cpu_limit_millicpus),
             ]);
         }
-        for l in t.to_string().lines() {
-            out.push_str(strip_padding(l));
-            out.push('\n');
-        }
+        out.push_str(&super::capacity::table_text(&t));
     }
     out
 }

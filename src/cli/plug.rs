@@ -152,7 +152,7 @@ fn print_created(created: &plugs::PlugCreated, output: Output) -> anyhow::Result
                 created.node.clone(),
                 format!("{}:{}", created.host, created.port),
             ]);
-            emit(&format!("{t}\n"))?;
+            emit(&super::capacity::table_text(&t))?;
         }
     }
     Ok(0)
@@ -231,7 +231,7 @@ pub fn list(file: Option<&Path>, output: Output, global: &GlobalOpts) -> anyhow:
             if plugs.is_empty() {
                 emit("No plugs.\n")?;
             } else {
-                emit(&format!("{t}\n"))?;
+                emit(&super::capacity::table_text(&t))?;
             }
         }
     }

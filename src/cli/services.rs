@@ -143,7 +143,7 @@ pub fn get(path: Option<&Path>, output: Output, global: &GlobalOpts) -> anyhow::
                 }
                 t.add_row(row);
             }
-            let mut text = format!("{t}\n");
+            let mut text = super::capacity::table_text(&t);
             for (node, obs) in &observed.nodes {
                 if let crate::observe::NodeObservation::Unreachable { error, .. } = obs {
                     text.push_str(&format!(
@@ -219,7 +219,7 @@ pub fn describe_service(
                     rep.image.clone(),
                 ]);
             }
-            text.push_str(&format!("{t}\n"));
+            text.push_str(&super::capacity::table_text(&t));
             emit(&text)?;
         }
     }
