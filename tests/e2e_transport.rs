@@ -718,7 +718,7 @@ fn trust_records_the_key_and_then_get_nodes_shows_the_node_ready() {
         .unwrap();
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(json[0]["status"], "Ready", "{json}");
-    assert!(json[0]["apiVersion"].as_str().unwrap().starts_with("1."));
+    assert!(json[0]["api_version"].as_str().unwrap().starts_with("1."));
 }
 
 /// A one-node manifest for `ep` without `identityFile`, trusting via `known_hosts`.

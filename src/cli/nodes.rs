@@ -41,7 +41,7 @@ const MAX_CONCURRENT_CONTAINER_CALLS: usize = 32;
 
 /// One node as `get nodes` / `describe node` report it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "snake_case")]
 pub struct NodeStatus {
     /// Node name.
     pub name: String,
@@ -81,7 +81,7 @@ impl NodeStatus {
 
 /// CPUs (in millicpus) and memory (in bytes).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "snake_case")]
 pub struct Capacity {
     /// `capacity.cpus` of the manifest.
     pub declared_millicpus: Option<u64>,
@@ -103,7 +103,7 @@ pub struct Capacity {
 
 /// Use by this fleet's containers.
 #[derive(Debug, Clone, PartialEq, Serialize, Default)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "snake_case")]
 pub struct Usage {
     /// Fleet containers in any state.
     pub containers: usize,
@@ -119,7 +119,7 @@ pub struct Usage {
 
 /// One fleet container on a node.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "snake_case")]
 pub struct ContainerRow {
     /// Container name.
     pub name: String,

@@ -72,12 +72,34 @@ pub struct PlanView<'a> {
     pub summary: Summary,
     /// Steps.
     pub steps: Vec<StepView<'a>>,
-    /// (node, container) already as desired.
-    pub unchanged: &'a [(String, String)],
+    /// Containers already as desired.
+    pub unchanged: Vec<UnchangedView<'a>>,
     /// Nodes that could not be observed.
     pub unreachable: &'a BTreeMap<String, String>,
     /// What fits nowhere, with why.
     pub unplaced: Vec<UnplacedView>,
+    /// What should leave its node but stays (no other node has room), with why.
+    pub stuck: Vec<StuckView>,
+}
+
+/// Something stuck, as data.
+#[derive(Debug, Serialize)]
+pub struct StuckView {
+    /// What.
+    pub object: Object,
+    /// Where it stays.
+    pub node: String,
+    /// Per-node reasons, in one line.
+    pub diagnosis: String,
+}
+
+/// A container already as desired, as data.
+#[derive(Debug, Serialize)]
+pub struct UnchangedView<'a> {
+    /// Node.
+    pub node: &'a str,
+    /// Container name.
+    pub container: &'a str,
 }
 
 /// Something unplaced, as data.
@@ -135,7 +157,11 @@ pub fn plan_view(plan: &Plan) -> PlanView<'_> {
         changes: plan.has_changes(),
         summary: summary(plan),
         steps: plan.steps.iter().map(step_view).collect(),
-        unchanged: &plan.unchanged,
+        unchanged: plan
+            .unchanged
+            .iter()
+            .map(|(node, container)| UnchangedView { node, container })
+            .collect(),
         unreachable: &plan.unreachable,
         unplaced: plan
             .unplaced
@@ -143,6 +169,15 @@ pub fn plan_view(plan: &Plan) -> PlanView<'_> {
             .map(|u| UnplacedView {
                 object: u.object.clone(),
                 diagnosis: u.diagnosis.to_string(),
+            })
+            .collect(),
+        stuck: plan
+            .stuck
+            .iter()
+            .map(|st| StuckView {
+                object: st.object.clone(),
+                node: st.node.clone(),
+                diagnosis: st.diagnosis.to_string(),
             })
             .collect(),
     }
