@@ -175,8 +175,15 @@ pub fn run(
             }
             let done = report.plan.steps.is_empty();
             let progress = report.exec.outcomes.iter().any(|o| o.ok);
+            // The same steps as the pass before (a container that exits as soon as it starts):
+            // repeating them is a restart loop, not progress. The report says how it ended.
+            let repeats = reports
+                .last()
+                .is_some_and(|prev: &crate::reconcile::PassReport| {
+                    signature(&prev.plan) == signature(&report.plan)
+                });
             reports.push(report);
-            if done || !progress {
+            if done || !progress || repeats {
                 break;
             }
         }
@@ -217,6 +224,7 @@ pub fn run(
                         .find(|o| o.record.name == st.container)
                         .and_then(|o| o.details.as_ref())
                     && matches!(d.record.state, RunState::Exited | RunState::Dead)
+                    && !problems.iter().any(|p| p.contains(st.container.as_str()))
                 {
                     problems.push(format!(
                         "{}: {} exited with code {}{}",
@@ -314,4 +322,18 @@ pub fn run(
         emit(&text)?;
     }
     Ok(if converged { 0 } else { 1 })
+}
+
+/// What a plan would do, as (node, container, verb): equal signatures mean the same work again.
+fn signature(plan: &crate::plan::Plan) -> Vec<(&str, &str, &'static str)> {
+    plan.steps
+        .iter()
+        .map(|s| {
+            (
+                s.node.as_str(),
+                s.container.as_str(),
+                s.action.verb(&s.node),
+            )
+        })
+        .collect()
 }
