@@ -334,3 +334,46 @@ fn two_applies_never_act_at_once() {
     assert!(err.contains(" since "), "{err}");
     assert!(first.wait().unwrap().success());
 }
+
+#[test]
+fn start_first_with_a_host_port_on_one_node_recreates_stop_first() {
+    let Some(sb) = Sandbox::get("start_first_with_a_host_port_on_one_node_recreates_stop_first")
+    else {
+        return;
+    };
+    // SPEC's own Service example: published host port and `update.order: start-first`.
+    let docs = |v: &str| {
+        format!(
+            "apiVersion: fleet/v1
+kind: Service
+metadata: {{name: gw}}
+spec:
+  image: {}
+  placement: {{nodes: [node2]}}
+  resources: {{memory: 16MiB}}
+  ports: ['18080:8080']
+  env: {{V: '{v}'}}
+  update: {{order: start-first}}
+",
+            common::IMAGE
+        )
+    };
+    let f = Fleet::new(&sb, "e2e-startfirst", &docs("1"));
+    f.apply();
+    f.write(&docs("2"));
+    let (code, out, _) = f.run(&["plan", f.path().to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}");
+    assert!(
+        out.contains("recreate (stop-first: the old container holds host port 18080)"),
+        "{out}"
+    );
+    f.apply();
+    let ids = sb.ids("node2", &f.name);
+    assert_eq!(ids.len(), 1, "one container, no leftover copy");
+    assert_eq!(sb.inspect("node2", &ids[0], "{{.State.Status}}"), "running");
+    assert!(
+        sb.inspect("node2", &ids[0], "{{json .Config.Env}}")
+            .contains("\"V=2\""),
+        "the new spec runs"
+    );
+}
