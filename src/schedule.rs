@@ -459,6 +459,34 @@ pub fn place_services(
         .enumerate()
         .map(|(i, v)| (v.name.clone(), i))
         .collect();
+    // Host ports of replicas that can run on one node only: nothing else keeps or takes them
+    // there, so a pinned replica is never blocked by one that could go elsewhere.
+    let allowed_count = |svc: &ServiceSpec| {
+        fleet
+            .nodes
+            .values()
+            .filter(|n| svc.placement.allows(n))
+            .count()
+    };
+    let mut reserved: BTreeMap<(String, u16), &str> = BTreeMap::new();
+    for svc in fleet.services.values().filter(|s| s.replicas > 0) {
+        if allowed_count(svc) == 1
+            && let Some(node) = fleet.nodes.values().find(|n| svc.placement.allows(n))
+        {
+            for p in &svc.ports {
+                reserved
+                    .entry((node.name.clone(), p.host_port))
+                    .or_insert(svc.name.as_str());
+            }
+        }
+    }
+    let reserved_for_other = |node: &str, svc: &ServiceSpec| {
+        svc.ports.iter().any(|p| {
+            reserved
+                .get(&(node.to_string(), p.host_port))
+                .is_some_and(|owner| *owner != svc.name)
+        })
+    };
     let mut todo = Vec::new();
     for svc in fleet.services.values() {
         let mut kept_per_node: BTreeMap<String, u32> = BTreeMap::new();
@@ -474,7 +502,14 @@ pub fn place_services(
                 let cap = effective_max_per_node(svc.placement.max_per_node, !svc.ports.is_empty());
                 let under_cap =
                     cap.is_none_or(|m| kept_per_node.get(node).copied().unwrap_or(0) < m);
-                (svc.placement.allows(spec) && !movable_away && under_cap).then_some(i)
+                // A host port another replica kept here (or anything else) holds: it must move.
+                let ports_free = !svc
+                    .ports
+                    .iter()
+                    .any(|p| v.used_ports.contains(&p.host_port))
+                    && !reserved_for_other(node, svc);
+                (svc.placement.allows(spec) && !movable_away && under_cap && ports_free)
+                    .then_some(i)
             });
             match keep {
                 Some(i) => {
@@ -487,6 +522,9 @@ pub fn place_services(
             }
         }
     }
+    // The most constrained first: a replica with fewer allowed nodes chooses before one that
+    // could go anywhere.
+    todo.sort_by_key(|(svc, replica)| (allowed_count(svc), svc.name.clone(), *replica));
     for (svc, replica) in todo {
         let mut best: Option<usize> = None;
         let mut rejections = Vec::new();
@@ -494,7 +532,18 @@ pub fn place_services(
             let Some(spec) = fleet.nodes.get(&v.name) else {
                 continue;
             };
-            match replica_fits(v, spec, svc) {
+            let fits = replica_fits(v, spec, svc).and_then(|()| {
+                if reserved_for_other(&v.name, svc) {
+                    Err(reject(
+                        v,
+                        filters::HOST_PORT,
+                        "host port kept for a service pinned here".into(),
+                    ))
+                } else {
+                    Ok(())
+                }
+            });
+            match fits {
                 Ok(()) => {
                     let key =
                         |n: &NodeView| (n.replicas.get(&svc.name).copied().unwrap_or(0), n.load());
@@ -514,9 +563,18 @@ pub fn place_services(
                 .map(|n| n.name.as_str())
                 .eq([node])
         };
+        // It stays where it runs only where its placement still allows it (the operator moved
+        // it otherwise) and its host ports are not kept for another service.
         let stay = current
             .get(&key)
             .filter(|n| !(evict.contains(*n) && pinned_to(n)))
+            .filter(|n| {
+                fleet
+                    .nodes
+                    .get(*n)
+                    .is_some_and(|spec| svc.placement.allows(spec))
+            })
+            .filter(|n| !reserved_for_other(n, svc))
             .and_then(|n| views.iter().position(|v| &v.name == n));
         match (best, stay) {
             (Some(i), _) => {

@@ -668,6 +668,7 @@ pub fn validate(docs: &[RawDocument], diags: &mut Vec<Diagnostic>) -> Option<Des
     }
 
     check_forced_services(&mut r, &raw_services, &services, &nodes);
+    check_shared_host_ports(&mut r, &raw_services, &services, &nodes);
 
     if r.diags.iter().any(Diagnostic::is_error) {
         return None;
@@ -1214,6 +1215,84 @@ pub fn forced_replicas<'a>(
         .into_iter()
         .map(|n| (n.name.as_str(), here))
         .collect()
+}
+
+/// Services that publish the same host port: a node binds it once, so all their replicas
+/// together need as many nodes among those their placements allow.
+fn check_shared_host_ports(
+    r: &mut Report,
+    raw: &[Named<RawServiceSpec>],
+    services: &BTreeMap<String, ServiceSpec>,
+    nodes: &BTreeMap<String, NodeSpec>,
+) {
+    // (port, protocol) → [(service, its mapping index)]
+    let mut by_port: BTreeMap<(u16, &str), Vec<(&ServiceSpec, usize)>> = BTreeMap::new();
+    for svc in services.values().filter(|s| s.replicas > 0) {
+        for (i, p) in svc.ports.iter().enumerate() {
+            by_port
+                .entry((p.host_port, p.protocol.as_str()))
+                .or_default()
+                .push((svc, i));
+        }
+    }
+    for ((port, proto), users) in by_port {
+        let names: BTreeSet<&str> = users.iter().map(|(s, _)| s.name.as_str()).collect();
+        // Only services whose mappings all clash (different bind addresses may share a port).
+        let clash_all = users.iter().all(|(a, i)| {
+            users
+                .iter()
+                .all(|(b, j)| ports_clash(&a.ports[*i], &b.ports[*j]))
+        });
+        if names.len() < 2 || !clash_all {
+            continue;
+        }
+        let allowed: BTreeSet<&str> = nodes
+            .values()
+            .filter(|n| users.iter().any(|(s, _)| s.placement.allows(n)))
+            .map(|n| n.name.as_str())
+            .collect();
+        let mut need = 0u64;
+        let mut parts = Vec::new();
+        for name in &names {
+            let n = services[*name].replicas;
+            need += u64::from(n);
+            parts.push(format!("{name} ({n})"));
+        }
+        // A clash between services that must run on the same node is reported already.
+        let reported = r.diags.iter().any(|d| {
+            d.message
+                .starts_with(&format!("host port {port}/{proto} clashes on node"))
+        });
+        if need <= allowed.len() as u64 || allowed.is_empty() || reported {
+            continue;
+        }
+        // Reported at the last of them, where the port is written.
+        let (last, i) = users
+            .iter()
+            .rev()
+            .find(|(s, _)| s.name.as_str() == *names.last().expect("two or more"))
+            .expect("listed");
+        if let Some(rs) = raw.iter().find(|n| n.name == last.name) {
+            let pos = rs
+                .spec
+                .ports
+                .as_ref()
+                .and_then(|v| v.get(*i))
+                .map_or(rs.spec.pos, |p| p.pos);
+            r.err(
+                &rs.doc.file,
+                pos,
+                &format!("spec.ports[{i}]"),
+                format!(
+                    "host port {port}/{proto} is published by {} replicas of {}, but only {} node{} may run them and a node binds a port once",
+                    need,
+                    parts.join(", "),
+                    allowed.len(),
+                    if allowed.len() == 1 { "" } else { "s" }
+                ),
+            );
+        }
+    }
 }
 
 /// Per node, the services that must run at least one replica there (their placement leaves
