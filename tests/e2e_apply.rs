@@ -377,3 +377,43 @@ spec:
         "the new spec runs"
     );
 }
+
+#[test]
+fn a_host_port_handed_from_one_service_to_another_converges_in_one_apply() {
+    let Some(sb) =
+        Sandbox::get("a_host_port_handed_from_one_service_to_another_converges_in_one_apply")
+    else {
+        return;
+    };
+    let svc = |name: &str| {
+        format!(
+            "apiVersion: fleet/v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  image: {}
+  placement: {{nodes: [node3]}}
+  resources: {{memory: 16MiB}}
+  ports: ['18081:8080']
+",
+            common::IMAGE
+        )
+    };
+    let f = Fleet::new(&sb, "e2e-handover", &svc("old"));
+    f.apply();
+    // `old` leaves the manifests and `new` takes its port, in one change.
+    f.write(&svc("new"));
+    let out = f.apply();
+    assert!(out.contains("which frees its host port"), "{out}");
+    let ids = sb.ids("node3", &f.name);
+    assert_eq!(ids.len(), 1, "{out}");
+    assert_eq!(
+        sb.inspect(
+            "node3",
+            &ids[0],
+            "{{index .Config.Labels \"fleet.service\"}}"
+        ),
+        "new"
+    );
+    assert_eq!(sb.inspect("node3", &ids[0], "{{.State.Status}}"), "running");
+}
