@@ -756,8 +756,8 @@ fn order_port_handovers(steps: &mut Vec<Step>, s: &Snapshot) {
         s.observed
             .containers(node)
             .iter()
-            .find(|o| o.record.name == name && o.record.state == RunState::Running)
-            .map(|o| o.record.host_ports.clone())
+            .find(|o| o.record.name == name)
+            .map(|o| bound_ports(o).to_vec())
             .unwrap_or_default()
     };
     let needs = |st: &Step| -> Vec<u16> {
@@ -822,18 +822,24 @@ fn order_port_handovers(steps: &mut Vec<Step>, s: &Snapshot) {
 
 /// Host ports of `spec` that `o` holds now (it runs and publishes them).
 fn held_ports(o: &Observed, spec: &ContainerSpec) -> Vec<u16> {
-    if o.record.state != RunState::Running {
-        return Vec::new();
-    }
     let mut held: Vec<u16> = spec
         .ports
         .iter()
         .map(|p| p.host_port)
-        .filter(|p| o.record.host_ports.contains(p))
+        .filter(|p| bound_ports(o).contains(p))
         .collect();
     held.sort_unstable();
     held.dedup();
     held
+}
+
+/// Host ports `o` binds now: those it publishes while it runs.
+fn bound_ports(o: &Observed) -> &[u16] {
+    if o.record.state == RunState::Running {
+        &o.record.host_ports
+    } else {
+        &[]
+    }
 }
 
 fn join_ports(ports: &[u16]) -> String {

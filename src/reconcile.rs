@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::container::{Health, RunState};
 use crate::execute::{ExecOptions, ExecReport, Progress, Runtimes, execute};
 use crate::manifest::DesiredFleet;
 use crate::observe::{ObserveOptions, ObservedFleet, observe};
@@ -190,4 +191,74 @@ fn settle(
         }
     }
     Ok(())
+}
+
+/// What keeps the fleet from being converged, judged from one observation and the plan made
+/// from it. Shared by `apply` and the controller's handed-over apply.
+#[derive(Debug, Clone, Default)]
+pub struct Convergence {
+    /// Unreachable nodes and replicas that fit nowhere.
+    pub placement: Vec<String>,
+    /// Containers left to start that exited (with their exit code), and containers that are not
+    /// running, or not healthy yet.
+    pub containers: Vec<String>,
+    /// Whether some container is only waiting for its healthcheck (worth waiting for).
+    pub waiting: bool,
+}
+
+/// Judges convergence (pure). An exited container named in one of `reported` (for example a
+/// failed step's error) is not reported again.
+pub fn convergence(observed: &ObservedFleet, plan: &Plan, reported: &[String]) -> Convergence {
+    let mut out = Convergence::default();
+    for (node, err) in &plan.unreachable {
+        out.placement
+            .push(format!("node {node} unreachable: {err}"));
+    }
+    for u in &plan.unplaced {
+        out.placement
+            .push(format!("{:?} fits nowhere: {}", u.object, u.diagnosis));
+    }
+    let find = |node: &str, name: &str| {
+        observed
+            .containers(node)
+            .iter()
+            .find(|o| o.record.name == name)
+    };
+    // A container left to start: say how it ended last time.
+    for st in &plan.steps {
+        if let Action::Start { .. } = st.action
+            && let Some(d) = find(&st.node, &st.container).and_then(|o| o.details.as_ref())
+            && matches!(d.record.state, RunState::Exited | RunState::Dead)
+            && !reported.iter().any(|p| p.contains(st.container.as_str()))
+        {
+            out.containers.push(format!(
+                "{}: {} exited with code {}{}",
+                st.node,
+                st.container,
+                d.exit_code,
+                if d.oom_killed { " (OOM-killed)" } else { "" }
+            ));
+        }
+    }
+    for (node, name) in &plan.unchanged {
+        let Some(o) = find(node, name) else {
+            continue;
+        };
+        match (o.record.state, o.record.health) {
+            (RunState::Running, None | Some(Health::Healthy)) => {}
+            (RunState::Running, Some(Health::Starting)) => {
+                out.waiting = true;
+                out.containers
+                    .push(format!("{node}: {name} is still starting its healthcheck"));
+            }
+            (RunState::Running, Some(Health::Unhealthy)) => {
+                out.waiting = true;
+                out.containers.push(format!("{node}: {name} is unhealthy"));
+            }
+            (state, _) => out
+                .containers
+                .push(format!("{node}: {name} is {state:?}").to_lowercase()),
+        }
+    }
+    out
 }

@@ -11,9 +11,8 @@ use serde::Serialize;
 use super::common::{connect_all, emit, holder, load_or_report, open_store, print_data, runtime};
 use super::render::{PlanView, failures, plan_view, progress_line, summary, summary_line};
 use super::{GlobalOpts, Output};
-use crate::container::{Health, RunState};
 use crate::execute::{ExecOptions, ExecReport};
-use crate::reconcile::{PassContext, pass, plan_only};
+use crate::reconcile::{PassContext, convergence, pass, plan_only};
 use crate::store::{LeaseInfo, Store, StoreError, now_ms};
 
 /// How long a lease lives without renewal: a holder killed on another machine blocks others this
@@ -203,62 +202,16 @@ pub fn run(
                 None => plan_only(&cx).await?,
             };
             let mut problems: Vec<String> = Vec::new();
-            for (node, err) in &plan.unreachable {
-                problems.push(format!("node {node} unreachable: {err}"));
-            }
-            for u in &plan.unplaced {
-                problems.push(format!("{:?} fits nowhere: {}", u.object, u.diagnosis));
-            }
             if plan.has_changes() {
                 problems.push(format!("still to do: {}", summary_line(&summary(&plan))));
             }
             if let Some(last) = reports.last() {
                 problems.extend(failures(&last.exec));
             }
-            // A container left to start: say how it ended last time.
-            for st in &plan.steps {
-                if let crate::plan::Action::Start { .. } = st.action
-                    && let Some(d) = observed
-                        .containers(&st.node)
-                        .iter()
-                        .find(|o| o.record.name == st.container)
-                        .and_then(|o| o.details.as_ref())
-                    && matches!(d.record.state, RunState::Exited | RunState::Dead)
-                    && !problems.iter().any(|p| p.contains(st.container.as_str()))
-                {
-                    problems.push(format!(
-                        "{}: {} exited with code {}{}",
-                        st.node,
-                        st.container,
-                        d.exit_code,
-                        if d.oom_killed { " (OOM-killed)" } else { "" }
-                    ));
-                }
-            }
-            let mut waiting = false;
-            for (node, name) in &plan.unchanged {
-                let Some(o) = observed
-                    .containers(node)
-                    .iter()
-                    .find(|o| &o.record.name == name)
-                else {
-                    continue;
-                };
-                match (o.record.state, o.record.health) {
-                    (RunState::Running, None | Some(Health::Healthy)) => {}
-                    (RunState::Running, Some(Health::Starting)) => {
-                        waiting = true;
-                        problems.push(format!("{node}: {name} is still starting its healthcheck"));
-                    }
-                    (RunState::Running, Some(Health::Unhealthy)) => {
-                        waiting = true;
-                        problems.push(format!("{node}: {name} is unhealthy"));
-                    }
-                    (state, _) => {
-                        problems.push(format!("{node}: {name} is {state:?}").to_lowercase())
-                    }
-                }
-            }
+            let judged = convergence(&observed, &plan, &problems);
+            let waiting = judged.waiting;
+            problems.splice(0..0, judged.placement);
+            problems.extend(judged.containers);
             let plan_clean = !plan.has_changes() && plan.is_complete();
             if problems.is_empty() {
                 break (true, problems);

@@ -11,13 +11,13 @@ use tracing::Instrument;
 use super::Controller;
 use super::nodes::Readiness;
 use super::triggers::Trigger;
-use crate::container::{EngineInfo, Health, RunState};
+use crate::container::EngineInfo;
 use crate::drain::{DrainReport, drain};
 use crate::execute::{ExecOptions, Progress};
 use crate::manifest::{self, Labels, Source};
 use crate::observe::NodeObservation;
 use crate::plugs::{self, PLUG_READY_TIMEOUT, PlugCreated, PlugError};
-use crate::reconcile::{PassContext, plan_only};
+use crate::reconcile::{PassContext, convergence, plan_only};
 use crate::store::{NodeCondition, PlugRecord, StoreError};
 
 /// Most reconcile passes an apply intent makes (as `apply` itself does).
@@ -315,35 +315,13 @@ impl Controller {
         let (converged, problems) = loop {
             let (observed, plan) = plan_only(&cx).await?;
             let mut problems = Vec::new();
-            for (node, err) in &plan.unreachable {
-                problems.push(format!("node {node} unreachable: {err}"));
-            }
-            for u in &plan.unplaced {
-                problems.push(format!("{:?} fits nowhere: {}", u.object, u.diagnosis));
-            }
             if plan.has_changes() {
                 problems.push(format!("still to do: {} steps", plan.steps.len()));
             }
-            let mut waiting = false;
-            for (node, name) in &plan.unchanged {
-                let Some(o) = observed
-                    .containers(node)
-                    .iter()
-                    .find(|o| &o.record.name == name)
-                else {
-                    continue;
-                };
-                match (o.record.state, o.record.health) {
-                    (RunState::Running, None | Some(Health::Healthy)) => {}
-                    (RunState::Running, Some(h)) => {
-                        waiting = true;
-                        problems.push(format!("{node}: {name} is {h:?}").to_lowercase());
-                    }
-                    (state, _) => {
-                        problems.push(format!("{node}: {name} is {state:?}").to_lowercase())
-                    }
-                }
-            }
+            let judged = convergence(&observed, &plan, &problems);
+            let waiting = judged.waiting;
+            problems.splice(0..0, judged.placement);
+            problems.extend(judged.containers);
             if problems.is_empty() {
                 break (true, problems);
             }
