@@ -12,7 +12,7 @@ use crate::container::{Health, RunState};
 use crate::execute::{ExecOptions, ExecReport, Progress, Runtimes, execute};
 use crate::manifest::DesiredFleet;
 use crate::observe::{ObserveOptions, ObservedFleet, observe};
-use crate::plan::{Action, Plan, Snapshot, plan};
+use crate::plan::{Action, Object, Plan, Snapshot, plan};
 use crate::store::{Store, StoreError};
 
 /// What one pass saw, decided and did.
@@ -136,19 +136,22 @@ fn settle(
     p: &Plan,
     exec: &ExecReport,
 ) -> Result<(), StoreError> {
-    let failed_groups: BTreeSet<&str> = exec
+    // Replica placement: the plan's, except for replicas with a step that failed or was
+    // skipped (then the old record stands until a pass succeeds). Judged per replica from the
+    // steps' objects, whatever group the planner put them in.
+    let unsettled: BTreeSet<(&str, u32)> = exec
         .outcomes
         .iter()
         .filter(|o| !o.ok)
-        .map(|o| p.steps[o.index].group.as_str())
+        .filter_map(|o| match &p.steps[o.index].object {
+            Object::Service { name, replica } => Some((name.as_str(), *replica)),
+            _ => None,
+        })
         .collect();
-    // Replica placement: the plan's, except where a service's steps failed (then the old
-    // record stands until a pass succeeds).
     let old = cx.store.replica_nodes()?;
     let mut nodes: BTreeMap<(String, u32), String> = BTreeMap::new();
     for (key, node) in &p.replica_nodes {
-        let group = format!("service/{}", key.0);
-        let value = if failed_groups.contains(group.as_str()) {
+        let value = if unsettled.contains(&(key.0.as_str(), key.1)) {
             old.get(key).cloned().unwrap_or_else(|| node.clone())
         } else {
             node.clone()

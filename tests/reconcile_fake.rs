@@ -403,3 +403,41 @@ async fn a_created_replacement_whose_port_the_old_copy_holds_starts_after_it_goe
     let (_, p) = plan_only(&cx(&w, &f)).await.unwrap();
     assert!(!p.has_changes(), "{p:?}");
 }
+
+/// Issue 12, bug 2: a replica whose create failed keeps its recorded node. Before the fix the
+/// settle step looked for failed groups named `service/NAME`, but a create runs in the group
+/// `service/NAME/REPLICA`, so the failed node was recorded as the replica's home.
+#[tokio::test]
+async fn a_failed_create_keeps_the_old_replica_record_issue_12() {
+    let w = world(2);
+    let one = BASE.replace("replicas: 2", "replicas: 1");
+    let f = fleet(&one);
+    pass(&cx(&w, &f), &|_| {}).await.unwrap();
+    let home = w.store.replica_nodes().unwrap()[&("web".to_string(), 0)].clone();
+    let other = if home == "node1" { "node2" } else { "node1" };
+    // The replica's container is gone and its node takes no new work, so the planner creates
+    // it on the other node, where its image cannot be pulled.
+    let c = w.fakes[&home]
+        .containers()
+        .into_iter()
+        .find(|c| c.label(labels::SERVICE) == Some("web"))
+        .unwrap();
+    w.fakes[&home].remove_by_hand(&c.id);
+    w.store
+        .update_node_condition(&home, 0, |c| c.cordoned = true)
+        .unwrap();
+    w.fakes[other].set_images(&["redis:7"]);
+    let r = pass(&cx(&w, &f), &|_| {}).await.unwrap();
+    let create = r
+        .plan
+        .steps
+        .iter()
+        .position(|s| matches!(s.action, Action::Create { .. }) && s.node == other)
+        .expect("web is created on the other node");
+    assert!(!r.exec.outcomes[create].ok, "{:?}", r.exec);
+    assert_eq!(
+        w.store.replica_nodes().unwrap()[&("web".to_string(), 0)],
+        home,
+        "a failed create must not move the replica's record"
+    );
+}
