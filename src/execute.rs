@@ -16,6 +16,7 @@ use serde::Serialize;
 use tokio::sync::{OnceCell, Semaphore};
 
 use crate::container::{ContainerSpec, Health, RunState, labels};
+use crate::lease::{Fence, LeaseLost};
 use crate::manifest::UpdateOrder;
 use crate::plan::{Action, Object, Plan, Step};
 use crate::store::{PlugState, Store, now_ms};
@@ -35,6 +36,10 @@ pub struct ExecOptions {
     pub ready_timeout: Duration,
     /// Who acts, for the event log.
     pub actor: String,
+    /// The fleet lease the actor holds, checked before each step: once it is lost, no step
+    /// starts (each fails with [`StepError::LeaseLost`]). `None` for work that holds no fleet
+    /// lease (plug create/delete, tests).
+    pub fence: Option<Fence>,
 }
 
 impl Default for ExecOptions {
@@ -44,6 +49,7 @@ impl Default for ExecOptions {
             per_node: 8,
             ready_timeout: Duration::from_secs(120),
             actor: "apply".into(),
+            fence: None,
         }
     }
 }
@@ -123,6 +129,9 @@ pub enum StepError {
     /// No runtime for the node.
     #[error("node {0}: not connected")]
     NoRuntime(String),
+    /// The actor's fleet lease was lost before this step: it was not started.
+    #[error(transparent)]
+    LeaseLost(#[from] LeaseLost),
 }
 
 /// Per (node, image): the outcome of making the image present, computed once per run.
@@ -283,7 +292,12 @@ impl Ctx<'_> {
         }
     }
 
+    fn check_fence(&self) -> Result<(), LeaseLost> {
+        self.opts.fence.as_ref().map_or(Ok(()), Fence::check)
+    }
+
     async fn run_step(&self, step: &Step) -> Result<(), StepError> {
+        self.check_fence()?;
         let node = step.node.as_str();
         match &step.action {
             Action::Create { spec } => {
@@ -320,6 +334,9 @@ impl Ctx<'_> {
             } => match order {
                 UpdateOrder::StartFirst => {
                     self.create_and_start(node, spec).await?;
+                    // The wait for the new container can outlast a lease: the old one is
+                    // stopped only while the lease is still ours.
+                    self.check_fence()?;
                     // The old node's slot is not taken: holding one slot while waiting for a
                     // second could deadlock two moves in opposite directions.
                     self.stop_and_remove(old_node, old_id, *old_grace_secs)

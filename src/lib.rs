@@ -25,6 +25,7 @@ pub mod controller;
 pub mod desired;
 pub mod drain;
 pub mod execute;
+pub mod lease;
 pub mod manifest;
 pub mod memory;
 pub mod metrics;

@@ -614,8 +614,6 @@ async fn intents_submitted_before_the_controller_took_the_lease_fail_as_stale() 
             c.lease = Some(fleetctl::controller::LeaseConfig {
                 token: lease.token,
                 acquired_ms: lease.acquired_ms,
-                ttl: Duration::from_secs(30),
-                renew: Duration::from_secs(10),
             });
         },
     );

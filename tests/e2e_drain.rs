@@ -231,3 +231,68 @@ spec: {image: fleet-test/busybox:1, placement: {nodes: [node2]}, resources: {mem
     assert_eq!(code, 0, "{out}{err}");
     assert!(sb.ids("node2", &f.name).is_empty(), "--force stops it");
 }
+
+/// Issue 12, bug 1: a direct drain renews its lease for as long as it runs. Before, it took the
+/// lease once (TTL 30 s) and never renewed it, so an apply started after 30 s took the lease and
+/// acted beside the drain. Here the drain's replacement cannot turn healthy until the test
+/// opens a gate, so the drain outlives the TTL; an apply attempted past the TTL must be refused
+/// with "fleet is locked", and the drain must still finish once the gate opens.
+#[test]
+fn a_drain_longer_than_the_lease_ttl_keeps_the_fleet_locked() {
+    let Some(sb) = Sandbox::get("a_drain_longer_than_the_lease_ttl_keeps_the_fleet_locked") else {
+        return;
+    };
+    let gate = tempfile::tempdir().unwrap();
+    let closed = gate.path().join("closed");
+    let doc = format!(
+        "apiVersion: fleet/v1
+kind: Service
+metadata: {{name: gated}}
+spec:
+  image: fleet-test/busybox:1
+  placement: {{nodes: [node2, node3]}}
+  resources: {{memory: 16MiB}}
+  volumes: ['{}:/gate:ro']
+  healthcheck: {{command: 'test ! -e /gate/closed', interval: 1s, retries: 1}}
+",
+        gate.path().display()
+    );
+    let f = Fleet::new(&sb, "e2e-drain-lease", &doc);
+    f.apply();
+    let home = ["node2", "node3"]
+        .into_iter()
+        .find(|n| sb.ids(n, &f.name).len() == 1)
+        .expect("gated runs on node2 or node3");
+
+    std::fs::write(&closed, "").unwrap();
+    let mut drain = f
+        .cmd(&["drain", home, "-f", f.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Past the lease's TTL: the drain is still waiting for its replacement to turn healthy.
+    std::thread::sleep(fleetctl::lease::TTL + Duration::from_secs(5));
+    assert!(
+        drain.try_wait().unwrap().is_none(),
+        "the drain is still running"
+    );
+
+    let (code, out, err) = f.run(&["apply", f.path().to_str().unwrap(), "--lock-timeout", "1s"]);
+    assert_eq!(code, 1, "apply must not act during the drain:\n{out}{err}");
+    assert!(
+        err.contains("fleet is locked by drain"),
+        "apply names the drain holding the lease:\n{out}{err}"
+    );
+
+    std::fs::remove_file(&closed).unwrap();
+    let out = drain.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains(&format!("node {home} drained")), "{text}");
+    assert!(sb.ids(home, &f.name).is_empty());
+}

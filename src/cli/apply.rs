@@ -12,68 +12,13 @@ use super::common::{connect_all, emit, holder, load_or_report, open_store, print
 use super::render::{PlanView, failures, plan_view, progress_line, summary, summary_line};
 use super::{GlobalOpts, Output};
 use crate::execute::{ExecOptions, ExecReport};
+use crate::lease::{LeaseGuard, LeaseKind};
 use crate::reconcile::{PassContext, convergence, pass, plan_only};
-use crate::store::{LeaseInfo, Store, StoreError, now_ms};
+use crate::store::{StoreError, now_ms};
 
-/// How long a lease lives without renewal: a holder killed on another machine blocks others this
-/// long at most (one killed on this machine is noticed at once, see [`holder_is_dead`]).
-pub const LEASE_TTL: Duration = Duration::from_secs(30);
-/// How often a running holder renews its lease (a third of the TTL: two renewals may fail).
-pub const LEASE_RENEW: Duration = Duration::from_secs(10);
 /// Most reconcile passes one apply makes: the first does the work; later ones finish what a
 /// conflict or a slow engine left, and stop as soon as nothing is left to do.
 pub const MAX_PASSES: usize = 4;
-
-/// Whether a lease holder (`VERB by USER@HOST (pid N)`, see [`super::common::holder`]) is a
-/// fleetctl process of this machine that no longer runs — killed, so its lease can be taken at
-/// once instead of waiting for it to expire.
-pub fn holder_is_dead(holder: &str) -> bool {
-    let ours = super::common::holder("x");
-    let host_of = |h: &str| {
-        h.split_once('@')
-            .map(|(_, rest)| rest.split(' ').next().unwrap_or("").to_string())
-    };
-    let Some(pid) = holder
-        .rsplit_once("(pid ")
-        .and_then(|(_, p)| p.trim_end_matches(')').parse::<u32>().ok())
-    else {
-        return false;
-    };
-    if host_of(holder) != host_of(&ours) || pid == std::process::id() {
-        return false;
-    }
-    match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
-        Ok(comm) => comm.trim() != "fleetctl",
-        Err(_) => true,
-    }
-}
-
-/// Takes the fleet lease, waiting up to `timeout` for another holder to let go. A holder that
-/// was a fleetctl process of this machine and is gone (killed) loses its lease at once.
-///
-/// # Errors
-/// `fleet is locked by HOLDER since TIME` when the wait runs out.
-pub fn acquire_lease(
-    store: &Store,
-    who: &str,
-    kind: &str,
-    api: Option<&str>,
-    timeout: Duration,
-) -> Result<LeaseInfo, StoreError> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        match store.try_acquire_lease(who, kind, api, LEASE_TTL, now_ms()) {
-            Err(StoreError::Locked { lease, .. }) if holder_is_dead(&lease.holder) => {
-                tracing::warn!(holder = %lease.holder, "the lease holder is gone; taking the lease over");
-                store.break_lease(lease.token)?;
-            }
-            Err(StoreError::Locked { .. }) if Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(250));
-            }
-            other => return other,
-        }
-    }
-}
 
 #[derive(Serialize)]
 struct PassJson<'a> {
@@ -109,7 +54,14 @@ pub fn run(
         return super::handoff::apply(&store, &controller, &loaded, output);
     }
     let who = holder("apply");
-    let lease = match acquire_lease(&store, &who, "apply", None, lock_timeout) {
+    let lease = match LeaseGuard::acquire(
+        store.clone(),
+        &who,
+        LeaseKind::Apply,
+        None,
+        lock_timeout,
+        None,
+    ) {
         Ok(l) => l,
         Err(e @ StoreError::Locked { .. }) => {
             eprintln!("error: {e}");
@@ -121,19 +73,6 @@ pub fn run(
     let json = matches!(output, Output::Json | Output::Yaml);
     let rt = runtime()?;
     let result = rt.block_on(async {
-        // Keep the lease alive while we work.
-        let renewer = {
-            let store = store.clone();
-            let token = lease.token;
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(LEASE_RENEW).await;
-                    if let Err(e) = store.renew_lease(token, LEASE_TTL, now_ms()) {
-                        tracing::warn!(error = %e, "could not renew the fleet lease");
-                    }
-                }
-            })
-        };
         let runtimes = connect_all(fleet);
         let mut cx = PassContext {
             fleet,
@@ -145,6 +84,7 @@ pub fn run(
             exec: ExecOptions {
                 actor: who.clone(),
                 ready_timeout: timeout,
+                fence: Some(lease.fence()),
                 ..Default::default()
             },
         };
@@ -165,7 +105,7 @@ pub fn run(
             let report = pass(&cx, &|p| print(&p)).await?;
             if i == 0 {
                 store.record_applied(
-                    lease.token,
+                    lease.token(),
                     &who,
                     &loaded.sources_hash(),
                     &loaded.sources,
@@ -221,10 +161,9 @@ pub fn run(
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         };
-        renewer.abort();
         Ok::<_, anyhow::Error>((reports, converged, problems))
     });
-    let release = store.release_lease(lease.token);
+    let release = lease.release();
     let (reports, converged, problems) = result?;
     release?;
     let elapsed = started.elapsed();

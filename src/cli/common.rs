@@ -149,14 +149,7 @@ pub fn connect_all(fleet: &crate::manifest::DesiredFleet) -> crate::execute::Run
         .collect()
 }
 
-/// Who is acting, for leases and the event log: `VERB by USER@HOST (pid N)`.
-pub fn holder(verb: &str) -> String {
-    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
-    format!("{verb} by {user}@{host} (pid {})", std::process::id())
-}
+pub use crate::lease::holder;
 
 /// Loads manifests from `path`, printing warnings; on invalid manifests prints every error and
 /// returns `None` (the caller exits 1, nothing changed).

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::bail;
 
-use super::apply::acquire_lease;
 use super::common::{
     connect_all, emit, holder, open_store, print_data, resolve_manifests, runtime,
 };
@@ -14,6 +13,7 @@ use super::render::progress_line;
 use super::{GlobalOpts, Output};
 use crate::drain::{DrainStatus, drain};
 use crate::execute::ExecOptions;
+use crate::lease::{LeaseGuard, LeaseKind};
 use crate::reconcile::PassContext;
 use crate::store::StoreError;
 
@@ -41,7 +41,7 @@ pub fn run(
             known.join(", ")
         );
     }
-    let store = open_store(global, &fleet.fleet.name)?;
+    let store = std::sync::Arc::new(open_store(global, &fleet.fleet.name)?);
     if let Some(c) = super::handoff::live_controller(&store)? {
         let quiet = matches!(output, Output::Json | Output::Yaml);
         return match super::handoff::drain(&store, &c, node, timeout, force, quiet)? {
@@ -50,14 +50,16 @@ pub fn run(
         };
     }
     let who = holder("drain");
-    let lease = match acquire_lease(&store, &who, "drain", None, LOCK_WAIT) {
-        Ok(l) => l,
-        Err(e @ StoreError::Locked { .. }) => {
-            eprintln!("error: {e}");
-            return Ok(1);
-        }
-        Err(e) => return Err(e.into()),
-    };
+    // Held, and renewed, until the drain ends: a drain can outlast the lease's TTL many times.
+    let lease =
+        match LeaseGuard::acquire(store.clone(), &who, LeaseKind::Drain, None, LOCK_WAIT, None) {
+            Ok(l) => l,
+            Err(e @ StoreError::Locked { .. }) => {
+                eprintln!("error: {e}");
+                return Ok(1);
+            }
+            Err(e) => return Err(e.into()),
+        };
     let json = matches!(output, Output::Json | Output::Yaml);
     let rt = runtime()?;
     let result = rt.block_on(async {
@@ -75,6 +77,7 @@ pub fn run(
             measure_memory: true,
             exec: ExecOptions {
                 actor: who.clone(),
+                fence: Some(lease.fence()),
                 ..Default::default()
             },
         };
@@ -94,7 +97,7 @@ pub fn run(
         })
         .await
     });
-    let _ = store.release_lease(lease.token);
+    drop(lease);
     let report = result?;
     render(node, &report, output)
 }

@@ -11,8 +11,8 @@ use std::time::Duration;
 use anyhow::bail;
 use serde::Serialize;
 
-use super::apply::holder_is_dead;
 use crate::controller::intents::{DrainProgress, IntentFailure};
+use crate::lease::holder_is_dead;
 use crate::store::{LeaseInfo, Store, now_ms};
 
 /// How often the CLI looks at its intent.

@@ -9,10 +9,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::GlobalOpts;
-use super::apply::{LEASE_RENEW, LEASE_TTL, acquire_lease};
 use super::common::{holder, load_or_report, open_store};
 use crate::api;
 use crate::controller::{Config, Connector, Controller, ControllerError, LeaseConfig};
+use crate::lease::{LeaseGuard, LeaseKind};
 use crate::store::{Store, StoreError, now_ms};
 use crate::transport::{Endpoint, connect, failed::FailedRuntime};
 
@@ -33,12 +33,18 @@ pub fn run(path: &Path, global: &GlobalOpts) -> anyhow::Result<u8> {
     let state_db = Store::default_path(global.state.as_deref());
     let who = holder("controller");
     let addr = fleet_spec.api_listen;
-    let lease = match acquire_lease(
-        &store,
+    // Cancelled on SIGTERM/SIGINT, and by the lease guard when the lease is lost.
+    let shutdown = CancellationToken::new();
+    let lease = match LeaseGuard::acquire(
+        store.clone(),
         &who,
-        "controller",
+        LeaseKind::Controller,
         Some(&addr.to_string()),
         Duration::ZERO,
+        Some(Box::new({
+            let shutdown = shutdown.clone();
+            move || shutdown.cancel()
+        })),
     ) {
         Ok(l) => l,
         Err(e @ StoreError::Locked { .. }) => {
@@ -52,7 +58,7 @@ pub fn run(path: &Path, global: &GlobalOpts) -> anyhow::Result<u8> {
     let token = match api::load_or_create_token(fleet_spec.api_token_file.as_deref(), &state_db) {
         Ok(t) => t,
         Err(e) => {
-            let _ = store.release_lease(lease.token);
+            drop(lease);
             return Err(e.into());
         }
     };
@@ -68,13 +74,12 @@ pub fn run(path: &Path, global: &GlobalOpts) -> anyhow::Result<u8> {
             anyhow::anyhow!("cannot listen on {addr} (Fleet spec.api.listen): {e}")
         })?;
         store.record_applied(
-            lease.token,
+            lease.token(),
             &who,
             &loaded.sources_hash(),
             &loaded.sources,
             now_ms(),
         )?;
-        let shutdown = CancellationToken::new();
         tokio::spawn(on_signal(shutdown.clone()));
         let connect: Connector = Arc::new(|spec| {
             connect(&Endpoint::from_node(spec))
@@ -82,11 +87,10 @@ pub fn run(path: &Path, global: &GlobalOpts) -> anyhow::Result<u8> {
         });
         let mut cfg = Config::new(path.to_path_buf(), &who);
         cfg.lease = Some(LeaseConfig {
-            token: lease.token,
-            acquired_ms: lease.acquired_ms,
-            ttl: LEASE_TTL,
-            renew: LEASE_RENEW,
+            token: lease.token(),
+            acquired_ms: lease.info().acquired_ms,
         });
+        cfg.exec.fence = Some(lease.fence());
         let ctl = Controller::new(cfg, store.clone(), loaded, connect, shutdown.clone());
         let server = tokio::spawn(api::serve(
             listener,
@@ -109,7 +113,7 @@ pub fn run(path: &Path, global: &GlobalOpts) -> anyhow::Result<u8> {
         Ok(outcome)
     });
     rt.shutdown_timeout(Duration::from_millis(500));
-    let released = store.release_lease(lease.token);
+    let released = lease.release();
     match result? {
         Ok(()) => {
             released?;

@@ -153,10 +153,6 @@ pub struct LeaseConfig {
     pub token: i64,
     /// When it was taken (ms, wall time): intents submitted before are stale.
     pub acquired_ms: i64,
-    /// Lifetime without renewal.
-    pub ttl: Duration,
-    /// Renewal period.
-    pub renew: Duration,
 }
 
 /// How to run.
@@ -347,9 +343,6 @@ impl Controller {
     pub async fn run(self: &Arc<Self>) -> Result<(), ControllerError> {
         self.init_readiness()?;
         self.sync_runtimes();
-        if let Some(lease) = self.cfg.lease.clone() {
-            tokio::spawn(self.clone().renew_lease(lease));
-        }
         if self.cfg.watch_manifests {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let debouncer = watch::watch_manifests(&self.cfg.manifests, MANIFEST_DEBOUNCE, tx)
@@ -365,7 +358,13 @@ impl Controller {
         tokio::spawn(self.clone().watch_pressure());
         let result = self.run_loop().await;
         self.tasks.cancel();
-        if self.lease_lost.load(Ordering::Relaxed) {
+        let fenced = self
+            .cfg
+            .exec
+            .fence
+            .as_ref()
+            .is_some_and(|f| f.check().is_err());
+        if fenced || self.lease_lost.load(Ordering::Relaxed) {
             return Err(ControllerError::LeaseLost);
         }
         result
@@ -473,29 +472,6 @@ impl Controller {
         }
         drop(st);
         *self.runtimes.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rts);
-    }
-
-    async fn renew_lease(self: Arc<Self>, lease: LeaseConfig) {
-        loop {
-            tokio::select! {
-                _ = self.tasks.cancelled() => return,
-                _ = tokio::time::sleep(lease.renew) => {}
-            }
-            // The lease is compared across processes: wall time, whatever the test clock says.
-            match self
-                .store
-                .renew_lease(lease.token, lease.ttl, crate::store::now_ms())
-            {
-                Ok(()) => {}
-                Err(StoreError::Fenced { .. }) => {
-                    tracing::error!("the fleet lease was taken by another actor; stopping");
-                    self.lease_lost.store(true, Ordering::Relaxed);
-                    self.shutdown.cancel();
-                    return;
-                }
-                Err(e) => tracing::warn!(error = %e, "could not renew the fleet lease; retrying"),
-            }
-        }
     }
 
     async fn follow_manifests(
