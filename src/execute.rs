@@ -116,6 +116,16 @@ pub enum StepError {
         /// What was seen.
         why: String,
     },
+    /// The image is not on the node and could not be pulled there.
+    #[error("node {node}: image {image} cannot be pulled: {cause}")]
+    Image {
+        /// Node.
+        node: String,
+        /// Image reference as the manifest gives it.
+        image: String,
+        /// What the engine answered.
+        cause: String,
+    },
     /// A container with our name exists but is not ours.
     #[error(
         "node {node}: container name {container} is taken by a container fleetctl does not own"
@@ -178,17 +188,18 @@ impl Ctx<'_> {
         let rt = self.rt(node)?;
         let result = cell
             .get_or_init(|| async {
+                // The engine's answer only: the node and the image are the step error's subject.
                 match rt.image_present(image).await {
                     Ok(true) => Ok(()),
-                    Ok(false) => rt.pull_image(image).await.map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
+                    Ok(false) => rt.pull_image(image).await.map_err(|e| e.message),
+                    Err(e) => Err(e.message),
                 }
             })
             .await;
-        result.clone().map_err(|why| StepError::NotReady {
+        result.clone().map_err(|cause| StepError::Image {
             node: node.to_string(),
-            container: image.to_string(),
-            why: format!("image {image} is not available: {why}"),
+            image: image.to_string(),
+            cause,
         })
     }
 

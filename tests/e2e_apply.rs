@@ -417,3 +417,35 @@ spec:
     );
     assert_eq!(sb.inspect("node3", &ids[0], "{{.State.Status}}"), "running");
 }
+
+/// Issue 12, bug 4: an image that cannot be pulled is reported as the image's failure, on its
+/// node, once — not as a container named after the image with the node said twice, and not a
+/// second time in the summary.
+#[test]
+fn an_image_that_cannot_be_pulled_is_reported_once_per_node_with_the_right_subject() {
+    let Some(sb) = Sandbox::get(
+        "an_image_that_cannot_be_pulled_is_reported_once_per_node_with_the_right_subject",
+    ) else {
+        return;
+    };
+    let f = Fleet::new(
+        &sb,
+        "e2e-pull",
+        "apiVersion: fleet/v1
+kind: Service
+metadata: {name: cache}
+spec: {image: 'fleet-test/absent:1', placement: {nodes: [node1]}, resources: {memory: 16MiB}}
+",
+    );
+    let (code, out, err) = f.run(&["apply", f.path().to_str().unwrap(), "--timeout", "20s"]);
+    assert_eq!(code, 1, "{out}{err}");
+    let said = "node node1: image fleet-test/absent:1 cannot be pulled: ";
+    assert_eq!(out.matches(said).count(), 1, "{out}{err}");
+    assert_eq!(
+        out.matches("node node1").count(),
+        1,
+        "the node is named once:\n{out}"
+    );
+    assert!(!out.contains("container fleet-test/absent"), "{out}");
+    assert!(out.contains("1 step failed"), "{out}");
+}

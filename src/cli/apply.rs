@@ -207,8 +207,31 @@ pub fn run(
                 "NOT converged after {:.1}s ({done} changes made):\n",
                 elapsed.as_secs_f64()
             ));
-            for p in &problems {
+            // Failed steps were printed with their cause as they failed (the ✗ lines): the
+            // summary counts them instead of printing each cause a second time.
+            let shown: BTreeSet<String> = if super::common::quiet() {
+                BTreeSet::new()
+            } else {
+                reports.iter().flat_map(|r| failures(&r.exec)).collect()
+            };
+            for p in problems.iter().filter(|p| !shown.contains(*p)) {
                 text.push_str(&format!("  - {p}\n"));
+            }
+            let failed: usize = reports
+                .iter()
+                .map(|r| {
+                    r.exec
+                        .outcomes
+                        .iter()
+                        .filter(|o| !o.ok && !o.skipped)
+                        .count()
+                })
+                .sum();
+            if failed > 0 && !shown.is_empty() {
+                text.push_str(&format!(
+                    "  - {failed} step{} failed (the lines marked ✗ above say why)\n",
+                    if failed == 1 { "" } else { "s" }
+                ));
             }
         }
         emit(&text)?;

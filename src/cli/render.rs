@@ -311,10 +311,16 @@ pub fn progress_line(p: &Progress) -> Option<String> {
 
 /// Failed steps of a run, one per line.
 pub fn failures(report: &ExecReport) -> Vec<String> {
-    report
+    let mut out: Vec<String> = Vec::new();
+    for e in report
         .outcomes
         .iter()
         .filter(|o| !o.ok && !o.skipped)
-        .filter_map(|o| o.error.clone())
-        .collect()
+        .filter_map(|o| o.error.as_ref())
+    {
+        if !out.contains(e) {
+            out.push(e.clone());
+        }
+    }
+    out
 }

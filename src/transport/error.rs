@@ -116,10 +116,41 @@ impl fmt::Display for TransportError {
     }
 }
 
-impl std::error::Error for TransportError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_deref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+impl TransportError {
+    /// The underlying error, for debugging. Not offered as [`std::error::Error::source`]: the
+    /// message already says it in words, and a report of the whole chain (`{:#}`) would print
+    /// the cause twice.
+    pub fn cause(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        self.source.as_deref()
+    }
+}
+
+impl std::error::Error for TransportError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 12, bug 4: with the cause offered as `source()` too, `{:#}` printed
+    /// "… connection reset by peer: connection reset by peer".
+    #[test]
+    fn a_report_of_the_whole_chain_names_each_cause_once() {
+        let io = std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "connection reset by peer",
+        );
+        let e = TransportError::new(
+            "node2",
+            "list containers",
+            ErrorKind::Unreachable,
+            format!("connection to the Docker socket failed: {io}"),
+        )
+        .with_source(io);
+        let report = format!("{:#}", anyhow::Error::from(e));
+        assert_eq!(
+            report,
+            "node node2: list containers: connection to the Docker socket failed: connection reset by peer"
+        );
+        assert_eq!(report.matches("reset by peer").count(), 1, "{report}");
     }
 }
