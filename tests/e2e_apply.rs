@@ -113,6 +113,22 @@ fn a_second_apply_changes_nothing_and_makes_no_mutating_call() {
     let t0 = sb.engine_now("node1");
     let out = f.apply();
     assert!(out.contains("No changes"), "{out}");
+    // `apply -o json`: the one shape, also printed when a controller does the apply (e2e_run).
+    let (code, out, err) = f.run(&["apply", f.path().to_str().unwrap(), "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let view: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let keys: Vec<&str> = view
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        ["changes", "converged", "elapsed_ms", "passes", "problems"],
+        "{out}"
+    );
+    assert_eq!(view["changes"], 0, "{out}");
     let (code, out, _) = f.run(&["plan", f.path().to_str().unwrap()]);
     assert_eq!(code, 0, "plan after apply: {out}");
     assert!(out.contains("no changes"), "{out}");

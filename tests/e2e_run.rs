@@ -576,6 +576,26 @@ fn the_api_places_plugs_by_policy_needs_its_token_and_serves_metrics_and_the_cli
     let (code, out, err) = f.run(&["apply", &dir]);
     assert_eq!(code, 0, "{out}\n{err}");
     assert!(out.contains("by the controller"), "{out}");
+    // Handed over, `apply -o json` has the one shape `apply` prints without a controller.
+    let (code, out, err) = f.run(&["apply", &dir, "-o", "json", "--timeout", "30s"]);
+    assert_eq!(code, 0, "{out}\n{err}");
+    let view = json(&out);
+    let keys: Vec<&str> = view
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        ["changes", "converged", "elapsed_ms", "passes", "problems"],
+        "{out}"
+    );
+    assert_eq!(view["converged"], true);
+    assert!(
+        view["passes"][0]["summary"]["unchanged"].as_u64().unwrap() > 0,
+        "{out}"
+    );
     let (code, _, err) = f.run(&["plug", "create", "nope", "--owner", "x"]);
     assert_eq!(code, 1);
     assert!(err.contains("plug class \"nope\" does not exist"), "{err}");

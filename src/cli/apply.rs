@@ -4,34 +4,51 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-use serde::Serialize;
+use std::time::Duration;
 
 use super::common::{connect_all, emit, holder, load_or_report, open_store, print_data, runtime};
-use super::render::{PlanView, failures, plan_view, progress_line, summary, summary_line};
+use super::render::progress_line;
 use super::{GlobalOpts, Output};
-use crate::execute::{ExecOptions, ExecReport};
+use crate::converge::{Converged, Passes, converge};
+use crate::execute::{ExecOptions, Progress, StepOutcome};
 use crate::lease::{LeaseGuard, LeaseKind};
-use crate::reconcile::{PassContext, convergence, pass, plan_only};
-use crate::store::{StoreError, now_ms};
+use crate::observe::ObservedFleet;
+use crate::plan::Plan;
+use crate::reconcile::{PassContext, PassReport, pass, plan_only};
+use crate::store::{Store, StoreError, now_ms};
+use crate::view::ApplyView;
 
-/// Most reconcile passes one apply makes: the first does the work; later ones finish what a
-/// conflict or a slow engine left, and stop as soon as nothing is left to do.
-pub const MAX_PASSES: usize = 4;
-
-#[derive(Serialize)]
-struct PassJson<'a> {
-    plan: PlanView<'a>,
-    outcomes: &'a ExecReport,
+/// The CLI's passes: one [`PassContext`], the applied manifests recorded after the first pass,
+/// progress printed as steps finish.
+struct LocalPasses<'a> {
+    cx: PassContext<'a>,
+    store: &'a Store,
+    lease: &'a LeaseGuard,
+    loaded: &'a crate::manifest::Loaded,
+    print: &'a (dyn Fn(&Progress) + Sync),
+    recorded: bool,
 }
 
-#[derive(Serialize)]
-struct ApplyJson<'a> {
-    converged: bool,
-    elapsed_ms: u64,
-    passes: Vec<PassJson<'a>>,
-    problems: Vec<String>,
+impl Passes for LocalPasses<'_> {
+    async fn pass(&mut self, ready_timeout: Duration) -> Result<PassReport, StoreError> {
+        self.cx.exec.ready_timeout = ready_timeout;
+        let report = pass(&self.cx, &|p| (self.print)(&p)).await?;
+        if !self.recorded {
+            self.store.record_applied(
+                self.lease.token(),
+                &self.cx.exec.actor,
+                &self.loaded.sources_hash(),
+                &self.loaded.sources,
+                now_ms(),
+            )?;
+            self.recorded = true;
+        }
+        Ok(report)
+    }
+
+    async fn look(&mut self) -> Result<(ObservedFleet, Plan), StoreError> {
+        plan_only(&self.cx).await
+    }
 }
 
 /// Runs `apply`.
@@ -51,7 +68,7 @@ pub fn run(
     let fleet = &loaded.fleet;
     let store = Arc::new(open_store(global, &fleet.fleet.name)?);
     if let Some(controller) = super::handoff::live_controller(&store)? {
-        return super::handoff::apply(&store, &controller, &loaded, output);
+        return super::handoff::apply(&store, &controller, &loaded, timeout, output);
     }
     let who = holder("apply");
     let lease = match LeaseGuard::acquire(
@@ -69,26 +86,11 @@ pub fn run(
         }
         Err(e) => return Err(e.into()),
     };
-    let started = Instant::now();
     let json = matches!(output, Output::Json | Output::Yaml);
     let rt = runtime()?;
     let result = rt.block_on(async {
         let runtimes = connect_all(fleet);
-        let mut cx = PassContext {
-            fleet,
-            runtimes: &runtimes,
-            store: &store,
-            lost: BTreeSet::new(),
-            evict: BTreeSet::new(),
-            measure_memory: false,
-            exec: ExecOptions {
-                actor: who.clone(),
-                ready_timeout: timeout,
-                fence: Some(lease.fence()),
-                ..Default::default()
-            },
-        };
-        let print = |p: &crate::execute::Progress| {
+        let print = |p: &Progress| {
             if !json
                 && !super::common::quiet()
                 && let Some(line) = progress_line(p)
@@ -96,159 +98,110 @@ pub fn run(
                 let _ = emit(&format!("{line}\n"));
             }
         };
-        let mut reports = Vec::new();
-        for i in 0..MAX_PASSES {
-            // Each pass waits for readiness at most what is left of `--timeout`.
-            cx.exec.ready_timeout = timeout
-                .saturating_sub(started.elapsed())
-                .max(Duration::from_secs(1));
-            let report = pass(&cx, &|p| print(&p)).await?;
-            if i == 0 {
-                store.record_applied(
-                    lease.token(),
-                    &who,
-                    &loaded.sources_hash(),
-                    &loaded.sources,
-                    now_ms(),
-                )?;
-            }
-            let done = report.plan.steps.is_empty();
-            let progress = report.exec.outcomes.iter().any(|o| o.ok);
-            // The same steps as the pass before (a container that exits as soon as it starts):
-            // repeating them is a restart loop, not progress. The report says how it ended.
-            let repeats = reports
-                .last()
-                .is_some_and(|prev: &crate::reconcile::PassReport| {
-                    signature(&prev.plan) == signature(&report.plan)
-                });
-            reports.push(report);
-            if done || !progress || repeats {
-                break;
-            }
-        }
-        // Converged: nothing left to do, everything placed and reachable, and every container
-        // running (healthy where it has a healthcheck) — waiting out health start periods.
-        // One budget for the whole apply (`--timeout`), not one per pass.
-        let deadline = started + timeout;
-        // A pass that changed nothing saw the final state already: judge it without observing
-        // the fleet a second time (this is what keeps a no-op apply cheap).
-        let mut last_seen = reports
-            .last()
-            .filter(|r| r.plan.steps.is_empty())
-            .map(|r| (r.observed.clone(), r.plan.clone()));
-        let (converged, problems) = loop {
-            let (observed, plan) = match last_seen.take() {
-                Some(seen) => seen,
-                None => plan_only(&cx).await?,
-            };
-            let mut problems: Vec<String> = Vec::new();
-            if plan.has_changes() {
-                problems.push(format!("still to do: {}", summary_line(&summary(&plan))));
-            }
-            if let Some(last) = reports.last() {
-                problems.extend(failures(&last.exec));
-            }
-            let judged = convergence(&observed, &plan, &problems);
-            let waiting = judged.waiting;
-            problems.splice(0..0, judged.placement);
-            problems.extend(judged.containers);
-            let plan_clean = !plan.has_changes() && plan.is_complete();
-            if problems.is_empty() {
-                break (true, problems);
-            }
-            if !(plan_clean && waiting) || Instant::now() >= deadline {
-                break (false, problems);
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut passes = LocalPasses {
+            cx: PassContext {
+                fleet,
+                runtimes: &runtimes,
+                store: &store,
+                lost: BTreeSet::new(),
+                evict: BTreeSet::new(),
+                measure_memory: false,
+                exec: ExecOptions {
+                    actor: who.clone(),
+                    ready_timeout: timeout,
+                    fence: Some(lease.fence()),
+                    ..Default::default()
+                },
+            },
+            store: &store,
+            lease: &lease,
+            loaded: &loaded,
+            print: &print,
+            recorded: false,
         };
-        Ok::<_, anyhow::Error>((reports, converged, problems))
+        converge(&mut passes, timeout).await
     });
     let release = lease.release();
-    let (reports, converged, problems) = result?;
+    let done = result?;
     release?;
-    let elapsed = started.elapsed();
-    if json {
-        print_data(
-            output,
-            &ApplyJson {
-                converged,
-                elapsed_ms: elapsed.as_millis() as u64,
-                passes: reports
-                    .iter()
-                    .map(|r| PassJson {
-                        plan: plan_view(&r.plan),
-                        outcomes: &r.exec,
-                    })
-                    .collect(),
-                problems: problems.clone(),
-            },
-        )?;
-    } else {
-        let first = &reports[0].plan;
-        let mut text = String::new();
-        if first.steps.is_empty() {
-            text.push_str(&format!(
-                "No changes: {} containers as desired.\n",
-                first.unchanged.len()
-            ));
-        }
-        let done: usize = reports
-            .iter()
-            .map(|r| r.exec.outcomes.iter().filter(|o| o.ok).count())
-            .sum();
-        if converged {
-            text.push_str(&format!(
-                "Converged in {:.1}s: {done} change{} made.\n",
-                elapsed.as_secs_f64(),
-                if done == 1 { "" } else { "s" }
-            ));
-        } else {
-            text.push_str(&format!(
-                "NOT converged after {:.1}s ({done} changes made):\n",
-                elapsed.as_secs_f64()
-            ));
-            // Failed steps were printed with their cause as they failed (the ✗ lines): the
-            // summary counts them instead of printing each cause a second time.
-            let shown: BTreeSet<String> = if super::common::quiet() {
-                BTreeSet::new()
-            } else {
-                reports.iter().flat_map(|r| failures(&r.exec)).collect()
-            };
-            for p in problems.iter().filter(|p| !shown.contains(*p)) {
-                text.push_str(&format!("  - {p}\n"));
-            }
-            let failed: usize = reports
-                .iter()
-                .map(|r| {
-                    r.exec
-                        .outcomes
-                        .iter()
-                        .filter(|o| !o.ok && !o.skipped)
-                        .count()
-                })
-                .sum();
-            if failed > 0 && !shown.is_empty() {
-                text.push_str(&format!(
-                    "  - {failed} step{} failed (the lines marked ✗ above say why)\n",
-                    if failed == 1 { "" } else { "s" }
-                ));
-            }
-        }
-        emit(&text)?;
-    }
-    Ok(if converged { 0 } else { 1 })
+    render(&done, output)
 }
 
-/// What a plan would do, as (node, container, verb): equal signatures mean the same work again.
-fn signature(plan: &crate::plan::Plan) -> Vec<(&str, &str, &'static str)> {
-    plan.steps
-        .iter()
-        .map(|s| {
-            (
-                s.node.as_str(),
-                s.container.as_str(),
-                s.action.verb(&s.node),
-            )
-        })
-        .collect()
+/// Prints how the apply ended; exit 0 when converged, 1 otherwise.
+///
+/// # Errors
+/// Output failures.
+fn render(done: &Converged, output: Output) -> anyhow::Result<u8> {
+    render_view(&done.view(), Shown::Progress, output)
+}
+
+/// Where an apply ran, for its last lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shown {
+    /// Here: each step was printed as it finished (unless quiet), failures with their cause.
+    Progress,
+    /// In the running controller: nothing was printed yet.
+    ByController,
+}
+
+/// Prints an apply's view — the same words and the same JSON whether it ran here or in the
+/// controller. Exit 0 when converged, 1 otherwise.
+///
+/// # Errors
+/// Output failures.
+pub fn render_view(view: &ApplyView, shown: Shown, output: Output) -> anyhow::Result<u8> {
+    if matches!(output, Output::Json | Output::Yaml) {
+        print_data(output, view)?;
+        return Ok(if view.converged { 0 } else { 1 });
+    }
+    let by = match shown {
+        Shown::Progress => "",
+        Shown::ByController => " (by the controller)",
+    };
+    let mut text = String::new();
+    if let Some(first) = view.passes.first()
+        && first.summary.steps() == 0
+    {
+        text.push_str(&format!(
+            "No changes: {} containers as desired.\n",
+            first.summary.unchanged
+        ));
+    }
+    let done = view.changes;
+    let secs = view.elapsed_ms as f64 / 1000.0;
+    if view.converged {
+        text.push_str(&format!(
+            "Converged in {secs:.1}s{by}: {done} change{} made.\n",
+            if done == 1 { "" } else { "s" }
+        ));
+    } else {
+        text.push_str(&format!(
+            "NOT converged after {secs:.1}s{by} ({done} changes made):\n"
+        ));
+        // Failed steps printed with their cause as they failed (the ✗ lines) are counted here
+        // instead of printing each cause a second time.
+        let failed: Vec<&StepOutcome> = view
+            .passes
+            .iter()
+            .flat_map(|p| &p.outcomes)
+            .filter(|o| !o.ok && !o.skipped)
+            .collect();
+        let shown: BTreeSet<&str> = if shown == Shown::Progress && !super::common::quiet() {
+            failed.iter().filter_map(|o| o.error.as_deref()).collect()
+        } else {
+            BTreeSet::new()
+        };
+        for p in view.problems.iter().filter(|p| !shown.contains(p.as_str())) {
+            text.push_str(&format!("  - {p}\n"));
+        }
+        if !shown.is_empty() {
+            text.push_str(&format!(
+                "  - {} step{} failed (the lines marked ✗ above say why)\n",
+                failed.len(),
+                if failed.len() == 1 { "" } else { "s" }
+            ));
+        }
+    }
+    emit(&text)?;
+    Ok(if view.converged { 0 } else { 1 })
 }

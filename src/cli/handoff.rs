@@ -102,43 +102,24 @@ pub fn apply(
     store: &Store,
     lease: &LeaseInfo,
     loaded: &crate::manifest::Loaded,
+    timeout: Duration,
     output: super::Output,
 ) -> anyhow::Result<u8> {
     use crate::controller::intents::{ApplyIntent, kinds};
-    use crate::controller::ops::ApplyOutcome;
     announce("apply", lease);
     let payload = ApplyIntent {
         sources: loaded.sources.clone(),
+        timeout_ms: Some(timeout.as_millis() as u64),
     };
-    let outcome: ApplyOutcome = match submit_and_wait(store, lease, kinds::APPLY, &payload, |_| {})?
-    {
-        Ok(json) => serde_json::from_str(&json)?,
-        Err(f) => {
-            eprintln!("error: {}", f.error);
-            return Ok(1);
-        }
-    };
-    if matches!(output, super::Output::Json | super::Output::Yaml) {
-        super::common::print_data(output, &outcome)?;
-    } else if outcome.converged {
-        super::common::emit(&format!(
-            "Converged in {:.1}s (by the controller): {} change{} made.\n",
-            outcome.elapsed_ms as f64 / 1000.0,
-            outcome.changes,
-            if outcome.changes == 1 { "" } else { "s" }
-        ))?;
-    } else {
-        let mut text = format!(
-            "NOT converged after {:.1}s (by the controller, {} changes made):\n",
-            outcome.elapsed_ms as f64 / 1000.0,
-            outcome.changes
-        );
-        for p in &outcome.problems {
-            text.push_str(&format!("  - {p}\n"));
-        }
-        super::common::emit(&text)?;
-    }
-    Ok(if outcome.converged { 0 } else { 1 })
+    let view: crate::view::ApplyView =
+        match submit_and_wait(store, lease, kinds::APPLY, &payload, |_| {})? {
+            Ok(json) => serde_json::from_str(&json)?,
+            Err(f) => {
+                eprintln!("error: {}", f.error);
+                return Ok(1);
+            }
+        };
+    super::apply::render_view(&view, super::apply::Shown::ByController, output)
 }
 
 /// A plug operation through the controller: the result JSON parsed as `T`, or the controller's

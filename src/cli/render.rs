@@ -4,8 +4,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::execute::{ExecReport, Progress};
+use crate::execute::Progress;
 use crate::plan::{Action, Object, Plan, Step};
+pub use crate::view::{Summary, summary, summary_line};
 
 /// One-character marks of the actions.
 pub fn mark(action: &Action, node: &str) -> &'static str {
@@ -40,27 +41,6 @@ pub struct StepView<'a> {
     /// Old node, for moves.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<&'a str>,
-}
-
-/// Counts per action.
-#[derive(Debug, Serialize, Default, Clone, PartialEq, Eq)]
-pub struct Summary {
-    /// Containers to create.
-    pub create: usize,
-    /// To start.
-    pub start: usize,
-    /// To stop.
-    pub stop: usize,
-    /// To update in place.
-    pub update: usize,
-    /// To recreate on the same node.
-    pub recreate: usize,
-    /// To move to another node.
-    pub r#move: usize,
-    /// To remove.
-    pub remove: usize,
-    /// Already as desired.
-    pub unchanged: usize,
 }
 
 /// The JSON view of a plan.
@@ -109,26 +89,6 @@ pub struct UnplacedView {
     pub object: Object,
     /// Per-node reasons, in one line.
     pub diagnosis: String,
-}
-
-/// Counts of a plan's steps.
-pub fn summary(plan: &Plan) -> Summary {
-    let mut s = Summary {
-        unchanged: plan.unchanged.len(),
-        ..Default::default()
-    };
-    for step in &plan.steps {
-        match step.action.verb(&step.node) {
-            "create" => s.create += 1,
-            "start" => s.start += 1,
-            "stop" => s.stop += 1,
-            "update" => s.update += 1,
-            "recreate" => s.recreate += 1,
-            "move" => s.r#move += 1,
-            _ => s.remove += 1,
-        }
-    }
-    s
 }
 
 fn step_view(s: &Step) -> StepView<'_> {
@@ -180,29 +140,6 @@ pub fn plan_view(plan: &Plan) -> PlanView<'_> {
                 diagnosis: st.diagnosis.to_string(),
             })
             .collect(),
-    }
-}
-
-/// One line per summary count that is not zero.
-pub fn summary_line(s: &Summary) -> String {
-    let mut parts = Vec::new();
-    for (n, word) in [
-        (s.create, "to create"),
-        (s.start, "to start"),
-        (s.stop, "to stop"),
-        (s.update, "to update in place"),
-        (s.recreate, "to recreate"),
-        (s.r#move, "to move"),
-        (s.remove, "to remove"),
-    ] {
-        if n > 0 {
-            parts.push(format!("{n} {word}"));
-        }
-    }
-    if parts.is_empty() {
-        format!("no changes; {} unchanged", s.unchanged)
-    } else {
-        format!("{}; {} unchanged", parts.join(", "), s.unchanged)
     }
 }
 
@@ -307,20 +244,4 @@ pub fn progress_line(p: &Progress) -> Option<String> {
             s.container
         )),
     }
-}
-
-/// Failed steps of a run, one per line.
-pub fn failures(report: &ExecReport) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for e in report
-        .outcomes
-        .iter()
-        .filter(|o| !o.ok && !o.skipped)
-        .filter_map(|o| o.error.as_ref())
-    {
-        if !out.contains(e) {
-            out.push(e.clone());
-        }
-    }
-    out
 }

@@ -19,7 +19,7 @@ use crate::store::Intent;
 
 /// Intent kinds.
 pub mod kinds {
-    /// `fleetctl apply PATH`: [`super::ApplyIntent`] → [`crate::controller::ops::ApplyOutcome`].
+    /// `fleetctl apply PATH`: [`super::ApplyIntent`] → [`crate::view::ApplyView`].
     pub const APPLY: &str = "apply";
     /// `fleetctl plug create`: [`super::PlugCreateIntent`] → [`crate::plugs::PlugCreated`].
     pub const PLUG_CREATE: &str = "plug-create";
@@ -37,6 +37,10 @@ pub mod kinds {
 pub struct ApplyIntent {
     /// The manifests the command was given.
     pub sources: Vec<Source>,
+    /// The command's `--timeout` (ms): the whole apply's budget for containers to run and turn
+    /// healthy. Absent from an older CLI: the controller's own ready timeout.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 /// Payload of a plug create.
@@ -183,7 +187,11 @@ impl Controller {
         match intent.kind.as_str() {
             kinds::APPLY => {
                 let p: ApplyIntent = payload(intent)?;
-                self.apply(&p.sources)
+                let timeout = p.timeout_ms.map_or(
+                    self.cfg.exec.ready_timeout,
+                    std::time::Duration::from_millis,
+                );
+                self.apply(&p.sources, timeout)
                     .await
                     .map(|o| json(&o))
                     .map_err(|e| IntentFailure::of_op(&e))

@@ -639,15 +639,20 @@ impl Controller {
     /// # Errors
     /// State store failures.
     async fn reconcile(&self, why: &str) -> Result<Action, StoreError> {
-        Ok(self.reconcile_report(why).await?.0)
+        Ok(self.reconcile_report(why, None).await?.0)
     }
 
-    /// [`Controller::reconcile`], also returning what the pass saw and did. The caller holds
-    /// the work lock.
-    async fn reconcile_report(&self, why: &str) -> Result<(Action, PassReport), StoreError> {
+    /// [`Controller::reconcile`], also returning what the pass saw and did; each step waits for
+    /// readiness at most `ready_timeout` when given (an apply's `--timeout`), else the
+    /// controller's own. The caller holds the work lock.
+    async fn reconcile_report(
+        &self,
+        why: &str,
+        ready_timeout: Option<std::time::Duration>,
+    ) -> Result<(Action, PassReport), StoreError> {
         let n = self.passes.fetch_add(1, Ordering::Relaxed) + 1;
         let span = tracing::info_span!("reconcile", pass = n, triggers = %why);
-        let out = self.reconcile_inner().instrument(span).await;
+        let out = self.reconcile_inner(ready_timeout).instrument(span).await;
         // A pass allocates a burst (every container's inspect, the plan) and frees it: hand it
         // back, so an idle controller stays at its idle size.
         crate::memory::release_free_memory();
@@ -655,7 +660,10 @@ impl Controller {
     }
 
     /// [`Controller::reconcile`], also returning the pass report.
-    async fn reconcile_inner(&self) -> Result<(Action, PassReport), StoreError> {
+    async fn reconcile_inner(
+        &self,
+        ready_timeout: Option<std::time::Duration>,
+    ) -> Result<(Action, PassReport), StoreError> {
         let started = tokio::time::Instant::now();
         let now = self.now_ms();
         let loaded = self.desired();
@@ -686,7 +694,10 @@ impl Controller {
             // Measuring takes one stats call per container (about a second on Docker 20.10 even
             // one-shot): the pressure check does it off this path, so a restart never waits.
             measure_memory: false,
-            exec: self.cfg.exec.clone(),
+            exec: ExecOptions {
+                ready_timeout: ready_timeout.unwrap_or(self.cfg.exec.ready_timeout),
+                ..self.cfg.exec.clone()
+            },
         };
         let holds: Mutex<heal::Holds> = Mutex::default();
         let adjust = |observed: &ObservedFleet, plan| {

@@ -5,23 +5,24 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use tracing::Instrument;
 
 use super::Controller;
 use super::nodes::Readiness;
 use super::triggers::Trigger;
 use crate::container::EngineInfo;
+use crate::converge::{Passes, converge};
 use crate::drain::{DrainReport, drain};
 use crate::execute::{ExecOptions, Progress};
 use crate::manifest::{self, Labels, Source};
 use crate::observe::NodeObservation;
+use crate::observe::ObservedFleet;
+use crate::plan::Plan;
 use crate::plugs::{self, PLUG_READY_TIMEOUT, PlugCreated, PlugError};
-use crate::reconcile::{PassContext, convergence, plan_only};
+use crate::reconcile::{PassContext, PassReport, plan_only};
 use crate::store::{NodeCondition, PlugRecord, StoreError};
-
-/// Most reconcile passes an apply intent makes (as `apply` itself does).
-pub const APPLY_MAX_PASSES: usize = 4;
+use crate::view::ApplyView;
 
 /// Failures of controller operations.
 #[derive(Debug, thiserror::Error)]
@@ -66,19 +67,6 @@ pub struct NodeStatus {
     pub allocatable_memory: Option<u64>,
     /// Engine facts, when read.
     pub engine: Option<EngineInfo>,
-}
-
-/// How an apply handed to the controller ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ApplyOutcome {
-    /// Everything runs (and is healthy where it has a healthcheck).
-    pub converged: bool,
-    /// Steps that succeeded.
-    pub changes: usize,
-    /// What is left, one line each.
-    pub problems: Vec<String>,
-    /// Wall time.
-    pub elapsed_ms: u64,
 }
 
 /// The outcome of cordon / uncordon.
@@ -285,8 +273,7 @@ impl Controller {
     ///
     /// # Errors
     /// Invalid manifests, manifests other than the controller's, store failures.
-    pub async fn apply(&self, sources: &[Source]) -> Result<ApplyOutcome, OpError> {
-        let started = std::time::Instant::now();
+    pub async fn apply(&self, sources: &[Source], timeout: Duration) -> Result<ApplyView, OpError> {
         let given = manifest::parse(sources).map_err(|e| OpError::Invalid(e.to_string()))?;
         self.reload_manifests();
         let current = self.desired();
@@ -298,45 +285,9 @@ impl Controller {
                 self.cfg.manifests.display()
             )));
         }
-        let mut changes = 0;
-        for _ in 0..APPLY_MAX_PASSES {
-            let _work = self.work.lock().await;
-            let (_, report) = self.reconcile_report("apply").await?;
-            let ok = report.exec.outcomes.iter().filter(|o| o.ok).count();
-            changes += ok;
-            if report.plan.steps.is_empty() || ok == 0 {
-                break;
-            }
-        }
-        let loaded = self.desired();
-        let runtimes = self.runtimes();
-        let cx = self.pass_context(&loaded, &runtimes, BTreeSet::new(), &self.cfg.actor);
-        let deadline = std::time::Instant::now() + self.cfg.exec.ready_timeout;
-        let (converged, problems) = loop {
-            let (observed, plan) = plan_only(&cx).await?;
-            let mut problems = Vec::new();
-            if plan.has_changes() {
-                problems.push(format!("still to do: {} steps", plan.steps.len()));
-            }
-            let judged = convergence(&observed, &plan, &problems);
-            let waiting = judged.waiting;
-            problems.splice(0..0, judged.placement);
-            problems.extend(judged.containers);
-            if problems.is_empty() {
-                break (true, problems);
-            }
-            let clean = !plan.has_changes() && plan.is_complete();
-            if !(clean && waiting) || std::time::Instant::now() >= deadline {
-                break (false, problems);
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        };
-        Ok(ApplyOutcome {
-            converged,
-            changes,
-            problems,
-            elapsed_ms: started.elapsed().as_millis() as u64,
-        })
+        let mut passes = ControllerPasses { ctl: self };
+        let done = converge(&mut passes, timeout).await?;
+        Ok(done.view())
     }
 
     /// Every node: readiness, conditions, plugs and what the last reconcile saw.
@@ -385,6 +336,32 @@ impl Controller {
                 }
             })
             .collect())
+    }
+}
+
+/// The controller's passes of a handed-over apply: each under the work lock, so it never runs
+/// beside the controller's own reconcile.
+struct ControllerPasses<'a> {
+    ctl: &'a Controller,
+}
+
+impl Passes for ControllerPasses<'_> {
+    async fn pass(&mut self, ready_timeout: Duration) -> Result<PassReport, StoreError> {
+        let _work = self.ctl.work.lock().await;
+        Ok(self
+            .ctl
+            .reconcile_report("apply", Some(ready_timeout))
+            .await?
+            .1)
+    }
+
+    async fn look(&mut self) -> Result<(ObservedFleet, Plan), StoreError> {
+        let loaded = self.ctl.desired();
+        let runtimes = self.ctl.runtimes();
+        let cx = self
+            .ctl
+            .pass_context(&loaded, &runtimes, BTreeSet::new(), &self.ctl.cfg.actor);
+        plan_only(&cx).await
     }
 }
 
