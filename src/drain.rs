@@ -21,6 +21,28 @@ use crate::plan::{Object, Plan};
 use crate::reconcile::{PassContext, pass};
 use crate::store::{StoreError, now_ms};
 
+/// What a drain does with a container on the node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Fate {
+    /// Its placement allows only this node: it stays unless `--force`.
+    Pinned,
+    /// No other node can take it now (the reason says why): it stays until there is room.
+    Stuck,
+    /// It moves (start-first) to another node.
+    Moving,
+}
+
+impl std::fmt::Display for Fate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Fate::Pinned => "pinned",
+            Fate::Stuck => "stuck",
+            Fate::Moving => "moving",
+        })
+    }
+}
+
 /// One fleet container on the draining node, and its fate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resident {
@@ -28,8 +50,8 @@ pub struct Resident {
     pub container: String,
     /// `service NAME replica N` or `plug ID`.
     pub object: String,
-    /// `pinned`: may run only on this node; `stuck`: no other node can take it now; `moving`.
-    pub fate: String,
+    /// What happens to it.
+    pub fate: Fate,
     /// Why (the scheduler's per-node diagnosis for stuck ones).
     pub why: String,
 }
@@ -82,13 +104,13 @@ pub fn classify(
         });
         let (fate, why) = if pinned {
             (
-                "pinned".to_string(),
+                Fate::Pinned,
                 format!("its placement allows only {node}; --force stops it"),
             )
         } else if let Some(s) = stuck {
-            ("stuck".to_string(), s.diagnosis.to_string())
+            (Fate::Stuck, s.diagnosis.to_string())
         } else {
-            ("moving".to_string(), String::new())
+            (Fate::Moving, String::new())
         };
         out.push(Resident {
             container: r.name.clone(),
@@ -213,7 +235,7 @@ pub async fn drain(
         let left = classify(cx.fleet, node, &observed, &plan);
         let movable_left = left
             .iter()
-            .any(|r| r.fate != "pinned" || cx.evict.contains(node));
+            .any(|r| r.fate != Fate::Pinned || cx.evict.contains(node));
         if !movable_left {
             cx.store.update_node_condition(node, now_ms(), |c| {
                 c.draining = false;
@@ -237,7 +259,7 @@ pub async fn drain(
             ));
         }
         let progressing = report.exec.outcomes.iter().any(|o| o.ok);
-        let only_stuck = left.iter().all(|r| r.fate != "moving");
+        let only_stuck = left.iter().all(|r| r.fate != Fate::Moving);
         if only_stuck || !progressing && !report.plan.steps.is_empty() {
             return Ok(finish(
                 node,

@@ -318,10 +318,56 @@ pub struct Intent {
     pub kind: String,
     /// JSON payload.
     pub payload: String,
-    /// `pending`, `running`, `done`, `failed`.
-    pub state: String,
+    /// Where it is.
+    pub state: IntentState,
     /// Outcome (JSON or text) once done.
     pub result: Option<String>,
+}
+
+/// Where an intent is: submitted, taken by the controller (with progress so far in `result`),
+/// answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntentState {
+    /// Waiting for a controller.
+    Pending,
+    /// Taken by the controller; `result` may hold progress.
+    Running,
+    /// Answered: `result` is the outcome.
+    Done,
+    /// Answered: `result` is the failure.
+    Failed,
+}
+
+impl IntentState {
+    /// The stored word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IntentState::Pending => "pending",
+            IntentState::Running => "running",
+            IntentState::Done => "done",
+            IntentState::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<IntentState> {
+        Some(match s {
+            "pending" => IntentState::Pending,
+            "running" => IntentState::Running,
+            "done" => IntentState::Done,
+            "failed" => IntentState::Failed,
+            _ => return None,
+        })
+    }
+}
+
+impl rusqlite::types::FromSql for IntentState {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let s = v.as_str()?;
+        IntentState::parse(s).ok_or_else(|| {
+            rusqlite::types::FromSqlError::Other(format!("unknown intent state {s:?}").into())
+        })
+    }
 }
 
 /// The state store. Cheap to share behind an `Arc`; methods take `&self`.
@@ -1055,7 +1101,7 @@ impl Store {
                 at_ms,
                 kind,
                 payload,
-                state: "running".into(),
+                state: IntentState::Running,
                 result: None,
             }))
         })
@@ -1069,14 +1115,14 @@ impl Store {
     pub fn finish_intent(
         &self,
         id: i64,
-        state: &str,
+        state: IntentState,
         result: &str,
         now: i64,
     ) -> Result<(), StoreError> {
         self.write("finish intent", |tx| {
             tx.execute(
                 "UPDATE intents SET state = ?2, result = ?3, done_ms = ?4 WHERE id = ?1",
-                params![id, state, result, now],
+                params![id, state.as_str(), result, now],
             )
             .map_err(q("finish intent"))?;
             Ok(())
@@ -1311,12 +1357,16 @@ mod tests {
         let day = INTENT_KEEP_MS;
         let answered = s.submit_intent("plug-touch", "{}", 0).unwrap();
         s.claim_intent().unwrap().unwrap();
-        s.finish_intent(answered, "done", "{}", 1_000).unwrap();
+        s.finish_intent(answered, IntentState::Done, "{}", 1_000)
+            .unwrap();
         let waiting = s.submit_intent("plug-touch", "{}", 2_000).unwrap();
         s.submit_intent("plug-touch", "{}", day).unwrap();
         assert!(s.intent(answered).unwrap().is_some(), "less than a day old");
         s.submit_intent("plug-touch", "{}", day + 1_001).unwrap();
         assert!(s.intent(answered).unwrap().is_none());
-        assert_eq!(s.intent(waiting).unwrap().unwrap().state, "pending");
+        assert_eq!(
+            s.intent(waiting).unwrap().unwrap().state,
+            IntentState::Pending
+        );
     }
 }

@@ -14,7 +14,7 @@ use fleetctl::controller::nodes::Readiness;
 use fleetctl::controller::{Clock, Config, Connector, Controller};
 use fleetctl::manifest;
 use fleetctl::plugs::PlugCreated;
-use fleetctl::store::{PlugState, Store};
+use fleetctl::store::{IntentState, PlugState, Store};
 use fleetctl::transport::NodeRuntime;
 use fleetctl::transport::fake::FakeRuntime;
 use tokio::time::Instant;
@@ -571,7 +571,7 @@ async fn a_plug_create_intent_is_claimed_run_and_answered() {
         .submit_intent(kinds::PLUG_CREATE, &payload, 0)
         .unwrap();
     until("intent done", Duration::from_secs(10), || {
-        w.store.intent(id).unwrap().unwrap().state == "done"
+        w.store.intent(id).unwrap().unwrap().state == IntentState::Done
     })
     .await;
     let created: PlugCreated =
@@ -588,7 +588,7 @@ async fn a_plug_create_intent_is_claimed_run_and_answered() {
     .unwrap();
     let id = w.store.submit_intent(kinds::PLUG_CREATE, &bad, 0).unwrap();
     until("intent failed", Duration::from_secs(10), || {
-        w.store.intent(id).unwrap().unwrap().state == "failed"
+        w.store.intent(id).unwrap().unwrap().state == IntentState::Failed
     })
     .await;
     let result = w.store.intent(id).unwrap().unwrap().result.unwrap();
@@ -633,15 +633,15 @@ async fn intents_submitted_before_the_controller_took_the_lease_fail_as_stale() 
     until("both answered", Duration::from_secs(10), || {
         [old, new]
             .iter()
-            .all(|id| w.store.intent(*id).unwrap().unwrap().state != "pending")
+            .all(|id| w.store.intent(*id).unwrap().unwrap().state != IntentState::Pending)
     })
     .await;
     until("the new one done", Duration::from_secs(10), || {
-        w.store.intent(new).unwrap().unwrap().state == "done"
+        w.store.intent(new).unwrap().unwrap().state == IntentState::Done
     })
     .await;
     let stale = w.store.intent(old).unwrap().unwrap();
-    assert_eq!(stale.state, "failed");
+    assert_eq!(stale.state, IntentState::Failed);
     assert!(stale.result.unwrap().contains("\"stale\""));
     assert_eq!(w.store.plugs().unwrap().len(), 1);
     w.stop().await;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use fake::{THREE_NODES, World, create_plug, cx, fleet_of, world};
 use fleetctl::container::labels;
-use fleetctl::drain::{DrainStatus, drain};
+use fleetctl::drain::{DrainStatus, Fate, drain};
 use fleetctl::manifest::DesiredFleet;
 use fleetctl::plugs;
 use fleetctl::reconcile::pass;
@@ -132,7 +132,7 @@ async fn without_room_drain_stops_nothing_and_resumes_after_room_is_made() {
         report
             .left
             .iter()
-            .any(|r| r.fate == "stuck" && r.why.contains("2/2 plugs")),
+            .any(|r| r.fate == Fate::Stuck && r.why.contains("2/2 plugs")),
         "{:?}",
         report.left
     );
@@ -178,7 +178,7 @@ spec: {image: db:1, placement: {nodes: [node2]}, resources: {memory: 128MiB}}
         .unwrap();
     assert_eq!(report.status, DrainStatus::Drained);
     assert_eq!(report.left.len(), 1);
-    assert_eq!(report.left[0].fate, "pinned");
+    assert_eq!(report.left[0].fate, Fate::Pinned);
     assert_eq!(w.fakes["node2"].containers().len(), 1);
     let reasons = std::sync::Mutex::new(Vec::<String>::new());
     let report = drain(

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::controller::intents::{DrainProgress, IntentFailure};
 use crate::lease::holder_is_dead;
-use crate::store::{LeaseInfo, Store, now_ms};
+use crate::store::{IntentState, LeaseInfo, Store, now_ms};
 
 /// How often the CLI looks at its intent.
 const POLL: Duration = Duration::from_millis(100);
@@ -60,9 +60,9 @@ pub fn submit_and_wait(
             bail!("intent {id} vanished from the state store");
         };
         let result = intent.result.clone().unwrap_or_default();
-        match intent.state.as_str() {
-            "done" => return Ok(Ok(result)),
-            "failed" => {
+        match intent.state {
+            IntentState::Done => return Ok(Ok(result)),
+            IntentState::Failed => {
                 return Ok(Err(serde_json::from_str(&result).unwrap_or(
                     IntentFailure {
                         error: result,
@@ -70,7 +70,7 @@ pub fn submit_and_wait(
                     },
                 )));
             }
-            "running" => {
+            IntentState::Running => {
                 if let Ok(p) = serde_json::from_str::<DrainProgress>(&result) {
                     for line in p.progress.iter().skip(shown) {
                         progress(line);
@@ -78,12 +78,12 @@ pub fn submit_and_wait(
                     shown = shown.max(p.progress.len());
                 }
             }
-            _ => {}
+            IntentState::Pending => {}
         }
         let alive = live_controller(store)?.is_some_and(|l| l.token == lease.token);
         if !alive {
-            if intent.state == "pending" {
-                store.finish_intent(id, "failed", "no controller took it", now_ms())?;
+            if intent.state == IntentState::Pending {
+                store.finish_intent(id, IntentState::Failed, "no controller took it", now_ms())?;
             }
             bail!(
                 "the controller ({}) stopped before finishing `{kind}` (intent {id}); run the command again",

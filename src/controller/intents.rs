@@ -15,7 +15,7 @@ use super::Controller;
 use super::ops::OpError;
 use crate::manifest::Source;
 use crate::plugs::PlugError;
-use crate::store::Intent;
+use crate::store::{Intent, IntentState};
 
 /// Intent kinds.
 pub mod kinds {
@@ -159,9 +159,12 @@ impl Controller {
             "stale",
             "the controller it was handed to stopped before running it; run the command again",
         );
-        let _ = self
-            .store
-            .finish_intent(intent.id, "failed", &json(&failure), self.now_ms());
+        let _ = self.store.finish_intent(
+            intent.id,
+            IntentState::Failed,
+            &json(&failure),
+            self.now_ms(),
+        );
     }
 
     /// Runs one claimed intent and records its outcome.
@@ -169,10 +172,10 @@ impl Controller {
         tracing::info!(intent = intent.id, kind = %intent.kind, "intent from the command line");
         let outcome = self.run_intent(&intent).await;
         let (state, result) = match &outcome {
-            Ok(r) => ("done", r.clone()),
+            Ok(r) => (IntentState::Done, r.clone()),
             Err(f) => {
                 tracing::warn!(intent = intent.id, kind = %intent.kind, error = %f.error, "intent failed");
-                ("failed", json(f))
+                (IntentState::Failed, json(f))
             }
         };
         if let Err(e) = self
@@ -224,9 +227,12 @@ impl Controller {
                 let progress = |line: &str| {
                     let mut l = lines.lock().unwrap_or_else(|e| e.into_inner());
                     l.progress.push(line.to_string());
-                    let _ = self
-                        .store
-                        .finish_intent(id, "running", &json(&*l), self.now_ms());
+                    let _ = self.store.finish_intent(
+                        id,
+                        IntentState::Running,
+                        &json(&*l),
+                        self.now_ms(),
+                    );
                 };
                 self.drain(
                     &p.node,

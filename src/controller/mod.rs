@@ -383,7 +383,8 @@ impl Controller {
             let Some(why) = self.triggers.take() else {
                 continue;
             };
-            if why.contains("timer") {
+            let why_line = why.to_string();
+            if why.has(&Trigger::Timer) {
                 // The backstop for a missed file event (network filesystems, overflow).
                 self.reload_manifests();
             }
@@ -397,7 +398,7 @@ impl Controller {
                 tokio::time::sleep(SHUTDOWN_GRACE).await;
             };
             let action = tokio::select! {
-                r = self.reconcile(&why) => match r {
+                r = self.reconcile(&why_line) => match r {
                     Ok(a) => a,
                     Err(e) => {
                         self.metrics.reconcile_errors.inc();

@@ -65,7 +65,8 @@ impl Triggers {
     pub fn push(&self, t: Trigger) {
         {
             let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            if p.listed.len() < MAX_LISTED || p.listed.contains(&t) {
+            let fixed = matches!(t, Trigger::Start | Trigger::Timer | Trigger::Manifests);
+            if fixed || p.listed.len() < MAX_LISTED || p.listed.contains(&t) {
                 p.listed.insert(t);
             } else {
                 p.more += 1;
@@ -79,19 +80,49 @@ impl Triggers {
         self.notify.notified().await;
     }
 
-    /// Takes everything pending, as a log line (`None` when nothing was).
-    pub fn take(&self) -> Option<String> {
+    /// Takes everything pending (`None` when nothing was).
+    pub fn take(&self) -> Option<Batch> {
         let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         if p.listed.is_empty() {
             return None;
         }
-        let mut parts: Vec<String> = p.listed.iter().map(ToString::to_string).collect();
-        if p.more > 0 {
-            parts.push(format!("+{} more", p.more));
+        Some(Batch {
+            listed: std::mem::take(&mut p.listed),
+            more: std::mem::take(&mut p.more),
+        })
+    }
+}
+
+/// What asked for one reconcile: the triggers taken together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    listed: BTreeSet<Trigger>,
+    more: usize,
+}
+
+impl Batch {
+    /// Whether `t` is among the triggers (always listed for the fixed ones: only events,
+    /// connections and operations beyond the first [`MAX_LISTED`] are merely counted).
+    pub fn has(&self, t: &Trigger) -> bool {
+        self.listed.contains(t)
+    }
+}
+
+impl fmt::Display for Batch {
+    /// The log line: every trigger listed, then `+N more`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut first = true;
+        for t in &self.listed {
+            if !first {
+                f.write_str(", ")?;
+            }
+            first = false;
+            write!(f, "{t}")?;
         }
-        p.listed.clear();
-        p.more = 0;
-        Some(parts.join(", "))
+        if self.more > 0 {
+            write!(f, ", +{} more", self.more)?;
+        }
+        Ok(())
     }
 }
 
@@ -106,11 +137,35 @@ mod tests {
         q.push(Trigger::Event("node1".into(), "die".into(), "web-0".into()));
         q.push(Trigger::Manifests);
         q.wait().await; // a permit was stored: returns at once
-        assert_eq!(q.take().as_deref(), Some("manifests, node1: die web-0"));
+        assert_eq!(
+            q.take().map(|b| b.to_string()).as_deref(),
+            Some("manifests, node1: die web-0")
+        );
         assert_eq!(q.take(), None);
         for i in 0..MAX_LISTED + 3 {
             q.push(Trigger::Operation(format!("op {i:02}")));
         }
-        assert!(q.take().unwrap().ends_with("+3 more"));
+        assert!(q.take().unwrap().to_string().ends_with("+3 more"));
+    }
+
+    /// The resync is recognised by what it is, not by its words: a container named `timer-0`
+    /// used to make every pass it triggered rescan the manifests.
+    #[test]
+    fn a_batch_knows_its_triggers_by_kind_not_by_name() {
+        let q = Triggers::new();
+        q.push(Trigger::Event(
+            "node1".into(),
+            "die".into(),
+            "timer-0".into(),
+        ));
+        let b = q.take().unwrap();
+        assert!(!b.has(&Trigger::Timer), "{b}");
+        // The fixed triggers are listed even behind a flood of events.
+        for i in 0..MAX_LISTED + 5 {
+            q.push(Trigger::Operation(format!("op {i:02}")));
+        }
+        q.push(Trigger::Timer);
+        let b = q.take().unwrap();
+        assert!(b.has(&Trigger::Timer), "{b}");
     }
 }
