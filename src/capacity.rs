@@ -531,10 +531,7 @@ spec:
         let mut conditions = BTreeMap::new();
         conditions.insert(
             "node2".to_string(),
-            NodeCondition {
-                cordoned: true,
-                ..Default::default()
-            },
+            NodeCondition::with_schedule(crate::condition::Schedule::Cordoned),
         );
         let r = report(&f, None, &manifest_views(&f, &conditions));
         assert_eq!(r.nodes[1].plug_slots[0].free, 0);
@@ -543,11 +540,7 @@ spec:
 
         conditions.insert(
             "node1".to_string(),
-            NodeCondition {
-                cordoned: true,
-                draining: true,
-                ..Default::default()
-            },
+            NodeCondition::with_schedule(crate::condition::Schedule::Draining),
         );
         let mut views = manifest_views(&f, &conditions);
         views[1].condition = NodeCondition::default();

@@ -167,19 +167,15 @@ fn check_available(node: &NodeView) -> Result<(), Rejection> {
             return Err(reject(node, filters::READY, format!("not ready ({why})")));
         }
     }
-    let c = &node.condition;
-    let state = if c.drained {
-        Some("drained")
-    } else if c.draining {
-        Some("draining")
-    } else if c.cordoned {
-        Some("cordoned")
+    let schedule = node.condition.schedule();
+    if schedule.takes_new_work() {
+        Ok(())
     } else {
-        None
-    };
-    match state {
-        Some(s) => Err(reject(node, filters::SCHEDULABLE, s.to_string())),
-        None => Ok(()),
+        Err(reject(
+            node,
+            filters::SCHEDULABLE,
+            schedule.word().to_string(),
+        ))
     }
 }
 
@@ -557,8 +553,7 @@ pub fn place_services(
                 let i = *index.get(node)?;
                 let v = &views[i];
                 let spec = fleet.nodes.get(node)?;
-                let movable_away = v.condition.draining
-                    || v.condition.drained
+                let movable_away = v.condition.schedule().must_vacate()
                     || matches!(v.availability, Availability::Lost(_));
                 let cap = effective_max_per_node(svc.placement.max_per_node, !svc.ports.is_empty());
                 let under_cap =
@@ -665,6 +660,7 @@ pub fn place_services(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::condition::Schedule;
     use crate::manifest::{Source, parse};
 
     pub(crate) fn fleet(cap: u32, spread: &str) -> DesiredFleet {
@@ -766,7 +762,7 @@ spec:
         assert_eq!(p.node, "node2");
         // Nowhere: the diagnosis names its own node too.
         for n in &mut v {
-            n.condition.cordoned = true;
+            n.condition.set_schedule(Schedule::Cordoned);
         }
         let d = place_restart(&v, "node1", 51000, class, &policy).unwrap_err();
         assert_eq!(d.rejections.len(), 3);
@@ -786,7 +782,7 @@ spec:
     fn a_full_fleet_explains_itself_per_node() {
         let f = fleet(2, "pack");
         let mut v = views(&f);
-        v[2].condition.cordoned = true;
+        v[2].condition.set_schedule(Schedule::Cordoned);
         place_n(&f, &mut v, 4);
         let class = &f.plug_classes["agent"];
         let d = place_plug(&v, class, &f.policy_for(class), None).unwrap_err();
@@ -861,7 +857,7 @@ spec:
         let mut only = vec![v[1].clone()];
         assert_eq!(place_n(&f, &mut only, 3).len(), 3);
         assert!(place_plug(&only, class, &policy, None).is_err());
-        v[1].condition.cordoned = true;
+        v[1].condition.set_schedule(Schedule::Cordoned);
         let room = plug_room(&v[1], class, &policy, PLUG_ROOM_BOUND);
         assert_eq!(
             (room.free, room.limit.unwrap().reason.as_str()),

@@ -49,8 +49,8 @@ pub struct NodeStatus {
     pub address: String,
     /// Node labels.
     pub labels: BTreeMap<String, String>,
-    /// `Ready` or `NotReady`.
-    pub status: &'static str,
+    /// Whether it answered.
+    pub status: Status,
     /// Why the node is NotReady.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cause: Option<String>,
@@ -75,7 +75,26 @@ pub struct NodeStatus {
 impl NodeStatus {
     /// Whether the node answered.
     pub fn is_ready(&self) -> bool {
-        self.status == "Ready"
+        self.status == Status::Ready
+    }
+}
+
+/// Whether a node answered `get nodes` (serialised `Ready` / `NotReady`, as kubectl says it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Status {
+    /// Its engine answered.
+    Ready,
+    /// It could not be reached, or its engine did not answer (the cause is beside it).
+    NotReady,
+}
+
+impl Status {
+    /// `Ready` / `NotReady`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ready => "Ready",
+            Status::NotReady => "NotReady",
+        }
     }
 }
 
@@ -193,7 +212,11 @@ pub fn node_status(spec: &NodeSpec, observed: Result<Observation, &TransportErro
         name: spec.name.clone(),
         address,
         labels: spec.labels.clone(),
-        status: if info.is_some() { "Ready" } else { "NotReady" },
+        status: if info.is_some() {
+            Status::Ready
+        } else {
+            Status::NotReady
+        },
         cause,
         conditions: Vec::new(),
         engine: info.as_ref().map(|i| i.version.clone()),
@@ -337,21 +360,15 @@ pub fn describe(
 
 /// The recorded conditions of a node, as words (drained implies cordoned, said once).
 fn condition_words(c: Option<&crate::store::NodeCondition>) -> Vec<String> {
-    let Some(c) = c else { return Vec::new() };
-    if c.drained {
-        vec!["drained".into()]
-    } else if c.draining {
-        vec!["draining".into()]
-    } else if c.cordoned {
-        vec!["cordoned".into()]
-    } else {
-        Vec::new()
+    match c.map(crate::store::NodeCondition::schedule) {
+        Some(s) if !s.takes_new_work() => vec![s.word().to_string()],
+        _ => Vec::new(),
     }
 }
 
 /// `Ready`, or `Ready,drained` (kubectl's `Ready,SchedulingDisabled`).
 fn status_text(s: &NodeStatus) -> String {
-    std::iter::once(s.status.to_string())
+    std::iter::once(s.status.as_str().to_string())
         .chain(s.conditions.iter().cloned())
         .collect::<Vec<_>>()
         .join(",")

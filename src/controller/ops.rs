@@ -11,6 +11,7 @@ use tracing::Instrument;
 use super::Controller;
 use super::nodes::Readiness;
 use super::triggers::Trigger;
+use crate::condition::Transition;
 use crate::container::EngineInfo;
 use crate::drain::{DrainReport, drain};
 use crate::execute::{ExecOptions, Progress};
@@ -216,15 +217,12 @@ impl Controller {
     pub fn cordon(&self, node: &str, on: bool, who: &str) -> Result<CordonOutcome, OpError> {
         self.check_node(node)?;
         let now = self.now_ms();
-        let (before, after) = self.store.update_node_condition(node, now, |c| {
-            if on {
-                c.cordoned = true;
-            } else {
-                c.cordoned = false;
-                c.draining = false;
-                c.drained = false;
-            }
-        })?;
+        let transition = if on {
+            Transition::Cordon
+        } else {
+            Transition::Uncordon
+        };
+        let (before, after) = self.store.transition_node(node, now, transition)?;
         let changed = before != after;
         if changed {
             let action = if on { "cordon" } else { "uncordon" };
@@ -373,8 +371,7 @@ impl Controller {
                 NodeStatus {
                     name: spec.name.clone(),
                     labels: spec.labels.clone(),
-                    schedulable: r.can_take_work()
-                        && !(condition.cordoned || condition.draining || condition.drained),
+                    schedulable: r.can_take_work() && condition.schedule().takes_new_work(),
                     readiness: r,
                     condition,
                     plugs: plugs.iter().filter(|p| p.node == spec.name).count(),
