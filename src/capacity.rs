@@ -15,10 +15,12 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::container::labels;
 use crate::manifest::validate::forced_replicas;
 use crate::manifest::{Bytes, DesiredFleet, MilliCpus, Percent, PlugClassSpec};
+use crate::observe::{NodeObservation as Seen, ObservedFleet};
 use crate::schedule::{Availability, NodeView, PLUG_ROOM_BOUND, assign_replica, plug_room};
-use crate::store::NodeCondition;
+use crate::store::{NodeCondition, PlugRecord};
 
 /// What was observed on one node (all optional: the report works from manifests alone).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -357,6 +359,55 @@ pub fn report(
         classes,
         unreachable: BTreeMap::new(),
     }
+}
+
+/// The report from one observation of the fleet (the one the scheduler's `views` were built
+/// from): replicas where their containers are, plugs as recorded (those meant to run), engine
+/// facts and measured memory as observed. Unreachable nodes are listed as such and shown from
+/// the manifests.
+pub fn observed_report(
+    fleet: &DesiredFleet,
+    observed: &ObservedFleet,
+    plugs: &[PlugRecord],
+    views: &[NodeView],
+) -> CapacityReport {
+    let mut obs = BTreeMap::new();
+    let mut unreachable = BTreeMap::new();
+    for (node, seen) in &observed.nodes {
+        let mut o = NodeObservation::default();
+        for p in plugs
+            .iter()
+            .filter(|p| &p.node == node && p.state.wants_running())
+        {
+            *o.plugs.entry(p.class.clone()).or_default() += 1;
+        }
+        match seen {
+            Seen::Reachable {
+                containers,
+                engine,
+                measured_memory,
+                ..
+            } => {
+                for c in containers {
+                    if c.kind() == Some("service")
+                        && let Some(svc) = c.record.label(labels::SERVICE)
+                    {
+                        *o.services.entry(svc.to_string()).or_default() += 1;
+                    }
+                }
+                o.engine_memory = engine.as_ref().map(|e| Bytes(e.memory));
+                o.engine_cpus = engine.as_ref().map(|e| MilliCpus(e.cpus * 1000));
+                o.measured_memory = measured_memory.map(Bytes);
+            }
+            Seen::Unreachable { error, .. } => {
+                unreachable.insert(node.clone(), error.clone());
+            }
+        }
+        obs.insert(node.clone(), o);
+    }
+    let mut r = report(fleet, Some(&obs), views);
+    r.unreachable = unreachable;
+    r
 }
 
 /// The scheduler's node views as the manifests alone give them (no node contacted): every node

@@ -63,12 +63,6 @@ fn live_report(
     fleet: &crate::manifest::DesiredFleet,
     store: &crate::store::Store,
 ) -> anyhow::Result<CapacityReport> {
-    use std::collections::BTreeMap;
-
-    use crate::capacity::NodeObservation;
-    use crate::container::labels;
-    use crate::observe::NodeObservation as Seen;
-
     let rt = super::common::runtime()?;
     let observed = rt.block_on(async {
         let runtimes = super::common::connect_all(fleet);
@@ -89,45 +83,9 @@ fn live_report(
         lost: &std::collections::BTreeSet::new(),
         evict: &std::collections::BTreeSet::new(),
     });
-    let mut obs = BTreeMap::new();
-    let mut unreachable = BTreeMap::new();
-    for (node, seen) in &observed.nodes {
-        let mut o = NodeObservation::default();
-        for p in plugs
-            .iter()
-            .filter(|p| &p.node == node && p.state.wants_running())
-        {
-            *o.plugs.entry(p.class.clone()).or_default() += 1;
-        }
-        match seen {
-            Seen::Reachable {
-                containers,
-                engine,
-                measured_memory,
-                ..
-            } => {
-                for c in containers {
-                    if c.record.label(labels::KIND) == Some("service")
-                        && let Some(svc) = c.record.label(labels::SERVICE)
-                    {
-                        *o.services.entry(svc.to_string()).or_default() += 1;
-                    }
-                }
-                o.engine_memory = engine.as_ref().map(|e| crate::manifest::Bytes(e.memory));
-                o.engine_cpus = engine
-                    .as_ref()
-                    .map(|e| crate::manifest::MilliCpus(e.cpus * 1000));
-                o.measured_memory = measured_memory.map(crate::manifest::Bytes);
-            }
-            Seen::Unreachable { error, .. } => {
-                unreachable.insert(node.clone(), error.clone());
-            }
-        }
-        obs.insert(node.clone(), o);
-    }
-    let mut r = report(fleet, Some(&obs), &views);
-    r.unreachable = unreachable;
-    Ok(r)
+    Ok(crate::capacity::observed_report(
+        fleet, &observed, &plugs, &views,
+    ))
 }
 
 /// A table (kubectl-like: no borders).
