@@ -206,10 +206,8 @@ pub fn report(
         let o = observed.and_then(|m| m.get(&node.name)).unwrap_or(&empty);
         let capacity_memory = node.capacity_memory.or(o.engine_memory);
         let capacity_cpus = node.capacity_cpus.or(o.engine_cpus);
-        let allocatable_memory =
-            capacity_memory.map(|c| Bytes(c.0.saturating_sub(node.reserved_memory.0)));
-        let allocatable_cpus =
-            capacity_cpus.map(|c| MilliCpus(c.0.saturating_sub(node.reserved_cpus.0)));
+        let allocatable_memory = node.allocatable_memory_or(o.engine_memory);
+        let allocatable_cpus = node.allocatable_cpus_or(o.engine_cpus);
 
         let mut services = Vec::new();
         for (name, n) in per_node_services

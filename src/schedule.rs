@@ -64,13 +64,14 @@ impl NodeView {
         condition: NodeCondition,
         engine_memory: Option<u64>,
     ) -> Self {
-        let capacity = spec.capacity_memory.map(|b| b.0).or(engine_memory);
         NodeView {
             name: spec.name.clone(),
             labels: spec.labels.clone(),
             availability,
             condition,
-            allocatable_memory: capacity.map(|c| c.saturating_sub(spec.reserved_memory.0)),
+            allocatable_memory: spec
+                .allocatable_memory_or(engine_memory.map(Bytes))
+                .map(|b| b.0),
             committed_memory: 0,
             measured_memory: None,
             plugs: 0,

@@ -217,12 +217,12 @@ pub fn node_status(spec: &NodeSpec, observed: Result<Observation, &str>) -> Node
         engine_memory,
         reserved_millicpus: spec.reserved_cpus.0,
         reserved_memory: spec.reserved_memory.0,
-        allocatable_millicpus: declared_millicpus
-            .or(engine_millicpus)
-            .map(|c| c.saturating_sub(spec.reserved_cpus.0)),
-        allocatable_memory: declared_memory
-            .or(engine_memory)
-            .map(|m| m.saturating_sub(spec.reserved_memory.0)),
+        allocatable_millicpus: spec
+            .allocatable_cpus_or(engine_millicpus.map(MilliCpus))
+            .map(|c| c.0),
+        allocatable_memory: spec
+            .allocatable_memory_or(engine_memory.map(Bytes))
+            .map(|b| b.0),
     };
     let running: Vec<&ContainerRow> = containers
         .iter()

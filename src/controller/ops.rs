@@ -15,7 +15,7 @@ use crate::condition::Transition;
 use crate::container::EngineInfo;
 use crate::drain::{DrainReport, drain};
 use crate::execute::{ExecOptions, Progress};
-use crate::manifest::{self, Labels, Source};
+use crate::manifest::{self, Bytes, Labels, Source};
 use crate::observe::NodeObservation;
 use crate::plugs::{self, PLUG_READY_TIMEOUT, PlugCreated, PlugError};
 use crate::reconcile::{PassContext, convergence, plan_only};
@@ -364,10 +364,6 @@ impl Controller {
                     }) => (Some(containers.len()), engine.clone()),
                     _ => (None, None),
                 };
-                let capacity = spec
-                    .capacity_memory
-                    .map(|b| b.0)
-                    .or(engine.as_ref().map(|e| e.memory));
                 NodeStatus {
                     name: spec.name.clone(),
                     labels: spec.labels.clone(),
@@ -377,7 +373,9 @@ impl Controller {
                     plugs: plugs.iter().filter(|p| p.node == spec.name).count(),
                     containers,
                     measured_memory: measured.get(&spec.name).copied(),
-                    allocatable_memory: capacity.map(|c| c.saturating_sub(spec.reserved_memory.0)),
+                    allocatable_memory: spec
+                        .allocatable_memory_or(engine.as_ref().map(|e| Bytes(e.memory)))
+                        .map(|b| b.0),
                     engine,
                 }
             })
