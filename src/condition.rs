@@ -2,10 +2,10 @@
 //! guarded transitions. The only place the precedence of the stored flags is decided.
 //!
 //! ```text
-//!                 Cordon                 StartDrain              FinishDrain
-//!   Schedulable ─────────► Cordoned ─────────────► Draining ──────────────► Drained
-//!        ▲  └──────────────StartDrain──────────────────▲  ▲──StartDrain───────┘
-//!        └────────────────── Uncordon (from any) ──────────────────────────────┘
+//!   Schedulable ──Cordon──► Cordoned ──StartDrain──► Draining ──FinishDrain──► Drained
+//!        │                                              ▲                          │
+//!        └────────────────── StartDrain ────────────────┴─────── StartDrain ───────┘
+//!   Uncordon, from any condition ──► Schedulable
 //! ```
 //!
 //! Cordoning a node that already takes no new work changes nothing; starting a drain again is
