@@ -1,9 +1,11 @@
 //! Capacity arithmetic and the capacity report (pure).
 //!
 //! Per node: allocatable memory and CPU (capacity − reserved), the limits and reservations of
-//! what is placed there, headroom, and how many more plug instances of each class fit under the
-//! class's policy (per-node cap, memory watermark, free host ports). This is the table the
-//! operators' hand-written capacity plans compute.
+//! what is placed there, headroom, and how many more plug instances of each class fit. The free
+//! plug slots are not computed here: they are counted on the scheduler's own node views with its
+//! own filters ([`crate::schedule::plug_room`]), so a cordoned, draining or NotReady node shows
+//! none, and every limit is the scheduler's reason. This is the table the operators'
+//! hand-written capacity plans compute.
 //!
 //! Inputs are values: the desired fleet, and optionally what was observed on the nodes. With
 //! manifests alone, a service counts as placed on a node only where its placement forces it
@@ -13,8 +15,12 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use crate::container::labels;
 use crate::manifest::validate::forced_replicas;
-use crate::manifest::{Bytes, DesiredFleet, MilliCpus, NodeSpec, Percent, PlugClassSpec};
+use crate::manifest::{Bytes, DesiredFleet, MilliCpus, Percent, PlugClassSpec};
+use crate::observe::{NodeObservation as Seen, ObservedFleet};
+use crate::schedule::{Availability, NodeView, PLUG_ROOM_BOUND, assign_replica, plug_room};
+use crate::store::{NodeCondition, PlugRecord};
 
 /// What was observed on one node (all optional: the report works from manifests alone).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -29,8 +35,6 @@ pub struct NodeObservation {
     pub plugs: BTreeMap<String, u32>,
     /// Measured memory use of the node's containers.
     pub measured_memory: Option<Bytes>,
-    /// Host ports taken on the node (by any container).
-    pub used_ports: Vec<u16>,
 }
 
 /// A service's share of one node.
@@ -56,7 +60,8 @@ pub struct PlugSlots {
     pub class: String,
     /// More instances that fit.
     pub free: u32,
-    /// What bounds `free`: `cap 3/8`, `memory`, `ports`, `not in policy tiers`, ...
+    /// What bounds `free`: the scheduler's reason for refusing one more (`8/8 plugs`,
+    /// `memory 7.2GiB/6.8GiB allowed`, `cordoned`, `no free host port in 51000-51099`, ...).
     pub limited_by: String,
 }
 
@@ -153,9 +158,13 @@ pub struct CapacityReport {
 
 /// Builds the report. `observed` maps node names to observations; nodes absent from it are
 /// judged from manifests alone (services placed only where their placement forces them).
+/// `views` are the scheduler's node views (see [`manifest_views`] when nothing was observed):
+/// free plug slots are counted on them with the scheduler's own filters, so the report never
+/// promises a slot `plug create` would refuse.
 pub fn report(
     fleet: &DesiredFleet,
     observed: Option<&BTreeMap<String, NodeObservation>>,
+    views: &[NodeView],
 ) -> CapacityReport {
     let empty = NodeObservation::default();
     let mut nodes = Vec::new();
@@ -197,10 +206,8 @@ pub fn report(
         let o = observed.and_then(|m| m.get(&node.name)).unwrap_or(&empty);
         let capacity_memory = node.capacity_memory.or(o.engine_memory);
         let capacity_cpus = node.capacity_cpus.or(o.engine_cpus);
-        let allocatable_memory =
-            capacity_memory.map(|c| Bytes(c.0.saturating_sub(node.reserved_memory.0)));
-        let allocatable_cpus =
-            capacity_cpus.map(|c| MilliCpus(c.0.saturating_sub(node.reserved_cpus.0)));
+        let allocatable_memory = node.allocatable_memory_or(o.engine_memory);
+        let allocatable_cpus = node.allocatable_cpus_or(o.engine_cpus);
 
         let mut services = Vec::new();
         for (name, n) in per_node_services
@@ -256,21 +263,11 @@ pub fn report(
             Bytes(services.iter().map(|s| s.memory_reservation.0).sum::<u64>() + plug_reservations);
         let cpu_limits = MilliCpus(services.iter().map(|s| s.cpus.0).sum::<u64>() + plug_cpus);
 
+        let view = views.iter().find(|v| v.name == node.name);
         let plug_slots = fleet
             .plug_classes
             .values()
-            .map(|class| {
-                slots_for(
-                    fleet,
-                    node,
-                    class,
-                    allocatable_memory,
-                    memory_limits,
-                    plugs,
-                    o.measured_memory,
-                    &o.used_ports,
-                )
-            })
+            .map(|class| slots_for(view, fleet, class))
             .collect();
 
         nodes.push(NodeCapacity {
@@ -362,65 +359,100 @@ pub fn report(
     }
 }
 
-/// How many more instances of `class` fit on `node`: the minimum over the per-node cap, the
-/// memory watermark (limits, and measured use when known), and free host ports.
-#[allow(clippy::too_many_arguments)] // one value per independent constraint
-fn slots_for(
+/// The report from one observation of the fleet (the one the scheduler's `views` were built
+/// from): replicas where their containers are, plugs as recorded (those meant to run), engine
+/// facts and measured memory as observed. Unreachable nodes are listed as such and shown from
+/// the manifests.
+pub fn observed_report(
     fleet: &DesiredFleet,
-    node: &NodeSpec,
-    class: &PlugClassSpec,
-    allocatable: Option<Bytes>,
-    limits: Bytes,
-    plugs_here: u32,
-    measured: Option<Bytes>,
-    used_ports: &[u16],
-) -> PlugSlots {
-    let policy = fleet.policy_for(class);
-    let slot = |free: u32, why: String| PlugSlots {
-        class: class.name.clone(),
-        free,
-        limited_by: why,
-    };
-    if !policy.tiers.iter().any(|t| t.contains(node)) {
-        return slot(0, format!("not in the tiers of policy {}", policy.name));
-    }
-    let mut best = (u32::MAX, String::new());
-    let mut bound = |n: u32, why: String| {
-        if n < best.0 {
-            best = (n, why);
+    observed: &ObservedFleet,
+    plugs: &[PlugRecord],
+    views: &[NodeView],
+) -> CapacityReport {
+    let mut obs = BTreeMap::new();
+    let mut unreachable = BTreeMap::new();
+    for (node, seen) in &observed.nodes {
+        let mut o = NodeObservation::default();
+        for p in plugs
+            .iter()
+            .filter(|p| &p.node == node && p.state.wants_running())
+        {
+            *o.plugs.entry(p.class.clone()).or_default() += 1;
         }
-    };
-    if let Some(cap) = policy.max_plugs_per_node {
-        bound(
-            cap.saturating_sub(plugs_here),
-            format!("cap {plugs_here}/{cap}"),
-        );
-    }
-    match allocatable {
-        Some(alloc) => {
-            let allowed = policy.memory_high_watermark.of(alloc.0);
-            let by_limits = allowed.saturating_sub(limits.0) / class.resources.memory.0.max(1);
-            bound(
-                u32::try_from(by_limits).unwrap_or(u32::MAX),
-                format!("memory limits {}/{} allowed", limits, Bytes(allowed)),
-            );
-            if let Some(m) = measured
-                && m.0 >= allowed
-            {
-                bound(0, format!("measured memory {m}/{} allowed", Bytes(allowed)));
+        match seen {
+            Seen::Reachable {
+                containers,
+                engine,
+                measured_memory,
+                ..
+            } => {
+                for c in containers {
+                    if c.kind() == Some("service")
+                        && let Some(svc) = c.record.label(labels::SERVICE)
+                    {
+                        *o.services.entry(svc.to_string()).or_default() += 1;
+                    }
+                }
+                o.engine_memory = engine.as_ref().map(|e| Bytes(e.memory));
+                o.engine_cpus = engine.as_ref().map(|e| MilliCpus(e.cpus * 1000));
+                o.measured_memory = measured_memory.map(Bytes);
+            }
+            Seen::Unreachable { error, .. } => {
+                unreachable.insert(node.clone(), error.clone());
             }
         }
-        None => bound(0, "memory capacity unknown".to_string()),
+        obs.insert(node.clone(), o);
     }
-    let ports = class.host_ports;
-    let free_ports = (ports.start..=ports.end)
-        .filter(|p| !used_ports.contains(p))
-        .count();
-    bound(
-        u32::try_from(free_ports).unwrap_or(u32::MAX),
-        format!("host ports {ports}"),
-    );
-    slot(best.0, best.1)
+    let mut r = report(fleet, Some(&obs), views);
+    r.unreachable = unreachable;
+    r
+}
+
+/// The scheduler's node views as the manifests alone give them (no node contacted): every node
+/// taken as Ready, with its recorded `conditions`, the memory and host ports of the service
+/// replicas its placement forces there, and nothing else.
+pub fn manifest_views(
+    fleet: &DesiredFleet,
+    conditions: &BTreeMap<String, NodeCondition>,
+) -> Vec<NodeView> {
+    let mut views: Vec<NodeView> = fleet
+        .nodes
+        .values()
+        .map(|n| {
+            let condition = conditions.get(&n.name).cloned().unwrap_or_default();
+            NodeView::empty(n, Availability::Ready, condition, None)
+        })
+        .collect();
+    for svc in fleet.services.values() {
+        for (node, n) in forced_replicas(svc, &fleet.nodes) {
+            if let Some(v) = views.iter_mut().find(|v| v.name == node) {
+                for _ in 0..n {
+                    assign_replica(v, svc);
+                }
+            }
+        }
+    }
+    views
+}
+
+/// The free plug slots of `class` on the node `view` shows: what the scheduler's own filters let
+/// it place there, one plug after another, and the scheduler's reason for refusing the next.
+fn slots_for(view: Option<&NodeView>, fleet: &DesiredFleet, class: &PlugClassSpec) -> PlugSlots {
+    let (free, limited_by) = match view {
+        None => (0, "not seen by the scheduler".to_string()),
+        Some(v) => {
+            let room = plug_room(v, class, &fleet.policy_for(class), PLUG_ROOM_BOUND);
+            let why = room
+                .limit
+                .map_or_else(|| format!("counted up to {PLUG_ROOM_BOUND}"), |r| r.reason);
+            (room.free, why)
+        }
+    };
+    PlugSlots {
+        class: class.name.clone(),
+        free,
+        limited_by,
+    }
 }
 
 #[cfg(test)]
@@ -481,9 +513,13 @@ spec:
   tiers: [{nodeSelector: {tier: primary}}, {nodeSelector: {tier: secondary}}]
 "#;
 
+    fn offline(f: &DesiredFleet) -> CapacityReport {
+        report(f, None, &manifest_views(f, &BTreeMap::new()))
+    }
+
     #[test]
     fn pinned_services_count_and_free_ones_are_unplaced() {
-        let r = report(&fleet(SEED_LIKE), None);
+        let r = offline(&fleet(SEED_LIKE));
         let n1 = &r.nodes[0];
         assert_eq!(n1.allocatable_memory, Some(Bytes(7680 << 20)));
         assert_eq!(n1.memory_limits, Bytes(3 << 30));
@@ -500,7 +536,7 @@ spec:
 
     #[test]
     fn plug_slots_take_the_tightest_bound() {
-        let r = report(&fleet(SEED_LIKE), None);
+        let r = offline(&fleet(SEED_LIKE));
         // node1: 85% of 7.5GiB = 6.375GiB; minus 3GiB limits = 3.375GiB → 6 plugs of 512MiB
         // (cap 8 is looser).
         assert_eq!(r.nodes[0].plug_slots[0].free, 6);
@@ -522,14 +558,65 @@ spec:
                 ..Default::default()
             },
         );
-        let r = report(&f, Some(&obs));
+        let mut views = manifest_views(&f, &BTreeMap::new());
+        views[1].plugs = 5;
+        views[1].committed_memory = (5 * 512) << 20;
+        views[1].measured_memory = Some(1 << 30);
+        let r = report(&f, Some(&obs), &views);
         let n2 = &r.nodes[1];
         assert_eq!(n2.plugs, 5);
         assert_eq!(n2.plug_memory, Bytes((5 * 512) << 20));
         assert_eq!(n2.plug_slots[0].free, 1); // 3.4GiB allowed − 2.5GiB = 0.9GiB → 1
         obs.get_mut("node2").unwrap().measured_memory = Some(Bytes(4 << 30));
-        let r = report(&f, Some(&obs));
+        views[1].measured_memory = Some(4 << 30);
+        let r = report(&f, Some(&obs), &views);
         assert_eq!(r.nodes[1].plug_slots[0].free, 0);
         assert!(r.nodes[1].plug_slots[0].limited_by.starts_with("measured"));
+    }
+
+    #[test]
+    fn nodes_the_scheduler_refuses_have_no_slots_and_say_why() {
+        let f = fleet(SEED_LIKE);
+        let mut conditions = BTreeMap::new();
+        conditions.insert(
+            "node2".to_string(),
+            NodeCondition::with_schedule(crate::condition::Schedule::Cordoned),
+        );
+        let r = report(&f, None, &manifest_views(&f, &conditions));
+        assert_eq!(r.nodes[1].plug_slots[0].free, 0);
+        assert_eq!(r.nodes[1].plug_slots[0].limited_by, "cordoned");
+        assert_eq!(r.classes[0].free, 6, "node1's slots only");
+
+        conditions.insert(
+            "node1".to_string(),
+            NodeCondition::with_schedule(crate::condition::Schedule::Draining),
+        );
+        let mut views = manifest_views(&f, &conditions);
+        views[1].condition = NodeCondition::default();
+        views[1].availability = Availability::Lost("ssh: connection refused".into());
+        let r = report(&f, None, &views);
+        assert_eq!(r.nodes[0].plug_slots[0].limited_by, "draining");
+        assert_eq!(
+            r.nodes[1].plug_slots[0].limited_by,
+            "not ready (ssh: connection refused)"
+        );
+        assert_eq!(r.classes[0].free, 0);
+    }
+
+    #[test]
+    fn the_slot_limit_is_the_schedulers_reason() {
+        let mut f = fleet(SEED_LIKE);
+        f.plug_classes.get_mut("agent").unwrap().resources.memory = Bytes(64 << 20);
+        let r = offline(&f);
+        // 8 plugs of 64MiB fit in memory on both nodes: the per-node cap stops them.
+        assert_eq!(r.nodes[0].plug_slots[0].free, 8);
+        assert_eq!(r.nodes[0].plug_slots[0].limited_by, "8/8 plugs");
+        f.policies.clear();
+        let r = offline(&f);
+        assert!(
+            r.nodes[0].plug_slots[0].limited_by.starts_with("memory"),
+            "{:?}",
+            r.nodes[0].plug_slots[0]
+        );
     }
 }

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::condition::{Schedule, Transition};
 use crate::container::labels;
 use crate::execute::Progress;
 use crate::manifest::DesiredFleet;
@@ -176,12 +177,10 @@ pub async fn drain(
 ) -> Result<DrainReport, StoreError> {
     let started = Instant::now();
     let who = cx.exec.actor.clone();
-    let (before, _) = cx.store.update_node_condition(node, now_ms(), |c| {
-        c.cordoned = true;
-        c.draining = true;
-        c.drained = false;
-    })?;
-    if !before.draining {
+    let (before, _) = cx
+        .store
+        .transition_node(node, now_ms(), Transition::StartDrain)?;
+    if before.schedule() != Schedule::Draining {
         cx.store.record_event(
             now_ms(),
             &who,
@@ -237,10 +236,10 @@ pub async fn drain(
             .iter()
             .any(|r| r.fate != Fate::Pinned || cx.evict.contains(node));
         if !movable_left {
-            cx.store.update_node_condition(node, now_ms(), |c| {
-                c.draining = false;
-                c.drained = true;
-            })?;
+            // Refused (an error) when the node was uncordoned while the drain ran: it stays
+            // schedulable, and the drain says so instead of marking it drained.
+            cx.store
+                .transition_node(node, now_ms(), Transition::FinishDrain)?;
             cx.store.record_event(
                 now_ms(),
                 &who,

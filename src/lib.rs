@@ -9,6 +9,7 @@
 //! | [`manifest`] | YAML → validated [`manifest::DesiredFleet`], every error with its location | none |
 //! | [`container`] | the engine-neutral container model shared by planner and transport | none |
 //! | [`capacity`] | per-node capacity arithmetic and the capacity report | none |
+//! | [`condition`] | a node's scheduling condition (cordoned, draining, drained) and its guarded transitions | none |
 //! | [`transport`] | SSH + Docker Engine API behind the [`transport::NodeRuntime`] trait | yes |
 //! | [`controller`] | `fleetctl run`: the loop (triggers, backoff, node loss, eviction, intents) | via the others |
 //! | [`api`] | the controller's HTTP API (axum), bearer token | HTTP |
@@ -20,6 +21,7 @@
 pub mod api;
 pub mod capacity;
 pub mod cli;
+pub mod condition;
 pub mod container;
 pub mod controller;
 pub mod converge;

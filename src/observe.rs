@@ -5,15 +5,19 @@
 //! — resource limits and restart policy are not in the listing, and labels cannot say what an
 //! in-place update changed, so inspect is the only honest source for them. A node that fails is
 //! `Unreachable`, never empty: unreachable is not absent.
+//!
+//! This is the one observation path: apply, the controller, plug placement, `capacity`,
+//! `get nodes` and `describe node` all read nodes through [`observe`], asking through
+//! [`ObserveOptions`] for engine facts and measured memory when they need them.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use serde::Serialize;
 
 use crate::container::{ContainerDetails, ContainerRecord, EngineInfo, labels};
+use crate::manifest::DesiredFleet;
 use crate::transport::{ListFilter, NodeRuntime, TransportError};
 
 /// Inspects in flight per node: enough to hide round trips, few enough not to crowd one engine.
@@ -21,6 +25,9 @@ pub const INSPECT_CONCURRENCY: usize = 8;
 /// Stats calls in flight per node. Docker 20.10 answers a one-shot stats call at its next 1 s
 /// collection tick; concurrent calls share that wait, so they are not batched small.
 pub const STATS_CONCURRENCY: usize = 128;
+/// Nodes observed at once: bounds the fan-out for large fleets (each node costs one SSH
+/// connection and its calls); fleets up to this size are observed all at once.
+pub const NODE_CONCURRENCY: usize = 32;
 
 /// One container of this fleet, as observed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -29,6 +36,9 @@ pub struct Observed {
     pub record: ContainerRecord,
     /// From inspect (absent when the container vanished between list and inspect).
     pub details: Option<ContainerDetails>,
+    /// Working set (usage minus inactive file cache), when memory was measured and it runs.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub memory_used: Option<u64>,
 }
 
 impl Observed {
@@ -95,17 +105,46 @@ impl ObservedFleet {
 pub struct ObserveOptions {
     /// Nodes whose engine facts are needed (capacity not declared, or `get nodes`).
     pub engine_info: BTreeSet<String>,
-    /// Also measure memory use (one stats call per running container of this fleet).
+    /// Also measure memory use (one stats call per running container of the node, this
+    /// fleet's and others').
     pub measure_memory: bool,
 }
 
-/// Observes every node concurrently.
+impl ObserveOptions {
+    /// What the scheduler needs: engine facts of the nodes whose manifest leaves
+    /// `capacity.memory` out (allocatable memory comes from the engine there), and measured
+    /// memory when asked (the measured-memory filter of plug placement).
+    pub fn for_scheduling(fleet: &DesiredFleet, measure_memory: bool) -> Self {
+        ObserveOptions {
+            engine_info: fleet
+                .nodes
+                .values()
+                .filter(|n| n.capacity_memory.is_none())
+                .map(|n| n.name.clone())
+                .collect(),
+            measure_memory,
+        }
+    }
+
+    /// Everything: engine facts of every node and measured memory (`get nodes`,
+    /// `describe node`).
+    pub fn everything(fleet: &DesiredFleet) -> Self {
+        ObserveOptions {
+            engine_info: fleet.nodes.keys().cloned().collect(),
+            measure_memory: true,
+        }
+    }
+}
+
+/// Observes every node concurrently (at most [`NODE_CONCURRENCY`] at once).
 pub async fn observe(
     fleet_name: &str,
     runtimes: &[Arc<dyn NodeRuntime>],
     options: &ObserveOptions,
 ) -> ObservedFleet {
-    let mut tasks: FuturesUnordered<_> = runtimes
+    // The futures are made before they enter the stream: a stream that maps with a closure is
+    // not general enough for the callers that spawn this future.
+    let tasks: Vec<_> = runtimes
         .iter()
         .map(|rt| async move {
             let node = rt.node().to_string();
@@ -119,6 +158,7 @@ pub async fn observe(
             (node, obs)
         })
         .collect();
+    let mut tasks = futures_util::stream::iter(tasks).buffer_unordered(NODE_CONCURRENCY);
     let mut out = ObservedFleet::default();
     while let Some((node, obs)) = tasks.next().await {
         out.nodes.insert(node, obs);
@@ -154,6 +194,7 @@ async fn observe_node(
                 Ok(details) => Ok(Some(Observed {
                     record: details.record.clone(),
                     details: Some(details),
+                    memory_used: None,
                 })),
                 // Removed between the listing and now: it is gone.
                 Err(e) if e.is_not_found() => Ok(None),
@@ -178,12 +219,16 @@ async fn observe_node(
             .filter(|r| r.state == crate::container::RunState::Running)
             .map(|r| r.id.clone())
             .collect();
-        let usage: Vec<Result<u64, TransportError>> = futures_util::stream::iter(running)
-            .map(|id| async move { rt.container_memory_usage(&id).await })
+        let usage: BTreeMap<String, u64> = futures_util::stream::iter(running)
+            .map(|id| async move { (rt.container_memory_usage(&id).await, id) })
             .buffer_unordered(STATS_CONCURRENCY)
+            .filter_map(|(used, id)| async move { used.ok().map(|u| (id, u)) })
             .collect()
             .await;
-        Some(usage.into_iter().filter_map(Result::ok).sum())
+        for o in &mut inspected {
+            o.memory_used = usage.get(&o.record.id).copied();
+        }
+        Some(usage.values().sum())
     } else {
         None
     };

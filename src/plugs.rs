@@ -127,17 +127,13 @@ pub fn node_address(fleet: &DesiredFleet, node: &str) -> String {
 
 /// Observes the fleet the way placement needs it: with measured memory.
 pub async fn observe_for_placement(fleet: &DesiredFleet, runtimes: &Runtimes) -> ObservedFleet {
-    let options = ObserveOptions {
-        engine_info: fleet
-            .nodes
-            .values()
-            .filter(|n| n.capacity_memory.is_none())
-            .map(|n| n.name.clone())
-            .collect(),
-        measure_memory: true,
-    };
     let rts: Vec<_> = runtimes.values().cloned().collect();
-    observe(&fleet.fleet.name, &rts, &options).await
+    observe(
+        &fleet.fleet.name,
+        &rts,
+        &ObserveOptions::for_scheduling(fleet, true),
+    )
+    .await
 }
 
 /// Decides where a new plug goes and records it (`pending`, port leased) in one transaction.

@@ -47,16 +47,7 @@ pub struct PassContext<'a> {
 
 /// Observe with what the plan needs: engine facts for nodes whose capacity is not declared.
 pub async fn observe_for(cx: &PassContext<'_>) -> ObservedFleet {
-    let options = ObserveOptions {
-        engine_info: cx
-            .fleet
-            .nodes
-            .values()
-            .filter(|n| n.capacity_memory.is_none())
-            .map(|n| n.name.clone())
-            .collect(),
-        measure_memory: cx.measure_memory,
-    };
+    let options = ObserveOptions::for_scheduling(cx.fleet, cx.measure_memory);
     let runtimes: Vec<_> = cx.runtimes.values().cloned().collect();
     observe(&cx.fleet.fleet.name, &runtimes, &options).await
 }

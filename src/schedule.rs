@@ -64,13 +64,14 @@ impl NodeView {
         condition: NodeCondition,
         engine_memory: Option<u64>,
     ) -> Self {
-        let capacity = spec.capacity_memory.map(|b| b.0).or(engine_memory);
         NodeView {
             name: spec.name.clone(),
             labels: spec.labels.clone(),
             availability,
             condition,
-            allocatable_memory: capacity.map(|c| c.saturating_sub(spec.reserved_memory.0)),
+            allocatable_memory: spec
+                .allocatable_memory_or(engine_memory.map(Bytes))
+                .map(|b| b.0),
             committed_memory: 0,
             measured_memory: None,
             plugs: 0,
@@ -144,6 +145,8 @@ pub mod filters {
     pub const MEASURED_MEMORY: &str = "measured-memory";
     /// A free host port.
     pub const HOST_PORT: &str = "host-port";
+    /// In a tier of the plug's placement policy.
+    pub const TIER: &str = "tier";
 }
 
 fn reject(node: &NodeView, filter: &'static str, reason: String) -> Rejection {
@@ -165,19 +168,15 @@ fn check_available(node: &NodeView) -> Result<(), Rejection> {
             return Err(reject(node, filters::READY, format!("not ready ({why})")));
         }
     }
-    let c = &node.condition;
-    let state = if c.drained {
-        Some("drained")
-    } else if c.draining {
-        Some("draining")
-    } else if c.cordoned {
-        Some("cordoned")
+    let schedule = node.condition.schedule();
+    if schedule.takes_new_work() {
+        Ok(())
     } else {
-        None
-    };
-    match state {
-        Some(s) => Err(reject(node, filters::SCHEDULABLE, s.to_string())),
-        None => Ok(()),
+        Err(reject(
+            node,
+            filters::SCHEDULABLE,
+            schedule.word().to_string(),
+        ))
     }
 }
 
@@ -335,7 +334,7 @@ pub fn place_plug(
         rejections.entry(node.name.as_str()).or_insert_with(|| {
             reject(
                 node,
-                "tier",
+                filters::TIER,
                 format!("in no tier of policy {}", policy.name),
             )
         });
@@ -373,6 +372,64 @@ pub fn place_restart(
         });
     }
     place_plug(nodes, class, policy, Some(own_port))
+}
+
+/// Where [`plug_room`] stops counting: far beyond any real node (a plug takes at least a
+/// few MiB and a host port), so reaching it means the policy and class set no practical bound,
+/// while the count stays cheap (each step is one filter run).
+pub const PLUG_ROOM_BOUND: u32 = 10_000;
+
+/// How many more plugs of one class one node takes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlugRoom {
+    /// Plugs the scheduler would place there, one after another.
+    pub free: u32,
+    /// The refusal that stops the next one; `None` when counting stopped at the bound.
+    pub limit: Option<Rejection>,
+}
+
+/// How many more plugs of `class` the scheduler would place on `node`: plugs are placed there
+/// one after another, each through the same filters as [`place_plug`] (tier, readiness,
+/// conditions, per-node cap, memory, host port) and recorded as [`assign_plug`] records it,
+/// until a filter refuses; that refusal is the limit. Counting stops at `bound`.
+///
+/// # Guarantees
+/// With nothing else changing, `free` consecutive placements on this node succeed and the next
+/// is refused for `limit`. Tier order is not considered: a node of a later tier takes plugs only
+/// once the earlier tiers are full.
+pub fn plug_room(
+    node: &NodeView,
+    class: &PlugClassSpec,
+    policy: &PolicySpec,
+    bound: u32,
+) -> PlugRoom {
+    if !policy.tiers.iter().any(|t| in_tier(t, node)) {
+        return PlugRoom {
+            free: 0,
+            limit: Some(reject(
+                node,
+                filters::TIER,
+                format!("in no tier of policy {}", policy.name),
+            )),
+        };
+    }
+    let mut view = node.clone();
+    let mut free = 0;
+    while free < bound {
+        match plug_fits(&view, class, policy, None) {
+            Ok(port) => {
+                assign_plug(&mut view, class, port);
+                free += 1;
+            }
+            Err(r) => {
+                return PlugRoom {
+                    free,
+                    limit: Some(r),
+                };
+            }
+        }
+    }
+    PlugRoom { free, limit: None }
 }
 
 /// Records a plug of `class` on `node` in the views (after a placement).
@@ -417,7 +474,8 @@ pub fn replica_fits(node: &NodeView, spec: &NodeSpec, svc: &ServiceSpec) -> Resu
     Ok(())
 }
 
-fn assign_replica(node: &mut NodeView, svc: &ServiceSpec) {
+/// Records one replica of `svc` on `node` in the views (after a placement).
+pub fn assign_replica(node: &mut NodeView, svc: &ServiceSpec) {
     *node.replicas.entry(svc.name.clone()).or_default() += 1;
     node.committed_memory += svc.resources.memory.0;
     node.used_ports
@@ -496,8 +554,7 @@ pub fn place_services(
                 let i = *index.get(node)?;
                 let v = &views[i];
                 let spec = fleet.nodes.get(node)?;
-                let movable_away = v.condition.draining
-                    || v.condition.drained
+                let movable_away = v.condition.schedule().must_vacate()
                     || matches!(v.availability, Availability::Lost(_));
                 let cap = effective_max_per_node(svc.placement.max_per_node, !svc.ports.is_empty());
                 let under_cap =
@@ -604,6 +661,7 @@ pub fn place_services(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::condition::Schedule;
     use crate::manifest::{Source, parse};
 
     pub(crate) fn fleet(cap: u32, spread: &str) -> DesiredFleet {
@@ -705,7 +763,7 @@ spec:
         assert_eq!(p.node, "node2");
         // Nowhere: the diagnosis names its own node too.
         for n in &mut v {
-            n.condition.cordoned = true;
+            n.condition.set_schedule(Schedule::Cordoned);
         }
         let d = place_restart(&v, "node1", 51000, class, &policy).unwrap_err();
         assert_eq!(d.rejections.len(), 3);
@@ -725,7 +783,7 @@ spec:
     fn a_full_fleet_explains_itself_per_node() {
         let f = fleet(2, "pack");
         let mut v = views(&f);
-        v[2].condition.cordoned = true;
+        v[2].condition.set_schedule(Schedule::Cordoned);
         place_n(&f, &mut v, 4);
         let class = &f.plug_classes["agent"];
         let d = place_plug(&v, class, &f.policy_for(class), None).unwrap_err();
@@ -785,5 +843,28 @@ spec:
                 .contains("node1: no free host port in 51000-51099"),
             "{d}"
         );
+    }
+
+    #[test]
+    fn plug_room_counts_what_consecutive_placements_would_take() {
+        let f = fleet(3, "pack");
+        let class = &f.plug_classes["agent"];
+        let policy = f.policy_for(class);
+        let mut v = views(&f);
+        let room = plug_room(&v[1], class, &policy, PLUG_ROOM_BOUND);
+        assert_eq!(room.free, 3);
+        assert_eq!(room.limit.unwrap().reason, "3/3 plugs");
+        // The same number of placements on that node alone succeed, and the next is refused.
+        let mut only = vec![v[1].clone()];
+        assert_eq!(place_n(&f, &mut only, 3).len(), 3);
+        assert!(place_plug(&only, class, &policy, None).is_err());
+        v[1].condition.set_schedule(Schedule::Cordoned);
+        let room = plug_room(&v[1], class, &policy, PLUG_ROOM_BOUND);
+        assert_eq!(
+            (room.free, room.limit.unwrap().reason.as_str()),
+            (0, "cordoned")
+        );
+        assert_eq!(plug_room(&v[2], class, &policy, 2).free, 2);
+        assert_eq!(plug_room(&v[2], class, &policy, 2).limit, None);
     }
 }

@@ -19,6 +19,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
+use crate::condition::{Refused, Schedule, Transition};
 use crate::manifest::Source;
 
 /// How long a write waits for another process's write transaction.
@@ -169,6 +170,15 @@ pub enum StoreError {
     /// No such plug.
     #[error("no plug {0}")]
     NoPlug(String),
+    /// A node condition change its guard refuses; nothing was written.
+    #[error("node {node}: condition not changed")]
+    Condition {
+        /// Node.
+        node: String,
+        /// The refusal.
+        #[source]
+        source: Refused,
+    },
 }
 
 fn q(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -206,10 +216,16 @@ pub struct LeaseInfo {
     pub token: i64,
 }
 
-/// Conditions an operator or the controller set on a node.
+/// Conditions an operator or the controller set on a node, in their stored shape (the
+/// `node_conditions` columns, and the API's JSON).
+///
+/// The three flags are one [`Schedule`]: read it with [`NodeCondition::schedule`] and change it
+/// with [`NodeCondition::apply`] (guarded) or [`Store::transition_node`], never by setting a
+/// flag, so their precedence is decided in [`crate::condition`] only. The flags stay public
+/// fields for the serialised shape and the planner's remaining direct reads (src/plan.rs).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeCondition {
-    /// Takes no new work.
+    /// Takes no new work (also set while draining or drained).
     pub cordoned: bool,
     /// A drain is moving its work away.
     pub draining: bool,
@@ -219,6 +235,38 @@ pub struct NodeCondition {
     pub not_ready_since_ms: Option<i64>,
     /// Why it is not ready.
     pub reason: Option<String>,
+}
+
+impl NodeCondition {
+    /// A condition with `schedule` and no readiness record.
+    pub fn with_schedule(schedule: Schedule) -> Self {
+        let mut c = NodeCondition::default();
+        c.set_schedule(schedule);
+        c
+    }
+
+    /// Whether the node takes new work, and if not why.
+    pub fn schedule(&self) -> Schedule {
+        Schedule::from_flags(self.cordoned, self.draining, self.drained)
+    }
+
+    /// Sets the flags to mean `schedule` (no guard: for building views and fixtures; operators'
+    /// and drains' changes go through [`NodeCondition::apply`]).
+    pub fn set_schedule(&mut self, schedule: Schedule) {
+        (self.cordoned, self.draining, self.drained) = schedule.flags();
+    }
+
+    /// Applies `t` when its guard allows it.
+    ///
+    /// # Errors
+    /// [`Refused`] (see [`Schedule::apply`]); the condition is unchanged.
+    pub fn apply(&mut self, t: Transition) -> Result<(), Refused> {
+        let next = self.schedule().apply(t)?;
+        if next != self.schedule() {
+            self.set_schedule(next);
+        }
+        Ok(())
+    }
 }
 
 /// Lifecycle state of a plug instance (SPEC §2).
@@ -701,8 +749,29 @@ impl Store {
         })
     }
 
+    /// Moves one node's [`Schedule`] by `t`, guarded ([`Schedule::apply`]), in one transaction;
+    /// returns (before, after). Writes nothing when nothing changes (so `cordon` twice is one
+    /// change) or the guard refuses.
+    ///
+    /// # Errors
+    /// [`StoreError::Condition`] when the guard refuses; query failure.
+    pub fn transition_node(
+        &self,
+        node: &str,
+        now: i64,
+        t: Transition,
+    ) -> Result<(NodeCondition, NodeCondition), StoreError> {
+        self.modify_node_condition(node, now, |c| {
+            c.apply(t).map_err(|source| StoreError::Condition {
+                node: node.to_string(),
+                source,
+            })
+        })
+    }
+
     /// Changes one node's conditions with `f`; returns (before, after). Writes nothing when `f`
-    /// changes nothing (so `cordon` twice is one change).
+    /// changes nothing. For the readiness record (`not_ready_since_ms`, `reason`); the
+    /// scheduling condition changes through [`Store::transition_node`].
     ///
     /// # Errors
     /// Query failure.
@@ -711,6 +780,18 @@ impl Store {
         node: &str,
         now: i64,
         f: impl FnOnce(&mut NodeCondition),
+    ) -> Result<(NodeCondition, NodeCondition), StoreError> {
+        self.modify_node_condition(node, now, |c| {
+            f(c);
+            Ok(())
+        })
+    }
+
+    fn modify_node_condition(
+        &self,
+        node: &str,
+        now: i64,
+        f: impl FnOnce(&mut NodeCondition) -> Result<(), StoreError>,
     ) -> Result<(NodeCondition, NodeCondition), StoreError> {
         self.write("update node condition", |tx| {
             let before = tx
@@ -731,7 +812,7 @@ impl Store {
                 .map_err(q("read node condition"))?
                 .unwrap_or_default();
             let mut after = before.clone();
-            f(&mut after);
+            f(&mut after)?;
             if after != before {
                 tx.execute(
                     "INSERT INTO node_conditions (node, cordoned, draining, drained, not_ready_since_ms, reason, updated_ms)
@@ -1329,15 +1410,38 @@ mod tests {
     #[test]
     fn node_conditions_change_only_when_different() {
         let s = Store::in_memory().unwrap();
-        let (before, after) = s
-            .update_node_condition("node2", 1, |c| c.cordoned = true)
+        let (before, after) = s.transition_node("node2", 1, Transition::Cordon).unwrap();
+        assert_eq!(
+            (before.schedule(), after.schedule()),
+            (Schedule::Schedulable, Schedule::Cordoned)
+        );
+        let (before, after) = s.transition_node("node2", 2, Transition::Cordon).unwrap();
+        assert_eq!(before, after);
+        assert_eq!(
+            s.node_conditions().unwrap()["node2"].schedule(),
+            Schedule::Cordoned
+        );
+    }
+
+    #[test]
+    fn a_refused_transition_writes_nothing() {
+        let s = Store::in_memory().unwrap();
+        s.transition_node("node2", 1, Transition::StartDrain)
             .unwrap();
-        assert!(!before.cordoned && after.cordoned);
-        let (before, _) = s
-            .update_node_condition("node2", 2, |c| c.cordoned = true)
+        s.transition_node("node2", 2, Transition::Uncordon).unwrap();
+        let e = s
+            .transition_node("node2", 3, Transition::FinishDrain)
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Condition { .. }), "{e}");
+        assert_eq!(
+            s.node_conditions().unwrap()["node2"].schedule(),
+            Schedule::Schedulable
+        );
+        // The stored flags keep their historical shape.
+        let (_, after) = s
+            .transition_node("node2", 4, Transition::StartDrain)
             .unwrap();
-        assert!(before.cordoned);
-        assert!(s.node_conditions().unwrap()["node2"].cordoned);
+        assert!(after.cordoned && after.draining && !after.drained);
     }
 
     #[test]

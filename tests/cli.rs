@@ -158,6 +158,76 @@ fn capacity_renders_table_and_json() {
     assert_eq!(v["nodes"][0]["plug_slots"][0]["free"], 10);
 }
 
+/// Issue 12, bug 3: `capacity` counted plug slots with filters of its own that ignored node
+/// conditions, so it promised slots on a cordoned node that `plug create` refuses. The slots are
+/// now the scheduler's: none on a cordoned node, and the scheduler's reason says why.
+#[test]
+fn capacity_promises_no_plug_slot_on_a_cordoned_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("fleet.yaml");
+    let state = dir.path().join("state.db");
+    std::fs::write(
+        &f,
+        format!(
+            "{FLEET}---
+apiVersion: fleet/v1
+kind: Node
+metadata: {{name: node2, labels: {{tier: primary}}}}
+spec: {{capacity: {{cpus: 2, memory: 4GiB}}}}
+"
+        ),
+    )
+    .unwrap();
+    let slots = |v: &serde_json::Value| -> Vec<(u64, String)> {
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| {
+                let s = &n["plug_slots"][0];
+                (
+                    s["free"].as_u64().unwrap(),
+                    s["limited_by"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+    let capacity = || -> serde_json::Value {
+        let out = fleetctl()
+            .args(["--state", state.to_str().unwrap()])
+            .args(["capacity", f.to_str().unwrap(), "-o", "json"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        serde_json::from_slice(&out).unwrap()
+    };
+    let before = capacity();
+    assert_eq!(slots(&before)[1].0, 8, "4GiB / 512MiB: {before}");
+
+    fleetctl()
+        .args(["--state", state.to_str().unwrap()])
+        .args(["cordon", "node2", "-f", f.to_str().unwrap()])
+        .assert()
+        .success();
+    let after = capacity();
+    assert_eq!(slots(&after)[1], (0, "cordoned".to_string()), "{after}");
+    // node1 is untouched: the port range (10) bounds it, as before.
+    assert_eq!(slots(&after)[0].0, 10, "{after}");
+    assert_eq!(after["classes"][0]["free"], 10, "{after}");
+    let table = fleetctl()
+        .args(["--state", state.to_str().unwrap()])
+        .args(["capacity", f.to_str().unwrap()])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let table = String::from_utf8(table).unwrap();
+    assert!(table.contains("0 (cordoned)"), "{table}");
+}
+
 #[test]
 fn completion_scripts_are_printed() {
     for shell in ["bash", "zsh", "fish"] {

@@ -206,3 +206,42 @@ spec: {image: db:1, placement: {nodes: [node2]}, resources: {memory: 128MiB}}
         "{reasons:?}"
     );
 }
+
+/// A node uncordoned while its drain ran is not marked drained when the drain ends: the guard
+/// of `condition::Schedule` refuses finishing a drain that is no longer under way.
+#[tokio::test]
+async fn a_drain_uncordoned_meanwhile_does_not_mark_the_node_drained() {
+    use fleetctl::condition::{Schedule, Transition};
+    use fleetctl::store::StoreError;
+
+    let w = world(3);
+    let f = fleet(8, "");
+    pass(&cx(&w, &f, &[]), &|_| {}).await.unwrap();
+    add_plugs(&w, &f, 2).await;
+    let uncordoned = std::sync::atomic::AtomicBool::new(false);
+    let result = drain(&cx(&w, &f, &[]), "node2", Duration::from_secs(30), &|p| {
+        if let fleetctl::execute::Progress::Done(..) = p
+            && !uncordoned.swap(true, std::sync::atomic::Ordering::Relaxed)
+        {
+            w.store
+                .transition_node("node2", 0, Transition::Uncordon)
+                .unwrap();
+        }
+    })
+    .await;
+    assert!(uncordoned.into_inner(), "the drain moved something");
+    match result {
+        Err(e @ StoreError::Condition { .. }) => {
+            assert_eq!(e.to_string(), "node node2: condition not changed");
+            assert_eq!(
+                std::error::Error::source(&e).unwrap().to_string(),
+                "cannot finish a drain on a node that is schedulable"
+            );
+        }
+        other => panic!("expected the refusal, got {other:?}"),
+    }
+    assert_eq!(
+        w.store.node_conditions().unwrap()["node2"].schedule(),
+        Schedule::Schedulable
+    );
+}

@@ -42,7 +42,11 @@ pub fn run(
     let r = if live {
         live_report(fleet, &store)?
     } else {
-        report(fleet, None)
+        report(
+            fleet,
+            None,
+            &crate::capacity::manifest_views(fleet, &store.node_conditions()?),
+        )
     };
     match output {
         Output::Json => print_json(&r)?,
@@ -53,73 +57,35 @@ pub fn run(
 }
 
 /// Observes every node and builds the report from what runs: replicas where they are, plugs as
-/// recorded, measured memory of everything running, ports in use.
+/// recorded, measured memory of everything running; free plug slots on the scheduler's views of
+/// the same observation, built as `plug create` builds them.
 fn live_report(
     fleet: &crate::manifest::DesiredFleet,
     store: &crate::store::Store,
 ) -> anyhow::Result<CapacityReport> {
-    use std::collections::BTreeMap;
-
-    use crate::capacity::NodeObservation;
-    use crate::container::labels;
-    use crate::observe::NodeObservation as Seen;
-
-    let plugs = store.plugs()?;
-    let leases = store.port_leases()?;
     let rt = super::common::runtime()?;
     let observed = rt.block_on(async {
         let runtimes = super::common::connect_all(fleet);
         crate::plugs::observe_for_placement(fleet, &runtimes).await
     });
-    let mut obs = BTreeMap::new();
-    let mut unreachable = BTreeMap::new();
-    for (node, seen) in &observed.nodes {
-        let mut o = NodeObservation::default();
-        for p in plugs
-            .iter()
-            .filter(|p| &p.node == node && p.state.wants_running())
-        {
-            *o.plugs.entry(p.class.clone()).or_default() += 1;
-        }
-        o.used_ports = leases
-            .iter()
-            .filter(|(n, _, _)| n == node)
-            .map(|(_, p, _)| *p)
-            .collect();
-        match seen {
-            Seen::Reachable {
-                containers,
-                foreign_ports,
-                engine,
-                measured_memory,
-                ..
-            } => {
-                for c in containers {
-                    if c.record.label(labels::KIND) == Some("service")
-                        && let Some(svc) = c.record.label(labels::SERVICE)
-                    {
-                        *o.services.entry(svc.to_string()).or_default() += 1;
-                    }
-                    o.used_ports.extend(c.record.host_ports.iter().copied());
-                }
-                o.used_ports.extend(foreign_ports.iter().copied());
-                o.engine_memory = engine.as_ref().map(|e| crate::manifest::Bytes(e.memory));
-                o.engine_cpus = engine
-                    .as_ref()
-                    .map(|e| crate::manifest::MilliCpus(e.cpus * 1000));
-                o.measured_memory = measured_memory.map(crate::manifest::Bytes);
-            }
-            Seen::Unreachable { error, .. } => {
-                unreachable.insert(node.clone(), error.clone());
-            }
-        }
-        o.used_ports.sort_unstable();
-        o.used_ports.dedup();
-        obs.insert(node.clone(), o);
-    }
-    let mut r = report(fleet, Some(&obs));
-    r.unreachable = unreachable;
-    Ok(r)
+    // Read after observation, as `plug create` reads them.
+    let plugs = store.plugs()?;
+    let leases = store.port_leases()?;
+    let conditions = store.node_conditions()?;
+    let last_known = store.replica_nodes()?;
+    let (views, _) = crate::plan::scheduling_views(&crate::plan::Snapshot {
+        fleet,
+        observed: &observed,
+        conditions: &conditions,
+        plugs: &plugs,
+        port_leases: &leases,
+        last_known: &last_known,
+        lost: &std::collections::BTreeSet::new(),
+        evict: &std::collections::BTreeSet::new(),
+    });
+    Ok(crate::capacity::observed_report(
+        fleet, &observed, &plugs, &views,
+    ))
 }
 
 /// A table (kubectl-like: no borders).

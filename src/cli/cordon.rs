@@ -7,6 +7,7 @@ use anyhow::bail;
 
 use super::GlobalOpts;
 use super::common::{emit, open_store, resolve_manifests};
+use crate::condition::Transition;
 use crate::store::now_ms;
 
 /// Marks `node` cordoned (`cordon = true`) or clears cordoned/draining/drained.
@@ -28,15 +29,12 @@ pub fn run(
         );
     }
     let store = open_store(global, &loaded.fleet.fleet.name)?;
-    let (before, after) = store.update_node_condition(node, now_ms(), |c| {
-        if cordon {
-            c.cordoned = true;
-        } else {
-            c.cordoned = false;
-            c.draining = false;
-            c.drained = false;
-        }
-    })?;
+    let transition = if cordon {
+        Transition::Cordon
+    } else {
+        Transition::Uncordon
+    };
+    let (before, after) = store.transition_node(node, now_ms(), transition)?;
     let who = super::common::holder(if cordon { "cordon" } else { "uncordon" });
     let text = if before == after {
         if cordon {

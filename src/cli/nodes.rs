@@ -1,9 +1,10 @@
 //! `fleetctl get nodes`, `fleetctl describe node NAME` and `fleetctl trust NODE`.
 //!
-//! `get` / `describe` connect to every node concurrently (a node that fails costs at most the
-//! connect timeout and never holds up the others) and report per node: Ready / NotReady with the
-//! cause, engine and API version, capacity as declared and as the engine reports it, and what the
-//! fleet's containers use.
+//! `get` / `describe` observe the nodes through the one observation path every other command
+//! uses ([`crate::observe::observe`]: concurrent, bounded, a node that fails costs at most the
+//! connect timeout and never holds up the others), asking for engine facts and measured memory,
+//! and report per node: Ready / NotReady with the cause, engine and API version, capacity as
+//! declared and as the engine reports it, and what the fleet's containers use.
 //!
 //! "Memory used" is the sum of the working sets (usage minus inactive file cache, one-shot stats)
 //! of this fleet's *running* containers on the node, not the host's memory use. "CPU limits" is
@@ -11,33 +12,25 @@
 //! labelled `fleet.managed-by=fleetctl` and `fleet.fleet=<fleet name>`.
 //!
 //! Measuring memory costs up to about a second on Docker 20.10 (see
-//! [`MAX_CONCURRENT_CONTAINER_CALLS`]).
+//! [`crate::observe::STATS_CONCURRENCY`]).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use comfy_table::{Table, presets::NOTHING};
-use futures_util::StreamExt;
 use serde::Serialize;
 
 use super::common::{
     emit, open_store_readonly, print_json, print_yaml, resolve_manifests, runtime,
 };
 use super::{GlobalOpts, Output};
-use crate::container::{ContainerRecord, EngineInfo, Health, RunState, labels};
-use crate::manifest::{Bytes, MilliCpus, NodeSpec};
+use crate::container::{EngineInfo, Health, RunState};
+use crate::manifest::{Bytes, DesiredFleet, MilliCpus, NodeSpec};
+use crate::observe::{NodeObservation, ObserveOptions, Observed, observe};
 use crate::transport::hostkey::{self, HostKeyPolicy, Verdict};
-use crate::transport::{self, Endpoint, ListFilter, NodeRuntime, TransportError};
-
-/// Nodes observed at once; bounds the fan-out for large fleets (each costs one SSH connection).
-const MAX_CONCURRENT_NODES: usize = 32;
-/// Per-container calls (inspect + stats) in flight at once on one node. Generous because a
-/// one-shot stats call on Docker 20.10 waits for the engine's next 1 s stats tick once its
-/// collector runs: concurrent calls share that wait, sequential ones pay it each.
-const MAX_CONCURRENT_CONTAINER_CALLS: usize = 32;
+use crate::transport::{self, Endpoint};
 
 /// One node as `get nodes` / `describe node` report it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -49,8 +42,8 @@ pub struct NodeStatus {
     pub address: String,
     /// Node labels.
     pub labels: BTreeMap<String, String>,
-    /// `Ready` or `NotReady`.
-    pub status: &'static str,
+    /// Whether it answered.
+    pub status: Status,
     /// Why the node is NotReady.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cause: Option<String>,
@@ -75,7 +68,26 @@ pub struct NodeStatus {
 impl NodeStatus {
     /// Whether the node answered.
     pub fn is_ready(&self) -> bool {
-        self.status == "Ready"
+        self.status == Status::Ready
+    }
+}
+
+/// Whether a node answered `get nodes` (serialised `Ready` / `NotReady`, as kubectl says it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Status {
+    /// Its engine answered.
+    Ready,
+    /// It could not be reached, or its engine did not answer (the cause is beside it).
+    NotReady,
+}
+
+impl Status {
+    /// `Ready` / `NotReady`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ready => "Ready",
+            Status::NotReady => "NotReady",
+        }
     }
 }
 
@@ -147,8 +159,44 @@ pub struct Observation {
     pub containers: Vec<ContainerRow>,
 }
 
-/// The status line of a node from its manifest and what it answered (pure).
-pub fn node_status(spec: &NodeSpec, observed: Result<Observation, &TransportError>) -> NodeStatus {
+impl Observation {
+    /// What `get nodes` reads of one node's observation; `Err` is why it is NotReady.
+    pub fn from_observed(observed: &NodeObservation) -> Result<Observation, String> {
+        match observed {
+            NodeObservation::Unreachable { error, .. } => Err(error.clone()),
+            NodeObservation::Reachable { engine: None, .. } => {
+                Err("engine facts were not read".into())
+            }
+            NodeObservation::Reachable {
+                engine: Some(info),
+                containers,
+                ..
+            } => Ok(Observation {
+                info: info.clone(),
+                containers: containers.iter().map(ContainerRow::from_observed).collect(),
+            }),
+        }
+    }
+}
+
+impl ContainerRow {
+    /// The row of one observed container: limits from inspect, working set when measured.
+    pub fn from_observed(o: &Observed) -> ContainerRow {
+        let limits = o.details.as_ref().map(|d| &d.spec.resources);
+        ContainerRow {
+            name: o.record.name.clone(),
+            id: o.record.id.chars().take(12).collect(),
+            state: o.record.state,
+            health: o.record.health,
+            memory_limit: limits.map(|l| l.memory).filter(|m| *m > 0),
+            cpu_limit_millicpus: limits.and_then(|l| l.nano_cpus).map(|n| n / 1_000_000),
+            memory_used: o.memory_used,
+        }
+    }
+}
+
+/// The status line of a node from its manifest and what it answered, or why it did not (pure).
+pub fn node_status(spec: &NodeSpec, observed: Result<Observation, &str>) -> NodeStatus {
     let ep = Endpoint::from_node(spec);
     let address = match &ep.ssh {
         Some(s) => format!("{}@{}:{}", s.user, s.host, s.port),
@@ -156,7 +204,7 @@ pub fn node_status(spec: &NodeSpec, observed: Result<Observation, &TransportErro
     };
     let (info, containers, cause) = match observed {
         Ok(o) => (Some(o.info), o.containers, None),
-        Err(e) => (None, Vec::new(), Some(e.to_string())),
+        Err(cause) => (None, Vec::new(), Some(cause.to_string())),
     };
     let engine_millicpus = info.as_ref().map(|i| i.cpus * 1000);
     let engine_memory = info.as_ref().map(|i| i.memory);
@@ -169,12 +217,12 @@ pub fn node_status(spec: &NodeSpec, observed: Result<Observation, &TransportErro
         engine_memory,
         reserved_millicpus: spec.reserved_cpus.0,
         reserved_memory: spec.reserved_memory.0,
-        allocatable_millicpus: declared_millicpus
-            .or(engine_millicpus)
-            .map(|c| c.saturating_sub(spec.reserved_cpus.0)),
-        allocatable_memory: declared_memory
-            .or(engine_memory)
-            .map(|m| m.saturating_sub(spec.reserved_memory.0)),
+        allocatable_millicpus: spec
+            .allocatable_cpus_or(engine_millicpus.map(MilliCpus))
+            .map(|c| c.0),
+        allocatable_memory: spec
+            .allocatable_memory_or(engine_memory.map(Bytes))
+            .map(|b| b.0),
     };
     let running: Vec<&ContainerRow> = containers
         .iter()
@@ -193,7 +241,11 @@ pub fn node_status(spec: &NodeSpec, observed: Result<Observation, &TransportErro
         name: spec.name.clone(),
         address,
         labels: spec.labels.clone(),
-        status: if info.is_some() { "Ready" } else { "NotReady" },
+        status: if info.is_some() {
+            Status::Ready
+        } else {
+            Status::NotReady
+        },
         cause,
         conditions: Vec::new(),
         engine: info.as_ref().map(|i| i.version.clone()),
@@ -204,74 +256,38 @@ pub fn node_status(spec: &NodeSpec, observed: Result<Observation, &TransportErro
     }
 }
 
-/// Asks one node for its engine info and the fleet's containers (limits and memory use).
-async fn observe(rt: Arc<dyn NodeRuntime>, fleet: String) -> Result<Observation, TransportError> {
-    let info = rt.engine_info().await?;
-    let filter = ListFilter {
-        labels: vec![
-            format!("{}={}", labels::MANAGED_BY, labels::MANAGER),
-            format!("{}={fleet}", labels::FLEET),
-        ],
-    };
-    let mut records: Vec<ContainerRecord> = rt.list_containers(&filter).await?;
-    records.sort_by(|a, b| a.name.cmp(&b.name));
-    let rows = futures_util::stream::iter(records)
-        .map(|r| {
-            let rt = rt.clone();
-            async move {
-                let limits = rt
-                    .inspect_container(&r.id)
-                    .await
-                    .ok()
-                    .map(|d| d.spec.resources);
-                let used = if r.state == RunState::Running {
-                    rt.container_memory_usage(&r.id).await.ok()
-                } else {
-                    None
-                };
-                ContainerRow {
-                    name: r.name.clone(),
-                    id: r.id.chars().take(12).collect(),
-                    state: r.state,
-                    health: r.health,
-                    memory_limit: limits.as_ref().map(|l| l.memory).filter(|m| *m > 0),
-                    cpu_limit_millicpus: limits
-                        .as_ref()
-                        .and_then(|l| l.nano_cpus)
-                        .map(|n| n / 1_000_000),
-                    memory_used: used,
-                }
+/// Observes the nodes `specs` of `fleet` (engine facts and measured memory), in the order
+/// given. A node whose connection cannot even be set up is NotReady with that cause.
+fn observe_nodes(fleet: &DesiredFleet, specs: &[&NodeSpec]) -> anyhow::Result<Vec<NodeStatus>> {
+    let mut setup_failed = BTreeMap::new();
+    let mut runtimes = Vec::new();
+    for spec in specs {
+        match transport::connect(&Endpoint::from_node(spec)) {
+            Ok(rt) => runtimes.push(rt),
+            Err(e) => {
+                setup_failed.insert(spec.name.clone(), e.to_string());
             }
-        })
-        .buffered(MAX_CONCURRENT_CONTAINER_CALLS)
-        .collect()
-        .await;
-    Ok(Observation {
-        info,
-        containers: rows,
-    })
-}
-
-/// Observes every node in `nodes` concurrently (bounded), in name order.
-async fn observe_all(nodes: Vec<NodeSpec>, fleet: &str) -> Vec<NodeStatus> {
-    futures_util::stream::iter(nodes)
+        }
+    }
+    let observed = runtime()?.block_on(observe(
+        &fleet.fleet.name,
+        &runtimes,
+        &ObserveOptions::everything(fleet),
+    ));
+    Ok(specs
+        .iter()
         .map(|spec| {
-            let fleet = fleet.to_string();
-            async move {
-                let ep = Endpoint::from_node(&spec);
-                let observed = match transport::connect(&ep) {
-                    Ok(rt) => observe(rt, fleet).await,
-                    Err(e) => Err(e),
-                };
-                match observed {
-                    Ok(o) => node_status(&spec, Ok(o)),
-                    Err(e) => node_status(&spec, Err(&e)),
-                }
+            let seen = match (setup_failed.get(&spec.name), observed.nodes.get(&spec.name)) {
+                (Some(cause), _) => Err(cause.clone()),
+                (None, Some(o)) => Observation::from_observed(o),
+                (None, None) => Err("not observed".to_string()),
+            };
+            match seen {
+                Ok(o) => node_status(spec, Ok(o)),
+                Err(cause) => node_status(spec, Err(&cause)),
             }
         })
-        .buffered(MAX_CONCURRENT_NODES)
-        .collect()
-        .await
+        .collect())
 }
 
 /// `fleetctl get nodes`.
@@ -282,8 +298,8 @@ async fn observe_all(nodes: Vec<NodeSpec>, fleet: &str) -> Vec<NodeStatus> {
 pub fn get(path: Option<&Path>, output: Output, global: &GlobalOpts) -> anyhow::Result<u8> {
     let loaded = resolve_manifests(path, global)?;
     let fleet = loaded.fleet.fleet.name.clone();
-    let nodes: Vec<NodeSpec> = loaded.fleet.nodes.into_values().collect();
-    let mut statuses = runtime()?.block_on(observe_all(nodes, &fleet));
+    let nodes: Vec<&NodeSpec> = loaded.fleet.nodes.values().collect();
+    let mut statuses = observe_nodes(&loaded.fleet, &nodes)?;
     let conditions = open_store_readonly(global, &fleet)?.node_conditions()?;
     for s in &mut statuses {
         s.containers.clear();
@@ -310,7 +326,7 @@ pub fn describe(
 ) -> anyhow::Result<u8> {
     let loaded = resolve_manifests(path, global)?;
     let fleet = loaded.fleet.fleet.name.clone();
-    let Some(spec) = loaded.fleet.nodes.get(name).cloned() else {
+    let Some(spec) = loaded.fleet.nodes.get(name) else {
         bail!(
             "no node {name:?} in the manifests (nodes: {})",
             loaded
@@ -322,9 +338,7 @@ pub fn describe(
                 .join(", ")
         );
     };
-    let mut status = runtime()?
-        .block_on(observe_all(vec![spec], &fleet))
-        .remove(0);
+    let mut status = observe_nodes(&loaded.fleet, &[spec])?.remove(0);
     let conditions = open_store_readonly(global, &fleet)?.node_conditions()?;
     status.conditions = condition_words(conditions.get(name));
     match output {
@@ -337,21 +351,15 @@ pub fn describe(
 
 /// The recorded conditions of a node, as words (drained implies cordoned, said once).
 fn condition_words(c: Option<&crate::store::NodeCondition>) -> Vec<String> {
-    let Some(c) = c else { return Vec::new() };
-    if c.drained {
-        vec!["drained".into()]
-    } else if c.draining {
-        vec!["draining".into()]
-    } else if c.cordoned {
-        vec!["cordoned".into()]
-    } else {
-        Vec::new()
+    match c.map(crate::store::NodeCondition::schedule) {
+        Some(s) if !s.takes_new_work() => vec![s.word().to_string()],
+        _ => Vec::new(),
     }
 }
 
 /// `Ready`, or `Ready,drained` (kubectl's `Ready,SchedulingDisabled`).
 fn status_text(s: &NodeStatus) -> String {
-    std::iter::once(s.status.to_string())
+    std::iter::once(s.status.as_str().to_string())
         .chain(s.conditions.iter().cloned())
         .collect::<Vec<_>>()
         .join(",")
@@ -672,7 +680,7 @@ fn confirm(question: &str) -> anyhow::Result<bool> {
 mod tests {
     use super::*;
     use crate::manifest::{Bytes, MilliCpus, SshSpec};
-    use crate::transport::ErrorKind;
+    use crate::transport::{ErrorKind, TransportError};
 
     fn spec() -> NodeSpec {
         NodeSpec {
@@ -771,7 +779,7 @@ mod tests {
             ErrorKind::Unreachable,
             "cannot reach 10.213.1.2:22: Connection refused",
         );
-        let s = node_status(&spec(), Err(&err));
+        let s = node_status(&spec(), Err(&err.to_string()));
         assert!(!s.is_ready());
         assert_eq!(s.usage.memory_used, None);
         let table = render_table(std::slice::from_ref(&s), true);
@@ -793,5 +801,75 @@ mod tests {
             d.contains("Cause:") && d.contains("Connection refused"),
             "{d}"
         );
+    }
+
+    /// `get nodes` reads the same observation as the scheduler: per-container limits from
+    /// inspect, working sets from the one stats pass (which also measures foreign containers for
+    /// the node total, but the fleet's use counts only the fleet's).
+    #[tokio::test]
+    async fn node_status_reads_the_shared_observation() {
+        use crate::transport::NodeRuntime;
+        use crate::transport::fake::FakeRuntime;
+        use std::sync::Arc;
+
+        let fleet = crate::manifest::parse(&[crate::manifest::Source {
+            name: "t.yaml".into(),
+            text: "apiVersion: fleet/v1
+kind: Fleet
+metadata: {name: demo}
+---
+apiVersion: fleet/v1
+kind: Node
+metadata: {name: node1}
+spec: {capacity: {cpus: 2}, reserved: {memory: 512MiB}}
+---
+apiVersion: fleet/v1
+kind: Service
+metadata: {name: web}
+spec: {image: web:1, resources: {memory: 256MiB, cpus: 0.5}}
+"
+            .into(),
+        }])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .fleet;
+        let fake = Arc::new(FakeRuntime::new("node1"));
+        let spec = crate::desired::service_container(&fleet, &fleet.services["web"], 0, "node1");
+        let id = fake.create_container(&spec).await.unwrap();
+        fake.start_container(&id).await.unwrap();
+        fake.set_memory_usage(&id, 100 << 20);
+        let foreign = fake.add_foreign("other", BTreeMap::new());
+        fake.set_memory_usage(&foreign, 1 << 30);
+        let rts: Vec<Arc<dyn NodeRuntime>> = vec![fake];
+        let observed = observe("demo", &rts, &ObserveOptions::everything(&fleet)).await;
+        let node = &observed.nodes["node1"];
+        assert!(
+            matches!(
+                node,
+                NodeObservation::Reachable {
+                    measured_memory: Some(m),
+                    ..
+                } if *m == (100 << 20) + (1 << 30)
+            ),
+            "{node:?}"
+        );
+        let s = node_status(
+            &fleet.nodes["node1"],
+            Observation::from_observed(node)
+                .as_ref()
+                .map_err(String::as_str)
+                .cloned(),
+        );
+        assert!(s.is_ready());
+        assert_eq!(
+            s.usage.memory_used,
+            Some(100 << 20),
+            "fleet containers only"
+        );
+        assert_eq!(s.usage.memory_limits, 256 << 20);
+        assert_eq!(s.usage.cpu_limits_millicpus, 500);
+        assert_eq!(s.capacity.allocatable_memory, Some((8 << 30) - (512 << 20)));
+        assert_eq!(s.containers.len(), 1);
+        assert_eq!(s.containers[0].memory_used, Some(100 << 20));
+        assert_eq!(s.containers[0].id.len(), 12);
     }
 }

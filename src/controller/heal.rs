@@ -224,6 +224,7 @@ mod tests {
                     containers: vec![Observed {
                         record,
                         details: None,
+                        memory_used: None,
                     }],
                     foreign_ports: BTreeSet::new(),
                     foreign_containers: 0,

@@ -11,11 +11,12 @@ use tracing::Instrument;
 use super::Controller;
 use super::nodes::Readiness;
 use super::triggers::Trigger;
+use crate::condition::Transition;
 use crate::container::EngineInfo;
 use crate::converge::{Passes, converge};
 use crate::drain::{DrainReport, drain};
 use crate::execute::{ExecOptions, Progress};
-use crate::manifest::{self, Labels, Source};
+use crate::manifest::{self, Bytes, Labels, Source};
 use crate::observe::NodeObservation;
 use crate::observe::ObservedFleet;
 use crate::plan::Plan;
@@ -204,15 +205,12 @@ impl Controller {
     pub fn cordon(&self, node: &str, on: bool, who: &str) -> Result<CordonOutcome, OpError> {
         self.check_node(node)?;
         let now = self.now_ms();
-        let (before, after) = self.store.update_node_condition(node, now, |c| {
-            if on {
-                c.cordoned = true;
-            } else {
-                c.cordoned = false;
-                c.draining = false;
-                c.drained = false;
-            }
-        })?;
+        let transition = if on {
+            Transition::Cordon
+        } else {
+            Transition::Uncordon
+        };
+        let (before, after) = self.store.transition_node(node, now, transition)?;
         let changed = before != after;
         if changed {
             let action = if on { "cordon" } else { "uncordon" };
@@ -317,21 +315,18 @@ impl Controller {
                     }) => (Some(containers.len()), engine.clone()),
                     _ => (None, None),
                 };
-                let capacity = spec
-                    .capacity_memory
-                    .map(|b| b.0)
-                    .or(engine.as_ref().map(|e| e.memory));
                 NodeStatus {
                     name: spec.name.clone(),
                     labels: spec.labels.clone(),
-                    schedulable: r.can_take_work()
-                        && !(condition.cordoned || condition.draining || condition.drained),
+                    schedulable: r.can_take_work() && condition.schedule().takes_new_work(),
                     readiness: r,
                     condition,
                     plugs: plugs.iter().filter(|p| p.node == spec.name).count(),
                     containers,
                     measured_memory: measured.get(&spec.name).copied(),
-                    allocatable_memory: capacity.map(|c| c.saturating_sub(spec.reserved_memory.0)),
+                    allocatable_memory: spec
+                        .allocatable_memory_or(engine.as_ref().map(|e| Bytes(e.memory)))
+                        .map(|b| b.0),
                     engine,
                 }
             })

@@ -103,6 +103,22 @@ impl NodeSpec {
             .map(|c| MilliCpus(c.0.saturating_sub(self.reserved_cpus.0)))
     }
 
+    /// Allocatable memory: the declared capacity, else `engine` (what the engine reports),
+    /// minus reserved; `None` when neither is known. The one formula of the scheduler,
+    /// `capacity`, `get nodes` and the API.
+    pub fn allocatable_memory_or(&self, engine: Option<Bytes>) -> Option<Bytes> {
+        self.capacity_memory
+            .or(engine)
+            .map(|c| Bytes(c.0.saturating_sub(self.reserved_memory.0)))
+    }
+
+    /// Allocatable CPUs: the declared capacity, else `engine`, minus reserved.
+    pub fn allocatable_cpus_or(&self, engine: Option<MilliCpus>) -> Option<MilliCpus> {
+        self.capacity_cpus
+            .or(engine)
+            .map(|c| MilliCpus(c.0.saturating_sub(self.reserved_cpus.0)))
+    }
+
     /// Whether every `key: value` of `selector` is among the node's labels.
     pub fn matches(&self, selector: &Labels) -> bool {
         selector

@@ -1,0 +1,236 @@
+//! Whether a node takes new work, as the operator and drains set it (pure): one enum and its
+//! guarded transitions. The only place the precedence of the stored flags is decided.
+//!
+//! ```text
+//!   Schedulable ──Cordon──► Cordoned ──StartDrain──► Draining ──FinishDrain──► Drained
+//!        │                                              ▲                          │
+//!        └────────────────── StartDrain ────────────────┴─────── StartDrain ───────┘
+//!   Uncordon, from any condition ──► Schedulable
+//! ```
+//!
+//! Cordoning a node that already takes no new work changes nothing; starting a drain again is
+//! allowed (a drain re-run continues, a drained node can be drained again); finishing a drain
+//! is refused unless one is under way: a node uncordoned while its drain ran stays
+//! schedulable.
+//!
+//! Reachability is another axis ([`crate::controller::nodes::Readiness`]); the scheduler asks
+//! both.
+//!
+//! The state store and the API keep the historical shape, three flags (`cordoned`, `draining`,
+//! `drained`); [`Schedule::from_flags`] and [`Schedule::flags`] convert, so nothing outside
+//! changes.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A node's scheduling condition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Takes new work.
+    #[default]
+    Schedulable,
+    /// Takes no new work; what runs there stays.
+    Cordoned,
+    /// A drain is moving its work away; takes no new work.
+    Draining,
+    /// A drain finished; takes nothing until uncordoned.
+    Drained,
+}
+
+/// A change of [`Schedule`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Transition {
+    /// `fleetctl cordon`: no new work.
+    Cordon,
+    /// `fleetctl uncordon`: takes work again, whatever it was (cancels a drain).
+    Uncordon,
+    /// A drain begins (or is run again).
+    StartDrain,
+    /// A drain found nothing movable left.
+    FinishDrain,
+}
+
+impl Transition {
+    /// The verb, as the event log and messages say it.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Transition::Cordon => "cordon",
+            Transition::Uncordon => "uncordon",
+            Transition::StartDrain => "start a drain",
+            Transition::FinishDrain => "finish a drain",
+        }
+    }
+}
+
+/// A transition its guard refuses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("cannot {} on a node that is {}", transition.verb(), from.word())]
+pub struct Refused {
+    /// The condition it was asked of.
+    pub from: Schedule,
+    /// What was asked.
+    pub transition: Transition,
+}
+
+impl Schedule {
+    /// The condition the stored flags mean. Drained wins over draining, draining over cordoned
+    /// (drained and draining imply cordoned, whatever the flag says).
+    pub fn from_flags(cordoned: bool, draining: bool, drained: bool) -> Schedule {
+        if drained {
+            Schedule::Drained
+        } else if draining {
+            Schedule::Draining
+        } else if cordoned {
+            Schedule::Cordoned
+        } else {
+            Schedule::Schedulable
+        }
+    }
+
+    /// The stored flags `(cordoned, draining, drained)`: every condition but `Schedulable` is
+    /// cordoned. `from_flags(flags(s)) == s` for every `s`.
+    pub fn flags(self) -> (bool, bool, bool) {
+        match self {
+            Schedule::Schedulable => (false, false, false),
+            Schedule::Cordoned => (true, false, false),
+            Schedule::Draining => (true, true, false),
+            Schedule::Drained => (true, false, true),
+        }
+    }
+
+    /// Whether the scheduler may give the node new work.
+    pub fn takes_new_work(self) -> bool {
+        self == Schedule::Schedulable
+    }
+
+    /// Whether what runs there should move away (a drain is under way or done).
+    pub fn must_vacate(self) -> bool {
+        matches!(self, Schedule::Draining | Schedule::Drained)
+    }
+
+    /// `schedulable`, `cordoned`, `draining`, `drained`: the scheduler's rejection reason and
+    /// `get nodes`' status suffix.
+    pub fn word(self) -> &'static str {
+        match self {
+            Schedule::Schedulable => "schedulable",
+            Schedule::Cordoned => "cordoned",
+            Schedule::Draining => "draining",
+            Schedule::Drained => "drained",
+        }
+    }
+
+    /// The condition after `t`.
+    ///
+    /// # Errors
+    /// [`Refused`] for finishing a drain that is not under way (the node was uncordoned while
+    /// it ran). Every other transition is allowed from every condition; some change nothing
+    /// (cordoning a draining node).
+    pub fn apply(self, t: Transition) -> Result<Schedule, Refused> {
+        use Schedule::*;
+        match (self, t) {
+            (Schedulable, Transition::Cordon) => Ok(Cordoned),
+            (s, Transition::Cordon) => Ok(s),
+            (_, Transition::Uncordon) => Ok(Schedulable),
+            (_, Transition::StartDrain) => Ok(Draining),
+            (Draining | Drained, Transition::FinishDrain) => Ok(Drained),
+            (from @ (Schedulable | Cordoned), Transition::FinishDrain) => Err(Refused {
+                from,
+                transition: t,
+            }),
+        }
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.word())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ALL: [Schedule; 4] = [
+        Schedule::Schedulable,
+        Schedule::Cordoned,
+        Schedule::Draining,
+        Schedule::Drained,
+    ];
+
+    #[test]
+    fn flags_round_trip_and_any_stored_combination_has_one_meaning() {
+        for s in ALL {
+            let (c, d, x) = s.flags();
+            assert_eq!(Schedule::from_flags(c, d, x), s);
+        }
+        for bits in 0..8u8 {
+            let s = Schedule::from_flags(bits & 1 != 0, bits & 2 != 0, bits & 4 != 0);
+            assert_eq!(s.takes_new_work(), bits == 0, "{bits:03b} → {s}");
+        }
+        assert_eq!(
+            Schedule::from_flags(true, true, true),
+            Schedule::Drained,
+            "drained wins"
+        );
+        assert_eq!(
+            Schedule::from_flags(false, true, false),
+            Schedule::Draining,
+            "draining implies cordoned"
+        );
+    }
+
+    #[test]
+    fn a_drain_runs_from_any_condition_and_uncordon_ends_anything() {
+        for s in ALL {
+            assert_eq!(s.apply(Transition::StartDrain), Ok(Schedule::Draining));
+            assert_eq!(s.apply(Transition::Uncordon), Ok(Schedule::Schedulable));
+        }
+        let s = Schedule::Schedulable
+            .apply(Transition::Cordon)
+            .and_then(|s| s.apply(Transition::StartDrain))
+            .and_then(|s| s.apply(Transition::FinishDrain));
+        assert_eq!(s, Ok(Schedule::Drained));
+        assert!(Schedule::Drained.must_vacate() && Schedule::Draining.must_vacate());
+        assert!(!Schedule::Cordoned.must_vacate());
+    }
+
+    #[test]
+    fn cordon_never_loosens_a_condition() {
+        assert_eq!(
+            Schedule::Schedulable.apply(Transition::Cordon),
+            Ok(Schedule::Cordoned)
+        );
+        for s in [Schedule::Cordoned, Schedule::Draining, Schedule::Drained] {
+            assert_eq!(s.apply(Transition::Cordon), Ok(s));
+        }
+    }
+
+    #[test]
+    fn finishing_a_drain_that_is_not_under_way_is_refused() {
+        for from in [Schedule::Schedulable, Schedule::Cordoned] {
+            let e = from.apply(Transition::FinishDrain).unwrap_err();
+            assert_eq!(
+                e,
+                Refused {
+                    from,
+                    transition: Transition::FinishDrain
+                }
+            );
+        }
+        assert_eq!(
+            Schedule::Schedulable
+                .apply(Transition::FinishDrain)
+                .unwrap_err()
+                .to_string(),
+            "cannot finish a drain on a node that is schedulable"
+        );
+        assert_eq!(
+            Schedule::Drained.apply(Transition::FinishDrain),
+            Ok(Schedule::Drained)
+        );
+    }
+}
