@@ -38,6 +38,8 @@ mod object;
 mod ports;
 mod reasons;
 mod strays;
+#[cfg(test)]
+mod tests;
 mod views;
 mod wanted;
 
