@@ -469,3 +469,27 @@ fn a_stopped_plug_s_container_is_stopped_and_a_deleted_plug_s_removed() {
         ]
     );
 }
+
+/// Found by the widened plan property test: a lost node that answers again (still in `lost`,
+/// so not ready) kept its stale copy of a replica that had moved away, and the replacement
+/// was removed instead — whichever copy's node sorted first was taken as the replica's.
+#[test]
+fn a_lost_node_back_loses_its_stale_copy_and_the_replacement_stays() {
+    let f = fleet(&web("web:1", 1, ""));
+    let mut w = World::new(f.clone());
+    w.running(&f, "web", 0, "n1"); // the stale copy, on the node that was lost
+    w.running(&f, "web", 0, "n2"); // its replacement, made while n1 was lost
+    w.last_known.insert(("web".into(), 0), "n2".into());
+    w.lost.insert("n1".into());
+    let p = w.plan();
+    assert_eq!(p.replica_nodes[&("web".into(), 0)], "n2");
+    assert_eq!(
+        steps(&p),
+        vec![(
+            "remove",
+            "n1",
+            "service/web/0",
+            "extra copy of web replica 0"
+        )]
+    );
+}

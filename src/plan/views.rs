@@ -76,6 +76,10 @@ pub fn scheduling_views(s: &Snapshot) -> (Vec<NodeView>, schedule::ServicePlacem
             current.insert(key.clone(), node.clone());
         }
     }
+    // A replica observed on several nodes (a lost node back with its stale copy, an interrupted
+    // move) is where it was last placed, else on a node that is not lost: the other copies are
+    // the extra ones.
+    let mut observed_on: BTreeMap<(String, u32), Vec<&String>> = BTreeMap::new();
     for (node, _) in s
         .observed
         .nodes
@@ -84,9 +88,18 @@ pub fn scheduling_views(s: &Snapshot) -> (Vec<NodeView>, schedule::ServicePlacem
     {
         for o in s.observed.containers(node) {
             if let Some(Identity::Service(svc, r)) = identity(o) {
-                current.entry((svc, r)).or_insert_with(|| node.clone());
+                observed_on.entry((svc, r)).or_default().push(node);
             }
         }
+    }
+    for (key, nodes) in observed_on {
+        let last = s.last_known.get(&key);
+        let node = nodes
+            .iter()
+            .find(|n| Some(**n) == last)
+            .or_else(|| nodes.iter().find(|n| !s.lost.contains(**n)))
+            .unwrap_or(&nodes[0]);
+        current.entry(key).or_insert_with(|| (*node).clone());
     }
     let mut views = node_views(s);
     let placement = schedule::place_services(s.fleet, &mut views, &current, s.evict);
