@@ -493,3 +493,32 @@ fn a_lost_node_back_loses_its_stale_copy_and_the_replacement_stays() {
         )]
     );
 }
+
+/// Found by the widened plan property test: a replica that has to leave its node because of
+/// its per-node cap or a host port (here: the service now publishes one, so one per node) and
+/// fits nowhere else (the other node is cordoned) was kept there anyway, as if its node were
+/// draining — two replicas were then recreated on one node binding the same port, and the
+/// second failed to start on every pass. It is unplaced instead, and its old copy goes.
+#[test]
+fn a_replica_that_may_not_stay_for_its_cap_is_unplaced_not_kept_past_the_cap() {
+    let old = fleet(&web("web:1", 2, "  placement: {nodes: [n1]}\n"));
+    let mut w = World::new(fleet(&web("web:1", 2, "  ports: ['8080:80']\n")));
+    w.running(&old, "web", 0, "n1");
+    w.running(&old, "web", 1, "n1");
+    w.cordon("n2");
+    let p = w.plan();
+    assert_eq!(
+        p.replica_nodes,
+        BTreeMap::from([(("web".to_string(), 0), "n1".to_string())])
+    );
+    assert!(p.stuck.is_empty(), "{:#?}", p.stuck);
+    assert_eq!(
+        p.unplaced.iter().map(|u| &u.object).collect::<Vec<_>>(),
+        vec![&Object::Service {
+            name: "web".into(),
+            replica: 1
+        }]
+    );
+    let verbs: Vec<_> = steps(&p).iter().map(|s| (s.0, s.1)).collect();
+    assert_eq!(verbs, vec![("recreate", "n1"), ("remove", "n1")]);
+}
