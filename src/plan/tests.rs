@@ -522,3 +522,63 @@ fn a_replica_that_may_not_stay_for_its_cap_is_unplaced_not_kept_past_the_cap() {
     let verbs: Vec<_> = steps(&p).iter().map(|s| (s.0, s.1)).collect();
     assert_eq!(verbs, vec![("recreate", "n1"), ("remove", "n1")]);
 }
+
+/// Found by the widened plan property test: two services on one node swapping host ports (a
+/// publishes b's old port and b a's) were planned as two recreates in one group, and
+/// whichever ran first could not bind the port the other's old container still held, on every
+/// pass. One is split: its old container goes first, its new one is created after the other's
+/// recreate freed the port.
+#[test]
+fn two_services_swapping_host_ports_on_one_node_converge_in_one_plan() {
+    let svc = |name: &str, port: u16| {
+        web(
+            "web:1",
+            1,
+            &format!("  placement: {{nodes: [n1]}}\n  ports: ['{port}:80']\n"),
+        )
+        .replace("name: web", &format!("name: {name}"))
+    };
+    let old = fleet(&format!("{}{}", svc("a", 8000), svc("b", 8001)));
+    let mut w = World::new(fleet(&format!("{}{}", svc("a", 8001), svc("b", 8000))));
+    w.running(&old, "a", 0, "n1");
+    w.running(&old, "b", 0, "n1");
+    let p = w.plan();
+    let got: Vec<_> = p
+        .steps
+        .iter()
+        .map(|s| {
+            (
+                s.action.verb(&s.node),
+                s.container.split('-').nth(1).unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![("remove", "b"), ("recreate", "a"), ("create", "b")]
+    );
+    assert!(
+        p.steps.iter().all(|s| s.group == p.steps[0].group),
+        "{:#?}",
+        p.steps
+    );
+    // Each step binds only ports an earlier step of the group freed (or that were free).
+    let mut held: BTreeMap<u16, &str> = BTreeMap::from([(8000, "a"), (8001, "b")]);
+    for st in &p.steps {
+        let name = st.container.split('-').nth(1).unwrap();
+        match &st.action {
+            Action::Remove { .. } => held.retain(|_, n| *n != name),
+            Action::Replace { spec, .. } | Action::Create { spec } => {
+                held.retain(|_, n| *n != name || matches!(st.action, Action::Create { .. }));
+                for port in spec.ports.iter().map(|p| p.host_port) {
+                    assert!(
+                        !held.contains_key(&port),
+                        "{name} binds {port} still held: {p:#?}"
+                    );
+                    held.insert(port, name);
+                }
+            }
+            _ => {}
+        }
+    }
+}
