@@ -11,6 +11,21 @@ use crate::observe::Observed;
 /// group (a group runs in order). Then [`break_swaps`] orders what moving alone cannot.
 pub(super) fn order_port_handovers(steps: &mut Vec<Step>, s: &Snapshot) {
     let ports = Ports { s };
+    // Moving a step can leave behind one that was moved after it earlier (a port handed along
+    // a chain: a takes b's, b takes c's): rounds repeat until nothing moves. A step already
+    // after its freer in one group stays put; the bound only guards against a cycle of moves.
+    for _ in 0..=steps.len() {
+        if !move_needers(steps, &ports) {
+            break;
+        }
+    }
+    break_swaps(steps, &ports);
+}
+
+/// One round: each step that needs a port a step of another group frees on its node is moved
+/// right after that step, into its group. Returns whether anything moved.
+fn move_needers(steps: &mut Vec<Step>, ports: &Ports) -> bool {
+    let mut moved_any = false;
     let needers: Vec<(String, String)> = steps
         .iter()
         .filter(|st| !ports.needs(st).is_empty())
@@ -36,13 +51,14 @@ pub(super) fn order_port_handovers(steps: &mut Vec<Step>, s: &Snapshot) {
         let mut moved = steps.remove(j);
         let f = if j < f { f - 1 } else { f };
         moved.group = steps[f].group.clone();
-        moved.reason = format!(
-            "{}; after {}, which frees its host port",
-            moved.reason, steps[f].container
-        );
+        let after = format!("; after {}, which frees its host port", steps[f].container);
+        if !moved.reason.ends_with(&after) {
+            moved.reason.push_str(&after);
+        }
         steps.insert(f + 1, moved);
+        moved_any = true;
     }
-    break_swaps(steps, &ports);
+    moved_any
 }
 
 /// A step that needs a host port a later step of its own group frees cannot run first whatever

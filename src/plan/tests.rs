@@ -562,23 +562,69 @@ fn two_services_swapping_host_ports_on_one_node_converge_in_one_plan() {
         "{:#?}",
         p.steps
     );
-    // Each step binds only ports an earlier step of the group freed (or that were free).
-    let mut held: BTreeMap<u16, &str> = BTreeMap::from([(8000, "a"), (8001, "b")]);
+    binds_only_free_ports(&p, &[(8000, "a"), (8001, "b")]);
+}
+
+/// Walks the steps in order (they must all be in one group) from `held` (host port → service
+/// holding it) and asserts that no step binds a port another container still holds.
+fn binds_only_free_ports(p: &Plan, held: &[(u16, &str)]) {
+    assert!(
+        p.steps.iter().all(|s| s.group == p.steps[0].group),
+        "{:#?}",
+        p.steps
+    );
+    let mut held: BTreeMap<u16, String> = held.iter().map(|(p, n)| (*p, n.to_string())).collect();
     for st in &p.steps {
-        let name = st.container.split('-').nth(1).unwrap();
+        let name = st.container.split('-').nth(1).unwrap().to_string();
         match &st.action {
             Action::Remove { .. } => held.retain(|_, n| *n != name),
             Action::Replace { spec, .. } | Action::Create { spec } => {
-                held.retain(|_, n| *n != name || matches!(st.action, Action::Create { .. }));
+                if matches!(st.action, Action::Replace { .. }) {
+                    held.retain(|_, n| *n != name);
+                }
                 for port in spec.ports.iter().map(|p| p.host_port) {
                     assert!(
                         !held.contains_key(&port),
-                        "{name} binds {port} still held: {p:#?}"
+                        "{name} binds {port} still held: {:#?}",
+                        p.steps
                     );
-                    held.insert(port, name);
+                    held.insert(port, name.clone());
                 }
             }
             _ => {}
         }
     }
+}
+
+/// Found by the widened plan property test: ports handed along a chain on one node (a takes
+/// b's port, b takes the port of c, which goes) — b's recreate was moved after c's removal
+/// into c's group, which left a, moved after b earlier, in b's old group, running alongside
+/// b and binding the port b still held.
+#[test]
+fn host_ports_handed_along_a_chain_on_one_node_run_in_one_ordered_group() {
+    let svc = |name: &str, port: Option<u16>| {
+        let ports = port.map_or(String::new(), |p| format!("  ports: ['{p}:80']\n"));
+        web(
+            "web:1",
+            1,
+            &format!("  placement: {{nodes: [n1]}}\n{ports}"),
+        )
+        .replace("name: web", &format!("name: {name}"))
+    };
+    let old = fleet(&format!(
+        "{}{}{}",
+        svc("a", None),
+        svc("b", Some(8000)),
+        svc("c", Some(8001))
+    ));
+    let mut w = World::new(fleet(&format!(
+        "{}{}",
+        svc("a", Some(8000)),
+        svc("b", Some(8001))
+    )));
+    w.running(&old, "a", 0, "n1");
+    w.running(&old, "b", 0, "n1");
+    w.running(&old, "c", 0, "n1");
+    let p = w.plan();
+    binds_only_free_ports(&p, &[(8000, "b"), (8001, "c")]);
 }
