@@ -1,6 +1,6 @@
 //! Property tests of the planner through the reconcile pass on the fake runtime. For random
-//! valid fleets, random plugs, random node states (ready, cordoned, draining, unreachable,
-//! lost) and a random change of the manifests, after each pass:
+//! valid fleets, random plugs, random node states (ready, cordoned, draining, force-draining,
+//! unreachable, lost) and a random change of the manifests, after each pass:
 //! - one pass converges (the next plan is empty) and every step succeeded;
 //! - never more than `replicas` containers of a service run on the nodes that count (a lost
 //!   node's copies are stale until it is back), `maxPerNode` and host ports hold per node, and
@@ -74,6 +74,8 @@ enum NodeState {
     Ready,
     Cordoned,
     Draining,
+    /// `drain --force`: replicas its placement allows nowhere else are removed.
+    ForceDraining,
     Unreachable,
     Lost,
 }
@@ -83,6 +85,7 @@ fn node_state() -> impl Strategy<Value = NodeState> {
         4 => Just(NodeState::Ready),
         1 => Just(NodeState::Cordoned),
         1 => Just(NodeState::Draining),
+        1 => Just(NodeState::ForceDraining),
         1 => Just(NodeState::Unreachable),
         1 => Just(NodeState::Lost),
     ]
@@ -169,7 +172,7 @@ fn set_condition(store: &Store, node: &str, state: NodeState) {
     store
         .update_node_condition(node, 0, |c| match state {
             NodeState::Cordoned => c.cordoned = true,
-            NodeState::Draining => {
+            NodeState::Draining | NodeState::ForceDraining => {
                 c.cordoned = true;
                 c.draining = true;
             }
@@ -309,13 +312,14 @@ fn context<'a>(
     runtimes: &'a Runtimes,
     store: &'a Store,
     lost: BTreeSet<String>,
+    evict: BTreeSet<String>,
 ) -> PassContext<'a> {
     PassContext {
         fleet,
         runtimes,
         store,
         lost,
-        evict: BTreeSet::new(),
+        evict,
         measure_memory: false,
         exec: ExecOptions {
             ready_timeout: Duration::from_secs(1),
@@ -355,7 +359,8 @@ fn run(case: Case) -> Result<(), TestCaseError> {
     let in_state = |s: NodeState| -> BTreeSet<String> {
         names.iter().filter(|n| state_of(n) == s).cloned().collect()
     };
-    let cx = |fleet, lost| context(fleet, &runtimes, &store, lost);
+    let cx = |fleet, lost, evict| context(fleet, &runtimes, &store, lost, evict);
+    let none = BTreeSet::new;
     // One pass, then the plan again: empty, every step having succeeded.
     let converge = |cx: &PassContext| -> Result<Plan, TestCaseError> {
         let report = rt.block_on(pass(cx, &|_| {})).unwrap();
@@ -371,7 +376,7 @@ fn run(case: Case) -> Result<(), TestCaseError> {
 
     // 1. The first fleet on ready nodes, then plugs.
     let first = load(case.nodes, &case.first, true)?;
-    converge(&cx(&first, BTreeSet::new()))?;
+    converge(&cx(&first, none(), none()))?;
     check(&fakes, &first, &all, &all)?;
     let mut plug_ids = Vec::new();
     for i in 0..case.plugs {
@@ -427,7 +432,8 @@ fn run(case: Case) -> Result<(), TestCaseError> {
         .iter()
         .map(|(n, f)| (n.clone(), f.containers()))
         .collect();
-    let plan = converge(&cx(&second, lost.clone()))?;
+    let evict = in_state(NodeState::ForceDraining);
+    let plan = converge(&cx(&second, lost.clone(), evict.clone()))?;
     // A replica on an unreachable node whose placement no longer allows it is placed anew while
     // its old copy cannot be removed yet: only reachable nodes are counted here.
     check(&fakes, &second, &reachable, &reachable)?;
@@ -444,7 +450,7 @@ fn run(case: Case) -> Result<(), TestCaseError> {
     for n in &names {
         let had: BTreeSet<_> = before[n].iter().map(identity).collect();
         match state_of(n) {
-            NodeState::Cordoned | NodeState::Draining => {
+            NodeState::Cordoned | NodeState::Draining | NodeState::ForceDraining => {
                 let now = identities(&fakes[n]);
                 prop_assert!(
                     now.is_subset(&had),
@@ -452,7 +458,7 @@ fn run(case: Case) -> Result<(), TestCaseError> {
                     state_of(n),
                     now.difference(&had).collect::<Vec<_>>()
                 );
-                if state_of(n) == NodeState::Draining {
+                if state_of(n) != NodeState::Cordoned {
                     for c in fakes[n].containers() {
                         let (kind, name, replica) = identity(&c);
                         let left = kind == "plug" && c.state != RunState::Running;
@@ -517,7 +523,7 @@ fn run(case: Case) -> Result<(), TestCaseError> {
             (n.clone(), elsewhere)
         })
         .collect();
-    let plan = converge(&cx(&second, lost.clone()))?;
+    let plan = converge(&cx(&second, lost.clone(), evict))?;
     check(&fakes, &second, &all, &all)?;
     check_plugs(&fakes, &second, &store, &all, &stuck_plugs(&plan))?;
     for (n, elsewhere) in &moved_away {
@@ -530,8 +536,8 @@ fn run(case: Case) -> Result<(), TestCaseError> {
             "{n} is back but not ready: its copies of what moved away must go, yet {stale:?} stayed"
         );
     }
-    // 4. The lost nodes are ready again.
-    converge(&cx(&second, BTreeSet::new()))?;
+    // 4. The lost nodes are ready again, and the forced drains are over.
+    converge(&cx(&second, none(), none()))?;
     check(&fakes, &second, &all, &all)?;
     Ok(())
 }
