@@ -6,7 +6,15 @@
 //! # Guarantees
 //! - Observed equal to desired ⇒ no steps.
 //! - Nothing is planned on an unreachable node, and nothing that lives on one is re-placed
-//!   until the node is lost (unreachable is not absent).
+//!   until the node is lost (unreachable is not absent) — unless its placement no longer allows
+//!   that node: the operator moved it, so it is placed anew while the old copy, out of reach,
+//!   stays until the node answers.
+//! - A replica seen on several nodes is where it was last placed (else on a node not lost);
+//!   its other copies are removed, after the kept one is up.
+//! - A container that must bind a host port another step on its node frees runs after that
+//!   step, in its group.
+//! - No replica is placed past its per-node cap or on a host port taken on that node, not even
+//!   to keep one that has nowhere else to go.
 //! - Containers without this fleet's labels never appear (observation filters them out).
 //! - Steps of one group (one service, one plug, one stray container) run in order; groups are
 //!   independent.

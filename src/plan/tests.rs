@@ -628,3 +628,21 @@ fn host_ports_handed_along_a_chain_on_one_node_run_in_one_ordered_group() {
     let p = w.plan();
     binds_only_free_ports(&p, &[(8000, "b"), (8001, "c")]);
 }
+
+#[test]
+fn a_replica_on_an_unreachable_node_its_placement_now_forbids_is_placed_anew() {
+    let mut w = World::new(fleet(&web("web:1", 1, "  placement: {nodes: [n1]}\n")));
+    w.unreachable("n2");
+    w.last_known.insert(("web".into(), 0), "n2".into());
+    let p = w.plan();
+    assert_eq!(p.replica_nodes[&("web".into(), 0)], "n1");
+    assert_eq!(
+        steps(&p),
+        vec![(
+            "create",
+            "n1",
+            "service/web/0",
+            "replica 0 of web is missing"
+        )]
+    );
+}
