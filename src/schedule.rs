@@ -474,6 +474,18 @@ pub fn replica_fits(node: &NodeView, spec: &NodeSpec, svc: &ServiceSpec) -> Resu
     Ok(())
 }
 
+/// Whether one more replica of `svc` can stay on `node` (where it runs) without passing its
+/// per-node cap or binding a host port already taken there.
+fn room_to_stay(node: &NodeView, svc: &ServiceSpec) -> bool {
+    let here = node.replicas.get(&svc.name).copied().unwrap_or(0);
+    effective_max_per_node(svc.placement.max_per_node, !svc.ports.is_empty())
+        .is_none_or(|max| here < max)
+        && !svc
+            .ports
+            .iter()
+            .any(|p| node.used_ports.contains(&p.host_port))
+}
+
 /// Records one replica of `svc` on `node` in the views (after a placement).
 pub fn assign_replica(node: &mut NodeView, svc: &ServiceSpec) {
     *node.replicas.entry(svc.name.clone()).or_default() += 1;
@@ -621,7 +633,9 @@ pub fn place_services(
                 .eq([node])
         };
         // It stays where it runs only where its placement still allows it (the operator moved
-        // it otherwise) and its host ports are not kept for another service.
+        // it otherwise), its host ports are not kept for another service, and staying neither
+        // passes its per-node cap nor binds a host port taken there (what has to leave for its
+        // cap or ports has nowhere to stay: it is unplaced).
         let stay = current
             .get(&key)
             .filter(|n| !(evict.contains(*n) && pinned_to(n)))
@@ -632,7 +646,8 @@ pub fn place_services(
                     .is_some_and(|spec| svc.placement.allows(spec))
             })
             .filter(|n| !reserved_for_other(n, svc))
-            .and_then(|n| views.iter().position(|v| &v.name == n));
+            .and_then(|n| views.iter().position(|v| &v.name == n))
+            .filter(|i| room_to_stay(&views[*i], svc));
         match (best, stay) {
             (Some(i), _) => {
                 assign_replica(&mut views[i], svc);
