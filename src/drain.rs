@@ -9,7 +9,9 @@
 //! until done, stuck, or out of time. Re-running continues where it stopped.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use serde::{Deserialize, Serialize};
 

@@ -144,6 +144,69 @@ pub enum StepError {
     LeaseLost(#[from] LeaseLost),
 }
 
+/// Why a container is not ready.
+#[derive(Debug)]
+pub enum NotReady {
+    /// Inspecting it failed.
+    Transport(TransportError),
+    /// What was seen: it exited (with its code), or is still starting or unhealthy when the
+    /// time was up.
+    Seen(String),
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotReady::Transport(e) => write!(f, "{e}"),
+            NotReady::Seen(why) => f.write_str(why),
+        }
+    }
+}
+
+/// Polls (with [`crate::backoff::READY_POLL`]) until container `id` runs, and is healthy when it
+/// has a healthcheck. Gives up at once when it exited and nothing brings it back — a
+/// crash-looping container must not hold a pass for the whole `timeout` — and when `timeout`
+/// (on tokio's clock) is up. The one readiness wait of service steps and plug starts.
+///
+/// # Errors
+/// [`NotReady`] saying what was seen.
+pub async fn wait_ready(
+    rt: &dyn NodeRuntime,
+    id: &str,
+    healthcheck: bool,
+    timeout: Duration,
+) -> Result<(), NotReady> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut delays = crate::backoff::READY_POLL.delays();
+    loop {
+        let d = rt
+            .inspect_container(id)
+            .await
+            .map_err(NotReady::Transport)?;
+        let running = d.record.state == RunState::Running;
+        let healthy = !healthcheck || d.record.health == Some(Health::Healthy);
+        if running && healthy {
+            return Ok(());
+        }
+        let gave_up = matches!(d.record.state, RunState::Exited | RunState::Dead);
+        if gave_up || tokio::time::Instant::now() >= deadline {
+            let why = match (d.record.state, d.record.health) {
+                (RunState::Running, Some(h)) => {
+                    format!("still {h:?} after {timeout:?}").to_lowercase()
+                }
+                (RunState::Exited, _) | (RunState::Dead, _) => format!(
+                    "exited with code {}{}",
+                    d.exit_code,
+                    if d.oom_killed { " (OOM-killed)" } else { "" }
+                ),
+                (s, _) => format!("{s:?} after {timeout:?}").to_lowercase(),
+            };
+            return Err(NotReady::Seen(why));
+        }
+        tokio::time::sleep(delays.next().unwrap_or(crate::backoff::READY_POLL.max)).await;
+    }
+}
+
 /// Per (node, image): the outcome of making the image present, computed once per run.
 type ImageCache = Mutex<BTreeMap<(String, String), Arc<OnceCell<Result<(), String>>>>>;
 
@@ -237,7 +300,7 @@ impl Ctx<'_> {
         Ok(id)
     }
 
-    /// Polls until the container runs (and is healthy when it has a healthcheck).
+    /// [`wait_ready`] on `node`, as a step error naming the container.
     async fn wait_ready(
         &self,
         node: &str,
@@ -246,42 +309,16 @@ impl Ctx<'_> {
         healthcheck: bool,
     ) -> Result<(), StepError> {
         let rt = self.rt(node)?;
-        let deadline = Instant::now() + self.opts.ready_timeout;
-        let mut delay = Duration::from_millis(50);
-        loop {
-            let d = rt.inspect_container(id).await?;
-            let running = d.record.state == RunState::Running;
-            let healthy = !healthcheck || d.record.health == Some(Health::Healthy);
-            if running && healthy {
-                return Ok(());
-            }
-            // Started, then exited (and no restart policy is bringing it back): it will not run
-            // by waiting, so say so now rather than after the ready timeout — a crash-looping
-            // container must not hold a controller pass for minutes.
-            let gave_up = matches!(d.record.state, RunState::Exited | RunState::Dead);
-            if gave_up || Instant::now() >= deadline {
-                let why = match (d.record.state, d.record.health) {
-                    (RunState::Running, Some(h)) => {
-                        format!("still {h:?} after {:?}", self.opts.ready_timeout).to_lowercase()
-                    }
-                    (RunState::Exited, _) | (RunState::Dead, _) => {
-                        format!(
-                            "exited with code {}{}",
-                            d.exit_code,
-                            if d.oom_killed { " (OOM-killed)" } else { "" }
-                        )
-                    }
-                    (s, _) => format!("{s:?} after {:?}", self.opts.ready_timeout).to_lowercase(),
-                };
-                return Err(StepError::NotReady {
+        wait_ready(rt.as_ref(), id, healthcheck, self.opts.ready_timeout)
+            .await
+            .map_err(|e| match e {
+                NotReady::Transport(e) => StepError::Transport(e),
+                NotReady::Seen(why) => StepError::NotReady {
                     node: node.to_string(),
                     container: name.to_string(),
                     why,
-                });
-            }
-            tokio::time::sleep(delay).await;
-            delay = (delay * 2).min(Duration::from_millis(500));
-        }
+                },
+            })
     }
 
     async fn stop(&self, node: &str, id: &str, grace: u64) -> Result<(), StepError> {

@@ -19,6 +19,7 @@
 //! Nothing depends on [`cli`]; the library never prints.
 
 pub mod api;
+pub mod backoff;
 pub mod capacity;
 pub mod cli;
 pub mod condition;

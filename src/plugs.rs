@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::container::RunState;
 use crate::desired::{PlugIdentity, plug_container, plug_container_name};
 use crate::execute::Runtimes;
 use crate::manifest::DesiredFleet;
@@ -285,30 +284,20 @@ async fn create_started(
     Ok(id)
 }
 
-/// Polls until running (and healthy when `healthcheck`); the error says what was seen.
+/// [`crate::execute::wait_ready`], its failure in words.
+///
+/// # Errors
+/// What was seen (exited with its code, still starting or unhealthy at the timeout), or why
+/// the container could not be inspected.
 pub async fn wait_running(
     rt: &dyn crate::transport::NodeRuntime,
     id: &str,
     healthcheck: bool,
     timeout: Duration,
 ) -> Result<(), String> {
-    let deadline = std::time::Instant::now() + timeout;
-    let mut delay = Duration::from_millis(50);
-    loop {
-        let d = rt.inspect_container(id).await.map_err(|e| e.to_string())?;
-        let running = d.record.state == RunState::Running;
-        if running && (!healthcheck || d.record.health == Some(crate::container::Health::Healthy)) {
-            return Ok(());
-        }
-        if std::time::Instant::now() >= deadline {
-            return Err(format!(
-                "state {:?}, health {:?}, exit code {} after {:?}",
-                d.record.state, d.record.health, d.exit_code, timeout
-            ));
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_millis(500));
-    }
+    crate::execute::wait_ready(rt, id, healthcheck, timeout)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Deletes a plug: removes its container on every reachable node that has one, then the row

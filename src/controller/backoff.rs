@@ -29,11 +29,7 @@ pub fn key(node: &str, container: &str, spec_hash: Option<&str>) -> String {
 
 /// The wait after the `restarts`-th restart in a row: 0 after none, then 1 s doubling to 5 min.
 pub fn delay(restarts: u32) -> Duration {
-    if restarts == 0 {
-        return Duration::ZERO;
-    }
-    let shift = (restarts - 1).min(16);
-    INITIAL_BACKOFF.saturating_mul(1 << shift).min(MAX_BACKOFF)
+    crate::backoff::Policy::new(INITIAL_BACKOFF, MAX_BACKOFF).delay(restarts)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

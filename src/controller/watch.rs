@@ -108,7 +108,9 @@ pub async fn node_events(
     cancel: CancellationToken,
 ) {
     let node = rt.node().to_string();
-    let mut retry = EVENTS_RETRY_MIN;
+    let policy = crate::backoff::Policy::new(EVENTS_RETRY_MIN, EVENTS_RETRY_MAX);
+    let mut failures = 1u32;
+    let mut retry = policy.delay(failures);
     let mut conn = rt.connection_state();
     let mut first = true;
     loop {
@@ -179,7 +181,8 @@ pub async fn node_events(
                 if delivered || since.elapsed() >= EVENTS_FAILED_AT_ONCE {
                     tracing::info!(node = %node, why = %why, "engine event stream ended; resubscribing");
                     triggers.push(Trigger::Connection(node.clone(), "events ended".into()));
-                    retry = EVENTS_RETRY_MIN;
+                    failures = 1;
+                    retry = policy.delay(failures);
                 } else {
                     tracing::debug!(node = %node, why = %why, retry_s = retry.as_secs(), "engine event stream failed at once");
                 }
@@ -193,7 +196,8 @@ pub async fn node_events(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(retry) => {}
         }
-        retry = (retry * 2).min(EVENTS_RETRY_MAX);
+        failures = failures.saturating_add(1);
+        retry = policy.delay(failures);
     }
 }
 

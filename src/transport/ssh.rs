@@ -398,7 +398,7 @@ impl SshSession {
             Err(err) => {
                 slot.failures = slot.failures.saturating_add(1);
                 slot.retry_at =
-                    Some(Instant::now() + backoff_delay(slot.failures, rand::random::<f64>()));
+                    Some(Instant::now() + RECONNECT.jittered(slot.failures, rand::random::<f64>()));
                 slot.last_error = Some(err.clone());
                 self.state.send_replace(ConnState::Down {
                     cause: err.message.clone(),
@@ -641,16 +641,11 @@ fn watch_connection(
     })
 }
 
-/// Backoff after `failures` consecutive failures (≥ 1): 0.5 s doubling, capped at
-/// [`RECONNECT_MAX_DELAY`], scaled by a jitter factor in [0.5, 1.0] from `jitter` ∈ [0, 1) so
-/// that nodes that failed together do not retry in lockstep.
-pub fn backoff_delay(failures: u32, jitter: f64) -> Duration {
-    let exp = failures.saturating_sub(1).min(16);
-    let base = RECONNECT_INITIAL_DELAY
-        .saturating_mul(1u32 << exp)
-        .min(RECONNECT_MAX_DELAY);
-    base.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
-}
+/// Reconnect backoff: 0.5 s doubling per consecutive failure, capped at
+/// [`RECONNECT_MAX_DELAY`], jittered so that nodes that failed together do not retry in
+/// lockstep.
+pub const RECONNECT: crate::backoff::Policy =
+    crate::backoff::Policy::new(RECONNECT_INITIAL_DELAY, RECONNECT_MAX_DELAY);
 
 /// russh client settings: keepalive 15 s × 3, no inactivity timeout, `TCP_NODELAY`, and host-key
 /// algorithms ordered so the ones already known for this host come first (as OpenSSH does).
@@ -894,19 +889,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_from_half_a_second_and_caps_at_a_minute() {
-        assert_eq!(backoff_delay(1, 1.0), Duration::from_millis(500));
-        assert_eq!(backoff_delay(2, 1.0), Duration::from_secs(1));
-        assert_eq!(backoff_delay(4, 1.0), Duration::from_secs(4));
-        assert_eq!(backoff_delay(8, 1.0), Duration::from_secs(60));
-        assert_eq!(backoff_delay(1000, 1.0), Duration::from_secs(60));
-    }
-
-    #[test]
-    fn backoff_jitter_stays_within_half_to_full_delay() {
-        assert_eq!(backoff_delay(3, 0.0), Duration::from_secs(1));
-        assert_eq!(backoff_delay(3, 0.5), Duration::from_millis(1500));
-        assert_eq!(backoff_delay(20, 0.0), Duration::from_secs(30));
+    fn reconnects_back_off_from_half_a_second_to_a_minute() {
+        assert_eq!(RECONNECT.delay(1), Duration::from_millis(500));
+        assert_eq!(RECONNECT.delay(8), Duration::from_secs(60));
     }
 
     #[test]
