@@ -103,6 +103,9 @@ fn make_valid(nodes: usize, mut services: Vec<Svc>) -> Vec<Svc> {
     };
     // (port) → (replicas so far, nodes they may use)
     let mut shared: BTreeMap<u16, (u32, BTreeSet<usize>)> = BTreeMap::new();
+    // (port) → nodes a service publishing it is pinned to: two such services pinned to one
+    // node would both have to bind it there.
+    let mut forced: BTreeMap<u16, BTreeSet<usize>> = BTreeMap::new();
     for s in &mut services {
         let cap = |s: &Svc| effective_max_per_node(s.max_per_node, s.port.is_some());
         let room = |s: &Svc| cap(s).map_or(u32::MAX, |c| c * allowed(s).len() as u32);
@@ -111,10 +114,16 @@ fn make_valid(nodes: usize, mut services: Vec<Svc>) -> Vec<Svc> {
             let mut with: BTreeSet<usize> = union.clone();
             with.extend(allowed(s));
             let mine = s.replicas.min(room(s));
-            if s.replicas > 0 && used + mine > with.len() as u32 {
+            let pinned_to = allowed(s);
+            let clash = pinned_to.len() == 1
+                && forced.get(&port).is_some_and(|f| f.is_superset(&pinned_to));
+            if s.replicas > 0 && (used + mine > with.len() as u32 || clash) {
                 s.port = None; // publishing it would over-commit the port
             } else if s.replicas > 0 {
                 shared.insert(port, (used + mine, with));
+                if pinned_to.len() == 1 {
+                    forced.entry(port).or_default().extend(pinned_to);
+                }
             }
         }
         s.replicas = s.replicas.min(room(s));
