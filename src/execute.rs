@@ -437,7 +437,7 @@ pub async fn execute(
         images: Mutex::new(BTreeMap::new()),
     };
     // Groups in order of first appearance.
-    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut groups: Vec<(crate::plan::StepGroup, Vec<usize>)> = Vec::new();
     for (i, s) in plan.steps.iter().enumerate() {
         match groups.iter_mut().find(|(g, _)| *g == s.group) {
             Some((_, v)) => v.push(i),

@@ -210,7 +210,7 @@ pub fn convergence(observed: &ObservedFleet, plan: &Plan, reported: &[String]) -
     }
     for u in &plan.unplaced {
         out.placement
-            .push(format!("{:?} fits nowhere: {}", u.object, u.diagnosis));
+            .push(format!("{} fits nowhere: {}", u.object, u.diagnosis));
     }
     let find = |node: &str, name: &str| {
         observed
@@ -255,4 +255,32 @@ pub fn convergence(observed: &ObservedFleet, plan: &Plan, reported: &[String]) -
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Unplaced;
+    use crate::schedule::Diagnosis;
+
+    /// What fits nowhere is named as operators name it, not as a Rust value
+    /// (`Service { name: "redis", replica: 0 }` before).
+    #[test]
+    fn what_fits_nowhere_is_named_in_words() {
+        let mut plan = Plan::default();
+        plan.unplaced.push(Unplaced {
+            object: Object::Service {
+                name: "redis".into(),
+                replica: 0,
+            },
+            diagnosis: Diagnosis::default(),
+        });
+        let judged = convergence(&ObservedFleet::default(), &plan, &[]);
+        assert_eq!(judged.placement.len(), 1);
+        assert!(
+            judged.placement[0].starts_with("service redis replica 0 fits nowhere"),
+            "{:?}",
+            judged.placement
+        );
+    }
 }

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 
 use crate::container::{Health, RunState, labels};
 use crate::observe::{Observed, ObservedFleet};
-use crate::plan::{Action, Object, Plan, Step};
+use crate::plan::{Action, Object, Plan, Step, StepGroup};
 
 use super::backoff::{self, Backoff, Verdict};
 
@@ -120,7 +120,7 @@ pub fn adjust(observed: &ObservedFleet, mut plan: Plan, table: &mut Backoff, now
             .and_then(|d| d.spec.stop_grace_period)
             .map_or(10, |g| g.as_secs());
         let object = object_of(&o);
-        let group = format!("restart/{}", o.record.name);
+        let group = StepGroup::Restart(o.record.name.clone());
         let step = |action, reason: &str| Step {
             node: node.clone(),
             container: o.record.name.clone(),
@@ -184,7 +184,7 @@ pub fn adjust(observed: &ObservedFleet, mut plan: Plan, table: &mut Backoff, now
         }
         keep.push(step);
     }
-    keep.retain(|s| !(s.group.starts_with("restart/") && held_groups.contains(&s.group)));
+    keep.retain(|s| !(matches!(s.group, StepGroup::Restart(_)) && held_groups.contains(&s.group)));
     plan.steps = keep;
     Adjusted {
         plan,
@@ -249,7 +249,7 @@ mod tests {
                     healthcheck: true,
                 },
                 reason: "exited container, should run".into(),
-                group: "service/web/0".into(),
+                group: StepGroup::Replica("web".into(), 0),
             }],
             ..Plan::default()
         }

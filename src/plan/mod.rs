@@ -32,6 +32,7 @@
 //! - `reasons`: every reason in words, and which limit changes the engine makes in place.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
@@ -101,12 +102,58 @@ pub enum Object {
 }
 
 impl Object {
-    fn group(&self, container: &str) -> String {
+    fn group(&self, container: &str) -> StepGroup {
         match self {
-            Object::Service { name, .. } => format!("service/{name}"),
-            Object::Plug { id } => format!("plug/{id}"),
-            Object::Stray => format!("stray/{container}"),
+            Object::Service { name, .. } => StepGroup::Service(name.clone()),
+            Object::Plug { id } => StepGroup::Plug(id.clone()),
+            Object::Stray => StepGroup::Stray(container.to_string()),
         }
+    }
+}
+
+impl fmt::Display for Object {
+    /// `service web replica 0`, `plug ab12cd`, `stray container`: how messages name it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Object::Service { name, replica } => write!(f, "service {name} replica {replica}"),
+            Object::Plug { id } => write!(f, "plug {id}"),
+            Object::Stray => f.write_str("stray container"),
+        }
+    }
+}
+
+/// Which steps run in order: steps of one group run one after another; groups run in
+/// parallel. Shown (and serialised) as `service/NAME`, `service/NAME/REPLICA`, `plug/ID`,
+/// `stray/CONTAINER`, `restart/CONTAINER`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum StepGroup {
+    /// A service's replacements, rolled one replica at a time.
+    Service(String),
+    /// One replica's steps when its service replaces nothing (they run beside other replicas').
+    Replica(String, u32),
+    /// One plug's steps.
+    Plug(String),
+    /// The removal of one stray container.
+    Stray(String),
+    /// The controller's restart of one unhealthy container (stop, then start).
+    Restart(String),
+}
+
+impl fmt::Display for StepGroup {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StepGroup::Service(name) => write!(f, "service/{name}"),
+            StepGroup::Replica(name, replica) => write!(f, "service/{name}/{replica}"),
+            StepGroup::Plug(id) => write!(f, "plug/{id}"),
+            StepGroup::Stray(c) => write!(f, "stray/{c}"),
+            StepGroup::Restart(c) => write!(f, "restart/{c}"),
+        }
+    }
+}
+
+impl Serialize for StepGroup {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -209,7 +256,7 @@ pub struct Step {
     /// Why, in words.
     pub reason: String,
     /// Steps of one group run in order.
-    pub group: String,
+    pub group: StepGroup,
 }
 
 /// A plug whose node changes (its node is lost or draining): recorded before its new container

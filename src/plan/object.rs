@@ -7,7 +7,7 @@ use super::reasons::{
     describe, in_place_changes, move_reason, recreate_reason, removes_a_limit, state_word,
 };
 use super::wanted::Wanted;
-use super::{Action, Identity, Object, Snapshot, Step, grace_of, grace_secs};
+use super::{Action, Identity, Object, Snapshot, Step, StepGroup, grace_of, grace_secs};
 use crate::container::{RunState, labels};
 use crate::manifest::UpdateOrder;
 use crate::observe::Observed;
@@ -52,7 +52,7 @@ pub(super) fn steps(s: &Snapshot, w: &Wanted, copies: &[Copy]) -> ObjectSteps {
         && let Object::Service { name, replica } = &w.object
     {
         for st in &mut b.steps {
-            st.group = format!("service/{name}/{replica}");
+            st.group = StepGroup::Replica(name.clone(), *replica);
         }
     }
     ObjectSteps {
@@ -64,7 +64,7 @@ pub(super) fn steps(s: &Snapshot, w: &Wanted, copies: &[Copy]) -> ObjectSteps {
 /// Collects the steps of one object, all in its group.
 struct Builder<'w> {
     wanted: &'w Wanted,
-    group: String,
+    group: StepGroup,
     steps: Vec<Step>,
 }
 
