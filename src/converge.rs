@@ -24,6 +24,10 @@ const SETTLE_POLL: Duration = Duration::from_millis(500);
 /// compiler sees, hence `async fn`.
 #[allow(async_fn_in_trait)]
 pub trait Passes {
+    /// Waits until passes may run (the controller's work lock, held by its own reconcile or a
+    /// drain). The apply's `--timeout` counts from when this returns: it is a budget for
+    /// containers to run, not for waiting in line.
+    async fn wait_turn(&mut self) {}
     /// One reconcile pass; each step waits for readiness at most `ready_timeout`.
     async fn pass(&mut self, ready_timeout: Duration) -> Result<PassReport, StoreError>;
     /// A fresh observation and the plan made from it, changing nothing.
@@ -67,6 +71,11 @@ impl Converged {
                 })
                 .collect(),
             problems: self.problems.clone(),
+            adopted: self
+                .reports
+                .iter()
+                .flat_map(|r| r.plan.adopted.iter().cloned())
+                .collect(),
         }
     }
 }
@@ -88,11 +97,13 @@ fn signature(plan: &Plan) -> Vec<(&str, &str, &'static str)> {
 /// Runs passes until nothing is left to do, a pass makes no progress, or a pass would repeat
 /// the one before (a container that exits as soon as it starts: repeating it is a restart loop,
 /// not progress); then judges convergence, waiting out starts and health checks until
-/// `timeout` (one budget for the whole apply) has passed since the call.
+/// `timeout` (one budget for the whole apply) has passed since [`Passes::wait_turn`] returned.
 ///
 /// # Errors
 /// Store failures of a pass or a look.
 pub async fn converge(p: &mut impl Passes, timeout: Duration) -> Result<Converged, StoreError> {
+    let queued = Instant::now();
+    p.wait_turn().await;
     let started = Instant::now();
     let deadline = started + timeout;
     let mut reports: Vec<PassReport> = Vec::new();
@@ -153,6 +164,6 @@ pub async fn converge(p: &mut impl Passes, timeout: Duration) -> Result<Converge
         reports,
         converged,
         problems,
-        elapsed: started.elapsed(),
+        elapsed: queued.elapsed(),
     })
 }

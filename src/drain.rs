@@ -135,6 +135,9 @@ pub enum DrainStatus {
     Stuck,
     /// Out of time; re-run to continue.
     TimedOut,
+    /// The node was uncordoned while the drain ran: it stays schedulable (what was moved
+    /// stays moved).
+    Uncordoned,
 }
 
 /// The outcome of a drain.
@@ -238,10 +241,26 @@ pub async fn drain(
             .iter()
             .any(|r| r.fate != Fate::Pinned || cx.evict.contains(node));
         if !movable_left {
-            // Refused (an error) when the node was uncordoned while the drain ran: it stays
-            // schedulable, and the drain says so instead of marking it drained.
-            cx.store
-                .transition_node(node, now_ms(), Transition::FinishDrain)?;
+            // Refused when the node was uncordoned while the drain ran: it stays schedulable,
+            // and the drain ends saying so (with what it moved) instead of marking it drained.
+            match cx
+                .store
+                .transition_node(node, now_ms(), Transition::FinishDrain)
+            {
+                Ok(_) => {}
+                Err(StoreError::Condition { source, .. }) => {
+                    errors.push(format!("node {node}: {source}"));
+                    return Ok(finish(
+                        node,
+                        DrainStatus::Uncordoned,
+                        moved,
+                        left,
+                        errors,
+                        started,
+                    ));
+                }
+                Err(e) => return Err(e),
+            }
             cx.store.record_event(
                 now_ms(),
                 &who,

@@ -126,6 +126,16 @@ pub enum StepError {
         /// What the engine answered.
         cause: String,
     },
+    /// Whether the image is on the node could not be found out.
+    #[error("node {node}: image {image}: cannot check whether it is present: {cause}")]
+    ImageCheck {
+        /// Node.
+        node: String,
+        /// Image reference as the manifest gives it.
+        image: String,
+        /// What the engine or the connection said.
+        cause: String,
+    },
     /// A container with our name exists but is not ours.
     #[error(
         "node {node}: container name {container} is taken by a container fleetctl does not own"
@@ -208,7 +218,16 @@ pub async fn wait_ready(
 }
 
 /// Per (node, image): the outcome of making the image present, computed once per run.
-type ImageCache = Mutex<BTreeMap<(String, String), Arc<OnceCell<Result<(), String>>>>>;
+type ImageCache = Mutex<BTreeMap<(String, String), Arc<OnceCell<Result<(), ImageFailure>>>>>;
+
+/// Why an image could not be made present, in the engine's words.
+#[derive(Debug, Clone)]
+enum ImageFailure {
+    /// Asking whether it is present failed (the node, not the registry).
+    Check(String),
+    /// The pull failed.
+    Pull(String),
+}
 
 struct Ctx<'a> {
     runtimes: &'a Runtimes,
@@ -254,15 +273,25 @@ impl Ctx<'_> {
                 // The engine's answer only: the node and the image are the step error's subject.
                 match rt.image_present(image).await {
                     Ok(true) => Ok(()),
-                    Ok(false) => rt.pull_image(image).await.map_err(|e| e.message),
-                    Err(e) => Err(e.message),
+                    Ok(false) => rt
+                        .pull_image(image)
+                        .await
+                        .map_err(|e| ImageFailure::Pull(e.message)),
+                    Err(e) => Err(ImageFailure::Check(e.message)),
                 }
             })
             .await;
-        result.clone().map_err(|cause| StepError::Image {
-            node: node.to_string(),
-            image: image.to_string(),
-            cause,
+        result.clone().map_err(|failure| match failure {
+            ImageFailure::Pull(cause) => StepError::Image {
+                node: node.to_string(),
+                image: image.to_string(),
+                cause,
+            },
+            ImageFailure::Check(cause) => StepError::ImageCheck {
+                node: node.to_string(),
+                image: image.to_string(),
+                cause,
+            },
         })
     }
 

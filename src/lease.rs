@@ -9,7 +9,7 @@
 //! creates never wait on each other nor on an apply (see docs/design.md, "Leases").
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -62,11 +62,21 @@ pub struct LeaseLost {
     pub token: i64,
 }
 
-/// A cheap handle on a lease's liveness, checked before each mutating step.
+/// How long before the stored expiry a holder stops trusting its lease: a step started this
+/// close to the expiry could still be running when another actor takes over.
+const SAFETY_MARGIN: Duration = Duration::from_secs(5);
+
+/// A cheap handle on a lease's liveness, checked before each mutating step. It fails once a
+/// renewal found another holder, and also once the last successful renewal is too old to be
+/// trusted (a stalled or suspended holder must not resume acting after its lease ran out,
+/// whether or not the renewing thread has noticed yet).
 #[derive(Debug, Clone)]
 pub struct Fence {
     token: i64,
     lost: Arc<AtomicBool>,
+    /// Wall-clock ms after which the lease is not trusted: the start of the last successful
+    /// renewal (or of the acquisition) plus the TTL, less [`SAFETY_MARGIN`].
+    valid_until_ms: Arc<AtomicI64>,
 }
 
 impl Fence {
@@ -80,12 +90,32 @@ impl Fence {
     /// # Errors
     /// [`LeaseLost`] once a renewal found another holder or failed for a whole TTL.
     pub fn check(&self) -> Result<(), LeaseLost> {
-        if self.lost.load(Ordering::Acquire) {
+        if self.lost.load(Ordering::Acquire)
+            || now_ms() > self.valid_until_ms.load(Ordering::Acquire)
+        {
             Err(LeaseLost { token: self.token })
         } else {
             Ok(())
         }
     }
+
+    fn new(token: i64, renewed_at_ms: i64) -> Fence {
+        Fence {
+            token,
+            lost: Arc::new(AtomicBool::new(false)),
+            valid_until_ms: Arc::new(AtomicI64::new(valid_until(renewed_at_ms))),
+        }
+    }
+
+    /// Records a renewal that started at `at_ms` (the store computed the new expiry from it).
+    fn renewed(&self, at_ms: i64) {
+        self.valid_until_ms
+            .fetch_max(valid_until(at_ms), Ordering::AcqRel);
+    }
+}
+
+fn valid_until(renewed_at_ms: i64) -> i64 {
+    renewed_at_ms + TTL.saturating_sub(SAFETY_MARGIN).as_millis() as i64
 }
 
 /// Called once, from the renewing thread, when the lease is lost.
@@ -140,10 +170,7 @@ impl LeaseGuard {
                 other => break other?,
             }
         };
-        let fence = Fence {
-            token: info.token,
-            lost: Arc::new(AtomicBool::new(false)),
-        };
+        let fence = Fence::new(info.token, info.acquired_ms);
         let (stop, stopped) = mpsc::channel::<()>();
         let renewer = {
             let store = store.clone();
@@ -229,17 +256,19 @@ fn renew(
             f();
         }
     };
-    let mut renewed = Instant::now();
     loop {
         match stopped.recv_timeout(every) {
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
-        match store.renew_lease(fence.token, TTL, now_ms()) {
-            Ok(()) => renewed = Instant::now(),
+        // The stored expiry is computed from this instant: the fence trusts the lease from it,
+        // however long the store takes to answer.
+        let at = now_ms();
+        match store.renew_lease(fence.token, TTL, at) {
+            Ok(()) => fence.renewed(at),
             Err(StoreError::Fenced { .. }) => return lose(),
-            Err(e) if renewed.elapsed() >= TTL => {
-                tracing::warn!(error = %e, "could not renew the fleet lease for a whole TTL");
+            Err(e) if fence.check().is_err() => {
+                tracing::warn!(error = %e, "could not renew the fleet lease before it ran out");
                 return lose();
             }
             Err(e) => tracing::warn!(error = %e, "could not renew the fleet lease; retrying"),
@@ -273,9 +302,16 @@ pub fn holder_is_dead(holder: &str) -> bool {
     if host != hostname() || pid == std::process::id() {
         return false;
     }
-    let ours = std::fs::read_to_string("/proc/self/comm").unwrap_or_default();
+    // Without /proc (not Linux) nothing can be judged: wait the lease out.
+    let Ok(ours) = std::fs::read_to_string("/proc/self/comm") else {
+        return false;
+    };
     match std::fs::read_to_string(format!("/proc/{pid}/comm")) {
-        Ok(comm) => comm.trim() != ours.trim(),
+        // Another build or name of the binary (an upgrade, `fleetctl-linux-amd64`) is alive.
+        Ok(comm) => {
+            let comm = comm.trim();
+            comm != ours.trim() && !comm.starts_with("fleetctl")
+        }
         Err(_) => true,
     }
 }
@@ -348,6 +384,19 @@ mod tests {
         .unwrap();
     }
 
+    /// A holder suspended past its lease (Ctrl-Z, a stalled VM) must not resume acting before
+    /// its renewing thread has even run: the fence distrusts a lease whose last renewal is too
+    /// old.
+    #[test]
+    fn a_fence_whose_last_renewal_is_older_than_the_ttl_fails_by_itself() {
+        let fresh = Fence::new(1, now_ms());
+        assert!(fresh.check().is_ok());
+        let stale = Fence::new(1, now_ms() - TTL.as_millis() as i64);
+        assert_eq!(stale.check(), Err(LeaseLost { token: 1 }));
+        stale.renewed(now_ms());
+        assert!(stale.check().is_ok());
+    }
+
     #[test]
     fn releasing_a_lease_taken_over_does_not_end_the_new_holders() {
         let (_d, s) = store();
@@ -377,10 +426,7 @@ mod tests {
         let mine = s
             .try_acquire_lease("a by x@elsewhere (pid 1)", "apply", None, TTL, now_ms())
             .unwrap();
-        let fence = Fence {
-            token: mine.token,
-            lost: Arc::new(AtomicBool::new(false)),
-        };
+        let fence = Fence::new(mine.token, mine.acquired_ms);
         let (stop, stopped) = mpsc::channel();
         let called = Arc::new(AtomicBool::new(false));
         let t = std::thread::spawn({

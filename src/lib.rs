@@ -18,6 +18,7 @@
 //!
 //! Nothing depends on [`cli`]; the library never prints.
 
+pub mod adopt;
 pub mod api;
 pub mod backoff;
 pub mod capacity;

@@ -8,12 +8,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
+use crate::adopt::{self, Found};
 use crate::container::{Health, RunState};
 use crate::execute::{ExecOptions, ExecReport, Progress, Runtimes, execute};
 use crate::manifest::DesiredFleet;
 use crate::observe::{ObserveOptions, ObservedFleet, observe};
 use crate::plan::{Action, Object, Plan, Snapshot, plan};
-use crate::store::{Store, StoreError};
+use crate::store::{PlugRecord, Store, StoreError, now_ms};
 
 /// What one pass saw, decided and did.
 #[derive(Debug, Clone, Serialize)]
@@ -45,6 +46,22 @@ pub struct PassContext<'a> {
     pub exec: ExecOptions,
 }
 
+impl<'a> PassContext<'a> {
+    /// A context with no lost or evicted node, no memory measurement and default execution
+    /// options (the CLI's; the controller sets what it tracks).
+    pub fn new(fleet: &'a DesiredFleet, runtimes: &'a Runtimes, store: &'a Store) -> Self {
+        PassContext {
+            fleet,
+            runtimes,
+            store,
+            lost: BTreeSet::new(),
+            evict: BTreeSet::new(),
+            measure_memory: false,
+            exec: ExecOptions::default(),
+        }
+    }
+}
+
 /// Observe with what the plan needs: engine facts for nodes whose capacity is not declared.
 pub async fn observe_for(cx: &PassContext<'_>) -> ObservedFleet {
     let options = ObserveOptions::for_scheduling(cx.fleet, cx.measure_memory);
@@ -62,14 +79,83 @@ pub async fn plan_only(cx: &PassContext<'_>) -> Result<(ObservedFleet, Plan), St
     Ok((observed, p))
 }
 
+/// The plug containers in `observed` this store does not know and did not delete.
+fn unknown_plugs(
+    cx: &PassContext<'_>,
+    observed: &ObservedFleet,
+    plugs: &[PlugRecord],
+) -> Result<Found, StoreError> {
+    let known: BTreeSet<&str> = plugs.iter().map(|p| p.id.as_str()).collect();
+    Ok(adopt::unknown_plugs(
+        cx.fleet,
+        observed,
+        &known,
+        &cx.store.tombstones()?,
+        now_ms(),
+    ))
+}
+
+/// Records the plugs `observed` holds that this store does not know (another machine's state,
+/// a lost disk), so that the plan keeps them. Returns (id, node) of each recorded.
+///
+/// # Errors
+/// Store failures.
+fn adopt_unknown(
+    cx: &PassContext<'_>,
+    observed: &ObservedFleet,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let found = unknown_plugs(cx, observed, &cx.store.plugs()?)?;
+    if found.plugs.is_empty() {
+        return Ok(Vec::new());
+    }
+    // An actor that lost its lease records nothing; the plan still keeps what it found (and its
+    // steps fail on the fence).
+    if cx.exec.fence.as_ref().is_some_and(|f| f.check().is_err()) {
+        return Ok(Vec::new());
+    }
+    let ids = cx
+        .store
+        .adopt_plugs(&found.plugs, &cx.exec.actor, now_ms())?;
+    for p in found.plugs.iter().filter(|p| ids.contains(&p.id)) {
+        tracing::info!(plug = %p.id, node = %p.node, port = p.host_port, "adopted a plug this state did not know");
+    }
+    Ok(found
+        .plugs
+        .into_iter()
+        .filter(|p| ids.contains(&p.id))
+        .map(|p| (p.id, p.node))
+        .collect())
+}
+
 fn plan_from(cx: &PassContext<'_>, observed: &ObservedFleet) -> Result<Plan, StoreError> {
     // State is read after observation: a plug row is always written before its container, so
     // any plug container observed has its row visible here.
     let conditions = cx.store.node_conditions()?;
-    let plugs = cx.store.plugs()?;
-    let leases = cx.store.port_leases()?;
+    let mut plugs = cx.store.plugs()?;
+    let mut leases = cx.store.port_leases()?;
     let last_known = cx.store.replica_nodes()?;
-    Ok(plan(&Snapshot {
+    // What this store does not know is adopted, never removed as deleted: a dry run sees it as
+    // known (a pass has recorded it already, see `adopt_unknown`).
+    let found = unknown_plugs(cx, observed, &plugs)?;
+    plugs.extend(found.plugs.iter().cloned());
+    leases.extend(
+        found
+            .plugs
+            .iter()
+            .map(|p| (p.node.clone(), p.host_port, p.id.clone())),
+    );
+    let kept: BTreeSet<(&str, &str)> = observed
+        .nodes
+        .keys()
+        .flat_map(|n| observed.containers(n).iter().map(move |o| (n, o)))
+        .filter(|(_, o)| {
+            o.record
+                .label(crate::container::labels::PLUG)
+                .is_some_and(|id| found.skipped.iter().any(|(s, _)| s == id))
+        })
+        .map(|(n, o)| (n.as_str(), o.record.name.as_str()))
+        .collect();
+    let mut p = plan(&Snapshot {
         fleet: cx.fleet,
         observed,
         conditions: &conditions,
@@ -78,7 +164,18 @@ fn plan_from(cx: &PassContext<'_>, observed: &ObservedFleet) -> Result<Plan, Sto
         last_known: &last_known,
         lost: &cx.lost,
         evict: &cx.evict,
-    }))
+    });
+    p.steps.retain(|s| {
+        !(matches!(s.action, Action::Remove { .. })
+            && kept.contains(&(s.node.as_str(), s.container.as_str())))
+    });
+    p.adopted = found
+        .plugs
+        .iter()
+        .map(|p| (p.id.clone(), p.node.clone()))
+        .collect();
+    p.unadoptable = found.skipped;
+    Ok(p)
 }
 
 /// A change the caller makes to a computed plan before it runs (the controller adds restarts of
@@ -107,7 +204,9 @@ pub async fn pass_adjusted(
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<PassReport, StoreError> {
     let observed = observe_for(cx).await;
-    let p = adjust(&observed, plan_from(cx, &observed)?);
+    let adopted = adopt_unknown(cx, &observed)?;
+    let mut p = adjust(&observed, plan_from(cx, &observed)?);
+    p.adopted = adopted;
     for m in &p.plug_moves {
         cx.store.move_plug(&m.id, &m.to, m.port)?;
     }

@@ -11,7 +11,7 @@
 //!
 //! Time is passed in by callers (milliseconds since the epoch), so tests control it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -104,7 +104,17 @@ CREATE TABLE replicas (
     PRIMARY KEY (service, replica)
 );
 "#,
+    r#"
+CREATE TABLE plug_tombstones (
+    id TEXT PRIMARY KEY,
+    deleted_ms INTEGER NOT NULL
+);
+"#,
 ];
+
+/// How long a deleted plug's id is remembered: a copy of it found on a node in that time (on a
+/// node that was unreachable when it was deleted) is removed, not adopted.
+pub const TOMBSTONE_KEEP_MS: i64 = 7 * 24 * 3600 * 1000;
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
@@ -171,12 +181,11 @@ pub enum StoreError {
     #[error("no plug {0}")]
     NoPlug(String),
     /// A node condition change its guard refuses; nothing was written.
-    #[error("node {node}: condition not changed")]
+    #[error("node {node}: {source}")]
     Condition {
         /// Node.
         node: String,
-        /// The refusal.
-        #[source]
+        /// The refusal (said in the message: not offered as the error's source too).
         source: Refused,
     },
 }
@@ -1031,7 +1040,83 @@ impl Store {
             if n == 0 {
                 return Err(StoreError::NoPlug(id.to_string()));
             }
+            let now = now_ms();
+            tx.execute(
+                "DELETE FROM plug_tombstones WHERE deleted_ms < ?1",
+                [now - TOMBSTONE_KEEP_MS],
+            )
+            .map_err(q("prune plug tombstones"))?;
+            tx.execute(
+                "INSERT OR REPLACE INTO plug_tombstones (id, deleted_ms) VALUES (?1, ?2)",
+                params![id, now],
+            )
+            .map_err(q("record plug deletion"))?;
             Ok(())
+        })
+    }
+
+    /// Ids of plugs deleted within [`TOMBSTONE_KEEP_MS`]: their containers are removed, never
+    /// adopted.
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn tombstones(&self) -> Result<BTreeSet<String>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare("SELECT id FROM plug_tombstones WHERE deleted_ms >= ?1")
+                .map_err(q("read plug tombstones"))?;
+            let rows = stmt
+                .query_map([now_ms() - TOMBSTONE_KEEP_MS], |r| r.get(0))
+                .map_err(q("read plug tombstones"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(q("read plug tombstones"))
+        })
+    }
+
+    /// Records plugs found running (or stopped) on the nodes that this store did not know, with
+    /// their port leases and an `adopted` event each, in one transaction. A plug recorded
+    /// meanwhile (by another command) is left as it is. Returns the plugs recorded.
+    ///
+    /// # Errors
+    /// A port already leased to another plug on that node; query failure.
+    pub fn adopt_plugs(
+        &self,
+        plugs: &[PlugRecord],
+        actor: &str,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        self.write("adopt plugs", |tx| {
+            let mut adopted = Vec::new();
+            for p in plugs {
+                let known: bool = tx
+                    .query_row("SELECT 1 FROM plugs WHERE id = ?1", [&p.id], |_| Ok(true))
+                    .optional()
+                    .map_err(q("read plug"))?
+                    .unwrap_or(false);
+                if known {
+                    continue;
+                }
+                insert_plug(tx, p)?;
+                tx.execute(
+                    "INSERT INTO events (at_ms, actor, action, node, object, message) VALUES (?1, ?2, 'adopted', ?3, ?4, ?5)",
+                    params![
+                        now,
+                        actor,
+                        p.node,
+                        format!("plug {}", p.id),
+                        format!(
+                            "found on the node, unknown to this state: class {}, owner {}, port {} ({})",
+                            p.class,
+                            p.owner,
+                            p.host_port,
+                            p.state.as_str()
+                        )
+                    ],
+                )
+                .map_err(q("record event"))?;
+                adopted.push(p.id.clone());
+            }
+            Ok(adopted)
         })
     }
 

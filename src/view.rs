@@ -102,8 +102,14 @@ pub struct ApplyView {
     pub elapsed_ms: u64,
     /// Steps that succeeded, over every pass.
     pub changes: usize,
-    /// The passes made (at most [`crate::converge::MAX_PASSES`]).
+    /// The passes made (at most [`crate::converge::MAX_PASSES`]). Absent from an older
+    /// controller's answer.
+    #[serde(default)]
     pub passes: Vec<PassView>,
     /// What keeps the fleet from being converged, one line each.
     pub problems: Vec<String>,
+    /// Plugs found on the nodes that this state did not know, adopted (recorded) rather than
+    /// removed: (id, node). Absent from an older controller's answer.
+    #[serde(default)]
+    pub adopted: Vec<(String, String)>,
 }

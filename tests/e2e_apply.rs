@@ -125,7 +125,14 @@ fn a_second_apply_changes_nothing_and_makes_no_mutating_call() {
         .collect();
     assert_eq!(
         keys,
-        ["changes", "converged", "elapsed_ms", "passes", "problems"],
+        [
+            "adopted",
+            "changes",
+            "converged",
+            "elapsed_ms",
+            "passes",
+            "problems"
+        ],
         "{out}"
     );
     assert_eq!(view["changes"], 0, "{out}");

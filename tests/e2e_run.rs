@@ -588,7 +588,14 @@ fn the_api_places_plugs_by_policy_needs_its_token_and_serves_metrics_and_the_cli
         .collect();
     assert_eq!(
         keys,
-        ["changes", "converged", "elapsed_ms", "passes", "problems"],
+        [
+            "adopted",
+            "changes",
+            "converged",
+            "elapsed_ms",
+            "passes",
+            "problems"
+        ],
         "{out}"
     );
     assert_eq!(view["converged"], true);

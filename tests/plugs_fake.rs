@@ -160,3 +160,79 @@ fn concurrent_creators_never_exceed_a_cap_or_share_a_port() {
     let containers: usize = fakes.values().map(|f| f.containers().len()).sum();
     assert_eq!(containers, 15);
 }
+
+/// Issue 13: a second state store (another working directory, a CI runner, a lost disk) sees
+/// plugs it does not know. It adopts them — records with their class, owner, node and port —
+/// and removes nothing; a plug this store deleted is removed, not adopted, even when its copy
+/// turns up later on a node that was unreachable at the deletion.
+#[tokio::test]
+async fn a_fresh_state_adopts_the_plugs_it_finds_and_removes_only_what_it_deleted() {
+    let f = fleet(5, "pack");
+    let w = world(3);
+    let mut made = Vec::new();
+    for i in 0..4 {
+        made.push(
+            create_plug(&f, &w.store, &w.runtimes, &format!("user{i}"))
+                .await
+                .unwrap(),
+        );
+    }
+    let running = |w: &World| -> usize { w.fakes.values().map(|f| f.containers().len()).sum() };
+    assert_eq!(running(&w), 4);
+
+    let fresh = Store::in_memory().unwrap();
+    let cx = fleetctl::reconcile::PassContext::new(&f, &w.runtimes, &fresh);
+    let (_, plan) = fleetctl::reconcile::plan_only(&cx).await.unwrap();
+    assert!(
+        plan.steps.is_empty(),
+        "a dry run removes nothing: {:#?}",
+        plan.steps
+    );
+    assert_eq!(plan.adopted.len(), 4, "{:?}", plan.adopted);
+    assert!(
+        fresh.plugs().unwrap().is_empty(),
+        "a dry run records nothing"
+    );
+
+    let report = fleetctl::reconcile::pass(&cx, &|_| {}).await.unwrap();
+    assert!(report.plan.steps.is_empty(), "{:#?}", report.plan.steps);
+    assert_eq!(report.plan.adopted.len(), 4);
+    assert_eq!(running(&w), 4, "nothing removed");
+    let mut adopted: Vec<(String, String, String, u16)> = fresh
+        .plugs()
+        .unwrap()
+        .into_iter()
+        .map(|p| (p.id, p.owner, p.node, p.host_port))
+        .collect();
+    adopted.sort();
+    let mut want: Vec<(String, String, String, u16)> = made
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.id.clone(), format!("user{i}"), c.node.clone(), c.port))
+        .collect();
+    want.sort();
+    assert_eq!(adopted, want);
+    assert_eq!(fresh.port_leases().unwrap().len(), 4);
+    assert!(
+        fresh
+            .events(100)
+            .unwrap()
+            .iter()
+            .filter(|e| e.action == "adopted")
+            .count()
+            == 4
+    );
+
+    // Deleted through this store while its node was unreachable: the copy found later is
+    // removed (the tombstone), not adopted.
+    let victim = &made[0];
+    w.fakes[&victim.node].set_unreachable(true);
+    plugs::delete(&f, &fresh, &w.runtimes, &victim.id)
+        .await
+        .unwrap();
+    w.fakes[&victim.node].set_unreachable(false);
+    let report = fleetctl::reconcile::pass(&cx, &|_| {}).await.unwrap();
+    assert!(report.plan.adopted.is_empty(), "{:?}", report.plan.adopted);
+    assert_eq!(running(&w), 3, "{:#?}", report.plan.steps);
+    assert!(fresh.plug(&victim.id).is_err());
+}

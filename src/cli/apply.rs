@@ -100,18 +100,13 @@ pub fn run(
         };
         let mut passes = LocalPasses {
             cx: PassContext {
-                fleet,
-                runtimes: &runtimes,
-                store: &store,
-                lost: BTreeSet::new(),
-                evict: BTreeSet::new(),
-                measure_memory: false,
                 exec: ExecOptions {
                     actor: who.clone(),
                     ready_timeout: timeout,
                     fence: Some(lease.fence()),
                     ..Default::default()
                 },
+                ..PassContext::new(fleet, &runtimes, &store)
             },
             store: &store,
             lease: &lease,
@@ -167,6 +162,18 @@ pub fn render_view(view: &ApplyView, shown: Shown, output: Output) -> anyhow::Re
             first.summary.unchanged
         ));
     }
+    if !view.adopted.is_empty() {
+        text.push_str(&format!(
+            "Adopted {} plug{} running on the nodes that this state did not know (recorded, not removed): {}\n",
+            view.adopted.len(),
+            if view.adopted.len() == 1 { "" } else { "s" },
+            view.adopted
+                .iter()
+                .map(|(id, node)| format!("{id} on {node}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     let done = view.changes;
     let secs = view.elapsed_ms as f64 / 1000.0;
     if view.converged {
@@ -180,9 +187,11 @@ pub fn render_view(view: &ApplyView, shown: Shown, output: Output) -> anyhow::Re
         ));
         // Failed steps printed with their cause as they failed (the ✗ lines) are counted here
         // instead of printing each cause a second time.
+        // The last pass's failures: an earlier pass's failed step may have succeeded since.
         let failed: Vec<&StepOutcome> = view
             .passes
-            .iter()
+            .last()
+            .into_iter()
             .flat_map(|p| &p.outcomes)
             .filter(|o| !o.ok && !o.skipped)
             .collect();

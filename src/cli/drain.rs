@@ -65,10 +65,6 @@ pub fn run(
     let result = rt.block_on(async {
         let runtimes = connect_all(fleet);
         let cx = PassContext {
-            fleet,
-            runtimes: &runtimes,
-            store: &store,
-            lost: BTreeSet::new(),
             evict: if force {
                 BTreeSet::from([node.to_string()])
             } else {
@@ -80,6 +76,7 @@ pub fn run(
                 fence: Some(lease.fence()),
                 ..Default::default()
             },
+            ..PassContext::new(fleet, &runtimes, &store)
         };
         if !json && !super::common::quiet() {
             let _ = emit(&format!(
@@ -127,6 +124,10 @@ fn render(node: &str, report: &crate::drain::DrainReport, output: Output) -> any
             ),
             DrainStatus::Stuck => format!(
                 "node {node} NOT drained: {} moved; what is left has nowhere to go (nothing was stopped without a replacement). Make room and run drain again to continue.\n",
+                report.moved.len()
+            ),
+            DrainStatus::Uncordoned => format!(
+                "node {node} NOT drained: it was uncordoned while the drain ran ({} moved); it takes work again.\n",
                 report.moved.len()
             ),
             DrainStatus::TimedOut => format!(

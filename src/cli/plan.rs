@@ -1,13 +1,11 @@
 //! `fleetctl plan PATH`: what apply would do, per node. Exit 0 no changes, 2 changes, 1 error
 //! (invalid manifests, an unreachable node, something that fits nowhere).
 
-use std::collections::BTreeSet;
 use std::path::Path;
 
 use super::common::{connect_all, emit, load_or_report, open_store_readonly, print_data, runtime};
 use super::render::{plan_text, plan_view};
 use super::{GlobalOpts, Output};
-use crate::execute::ExecOptions;
 use crate::reconcile::{PassContext, plan_only};
 
 /// Runs `plan`.
@@ -23,15 +21,7 @@ pub fn run(path: &Path, output: Output, global: &GlobalOpts) -> anyhow::Result<u
     let rt = runtime()?;
     let plan = rt.block_on(async {
         let runtimes = connect_all(fleet);
-        let cx = PassContext {
-            fleet,
-            runtimes: &runtimes,
-            store: &store,
-            lost: BTreeSet::new(),
-            evict: BTreeSet::new(),
-            measure_memory: false,
-            exec: ExecOptions::default(),
-        };
+        let cx = PassContext::new(fleet, &runtimes, &store);
         plan_only(&cx).await.map(|(_, p)| p)
     })?;
     match output {

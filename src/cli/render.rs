@@ -60,6 +60,10 @@ pub struct PlanView<'a> {
     pub unplaced: Vec<UnplacedView>,
     /// What should leave its node but stays (no other node has room), with why.
     pub stuck: Vec<StuckView>,
+    /// Plugs found on the nodes that this state did not know: adopted, not removed (id, node).
+    pub adopted: &'a [(String, String)],
+    /// Plug containers this state does not know and cannot adopt (id, why): left alone.
+    pub unadoptable: &'a [(String, String)],
 }
 
 /// Something stuck, as data.
@@ -140,6 +144,8 @@ pub fn plan_view(plan: &Plan) -> PlanView<'_> {
                 diagnosis: st.diagnosis.to_string(),
             })
             .collect(),
+        adopted: &plan.adopted,
+        unadoptable: &plan.unadoptable,
     }
 }
 
@@ -180,6 +186,16 @@ pub fn plan_text(plan: &Plan, nodes: &[String]) -> String {
             "UNPLACED {}: {}\n",
             object_words(&u.object),
             u.diagnosis
+        ));
+    }
+    for (id, node) in &plan.adopted {
+        out.push_str(&format!(
+            "ADOPT plug {id} on {node}: running there, unknown to this state (recorded, not removed)\n"
+        ));
+    }
+    for (id, why) in &plan.unadoptable {
+        out.push_str(&format!(
+            "LEAVE plug {id}: unknown to this state and cannot be adopted ({why}); left alone\n"
         ));
     }
     for st in &plan.stuck {

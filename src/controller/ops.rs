@@ -283,7 +283,10 @@ impl Controller {
                 self.cfg.manifests.display()
             )));
         }
-        let mut passes = ControllerPasses { ctl: self };
+        let mut passes = ControllerPasses {
+            ctl: self,
+            turn: None,
+        };
         let done = converge(&mut passes, timeout).await?;
         Ok(done.view())
     }
@@ -338,11 +341,21 @@ impl Controller {
 /// beside the controller's own reconcile.
 struct ControllerPasses<'a> {
     ctl: &'a Controller,
+    /// The work lock taken by [`Passes::wait_turn`], for the first pass.
+    turn: Option<tokio::sync::MutexGuard<'a, ()>>,
 }
 
-impl Passes for ControllerPasses<'_> {
+impl<'a> Passes for ControllerPasses<'a> {
+    async fn wait_turn(&mut self) {
+        self.turn = Some(self.ctl.work.lock().await);
+    }
+
     async fn pass(&mut self, ready_timeout: Duration) -> Result<PassReport, StoreError> {
-        let _work = self.ctl.work.lock().await;
+        // Released after each pass: the controller's own reconciles run between passes.
+        let _work = match self.turn.take() {
+            Some(held) => held,
+            None => self.ctl.work.lock().await,
+        };
         Ok(self
             .ctl
             .reconcile_report("apply", Some(ready_timeout))

@@ -312,6 +312,12 @@ pub struct Plan {
     pub plug_moves: Vec<PlugMove>,
     /// Where every replica is placed (to be recorded as last known).
     pub replica_nodes: BTreeMap<(String, u32), String>,
+    /// Plugs found on the nodes that the state store did not know, adopted (recorded) instead
+    /// of removed: (id, node). Set by the reconcile, not by [`plan`].
+    pub adopted: Vec<(String, String)>,
+    /// Plug containers found that cannot be adopted, with why: left alone. Set by the
+    /// reconcile.
+    pub unadoptable: Vec<(String, String)>,
 }
 
 impl Plan {
