@@ -157,6 +157,14 @@ pub fn reserve_plug(
         };
         return Err(PlugError::NoClass(class.to_string(), hint));
     };
+    // Plugs running that this state does not know hold their ports and their places: adopt
+    // them first, or the new plug could be given a port one of them binds.
+    let known_plugs = store.plugs()?;
+    let known: BTreeSet<&str> = known_plugs.iter().map(|p| p.id.as_str()).collect();
+    let found = crate::adopt::unknown_plugs(fleet, observed, &known, &store.tombstones()?, now);
+    if !found.plugs.is_empty() {
+        store.adopt_plugs(&found.plugs, "plug create", now)?;
+    }
     let conditions = store.node_conditions()?;
     let last_known = store.replica_nodes()?;
     let policy = fleet.policy_for(class_spec);

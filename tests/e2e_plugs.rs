@@ -244,3 +244,71 @@ fn a_node_measured_above_its_watermark_takes_no_new_plug() {
         "node1 measures above its watermark and must take nothing"
     );
 }
+
+/// Issue 13: plugs running, then `plan` and `apply` with other state files (another working
+/// directory, a CI runner, a lost disk): nothing is removed, every plug is adopted with its
+/// owner and port, and `get plugs` from the new state lists them.
+#[test]
+fn another_state_file_adopts_the_running_plugs_and_removes_nothing() {
+    let Some(sb) = Sandbox::get("another_state_file_adopts_the_running_plugs_and_removes_nothing")
+    else {
+        return;
+    };
+    let f = Fleet::new(&sb, "e2e-adopt", &plug_docs(8, "pack"));
+    f.apply();
+    let made: BTreeMap<String, (String, String, u16)> = ["ada", "bob", "cy"]
+        .iter()
+        .map(|o| {
+            let c = create(&f, o).unwrap();
+            (c.id, (o.to_string(), c.node, c.port))
+        })
+        .collect();
+    let before = f.all_ids();
+    assert_eq!(before.len(), 3);
+    let dir = f.path().to_str().unwrap().to_string();
+    let other = tempfile::tempdir().unwrap();
+    let run_with = |state: &std::path::Path, args: &[&str]| {
+        let out = f.cmd(args).env("FLEETCTL_STATE", state).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, out, err) = run_with(&other.path().join("c.db"), &["plan", &dir]);
+    assert_eq!(code, 0, "adoption alone changes no container:\n{out}{err}");
+    assert_eq!(out.matches("ADOPT plug").count(), 3, "{out}");
+    assert!(!out.contains("was deleted"), "{out}");
+
+    let b = other.path().join("b.db");
+    let (code, out, err) = run_with(&b, &["apply", &dir]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Adopted 3 plugs"), "{out}");
+    assert_eq!(f.all_ids(), before, "no container removed or replaced");
+    let (code, out, err) = run_with(&b, &["get", "plugs", "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let listed: BTreeMap<String, (String, String, u16)> =
+        serde_json::from_str::<Vec<serde_json::Value>>(&out)
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                (
+                    p["id"].as_str().unwrap().to_string(),
+                    (
+                        p["owner"].as_str().unwrap().to_string(),
+                        p["node"].as_str().unwrap().to_string(),
+                        p["host_port"].as_u64().unwrap() as u16,
+                    ),
+                )
+            })
+            .collect();
+    assert_eq!(listed, made);
+    // And a second apply through it is a no-op.
+    let (code, out, err) = run_with(&b, &["apply", &dir]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("No changes") && !out.contains("Adopted"),
+        "{out}"
+    );
+}
