@@ -359,6 +359,49 @@ pub fn report(
     }
 }
 
+/// The report of a fleet as observed, with free plug slots counted on the scheduler's views
+/// built as `plug create` builds them (state read after the observation). Plugs running that
+/// the store does not know count as what they are (they will be adopted), not as free room.
+///
+/// # Errors
+/// Store failures.
+pub fn live(
+    fleet: &DesiredFleet,
+    store: &crate::store::Store,
+    observed: &ObservedFleet,
+) -> Result<CapacityReport, crate::store::StoreError> {
+    let mut plugs = store.plugs()?;
+    let mut leases = store.port_leases()?;
+    let conditions = store.node_conditions()?;
+    let last_known = store.replica_nodes()?;
+    let known: std::collections::BTreeSet<&str> = plugs.iter().map(|p| p.id.as_str()).collect();
+    let found = crate::adopt::unknown_plugs(
+        fleet,
+        observed,
+        &known,
+        &store.tombstones()?,
+        crate::store::now_ms(),
+    );
+    plugs.extend(found.plugs.iter().cloned());
+    leases.extend(
+        found
+            .plugs
+            .iter()
+            .map(|p| (p.node.clone(), p.host_port, p.id.clone())),
+    );
+    let (views, _) = crate::plan::scheduling_views(&crate::plan::Snapshot {
+        fleet,
+        observed,
+        conditions: &conditions,
+        plugs: &plugs,
+        port_leases: &leases,
+        last_known: &last_known,
+        lost: &std::collections::BTreeSet::new(),
+        evict: &std::collections::BTreeSet::new(),
+    });
+    Ok(observed_report(fleet, observed, &plugs, &views))
+}
+
 /// The report from one observation of the fleet (the one the scheduler's `views` were built
 /// from): replicas where their containers are, plugs as recorded (those meant to run), engine
 /// facts and measured memory as observed. Unreachable nodes are listed as such and shown from

@@ -236,3 +236,29 @@ async fn a_fresh_state_adopts_the_plugs_it_finds_and_removes_only_what_it_delete
     assert_eq!(running(&w), 3, "{:#?}", report.plan.steps);
     assert!(fresh.plug(&victim.id).is_err());
 }
+
+/// `capacity` on a live fleet counts free plug slots on the scheduler's own views of the
+/// observation, as `plug create` does: recorded plugs take slots, and so do plugs running that
+/// the store does not know (a fresh state file), which will be adopted rather than overwritten.
+#[tokio::test]
+async fn live_capacity_counts_recorded_and_unknown_plugs_as_the_scheduler_does() {
+    let f = fleet(5, "pack");
+    let w = world(3);
+    for i in 0..3 {
+        create_plug(&f, &w.store, &w.runtimes, &format!("user{i}"))
+            .await
+            .unwrap();
+    }
+    let observed = plugs::observe_for_placement(&f, &w.runtimes).await;
+    let free = |store: &Store| -> Vec<u32> {
+        let r = fleetctl::capacity::live(&f, store, &observed).unwrap();
+        r.nodes.iter().map(|n| n.plug_slots[0].free).collect()
+    };
+    assert_eq!(free(&w.store), [2, 5, 5], "node1 holds 3 of its 5");
+    let fresh = Store::in_memory().unwrap();
+    assert_eq!(
+        free(&fresh),
+        [2, 5, 5],
+        "unknown plugs take their slots too"
+    );
+}

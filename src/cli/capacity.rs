@@ -68,24 +68,7 @@ fn live_report(
         let runtimes = super::common::connect_all(fleet);
         crate::plugs::observe_for_placement(fleet, &runtimes).await
     });
-    // Read after observation, as `plug create` reads them.
-    let plugs = store.plugs()?;
-    let leases = store.port_leases()?;
-    let conditions = store.node_conditions()?;
-    let last_known = store.replica_nodes()?;
-    let (views, _) = crate::plan::scheduling_views(&crate::plan::Snapshot {
-        fleet,
-        observed: &observed,
-        conditions: &conditions,
-        plugs: &plugs,
-        port_leases: &leases,
-        last_known: &last_known,
-        lost: &std::collections::BTreeSet::new(),
-        evict: &std::collections::BTreeSet::new(),
-    });
-    Ok(crate::capacity::observed_report(
-        fleet, &observed, &plugs, &views,
-    ))
+    Ok(crate::capacity::live(fleet, store, &observed)?)
 }
 
 /// A table (kubectl-like: no borders).
