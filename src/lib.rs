@@ -20,6 +20,7 @@
 
 pub mod adopt;
 pub mod api;
+pub mod archive;
 pub mod backoff;
 pub mod capacity;
 pub mod cli;

@@ -238,6 +238,18 @@ impl NodeRuntime for MeteredRuntime {
     async fn remove_container(&self, id: &str) -> Result<(), TransportError> {
         self.timed("remove", self.inner.remove_container(id)).await
     }
+    async fn import_image(&self, reference: &str, rootfs: Vec<u8>) -> Result<(), TransportError> {
+        self.timed("import", self.inner.import_image(reference, rootfs))
+            .await
+    }
+    async fn put_archive(&self, id: &str, dir: &str, tar: Vec<u8>) -> Result<(), TransportError> {
+        self.timed("put_archive", self.inner.put_archive(id, dir, tar))
+            .await
+    }
+    async fn get_archive(&self, id: &str, path: &str) -> Result<Vec<u8>, TransportError> {
+        self.timed("get_archive", self.inner.get_archive(id, path))
+            .await
+    }
     async fn update_container(
         &self,
         id: &str,

@@ -353,7 +353,7 @@ fn two_applies_never_act_at_once() {
     });
     let (code, out, err) = f.run(&["apply", f.path().to_str().unwrap(), "--lock-timeout", "0s"]);
     assert_eq!(code, 1, "{out}{err}");
-    assert!(err.contains("fleet is locked by apply by"), "{err}");
+    assert!(err.contains(" is locked by apply by"), "{err}");
     assert!(err.contains(" since "), "{err}");
     assert!(first.wait().unwrap().success());
 }

@@ -281,7 +281,7 @@ spec:
     let (code, out, err) = f.run(&["apply", f.path().to_str().unwrap(), "--lock-timeout", "1s"]);
     assert_eq!(code, 1, "apply must not act during the drain:\n{out}{err}");
     assert!(
-        err.contains("fleet is locked by drain"),
+        err.contains(" is locked by drain by"),
         "apply names the drain holding the lease:\n{out}{err}"
     );
 

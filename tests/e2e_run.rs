@@ -649,7 +649,7 @@ fn sigterm_releases_the_lease_and_exits_0_and_a_second_run_refuses_meanwhile() {
     let (code, _, err) = f.run(&["run", f.path().to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
     assert!(
-        err.contains("fleet is locked by controller by") && err.contains(" since "),
+        err.contains(" is locked by controller by") && err.contains(" since "),
         "{err}"
     );
     assert!(started.elapsed() < Duration::from_secs(5));

@@ -11,7 +11,8 @@ use super::render::progress_line;
 use super::{GlobalOpts, Output};
 use crate::converge::{Converged, Passes, converge};
 use crate::execute::{ExecOptions, Progress, StepOutcome};
-use crate::lease::{LeaseGuard, LeaseKind};
+use crate::lease::nodes::NodeSet;
+use crate::lease::{LeaseError, LeaseGuard, LeaseKind, Request};
 use crate::observe::ObservedFleet;
 use crate::plan::Plan;
 use crate::reconcile::{PassContext, PassReport, pass, plan_only};
@@ -71,25 +72,32 @@ pub fn run(
         return super::handoff::apply(&store, &controller, &loaded, timeout, output);
     }
     let who = holder("apply");
+    let rt = runtime()?;
+    let runtimes = connect_all(fleet);
     let lease = match LeaseGuard::acquire(
         store.clone(),
-        &who,
-        LeaseKind::Apply,
-        None,
-        lock_timeout,
+        Request {
+            fleet: &fleet.fleet.name,
+            holder: &who,
+            kind: LeaseKind::Apply,
+            api: None,
+            wait: lock_timeout,
+        },
+        Some(NodeSet::shared(
+            &fleet.fleet.name,
+            runtimes.clone(),
+            rt.handle().clone(),
+        )),
         None,
     ) {
         Ok(l) => l,
-        Err(e @ StoreError::Locked { .. }) => {
-            eprintln!("error: {e}");
-            return Ok(1);
+        Err(e @ (LeaseError::Locked { .. } | LeaseError::NoNode { .. })) => {
+            return Ok(super::handoff::report_locked(&e));
         }
         Err(e) => return Err(e.into()),
     };
     let json = matches!(output, Output::Json | Output::Yaml);
-    let rt = runtime()?;
     let result = rt.block_on(async {
-        let runtimes = connect_all(fleet);
         let print = |p: &Progress| {
             if !json
                 && !super::common::quiet()

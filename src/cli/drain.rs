@@ -9,13 +9,15 @@ use anyhow::bail;
 use super::common::{
     connect_all, emit, holder, open_store, print_data, resolve_manifests, runtime,
 };
+use super::handoff::Found;
+use super::remote::Remote;
 use super::render::progress_line;
 use super::{GlobalOpts, Output};
 use crate::drain::{DrainStatus, drain};
 use crate::execute::ExecOptions;
-use crate::lease::{LeaseGuard, LeaseKind};
+use crate::lease::nodes::NodeSet;
+use crate::lease::{LeaseError, LeaseGuard, LeaseKind, Request};
 use crate::reconcile::PassContext;
-use crate::store::StoreError;
 
 /// How long drain waits for another actor's lease.
 const LOCK_WAIT: Duration = Duration::from_secs(30);
@@ -42,28 +44,55 @@ pub fn run(
         );
     }
     let store = std::sync::Arc::new(open_store(global, &fleet.fleet.name)?);
-    if let Some(c) = super::handoff::live_controller(&store)? {
-        let quiet = matches!(output, Output::Json | Output::Yaml);
-        return match super::handoff::drain(&store, &c, node, timeout, force, quiet)? {
-            Some(report) => render(node, &report, output),
-            None => Ok(1),
-        };
+    let rt = runtime()?;
+    let runtimes = connect_all(fleet);
+    let nodes = NodeSet::shared(&fleet.fleet.name, runtimes.clone(), rt.handle().clone());
+    match super::handoff::find_controller(&store, &nodes)? {
+        Some(Found::Here(c)) => {
+            let quiet = matches!(output, Output::Json | Output::Yaml);
+            return match super::handoff::drain(&store, &c, node, timeout, force, quiet)? {
+                Some(report) => render(node, &report, output),
+                None => Ok(1),
+            };
+        }
+        Some(Found::Elsewhere(c)) => {
+            let Some(remote) = Remote::from_options(global.controller.as_deref())? else {
+                return Ok(super::handoff::refuse(&fleet.fleet.name, "drain", &c));
+            };
+            super::handoff::announce("drain", &c);
+            let path = format!(
+                "/v1/nodes/{node}/drain?force={force}&timeout={}s",
+                timeout.as_secs().max(1)
+            );
+            let answer = remote.call(http::Method::POST, &path, None)?;
+            return match serde_json::from_value::<crate::drain::DrainReport>(answer.body.clone()) {
+                Ok(report) => render(node, &report, output),
+                Err(_) => {
+                    eprintln!("error: {}", answer.error());
+                    Ok(1)
+                }
+            };
+        }
+        None => {}
     }
     let who = holder("drain");
     // Held, and renewed, until the drain ends: a drain can outlast the lease's TTL many times.
-    let lease =
-        match LeaseGuard::acquire(store.clone(), &who, LeaseKind::Drain, None, LOCK_WAIT, None) {
-            Ok(l) => l,
-            Err(e @ StoreError::Locked { .. }) => {
-                eprintln!("error: {e}");
-                return Ok(1);
-            }
-            Err(e) => return Err(e.into()),
-        };
+    let req = Request {
+        fleet: &fleet.fleet.name,
+        holder: &who,
+        kind: LeaseKind::Drain,
+        api: None,
+        wait: LOCK_WAIT,
+    };
+    let lease = match LeaseGuard::acquire(store.clone(), req, Some(nodes), None) {
+        Ok(l) => l,
+        Err(e @ (LeaseError::Locked { .. } | LeaseError::NoNode { .. })) => {
+            return Ok(super::handoff::report_locked(&e));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let json = matches!(output, Output::Json | Output::Yaml);
-    let rt = runtime()?;
     let result = rt.block_on(async {
-        let runtimes = connect_all(fleet);
         let cx = PassContext {
             evict: if force {
                 BTreeSet::from([node.to_string()])

@@ -28,6 +28,64 @@ pub fn live_controller(store: &Store) -> anyhow::Result<Option<LeaseInfo>> {
     }))
 }
 
+/// A controller that runs this fleet, as this command finds it.
+#[derive(Debug, Clone)]
+pub enum Found {
+    /// It shares this state file: hand over through it.
+    Here(LeaseInfo),
+    /// Its lease record is on the nodes but not in this state file: another machine (or
+    /// another state file); hand over through its API, or refuse.
+    Elsewhere(LeaseInfo),
+}
+
+/// The controller running this fleet: in this state file, else on the nodes of `nodes` (one
+/// read per node, in parallel).
+///
+/// # Errors
+/// Store failures.
+pub fn find_controller(
+    store: &Store,
+    nodes: &crate::lease::nodes::NodeSet,
+) -> anyhow::Result<Option<Found>> {
+    if let Some(l) = live_controller(store)? {
+        return Ok(Some(Found::Here(l)));
+    }
+    let now = now_ms();
+    Ok(nodes
+        .read()
+        .into_values()
+        .filter_map(|r| r.ok().flatten())
+        .map(|r| r.lease)
+        .find(|l| l.kind == "controller" && l.expires_ms > now && !holder_is_dead(&l.holder))
+        .map(Found::Elsewhere))
+}
+
+/// Refuses `verb` beside a controller that runs elsewhere, naming it: exit status 1.
+pub fn refuse(fleet: &str, verb: &str, lease: &LeaseInfo) -> u8 {
+    eprintln!(
+        "error: fleet {fleet} is run by a controller on another machine or state file ({}, API {}): \
+         pass --controller http://HOST:PORT (or set FLEETCTL_CONTROLLER) and {} to hand `{verb}` to it",
+        lease.holder,
+        lease.api.as_deref().unwrap_or("-"),
+        super::remote::TOKEN_ENV,
+    );
+    1
+}
+
+/// Reports a lease that could not be taken: exit status 1. When the holder is a controller,
+/// says what to do instead (an apply is not handed over across state files: the controller
+/// applies the manifests it watches).
+pub fn report_locked(e: &crate::lease::LeaseError) -> u8 {
+    eprintln!("error: {e}");
+    if let Some(l) = e.holder().filter(|l| l.kind == "controller") {
+        eprintln!(
+            "  a controller runs this fleet (API {}): change the manifests it watches, or stop it first",
+            l.api.as_deref().unwrap_or("-")
+        );
+    }
+    1
+}
+
 /// Says on stderr that the command is handed over.
 pub fn announce(verb: &str, lease: &LeaseInfo) {
     if super::common::quiet() {

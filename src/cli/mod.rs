@@ -12,6 +12,7 @@ mod handoff;
 mod nodes;
 mod plan;
 mod plug;
+mod remote;
 mod render;
 mod run;
 mod schema;
@@ -44,6 +45,10 @@ pub struct GlobalOpts {
     /// State database (SQLite). Default: $FLEETCTL_STATE, else .fleetctl/state.db here.
     #[arg(long, global = true, env = "FLEETCTL_STATE", value_name = "PATH")]
     pub state: Option<PathBuf>,
+    /// A controller running on another machine to hand plug and drain commands to
+    /// (http://HOST:PORT of its API; the token in $FLEETCTL_TOKEN).
+    #[arg(long, global = true, env = "FLEETCTL_CONTROLLER", value_name = "URL")]
+    pub controller: Option<String>,
     /// Log level: error, warn, info, debug or trace (or a tracing filter).
     #[arg(long, global = true, value_name = "LEVEL")]
     pub log_level: Option<String>,

@@ -28,23 +28,31 @@ pub fn run(op: PlugOp, global: &GlobalOpts) -> anyhow::Result<u8> {
         PlugOp::Delete { id, file } => {
             let loaded = resolve_manifests(file.as_deref(), global)?;
             let store = open_store(global, &loaded.fleet.fleet.name)?;
-            let notes = if let Some(c) = handoff::live_controller(&store)? {
-                let payload = intents::PlugIdIntent { id: id.clone() };
-                match handoff::plug_op::<intents::PlugDeleted>(
-                    &store,
-                    &c,
-                    intents::kinds::PLUG_DELETE,
-                    &payload,
-                )? {
-                    Some(d) => d.notes,
-                    None => return Ok(1),
+            let notes = match route(&loaded, &store, global, "plug delete")? {
+                Route::Intent(c) => {
+                    let payload = intents::PlugIdIntent { id: id.clone() };
+                    match handoff::plug_op::<intents::PlugDeleted>(
+                        &store,
+                        &c,
+                        intents::kinds::PLUG_DELETE,
+                        &payload,
+                    )? {
+                        Some(d) => d.notes,
+                        None => return Ok(1),
+                    }
                 }
-            } else {
-                let rt = runtime()?;
-                rt.block_on(async {
-                    let runtimes = super::common::connect_all(&loaded.fleet);
+                Route::Api(remote) => {
+                    let a = remote.call(http::Method::DELETE, &format!("/v1/plugs/{id}"), None)?;
+                    if a.status != 200 {
+                        eprintln!("error: {}", a.error());
+                        return Ok(1);
+                    }
+                    serde_json::from_value(a.body["notes"].clone()).unwrap_or_default()
+                }
+                Route::Refused => return Ok(1),
+                Route::Direct(rt, runtimes) => rt.block_on(async {
                     plugs::delete(&loaded.fleet, &store, &runtimes, &id).await
-                })?
+                })?,
             };
             for n in notes {
                 eprintln!("note: {n}");
@@ -55,21 +63,32 @@ pub fn run(op: PlugOp, global: &GlobalOpts) -> anyhow::Result<u8> {
         PlugOp::Touch { id, file } => {
             let loaded = resolve_manifests(file.as_deref(), global)?;
             let store = open_store(global, &loaded.fleet.fleet.name)?;
-            let plug = if let Some(c) = handoff::live_controller(&store)? {
-                let payload = intents::PlugIdIntent { id: id.clone() };
-                match handoff::plug_op::<PlugRecord>(
-                    &store,
-                    &c,
-                    intents::kinds::PLUG_TOUCH,
-                    &payload,
-                )? {
-                    Some(p) => p,
-                    None => return Ok(1),
+            let plug = match route(&loaded, &store, global, "plug touch")? {
+                Route::Intent(c) => {
+                    let payload = intents::PlugIdIntent { id: id.clone() };
+                    match handoff::plug_op::<PlugRecord>(
+                        &store,
+                        &c,
+                        intents::kinds::PLUG_TOUCH,
+                        &payload,
+                    )? {
+                        Some(p) => p,
+                        None => return Ok(1),
+                    }
                 }
-            } else {
-                let rt = runtime()?;
-                rt.block_on(async {
-                    let runtimes = super::common::connect_all(&loaded.fleet);
+                Route::Api(remote) => {
+                    let a =
+                        remote.call(http::Method::POST, &format!("/v1/plugs/{id}/touch"), None)?;
+                    match serde_json::from_value::<PlugRecord>(a.body.clone()) {
+                        Ok(p) if a.status == 200 => p,
+                        _ => {
+                            eprintln!("error: {}", a.error());
+                            return Ok(1);
+                        }
+                    }
+                }
+                Route::Refused => return Ok(1),
+                Route::Direct(rt, runtimes) => rt.block_on(async {
                     plugs::touch(
                         &loaded.fleet,
                         &store,
@@ -79,7 +98,7 @@ pub fn run(op: PlugOp, global: &GlobalOpts) -> anyhow::Result<u8> {
                         now_ms(),
                     )
                     .await
-                })?
+                })?,
             };
             emit(&format!(
                 "plug {id} touched ({} on {}:{})\n",
@@ -93,6 +112,48 @@ pub fn run(op: PlugOp, global: &GlobalOpts) -> anyhow::Result<u8> {
     }
 }
 
+/// Where a plug command goes.
+enum Route {
+    /// To the controller sharing this state file.
+    Intent(crate::store::LeaseInfo),
+    /// To a controller elsewhere, through its API.
+    Api(super::remote::Remote),
+    /// Refused (printed): a controller runs elsewhere and no API was given.
+    Refused,
+    /// Done here, on these connections.
+    Direct(tokio::runtime::Runtime, crate::execute::Runtimes),
+}
+
+/// Finds who does `verb`: a controller of this fleet (here or on another machine, found in
+/// the state file or on the nodes) or this command. Never acts beside a controller.
+fn route(
+    loaded: &crate::manifest::Loaded,
+    store: &crate::store::Store,
+    global: &GlobalOpts,
+    verb: &str,
+) -> anyhow::Result<Route> {
+    let fleet = &loaded.fleet.fleet.name;
+    let rt = runtime()?;
+    let runtimes = super::common::connect_all(&loaded.fleet);
+    let nodes = crate::lease::nodes::NodeSet::shared(fleet, runtimes.clone(), rt.handle().clone());
+    Ok(match handoff::find_controller(store, &nodes)? {
+        Some(handoff::Found::Here(c)) => Route::Intent(c),
+        Some(handoff::Found::Elsewhere(c)) => {
+            match super::remote::Remote::from_options(global.controller.as_deref())? {
+                Some(remote) => {
+                    handoff::announce(verb, &c);
+                    Route::Api(remote)
+                }
+                None => {
+                    handoff::refuse(fleet, verb, &c);
+                    Route::Refused
+                }
+            }
+        }
+        None => Route::Direct(rt, runtimes),
+    })
+}
+
 fn create(
     class: &str,
     owner: &str,
@@ -103,19 +164,35 @@ fn create(
     let loaded = resolve_manifests(file, global)?;
     let fleet = &loaded.fleet;
     let store = open_store(global, &fleet.fleet.name)?;
-    if let Some(c) = handoff::live_controller(&store)? {
-        let payload = intents::PlugCreateIntent {
-            class: class.to_string(),
-            owner: owner.to_string(),
-        };
-        return match handoff::plug_op(&store, &c, intents::kinds::PLUG_CREATE, &payload)? {
-            Some(created) => print_created(&created, output),
-            None => Ok(1),
-        };
-    }
-    let rt = runtime()?;
+    let (rt, runtimes) = match route(&loaded, &store, global, "plug create")? {
+        Route::Intent(c) => {
+            let payload = intents::PlugCreateIntent {
+                class: class.to_string(),
+                owner: owner.to_string(),
+            };
+            return match handoff::plug_op(&store, &c, intents::kinds::PLUG_CREATE, &payload)? {
+                Some(created) => print_created(&created, output),
+                None => Ok(1),
+            };
+        }
+        Route::Api(remote) => {
+            let body = serde_json::json!({ "class": class, "owner": owner });
+            let a = remote.call(http::Method::POST, "/v1/plugs", Some(body))?;
+            return match serde_json::from_value::<plugs::PlugCreated>(a.body.clone()) {
+                Ok(created) if a.status == 201 => print_created(&created, output),
+                _ => {
+                    eprintln!("error: {}", a.error());
+                    if let Some(d) = a.body.get("diagnosis") {
+                        eprintln!("{}", serde_json::to_string_pretty(d).unwrap_or_default());
+                    }
+                    Ok(1)
+                }
+            };
+        }
+        Route::Refused => return Ok(1),
+        Route::Direct(rt, runtimes) => (rt, runtimes),
+    };
     let created = rt.block_on(async {
-        let runtimes = super::common::connect_all(fleet);
         let observed = plugs::observe_for_placement(fleet, &runtimes).await;
         let plug = plugs::reserve_plug(
             fleet,

@@ -9,11 +9,12 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::GlobalOpts;
-use super::common::{holder, load_or_report, open_store};
+use super::common::{connect_all, holder, load_or_report, open_store};
 use crate::api;
 use crate::controller::{Config, Connector, Controller, ControllerError, LeaseConfig};
-use crate::lease::{LeaseGuard, LeaseKind};
-use crate::store::{Store, StoreError, now_ms};
+use crate::lease::nodes::NodeSet;
+use crate::lease::{LeaseError, LeaseGuard, LeaseKind, Request};
+use crate::store::{Store, now_ms};
 use crate::transport::{Endpoint, connect, failed::FailedRuntime};
 
 /// How long requests in flight may finish after the controller stopped.
@@ -35,19 +36,26 @@ pub fn run(path: &Path, global: &GlobalOpts) -> anyhow::Result<u8> {
     let addr = fleet_spec.api_listen;
     // Cancelled on SIGTERM/SIGINT, and by the lease guard when the lease is lost.
     let shutdown = CancellationToken::new();
+    let api_addr = addr.to_string();
+    // The controller's runtime has one thread; the lease's node calls run on their own.
+    let nodes = NodeSet::own(&fleet_spec.name, connect_all(&loaded.fleet))?;
     let lease = match LeaseGuard::acquire(
         store.clone(),
-        &who,
-        LeaseKind::Controller,
-        Some(&addr.to_string()),
-        Duration::ZERO,
+        Request {
+            fleet: &fleet_spec.name,
+            holder: &who,
+            kind: LeaseKind::Controller,
+            api: Some(&api_addr),
+            wait: Duration::ZERO,
+        },
+        Some(nodes),
         Some(Box::new({
             let shutdown = shutdown.clone();
             move || shutdown.cancel()
         })),
     ) {
         Ok(l) => l,
-        Err(e @ StoreError::Locked { .. }) => {
+        Err(e @ (LeaseError::Locked { .. } | LeaseError::NoNode { .. })) => {
             eprintln!("error: {e}");
             return Ok(1);
         }

@@ -29,9 +29,9 @@ use bollard::models::{
     RestartPolicy as DockerRestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, StatsOptionsBuilder,
-    StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    EventsOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    StatsOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::stream::{BoxStream, StreamExt};
 use tokio::sync::{OnceCell, watch};
@@ -420,6 +420,55 @@ impl NodeRuntime for DockerRuntime {
             })
             .await?;
         Ok(stats.as_ref().map(memory_working_set).unwrap_or(0))
+    }
+
+    async fn import_image(&self, reference: &str, rootfs: Vec<u8>) -> Result<(), TransportError> {
+        let (repo, tag) = split_image_ref(reference);
+        let options = CreateImageOptionsBuilder::new()
+            .from_src("-")
+            .repo(&repo)
+            .tag(&tag)
+            .build();
+        self.call(
+            "import image",
+            Some(reference),
+            CALL_TIMEOUT,
+            |d| async move {
+                let body = bollard::body_full(hyper::body::Bytes::from(rootfs));
+                let mut progress = d.create_image(Some(options), Some(body), None);
+                while let Some(item) = progress.next().await {
+                    item?;
+                }
+                Ok(())
+            },
+        )
+        .await
+    }
+
+    async fn put_archive(&self, id: &str, dir: &str, tar: Vec<u8>) -> Result<(), TransportError> {
+        let name = id.to_string();
+        let options = UploadToContainerOptionsBuilder::new().path(dir).build();
+        self.call("put archive", Some(id), CALL_TIMEOUT, |d| async move {
+            let body = bollard::body_full(hyper::body::Bytes::from(tar));
+            d.upload_to_container(&name, Some(options), body).await
+        })
+        .await
+    }
+
+    async fn get_archive(&self, id: &str, path: &str) -> Result<Vec<u8>, TransportError> {
+        let name = id.to_string();
+        let options = DownloadFromContainerOptionsBuilder::new()
+            .path(path)
+            .build();
+        self.call("get archive", Some(id), CALL_TIMEOUT, |d| async move {
+            let mut out = Vec::new();
+            let mut chunks = d.download_from_container(&name, Some(options));
+            while let Some(chunk) = chunks.next().await {
+                out.extend_from_slice(&chunk?);
+            }
+            Ok(out)
+        })
+        .await
     }
 
     async fn events(

@@ -72,6 +72,15 @@ impl NodeRuntime for FailedRuntime {
     async fn container_memory_usage(&self, _: &str) -> Result<u64, TransportError> {
         Err(self.err("container stats"))
     }
+    async fn import_image(&self, _: &str, _: Vec<u8>) -> Result<(), TransportError> {
+        Err(self.err("import image"))
+    }
+    async fn put_archive(&self, _: &str, _: &str, _: Vec<u8>) -> Result<(), TransportError> {
+        Err(self.err("put archive"))
+    }
+    async fn get_archive(&self, _: &str, _: &str) -> Result<Vec<u8>, TransportError> {
+        Err(self.err("get archive"))
+    }
     async fn events(
         &self,
         _: &ListFilter,

@@ -59,6 +59,8 @@ struct FakeContainer {
     created: i64,
     memory_usage: u64,
     restart_count: u64,
+    /// Files written through the archive API, by absolute path.
+    files: BTreeMap<String, Vec<u8>>,
 }
 
 #[derive(Default)]
@@ -215,6 +217,7 @@ impl FakeRuntime {
                 created,
                 memory_usage: 0,
                 restart_count: 0,
+                files: BTreeMap::new(),
             },
         );
         id
@@ -401,6 +404,7 @@ impl NodeRuntime for FakeRuntime {
                 created,
                 memory_usage: 0,
                 restart_count: 0,
+                files: BTreeMap::new(),
             },
         );
         Ok(id)
@@ -489,6 +493,57 @@ impl NodeRuntime for FakeRuntime {
             .find(&mut inner, id)
             .ok_or_else(|| self.not_found("container stats", id))?;
         Ok(c.memory_usage)
+    }
+
+    async fn import_image(&self, reference: &str, _rootfs: Vec<u8>) -> Result<(), TransportError> {
+        self.begin("import", reference)?;
+        let mut inner = self.lock();
+        // An empty image list means "every image is present": keep it that way.
+        if !inner.images.is_empty() && !inner.images.iter().any(|i| i == reference) {
+            inner.images.push(reference.to_string());
+        }
+        Ok(())
+    }
+
+    async fn put_archive(&self, id: &str, dir: &str, tar: Vec<u8>) -> Result<(), TransportError> {
+        self.begin("put-archive", id)?;
+        let files = crate::archive::files(&tar).map_err(|e| {
+            TransportError::new(
+                &self.node,
+                "put archive",
+                ErrorKind::Api { status: 400 },
+                e.to_string(),
+            )
+            .with_object(id)
+        })?;
+        let mut inner = self.lock();
+        let c = self
+            .find(&mut inner, id)
+            .ok_or_else(|| self.not_found("put archive", id))?;
+        for (path, content) in files {
+            c.files
+                .insert(format!("{}/{path}", dir.trim_end_matches('/')), content);
+        }
+        Ok(())
+    }
+
+    async fn get_archive(&self, id: &str, path: &str) -> Result<Vec<u8>, TransportError> {
+        self.begin("get-archive", id)?;
+        let mut inner = self.lock();
+        let c = self
+            .find(&mut inner, id)
+            .ok_or_else(|| self.not_found("get archive", id))?;
+        let content = c.files.get(path).ok_or_else(|| {
+            TransportError::new(
+                &self.node,
+                "get archive",
+                ErrorKind::NotFound,
+                "no such file",
+            )
+            .with_object(id)
+        })?;
+        let name = path.rsplit('/').next().unwrap_or(path);
+        Ok(crate::archive::one_file(name, content, 0o644))
     }
 
     async fn events(

@@ -166,6 +166,14 @@ pub trait NodeRuntime: Send + Sync {
     /// Current memory use of a running container in bytes (working set: usage minus inactive
     /// file cache), from a one-shot stats call.
     async fn container_memory_usage(&self, id: &str) -> Result<u64, TransportError>;
+    /// Imports `rootfs` (a tar archive) as the image `reference` (`repo:tag`), as
+    /// `docker import` does: an image without layers from a registry, made on the node.
+    async fn import_image(&self, reference: &str, rootfs: Vec<u8>) -> Result<(), TransportError>;
+    /// Extracts `tar` into container `id` under the directory `dir` (the engine's archive API;
+    /// works on a container that never started, and needs nothing on the node's disk).
+    async fn put_archive(&self, id: &str, dir: &str, tar: Vec<u8>) -> Result<(), TransportError>;
+    /// A tar archive of `path` in container `id` (a file: one entry named after it).
+    async fn get_archive(&self, id: &str, path: &str) -> Result<Vec<u8>, TransportError>;
     /// Container events (die, oom, start, destroy, health_status) for containers carrying every
     /// label of `filter`, from now on. The stream ends when the connection drops; the caller
     /// resubscribes (and resyncs, since events may have been missed).
