@@ -236,7 +236,11 @@ spec: {image: fleet-test/busybox:1, placement: {nodes: [node2]}, resources: {mem
 /// lease once (TTL 30 s) and never renewed it, so an apply started after 30 s took the lease and
 /// acted beside the drain. Here the drain's replacement cannot turn healthy until the test
 /// opens a gate, so the drain outlives the TTL; an apply attempted past the TTL must be refused
-/// with "fleet is locked", and the drain must still finish once the gate opens.
+/// with "is locked", and the drain must still finish once the gate opens.
+///
+/// Issue 13: the apply runs with *another state file* (another machine, a CI runner): only the
+/// lease held on the nodes can stop it. It is refused naming the drain, changes nothing, and
+/// succeeds once the drain is over.
 #[test]
 fn a_drain_longer_than_the_lease_ttl_keeps_the_fleet_locked() {
     let Some(sb) = Sandbox::get("a_drain_longer_than_the_lease_ttl_keeps_the_fleet_locked") else {
@@ -278,12 +282,29 @@ spec:
         "the drain is still running"
     );
 
-    let (code, out, err) = f.run(&["apply", f.path().to_str().unwrap(), "--lock-timeout", "1s"]);
+    let other_state = tempfile::tempdir().unwrap();
+    let apply_b = || {
+        let out = f
+            .cmd(&["apply", f.path().to_str().unwrap(), "--lock-timeout", "2s"])
+            .env("FLEETCTL_STATE", other_state.path().join("b.db"))
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let before = f.all_ids();
+    let (code, out, err) = apply_b();
     assert_eq!(code, 1, "apply must not act during the drain:\n{out}{err}");
     assert!(
-        err.contains(" is locked by drain by"),
+        err.contains(&format!("fleet {} is locked by drain by", f.name))
+            && err.contains(" since ")
+            && err.contains("(lease held on "),
         "apply names the drain holding the lease:\n{out}{err}"
     );
+    assert_eq!(f.all_ids(), before, "the refused apply changed nothing");
 
     std::fs::remove_file(&closed).unwrap();
     let out = drain.wait_with_output().unwrap();
@@ -295,4 +316,7 @@ spec:
     );
     assert!(text.contains(&format!("node {home} drained")), "{text}");
     assert!(sb.ids(home, &f.name).is_empty());
+    // The drain let go: the other state file's apply now runs (and adopts nothing: no plugs).
+    let (code, out, err) = apply_b();
+    assert_eq!(code, 0, "apply after the drain:\n{out}{err}");
 }
