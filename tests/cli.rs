@@ -2,9 +2,19 @@
 
 use assert_cmd::Command;
 
+/// The binary with no state chosen: its default state directory is under the build's temp
+/// directory, never the real home.
 fn fleetctl() -> Command {
+    fleetctl_in(&std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-home"))
+}
+
+/// The binary with no state chosen and `home` as both `XDG_STATE_HOME` and `HOME`: its state
+/// files are `home/fleetctl/<fleet>.db`.
+fn fleetctl_in(home: &std::path::Path) -> Command {
     let mut c = Command::cargo_bin("fleetctl").expect("binary built");
-    c.env_remove("FLEETCTL_STATE");
+    c.env_remove("FLEETCTL_STATE")
+        .env("XDG_STATE_HOME", home)
+        .env("HOME", home);
     c
 }
 
@@ -385,4 +395,64 @@ fn closed_stdout_is_not_a_crash() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
+
+/// Issue 13: with no --state, a fleet's state is `$XDG_STATE_HOME/fleetctl/<fleet>.db`, not a
+/// file under the current directory; a command given no manifests uses the only fleet there,
+/// and refuses to guess among several.
+#[test]
+fn the_default_state_is_one_file_per_fleet_in_the_state_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let cwd = dir.path().join("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let f = dir.path().join("fleet.yaml");
+    std::fs::write(&f, FLEET).unwrap();
+    let run = |args: &[&str]| {
+        let out = fleetctl_in(&home)
+            .current_dir(&cwd)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Nothing yet: the message names the state directory.
+    let (code, _, err) = run(&["get", "nodes"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("none applied yet")
+            && err.contains(&home.join("fleetctl").display().to_string()),
+        "{err}"
+    );
+    // A command that knows its fleet writes <state dir>/<fleet>.db, nothing in the cwd.
+    let (code, out, err) = run(&["cordon", "node1", "-f", f.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(home.join("fleetctl/demo.db").is_file());
+    assert_eq!(std::fs::read_dir(&cwd).unwrap().count(), 0, "cwd untouched");
+    // No manifests given: the only fleet's state is used.
+    let (code, out, err) = run(&["get", "plugs"]);
+    assert_eq!((code, out.as_str()), (0, "No plugs.\n"), "{err}");
+    // Several fleets: no guess, the fleets are named.
+    std::fs::write(&f, FLEET.replace("name: demo", "name: other")).unwrap();
+    let (code, out, err) = run(&["cordon", "node1", "-f", f.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(home.join("fleetctl/other.db").is_file());
+    let (code, _, err) = run(&["get", "plugs"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("several fleets (demo, other)") && err.contains("--state"),
+        "{err}"
+    );
+    // --state still chooses.
+    let (code, _, err) = run(&[
+        "get",
+        "plugs",
+        "--state",
+        home.join("fleetctl/demo.db").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
 }

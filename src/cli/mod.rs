@@ -41,7 +41,9 @@ pub struct Cli {
 /// Options every command accepts.
 #[derive(Debug, Args)]
 pub struct GlobalOpts {
-    /// State database (SQLite). Default: $FLEETCTL_STATE, else .fleetctl/state.db here.
+    /// State database (SQLite). Default: $FLEETCTL_STATE, else one file per fleet,
+    /// $XDG_STATE_HOME/fleetctl/FLEET.db (~/.local/state/fleetctl/FLEET.db); without manifests,
+    /// the only fleet's file there.
     #[arg(long, global = true, env = "FLEETCTL_STATE", value_name = "PATH")]
     pub state: Option<PathBuf>,
     /// Log level: error, warn, info, debug or trace (or a tracing filter).
