@@ -63,6 +63,7 @@ fn help_lists_every_verb_of_the_spec() {
         "trust",
         "completion",
         "schema",
+        "state",
     ] {
         assert!(
             help.lines()
@@ -455,4 +456,48 @@ fn the_default_state_is_one_file_per_fleet_in_the_state_directory() {
         home.join("fleetctl/demo.db").to_str().unwrap(),
     ]);
     assert_eq!(code, 0, "{err}");
+}
+
+/// Issue 13: `state rebuild` says which nodes it could not see, exits 1 for them, and names
+/// what no node can give back; it creates the fleet's state file but no container.
+#[test]
+fn state_rebuild_reports_an_unreachable_node_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: fleet/v1\nkind: Fleet\nmetadata: {name: lost}\n---\napiVersion: fleet/v1\nkind: Node\nmetadata: {name: node1}\nspec: {docker: {socket: /nonexistent/docker.sock}, capacity: {cpus: 2, memory: 4GiB}}\n",
+    )
+    .unwrap();
+    let home = dir.path().join("home");
+    let out = fleetctl_in(&home)
+        .args(["state", "rebuild", f.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("rebuilt from 0 nodes of 1"), "{text}");
+    assert!(
+        text.contains("Unreachable (1 node)") && text.contains("  - node1: "),
+        "{text}"
+    );
+    assert!(
+        text.contains("Not recoverable from the nodes: the event log"),
+        "{text}"
+    );
+    assert!(home.join("fleetctl/lost.db").is_file());
+    let out = fleetctl_in(&home)
+        .args(["state", "rebuild", f.to_str().unwrap(), "-o", "json"])
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["fleet"], "lost", "{v}");
+    assert_eq!(v["unreachable"][0]["node"], "node1", "{v}");
+    assert_eq!(v["adopted"], serde_json::json!([]), "{v}");
+    assert_eq!(v["not_recoverable"].as_array().unwrap().len(), 3, "{v}");
 }

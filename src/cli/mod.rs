@@ -16,6 +16,7 @@ mod render;
 mod run;
 mod schema;
 mod services;
+mod state;
 mod validate;
 
 use std::path::PathBuf;
@@ -227,6 +228,12 @@ pub enum Command {
         #[arg(short = 'f', long = "file", value_name = "PATH")]
         file: Option<PathBuf>,
     },
+    /// Work on the state file itself (see docs/state.md).
+    State {
+        /// The state operation.
+        #[command(subcommand)]
+        action: StateAction,
+    },
     /// Print a shell completion script.
     Completion {
         /// Shell.
@@ -308,6 +315,25 @@ pub enum PlugOp {
         #[arg(short = 'f', long = "file", value_name = "PATH")]
         file: Option<PathBuf>,
         /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+/// State operations.
+#[derive(Debug, Subcommand)]
+pub enum StateAction {
+    /// Rebuild the state's records of the fleet from its nodes: adopt every plug running (or
+    /// stopped) there that the state does not know, with its owner, node and port.
+    ///
+    /// Changes no container and takes no fleet lease. Reports the plugs adopted, those already
+    /// known, plug containers that cannot be adopted and why (left alone), the nodes that could
+    /// not be seen, and what no node can give back (the event log, plugs' last activity, the
+    /// applied-manifest history). Exit 0 when every node was seen, 1 otherwise.
+    Rebuild {
+        /// Manifest file or directory (default: the last applied set).
+        path: Option<PathBuf>,
+        /// Output format: table (wide is the same), json or yaml.
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,
     },
@@ -441,6 +467,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             output,
         } => drain::run(&node, timeout, force, file.as_deref(), output, &cli.global),
         Command::Plug { op } => plug::run(op, &cli.global),
+        Command::State { action } => state::run(action, &cli.global),
         Command::Trust { node, yes, file } => {
             nodes::trust(&node, file.as_deref(), yes, &cli.global)
         }
