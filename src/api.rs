@@ -39,8 +39,14 @@ use crate::drain::DrainStatus;
 use crate::plugs::{PlugError, PlugView};
 use crate::store::{PlugRecord, StoreError};
 
-/// Name of the generated token file, next to the state database.
-pub const TOKEN_FILE_NAME: &str = "api-token";
+/// Extension of the generated token file, `<fleet>.api-token` next to the state database (one
+/// per fleet: fleets whose state files share a directory do not overwrite each other's token).
+pub const TOKEN_FILE_EXTENSION: &str = "api-token";
+
+/// Name of the generated token file of `fleet`: `<fleet>.api-token`.
+pub fn token_file_name(fleet: &str) -> String {
+    format!("{fleet}.{TOKEN_FILE_EXTENSION}")
+}
 /// Default drain timeout of `POST /v1/nodes/{name}/drain` (as `fleetctl drain`).
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(600);
 
@@ -82,8 +88,8 @@ pub struct ApiToken {
 }
 
 /// The API token: read from `configured` (`api.tokenFile`, trimmed), or, when none is
-/// configured, a fresh random token (256 bits, hex) written to [`TOKEN_FILE_NAME`] next to
-/// `state_db` with mode 0600 — a new one at every start, so read the file rather than copying
+/// configured, a fresh random token (256 bits, hex) written to `<fleet>.api-token`
+/// ([`token_file_name`]) next to `state_db` with mode 0600 — a new one at every start, so read the file rather than copying
 /// the token.
 ///
 /// # Errors
@@ -91,6 +97,7 @@ pub struct ApiToken {
 pub fn load_or_create_token(
     configured: Option<&Path>,
     state_db: &Path,
+    fleet: &str,
 ) -> Result<ApiToken, TokenError> {
     if let Some(path) = configured {
         let text = std::fs::read_to_string(path).map_err(|source| TokenError::Read {
@@ -111,7 +118,8 @@ pub fn load_or_create_token(
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let path = dir.join(TOKEN_FILE_NAME);
+    let name = token_file_name(fleet);
+    let path = dir.join(&name);
     let token = hex::encode(rand::random::<[u8; 32]>());
     let write = || -> std::io::Result<()> {
         use std::io::Write;
@@ -119,7 +127,7 @@ pub fn load_or_create_token(
         std::fs::create_dir_all(dir)?;
         // Written beside, then renamed: a reader never sees half a token, and the mode is
         // 0600 from the first byte.
-        let tmp = dir.join(format!(".{TOKEN_FILE_NAME}.{}", std::process::id()));
+        let tmp = dir.join(format!(".{name}.{}", std::process::id()));
         let _ = std::fs::remove_file(&tmp);
         let mut f = std::fs::OpenOptions::new()
             .write(true)
@@ -387,24 +395,28 @@ mod tests {
     fn a_generated_token_file_is_private_and_new_at_every_start() {
         use std::os::unix::fs::PermissionsExt;
         let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("state.db");
-        let a = load_or_create_token(None, &db).unwrap();
+        let db = dir.path().join("aims.db");
+        let a = load_or_create_token(None, &db, "aims").unwrap();
         assert!(a.generated);
-        assert_eq!(a.path, dir.path().join(TOKEN_FILE_NAME));
+        assert_eq!(a.path, dir.path().join("aims.api-token"));
         assert_eq!(a.token.len(), 64);
         let mode = std::fs::metadata(&a.path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
         assert_eq!(std::fs::read_to_string(&a.path).unwrap().trim(), a.token);
-        let b = load_or_create_token(None, &db).unwrap();
+        let b = load_or_create_token(None, &db, "aims").unwrap();
         assert_ne!(a.token, b.token);
+        // Another fleet's state in the same directory gets its own token file.
+        let other = load_or_create_token(None, &dir.path().join("blog.db"), "blog").unwrap();
+        assert_eq!(other.path, dir.path().join("blog.api-token"));
+        assert_eq!(std::fs::read_to_string(&b.path).unwrap().trim(), b.token);
         // A configured file is read as is (trimmed).
         let f = dir.path().join("tok");
         std::fs::write(&f, "  s3cret\n").unwrap();
-        let c = load_or_create_token(Some(&f), &db).unwrap();
+        let c = load_or_create_token(Some(&f), &db, "aims").unwrap();
         assert_eq!((c.token.as_str(), c.generated), ("s3cret", false));
         std::fs::write(&f, "\n").unwrap();
         assert!(matches!(
-            load_or_create_token(Some(&f), &db),
+            load_or_create_token(Some(&f), &db, "aims"),
             Err(TokenError::Empty(_))
         ));
     }

@@ -40,6 +40,7 @@ pub mod plan;
 pub mod plugs;
 pub mod reconcile;
 pub mod schedule;
+pub mod state_location;
 pub mod store;
 pub mod transport;
 pub mod view;

@@ -95,34 +95,65 @@ fn unknown_plugs(
     ))
 }
 
-/// Records the plugs `observed` holds that this store does not know (another machine's state,
-/// a lost disk), so that the plan keeps them. Returns (id, node) of each recorded.
+/// What [`adopt`] recorded and what it left alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Adoption {
+    /// The plugs recorded by this call, as recorded (activity and creation: now).
+    pub adopted: Vec<PlugRecord>,
+    /// Plug containers this store does not know that cannot be adopted, with why (plug id,
+    /// reason): left alone, never removed.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Records the plugs `observed` holds that this store does not know and did not delete
+/// (another machine's state, a lost disk) — each with its port lease and an `adopted` event,
+/// as `cx.exec.actor` — so that a plan keeps them. Containers on unreachable nodes are not
+/// seen and so not adopted. An actor whose lease fence has failed records nothing. A plug
+/// recorded meanwhile by another command is not in the answer.
 ///
 /// # Errors
 /// Store failures.
-fn adopt_unknown(
-    cx: &PassContext<'_>,
-    observed: &ObservedFleet,
-) -> Result<Vec<(String, String)>, StoreError> {
+pub fn adopt(cx: &PassContext<'_>, observed: &ObservedFleet) -> Result<Adoption, StoreError> {
     let found = unknown_plugs(cx, observed, &cx.store.plugs()?)?;
     if found.plugs.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Adoption {
+            adopted: Vec::new(),
+            skipped: found.skipped,
+        });
     }
     // An actor that lost its lease records nothing; the plan still keeps what it found (and its
     // steps fail on the fence).
     if cx.exec.fence.as_ref().is_some_and(|f| f.check().is_err()) {
-        return Ok(Vec::new());
+        return Ok(Adoption {
+            adopted: Vec::new(),
+            skipped: found.skipped,
+        });
     }
     let ids = cx
         .store
         .adopt_plugs(&found.plugs, &cx.exec.actor, now_ms())?;
-    for p in found.plugs.iter().filter(|p| ids.contains(&p.id)) {
-        tracing::info!(plug = %p.id, node = %p.node, port = p.host_port, "adopted a plug this state did not know");
-    }
-    Ok(found
+    let adopted: Vec<PlugRecord> = found
         .plugs
         .into_iter()
         .filter(|p| ids.contains(&p.id))
+        .collect();
+    for p in &adopted {
+        tracing::info!(plug = %p.id, node = %p.node, port = p.host_port, "adopted a plug this state did not know");
+    }
+    Ok(Adoption {
+        adopted,
+        skipped: found.skipped,
+    })
+}
+
+/// [`adopt`], answering (id, node) of each plug recorded.
+fn adopt_unknown(
+    cx: &PassContext<'_>,
+    observed: &ObservedFleet,
+) -> Result<Vec<(String, String)>, StoreError> {
+    Ok(adopt(cx, observed)?
+        .adopted
+        .into_iter()
         .map(|p| (p.id, p.node))
         .collect())
 }

@@ -434,14 +434,6 @@ pub struct Store {
 }
 
 impl Store {
-    /// The path a command uses: `--state`, else `$FLEETCTL_STATE` (clap fills both into
-    /// `explicit`), else `.fleetctl/state.db` under the current directory.
-    pub fn default_path(explicit: Option<&Path>) -> PathBuf {
-        explicit
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from(".fleetctl/state.db"))
-    }
-
     /// Opens (creating when missing) the store at `path` and migrates it.
     ///
     /// # Errors

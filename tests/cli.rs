@@ -2,9 +2,19 @@
 
 use assert_cmd::Command;
 
+/// The binary with no state chosen: its default state directory is under the build's temp
+/// directory, never the real home.
 fn fleetctl() -> Command {
+    fleetctl_in(&std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-home"))
+}
+
+/// The binary with no state chosen and `home` as both `XDG_STATE_HOME` and `HOME`: its state
+/// files are `home/fleetctl/<fleet>.db`.
+fn fleetctl_in(home: &std::path::Path) -> Command {
     let mut c = Command::cargo_bin("fleetctl").expect("binary built");
-    c.env_remove("FLEETCTL_STATE");
+    c.env_remove("FLEETCTL_STATE")
+        .env("XDG_STATE_HOME", home)
+        .env("HOME", home);
     c
 }
 
@@ -53,6 +63,7 @@ fn help_lists_every_verb_of_the_spec() {
         "trust",
         "completion",
         "schema",
+        "state",
     ] {
         assert!(
             help.lines()
@@ -385,4 +396,108 @@ fn closed_stdout_is_not_a_crash() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
+
+/// Issue 13: with no --state, a fleet's state is `$XDG_STATE_HOME/fleetctl/<fleet>.db`, not a
+/// file under the current directory; a command given no manifests uses the only fleet there,
+/// and refuses to guess among several.
+#[test]
+fn the_default_state_is_one_file_per_fleet_in_the_state_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let cwd = dir.path().join("cwd");
+    std::fs::create_dir_all(&cwd).unwrap();
+    let f = dir.path().join("fleet.yaml");
+    std::fs::write(&f, FLEET).unwrap();
+    let run = |args: &[&str]| {
+        let out = fleetctl_in(&home)
+            .current_dir(&cwd)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Nothing yet: the message names the state directory.
+    let (code, _, err) = run(&["get", "nodes"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("none applied yet")
+            && err.contains(&home.join("fleetctl").display().to_string()),
+        "{err}"
+    );
+    // A command that knows its fleet writes <state dir>/<fleet>.db, nothing in the cwd.
+    let (code, out, err) = run(&["cordon", "node1", "-f", f.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(home.join("fleetctl/demo.db").is_file());
+    assert_eq!(std::fs::read_dir(&cwd).unwrap().count(), 0, "cwd untouched");
+    // No manifests given: the only fleet's state is used.
+    let (code, out, err) = run(&["get", "plugs"]);
+    assert_eq!((code, out.as_str()), (0, "No plugs.\n"), "{err}");
+    // Several fleets: no guess, the fleets are named.
+    std::fs::write(&f, FLEET.replace("name: demo", "name: other")).unwrap();
+    let (code, out, err) = run(&["cordon", "node1", "-f", f.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(home.join("fleetctl/other.db").is_file());
+    let (code, _, err) = run(&["get", "plugs"]);
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("several fleets (demo, other)") && err.contains("--state"),
+        "{err}"
+    );
+    // --state still chooses.
+    let (code, _, err) = run(&[
+        "get",
+        "plugs",
+        "--state",
+        home.join("fleetctl/demo.db").to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// Issue 13: `state rebuild` says which nodes it could not see, exits 1 for them, and names
+/// what no node can give back; it creates the fleet's state file but no container.
+#[test]
+fn state_rebuild_reports_an_unreachable_node_and_exits_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("f.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: fleet/v1\nkind: Fleet\nmetadata: {name: lost}\n---\napiVersion: fleet/v1\nkind: Node\nmetadata: {name: node1}\nspec: {docker: {socket: /nonexistent/docker.sock}, capacity: {cpus: 2, memory: 4GiB}}\n",
+    )
+    .unwrap();
+    let home = dir.path().join("home");
+    let out = fleetctl_in(&home)
+        .args(["state", "rebuild", f.to_str().unwrap()])
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("rebuilt from 0 nodes of 1"), "{text}");
+    assert!(
+        text.contains("Unreachable (1 node)") && text.contains("  - node1: "),
+        "{text}"
+    );
+    assert!(
+        text.contains("Not recoverable from the nodes: the event log"),
+        "{text}"
+    );
+    assert!(home.join("fleetctl/lost.db").is_file());
+    let out = fleetctl_in(&home)
+        .args(["state", "rebuild", f.to_str().unwrap(), "-o", "json"])
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["fleet"], "lost", "{v}");
+    assert_eq!(v["unreachable"][0]["node"], "node1", "{v}");
+    assert_eq!(v["adopted"], serde_json::json!([]), "{v}");
+    assert_eq!(v["not_recoverable"].as_array().unwrap().len(), 3, "{v}");
 }

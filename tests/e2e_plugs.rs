@@ -312,3 +312,96 @@ fn another_state_file_adopts_the_running_plugs_and_removes_nothing() {
         "{out}"
     );
 }
+
+/// Issue 13: `state rebuild` with a fresh state file records every plug running on the nodes
+/// with its owner, node and port, changes no container, says what it cannot recover, and
+/// `get plugs` through that state lists them.
+#[test]
+fn state_rebuild_records_every_running_plug_from_the_nodes() {
+    let Some(sb) = Sandbox::get("state_rebuild_records_every_running_plug_from_the_nodes") else {
+        return;
+    };
+    let f = Fleet::new(&sb, "e2e-rebuild", &plug_docs(8, "pack"));
+    let made: BTreeMap<String, (String, String, u16)> = ["ada", "bob", "cy"]
+        .iter()
+        .map(|o| {
+            let c = create(&f, o).unwrap();
+            (c.id, (o.to_string(), c.node, c.port))
+        })
+        .collect();
+    let before = f.all_ids();
+    assert_eq!(before.len(), 3);
+    let dir = f.path().to_str().unwrap().to_string();
+    let other = tempfile::tempdir().unwrap();
+    let run_with = |state: &std::path::Path, args: &[&str]| {
+        let out = f.cmd(args).env("FLEETCTL_STATE", state).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let plugs_of = |list: &serde_json::Value, port_key: &str| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|p| {
+                (
+                    p["id"].as_str().unwrap().to_string(),
+                    (
+                        p["owner"].as_str().unwrap().to_string(),
+                        p["node"].as_str().unwrap().to_string(),
+                        p[port_key].as_u64().unwrap() as u16,
+                    ),
+                )
+            })
+            .collect::<BTreeMap<_, _>>()
+    };
+
+    let b = other.path().join("b.db");
+    let (code, out, err) = run_with(&b, &["state", "rebuild", &dir, "-o", "json"]);
+    assert_eq!(code, 0, "every node answers:\n{out}{err}");
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(plugs_of(&report["adopted"], "port"), made, "{report}");
+    assert_eq!(report["known"], serde_json::json!([]), "{report}");
+    assert_eq!(report["unreachable"], serde_json::json!([]), "{report}");
+    assert!(
+        err.contains("no state for fleet e2e-rebuild here") && err.contains("adopted 3 plugs"),
+        "{err}"
+    );
+    assert_eq!(
+        f.all_ids(),
+        before,
+        "no container created, removed or replaced"
+    );
+    let (code, out, err) = run_with(&b, &["get", "plugs", "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(plugs_of(&listed, "host_port"), made);
+
+    // Again through the same state: everything is known, nothing adopted.
+    let (code, out, err) = run_with(&b, &["state", "rebuild", &dir]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Adopted no plug"), "{out}");
+    assert!(out.contains("Already known: 3 plugs"), "{out}");
+    assert!(
+        out.contains("Not recoverable from the nodes: the event log"),
+        "{out}"
+    );
+    assert!(!err.contains("no state for fleet"), "{err}");
+
+    // In words, through another fresh state: one row per plug with its owner and port.
+    let (code, out, err) = run_with(&other.path().join("c.db"), &["state", "rebuild", &dir]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Adopted 3 plugs"), "{out}");
+    for (id, (owner, node, port)) in &made {
+        assert!(
+            out.lines().any(|l| l.starts_with(id.as_str())
+                && l.contains(owner.as_str())
+                && l.contains(node.as_str())
+                && l.contains(&port.to_string())),
+            "{id}: {out}"
+        );
+    }
+    assert_eq!(f.all_ids(), before);
+}

@@ -57,7 +57,7 @@ impl Run {
             child: Some(child),
             log,
             port,
-            token_file: f.path().join("api-token"),
+            token_file: f.path().join(format!("{}.api-token", f.name)),
         };
         wait_for(Duration::from_secs(20), "the controller's /healthz", || {
             if let Some(status) = r.child.as_mut().unwrap().try_wait().unwrap() {

@@ -6,10 +6,13 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::common::{connect_all, emit, holder, load_or_report, open_store, print_data, runtime};
+use super::common::{
+    connect_all, emit, holder, load_or_report, note_fresh_state, open_store_noting, print_data,
+    runtime,
+};
 use super::render::progress_line;
 use super::{GlobalOpts, Output};
-use crate::converge::{Converged, Passes, converge};
+use crate::converge::{Passes, converge};
 use crate::execute::{ExecOptions, Progress, StepOutcome};
 use crate::lease::nodes::NodeSet;
 use crate::lease::{LeaseError, LeaseGuard, LeaseKind, Request};
@@ -67,7 +70,9 @@ pub fn run(
         return Ok(1);
     };
     let fleet = &loaded.fleet;
-    let store = Arc::new(open_store(global, &fleet.fleet.name)?);
+    let opened = open_store_noting(global, &fleet.fleet.name)?;
+    let fresh = opened.fresh();
+    let store = Arc::new(opened.store);
     if let Some(controller) = super::handoff::live_controller(&store)? {
         return super::handoff::apply(&store, &controller, &loaded, timeout, output);
     }
@@ -127,15 +132,9 @@ pub fn run(
     let release = lease.release();
     let done = result?;
     release?;
-    render(&done, output)
-}
-
-/// Prints how the apply ended; exit 0 when converged, 1 otherwise.
-///
-/// # Errors
-/// Output failures.
-fn render(done: &Converged, output: Output) -> anyhow::Result<u8> {
-    render_view(&done.view(), Shown::Progress, output)
+    let view = done.view();
+    note_fresh_state(fresh.as_deref(), &fleet.fleet.name, view.adopted.len());
+    render_view(&view, Shown::Progress, output)
 }
 
 /// Where an apply ran, for its last lines.

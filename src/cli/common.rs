@@ -1,16 +1,19 @@
 //! Helpers shared by the verbs: finding the manifests a command works on, and rendering.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
 use crate::manifest::{self, Loaded};
+use crate::state_location::StateLocation;
 
 /// The manifest set a command works on: `path` when given, else the set last applied (kept in
-/// the state store, see `--state`).
+/// the state store: the chosen one, see `--state`, else the only fleet's in the state
+/// directory, see [`crate::state_location`]).
 ///
 /// # Errors
-/// Invalid manifests (every diagnostic, in the error text), or no path and nothing applied yet.
+/// Invalid manifests (every diagnostic, in the error text); no path and nothing applied yet;
+/// no path and several fleets' state in the state directory.
 pub fn resolve_manifests(
     path: Option<&Path>,
     global: &super::GlobalOpts,
@@ -24,16 +27,18 @@ pub fn resolve_manifests(
             Ok(loaded)
         }
         None => {
-            let state = crate::store::Store::default_path(global.state.as_deref());
-            let applied = if state.exists() {
-                crate::store::Store::open(&state)?.last_applied()?
-            } else {
-                None
+            let location = StateLocation::from_env(global.state.as_deref());
+            let (applied, state) = match location.for_any_fleet()? {
+                Some(state) if state.exists() => (
+                    crate::store::Store::open(&state)?.last_applied()?,
+                    format!("state {}", state.display()),
+                ),
+                Some(state) => (None, format!("state {}", state.display())),
+                None => (None, format!("no state in {}", location.dir()?.display())),
             };
             let Some((sources, _, _)) = applied else {
                 bail!(
-                    "no manifests given and none applied yet (state {}): pass the fleet's manifests (PATH or -f PATH)",
-                    state.display()
+                    "no manifests given and none applied yet ({state}): pass the fleet's manifests (PATH or -f PATH)"
                 );
             };
             manifest::parse(&sources).map_err(|e| {
@@ -43,6 +48,24 @@ pub fn resolve_manifests(
             })
         }
     }
+}
+
+/// The state file of `fleet`: `--state`, else `$FLEETCTL_STATE`, else
+/// `<state dir>/<fleet>.db` (see [`crate::state_location`]).
+///
+/// # Errors
+/// No state file chosen and neither `XDG_STATE_HOME` nor `HOME` set.
+pub fn state_path(global: &super::GlobalOpts, fleet: &str) -> anyhow::Result<PathBuf> {
+    Ok(StateLocation::from_env(global.state.as_deref()).for_fleet(fleet)?)
+}
+
+/// The state file of a command given no manifests: `--state`, else `$FLEETCTL_STATE`, else
+/// the only fleet's file in the state directory; `None` when there is none.
+///
+/// # Errors
+/// Several fleets' files in the state directory (naming them); no state directory.
+pub fn any_state_path(global: &super::GlobalOpts) -> anyhow::Result<Option<PathBuf>> {
+    Ok(StateLocation::from_env(global.state.as_deref()).for_any_fleet()?)
 }
 
 /// Writes `text` to stdout. A closed pipe (`fleetctl get nodes | head -1`) is not an error:
@@ -103,15 +126,64 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// A state store opened for writing, with where it is and whether this command created it.
+pub struct OpenedStore {
+    /// The store, bound to its fleet.
+    pub store: crate::store::Store,
+    /// Its file.
+    pub path: PathBuf,
+    /// Whether the file did not exist before this command: this state knows nothing of what
+    /// runs (the caller says so once it has adopted what the nodes run).
+    pub created: bool,
+}
+
+impl OpenedStore {
+    /// The file's path when this command created it (see [`note_fresh_state`]).
+    pub fn fresh(&self) -> Option<PathBuf> {
+        self.created.then(|| self.path.clone())
+    }
+}
+
+/// Opens (creating when missing) the state store for `fleet` at [`state_path`], and says
+/// whether it was created.
+///
+/// # Errors
+/// The store cannot be opened, or belongs to another fleet.
+pub fn open_store_noting(global: &super::GlobalOpts, fleet: &str) -> anyhow::Result<OpenedStore> {
+    let path = state_path(global, fleet)?;
+    let created = !path.exists();
+    let store = crate::store::Store::open(&path)?;
+    store.bind_fleet(fleet)?;
+    Ok(OpenedStore {
+        store,
+        path,
+        created,
+    })
+}
+
 /// Opens (creating when missing) the state store for `fleet`.
 ///
 /// # Errors
 /// The store cannot be opened, or belongs to another fleet.
 pub fn open_store(global: &super::GlobalOpts, fleet: &str) -> anyhow::Result<crate::store::Store> {
-    let path = crate::store::Store::default_path(global.state.as_deref());
-    let store = crate::store::Store::open(&path)?;
-    store.bind_fleet(fleet)?;
-    Ok(store)
+    Ok(open_store_noting(global, fleet)?.store)
+}
+
+/// The note of a command that started with no state for a fleet that already runs: printed
+/// once on stderr unless `-q`, when `fresh` (the state file this command created, see
+/// [`OpenedStore::fresh`]) is given and `adopted` (plugs found on the nodes and recorded) is
+/// not zero.
+pub fn note_fresh_state(fresh: Option<&Path>, fleet: &str, adopted: usize) {
+    if let Some(path) = fresh
+        && adopted > 0
+        && !quiet()
+    {
+        eprintln!(
+            "no state for fleet {fleet} here ({}): adopted {adopted} plug{} from the nodes",
+            path.display(),
+            if adopted == 1 { "" } else { "s" }
+        );
+    }
 }
 
 /// Opens the state store for reading: an empty in-memory one when the file does not exist
@@ -123,7 +195,7 @@ pub fn open_store_readonly(
     global: &super::GlobalOpts,
     fleet: &str,
 ) -> anyhow::Result<crate::store::Store> {
-    let path = crate::store::Store::default_path(global.state.as_deref());
+    let path = state_path(global, fleet)?;
     let store = if path.exists() {
         crate::store::Store::open(&path)?
     } else {

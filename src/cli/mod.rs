@@ -17,6 +17,7 @@ mod render;
 mod run;
 mod schema;
 mod services;
+mod state;
 mod validate;
 
 use std::path::PathBuf;
@@ -42,7 +43,9 @@ pub struct Cli {
 /// Options every command accepts.
 #[derive(Debug, Args)]
 pub struct GlobalOpts {
-    /// State database (SQLite). Default: $FLEETCTL_STATE, else .fleetctl/state.db here.
+    /// State database (SQLite). Default: $FLEETCTL_STATE, else one file per fleet,
+    /// $XDG_STATE_HOME/fleetctl/FLEET.db (~/.local/state/fleetctl/FLEET.db); without manifests,
+    /// the only fleet's file there.
     #[arg(long, global = true, env = "FLEETCTL_STATE", value_name = "PATH")]
     pub state: Option<PathBuf>,
     /// A controller running on another machine to hand plug and drain commands to
@@ -230,6 +233,12 @@ pub enum Command {
         #[arg(short = 'f', long = "file", value_name = "PATH")]
         file: Option<PathBuf>,
     },
+    /// Work on the state file itself (see docs/state.md).
+    State {
+        /// The state operation.
+        #[command(subcommand)]
+        action: StateAction,
+    },
     /// Print a shell completion script.
     Completion {
         /// Shell.
@@ -311,6 +320,25 @@ pub enum PlugOp {
         #[arg(short = 'f', long = "file", value_name = "PATH")]
         file: Option<PathBuf>,
         /// Output format.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+}
+
+/// State operations.
+#[derive(Debug, Subcommand)]
+pub enum StateAction {
+    /// Rebuild the state's records of the fleet from its nodes: adopt every plug running (or
+    /// stopped) there that the state does not know, with its owner, node and port.
+    ///
+    /// Changes no container and takes no fleet lease. Reports the plugs adopted, those already
+    /// known, plug containers that cannot be adopted and why (left alone), the nodes that could
+    /// not be seen, and what no node can give back (the event log, plugs' last activity, the
+    /// applied-manifest history). Exit 0 when every node was seen, 1 otherwise.
+    Rebuild {
+        /// Manifest file or directory (default: the last applied set).
+        path: Option<PathBuf>,
+        /// Output format: table (wide is the same), json or yaml.
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,
     },
@@ -444,6 +472,7 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             output,
         } => drain::run(&node, timeout, force, file.as_deref(), output, &cli.global),
         Command::Plug { op } => plug::run(op, &cli.global),
+        Command::State { action } => state::run(action, &cli.global),
         Command::Trust { node, yes, file } => {
             nodes::trust(&node, file.as_deref(), yes, &cli.global)
         }

@@ -257,15 +257,13 @@ pub fn list(file: Option<&Path>, output: Output, global: &GlobalOpts) -> anyhow:
             let plugs = open_store_readonly(global, &loaded.fleet.fleet.name)?.plugs()?;
             (plugs, Some(loaded))
         }
-        None => {
-            let path = crate::store::Store::default_path(global.state.as_deref());
-            if path.exists() {
+        None => match super::common::any_state_path(global)? {
+            Some(path) if path.exists() => {
                 let plugs = crate::store::Store::open(&path)?.plugs()?;
                 (plugs, resolve_manifests(None, global).ok())
-            } else {
-                (Vec::new(), None)
             }
-        }
+            _ => (Vec::new(), None),
+        },
     };
     match output {
         // As the API shows them (with host, port and container), when the manifests are known.

@@ -14,7 +14,7 @@ use crate::api;
 use crate::controller::{Config, Connector, Controller, ControllerError, LeaseConfig};
 use crate::lease::nodes::NodeSet;
 use crate::lease::{LeaseError, LeaseGuard, LeaseKind, Request};
-use crate::store::{Store, now_ms};
+use crate::store::now_ms;
 use crate::transport::{Endpoint, connect, failed::FailedRuntime};
 
 /// How long requests in flight may finish after the controller stopped.
@@ -31,7 +31,7 @@ pub fn run(path: &Path, global: &GlobalOpts) -> anyhow::Result<u8> {
     };
     let fleet_spec = loaded.fleet.fleet.clone();
     let store = Arc::new(open_store(global, &fleet_spec.name)?);
-    let state_db = Store::default_path(global.state.as_deref());
+    let state_db = super::common::state_path(global, &fleet_spec.name)?;
     let who = holder("controller");
     let addr = fleet_spec.api_listen;
     // Cancelled on SIGTERM/SIGINT, and by the lease guard when the lease is lost.
@@ -63,7 +63,11 @@ pub fn run(path: &Path, global: &GlobalOpts) -> anyhow::Result<u8> {
     };
     // Only the lease holder writes a token: a refused second `run` must leave the running
     // controller's token file as it is.
-    let token = match api::load_or_create_token(fleet_spec.api_token_file.as_deref(), &state_db) {
+    let token = match api::load_or_create_token(
+        fleet_spec.api_token_file.as_deref(),
+        &state_db,
+        &fleet_spec.name,
+    ) {
         Ok(t) => t,
         Err(e) => {
             drop(lease);

@@ -269,10 +269,14 @@ impl<'a> Fleet<'a> {
         self.dir.path().join("state.db")
     }
 
-    /// A `fleetctl` command with this fleet's state.
+    /// A `fleetctl` command with this fleet's state (and, should a test remove
+    /// `FLEETCTL_STATE`, a default state directory inside the fleet's temp dir, never the real
+    /// home's).
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_fleetctl"));
-        c.env("FLEETCTL_STATE", self.state()).args(args);
+        c.env("FLEETCTL_STATE", self.state())
+            .env("XDG_STATE_HOME", self.dir.path().join("xdg-state"))
+            .args(args);
         c
     }
 
