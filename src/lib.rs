@@ -39,6 +39,7 @@ pub mod observe;
 pub mod plan;
 pub mod plugs;
 pub mod reconcile;
+pub mod records;
 pub mod schedule;
 pub mod state_location;
 pub mod store;

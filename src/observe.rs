@@ -80,6 +80,19 @@ pub enum NodeObservation {
 pub struct ObservedFleet {
     /// By node name.
     pub nodes: BTreeMap<String, NodeObservation>,
+    /// Plugs of this fleet whose deletion a node records ([`crate::records`]), by plug id:
+    /// deleted through some state file, maybe not this one.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub tombstones: BTreeMap<String, Tombstone>,
+}
+
+/// A plug deletion recorded on the nodes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct Tombstone {
+    /// When (ms since the epoch; the earliest the nodes say).
+    pub deleted_ms: i64,
+    /// Where it is recorded: (node, record container id).
+    pub records: Vec<(String, String)>,
 }
 
 impl ObservedFleet {
@@ -148,19 +161,30 @@ pub async fn observe(
         .iter()
         .map(|rt| async move {
             let node = rt.node().to_string();
-            let obs = match observe_node(fleet_name, rt.as_ref(), options).await {
+            let (obs, tombstones) = match observe_node(fleet_name, rt.as_ref(), options).await {
                 Ok(o) => o,
-                Err(e) => NodeObservation::Unreachable {
-                    permanent: !e.is_retryable(),
-                    error: e.to_string(),
-                },
+                Err(e) => (
+                    NodeObservation::Unreachable {
+                        permanent: !e.is_retryable(),
+                        error: e.to_string(),
+                    },
+                    Vec::new(),
+                ),
             };
-            (node, obs)
+            (node, obs, tombstones)
         })
         .collect();
     let mut tasks = futures_util::stream::iter(tasks).buffer_unordered(NODE_CONCURRENCY);
     let mut out = ObservedFleet::default();
-    while let Some((node, obs)) = tasks.next().await {
+    while let Some((node, obs, tombstones)) = tasks.next().await {
+        for (plug, deleted_ms, id) in tombstones {
+            let t = out.tombstones.entry(plug).or_insert(Tombstone {
+                deleted_ms,
+                records: Vec::new(),
+            });
+            t.deleted_ms = t.deleted_ms.min(deleted_ms);
+            t.records.push((node.clone(), id));
+        }
         out.nodes.insert(node, obs);
     }
     out
@@ -176,7 +200,7 @@ async fn observe_node(
     fleet: &str,
     rt: &dyn NodeRuntime,
     options: &ObserveOptions,
-) -> Result<NodeObservation, TransportError> {
+) -> Result<(NodeObservation, Vec<(String, i64, String)>), TransportError> {
     let engine = if options.engine_info.contains(rt.node()) {
         Some(rt.engine_info().await?)
     } else {
@@ -184,6 +208,17 @@ async fn observe_node(
     };
     let all = rt.list_containers(&ListFilter::default()).await?;
     let (ours, foreign): (Vec<_>, Vec<_>) = all.into_iter().partition(|r| is_ours(r, fleet));
+    // fleetctl's own records (lease, tombstones) are neither the fleet's nor foreign.
+    let tombstones: Vec<(String, i64, String)> = foreign
+        .iter()
+        .filter_map(|r| {
+            crate::records::read_tombstone(r, fleet).map(|(plug, at)| (plug, at, r.id.clone()))
+        })
+        .collect();
+    let foreign: Vec<_> = foreign
+        .into_iter()
+        .filter(|r| !crate::records::is_record(r))
+        .collect();
     let foreign_ports = foreign
         .iter()
         .flat_map(|r| r.host_ports.iter().copied())
@@ -232,11 +267,14 @@ async fn observe_node(
     } else {
         None
     };
-    Ok(NodeObservation::Reachable {
-        containers: inspected,
-        foreign_containers: foreign.len(),
-        foreign_ports,
-        engine,
-        measured_memory,
-    })
+    Ok((
+        NodeObservation::Reachable {
+            containers: inspected,
+            foreign_containers: foreign.len(),
+            foreign_ports,
+            engine,
+            measured_memory,
+        },
+        tombstones,
+    ))
 }

@@ -345,14 +345,27 @@ pub async fn delete(
         }
     }
     store.delete_plug(id)?;
+    let deleted_ms = now_ms();
     let _ = store.record_event(
-        now_ms(),
+        deleted_ms,
         "plug",
         "delete",
         Some(&plug.node),
         Some(&name),
         &format!("plug {id} deleted"),
     );
+    // The deletion is recorded on every node too, so that a state file that still knows the
+    // plug (another machine's) forgets it instead of starting it again.
+    let writes = runtimes.values().map(|rt| async move {
+        let r =
+            crate::records::write_tombstone(rt.as_ref(), &fleet.fleet.name, id, deleted_ms).await;
+        (rt.node().to_string(), r)
+    });
+    for (node, r) in futures_util::future::join_all(writes).await {
+        if let Err(e) = r {
+            tracing::warn!(node = %node, error = %e, "could not record the plug's deletion on this node");
+        }
+    }
     Ok(notes)
 }
 

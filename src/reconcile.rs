@@ -14,7 +14,7 @@ use crate::execute::{ExecOptions, ExecReport, Progress, Runtimes, execute};
 use crate::manifest::DesiredFleet;
 use crate::observe::{ObserveOptions, ObservedFleet, observe};
 use crate::plan::{Action, Object, Plan, Snapshot, plan};
-use crate::store::{PlugRecord, Store, StoreError, now_ms};
+use crate::store::{PlugRecord, Store, StoreError, TOMBSTONE_KEEP_MS, now_ms};
 
 /// What one pass saw, decided and did.
 #[derive(Debug, Clone, Serialize)]
@@ -86,13 +86,89 @@ fn unknown_plugs(
     plugs: &[PlugRecord],
 ) -> Result<Found, StoreError> {
     let known: BTreeSet<&str> = plugs.iter().map(|p| p.id.as_str()).collect();
+    let mut tombstones = cx.store.tombstones()?;
+    tombstones.extend(deleted_on_nodes(observed, now_ms()).map(str::to_string));
     Ok(adopt::unknown_plugs(
         cx.fleet,
         observed,
         &known,
-        &cx.store.tombstones()?,
+        &tombstones,
         now_ms(),
     ))
+}
+
+/// Plugs a node says were deleted within [`TOMBSTONE_KEEP_MS`] (through any state file).
+fn deleted_on_nodes(observed: &ObservedFleet, now: i64) -> impl Iterator<Item = &str> {
+    observed
+        .tombstones
+        .iter()
+        .filter(move |(_, t)| t.deleted_ms >= now - TOMBSTONE_KEEP_MS)
+        .map(|(id, _)| id.as_str())
+}
+
+/// Forgets the plugs this store records that a node says were deleted — through another state
+/// file, so this one never saw it: record and port lease go (leaving this store's own tombstone,
+/// so a copy found later is removed), with a `deleted-elsewhere` event. Without this, a pass
+/// would start them again. An actor whose lease fence has failed changes nothing. Returns the
+/// ids forgotten.
+///
+/// # Errors
+/// Store failures.
+pub fn forget_deleted_elsewhere(
+    cx: &PassContext<'_>,
+    observed: &ObservedFleet,
+) -> Result<Vec<String>, StoreError> {
+    let now = now_ms();
+    let deleted: BTreeSet<&str> = deleted_on_nodes(observed, now).collect();
+    if deleted.is_empty() || cx.exec.fence.as_ref().is_some_and(|f| f.check().is_err()) {
+        return Ok(Vec::new());
+    }
+    let mut forgotten = Vec::new();
+    for p in cx.store.plugs()? {
+        if !deleted.contains(p.id.as_str()) {
+            continue;
+        }
+        match cx.store.delete_plug(&p.id) {
+            Ok(()) | Err(StoreError::NoPlug(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let _ = cx.store.record_event(
+            now,
+            "plug",
+            "deleted-elsewhere",
+            Some(&p.node),
+            None,
+            &format!(
+                "plug {} was deleted through another state file (at {}); forgotten here",
+                p.id,
+                crate::store::format_ms(observed.tombstones[&p.id].deleted_ms)
+            ),
+        );
+        tracing::info!(plug = %p.id, "a node records this plug's deletion; forgotten");
+        forgotten.push(p.id);
+    }
+    Ok(forgotten)
+}
+
+/// Removes the nodes' tombstone records older than [`TOMBSTONE_KEEP_MS`] (best effort; an
+/// actor whose fence failed leaves them).
+async fn prune_tombstones(cx: &PassContext<'_>, observed: &ObservedFleet) {
+    if cx.exec.fence.as_ref().is_some_and(|f| f.check().is_err()) {
+        return;
+    }
+    let old = now_ms() - TOMBSTONE_KEEP_MS;
+    let removals = observed
+        .tombstones
+        .values()
+        .filter(|t| t.deleted_ms < old)
+        .flat_map(|t| &t.records)
+        .filter_map(|(node, id)| Some((cx.runtimes.get(node)?.clone(), id.clone())))
+        .map(|(rt, id)| async move {
+            if let Err(e) = rt.remove_container(&id).await {
+                tracing::debug!(error = %e, "could not remove an old tombstone record");
+            }
+        });
+    futures_util::future::join_all(removals).await;
 }
 
 /// What [`adopt`] recorded and what it left alone.
@@ -165,6 +241,11 @@ fn plan_from(cx: &PassContext<'_>, observed: &ObservedFleet) -> Result<Plan, Sto
     let mut plugs = cx.store.plugs()?;
     let mut leases = cx.store.port_leases()?;
     let last_known = cx.store.replica_nodes()?;
+    // Deleted through another state file: not wanted, whether or not a pass has forgotten it
+    // yet (a dry run has not).
+    let deleted: BTreeSet<&str> = deleted_on_nodes(observed, now_ms()).collect();
+    plugs.retain(|p| !deleted.contains(p.id.as_str()));
+    leases.retain(|(_, _, id)| !deleted.contains(id.as_str()));
     // What this store does not know is adopted, never removed as deleted: a dry run sees it as
     // known (a pass has recorded it already, see `adopt_unknown`).
     let found = unknown_plugs(cx, observed, &plugs)?;
@@ -235,6 +316,8 @@ pub async fn pass_adjusted(
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<PassReport, StoreError> {
     let observed = observe_for(cx).await;
+    forget_deleted_elsewhere(cx, &observed)?;
+    prune_tombstones(cx, &observed).await;
     let adopted = adopt_unknown(cx, &observed)?;
     let mut p = adjust(&observed, plan_from(cx, &observed)?);
     p.adopted = adopted;

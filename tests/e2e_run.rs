@@ -626,6 +626,103 @@ fn the_api_places_plugs_by_policy_needs_its_token_and_serves_metrics_and_the_cli
     assert_eq!(create_plug(&run, "after")["node"], "node1");
 }
 
+/// Issue 13: a controller runs with state A; a CLI with another state file (another machine, a
+/// CI runner) finds it through its lease record on the nodes. Without the controller's API it
+/// refuses, naming the controller, and places nothing; `apply` is refused the same way; with
+/// `--controller URL` and `FLEETCTL_TOKEN` the plug commands are handed over and the
+/// controller places the plug.
+#[test]
+fn a_controller_found_on_the_nodes_is_handed_plug_commands_through_its_api_or_refused() {
+    let Some(sb) = Sandbox::get(
+        "a_controller_found_on_the_nodes_is_handed_plug_commands_through_its_api_or_refused",
+    ) else {
+        return;
+    };
+    let f = Fleet::new(&sb, "e2e-run-remote", "");
+    write_fleet(&f, 7428, &plugs_doc(2));
+    let run = Run::start(&f, 7428);
+    let dir = f.path().to_str().unwrap().to_string();
+    let other = tempfile::tempdir().unwrap();
+    let state_b = other.path().join("b.db");
+    let cli_b = |token: Option<&str>, args: &[&str]| {
+        let mut c = f.cmd(args);
+        c.env("FLEETCTL_STATE", &state_b)
+            .env_remove("FLEETCTL_CONTROLLER")
+            .env_remove("FLEETCTL_TOKEN");
+        if let Some(t) = token {
+            c.env("FLEETCTL_TOKEN", t);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (code, out, err) = cli_b(
+        None,
+        &["plug", "create", "agent", "--owner", "b", "-f", &dir],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!("fleet {} is run by a controller", f.name))
+            && err.contains("(controller by ")
+            && err.contains("API 127.0.0.1:7428")
+            && err.contains("--controller"),
+        "{err}"
+    );
+    assert!(containers(&f, "fleet.kind=plug").is_empty());
+    let (code, out, err) = cli_b(None, &["apply", &dir, "--lock-timeout", "2s"]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(" is locked by controller by ")
+            && err.contains("a controller runs this fleet (API 127.0.0.1:7428)"),
+        "{err}"
+    );
+
+    let url = "http://127.0.0.1:7428";
+    let token = run.token();
+    let (code, out, err) = cli_b(
+        Some(&token),
+        &[
+            "--controller",
+            url,
+            "plug",
+            "create",
+            "agent",
+            "--owner",
+            "b",
+            "-f",
+            &dir,
+            "-o",
+            "json",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(err.contains("handing `plug create`"), "{err}");
+    let id = json(&out)["id"].as_str().unwrap().to_string();
+    assert_eq!(
+        run.get(&format!("/v1/plugs/{id}"), true).0,
+        200,
+        "the controller placed it"
+    );
+    assert_eq!(containers(&f, "fleet.kind=plug").len(), 1);
+    // A wrong token is the controller's refusal, in words.
+    let (code, _, err) = cli_b(
+        Some("wrong"),
+        &["--controller", url, "plug", "delete", &id, "-f", &dir],
+    );
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(containers(&f, "fleet.kind=plug").len(), 1);
+    let (code, out, err) = cli_b(
+        Some(&token),
+        &["--controller", url, "plug", "delete", &id, "-f", &dir],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(containers(&f, "fleet.kind=plug").is_empty());
+}
+
 #[test]
 fn sigterm_releases_the_lease_and_exits_0_and_a_second_run_refuses_meanwhile() {
     let Some(sb) =

@@ -177,7 +177,7 @@ async fn a_fresh_state_adopts_the_plugs_it_finds_and_removes_only_what_it_delete
                 .unwrap(),
         );
     }
-    let running = |w: &World| -> usize { w.fakes.values().map(|f| f.containers().len()).sum() };
+    let running = |w: &World| -> usize { plug_containers(w).len() };
     assert_eq!(running(&w), 4);
 
     let fresh = Store::in_memory().unwrap();
@@ -235,6 +235,60 @@ async fn a_fresh_state_adopts_the_plugs_it_finds_and_removes_only_what_it_delete
     assert!(report.plan.adopted.is_empty(), "{:?}", report.plan.adopted);
     assert_eq!(running(&w), 3, "{:#?}", report.plan.steps);
     assert!(fresh.plug(&victim.id).is_err());
+}
+
+/// This fleet's plug containers on every node (fleetctl's records — lease, tombstones — are not
+/// containers of the fleet).
+fn plug_containers(w: &World) -> Vec<String> {
+    w.fakes
+        .values()
+        .flat_map(|f| f.containers())
+        .filter(|c| c.label("fleet.kind") == Some("plug"))
+        .map(|c| c.name)
+        .collect()
+}
+
+/// Issue 13: a plug deleted through one state file while another state file (another machine)
+/// knows it stays deleted: the nodes record the deletion, and the other state's next pass
+/// forgets the plug instead of starting it again; its dry run does not plan it either.
+#[tokio::test]
+async fn a_plug_deleted_through_another_state_file_is_forgotten_not_started_again() {
+    let f = fleet(5, "pack");
+    let w = world(3);
+    let a = create_plug(&f, &w.store, &w.runtimes, "ada").await.unwrap();
+    let b = create_plug(&f, &w.store, &w.runtimes, "bob").await.unwrap();
+    // State B learns both (adoption), as another machine's apply would.
+    let other = Store::in_memory().unwrap();
+    let cx = fleetctl::reconcile::PassContext::new(&f, &w.runtimes, &other);
+    fleetctl::reconcile::pass(&cx, &|_| {}).await.unwrap();
+    assert_eq!(other.plugs().unwrap().len(), 2);
+
+    plugs::delete(&f, &w.store, &w.runtimes, &a.id)
+        .await
+        .unwrap();
+    assert_eq!(plug_containers(&w).len(), 1);
+
+    let (_, plan) = fleetctl::reconcile::plan_only(&cx).await.unwrap();
+    assert!(plan.steps.is_empty(), "{:#?}", plan.steps);
+    let report = fleetctl::reconcile::pass(&cx, &|_| {}).await.unwrap();
+    assert!(report.plan.steps.is_empty(), "{:#?}", report.plan.steps);
+    assert_eq!(plug_containers(&w).len(), 1, "nothing came back");
+    let left: Vec<String> = other.plugs().unwrap().into_iter().map(|p| p.id).collect();
+    assert_eq!(left, std::slice::from_ref(&b.id));
+    assert!(
+        other
+            .events(100)
+            .unwrap()
+            .iter()
+            .any(|e| e.action == "deleted-elsewhere"),
+        "the forgetting is an event"
+    );
+    // A state that never knew it does not adopt it either, and counts no record as a plug.
+    let third = Store::in_memory().unwrap();
+    let cx3 = fleetctl::reconcile::PassContext::new(&f, &w.runtimes, &third);
+    let report = fleetctl::reconcile::pass(&cx3, &|_| {}).await.unwrap();
+    assert_eq!(report.plan.adopted.len(), 1);
+    assert!(report.plan.steps.is_empty(), "{:#?}", report.plan.steps);
 }
 
 /// `capacity` on a live fleet counts free plug slots on the scheduler's own views of the

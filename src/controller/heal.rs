@@ -232,6 +232,7 @@ mod tests {
                     measured_memory: None,
                 },
             )]),
+            tombstones: BTreeMap::new(),
         }
     }
 

@@ -729,9 +729,9 @@ mod tests {
         );
         // The refused actor left nothing behind: not in its own file, not on the nodes.
         assert!(b.lease().unwrap().is_none_or(|l| l.expires_ms <= now_ms()));
-        assert_eq!(fakes[0].containers().len(), 1);
+        assert_eq!(fakes[0].records().len(), 1);
         g.release().unwrap();
-        assert!(fakes.iter().all(|f| f.containers().is_empty()));
+        assert!(fakes.iter().all(|f| f.records().is_empty()));
         let g2 = LeaseGuard::acquire(
             b,
             req("drain by y@ci (pid 2)", LeaseKind::Drain, Duration::ZERO),
@@ -778,7 +778,7 @@ mod tests {
             panic!("an expired record must be taken over");
         };
         assert_ne!(mine_held["node1"], held["node1"]);
-        assert_eq!(fakes[0].containers().len(), 1);
+        assert_eq!(fakes[0].records().len(), 1);
         // The old holder, back, finds its record gone: lost, not renewed.
         assert!(matches!(
             set.renew(&dead, &held, now + 30_000, |_| false),

@@ -1,8 +1,8 @@
 //! The fleet lease held on the nodes themselves, so that every machine that runs fleetctl —
 //! whatever its state file — sees it (docs/state.md, "The lease on the nodes").
 //!
-//! On each node the lease is a container named `fleetctl-lease-<fleet>` that never starts: its
-//! image is an empty one fleetctl imports on the node (`fleetctl/lease:1`, no registry), its
+//! On each node the lease is a container named `fleetctl-lease-<fleet>` that never starts (a
+//! [`crate::records`] record: an empty image fleetctl imports on the node, no registry), its
 //! labels say who holds the lease (holder, kind, API address, since, fencing token, first
 //! expiry), and a file `/lease` written into it through the engine's archive API carries the
 //! expiry of the last renewal. Creating a container whose name exists fails in the engine, so
@@ -32,8 +32,6 @@ use crate::execute::Runtimes;
 use crate::store::{LeaseInfo, now_ms};
 use crate::transport::{NodeRuntime, TransportError};
 
-/// The image of lease records: empty, imported on the node when missing.
-pub const IMAGE: &str = "fleetctl/lease:1";
 /// Directory of the renewal file in a lease record.
 const FILE_DIR: &str = "/";
 /// Name of the renewal file.
@@ -42,7 +40,7 @@ const FILE_NAME: &str = "lease";
 /// Labels of a lease record. None is one of the fleet's container labels: a record is never
 /// observed as part of the fleet, nor removed as a stray.
 mod label {
-    pub const FLEET: &str = "fleet.lease";
+    pub const FLEET: &str = crate::records::LEASE_LABEL;
     pub const HOLDER: &str = "fleet.lease.holder";
     pub const KIND: &str = "fleet.lease.kind";
     pub const API: &str = "fleet.lease.api";
@@ -308,20 +306,7 @@ fn spec(fleet: &str, mine: &LeaseInfo) -> ContainerSpec {
     if let Some(api) = &mine.api {
         labels.insert(label::API.to_string(), api.clone());
     }
-    ContainerSpec {
-        name: record_name(fleet),
-        image: IMAGE.to_string(),
-        // Never started: the empty image has nothing to run.
-        command: Some(vec!["fleetctl-lease".to_string()]),
-        env: BTreeMap::new(),
-        labels,
-        ports: vec![],
-        volumes: vec![],
-        restart: Default::default(),
-        resources: Default::default(),
-        healthcheck: None,
-        stop_grace_period: None,
-    }
+    crate::records::spec(record_name(fleet), labels)
 }
 
 /// The node's record of `fleet`, if any.
@@ -397,17 +382,6 @@ async fn put_expiry(
     .await
 }
 
-/// Creates the record, importing the empty image first when the node lacks it.
-async fn create(rt: &dyn NodeRuntime, spec: &ContainerSpec) -> Result<String, TransportError> {
-    match rt.create_container(spec).await {
-        Err(e) if e.is_not_found() => {
-            rt.import_image(IMAGE, crate::archive::empty()).await?;
-            rt.create_container(spec).await
-        }
-        other => other,
-    }
-}
-
 /// Takes the lease on one node: creates the record; when one exists, it is ours (kept), live
 /// (another holder's), or expired or of a dead holder (removed by id, then created again).
 async fn take_one(
@@ -419,7 +393,7 @@ async fn take_one(
     let spec = spec(fleet, mine);
     // Two rounds: a record removed as expired may be taken by a third actor meanwhile.
     for _ in 0..2 {
-        match create(rt, &spec).await {
+        match crate::records::create(rt, &spec).await {
             Ok(id) => return Ok(One::Taken(id)),
             Err(e) if e.is_conflict() => {}
             Err(e) => return Err(e),

@@ -71,6 +71,7 @@ impl World {
                     (n.clone(), obs)
                 })
                 .collect(),
+            tombstones: Default::default(),
         };
         World {
             fleet,

@@ -141,9 +141,25 @@ impl FakeRuntime {
         self.lock().calls.clear();
     }
 
-    /// All containers, as a listing would show them.
+    /// Every container but fleetctl's own records (lease, tombstones: see [`Self::records`]),
+    /// as a listing would show them.
     pub fn containers(&self) -> Vec<ContainerRecord> {
-        self.lock().containers.values().map(record).collect()
+        self.lock()
+            .containers
+            .values()
+            .map(record)
+            .filter(|r| !crate::records::is_record(r))
+            .collect()
+    }
+
+    /// fleetctl's own records on this node ([`crate::records`]).
+    pub fn records(&self) -> Vec<ContainerRecord> {
+        self.lock()
+            .containers
+            .values()
+            .map(record)
+            .filter(crate::records::is_record)
+            .collect()
     }
 
     /// The spec a container was created with.
