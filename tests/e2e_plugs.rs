@@ -311,6 +311,66 @@ fn another_state_file_adopts_the_running_plugs_and_removes_nothing() {
         out.contains("No changes") && !out.contains("Adopted"),
         "{out}"
     );
+
+    // The same from a second working directory with no --state: the default state is the
+    // user's, per fleet, wherever fleetctl runs from.
+    let home = tempfile::tempdir().unwrap();
+    let cwd = tempfile::tempdir().unwrap();
+    let in_cwd = |args: &[&str]| {
+        let out = f
+            .cmd(args)
+            .env_remove("FLEETCTL_STATE")
+            .env("XDG_STATE_HOME", home.path())
+            .current_dir(cwd.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, out, err) = in_cwd(&["apply", &dir]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Adopted 3 plugs"), "{out}");
+    assert!(
+        err.contains(&format!("no state for fleet {} here", f.name))
+            && err.contains("adopted 3 plugs from the nodes"),
+        "{err}"
+    );
+    assert!(home.path().join(format!("fleetctl/{}.db", f.name)).exists());
+    assert_eq!(
+        std::fs::read_dir(cwd.path()).unwrap().count(),
+        0,
+        "nothing written here"
+    );
+    assert_eq!(f.all_ids(), before, "no container removed or replaced");
+    let (code, out, err) = in_cwd(&["get", "plugs", "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Vec<serde_json::Value>>(&out)
+            .unwrap()
+            .len(),
+        3,
+        "{out}"
+    );
+
+    // A plug deleted through the first state stays deleted through B, which knew it: the
+    // nodes record the deletion; nothing comes back.
+    let gone = made.keys().next().unwrap().clone();
+    let (code, out, err) = f.run(&["plug", "delete", &gone, "-f", &dir]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = run_with(&b, &["plan", &dir]);
+    assert_eq!(code, 0, "nothing to do for B:\n{out}{err}");
+    let (code, out, err) = run_with(&b, &["apply", &dir]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        f.all_ids().len(),
+        2,
+        "the deleted plug did not come back:\n{out}"
+    );
+    let (_, out, _) = run_with(&b, &["get", "plugs", "-o", "json"]);
+    assert!(!out.contains(&gone), "B forgot it:\n{out}");
 }
 
 /// Issue 13: `state rebuild` with a fresh state file records every plug running on the nodes
