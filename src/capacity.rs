@@ -372,7 +372,7 @@ pub fn live(
 ) -> Result<CapacityReport, crate::store::StoreError> {
     let mut plugs = store.plugs()?;
     let mut leases = store.port_leases()?;
-    let conditions = store.node_conditions()?;
+    let (conditions, _) = store.conditions_with_marks(&observed.marks, "capacity")?;
     let last_known = store.replica_nodes()?;
     let known: std::collections::BTreeSet<&str> = plugs.iter().map(|p| p.id.as_str()).collect();
     let found = crate::adopt::unknown_plugs(

@@ -144,6 +144,76 @@ impl Schedule {
     }
 }
 
+impl Schedule {
+    /// The condition a [`Schedule::word`] names.
+    pub fn from_word(word: &str) -> Option<Schedule> {
+        [
+            Schedule::Schedulable,
+            Schedule::Cordoned,
+            Schedule::Draining,
+            Schedule::Drained,
+        ]
+        .into_iter()
+        .find(|s| s.word() == word)
+    }
+}
+
+/// A node's scheduling condition as the nodes record it ([`crate::records`]): seen by every
+/// machine, whatever its state file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Mark {
+    /// The condition.
+    pub schedule: Schedule,
+    /// When it was set (ms since the epoch).
+    pub since_ms: i64,
+    /// Who set it.
+    pub by: String,
+}
+
+/// What the state and the nodes say about nodes' conditions, reconciled: for each node the
+/// newer of the state's last change of its schedule (`changed_ms`) and the nodes' mark wins.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    /// Nodes whose mark is newer and differs: the state should take `(schedule, since_ms)`.
+    pub learn: Vec<(String, Mark)>,
+    /// Nodes whose state's schedule is newer than any mark (or has none): the nodes should be
+    /// told.
+    pub publish: Vec<(String, Mark)>,
+}
+
+/// Pure: compares the state's schedules (`schedules`, with when each last changed in
+/// `changed_ms`; 0 = never changed here) with the nodes' `marks`. A schedule never changed
+/// here and never marked is nobody's business.
+pub fn reconcile_marks(
+    schedules: &std::collections::BTreeMap<String, Schedule>,
+    changed_ms: &std::collections::BTreeMap<String, i64>,
+    marks: &std::collections::BTreeMap<String, Mark>,
+    actor: &str,
+) -> Reconciled {
+    let mut out = Reconciled::default();
+    let nodes: std::collections::BTreeSet<&String> = schedules.keys().chain(marks.keys()).collect();
+    for node in nodes {
+        let ours = schedules.get(node).copied().unwrap_or_default();
+        let at = changed_ms.get(node).copied().unwrap_or(0);
+        match marks.get(node) {
+            Some(m) if m.since_ms > at && m.schedule != ours => {
+                out.learn.push((node.clone(), m.clone()));
+            }
+            Some(m) if m.since_ms >= at => {}
+            _ if at > 0 => out.publish.push((
+                node.clone(),
+                Mark {
+                    schedule: ours,
+                    since_ms: at,
+                    by: actor.to_string(),
+                },
+            )),
+            _ => {}
+        }
+    }
+    out
+}
+
 impl fmt::Display for Schedule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.word())
@@ -232,5 +302,56 @@ mod tests {
             Schedule::Drained.apply(Transition::FinishDrain),
             Ok(Schedule::Drained)
         );
+    }
+
+    fn mark(schedule: Schedule, since_ms: i64) -> Mark {
+        Mark {
+            schedule,
+            since_ms,
+            by: "x".into(),
+        }
+    }
+
+    #[test]
+    fn the_newer_of_the_state_and_the_nodes_wins() {
+        use std::collections::BTreeMap;
+        let schedules = BTreeMap::from([
+            ("a".to_string(), Schedule::Schedulable),
+            ("b".to_string(), Schedule::Cordoned),
+            ("c".to_string(), Schedule::Drained),
+            ("d".to_string(), Schedule::Schedulable),
+        ]);
+        let changed = BTreeMap::from([
+            ("a".to_string(), 0),
+            ("b".to_string(), 50),
+            ("c".to_string(), 70),
+            ("d".to_string(), 0),
+        ]);
+        let marks = BTreeMap::from([
+            // Cordoned elsewhere, later than anything here: learned.
+            ("a".to_string(), mark(Schedule::Cordoned, 10)),
+            // Uncordoned here after the mark: published.
+            ("b".to_string(), mark(Schedule::Schedulable, 40)),
+            // Same change seen both ways: nothing.
+            ("c".to_string(), mark(Schedule::Drained, 70)),
+            // Cordoned elsewhere while the state never changed it: learned.
+            ("e".to_string(), mark(Schedule::Cordoned, 5)),
+        ]);
+        let r = reconcile_marks(&schedules, &changed, &marks, "me");
+        assert_eq!(
+            r.learn,
+            [
+                ("a".to_string(), mark(Schedule::Cordoned, 10)),
+                ("e".to_string(), mark(Schedule::Cordoned, 5)),
+            ]
+        );
+        assert_eq!(r.publish.len(), 1);
+        assert_eq!(r.publish[0].0, "b");
+        assert_eq!(r.publish[0].1.schedule, Schedule::Cordoned);
+        assert_eq!(r.publish[0].1.since_ms, 50);
+        // d: never changed here, never marked: nothing either way.
+        for s in ALL {
+            assert_eq!(Schedule::from_word(s.word()), Some(s));
+        }
     }
 }

@@ -243,11 +243,18 @@ pub async fn drain(
         if !movable_left {
             // Refused when the node was uncordoned while the drain ran: it stays schedulable,
             // and the drain ends saying so (with what it moved) instead of marking it drained.
-            match cx
-                .store
-                .transition_node(node, now_ms(), Transition::FinishDrain)
-            {
-                Ok(_) => {}
+            let now = now_ms();
+            match cx.store.transition_node(node, now, Transition::FinishDrain) {
+                Ok(_) => {
+                    // Every machine sees it drained, not only this state file.
+                    let mark = crate::condition::Mark {
+                        schedule: crate::condition::Schedule::Drained,
+                        since_ms: now,
+                        by: cx.exec.actor.clone(),
+                    };
+                    crate::reconcile::publish_mark(cx.runtimes, &cx.fleet.fleet.name, node, &mark)
+                        .await;
+                }
                 Err(StoreError::Condition { source, .. }) => {
                     errors.push(format!("node {node}: {source}"));
                     return Ok(finish(

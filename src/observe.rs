@@ -84,6 +84,10 @@ pub struct ObservedFleet {
     /// deleted through some state file, maybe not this one.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub tombstones: BTreeMap<String, Tombstone>,
+    /// Nodes' scheduling conditions as the nodes record them ([`crate::records`]), by the node
+    /// they are about: the newest record seen on any node.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub marks: BTreeMap<String, crate::condition::Mark>,
 }
 
 /// A plug deletion recorded on the nodes.
@@ -161,23 +165,32 @@ pub async fn observe(
         .iter()
         .map(|rt| async move {
             let node = rt.node().to_string();
-            let (obs, tombstones) = match observe_node(fleet_name, rt.as_ref(), options).await {
+            let (obs, records) = match observe_node(fleet_name, rt.as_ref(), options).await {
                 Ok(o) => o,
                 Err(e) => (
                     NodeObservation::Unreachable {
                         permanent: !e.is_retryable(),
                         error: e.to_string(),
                     },
-                    Vec::new(),
+                    Records::default(),
                 ),
             };
-            (node, obs, tombstones)
+            (node, obs, records)
         })
         .collect();
     let mut tasks = futures_util::stream::iter(tasks).buffer_unordered(NODE_CONCURRENCY);
     let mut out = ObservedFleet::default();
-    while let Some((node, obs, tombstones)) = tasks.next().await {
-        for (plug, deleted_ms, id) in tombstones {
+    while let Some((node, obs, records)) = tasks.next().await {
+        for (about, mark) in records.marks {
+            if out
+                .marks
+                .get(&about)
+                .is_none_or(|m| m.since_ms < mark.since_ms)
+            {
+                out.marks.insert(about, mark);
+            }
+        }
+        for (plug, deleted_ms, id) in records.tombstones {
             let t = out.tombstones.entry(plug).or_insert(Tombstone {
                 deleted_ms,
                 records: Vec::new(),
@@ -200,7 +213,7 @@ async fn observe_node(
     fleet: &str,
     rt: &dyn NodeRuntime,
     options: &ObserveOptions,
-) -> Result<(NodeObservation, Vec<(String, i64, String)>), TransportError> {
+) -> Result<(NodeObservation, Records), TransportError> {
     let engine = if options.engine_info.contains(rt.node()) {
         Some(rt.engine_info().await?)
     } else {
@@ -208,13 +221,20 @@ async fn observe_node(
     };
     let all = rt.list_containers(&ListFilter::default()).await?;
     let (ours, foreign): (Vec<_>, Vec<_>) = all.into_iter().partition(|r| is_ours(r, fleet));
-    // fleetctl's own records (lease, tombstones) are neither the fleet's nor foreign.
-    let tombstones: Vec<(String, i64, String)> = foreign
-        .iter()
-        .filter_map(|r| {
-            crate::records::read_tombstone(r, fleet).map(|(plug, at)| (plug, at, r.id.clone()))
-        })
-        .collect();
+    // fleetctl's own records (lease, tombstones, conditions) are neither the fleet's nor
+    // foreign.
+    let records = Records {
+        tombstones: foreign
+            .iter()
+            .filter_map(|r| {
+                crate::records::read_tombstone(r, fleet).map(|(plug, at)| (plug, at, r.id.clone()))
+            })
+            .collect(),
+        marks: foreign
+            .iter()
+            .filter_map(|r| crate::records::read_mark(r, fleet))
+            .collect(),
+    };
     let foreign: Vec<_> = foreign
         .into_iter()
         .filter(|r| !crate::records::is_record(r))
@@ -275,6 +295,15 @@ async fn observe_node(
             engine,
             measured_memory,
         },
-        tombstones,
+        records,
     ))
+}
+
+/// fleetctl's records one node holds about the fleet.
+#[derive(Default)]
+struct Records {
+    /// (plug, deleted at, record id).
+    tombstones: Vec<(String, i64, String)>,
+    /// (node it is about, mark).
+    marks: Vec<(String, crate::condition::Mark)>,
 }

@@ -165,7 +165,8 @@ pub fn reserve_plug(
     if !found.plugs.is_empty() {
         store.adopt_plugs(&found.plugs, "plug create", now)?;
     }
-    let conditions = store.node_conditions()?;
+    // A node cordoned through another state file takes no new plug either.
+    let (conditions, _) = store.conditions_with_marks(&observed.marks, "plug create")?;
     let last_known = store.replica_nodes()?;
     let policy = fleet.policy_for(class_spec);
     store.create_plug_with(|plugs, leases| {
@@ -401,7 +402,7 @@ pub async fn touch(
         ));
     };
     let observed = observe_for_placement(fleet, runtimes).await;
-    let conditions = store.node_conditions()?;
+    let (conditions, _) = store.conditions_with_marks(&observed.marks, "plug touch")?;
     let last_known = store.replica_nodes()?;
     let policy = fleet.policy_for(class);
     let (before, after) = store.restart_plug_with(id, now, |me, plugs, leases| {

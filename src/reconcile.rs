@@ -150,6 +150,71 @@ pub fn forget_deleted_elsewhere(
     Ok(forgotten)
 }
 
+/// Makes this state and the nodes agree on node conditions: a condition the nodes record that
+/// is newer than this state's (set through another state file) is learned, one this state set
+/// later (or the nodes never heard of) is recorded on every node it reaches. An actor whose
+/// lease fence has failed changes neither.
+///
+/// # Errors
+/// Store failures.
+async fn sync_conditions(cx: &PassContext<'_>, observed: &ObservedFleet) -> Result<(), StoreError> {
+    if cx.exec.fence.as_ref().is_some_and(|f| f.check().is_err()) {
+        return Ok(());
+    }
+    sync_conditions_with(
+        cx.store,
+        cx.runtimes,
+        &cx.fleet.fleet.name,
+        &cx.exec.actor,
+        observed,
+    )
+    .await
+}
+
+/// [`sync_conditions`] for a command that holds no pass context (`cordon`, `uncordon`): after
+/// it, the state knows every condition set through another state file.
+///
+/// # Errors
+/// Store failures.
+pub async fn sync_conditions_with(
+    store: &Store,
+    runtimes: &Runtimes,
+    fleet: &str,
+    actor: &str,
+    observed: &ObservedFleet,
+) -> Result<(), StoreError> {
+    let (_, r) = store.conditions_with_marks(&observed.marks, actor)?;
+    for (node, mark) in &r.learn {
+        tracing::info!(node = %node, schedule = %mark.schedule, by = %mark.by, "the nodes record a newer condition; learned");
+        store.learn_schedule(node, mark, now_ms())?;
+    }
+    for (node, mark) in &r.publish {
+        publish_mark(runtimes, fleet, node, mark).await;
+    }
+    Ok(())
+}
+
+/// Records `node`'s condition `mark` on every node of `runtimes` it reaches (best effort: a
+/// node missed is told by a later pass, and the newest record on any node wins).
+pub async fn publish_mark(
+    runtimes: &Runtimes,
+    fleet: &str,
+    node: &str,
+    mark: &crate::condition::Mark,
+) {
+    let writes = runtimes.values().map(|rt| async move {
+        (
+            rt.node().to_string(),
+            crate::records::write_mark(rt.as_ref(), fleet, node, mark).await,
+        )
+    });
+    for (on, r) in futures_util::future::join_all(writes).await {
+        if let Err(e) = r {
+            tracing::warn!(node = %on, about = %node, error = %e, "could not record the node's condition there");
+        }
+    }
+}
+
 /// Removes the nodes' tombstone records older than [`TOMBSTONE_KEEP_MS`] (best effort; an
 /// actor whose fence failed leaves them).
 async fn prune_tombstones(cx: &PassContext<'_>, observed: &ObservedFleet) {
@@ -237,7 +302,9 @@ fn adopt_unknown(
 fn plan_from(cx: &PassContext<'_>, observed: &ObservedFleet) -> Result<Plan, StoreError> {
     // State is read after observation: a plug row is always written before its container, so
     // any plug container observed has its row visible here.
-    let conditions = cx.store.node_conditions()?;
+    let (conditions, _) = cx
+        .store
+        .conditions_with_marks(&observed.marks, &cx.exec.actor)?;
     let mut plugs = cx.store.plugs()?;
     let mut leases = cx.store.port_leases()?;
     let last_known = cx.store.replica_nodes()?;
@@ -316,6 +383,7 @@ pub async fn pass_adjusted(
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<PassReport, StoreError> {
     let observed = observe_for(cx).await;
+    sync_conditions(cx, &observed).await?;
     forget_deleted_elsewhere(cx, &observed)?;
     prune_tombstones(cx, &observed).await;
     let adopted = adopt_unknown(cx, &observed)?;

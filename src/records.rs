@@ -1,13 +1,15 @@
 //! fleetctl's own records on the nodes, beside the fleet's containers: never-started containers
 //! of an empty image, whose atomic creation and labels hold what every machine running
 //! fleetctl must see whatever its state file — the fleet lease ([`crate::lease::nodes`]) and
-//! plug tombstones (a plug deleted through one state file stays deleted through another).
+//! plug tombstones (a plug deleted through one state file stays deleted through another) and
+//! node conditions (a node cordoned or drained through one state file is through every other).
 //!
 //! None carries the fleet's container labels: a record is never observed as one of the fleet's
 //! containers, counted as a foreign one, nor removed as a stray.
 
 use std::collections::BTreeMap;
 
+use crate::condition::{Mark, Schedule};
 use crate::container::{ContainerRecord, ContainerSpec};
 use crate::transport::{NodeRuntime, TransportError};
 
@@ -27,9 +29,25 @@ pub mod tombstone {
 /// Label whose presence marks a lease record.
 pub const LEASE_LABEL: &str = "fleet.lease";
 
+/// Labels of a node condition record.
+pub mod condition {
+    /// The fleet (its presence makes the container a condition record).
+    pub const FLEET: &str = "fleet.condition";
+    /// The node the condition is about (records of it are kept on every node).
+    pub const NODE: &str = "fleet.condition.node";
+    /// `schedulable`, `cordoned`, `draining` or `drained`.
+    pub const SCHEDULE: &str = "fleet.condition.schedule";
+    /// When that condition was set (ms since the epoch).
+    pub const SINCE: &str = "fleet.condition.since";
+    /// Who set it.
+    pub const BY: &str = "fleet.condition.by";
+}
+
 /// Whether a listed container is one of fleetctl's records (of any fleet).
 pub fn is_record(r: &ContainerRecord) -> bool {
-    r.labels.contains_key(LEASE_LABEL) || r.labels.contains_key(tombstone::FLEET)
+    r.labels.contains_key(LEASE_LABEL)
+        || r.labels.contains_key(tombstone::FLEET)
+        || r.labels.contains_key(condition::FLEET)
 }
 
 /// A record's container spec: `name`, `labels`, the empty image, never started.
@@ -100,4 +118,72 @@ pub fn read_tombstone(r: &ContainerRecord, fleet: &str) -> Option<(String, i64)>
         r.label(tombstone::PLUG)?.to_string(),
         r.label(tombstone::DELETED)?.parse().ok()?,
     ))
+}
+
+/// The name of the record of `node`'s condition in `fleet` (one on every node).
+pub fn condition_name(fleet: &str, node: &str) -> String {
+    format!("fleetctl-condition-{fleet}-{node}")
+}
+
+/// `(node, mark)` of a listed condition record of `fleet`.
+pub fn read_mark(r: &ContainerRecord, fleet: &str) -> Option<(String, Mark)> {
+    if r.label(condition::FLEET) != Some(fleet) {
+        return None;
+    }
+    Some((
+        r.label(condition::NODE)?.to_string(),
+        Mark {
+            schedule: Schedule::from_word(r.label(condition::SCHEDULE)?)?,
+            since_ms: r.label(condition::SINCE)?.parse().ok()?,
+            by: r.label(condition::BY).unwrap_or_default().to_string(),
+        },
+    ))
+}
+
+/// Records on the node reached by `rt` that `node`'s condition in `fleet` is `mark`, replacing
+/// an older record; a record at least as new is kept (the newest change wins everywhere).
+///
+/// # Errors
+/// Transport failures.
+pub async fn write_mark(
+    rt: &dyn NodeRuntime,
+    fleet: &str,
+    node: &str,
+    mark: &Mark,
+) -> Result<(), TransportError> {
+    let name = condition_name(fleet, node);
+    match rt.inspect_container(&name).await {
+        Ok(d) => {
+            let since = d
+                .spec
+                .labels
+                .get(condition::SINCE)
+                .and_then(|v| v.parse::<i64>().ok())
+                .unwrap_or(0);
+            if since >= mark.since_ms {
+                return Ok(());
+            }
+            match rt.remove_container(&d.record.id).await {
+                Err(e) if !e.is_not_found() => return Err(e),
+                _ => {}
+            }
+        }
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(e),
+    }
+    let labels = BTreeMap::from([
+        (condition::FLEET.to_string(), fleet.to_string()),
+        (condition::NODE.to_string(), node.to_string()),
+        (
+            condition::SCHEDULE.to_string(),
+            mark.schedule.word().to_string(),
+        ),
+        (condition::SINCE.to_string(), mark.since_ms.to_string()),
+        (condition::BY.to_string(), mark.by.clone()),
+    ]);
+    match create(rt, &spec(name, labels)).await {
+        // Another writer raced us: the newest wins at the next comparison.
+        Err(e) if e.is_conflict() => Ok(()),
+        other => other.map(|_| ()),
+    }
 }

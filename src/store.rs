@@ -110,6 +110,10 @@ CREATE TABLE plug_tombstones (
     deleted_ms INTEGER NOT NULL
 );
 "#,
+    // When each node's schedule last changed (0: never here): compared with the nodes' marks.
+    r#"
+ALTER TABLE node_conditions ADD COLUMN schedule_ms INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// How long a deleted plug's id is remembered: a copy of it found on a node in that time (on a
@@ -762,12 +766,111 @@ impl Store {
         now: i64,
         t: Transition,
     ) -> Result<(NodeCondition, NodeCondition), StoreError> {
-        self.modify_node_condition(node, now, |c| {
+        let (before, after) = self.modify_node_condition(node, now, |c| {
             c.apply(t).map_err(|source| StoreError::Condition {
                 node: node.to_string(),
                 source,
             })
+        })?;
+        if before.schedule() != after.schedule() {
+            self.set_schedule_ms(node, now)?;
+        }
+        Ok((before, after))
+    }
+
+    fn set_schedule_ms(&self, node: &str, at: i64) -> Result<(), StoreError> {
+        self.write("record when a node's schedule changed", |tx| {
+            tx.execute(
+                "UPDATE node_conditions SET schedule_ms = ?2 WHERE node = ?1",
+                params![node, at],
+            )
+            .map_err(q("record when a node's schedule changed"))?;
+            Ok(())
         })
+    }
+
+    /// When each node's schedule last changed through this state (ms; absent or 0: never).
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn schedule_times(&self) -> Result<std::collections::BTreeMap<String, i64>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare("SELECT node, schedule_ms FROM node_conditions")
+                .map_err(q("read schedule times"))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(q("read schedule times"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(q("read schedule times"))
+        })
+    }
+
+    /// The node conditions with what the nodes record merged in (`marks`, see
+    /// [`crate::condition::reconcile_marks`]: the newer change wins), and what the state and
+    /// the nodes should learn from each other. Writes nothing.
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn conditions_with_marks(
+        &self,
+        marks: &std::collections::BTreeMap<String, crate::condition::Mark>,
+        actor: &str,
+    ) -> Result<
+        (
+            std::collections::BTreeMap<String, NodeCondition>,
+            crate::condition::Reconciled,
+        ),
+        StoreError,
+    > {
+        let mut conditions = self.node_conditions()?;
+        let schedules = conditions
+            .iter()
+            .map(|(n, c)| (n.clone(), c.schedule()))
+            .collect();
+        let r =
+            crate::condition::reconcile_marks(&schedules, &self.schedule_times()?, marks, actor);
+        for (node, m) in &r.learn {
+            conditions
+                .entry(node.clone())
+                .or_default()
+                .set_schedule(m.schedule);
+        }
+        Ok((conditions, r))
+    }
+
+    /// Takes a node's schedule as the nodes record it (`mark`, set through another state file):
+    /// the flags become `mark.schedule` (readiness kept), its time `mark.since_ms`, with a
+    /// `learned` event. Not guarded: the change was made, elsewhere.
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn learn_schedule(
+        &self,
+        node: &str,
+        mark: &crate::condition::Mark,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let (before, _) = self.modify_node_condition(node, now, |c| {
+            c.set_schedule(mark.schedule);
+            Ok(())
+        })?;
+        self.set_schedule_ms(node, mark.since_ms)?;
+        let _ = self.record_event(
+            now,
+            "node",
+            "learned",
+            Some(node),
+            None,
+            &format!(
+                "{} → {} (set by {} at {}, as the nodes record it)",
+                before.schedule(),
+                mark.schedule,
+                mark.by,
+                format_ms(mark.since_ms)
+            ),
+        );
+        Ok(())
     }
 
     /// Changes one node's conditions with `f`; returns (before, after). Writes nothing when `f`

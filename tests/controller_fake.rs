@@ -348,6 +348,7 @@ fn a_returning_node_takes_no_new_plug_before_its_stale_copies_are_gone() {
             })
             .collect(),
         tombstones: Default::default(),
+        marks: Default::default(),
     };
     let place = |lost: &BTreeSet<String>| {
         let snapshot = Snapshot {

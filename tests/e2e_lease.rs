@@ -259,3 +259,81 @@ fn a_holder_that_resumes_after_its_lease_was_taken_over_changes_nothing() {
         "the resumed holder changed nothing (extra is still there):\n{text}"
     );
 }
+
+const PLUGS: &str = "apiVersion: fleet/v1
+kind: PlugClass
+metadata: {name: agent}
+spec:
+  image: fleet-test/busybox:1
+  resources: {memory: 16MiB}
+  port: 8080
+  hostPorts: 51000-51099
+---
+apiVersion: fleet/v1
+kind: PlacementPolicy
+metadata: {name: default}
+spec:
+  maxPlugsPerNode: 4
+  tiers: [{nodeSelector: {tier: primary}}, {nodeSelector: {tier: secondary}}]
+";
+
+/// Issue 13: node conditions are held on the nodes too. A node cordoned through state A takes
+/// no plug created through state B (another machine), and B shows it cordoned; uncordoned
+/// through B, A places on it again.
+#[test]
+fn a_cordon_through_one_state_file_holds_through_another() {
+    let Some(sb) = Sandbox::get("a_cordon_through_one_state_file_holds_through_another") else {
+        return;
+    };
+    let f = Fleet::new(&sb, "e2e-lease-cordon", PLUGS);
+    f.apply();
+    let dir = f.path().to_str().unwrap().to_string();
+    let b_dir = tempfile::tempdir().unwrap();
+    let b = b_dir.path().join("b.db");
+    let node_of = |out: &str| -> String {
+        serde_json::from_str::<serde_json::Value>(out).unwrap()["node"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let conditions_of = |out: &str, node: &str| -> Vec<String> {
+        serde_json::from_str::<Vec<serde_json::Value>>(out)
+            .unwrap()
+            .into_iter()
+            .find(|n| n["name"] == node)
+            .unwrap()["conditions"]
+            .as_array()
+            .map(|a| a.iter().map(|c| c.as_str().unwrap().to_string()).collect())
+            .unwrap_or_default()
+    };
+
+    let (code, out, err) = f.run(&["cordon", "node1", "-f", &dir]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = with_state_b(
+        &f,
+        &b,
+        &[
+            "plug", "create", "agent", "--owner", "b", "-f", &dir, "-o", "json",
+        ],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert_ne!(node_of(&out), "node1", "the primary is cordoned, through A");
+    let (code, out, err) = with_state_b(&f, &b, &["get", "nodes", &dir, "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(conditions_of(&out, "node1"), ["cordoned"], "{out}");
+
+    let (code, out, err) = with_state_b(&f, &b, &["uncordon", "node1", "-f", &dir]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("node node1 uncordoned"), "{out}");
+    let (code, out, err) = f.run(&[
+        "plug", "create", "agent", "--owner", "a", "-f", &dir, "-o", "json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        node_of(&out),
+        "node1",
+        "uncordoned through B, A places there again"
+    );
+    let (_, out, _) = f.run(&["get", "nodes", &dir, "-o", "json"]);
+    assert!(conditions_of(&out, "node1").is_empty(), "{out}");
+}

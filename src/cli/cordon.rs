@@ -34,8 +34,29 @@ pub fn run(
     } else {
         Transition::Uncordon
     };
-    let (before, after) = store.transition_node(node, now_ms(), transition)?;
     let who = super::common::holder(if cordon { "cordon" } else { "uncordon" });
+    // The nodes record conditions set through other state files: learn them first (an
+    // uncordon must undo a cordon made elsewhere), and record the change there after.
+    let rt = super::common::runtime()?;
+    let runtimes = super::common::connect_all(&loaded.fleet);
+    let fleet_name = loaded.fleet.fleet.name.clone();
+    let all: Vec<_> = runtimes.values().cloned().collect();
+    let (before, after) = rt.block_on(async {
+        let observed = crate::observe::observe(&fleet_name, &all, &Default::default()).await;
+        crate::reconcile::sync_conditions_with(&store, &runtimes, &fleet_name, &who, &observed)
+            .await?;
+        let now = now_ms();
+        let (before, after) = store.transition_node(node, now, transition)?;
+        if before.schedule() != after.schedule() {
+            let mark = crate::condition::Mark {
+                schedule: after.schedule(),
+                since_ms: now,
+                by: who.clone(),
+            };
+            crate::reconcile::publish_mark(&runtimes, &fleet_name, node, &mark).await;
+        }
+        Ok::<_, anyhow::Error>((before, after))
+    })?;
     let text = if before == after {
         if cordon {
             format!("node {node} already cordoned\n")

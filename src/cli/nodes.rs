@@ -47,7 +47,8 @@ pub struct NodeStatus {
     /// Why the node is NotReady.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cause: Option<String>,
-    /// Conditions recorded in the state store: `cordoned`, `draining`, `drained`.
+    /// Conditions (`cordoned`, `draining`, `drained`) as the state and the nodes record them:
+    /// set through any state file.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub conditions: Vec<String>,
     /// Engine version (e.g. `20.10.24`).
@@ -258,7 +259,11 @@ pub fn node_status(spec: &NodeSpec, observed: Result<Observation, &str>) -> Node
 
 /// Observes the nodes `specs` of `fleet` (engine facts and measured memory), in the order
 /// given. A node whose connection cannot even be set up is NotReady with that cause.
-fn observe_nodes(fleet: &DesiredFleet, specs: &[&NodeSpec]) -> anyhow::Result<Vec<NodeStatus>> {
+/// Each node's status, and the node conditions the nodes record (set through any state file).
+fn observe_nodes(
+    fleet: &DesiredFleet,
+    specs: &[&NodeSpec],
+) -> anyhow::Result<(Vec<NodeStatus>, BTreeMap<String, crate::condition::Mark>)> {
     let mut setup_failed = BTreeMap::new();
     let mut runtimes = Vec::new();
     for spec in specs {
@@ -274,7 +279,7 @@ fn observe_nodes(fleet: &DesiredFleet, specs: &[&NodeSpec]) -> anyhow::Result<Ve
         &runtimes,
         &ObserveOptions::everything(fleet),
     ));
-    Ok(specs
+    let statuses = specs
         .iter()
         .map(|spec| {
             let seen = match (setup_failed.get(&spec.name), observed.nodes.get(&spec.name)) {
@@ -287,7 +292,8 @@ fn observe_nodes(fleet: &DesiredFleet, specs: &[&NodeSpec]) -> anyhow::Result<Ve
                 Err(cause) => node_status(spec, Err(&cause)),
             }
         })
-        .collect())
+        .collect();
+    Ok((statuses, observed.marks))
 }
 
 /// `fleetctl get nodes`.
@@ -299,8 +305,9 @@ pub fn get(path: Option<&Path>, output: Output, global: &GlobalOpts) -> anyhow::
     let loaded = resolve_manifests(path, global)?;
     let fleet = loaded.fleet.fleet.name.clone();
     let nodes: Vec<&NodeSpec> = loaded.fleet.nodes.values().collect();
-    let mut statuses = observe_nodes(&loaded.fleet, &nodes)?;
-    let conditions = open_store_readonly(global, &fleet)?.node_conditions()?;
+    let (mut statuses, marks) = observe_nodes(&loaded.fleet, &nodes)?;
+    let (conditions, _) =
+        open_store_readonly(global, &fleet)?.conditions_with_marks(&marks, "get nodes")?;
     for s in &mut statuses {
         s.containers.clear();
         s.conditions = condition_words(conditions.get(&s.name));
@@ -338,8 +345,10 @@ pub fn describe(
                 .join(", ")
         );
     };
-    let mut status = observe_nodes(&loaded.fleet, &[spec])?.remove(0);
-    let conditions = open_store_readonly(global, &fleet)?.node_conditions()?;
+    let (mut statuses, marks) = observe_nodes(&loaded.fleet, &[spec])?;
+    let mut status = statuses.remove(0);
+    let (conditions, _) =
+        open_store_readonly(global, &fleet)?.conditions_with_marks(&marks, "describe node")?;
     status.conditions = condition_words(conditions.get(name));
     match output {
         Output::Json => print_json(&status)?,

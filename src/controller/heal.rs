@@ -233,6 +233,7 @@ mod tests {
                 },
             )]),
             tombstones: BTreeMap::new(),
+            marks: BTreeMap::new(),
         }
     }
 

@@ -72,6 +72,7 @@ impl World {
                 })
                 .collect(),
             tombstones: Default::default(),
+            marks: Default::default(),
         };
         World {
             fleet,
