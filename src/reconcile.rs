@@ -150,6 +150,37 @@ pub fn forget_deleted_elsewhere(
     Ok(forgotten)
 }
 
+/// Whether a pass would change anything — on the nodes or in this state — given a dry run's
+/// `observed` and `plan`: steps, plugs to adopt, plugs deleted elsewhere to forget, old
+/// tombstones to prune, conditions to learn or to publish. `apply` uses it to leave a fleet
+/// with nothing to do untouched: no step, and no lease record on any node.
+///
+/// # Errors
+/// Store failures.
+pub fn needs_pass(
+    cx: &PassContext<'_>,
+    observed: &ObservedFleet,
+    plan: &Plan,
+) -> Result<bool, StoreError> {
+    if !plan.steps.is_empty() || !plan.adopted.is_empty() {
+        return Ok(true);
+    }
+    let now = now_ms();
+    let known: BTreeSet<String> = cx.store.plugs()?.into_iter().map(|p| p.id).collect();
+    if deleted_on_nodes(observed, now).any(|id| known.contains(id))
+        || observed
+            .tombstones
+            .values()
+            .any(|t| t.deleted_ms < now - TOMBSTONE_KEEP_MS)
+    {
+        return Ok(true);
+    }
+    let (_, r) = cx
+        .store
+        .conditions_with_marks(&observed.marks, &cx.exec.actor)?;
+    Ok(!r.learn.is_empty() || !r.publish.is_empty())
+}
+
 /// Makes this state and the nodes agree on node conditions: a condition the nodes record that
 /// is newer than this state's (set through another state file) is learned, one this state set
 /// later (or the nodes never heard of) is recorded on every node it reaches. An actor whose

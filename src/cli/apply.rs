@@ -18,7 +18,7 @@ use crate::lease::nodes::NodeSet;
 use crate::lease::{LeaseError, LeaseGuard, LeaseKind, Request};
 use crate::observe::ObservedFleet;
 use crate::plan::Plan;
-use crate::reconcile::{PassContext, PassReport, pass, plan_only};
+use crate::reconcile::{PassContext, PassReport, needs_pass, pass, plan_only};
 use crate::store::{Store, StoreError, now_ms};
 use crate::view::ApplyView;
 
@@ -31,12 +31,22 @@ struct LocalPasses<'a> {
     loaded: &'a crate::manifest::Loaded,
     print: &'a (dyn Fn(&Progress) + Sync),
     recorded: bool,
+    /// A first look that found nothing to do: it is the first pass (nothing is executed, and
+    /// the lease was never taken on the nodes).
+    nothing_to_do: Option<(ObservedFleet, Plan)>,
 }
 
 impl Passes for LocalPasses<'_> {
     async fn pass(&mut self, ready_timeout: Duration) -> Result<PassReport, StoreError> {
         self.cx.exec.ready_timeout = ready_timeout;
-        let report = pass(&self.cx, &|p| (self.print)(&p)).await?;
+        let report = match self.nothing_to_do.take() {
+            Some((observed, plan)) => PassReport {
+                observed,
+                plan,
+                exec: Default::default(),
+            },
+            None => pass(&self.cx, &|p| (self.print)(&p)).await?,
+        };
         if !self.recorded {
             self.store.record_applied(
                 self.lease.token(),
@@ -79,25 +89,50 @@ pub fn run(
     let who = holder("apply");
     let rt = runtime()?;
     let runtimes = connect_all(fleet);
-    let lease = match LeaseGuard::acquire(
-        store.clone(),
-        Request {
-            fleet: &fleet.fleet.name,
-            holder: &who,
-            kind: LeaseKind::Apply,
-            api: None,
-            wait: lock_timeout,
-        },
-        Some(NodeSet::shared(
-            &fleet.fleet.name,
-            runtimes.clone(),
-            rt.handle().clone(),
-        )),
-        None,
-    ) {
+    let req = Request {
+        fleet: &fleet.fleet.name,
+        holder: &who,
+        kind: LeaseKind::Apply,
+        api: None,
+        wait: lock_timeout,
+    };
+    // The lease is taken in the state file and checked on the nodes now, but taken on the
+    // nodes only once there is something to do: a no-op apply changes nothing anywhere.
+    let nodes = NodeSet::shared(&fleet.fleet.name, runtimes.clone(), rt.handle().clone());
+    let mut lease = match LeaseGuard::acquire_deferred(store.clone(), req, nodes, None) {
         Ok(l) => l,
         Err(e @ (LeaseError::Locked { .. } | LeaseError::NoNode { .. })) => {
             return Ok(super::handoff::report_locked(&e));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let exec = ExecOptions {
+        actor: who.clone(),
+        ready_timeout: timeout,
+        fence: Some(lease.fence()),
+        ..Default::default()
+    };
+    let first = rt.block_on(async {
+        let cx = PassContext {
+            exec: exec.clone(),
+            ..PassContext::new(fleet, &runtimes, &store)
+        };
+        let (observed, plan) = plan_only(&cx).await?;
+        let needed = needs_pass(&cx, &observed, &plan)?;
+        Ok::<_, StoreError>((observed, plan, needed))
+    });
+    let nothing_to_do = match first {
+        Ok((observed, plan, false)) => Some((observed, plan)),
+        Ok((_, _, true)) => {
+            match lease.hold_nodes(req) {
+                Ok(()) => {}
+                Err(e @ (LeaseError::Locked { .. } | LeaseError::NoNode { .. })) => {
+                    drop(lease);
+                    return Ok(super::handoff::report_locked(&e));
+                }
+                Err(e) => return Err(e.into()),
+            }
+            None
         }
         Err(e) => return Err(e.into()),
     };
@@ -113,12 +148,7 @@ pub fn run(
         };
         let mut passes = LocalPasses {
             cx: PassContext {
-                exec: ExecOptions {
-                    actor: who.clone(),
-                    ready_timeout: timeout,
-                    fence: Some(lease.fence()),
-                    ..Default::default()
-                },
+                exec,
                 ..PassContext::new(fleet, &runtimes, &store)
             },
             store: &store,
@@ -126,6 +156,7 @@ pub fn run(
             loaded: &loaded,
             print: &print,
             recorded: false,
+            nothing_to_do,
         };
         converge(&mut passes, timeout).await
     });

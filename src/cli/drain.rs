@@ -44,6 +44,10 @@ pub fn run(
         );
     }
     let store = std::sync::Arc::new(open_store(global, &fleet.fleet.name)?);
+    // A controller given on the command line gets the drain through its API, found or not.
+    if let Some(remote) = Remote::from_options(global.controller.as_deref())? {
+        return drain_through(&remote, node, timeout, force, output);
+    }
     let rt = runtime()?;
     let runtimes = connect_all(fleet);
     let nodes = NodeSet::shared(&fleet.fleet.name, runtimes.clone(), rt.handle().clone());
@@ -56,22 +60,7 @@ pub fn run(
             };
         }
         Some(Found::Elsewhere(c)) => {
-            let Some(remote) = Remote::from_options(global.controller.as_deref())? else {
-                return Ok(super::handoff::refuse(&fleet.fleet.name, "drain", &c));
-            };
-            super::handoff::announce("drain", &c);
-            let path = format!(
-                "/v1/nodes/{node}/drain?force={force}&timeout={}s",
-                timeout.as_secs().max(1)
-            );
-            let answer = remote.call(http::Method::POST, &path, None)?;
-            return match serde_json::from_value::<crate::drain::DrainReport>(answer.body.clone()) {
-                Ok(report) => render(node, &report, output),
-                Err(_) => {
-                    eprintln!("error: {}", answer.error());
-                    Ok(1)
-                }
-            };
+            return Ok(super::handoff::refuse(&fleet.fleet.name, "drain", &c));
         }
         None => {}
     }
@@ -126,6 +115,33 @@ pub fn run(
     drop(lease);
     let report = result?;
     render(node, &report, output)
+}
+
+/// `drain` through a controller's API: the report, or the controller's refusal (exit 1). The
+/// call waits for the drain's own timeout and a minute more.
+fn drain_through(
+    remote: &Remote,
+    node: &str,
+    timeout: Duration,
+    force: bool,
+    output: Output,
+) -> anyhow::Result<u8> {
+    if !super::common::quiet() {
+        eprintln!("handing `drain` to the controller at {}", remote.url());
+    }
+    let path = format!(
+        "/v1/nodes/{node}/drain?force={force}&timeout={}s",
+        timeout.as_secs().max(1)
+    );
+    let limit = timeout + Duration::from_secs(60);
+    let answer = remote.call_within(http::Method::POST, &path, None, limit)?;
+    match serde_json::from_value::<crate::drain::DrainReport>(answer.body.clone()) {
+        Ok(report) => render(node, &report, output),
+        Err(_) => {
+            eprintln!("error: {}", answer.error());
+            Ok(1)
+        }
+    }
 }
 
 /// Prints the drain report; exit 0 when the node is drained, 1 otherwise.

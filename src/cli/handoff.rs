@@ -55,9 +55,12 @@ pub fn find_controller(
         .read()
         .into_values()
         .filter_map(|r| r.ok().flatten())
-        .map(|r| r.lease)
-        .find(|l| l.kind == "controller" && l.expires_ms > now && !holder_is_dead(&l.holder))
-        .map(Found::Elsewhere))
+        .find(|r| {
+            r.lease.kind == "controller"
+                && r.lease.expires_ms > now
+                && !crate::lease::nodes::holder_gone(r, holder_is_dead)
+        })
+        .map(|r| Found::Elsewhere(r.lease)))
 }
 
 /// Refuses `verb` beside a controller that runs elsewhere, naming it: exit status 1.

@@ -133,22 +133,22 @@ fn route(
     verb: &str,
 ) -> anyhow::Result<Route> {
     let fleet = &loaded.fleet.fleet.name;
+    // A controller given on the command line gets the command through its API, found or not
+    // (a CI runner may hold the API's address and token but no SSH key).
+    if let Some(remote) = super::remote::Remote::from_options(global.controller.as_deref())? {
+        if !super::common::quiet() {
+            eprintln!("handing `{verb}` to the controller at {}", remote.url());
+        }
+        return Ok(Route::Api(remote));
+    }
     let rt = runtime()?;
     let runtimes = super::common::connect_all(&loaded.fleet);
     let nodes = crate::lease::nodes::NodeSet::shared(fleet, runtimes.clone(), rt.handle().clone());
     Ok(match handoff::find_controller(store, &nodes)? {
         Some(handoff::Found::Here(c)) => Route::Intent(c),
         Some(handoff::Found::Elsewhere(c)) => {
-            match super::remote::Remote::from_options(global.controller.as_deref())? {
-                Some(remote) => {
-                    handoff::announce(verb, &c);
-                    Route::Api(remote)
-                }
-                None => {
-                    handoff::refuse(fleet, verb, &c);
-                    Route::Refused
-                }
-            }
+            handoff::refuse(fleet, verb, &c);
+            Route::Refused
         }
         None => Route::Direct(rt, runtimes),
     })

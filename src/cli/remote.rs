@@ -10,16 +10,25 @@ use hyper::body::Body;
 
 /// Environment variable holding the API token for `--controller`.
 pub const TOKEN_ENV: &str = "FLEETCTL_TOKEN";
-/// How long one API call may take (a drain sends its own, longer, timeout).
+/// How long one API call may take ([`Remote::call_within`] for longer ones: a drain).
 const CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A controller's API, as given on the command line.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Remote {
     /// `host:port`.
     authority: String,
     /// The bearer token.
     token: String,
+}
+
+impl std::fmt::Debug for Remote {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token.
+        f.debug_struct("Remote")
+            .field("authority", &self.authority)
+            .finish_non_exhaustive()
+    }
 }
 
 /// An API answer: status and JSON body.
@@ -82,14 +91,33 @@ impl Remote {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> anyhow::Result<Answer> {
+        self.call_within(method, path, body, CALL_TIMEOUT)
+    }
+
+    /// [`Remote::call`], waiting up to `limit` for the answer.
+    ///
+    /// # Errors
+    /// As [`Remote::call`].
+    pub fn call_within(
+        &self,
+        method: http::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+        limit: Duration,
+    ) -> anyhow::Result<Answer> {
         let rt = super::common::runtime()?;
         let what = format!("{method} http://{}{path}", self.authority);
         rt.block_on(async {
-            tokio::time::timeout(CALL_TIMEOUT, self.send(method, path, body))
+            tokio::time::timeout(limit, self.send(method, path, body))
                 .await
-                .map_err(|_| anyhow::anyhow!("no answer within {CALL_TIMEOUT:?}"))?
+                .map_err(|_| anyhow::anyhow!("no answer within {limit:?}"))?
         })
         .with_context(|| format!("handing the command to the controller ({what})"))
+    }
+
+    /// The controller's address, for messages.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.authority)
     }
 
     async fn send(

@@ -38,7 +38,25 @@ pub fn run(path: &Path, global: &GlobalOpts) -> anyhow::Result<u8> {
     let shutdown = CancellationToken::new();
     let api_addr = addr.to_string();
     // The controller's runtime has one thread; the lease's node calls run on their own.
-    let nodes = NodeSet::own(&fleet_spec.name, connect_all(&loaded.fleet))?;
+    // One SSH connection per node: the lease and the controller share these runtimes (the
+    // controller's connector hands them out for the same endpoints). The lease's calls run on
+    // a thread of their own: the controller's runtime has one thread, busy with its loop.
+    let shared = connect_all(&loaded.fleet);
+    let endpoints: std::collections::BTreeMap<
+        String,
+        (Endpoint, Arc<dyn crate::transport::NodeRuntime>),
+    > = loaded
+        .fleet
+        .nodes
+        .values()
+        .filter_map(|n| {
+            Some((
+                n.name.clone(),
+                (Endpoint::from_node(n), shared.get(&n.name)?.clone()),
+            ))
+        })
+        .collect();
+    let nodes = NodeSet::own(&fleet_spec.name, shared)?;
     let lease = match LeaseGuard::acquire(
         store.clone(),
         Request {
@@ -93,9 +111,12 @@ pub fn run(path: &Path, global: &GlobalOpts) -> anyhow::Result<u8> {
             now_ms(),
         )?;
         tokio::spawn(on_signal(shutdown.clone()));
-        let connect: Connector = Arc::new(|spec| {
-            connect(&Endpoint::from_node(spec))
-                .unwrap_or_else(|e| Arc::new(FailedRuntime::new(&e)))
+        let connect: Connector = Arc::new(move |spec| {
+            let endpoint = Endpoint::from_node(spec);
+            match endpoints.get(&spec.name) {
+                Some((e, rt)) if *e == endpoint => rt.clone(),
+                _ => connect(&endpoint).unwrap_or_else(|e| Arc::new(FailedRuntime::new(&e))),
+            }
         });
         let mut cfg = Config::new(path.to_path_buf(), &who);
         cfg.lease = Some(LeaseConfig {

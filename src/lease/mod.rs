@@ -195,7 +195,10 @@ pub type OnLost = Box<dyn FnOnce() + Send>;
 pub struct LeaseGuard {
     store: Arc<Store>,
     info: LeaseInfo,
-    nodes: Option<NodeHold>,
+    /// The lease on the nodes once held (shared with the renewing thread).
+    nodes: Arc<Mutex<Option<NodeHold>>>,
+    /// Nodes the lease is to be held on once there is work ([`LeaseGuard::hold_nodes`]).
+    pending: Option<NodeSet>,
     fence: Fence,
     stop: Option<mpsc::Sender<()>>,
     renewer: Option<JoinHandle<()>>,
@@ -212,9 +215,10 @@ impl fmt::Debug for LeaseGuard {
 
 impl LeaseGuard {
     /// Takes the fleet lease: in the state file, then (when `nodes` is given) on the nodes,
-    /// waiting up to `req.wait` for another holder to let go. A holder that was a process of
-    /// this machine's fleetctl and is gone (killed) loses its lease at once; one on another
-    /// machine, when its lease expires. `on_lost` runs when the lease is later lost.
+    /// waiting up to `req.wait` for another holder to let go (not for a controller: it does
+    /// not let go). A holder that was a process of this machine's fleetctl and is gone
+    /// (killed) loses its lease at once; one on another machine, when its lease expires.
+    /// `on_lost` runs when the lease is later lost.
     ///
     /// # Errors
     /// [`LeaseError::Locked`] naming the holder when the wait runs out; [`LeaseError::NoNode`]
@@ -226,82 +230,81 @@ impl LeaseGuard {
         on_lost: Option<OnLost>,
     ) -> Result<LeaseGuard, LeaseError> {
         let deadline = Instant::now() + req.wait;
-        let wait_or = |err: LeaseError| -> Result<(), LeaseError> {
-            if Instant::now() < deadline {
-                std::thread::sleep(POLL.min(deadline.saturating_duration_since(Instant::now())));
-                Ok(())
-            } else {
-                Err(err)
-            }
-        };
-        let (info, nodes) = loop {
-            let info = match store.try_acquire_lease(
-                req.holder,
-                req.kind.as_str(),
-                req.api,
-                TTL,
-                now_ms(),
-            ) {
-                Err(StoreError::Locked { lease, .. }) if holder_is_dead(&lease.holder) => {
-                    tracing::warn!(holder = %lease.holder, "the lease holder is gone; taking the lease over");
-                    store.break_lease(lease.token)?;
-                    continue;
-                }
-                Err(StoreError::Locked { lease, .. }) => {
-                    wait_or(LeaseError::Locked {
-                        fleet: req.fleet.to_string(),
-                        lease,
-                        nodes: Vec::new(),
-                    })?;
-                    continue;
-                }
-                other => other?,
-            };
+        let (info, hold) = loop {
+            let info = take_local(&store, &req, deadline)?;
             let Some(set) = &nodes else {
                 break (info, None);
             };
-            // On the nodes the token is the time of taking: it grows across actors whose state
-            // files know nothing of each other (clocks agreeing within the safety margin).
-            let on_nodes = LeaseInfo {
-                token: info.acquired_ms.max(info.token),
-                ..info.clone()
-            };
-            match set.try_take(&on_nodes, holder_is_dead) {
-                Take::Held { held, failed } => {
-                    for (node, e) in &failed {
-                        tracing::warn!(node = %node, error = %e, "node did not answer; the lease is taken there when it is back");
-                    }
-                    break (
-                        info,
-                        Some(NodeHold {
-                            set: set.clone(),
-                            info: on_nodes,
-                            held: Arc::new(Mutex::new(held)),
-                        }),
-                    );
-                }
-                Take::Busy { lease, nodes } => {
+            match take_nodes(set, &info, &req) {
+                Ok(hold) => break (info, Some(hold)),
+                Err(e) => {
                     store.release_lease(info.token)?;
-                    wait_or(LeaseError::Locked {
-                        fleet: req.fleet.to_string(),
-                        lease: Box::new(lease),
-                        nodes,
-                    })?;
-                }
-                Take::NoNode { failed } => {
-                    store.release_lease(info.token)?;
-                    return Err(LeaseError::NoNode {
-                        fleet: req.fleet.to_string(),
-                        causes: failed
-                            .values()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join("; "),
-                    });
+                    wait_unless_controller(e, deadline)?;
                 }
             }
         };
+        Ok(Self::start(store, info, hold, None, on_lost))
+    }
+
+    /// Takes the fleet lease in the state file now, and makes sure no other actor holds it on
+    /// the nodes (reading them, waiting up to `req.wait` as [`LeaseGuard::acquire`]) — but
+    /// takes it there only when [`LeaseGuard::hold_nodes`] is called: an apply that finds
+    /// nothing to do changes nothing on any node, not even a lease record.
+    ///
+    /// # Errors
+    /// As [`LeaseGuard::acquire`].
+    pub fn acquire_deferred(
+        store: Arc<Store>,
+        req: Request<'_>,
+        nodes: NodeSet,
+        on_lost: Option<OnLost>,
+    ) -> Result<LeaseGuard, LeaseError> {
+        let deadline = Instant::now() + req.wait;
+        let info = take_local(&store, &req, deadline)?;
+        loop {
+            match other_holder(&nodes, &req) {
+                None => break,
+                Some(e) => {
+                    if let Err(e) = wait_unless_controller(e, deadline) {
+                        store.release_lease(info.token)?;
+                        return Err(e);
+                    }
+                }
+            }
+        }
+        Ok(Self::start(store, info, None, Some(nodes), on_lost))
+    }
+
+    /// Takes the lease on the nodes of [`LeaseGuard::acquire_deferred`] (nothing when it is
+    /// held already, or was taken without nodes), waiting up to `wait` for another holder.
+    ///
+    /// # Errors
+    /// As [`LeaseGuard::acquire`]; the state-file lease stays held.
+    pub fn hold_nodes(&mut self, req: Request<'_>) -> Result<(), LeaseError> {
+        let Some(set) = self.pending.clone() else {
+            return Ok(());
+        };
+        let deadline = Instant::now() + req.wait;
+        let hold = loop {
+            match take_nodes(&set, &self.info, &req) {
+                Ok(hold) => break hold,
+                Err(e) => wait_unless_controller(e, deadline)?,
+            }
+        };
+        *self.nodes.lock().unwrap_or_else(|p| p.into_inner()) = Some(hold);
+        self.pending = None;
+        Ok(())
+    }
+
+    fn start(
+        store: Arc<Store>,
+        info: LeaseInfo,
+        hold: Option<NodeHold>,
+        pending: Option<NodeSet>,
+        on_lost: Option<OnLost>,
+    ) -> LeaseGuard {
         let fence = Fence::new(info.token, info.acquired_ms);
+        let nodes = Arc::new(Mutex::new(hold));
         let (stop, stopped) = mpsc::channel::<()>();
         let renewer = {
             let holds = Holds {
@@ -314,15 +317,16 @@ impl LeaseGuard {
                 .spawn(move || renew(&holds, &fence, &stopped, on_lost, RENEW))
                 .expect("the OS refused a thread for the lease renewal")
         };
-        Ok(LeaseGuard {
+        LeaseGuard {
             store,
             info,
             nodes,
+            pending,
             fence,
             stop: Some(stop),
             renewer: Some(renewer),
             released: false,
-        })
+        }
     }
 
     /// The lease as taken.
@@ -354,21 +358,26 @@ impl LeaseGuard {
 
     /// The lease as held on the nodes (token and nodes), when it is.
     pub fn on_nodes(&self) -> Option<(LeaseInfo, Vec<String>)> {
-        self.nodes.as_ref().map(|n| {
-            (
-                n.info.clone(),
-                n.held
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .keys()
-                    .cloned()
-                    .collect(),
-            )
-        })
+        self.nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|n| {
+                (
+                    n.info.clone(),
+                    n.held
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .keys()
+                        .cloned()
+                        .collect(),
+                )
+            })
     }
 
     fn release_nodes(&mut self) {
-        if let Some(n) = self.nodes.take() {
+        let hold = self.nodes.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(n) = hold {
             let held = std::mem::take(&mut *n.held.lock().unwrap_or_else(|p| p.into_inner()));
             n.set.release(&held);
         }
@@ -406,26 +415,137 @@ struct NodeHold {
 /// Everything one renewal renews.
 struct Holds {
     store: Arc<Store>,
-    nodes: Option<NodeHold>,
+    nodes: Arc<Mutex<Option<NodeHold>>>,
 }
 
 impl Holds {
-    /// Renews the lease in the store and on the nodes, the new expiry counted from `at`.
+    /// Renews the lease in the store and on the nodes, the new expiry counted from `at`. A
+    /// store that fails for a moment does not keep the nodes from being renewed.
     fn renew(&self, token: i64, at: i64) -> Result<(), Renewal> {
-        match self.store.renew_lease(token, TTL, at) {
-            Ok(()) => {}
+        let local = match self.store.renew_lease(token, TTL, at) {
+            Ok(()) => Ok(()),
             Err(e @ StoreError::Fenced { .. }) => return Err(Renewal::Lost(e.to_string())),
-            Err(e) => return Err(Renewal::Failed(e.to_string())),
-        }
-        if let Some(n) = &self.nodes {
+            Err(e) => Err(Renewal::Failed(e.to_string())),
+        };
+        let hold = self.nodes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        if let Some(n) = hold {
             let held = n.held.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let now_held =
                 n.set
                     .renew(&n.info, &held, at + TTL.as_millis() as i64, holder_is_dead)?;
             *n.held.lock().unwrap_or_else(|p| p.into_inner()) = now_held;
         }
-        Ok(())
+        local
     }
+}
+
+/// Sleeps one poll (with jitter, so two waiting actors do not keep colliding) when `deadline`
+/// has not passed; else gives `err` back.
+fn wait_or(err: LeaseError, deadline: Instant) -> Result<(), LeaseError> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(err);
+    }
+    let jitter = Duration::from_millis(rand::random::<u64>() % 150);
+    std::thread::sleep((POLL + jitter).min(left));
+    Ok(())
+}
+
+/// [`wait_or`], but a lease held by a controller is reported at once: a controller does not
+/// let go of its lease.
+fn wait_unless_controller(err: LeaseError, deadline: Instant) -> Result<(), LeaseError> {
+    if err
+        .holder()
+        .is_some_and(|l| l.kind == LeaseKind::Controller.as_str())
+    {
+        return Err(err);
+    }
+    wait_or(err, deadline)
+}
+
+/// Takes the lease in the state file, waiting until `deadline` for another holder.
+fn take_local(
+    store: &Store,
+    req: &Request<'_>,
+    deadline: Instant,
+) -> Result<LeaseInfo, LeaseError> {
+    loop {
+        match store.try_acquire_lease(req.holder, req.kind.as_str(), req.api, TTL, now_ms()) {
+            Err(StoreError::Locked { lease, .. }) if holder_is_dead(&lease.holder) => {
+                tracing::warn!(holder = %lease.holder, "the lease holder is gone; taking the lease over");
+                store.break_lease(lease.token)?;
+            }
+            Err(StoreError::Locked { lease, .. }) => wait_or(
+                LeaseError::Locked {
+                    fleet: req.fleet.to_string(),
+                    lease,
+                    nodes: Vec::new(),
+                },
+                deadline,
+            )?,
+            other => return Ok(other?),
+        }
+    }
+}
+
+/// One attempt to take the lease on the nodes for the state-file lease `info`. A controller
+/// found holding it ends the wait at once (it does not let go).
+fn take_nodes(set: &NodeSet, info: &LeaseInfo, req: &Request<'_>) -> Result<NodeHold, LeaseError> {
+    // On the nodes the token is the time of taking: it grows across actors whose state files
+    // know nothing of each other (clocks agreeing within the safety margin).
+    let on_nodes = LeaseInfo {
+        token: info.acquired_ms.max(info.token),
+        ..info.clone()
+    };
+    match set.try_take(&on_nodes, holder_is_dead) {
+        Take::Held { held, failed } => {
+            for (node, e) in &failed {
+                tracing::warn!(node = %node, error = %e, "node did not answer; the lease is taken there when it is back");
+            }
+            Ok(NodeHold {
+                set: set.clone(),
+                info: on_nodes,
+                held: Arc::new(Mutex::new(held)),
+            })
+        }
+        Take::Busy { lease, nodes } => Err(LeaseError::Locked {
+            fleet: req.fleet.to_string(),
+            lease: Box::new(lease),
+            nodes,
+        }),
+        Take::NoNode { failed } => Err(LeaseError::NoNode {
+            fleet: req.fleet.to_string(),
+            causes: failed
+                .values()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; "),
+        }),
+    }
+}
+
+/// Another live holder's lease on the nodes (read only), as the error to report.
+fn other_holder(set: &NodeSet, req: &Request<'_>) -> Option<LeaseError> {
+    let now = now_ms();
+    let mut found: Option<(LeaseInfo, Vec<String>)> = None;
+    for (node, r) in set.read() {
+        let Ok(Some(rec)) = r else { continue };
+        if rec.lease.holder == req.holder
+            || rec.lease.expires_ms <= now
+            || nodes::holder_gone(&rec, holder_is_dead)
+        {
+            continue;
+        }
+        found
+            .get_or_insert_with(|| (rec.lease.clone(), Vec::new()))
+            .1
+            .push(node);
+    }
+    found.map(|(lease, nodes)| LeaseError::Locked {
+        fleet: req.fleet.to_string(),
+        lease: Box::new(lease),
+        nodes,
+    })
 }
 
 /// The renewing thread: renews every `every` until told to stop; marks the fence lost (and
@@ -455,8 +575,13 @@ fn renew(
             Err(RecvTimeoutError::Timeout) => {}
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
         }
+        // A lease that ran out before this renewal is lost for good: another actor may have
+        // taken it meanwhile, and renewing now would trust it again.
+        if fence.check().is_err() {
+            return lose("the lease ran out before it could be renewed");
+        }
         // The stored expiry is computed from this instant: the fence trusts the lease from it,
-        // however long the store and the nodes take to answer.
+        // however long the store and the nodes take to answer (each node at most 4 s).
         let at = now_ms();
         match holds.renew(fence.token, at) {
             Ok(()) => fence.renewed(at),
@@ -642,7 +767,7 @@ mod tests {
             move || {
                 let holds = Holds {
                     store: s,
-                    nodes: None,
+                    nodes: Arc::new(Mutex::new(None)),
                 };
                 renew(
                     &holds,
@@ -828,5 +953,102 @@ mod tests {
             err.to_string().contains("connection refused (fake)"),
             "{err}"
         );
+    }
+
+    /// Review finding: a node taken back by a renewal carried the acquisition's expiry in its
+    /// labels (long past), so any other actor's attempt removed it as expired until the next
+    /// renewal wrote its file, and the holder lost its lease.
+    #[test]
+    fn a_node_taken_back_by_a_renewal_is_not_expired_for_others() {
+        let (fakes, set) = fake_nodes(&["node1", "node2"]);
+        let now = now_ms();
+        let mine = LeaseInfo {
+            holder: "run by x@here (pid 1)".into(),
+            kind: "controller".into(),
+            api: None,
+            acquired_ms: now - 120_000,
+            expires_ms: now - 90_000,
+            token: now - 120_000,
+        };
+        fakes[1].set_unreachable(true);
+        let Take::Held { held, .. } = set.try_take(&mine, |_| false) else {
+            panic!("node1 answers");
+        };
+        fakes[1].set_unreachable(false);
+        let held = set.renew(&mine, &held, now + 30_000, |_| false).unwrap();
+        assert_eq!(held.len(), 2);
+        let other = LeaseInfo {
+            holder: "apply by y@elsewhere (pid 2)".into(),
+            kind: "apply".into(),
+            token: now,
+            acquired_ms: now,
+            expires_ms: now + 30_000,
+            ..mine.clone()
+        };
+        assert!(matches!(set.try_take(&other, |_| false), Take::Busy { .. }));
+        assert_eq!(
+            set.renew(&mine, &held, now + 40_000, |_| false)
+                .unwrap()
+                .len(),
+            2,
+            "still ours on both nodes"
+        );
+    }
+
+    /// Review finding: a renewal that starts after the fence ran out must not trust the lease
+    /// again (another actor may have taken it meanwhile): the lease is lost.
+    #[test]
+    fn a_renewal_after_the_lease_ran_out_loses_it() {
+        let (_d, s) = store();
+        let mine = s
+            .try_acquire_lease("a by x@elsewhere (pid 1)", "apply", None, TTL, now_ms())
+            .unwrap();
+        let fence = Fence::new(mine.token, now_ms() - TTL.as_millis() as i64);
+        let (_stop, stopped) = mpsc::channel();
+        let called = Arc::new(AtomicBool::new(false));
+        let on_lost: OnLost = Box::new({
+            let called = called.clone();
+            move || called.store(true, Ordering::SeqCst)
+        });
+        let holds = Holds {
+            store: s,
+            nodes: Arc::new(Mutex::new(None)),
+        };
+        renew(
+            &holds,
+            &fence,
+            &stopped,
+            Some(on_lost),
+            Duration::from_millis(5),
+        );
+        assert!(called.load(Ordering::SeqCst));
+        assert!(fence.check().is_err());
+    }
+
+    /// Review finding: a holder is judged dead by its pid only on its own machine; a host name
+    /// is shared by many machines.
+    #[test]
+    fn a_holder_on_another_machine_is_never_judged_dead_by_its_pid() {
+        let lease = LeaseInfo {
+            holder: format!("apply by root@{} (pid 4294967294)", hostname()),
+            kind: "apply".into(),
+            api: None,
+            acquired_ms: 0,
+            expires_ms: i64::MAX,
+            token: 1,
+        };
+        let elsewhere = nodes::Record {
+            id: "x".into(),
+            lease: lease.clone(),
+            machine: Some("another-machine-id".into()),
+        };
+        assert!(!nodes::holder_gone(&elsewhere, holder_is_dead));
+        if let Some(here) = nodes::machine_id() {
+            let local = nodes::Record {
+                machine: Some(here),
+                ..elsewhere
+            };
+            assert!(nodes::holder_gone(&local, holder_is_dead));
+        }
     }
 }

@@ -47,6 +47,45 @@ mod label {
     pub const SINCE: &str = "fleet.lease.since";
     pub const TOKEN: &str = "fleet.lease.token";
     pub const EXPIRES: &str = "fleet.lease.expires";
+    pub const MACHINE: &str = "fleet.lease.machine";
+}
+
+/// How long one node may take over one lease operation (take, renew, read, give back): well
+/// under the holder's safety margin, so one hung node never lets the lease lapse on the others.
+const NODE_CALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// This machine's identity (`/etc/machine-id`), recorded with the lease: a holder is judged
+/// dead by its pid only on the machine that runs it — a host name alone is shared by many
+/// machines (cloud images, containers).
+pub fn machine_id() -> Option<String> {
+    ["/etc/machine-id", "/var/lib/dbus/machine-id"]
+        .iter()
+        .find_map(|p| std::fs::read_to_string(p).ok())
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Whether `record`'s holder is known to be gone: it ran on this very machine (same machine id)
+/// and `is_dead` judges its pid gone. A holder on another machine is never judged here.
+pub fn holder_gone(record: &Record, is_dead: fn(&str) -> bool) -> bool {
+    record.machine.is_some() && record.machine == machine_id() && is_dead(&record.lease.holder)
+}
+
+/// `fut` within [`NODE_CALL_LIMIT`], a node that takes longer failing as unreachable.
+async fn limited<T>(
+    node: &str,
+    fut: impl std::future::Future<Output = Result<T, TransportError>>,
+) -> Result<T, TransportError> {
+    tokio::time::timeout(NODE_CALL_LIMIT, fut)
+        .await
+        .unwrap_or_else(|_| {
+            Err(TransportError::new(
+                node,
+                "lease",
+                crate::transport::ErrorKind::Unreachable,
+                format!("no answer within {NODE_CALL_LIMIT:?}"),
+            ))
+        })
 }
 
 /// The name of the lease record of `fleet` on every node.
@@ -130,7 +169,7 @@ impl NodeSet {
         self.block(async move {
             let reads = runtimes.iter().map(|(node, rt)| {
                 let fleet = fleet.clone();
-                async move { (node.clone(), read(rt.as_ref(), &fleet).await) }
+                async move { (node.clone(), limited(node, read(rt.as_ref(), &fleet)).await) }
             });
             join_all(reads).await.into_iter().collect()
         })
@@ -149,7 +188,7 @@ impl NodeSet {
                 async move {
                     (
                         node.clone(),
-                        take_one(rt.as_ref(), &fleet, &mine, is_dead).await,
+                        limited(node, take_one(rt.as_ref(), &fleet, &mine, is_dead)).await,
                     )
                 }
             });
@@ -196,17 +235,25 @@ impl NodeSet {
     ) -> Result<BTreeMap<String, String>, Renewal> {
         let fleet = self.fleet.clone();
         let runtimes = self.runtimes.clone();
-        let (mine, held) = (mine.clone(), held.clone());
+        // A node taken (back) now carries the new expiry from the start: with the first one
+        // it would look expired to others until the next renewal.
+        let mine = LeaseInfo {
+            expires_ms,
+            ..mine.clone()
+        };
+        let held = held.clone();
         self.block(async move {
             let calls = runtimes.iter().map(|(node, rt)| {
                 let (fleet, mine) = (fleet.clone(), mine.clone());
                 let id = held.get(node).cloned();
                 async move {
                     let r = match id {
-                        Some(id) => put_expiry(rt.as_ref(), &id, mine.token, expires_ms)
-                            .await
-                            .map(|()| One::Taken(id)),
-                        None => take_one(rt.as_ref(), &fleet, &mine, is_dead).await,
+                        Some(id) => {
+                            limited(node, put_expiry(rt.as_ref(), &id, mine.token, expires_ms))
+                                .await
+                                .map(|()| One::Taken(id))
+                        }
+                        None => limited(node, take_one(rt.as_ref(), &fleet, &mine, is_dead)).await,
                     };
                     (node.clone(), r)
                 }
@@ -287,6 +334,8 @@ pub struct Record {
     pub id: String,
     /// The lease it carries (expiry: the later of the first one and the last renewal's).
     pub lease: LeaseInfo,
+    /// The holder's machine id, when it recorded one.
+    pub machine: Option<String>,
 }
 
 enum One {
@@ -305,6 +354,9 @@ fn spec(fleet: &str, mine: &LeaseInfo) -> ContainerSpec {
     ]);
     if let Some(api) = &mine.api {
         labels.insert(label::API.to_string(), api.clone());
+    }
+    if let Some(m) = machine_id() {
+        labels.insert(label::MACHINE.to_string(), m);
     }
     crate::records::spec(record_name(fleet), labels)
 }
@@ -338,7 +390,11 @@ async fn read(rt: &dyn NodeRuntime, fleet: &str) -> Result<Option<Record>, Trans
     {
         lease.expires_ms = lease.expires_ms.max(renewed);
     }
-    Ok(Some(Record { id, lease }))
+    Ok(Some(Record {
+        id,
+        lease,
+        machine: labels.get(label::MACHINE).cloned(),
+    }))
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -404,7 +460,7 @@ async fn take_one(
         if found.lease.token == mine.token && found.lease.holder == mine.holder {
             return Ok(One::Taken(found.id));
         }
-        if found.lease.expires_ms > now_ms() && !is_dead(&found.lease.holder) {
+        if found.lease.expires_ms > now_ms() && !holder_gone(&found, is_dead) {
             return Ok(One::HeldBy(found.lease));
         }
         tracing::info!(
@@ -435,7 +491,7 @@ async fn give_back(runtimes: &Runtimes, held: &BTreeMap<String, String>) {
         let rt = runtimes.get(node)?.clone();
         let id = id.clone();
         Some(async move {
-            if let Err(e) = rt.remove_container(&id).await
+            if let Err(e) = limited(rt.node(), rt.remove_container(&id)).await
                 && !e.is_not_found()
             {
                 tracing::warn!(error = %e, "could not remove the lease record; it expires by itself");
