@@ -379,7 +379,7 @@ pub fn live(
         fleet,
         observed,
         &known,
-        &store.tombstones()?,
+        &observed.tombstoned(store, crate::store::now_ms())?,
         crate::store::now_ms(),
     );
     plugs.extend(found.plugs.iter().cloned());

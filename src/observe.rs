@@ -100,6 +100,29 @@ pub struct Tombstone {
 }
 
 impl ObservedFleet {
+    /// Plugs a node says were deleted within [`crate::store::TOMBSTONE_KEEP_MS`] of `now`
+    /// (through any state file).
+    pub fn deleted_plugs(&self, now: i64) -> impl Iterator<Item = &str> {
+        self.tombstones
+            .iter()
+            .filter(move |(_, t)| t.deleted_ms >= now - crate::store::TOMBSTONE_KEEP_MS)
+            .map(|(id, _)| id.as_str())
+    }
+
+    /// Plugs whose deletion this state or the nodes record: never adopted.
+    ///
+    /// # Errors
+    /// Store failures.
+    pub fn tombstoned(
+        &self,
+        store: &crate::store::Store,
+        now: i64,
+    ) -> Result<BTreeSet<String>, crate::store::StoreError> {
+        let mut all = store.tombstones()?;
+        all.extend(self.deleted_plugs(now).map(str::to_string));
+        Ok(all)
+    }
+
     /// This fleet's containers on `node` (empty when unreachable).
     pub fn containers(&self, node: &str) -> &[Observed] {
         match self.nodes.get(node) {

@@ -161,7 +161,13 @@ pub fn reserve_plug(
     // them first, or the new plug could be given a port one of them binds.
     let known_plugs = store.plugs()?;
     let known: BTreeSet<&str> = known_plugs.iter().map(|p| p.id.as_str()).collect();
-    let found = crate::adopt::unknown_plugs(fleet, observed, &known, &store.tombstones()?, now);
+    let found = crate::adopt::unknown_plugs(
+        fleet,
+        observed,
+        &known,
+        &observed.tombstoned(store, now)?,
+        now,
+    );
     if !found.plugs.is_empty() {
         store.adopt_plugs(&found.plugs, "plug create", now)?;
     }

@@ -86,24 +86,13 @@ fn unknown_plugs(
     plugs: &[PlugRecord],
 ) -> Result<Found, StoreError> {
     let known: BTreeSet<&str> = plugs.iter().map(|p| p.id.as_str()).collect();
-    let mut tombstones = cx.store.tombstones()?;
-    tombstones.extend(deleted_on_nodes(observed, now_ms()).map(str::to_string));
     Ok(adopt::unknown_plugs(
         cx.fleet,
         observed,
         &known,
-        &tombstones,
+        &observed.tombstoned(cx.store, now_ms())?,
         now_ms(),
     ))
-}
-
-/// Plugs a node says were deleted within [`TOMBSTONE_KEEP_MS`] (through any state file).
-fn deleted_on_nodes(observed: &ObservedFleet, now: i64) -> impl Iterator<Item = &str> {
-    observed
-        .tombstones
-        .iter()
-        .filter(move |(_, t)| t.deleted_ms >= now - TOMBSTONE_KEEP_MS)
-        .map(|(id, _)| id.as_str())
 }
 
 /// Forgets the plugs this store records that a node says were deleted — through another state
@@ -119,7 +108,7 @@ pub fn forget_deleted_elsewhere(
     observed: &ObservedFleet,
 ) -> Result<Vec<String>, StoreError> {
     let now = now_ms();
-    let deleted: BTreeSet<&str> = deleted_on_nodes(observed, now).collect();
+    let deleted: BTreeSet<&str> = observed.deleted_plugs(now).collect();
     if deleted.is_empty() || cx.exec.fence.as_ref().is_some_and(|f| f.check().is_err()) {
         return Ok(Vec::new());
     }
@@ -167,7 +156,7 @@ pub fn needs_pass(
     }
     let now = now_ms();
     let known: BTreeSet<String> = cx.store.plugs()?.into_iter().map(|p| p.id).collect();
-    if deleted_on_nodes(observed, now).any(|id| known.contains(id))
+    if observed.deleted_plugs(now).any(|id| known.contains(id))
         || observed
             .tombstones
             .values()
@@ -341,7 +330,7 @@ fn plan_from(cx: &PassContext<'_>, observed: &ObservedFleet) -> Result<Plan, Sto
     let last_known = cx.store.replica_nodes()?;
     // Deleted through another state file: not wanted, whether or not a pass has forgotten it
     // yet (a dry run has not).
-    let deleted: BTreeSet<&str> = deleted_on_nodes(observed, now_ms()).collect();
+    let deleted: BTreeSet<&str> = observed.deleted_plugs(now_ms()).collect();
     plugs.retain(|p| !deleted.contains(p.id.as_str()));
     leases.retain(|(_, _, id)| !deleted.contains(id.as_str()));
     // What this store does not know is adopted, never removed as deleted: a dry run sees it as

@@ -194,9 +194,13 @@ fn a_holder_killed_on_another_machine_is_taken_over_once_its_lease_expires() {
         1,
         "one gated container, not two"
     );
+    // The apply released whatever it took; the dead holder's expired records may stay (an
+    // apply with nothing to do takes no lease on the nodes, so it removes none).
     for n in &sb.nodes {
         assert!(
-            lease_holders(&sb, n, &f.name).is_empty(),
+            lease_holders(&sb, n, &f.name)
+                .iter()
+                .all(|h| h.contains(&format!("@{OTHER_MACHINE} (pid "))),
             "the apply released its lease on {n}"
         );
     }

@@ -260,18 +260,18 @@ impl LeaseGuard {
         on_lost: Option<OnLost>,
     ) -> Result<LeaseGuard, LeaseError> {
         let deadline = Instant::now() + req.wait;
-        let info = take_local(&store, &req, deadline)?;
-        loop {
+        // The state-file lease is taken again after each wait: held unrenewed while waiting,
+        // it would run out (and its fence with it) before the first step.
+        let info = loop {
+            let info = take_local(&store, &req, deadline)?;
             match other_holder(&nodes, &req) {
-                None => break,
+                None => break info,
                 Some(e) => {
-                    if let Err(e) = wait_unless_controller(e, deadline) {
-                        store.release_lease(info.token)?;
-                        return Err(e);
-                    }
+                    store.release_lease(info.token)?;
+                    wait_unless_controller(e, deadline)?;
                 }
             }
-        }
+        };
         Ok(Self::start(store, info, None, Some(nodes), on_lost))
     }
 
