@@ -199,6 +199,22 @@ pub fn reconcile_marks(
             Some(m) if m.since_ms > at && m.schedule != ours => {
                 out.learn.push((node.clone(), m.clone()));
             }
+            // The same instant, two conditions (two machines, one millisecond): every machine
+            // settles on the same one, the later word.
+            Some(m) if m.since_ms == at && m.schedule != ours => {
+                if m.schedule.word() > ours.word() {
+                    out.learn.push((node.clone(), m.clone()));
+                } else {
+                    out.publish.push((
+                        node.clone(),
+                        Mark {
+                            schedule: ours,
+                            since_ms: at,
+                            by: actor.to_string(),
+                        },
+                    ));
+                }
+            }
             Some(m) if m.since_ms >= at => {}
             _ if at > 0 => out.publish.push((
                 node.clone(),
@@ -353,5 +369,33 @@ mod tests {
         for s in ALL {
             assert_eq!(Schedule::from_word(s.word()), Some(s));
         }
+    }
+
+    /// Review finding: two machines setting different conditions in the same millisecond must
+    /// settle on one (the later word), not disagree for ever.
+    #[test]
+    fn the_same_instant_settles_on_the_later_word_everywhere() {
+        use std::collections::BTreeMap;
+        let at = BTreeMap::from([("n".to_string(), 7)]);
+        let cordoned = BTreeMap::from([("n".to_string(), Schedule::Cordoned)]);
+        let schedulable = BTreeMap::from([("n".to_string(), Schedule::Schedulable)]);
+        // "schedulable" > "cordoned": the machine that holds cordoned learns, the other
+        // publishes.
+        let here = reconcile_marks(
+            &cordoned,
+            &at,
+            &BTreeMap::from([("n".to_string(), mark(Schedule::Schedulable, 7))]),
+            "me",
+        );
+        assert_eq!(here.learn.len(), 1);
+        assert!(here.publish.is_empty());
+        let there = reconcile_marks(
+            &schedulable,
+            &at,
+            &BTreeMap::from([("n".to_string(), mark(Schedule::Cordoned, 7))]),
+            "me",
+        );
+        assert!(there.learn.is_empty());
+        assert_eq!(there.publish.len(), 1);
     }
 }

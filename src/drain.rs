@@ -182,6 +182,10 @@ pub async fn drain(
 ) -> Result<DrainReport, StoreError> {
     let started = Instant::now();
     let who = cx.exec.actor.clone();
+    // A condition set through another state file is learned first: the drain is the newest
+    // word on this node's schedule, stamped after it.
+    let seen = crate::reconcile::observe_for(cx).await;
+    cx.store.learn_marks(&seen.marks, &who, now_ms())?;
     let (before, _) = cx
         .store
         .transition_node(node, now_ms(), Transition::StartDrain)?;
@@ -249,7 +253,7 @@ pub async fn drain(
                     // Every machine sees it drained, not only this state file.
                     let mark = crate::condition::Mark {
                         schedule: crate::condition::Schedule::Drained,
-                        since_ms: now,
+                        since_ms: cx.store.schedule_times()?.get(node).copied().unwrap_or(now),
                         by: cx.exec.actor.clone(),
                     };
                     crate::reconcile::publish_mark(cx.runtimes, &cx.fleet.fleet.name, node, &mark)

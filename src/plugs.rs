@@ -274,6 +274,9 @@ pub async fn start_reserved(
             })
         }
         Err(e) => {
+            // Recorded as deleted on the nodes first: another state file that adopted the
+            // container meanwhile must forget it, not start it again.
+            record_deletion(fleet, runtimes, &plug.id, now_ms()).await;
             let _ = rt.remove_container(&spec.name).await;
             store.delete_plug(&plug.id)?;
             Err(e)
@@ -330,6 +333,11 @@ pub async fn delete(
     let plug = store.plug(id)?;
     let name = plug_container_name(&fleet.fleet.name, id);
     let mut notes = Vec::new();
+    // The deletion is recorded on every node first, so that a state file that still knows the
+    // plug (another machine's) forgets it instead of starting it again — even if this command
+    // stops halfway.
+    let deleted_ms = now_ms();
+    record_deletion(fleet, runtimes, id, deleted_ms).await;
     let mut nodes: BTreeSet<String> = store
         .port_leases()?
         .into_iter()
@@ -352,7 +360,6 @@ pub async fn delete(
         }
     }
     store.delete_plug(id)?;
-    let deleted_ms = now_ms();
     let _ = store.record_event(
         deleted_ms,
         "plug",
@@ -361,8 +368,12 @@ pub async fn delete(
         Some(&name),
         &format!("plug {id} deleted"),
     );
-    // The deletion is recorded on every node too, so that a state file that still knows the
-    // plug (another machine's) forgets it instead of starting it again.
+    Ok(notes)
+}
+
+/// Records on every node reached that plug `id` was deleted at `deleted_ms` (best effort: the
+/// nodes missed learn nothing, the others suffice).
+async fn record_deletion(fleet: &DesiredFleet, runtimes: &Runtimes, id: &str, deleted_ms: i64) {
     let writes = runtimes.values().map(|rt| async move {
         let r =
             crate::records::write_tombstone(rt.as_ref(), &fleet.fleet.name, id, deleted_ms).await;
@@ -373,7 +384,6 @@ pub async fn delete(
             tracing::warn!(node = %node, error = %e, "could not record the plug's deletion on this node");
         }
     }
-    Ok(notes)
 }
 
 /// Records activity; a stopped or evicted plug is started again where there is room: on its own

@@ -151,7 +151,7 @@ pub fn needs_pass(
     observed: &ObservedFleet,
     plan: &Plan,
 ) -> Result<bool, StoreError> {
-    if !plan.steps.is_empty() || !plan.adopted.is_empty() {
+    if plan.has_changes() || !plan.adopted.is_empty() {
         return Ok(true);
     }
     let now = now_ms();
@@ -422,6 +422,20 @@ pub async fn pass_adjusted(
 }
 
 /// Records what the pass settled: where replicas run, and port leases no container holds.
+/// Records what a look that found nothing to do saw — where each replica runs, which port
+/// leases are stale — as a pass would after executing nothing: a state whose applies are all
+/// no-ops still learns where replicas run (only the state file is written).
+///
+/// # Errors
+/// Store failures.
+pub fn settle_looked(
+    cx: &PassContext<'_>,
+    observed: &ObservedFleet,
+    plan: &Plan,
+) -> Result<(), StoreError> {
+    settle(cx, observed, plan, &ExecReport::default())
+}
+
 fn settle(
     cx: &PassContext<'_>,
     observed: &ObservedFleet,

@@ -84,7 +84,8 @@ pub async fn create(rt: &dyn NodeRuntime, spec: &ContainerSpec) -> Result<String
 
 /// The name of plug `plug`'s tombstone in `fleet`.
 pub fn tombstone_name(fleet: &str, plug: &str) -> String {
-    format!("fleetctl-tombstone-{fleet}-{plug}")
+    // `.` separates: names are letters, digits and `-`, so no two (fleet, plug) share one.
+    format!("fleetctl-tombstone.{fleet}.{plug}")
 }
 
 /// Records on the node that plug `plug` of `fleet` was deleted at `deleted_ms` (one that is
@@ -122,7 +123,8 @@ pub fn read_tombstone(r: &ContainerRecord, fleet: &str) -> Option<(String, i64)>
 
 /// The name of the record of `node`'s condition in `fleet` (one on every node).
 pub fn condition_name(fleet: &str, node: &str) -> String {
-    format!("fleetctl-condition-{fleet}-{node}")
+    // `.` separates: names are letters, digits and `-`, so no two (fleet, node) share one.
+    format!("fleetctl-condition.{fleet}.{node}")
 }
 
 /// `(node, mark)` of a listed condition record of `fleet`.
@@ -154,13 +156,14 @@ pub async fn write_mark(
     let name = condition_name(fleet, node);
     match rt.inspect_container(&name).await {
         Ok(d) => {
-            let since = d
-                .spec
-                .labels
+            let labels = &d.spec.labels;
+            let since = labels
                 .get(condition::SINCE)
                 .and_then(|v| v.parse::<i64>().ok())
                 .unwrap_or(0);
-            if since >= mark.since_ms {
+            let word = labels.get(condition::SCHEDULE).map_or("", String::as_str);
+            // Newer (or as new, with the later word: see `reconcile_marks`) stays.
+            if (since, word) >= (mark.since_ms, mark.schedule.word()) {
                 return Ok(());
             }
             match rt.remove_container(&d.record.id).await {

@@ -772,10 +772,24 @@ impl Store {
                 source,
             })
         })?;
-        if before.schedule() != after.schedule() {
-            self.set_schedule_ms(node, now)?;
-        }
+        // Every explicit command is the newest word on the node's schedule, whether or not it
+        // changed it here (a drain run again after an uncordon made elsewhere must win), and
+        // its time is after every change this state knows (clocks of machines differ).
+        self.stamp_schedule(node, now)?;
         Ok((before, after))
+    }
+
+    /// Marks `node`'s schedule as set at `now`, or just after its last known change when that is
+    /// later (another machine's clock ahead of ours).
+    fn stamp_schedule(&self, node: &str, now: i64) -> Result<(), StoreError> {
+        self.write("record when a node's schedule changed", |tx| {
+            tx.execute(
+                "UPDATE node_conditions SET schedule_ms = MAX(?2, schedule_ms + 1) WHERE node = ?1",
+                params![node, now],
+            )
+            .map_err(q("record when a node's schedule changed"))?;
+            Ok(())
+        })
     }
 
     fn set_schedule_ms(&self, node: &str, at: i64) -> Result<(), StoreError> {
@@ -787,6 +801,25 @@ impl Store {
             .map_err(q("record when a node's schedule changed"))?;
             Ok(())
         })
+    }
+
+    /// Learns every node condition the nodes record that is newer than this state's (see
+    /// [`Store::conditions_with_marks`]), before an explicit command changes one: the command
+    /// then acts on, and stamps after, the newest condition.
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn learn_marks(
+        &self,
+        marks: &std::collections::BTreeMap<String, crate::condition::Mark>,
+        actor: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let (_, r) = self.conditions_with_marks(marks, actor)?;
+        for (node, mark) in &r.learn {
+            self.learn_schedule(node, mark, now)?;
+        }
+        Ok(())
     }
 
     /// When each node's schedule last changed through this state (ms; absent or 0: never).
@@ -1651,6 +1684,35 @@ mod tests {
         assert_eq!(
             s.intent(waiting).unwrap().unwrap().state,
             IntentState::Pending
+        );
+    }
+
+    /// Review finding: an explicit command is the newest word on a node's schedule even when it
+    /// changes nothing here, and is stamped after every change this state knows (another
+    /// machine's clock may be ahead).
+    #[test]
+    fn every_explicit_transition_is_stamped_after_the_last_known_change() {
+        use crate::condition::{Mark, Schedule, Transition};
+        let s = Store::in_memory().unwrap();
+        s.transition_node("n", 100, Transition::Cordon).unwrap();
+        assert_eq!(s.schedule_times().unwrap()["n"], 100);
+        s.transition_node("n", 200, Transition::Cordon).unwrap();
+        assert_eq!(
+            s.schedule_times().unwrap()["n"],
+            200,
+            "unchanged, still stamped"
+        );
+        let ahead = Mark {
+            schedule: Schedule::Schedulable,
+            since_ms: 5_000,
+            by: "b".into(),
+        };
+        s.learn_schedule("n", &ahead, 300).unwrap();
+        s.transition_node("n", 400, Transition::Cordon).unwrap();
+        assert_eq!(s.schedule_times().unwrap()["n"], 5_001);
+        assert_eq!(
+            s.node_conditions().unwrap()["n"].schedule(),
+            Schedule::Cordoned
         );
     }
 }

@@ -40,11 +40,14 @@ impl Passes for LocalPasses<'_> {
     async fn pass(&mut self, ready_timeout: Duration) -> Result<PassReport, StoreError> {
         self.cx.exec.ready_timeout = ready_timeout;
         let report = match self.nothing_to_do.take() {
-            Some((observed, plan)) => PassReport {
-                observed,
-                plan,
-                exec: Default::default(),
-            },
+            Some((observed, plan)) => {
+                crate::reconcile::settle_looked(&self.cx, &observed, &plan)?;
+                PassReport {
+                    observed,
+                    plan,
+                    exec: Default::default(),
+                }
+            }
             None => pass(&self.cx, &|p| (self.print)(&p)).await?,
         };
         if !self.recorded {

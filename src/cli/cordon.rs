@@ -47,10 +47,11 @@ pub fn run(
             .await?;
         let now = now_ms();
         let (before, after) = store.transition_node(node, now, transition)?;
-        if before.schedule() != after.schedule() {
+        // Recorded on the nodes even when it changed nothing here: it is the newest word.
+        if let Some(at) = store.schedule_times()?.get(node).copied() {
             let mark = crate::condition::Mark {
                 schedule: after.schedule(),
-                since_ms: now,
+                since_ms: at,
                 by: who.clone(),
             };
             crate::reconcile::publish_mark(&runtimes, &fleet_name, node, &mark).await;

@@ -9,7 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::GlobalOpts;
-use super::common::{connect_all, holder, load_or_report, open_store};
+use super::common::{holder, load_or_report, open_store};
 use crate::api;
 use crate::controller::{Config, Connector, Controller, ControllerError, LeaseConfig};
 use crate::lease::nodes::NodeSet;
@@ -37,25 +37,43 @@ pub fn run(path: &Path, global: &GlobalOpts) -> anyhow::Result<u8> {
     // Cancelled on SIGTERM/SIGINT, and by the lease guard when the lease is lost.
     let shutdown = CancellationToken::new();
     let api_addr = addr.to_string();
-    // The controller's runtime has one thread; the lease's node calls run on their own.
-    // One SSH connection per node: the lease and the controller share these runtimes (the
-    // controller's connector hands them out for the same endpoints). The lease's calls run on
-    // a thread of their own: the controller's runtime has one thread, busy with its loop.
-    let shared = connect_all(&loaded.fleet);
-    let endpoints: std::collections::BTreeMap<
+    // One SSH connection per node, shared by the controller and its lease: the lease's
+    // runtimes are siblings of the controller's over the same SSH sessions, each with its own
+    // HTTP connections, and run on a thread of their own — the controller's runtime has one
+    // thread, busy with its loop, and the lease must be renewed whatever that loop waits on.
+    let mut endpoints: std::collections::BTreeMap<
         String,
         (Endpoint, Arc<dyn crate::transport::NodeRuntime>),
-    > = loaded
-        .fleet
-        .nodes
-        .values()
-        .filter_map(|n| {
-            Some((
-                n.name.clone(),
-                (Endpoint::from_node(n), shared.get(&n.name)?.clone()),
-            ))
-        })
-        .collect();
+    > = std::collections::BTreeMap::new();
+    let mut shared: crate::execute::Runtimes = std::collections::BTreeMap::new();
+    for n in loaded.fleet.nodes.values() {
+        let endpoint = Endpoint::from_node(n);
+        let (mine, lease_side): (
+            Arc<dyn crate::transport::NodeRuntime>,
+            Arc<dyn crate::transport::NodeRuntime>,
+        ) = match crate::transport::connect_docker(&endpoint) {
+            Ok(rt) => {
+                let sibling = match rt.ssh_session() {
+                    Some(s) => crate::transport::DockerRuntime::over_ssh(
+                        &n.name,
+                        s.clone(),
+                        &endpoint.docker_socket,
+                    ),
+                    None => {
+                        crate::transport::DockerRuntime::local(&n.name, &endpoint.docker_socket)
+                    }
+                };
+                (rt, Arc::new(sibling))
+            }
+            Err(e) => {
+                let failed: Arc<dyn crate::transport::NodeRuntime> =
+                    Arc::new(FailedRuntime::new(&e));
+                (failed.clone(), failed)
+            }
+        };
+        shared.insert(n.name.clone(), lease_side);
+        endpoints.insert(n.name.clone(), (endpoint, mine));
+    }
     let nodes = NodeSet::own(&fleet_spec.name, shared)?;
     let lease = match LeaseGuard::acquire(
         store.clone(),

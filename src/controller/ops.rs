@@ -210,6 +210,11 @@ impl Controller {
         } else {
             Transition::Uncordon
         };
+        // A condition set through another state file (seen at the last observation) is learned
+        // first: this command is the newest word, stamped after it; the next pass records it on
+        // the nodes.
+        self.store
+            .learn_marks(&self.last_observed().marks, who, now)?;
         let (before, after) = self.store.transition_node(node, now, transition)?;
         let changed = before != after;
         if changed {

@@ -493,8 +493,12 @@ fn take_local(
 fn take_nodes(set: &NodeSet, info: &LeaseInfo, req: &Request<'_>) -> Result<NodeHold, LeaseError> {
     // On the nodes the token is the time of taking: it grows across actors whose state files
     // know nothing of each other (clocks agreeing within the safety margin).
+    // Records carry an expiry counted from now: taken after a wait, the state-file lease's
+    // first expiry may be past, and others would remove them as expired.
+    let now = now_ms();
     let on_nodes = LeaseInfo {
-        token: info.acquired_ms.max(info.token),
+        token: now.max(info.token),
+        expires_ms: now + TTL.as_millis() as i64,
         ..info.clone()
     };
     match set.try_take(&on_nodes, holder_is_dead) {
@@ -1050,5 +1054,31 @@ mod tests {
             };
             assert!(nodes::holder_gone(&local, holder_is_dead));
         }
+    }
+
+    /// Review finding: the records of a lease taken on the nodes after a wait carried the
+    /// state-file lease's first expiry, already past, so a third actor removed them as expired.
+    #[test]
+    fn records_taken_after_a_wait_carry_an_expiry_from_now() {
+        let (_fakes, set) = fake_nodes(&["node1"]);
+        let now = now_ms();
+        let stale = LeaseInfo {
+            holder: "apply by x@here (pid 1)".into(),
+            kind: "apply".into(),
+            api: None,
+            acquired_ms: now - 60_000,
+            expires_ms: now - 30_000,
+            token: 3,
+        };
+        let hold = take_nodes(
+            &set,
+            &stale,
+            &req("apply by x@here (pid 1)", LeaseKind::Apply, Duration::ZERO),
+        )
+        .unwrap();
+        assert!(hold.info.expires_ms > now);
+        let read = set.read();
+        let rec = read["node1"].as_ref().unwrap().as_ref().unwrap();
+        assert!(rec.lease.expires_ms > now, "{rec:?}");
     }
 }
