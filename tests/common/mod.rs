@@ -195,15 +195,21 @@ impl Sandbox {
         format!("{}.{:09}", d.as_secs(), d.subsec_nanos())
     }
 
-    /// Removes every container fleetctl manages, of any fleet, and every fleet lease record
-    /// (a test that killed a holder must not leave the next one waiting), on every node.
+    /// Removes every container fleetctl manages, of any fleet, and every record fleetctl keeps
+    /// on the nodes — leases (a test that killed a holder must not leave the next one
+    /// waiting), node conditions and plug tombstones (a test's fresh state would learn what an
+    /// earlier run left: a node still cordoned) — on every node.
     pub fn clear_managed(&self) {
         for n in &self.nodes {
             let mut out = self.docker(
                 n,
                 &["ps", "-aq", "--filter", "label=fleet.managed-by=fleetctl"],
             );
-            out.push_str(&self.docker(n, &["ps", "-aq", "--filter", "label=fleet.lease"]));
+            for record in ["fleet.lease", "fleet.condition", "fleet.tombstone"] {
+                out.push_str(
+                    &self.docker(n, &["ps", "-aq", "--filter", &format!("label={record}")]),
+                );
+            }
             let ids: Vec<&str> = out.lines().collect();
             if !ids.is_empty() {
                 let _ = self.script(&[&["docker", n.as_str(), "rm", "-f"][..], &ids[..]].concat());
