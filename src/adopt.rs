@@ -94,7 +94,9 @@ pub fn unknown_plugs(
                     .find(|p| p.container_port == spec.port)
                     .map(|p| p.host_port)
             })
-            .or_else(|| r.host_ports.first().copied());
+            .or_else(|| r.host_ports.first().copied())
+            // A class without host ports: its plugs publish none.
+            .or(spec.host_ports.is_none().then_some(0));
         let Some(host_port) = port else {
             found
                 .skipped
@@ -167,6 +169,7 @@ spec: {image: agent:1, resources: {memory: 64MiB}, port: 8080, hostPorts: 51000-
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
         let record = ContainerRecord {
+            networks: Vec::new(),
             id: format!("c-{id}"),
             name: format!("aims-plug-{id}"),
             image: "agent:1".into(),
@@ -213,6 +216,7 @@ spec: {image: agent:1, resources: {memory: 64MiB}, port: 8080, hostPorts: 51000-
             o.nodes.insert(
                 n.to_string(),
                 NodeObservation::Reachable {
+                    networks: Vec::new(),
                     containers,
                     foreign_ports: Default::default(),
                     foreign_containers: 0,

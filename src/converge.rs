@@ -52,7 +52,10 @@ impl Converged {
     pub fn changes(&self) -> usize {
         self.reports
             .iter()
-            .map(|r| r.exec.outcomes.iter().filter(|o| o.ok).count())
+            .map(|r| {
+                r.exec.outcomes.iter().filter(|o| o.ok).count()
+                    + r.exec.network.iter().filter(|o| o.ok).count()
+            })
             .sum()
     }
 
@@ -80,17 +83,18 @@ impl Converged {
     }
 }
 
-/// What a plan would do, as (node, container, verb): equal signatures mean the same work again.
-fn signature(plan: &Plan) -> Vec<(&str, &str, &'static str)> {
-    plan.steps
+/// What a plan would do, as (node, container or network step, verb): equal signatures mean the
+/// same work again.
+fn signature(plan: &Plan) -> Vec<(String, String, &'static str)> {
+    plan.network
+        .steps
         .iter()
-        .map(|s| {
-            (
-                s.node.as_str(),
-                s.container.as_str(),
-                s.action.verb(&s.node),
-            )
-        })
+        .map(|s| (s.node().to_string(), s.describe(), "network"))
+        .chain(
+            plan.steps
+                .iter()
+                .map(|s| (s.node.clone(), s.container.clone(), s.action.verb(&s.node))),
+        )
         .collect()
 }
 
@@ -113,8 +117,9 @@ pub async fn converge(p: &mut impl Passes, timeout: Duration) -> Result<Converge
             .saturating_duration_since(Instant::now())
             .max(Duration::from_secs(1));
         let report = p.pass(left).await?;
-        let done = report.plan.steps.is_empty();
-        let progress = report.exec.outcomes.iter().any(|o| o.ok);
+        let done = report.plan.steps.is_empty() && report.plan.network.steps.is_empty();
+        let progress =
+            report.exec.outcomes.iter().any(|o| o.ok) || report.exec.network.iter().any(|o| o.ok);
         let repeats = reports
             .last()
             .is_some_and(|prev| signature(&prev.plan) == signature(&report.plan));
@@ -127,7 +132,7 @@ pub async fn converge(p: &mut impl Passes, timeout: Duration) -> Result<Converge
     // fleet a second time (this is what keeps a no-op apply cheap).
     let mut last_seen = reports
         .last()
-        .filter(|r| r.plan.steps.is_empty())
+        .filter(|r| r.plan.steps.is_empty() && r.plan.network.steps.is_empty())
         .map(|r| (r.observed.clone(), r.plan.clone()));
     let (converged, problems) = loop {
         let (observed, plan) = match last_seen.take() {
@@ -139,6 +144,13 @@ pub async fn converge(p: &mut impl Passes, timeout: Duration) -> Result<Converge
             problems.push(format!("still to do: {}", summary_line(&summary(&plan))));
         }
         if let Some(last) = reports.last() {
+            for e in &last.exec.network {
+                if let Some(err) = &e.error
+                    && !problems.contains(err)
+                {
+                    problems.push(err.clone());
+                }
+            }
             for e in last.exec.outcomes.iter().filter(|o| !o.ok && !o.skipped) {
                 if let Some(e) = &e.error
                     && !problems.contains(e)

@@ -6,8 +6,10 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use sha2::Digest;
 
-use crate::container::{ContainerSpec, PortMapping, Protocol, RestartPolicy, labels};
-use crate::manifest::{DesiredFleet, PlugClassSpec, ServiceSpec};
+use crate::container::{
+    ContainerSpec, NetworkAttachment, PortMapping, Protocol, RestartPolicy, labels,
+};
+use crate::manifest::{DesiredFleet, PlugClassSpec, ServiceNetwork, ServiceSpec};
 
 /// Characters of the spec hash kept in labels and names (64 bits: collisions between two specs
 /// of one service are not a practical concern).
@@ -27,6 +29,7 @@ struct HashView<'a> {
     volumes: &'a [String],
     healthcheck: &'a Option<crate::container::HealthcheckSpec>,
     stop_grace_period_ms: Option<u128>,
+    network: &'a crate::container::NetworkAttachment,
 }
 
 /// Hash of the canonical spec without its in-place-updatable fields: equal hashes ⇒ no recreate.
@@ -45,6 +48,7 @@ pub fn spec_hash(spec: &ContainerSpec) -> String {
         volumes: &spec.volumes,
         healthcheck: &spec.healthcheck,
         stop_grace_period_ms: spec.stop_grace_period.map(|d| d.as_millis()),
+        network: &spec.network,
     };
     let json = serde_json::to_vec(&view).expect("hash view serializes");
     let digest = sha2::Sha256::digest(&json);
@@ -102,6 +106,7 @@ pub fn service_container(
         resources: svc.resources.to_container(),
         healthcheck: svc.healthcheck.clone(),
         stop_grace_period: svc.stop_grace_period,
+        network: service_network(fleet, svc),
     };
     let hash = seal(&mut spec);
     spec.name = format!(
@@ -112,6 +117,26 @@ pub fn service_container(
         &hash[..NAME_HASH_LEN]
     );
     spec
+}
+
+/// Where a service's containers attach: the fleet's network under the service's name and
+/// aliases (SPEC §10), the node's stack, or none.
+fn service_network(fleet: &DesiredFleet, svc: &ServiceSpec) -> NetworkAttachment {
+    match svc.network {
+        ServiceNetwork::Host => NetworkAttachment::Host,
+        ServiceNetwork::None => NetworkAttachment::None,
+        ServiceNetwork::Fleet => NetworkAttachment::Fleet {
+            network: fleet.network_name(),
+            aliases: std::iter::once(svc.name.clone())
+                .chain(svc.aliases.iter().cloned())
+                .collect(),
+        },
+    }
+}
+
+/// The name plug `id` answers to on the fleet's network: `plug-<id>`.
+pub fn plug_dns_name(id: &str) -> String {
+    format!("plug-{id}")
 }
 
 /// Identity of one plug instance, as the state store records it.
@@ -149,24 +174,34 @@ pub fn plug_container(
     env.insert("FLEET_PLUG_ID".into(), plug.id.to_string());
     env.insert("FLEET_PLUG_OWNER".into(), plug.owner.to_string());
     env.insert("FLEET_NODE".into(), plug.node.to_string());
-    env.insert("FLEET_HOST_PORT".into(), plug.host_port.to_string());
+    if plug.host_port != 0 {
+        env.insert("FLEET_HOST_PORT".into(), plug.host_port.to_string());
+    }
     let mut spec = ContainerSpec {
         name: plug_container_name(&fleet.fleet.name, plug.id),
         image: class.image.clone(),
         command: class.command.clone(),
         env,
         labels,
-        ports: vec![PortMapping {
-            host_ip: None,
-            host_port: plug.host_port,
-            container_port: class.port,
-            protocol: Protocol::Tcp,
-        }],
+        // Port 0: the class has no host ports; the plug is reached on the fleet's network.
+        ports: (plug.host_port != 0)
+            .then(|| PortMapping {
+                host_ip: None,
+                host_port: plug.host_port,
+                container_port: class.port,
+                protocol: Protocol::Tcp,
+            })
+            .into_iter()
+            .collect(),
         volumes: vec![],
         restart: RestartPolicy::UnlessStopped,
         resources: class.resources.to_container(),
         healthcheck: class.healthcheck.clone(),
         stop_grace_period: None,
+        network: NetworkAttachment::Fleet {
+            network: fleet.network_name(),
+            aliases: vec![plug_dns_name(plug.id)],
+        },
     };
     seal(&mut spec);
     spec

@@ -91,12 +91,15 @@ pub struct StepOutcome {
 pub struct ExecReport {
     /// One per step, in plan order.
     pub outcomes: Vec<StepOutcome>,
+    /// One per network step, in plan order (they ran first).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub network: Vec<crate::network::exec::NetOutcome>,
 }
 
 impl ExecReport {
     /// Whether every step succeeded.
     pub fn ok(&self) -> bool {
-        self.outcomes.iter().all(|o| o.ok)
+        self.outcomes.iter().all(|o| o.ok) && self.network.iter().all(|o| o.ok)
     }
 }
 
@@ -533,5 +536,8 @@ pub async fn execute(
         .flatten()
         .collect();
     outcomes.sort_by_key(|o| o.index);
-    ExecReport { outcomes }
+    ExecReport {
+        outcomes,
+        network: Vec::new(),
+    }
 }

@@ -35,6 +35,7 @@ pub mod lease;
 pub mod manifest;
 pub mod memory;
 pub mod metrics;
+pub mod network;
 pub mod observe;
 pub mod plan;
 pub mod plugs;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::container::{ContainerDetails, ContainerRecord, EngineInfo, labels};
+use crate::container::{ContainerDetails, ContainerRecord, EngineInfo, NetworkRecord, labels};
 use crate::manifest::DesiredFleet;
 use crate::transport::{ListFilter, NodeRuntime, TransportError};
 
@@ -65,6 +65,9 @@ pub enum NodeObservation {
         /// Measured memory of every running container of the node (this fleet's and others'),
         /// when asked for.
         measured_memory: Option<u64>,
+        /// The node's networks that are this fleet's or carry a name it uses, when asked for.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        networks: Vec<NetworkRecord>,
     },
     /// It did not.
     Unreachable {
@@ -88,6 +91,13 @@ pub struct ObservedFleet {
     /// they are about: the newest record seen on any node.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub marks: BTreeMap<String, crate::condition::Mark>,
+    /// Whether networks (and, for an overlay, the swarm) were observed: only then does a plan
+    /// judge the fleet's network.
+    #[serde(skip)]
+    pub networks_observed: bool,
+    /// The swarm, when the fleet's network is an overlay.
+    #[serde(skip)]
+    pub swarm: crate::network::SwarmView,
 }
 
 /// A plug deletion recorded on the nodes.
@@ -148,21 +158,28 @@ pub struct ObserveOptions {
     /// Also measure memory use (one stats call per running container of the node, this
     /// fleet's and others').
     pub measure_memory: bool,
+    /// Also list networks, keeping those of this fleet and those named in this list (one call
+    /// per node).
+    pub networks: Option<Vec<String>>,
 }
 
 impl ObserveOptions {
     /// What the scheduler needs: engine facts of the nodes whose manifest leaves
     /// `capacity.memory` out (allocatable memory comes from the engine there), and measured
     /// memory when asked (the measured-memory filter of plug placement).
+    /// With an overlay network, engine facts of every node (their swarm membership); and the
+    /// networks of every node.
     pub fn for_scheduling(fleet: &DesiredFleet, measure_memory: bool) -> Self {
+        let overlay = fleet.network_driver() == crate::container::NetworkDriver::Overlay;
         ObserveOptions {
             engine_info: fleet
                 .nodes
                 .values()
-                .filter(|n| n.capacity_memory.is_none())
+                .filter(|n| overlay || n.capacity_memory.is_none())
                 .map(|n| n.name.clone())
                 .collect(),
             measure_memory,
+            networks: Some(fleet_network_names(fleet)),
         }
     }
 
@@ -172,8 +189,18 @@ impl ObserveOptions {
         ObserveOptions {
             engine_info: fleet.nodes.keys().cloned().collect(),
             measure_memory: true,
+            networks: Some(fleet_network_names(fleet)),
         }
     }
+}
+
+/// The names the fleet's network has in either mode.
+fn fleet_network_names(fleet: &DesiredFleet) -> Vec<String> {
+    use crate::container::NetworkDriver;
+    [NetworkDriver::Bridge, NetworkDriver::Overlay]
+        .into_iter()
+        .map(|d| crate::manifest::network_name(&fleet.fleet.name, d))
+        .collect()
 }
 
 /// Observes every node concurrently (at most [`NODE_CONCURRENCY`] at once).
@@ -202,8 +229,17 @@ pub async fn observe(
         })
         .collect();
     let mut tasks = futures_util::stream::iter(tasks).buffer_unordered(NODE_CONCURRENCY);
-    let mut out = ObservedFleet::default();
+    let mut out = ObservedFleet {
+        networks_observed: options.networks.is_some(),
+        ..ObservedFleet::default()
+    };
     while let Some((node, obs, records)) = tasks.next().await {
+        if let NodeObservation::Reachable {
+            engine: Some(e), ..
+        } = &obs
+        {
+            out.swarm.nodes.insert(node.clone(), e.swarm.clone());
+        }
         for (about, mark) in records.marks {
             if out
                 .marks
@@ -243,6 +279,15 @@ async fn observe_node(
         None
     };
     let all = rt.list_containers(&ListFilter::default()).await?;
+    let networks = match &options.networks {
+        None => Vec::new(),
+        Some(names) => rt
+            .list_networks(&ListFilter::default())
+            .await?
+            .into_iter()
+            .filter(|n| n.label(labels::FLEET) == Some(fleet) || names.contains(&n.name))
+            .collect(),
+    };
     let (ours, foreign): (Vec<_>, Vec<_>) = all.into_iter().partition(|r| is_ours(r, fleet));
     // fleetctl's own records (lease, tombstones, conditions) are neither the fleet's nor
     // foreign.
@@ -317,6 +362,7 @@ async fn observe_node(
             foreign_ports,
             engine,
             measured_memory,
+            networks,
         },
         records,
     ))

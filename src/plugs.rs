@@ -66,10 +66,12 @@ pub struct PlugCreated {
     pub node: String,
     /// Address to reach it at (the node's SSH host, or `127.0.0.1` for a local node).
     pub host: String,
-    /// Host port.
+    /// Host port (0: the class publishes none).
     pub port: u16,
     /// Container name.
     pub container: String,
+    /// Where the fleet's containers reach it by name: `plug-<id>:<class port>`.
+    pub address: String,
 }
 
 /// A plug as shown to programs (the API, `-o json|yaml`): its record, plus where to reach it in
@@ -82,10 +84,14 @@ pub struct PlugView {
     pub record: PlugRecord,
     /// Address to reach it at.
     pub host: String,
-    /// Host port.
+    /// Host port (0: the class publishes none).
     pub port: u16,
     /// Container name.
     pub container: String,
+    /// Where the fleet's containers reach it by name: `plug-<id>:<class port>` (absent when
+    /// its class left the manifests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
 }
 
 impl PlugView {
@@ -95,9 +101,18 @@ impl PlugView {
             host: node_address(fleet, &record.node),
             port: record.host_port,
             container: plug_container_name(&fleet.fleet.name, &record.id),
+            address: fleet
+                .plug_classes
+                .get(&record.class)
+                .map(|c| network_address(&record.id, c.port)),
             record,
         }
     }
+}
+
+/// Where the fleet's containers reach plug `id` by name (SPEC §10): `plug-<id>:<port>`.
+pub fn network_address(id: &str, port: u16) -> String {
+    format!("{}:{port}", crate::desired::plug_dns_name(id))
 }
 
 /// A fresh plug id: 10 characters of `[a-z0-9]`, starting with a letter (so plug container
@@ -239,7 +254,7 @@ pub async fn start_reserved(
         });
     };
     let result: Result<(), PlugError> = async {
-        let id = create_started(rt.as_ref(), &spec).await?;
+        let id = create_started(rt.as_ref(), &spec, &crate::network::network_spec(fleet)).await?;
         wait_running(rt.as_ref(), &id, spec.healthcheck.is_some(), ready_timeout)
             .await
             .map_err(|why| PlugError::NotReady {
@@ -271,6 +286,7 @@ pub async fn start_reserved(
                 host: node_address(fleet, &plug.node),
                 port: plug.host_port,
                 container: spec.name,
+                address: network_address(&plug.id, class.port),
             })
         }
         Err(e) => {
@@ -291,14 +307,42 @@ pub async fn start_reserved(
 
 /// Creates (pulling its image when missing) and starts a plug container; a container of that
 /// name that already exists (an earlier, interrupted attempt) is adopted. Returns its id.
+///
+/// The fleet's network (`network`) missing on the node: a bridge is made there and the create
+/// tried again; an overlay is the swarm's to make, so the error says to apply first.
 async fn create_started(
     rt: &dyn crate::transport::NodeRuntime,
     spec: &crate::container::ContainerSpec,
+    network: &crate::container::NetworkSpec,
 ) -> Result<String, TransportError> {
     if !rt.image_present(&spec.image).await? {
         rt.pull_image(&spec.image).await?;
     }
-    let id = match rt.create_container(spec).await {
+    let mut created = rt.create_container(spec).await;
+    if let Err(e) = &created
+        && e.is_not_found()
+        && rt.inspect_network(&network.name).await?.is_none()
+    {
+        if network.driver != crate::container::NetworkDriver::Bridge {
+            return Err(TransportError::new(
+                rt.node(),
+                "create container",
+                crate::transport::ErrorKind::NotFound,
+                format!(
+                    "the fleet's network {} is not on this node: run `fleetctl apply` to form it",
+                    network.name
+                ),
+            )
+            .with_object(spec.name.clone()));
+        }
+        match rt.create_network(network).await {
+            Ok(_) => {}
+            Err(e) if e.is_conflict() => {}
+            Err(e) => return Err(e),
+        }
+        created = rt.create_container(spec).await;
+    }
+    let id = match created {
         Ok(id) => id,
         Err(e) if e.is_conflict() => rt.inspect_container(&spec.name).await?.record.id,
         Err(e) => return Err(e),
@@ -495,7 +539,7 @@ pub async fn touch(
                     host_port: after.host_port,
                 },
             );
-            create_started(rt.as_ref(), &spec).await?;
+            create_started(rt.as_ref(), &spec, &crate::network::network_spec(fleet)).await?;
         }
         Err(e) => return Err(e.into()),
     }

@@ -66,7 +66,9 @@ impl<'a> PassContext<'a> {
 pub async fn observe_for(cx: &PassContext<'_>) -> ObservedFleet {
     let options = ObserveOptions::for_scheduling(cx.fleet, cx.measure_memory);
     let runtimes: Vec<_> = cx.runtimes.values().cloned().collect();
-    observe(&cx.fleet.fleet.name, &runtimes, &options).await
+    let mut observed = observe(&cx.fleet.fleet.name, &runtimes, &options).await;
+    crate::network::exec::observe_members(cx.fleet, cx.runtimes, &mut observed).await;
+    observed
 }
 
 /// Computes the plan for the current state without changing anything.
@@ -374,6 +376,9 @@ fn plan_from(cx: &PassContext<'_>, observed: &ObservedFleet) -> Result<Plan, Sto
         .map(|p| (p.id.clone(), p.node.clone()))
         .collect();
     p.unadoptable = found.skipped;
+    if observed.networks_observed {
+        p.network = crate::network::plan(cx.fleet, observed, &cx.lost);
+    }
     Ok(p)
 }
 
@@ -412,7 +417,11 @@ pub async fn pass_adjusted(
     for m in &p.plug_moves {
         cx.store.move_plug(&m.id, &m.to, m.port)?;
     }
-    let exec = execute(&p, cx.runtimes, Some(cx.store), &cx.exec, progress).await;
+    // The network first: containers attach to it when they are created.
+    let network =
+        crate::network::exec::execute(&p.network, cx.runtimes, Some(cx.store), &cx.exec).await;
+    let mut exec = execute(&p, cx.runtimes, Some(cx.store), &cx.exec, progress).await;
+    exec.network = network;
     settle(cx, &observed, &p, &exec)?;
     Ok(PassReport {
         observed,
@@ -526,6 +535,12 @@ pub fn convergence(observed: &ObservedFleet, plan: &Plan, reported: &[String]) -
     for u in &plan.unplaced {
         out.placement
             .push(format!("{} fits nowhere: {}", u.object, u.diagnosis));
+    }
+    // The network's problems, except settings that differ: that network still carries traffic.
+    for p in &plan.network.problems {
+        if !matches!(p, crate::network::NetProblem::Differs { .. }) {
+            out.placement.push(format!("network: {p}"));
+        }
     }
     let find = |node: &str, name: &str| {
         observed

@@ -216,9 +216,11 @@ fn check_memory(node: &NodeView, extra: u64, watermark: Percent) -> Result<(), R
 }
 
 /// The port a plug gets on `node`: `preferred` when it is in the range and free, else the lowest
-/// free port of the range.
+/// free port of the range; 0 (no port) for a class without host ports.
 fn free_port(node: &NodeView, class: &PlugClassSpec, preferred: Option<u16>) -> Option<u16> {
-    let range = class.host_ports;
+    let Some(range) = class.host_ports else {
+        return Some(0);
+    };
     if let Some(p) = preferred
         && range.contains(p)
         && !node.used_ports.contains(&p)
@@ -268,7 +270,10 @@ pub fn plug_fits(
         reject(
             node,
             filters::HOST_PORT,
-            format!("no free host port in {}", class.host_ports),
+            format!(
+                "no free host port in {}",
+                class.host_ports.map(|r| r.to_string()).unwrap_or_default()
+            ),
         )
     })
 }

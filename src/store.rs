@@ -1515,7 +1515,11 @@ fn read_leases(c: &Connection) -> Result<Vec<(String, u16, String)>, StoreError>
         .map_err(q("read port leases"))
 }
 
+/// Leases `port` on `node` to `plug`; port 0 (a plug that publishes none) leases nothing.
 fn lease_port(c: &Connection, node: &str, port: u16, plug: &str) -> Result<(), StoreError> {
+    if port == 0 {
+        return Ok(());
+    }
     let holder: Option<String> = c
         .query_row(
             "SELECT plug FROM port_leases WHERE node = ?1 AND port = ?2",

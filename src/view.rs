@@ -25,6 +25,9 @@ pub struct Summary {
     pub remove: usize,
     /// Already as desired.
     pub unchanged: usize,
+    /// Swarm and network steps.
+    #[serde(default)]
+    pub network: usize,
 }
 
 impl Summary {
@@ -37,6 +40,7 @@ impl Summary {
             + self.recreate
             + self.r#move
             + self.remove
+            + self.network
     }
 }
 
@@ -44,6 +48,7 @@ impl Summary {
 pub fn summary(plan: &Plan) -> Summary {
     let mut s = Summary {
         unchanged: plan.unchanged.len(),
+        network: plan.network.steps.len(),
         ..Default::default()
     };
     for step in &plan.steps {
@@ -71,6 +76,7 @@ pub fn summary_line(s: &Summary) -> String {
         (s.recreate, "to recreate"),
         (s.r#move, "to move"),
         (s.remove, "to remove"),
+        (s.network, "network changes"),
     ] {
         if n > 0 {
             parts.push(format!("{n} {word}"));

@@ -331,6 +331,8 @@ fn a_returning_node_takes_no_new_plug_before_its_stale_copies_are_gone() {
     .unwrap();
     let f = &loaded.fleet;
     let observed = ObservedFleet {
+        networks_observed: false,
+        swarm: Default::default(),
         nodes: f
             .nodes
             .keys()
@@ -338,6 +340,7 @@ fn a_returning_node_takes_no_new_plug_before_its_stale_copies_are_gone() {
                 (
                     n.clone(),
                     NodeObservation::Reachable {
+                        networks: Vec::new(),
                         containers: vec![],
                         foreign_ports: BTreeSet::new(),
                         foreign_containers: 0,

@@ -121,7 +121,7 @@ fn fits(v: &NodeView, class: &PlugClassSpec, p: &PolicySpec, port: u16) -> bool 
         && allowed.is_some_and(|a| v.committed_memory + class.resources.memory.0 <= a)
         && v.measured_memory
             .is_none_or(|m| allowed.is_some_and(|a| m < a))
-        && class.host_ports.contains(port)
+        && class.host_ports.is_some_and(|r| r.contains(port))
         && !v.used_ports.contains(&port)
 }
 

@@ -9,6 +9,7 @@ mod common;
 mod cordon;
 mod drain;
 mod handoff;
+mod network;
 mod nodes;
 mod plan;
 mod plug;
@@ -279,6 +280,8 @@ pub enum DescribeWhat {
     Service,
     /// A plug instance.
     Plug,
+    /// The fleet's network (NAME: its name, or `fleet`).
+    Network,
 }
 
 /// Plug operations.
@@ -462,6 +465,13 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             file,
             output,
         } => nodes::describe(&name, path.or(file).as_deref(), output, &cli.global),
+        Command::Describe {
+            what: DescribeWhat::Network,
+            name,
+            path,
+            file,
+            output,
+        } => network::describe(&name, path.or(file).as_deref(), output, &cli.global),
         Command::Cordon(a) => cordon::run(&a.node, a.file.as_deref(), true, &cli.global),
         Command::Uncordon(a) => cordon::run(&a.node, a.file.as_deref(), false, &cli.global),
         Command::Drain {

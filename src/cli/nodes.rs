@@ -64,6 +64,50 @@ pub struct NodeStatus {
     /// This fleet's containers (describe only).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub containers: Vec<ContainerRow>,
+    /// The fleet's network on this node (SPEC §10), when the node answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub network: Option<NodeNetwork>,
+}
+
+/// The fleet's network as one node has it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeNetwork {
+    /// Network name.
+    pub name: String,
+    /// `bridge` or `overlay`.
+    pub driver: String,
+    /// Whether the node lists it (a swarm worker lists an overlay only while a container of
+    /// its uses it).
+    pub present: bool,
+    /// Swarm membership (overlay): `active`, `inactive`, `pending`, `error`, `locked`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swarm: Option<String>,
+    /// `manager` or `worker` (an active member).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// What is wrong, as apply reports it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+}
+
+impl NodeNetwork {
+    /// One word for the table: `aims/manager`, `aims-bridge`, `aims/inactive`, `missing`.
+    fn short(&self) -> String {
+        let mut out = if self.present || self.driver == "overlay" {
+            self.name.clone()
+        } else {
+            format!("{} (missing)", self.name)
+        };
+        match (&self.swarm, &self.role) {
+            (_, Some(r)) => out.push_str(&format!("/{r}")),
+            (Some(st), None) => out.push_str(&format!("/{st}")),
+            _ => {}
+        }
+        if !self.problems.is_empty() {
+            out.push('!');
+        }
+        out
+    }
 }
 
 impl NodeStatus {
@@ -239,6 +283,7 @@ pub fn node_status(spec: &NodeSpec, observed: Result<Observation, &str>) -> Node
         cpu_limits_millicpus: running.iter().filter_map(|c| c.cpu_limit_millicpus).sum(),
     };
     NodeStatus {
+        network: None,
         name: spec.name.clone(),
         address,
         labels: spec.labels.clone(),
@@ -274,12 +319,22 @@ fn observe_nodes(
             }
         }
     }
-    let observed = runtime()?.block_on(observe(
-        &fleet.fleet.name,
-        &runtimes,
-        &ObserveOptions::everything(fleet),
-    ));
-    let statuses = specs
+    let by_name: crate::execute::Runtimes = runtimes
+        .iter()
+        .map(|r| (r.node().to_string(), r.clone()))
+        .collect();
+    let observed = runtime()?.block_on(async {
+        let mut o = observe(
+            &fleet.fleet.name,
+            &runtimes,
+            &ObserveOptions::everything(fleet),
+        )
+        .await;
+        crate::network::exec::observe_members(fleet, &by_name, &mut o).await;
+        o
+    });
+    let net_plan = crate::network::plan(fleet, &observed, &Default::default());
+    let mut statuses: Vec<NodeStatus> = specs
         .iter()
         .map(|spec| {
             let seen = match (setup_failed.get(&spec.name), observed.nodes.get(&spec.name)) {
@@ -293,7 +348,53 @@ fn observe_nodes(
             }
         })
         .collect();
+    for st in &mut statuses {
+        st.network = node_network(fleet, &observed, &net_plan, &st.name);
+    }
     Ok((statuses, observed.marks))
+}
+
+/// The fleet's network on `node`: present or not, swarm membership, and the problems the
+/// network plan names for it (a lost quorum concerns every node).
+fn node_network(
+    fleet: &DesiredFleet,
+    observed: &crate::observe::ObservedFleet,
+    plan: &crate::network::NetworkPlan,
+    node: &str,
+) -> Option<NodeNetwork> {
+    use crate::network::NetProblem;
+    let Some(crate::observe::NodeObservation::Reachable { networks, .. }) =
+        observed.nodes.get(node)
+    else {
+        return None;
+    };
+    let name = fleet.network_name();
+    let driver = fleet.network_driver();
+    let overlay = driver == crate::container::NetworkDriver::Overlay;
+    let info = observed.swarm.nodes.get(node).filter(|_| overlay);
+    let problems = plan
+        .problems
+        .iter()
+        .filter(|p| match p {
+            NetProblem::NoManager { .. } => true,
+            NetProblem::ForeignSwarm { node: n }
+            | NetProblem::Membership { node: n, .. }
+            | NetProblem::NoAddress { node: n }
+            | NetProblem::Foreign { node: n, .. }
+            | NetProblem::Differs { node: n, .. } => n == node,
+        })
+        .map(ToString::to_string)
+        .collect();
+    Some(NodeNetwork {
+        present: networks.iter().any(|n| n.name == name),
+        name,
+        driver: driver.as_str().to_string(),
+        swarm: info.map(|i| i.state.as_str().to_string()),
+        role: info
+            .filter(|i| i.state == crate::container::SwarmState::Active)
+            .map(|i| if i.manager { "manager" } else { "worker" }.to_string()),
+        problems,
+    })
 }
 
 /// `fleetctl get nodes`.
@@ -403,6 +504,7 @@ pub fn render_table(statuses: &[NodeStatus], wide: bool) -> String {
         "FLEET MEM USED",
         "CPU LIMITS",
         "CONTAINERS",
+        "NETWORK",
     ];
     if wide {
         header.extend([
@@ -440,6 +542,7 @@ pub fn render_table(statuses: &[NodeStatus], wide: bool) -> String {
             } else {
                 "-".into()
             },
+            s.network.as_ref().map_or("-".into(), NodeNetwork::short),
         ];
         if wide {
             row.extend([
@@ -464,6 +567,17 @@ pub fn render_table(statuses: &[NodeStatus], wide: bool) -> String {
     for s in statuses {
         if let Some(cause) = &s.cause {
             out.push_str(&format!("{}: NotReady: {cause}\n", s.name));
+        }
+    }
+    // Each network problem once (a lost quorum concerns every node).
+    let mut said = Vec::new();
+    for p in statuses
+        .iter()
+        .flat_map(|s| s.network.iter().flat_map(|n| &n.problems))
+    {
+        if !said.contains(&p) {
+            out.push_str(&format!("network: {p}\n"));
+            said.push(p);
         }
     }
     out
@@ -499,6 +613,28 @@ pub fn render_describe(s: &NodeStatus, fleet: &str) -> String {
             _ => "-".into(),
         },
     );
+    if let Some(n) = &s.network {
+        let mut v = format!(
+            "{} ({}), {}",
+            n.name,
+            n.driver,
+            if n.present {
+                "on the node"
+            } else {
+                "not on the node"
+            }
+        );
+        if let Some(st) = &n.swarm {
+            v.push_str(&format!("; swarm {st}"));
+        }
+        if let Some(r) = &n.role {
+            v.push_str(&format!(" as {r}"));
+        }
+        line("Network:", v);
+        for p in &n.problems {
+            line("", format!("! {p}"));
+        }
+    }
     line(
         "CPUs:",
         format!(
@@ -693,6 +829,7 @@ mod tests {
 
     fn spec() -> NodeSpec {
         NodeSpec {
+            address: None,
             name: "node1".into(),
             labels: BTreeMap::from([("tier".into(), "primary".into())]),
             ssh: Some(SshSpec {
@@ -726,6 +863,7 @@ mod tests {
 
     fn info() -> EngineInfo {
         EngineInfo {
+            swarm: Default::default(),
             version: "20.10.24".into(),
             api_version: "1.41".into(),
             cpus: 4,

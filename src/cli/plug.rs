@@ -221,13 +221,18 @@ fn print_created(created: &plugs::PlugCreated, output: Output) -> anyhow::Result
         Output::Json => print_json(&created)?,
         Output::Yaml => print_yaml(&created)?,
         _ => {
-            let mut t = table(&["PLUG", "CLASS", "OWNER", "NODE", "ADDRESS"]);
+            let mut t = table(&["PLUG", "CLASS", "OWNER", "NODE", "ADDRESS", "IN FLEET"]);
             t.add_row(vec![
                 created.id.clone(),
                 created.class.clone(),
                 created.owner.clone(),
                 created.node.clone(),
-                format!("{}:{}", created.host, created.port),
+                if created.port == 0 {
+                    "-".to_string()
+                } else {
+                    format!("{}:{}", created.host, created.port)
+                },
+                created.address.clone(),
             ]);
             emit(&super::capacity::table_text(&t))?;
         }

@@ -64,6 +64,8 @@ pub struct PlanView<'a> {
     pub adopted: &'a [(String, String)],
     /// Plug containers this state does not know and cannot adopt (id, why): left alone.
     pub unadoptable: &'a [(String, String)],
+    /// The fleet's network: its steps (run first) and problems.
+    pub network: &'a crate::network::NetworkPlan,
 }
 
 /// Something stuck, as data.
@@ -146,12 +148,35 @@ pub fn plan_view(plan: &Plan) -> PlanView<'_> {
             .collect(),
         adopted: &plan.adopted,
         unadoptable: &plan.unadoptable,
+        network: &plan.network,
     }
 }
 
 /// The plan as a per-node tree.
 pub fn plan_text(plan: &Plan, nodes: &[String]) -> String {
     let mut out = String::new();
+    if let Some((name, driver)) = &plan.network.network
+        && (!plan.network.steps.is_empty() || !plan.network.problems.is_empty())
+    {
+        out.push_str(&format!(
+            "network {name} ({}):
+",
+            driver.as_str()
+        ));
+        for s in &plan.network.steps {
+            out.push_str(&format!(
+                "  + {}
+",
+                s.describe()
+            ));
+        }
+        for p in &plan.network.problems {
+            out.push_str(&format!(
+                "  ! {p}
+"
+            ));
+        }
+    }
     let width = plan
         .steps
         .iter()

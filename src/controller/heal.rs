@@ -208,6 +208,7 @@ mod tests {
             (labels::SPEC_HASH.to_string(), "h".to_string()),
         ]);
         let record = ContainerRecord {
+            networks: Vec::new(),
             id: "id1".into(),
             name: "f-web-0".into(),
             image: "web:1".into(),
@@ -218,9 +219,12 @@ mod tests {
             host_ports: vec![],
         };
         ObservedFleet {
+            networks_observed: false,
+            swarm: Default::default(),
             nodes: BTreeMap::from([(
                 "node1".to_string(),
                 NodeObservation::Reachable {
+                    networks: Vec::new(),
                     containers: vec![Observed {
                         record,
                         details: None,

@@ -62,8 +62,32 @@ pub struct RawFleetSpec {
     pub node_lost_after: Option<Sp<Dur>>,
     /// The controller API.
     pub api: Option<RawApi>,
+    /// The network every service and plug container joins (SPEC §10).
+    pub network: Option<RawNetwork>,
 }
-decode_struct!(RawFleetSpec { opt resync = "resync", opt node_lost_after = "nodeLostAfter", opt api = "api" });
+decode_struct!(RawFleetSpec { opt resync = "resync", opt node_lost_after = "nodeLostAfter", opt api = "api", opt network = "network" });
+
+/// `spec.network` of kind `Fleet`.
+#[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
+#[schemars(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawNetwork {
+    /// Position of the mapping.
+    #[schemars(skip)]
+    pub pos: Pos,
+    /// auto (default: bridge on a one-node fleet, overlay on 2+ nodes), bridge (one network
+    /// per node; names resolve on that node) or overlay (one network across the nodes).
+    #[schemars(regex(pattern = r"^(auto|bridge|overlay)$"))]
+    pub mode: Option<Sp<String>>,
+    /// IPv4 subnet in CIDR form, e.g. 10.240.0.0/16 (default: the engine's choice); must not
+    /// overlap the nodes' addresses or the engines' default bridge.
+    pub subnet: Option<Sp<String>>,
+    /// Encrypt overlay traffic between nodes with IPsec (default false); needed when nodes
+    /// talk over the public Internet.
+    pub encrypted: Option<Sp<bool>>,
+    /// MTU of the network (default: the engine's), e.g. 1450 where the provider's is lower.
+    pub mtu: Option<Sp<u32>>,
+}
+decode_struct!(RawNetwork { opt mode = "mode", opt subnet = "subnet", opt encrypted = "encrypted", opt mtu = "mtu" });
 
 /// `spec.api` of kind `Fleet`.
 #[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
@@ -94,8 +118,10 @@ pub struct RawNodeSpec {
     pub capacity: Option<RawCapacity>,
     /// Kept for the OS and non-fleet processes.
     pub reserved: Option<RawReserved>,
+    /// IP address the other nodes reach this one at, on a private network (default: ssh.host).
+    pub address: Option<Sp<String>>,
 }
-decode_struct!(RawNodeSpec { opt ssh = "ssh", opt docker = "docker", opt capacity = "capacity", opt reserved = "reserved" });
+decode_struct!(RawNodeSpec { opt ssh = "ssh", opt docker = "docker", opt capacity = "capacity", opt reserved = "reserved", opt address = "address" });
 
 /// `spec.ssh` of kind `Node`.
 #[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
@@ -203,8 +229,16 @@ pub struct RawServiceSpec {
     pub update: Option<RawUpdate>,
     /// Time between SIGTERM and SIGKILL when stopping (default: the engine's 10s).
     pub stop_grace_period: Option<Sp<Dur>>,
+    /// fleet (default: the fleet's network, where the service's name resolves), host (the
+    /// node's network stack; no published ports) or none.
+    #[schemars(regex(pattern = r"^(fleet|host|none)$"))]
+    pub network: Option<Sp<String>>,
+    /// Extra names the service answers to on the fleet's network.
+    pub aliases: Option<Vec<Sp<String>>>,
 }
 decode_struct!(RawServiceSpec {
+    opt network = "network",
+    opt aliases = "aliases",
     req image = "image",
     opt replicas = "replicas",
     opt placement = "placement",
@@ -330,8 +364,9 @@ pub struct RawPlugClassSpec {
     /// Container port of each instance.
     #[schemars(required)]
     pub port: Option<Sp<u16>>,
-    /// Host port range, e.g. 51000-51999; each instance leases a free port on its node.
-    #[schemars(required, regex(pattern = r"^[0-9]{1,5}(-[0-9]{1,5})?$"))]
+    /// Host port range, e.g. 51000-51999; each instance leases a free port on its node. Omit it
+    /// for plugs reached only on the fleet's network, at plug-<id>:<port>.
+    #[schemars(regex(pattern = r"^[0-9]{1,5}(-[0-9]{1,5})?$"))]
     pub host_ports: Option<Sp<Text>>,
     /// Environment variables.
     pub env: Option<TextMap>,
@@ -347,7 +382,7 @@ decode_struct!(RawPlugClassSpec {
     req resources = "resources",
     opt command = "command",
     req port = "port",
-    req host_ports = "hostPorts",
+    opt host_ports = "hostPorts",
     opt env = "env",
     opt healthcheck = "healthcheck",
     opt idle_timeout = "idleTimeout",

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::quantity::{Bytes, MilliCpus, Percent};
-use crate::container::{HealthcheckSpec, PortMapping, RestartPolicy};
+use crate::container::{HealthcheckSpec, NetworkDriver, PortMapping, RestartPolicy};
 
 /// Labels: sorted name → value.
 pub type Labels = BTreeMap<String, String>;
@@ -42,6 +42,88 @@ pub struct FleetSpec {
     pub api_listen: SocketAddr,
     /// Bearer token file of the API.
     pub api_token_file: Option<PathBuf>,
+    /// The fleet's network.
+    pub network: NetworkSettings,
+}
+
+/// `Fleet.spec.network.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkMode {
+    /// Bridge on a one-node fleet, overlay on 2+ nodes.
+    #[default]
+    Auto,
+    /// One user-defined bridge per node.
+    Bridge,
+    /// One Swarm attachable overlay across the nodes.
+    Overlay,
+}
+
+impl NetworkMode {
+    /// As written in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkMode::Auto => "auto",
+            NetworkMode::Bridge => "bridge",
+            NetworkMode::Overlay => "overlay",
+        }
+    }
+}
+
+/// `Fleet.spec.network`, with defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct NetworkSettings {
+    /// Mode as declared.
+    pub mode: NetworkMode,
+    /// IPv4 subnet (CIDR); `None` = the engine's choice.
+    pub subnet: Option<String>,
+    /// IPsec on the overlay.
+    pub encrypted: bool,
+    /// MTU; `None` = the engine's.
+    pub mtu: Option<u32>,
+}
+
+impl NetworkSettings {
+    /// The driver this fleet's network uses over `nodes`. `auto`: an overlay from two nodes on,
+    /// when every node has an address the others can reach (`address` or `ssh.host`); nodes
+    /// reached through a local socket without `address` (one machine, as in development) get a
+    /// bridge each.
+    pub fn driver(&self, nodes: &BTreeMap<String, NodeSpec>) -> NetworkDriver {
+        match self.mode {
+            NetworkMode::Bridge => NetworkDriver::Bridge,
+            NetworkMode::Overlay => NetworkDriver::Overlay,
+            NetworkMode::Auto
+                if nodes.len() >= 2 && nodes.values().all(|n| n.peer_address().is_some()) =>
+            {
+                NetworkDriver::Overlay
+            }
+            NetworkMode::Auto => NetworkDriver::Bridge,
+        }
+    }
+}
+
+/// The engine-side name of fleet `fleet`'s network with `driver`: `<fleet>` for the overlay,
+/// `<fleet>-bridge` for the per-node bridge. Two names, so a fleet that grows from one node to
+/// two moves its containers from one network to the other without two networks of one name on
+/// a node (which the engine would refuse to attach by name).
+pub fn network_name(fleet: &str, driver: NetworkDriver) -> String {
+    match driver {
+        NetworkDriver::Overlay => fleet.to_string(),
+        NetworkDriver::Bridge => format!("{fleet}-bridge"),
+    }
+}
+
+/// `Service.spec.network`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceNetwork {
+    /// The fleet's network (default).
+    #[default]
+    Fleet,
+    /// The node's network stack.
+    Host,
+    /// No network.
+    None,
 }
 
 /// Default fleet name when no `Fleet` document exists.
@@ -63,6 +145,7 @@ impl Default for FleetSpec {
             node_lost_after: DEFAULT_NODE_LOST_AFTER,
             api_listen: DEFAULT_API_LISTEN.parse().expect("valid default address"),
             api_token_file: None,
+            network: NetworkSettings::default(),
         }
     }
 }
@@ -88,6 +171,8 @@ pub struct NodeSpec {
     pub reserved_cpus: MilliCpus,
     /// Memory kept for the OS.
     pub reserved_memory: Bytes,
+    /// Where the other nodes reach this one (an IP address); `None` = `ssh.host`.
+    pub address: Option<String>,
 }
 
 impl NodeSpec {
@@ -117,6 +202,14 @@ impl NodeSpec {
         self.capacity_cpus
             .or(engine)
             .map(|c| MilliCpus(c.0.saturating_sub(self.reserved_cpus.0)))
+    }
+
+    /// The address the other nodes reach this one at: `address`, else `ssh.host`; `None` for a
+    /// node reached through a local socket without an `address`.
+    pub fn peer_address(&self) -> Option<&str> {
+        self.address
+            .as_deref()
+            .or(self.ssh.as_ref().map(|s| s.host.as_str()))
     }
 
     /// Whether every `key: value` of `selector` is among the node's labels.
@@ -257,6 +350,12 @@ pub struct ServiceSpec {
     pub update_order: UpdateOrder,
     /// Stop grace period.
     pub stop_grace_period: Option<Duration>,
+    /// Which network its containers join.
+    #[serde(default)]
+    pub network: ServiceNetwork,
+    /// Extra DNS names on the fleet's network (the service name always resolves).
+    #[serde(default)]
+    pub aliases: Vec<String>,
 }
 
 /// An inclusive host port range.
@@ -306,8 +405,9 @@ pub struct PlugClassSpec {
     pub command: Option<Vec<String>>,
     /// Container port.
     pub port: u16,
-    /// Host port range leased from.
-    pub host_ports: PortRange,
+    /// Host port range leased from; `None`: plugs publish no port and are reached on the
+    /// fleet's network only, at `plug-<id>:<port>`.
+    pub host_ports: Option<PortRange>,
     /// Environment.
     pub env: Labels,
     /// Healthcheck.
@@ -387,6 +487,17 @@ impl DesiredFleet {
             .and_then(|p| self.policies.get(p))
             .cloned()
             .unwrap_or_else(PolicySpec::implicit)
+    }
+
+    /// The driver of this fleet's network (SPEC §10: `auto` is overlay from two nodes).
+    /// See [`NetworkSettings::driver`].
+    pub fn network_driver(&self) -> NetworkDriver {
+        self.fleet.network.driver(&self.nodes)
+    }
+
+    /// The engine-side name of this fleet's network.
+    pub fn network_name(&self) -> String {
+        network_name(&self.fleet.name, self.network_driver())
     }
 
     /// Nodes a service may run on, in name order.

@@ -318,12 +318,15 @@ pub struct Plan {
     /// Plug containers found that cannot be adopted, with why: left alone. Set by the
     /// reconcile.
     pub unadoptable: Vec<(String, String)>,
+    /// The fleet's network: swarm and network steps (run before the container steps) and
+    /// problems. Set by the reconcile when the observation included networks.
+    pub network: crate::network::NetworkPlan,
 }
 
 impl Plan {
     /// Whether applying would change anything.
     pub fn has_changes(&self) -> bool {
-        !self.steps.is_empty() || !self.plug_moves.is_empty()
+        !self.steps.is_empty() || !self.plug_moves.is_empty() || !self.network.steps.is_empty()
     }
 
     /// Whether the fleet would be fully converged after the steps (everything placed, every

@@ -8,7 +8,7 @@ use super::reasons::{
 };
 use super::wanted::Wanted;
 use super::{Action, Identity, Object, Snapshot, Step, StepGroup, grace_of, grace_secs};
-use crate::container::{RunState, labels};
+use crate::container::{ContainerSpec, NetworkAttachment, RunState, labels};
 use crate::manifest::UpdateOrder;
 use crate::observe::Observed;
 
@@ -104,6 +104,27 @@ fn converge_kept(b: &mut Builder, o: &Observed) -> bool {
         .as_ref()
         .map(|d| (&d.spec.resources, d.spec.restart));
     let mut recreated = false;
+    if let Some(have) = detached(o, spec) {
+        // Same spec, but the engine lost its attachment (e.g. a network removed by hand): only a
+        // new container joins it again. Same name, so the old one goes first.
+        b.step(
+            node,
+            &spec.name,
+            Action::Replace {
+                old_node: node.clone(),
+                old_id: o.record.id.clone(),
+                old_name: o.record.name.clone(),
+                old_grace_secs: grace_secs(o),
+                spec: Box::new(spec.clone()),
+                order: UpdateOrder::StopFirst,
+            },
+            format!(
+                "network: {have} → {} (not attached), recreate",
+                spec.network.name()
+            ),
+        );
+        return false;
+    }
     if let Some((res, restart)) = observed {
         let changes = in_place_changes(res, restart, &spec.resources, spec.restart);
         if !changes.is_empty() && removes_a_limit(res, &spec.resources) {
@@ -170,6 +191,18 @@ fn converge_kept(b: &mut Builder, o: &Observed) -> bool {
         && observed.is_some_and(|(res, restart)| {
             in_place_changes(res, restart, &spec.resources, spec.restart).is_empty()
         })
+}
+
+/// The networks a running container is on when its spec names the fleet's network and the
+/// engine lists it elsewhere; `None` when attached as desired (or when the listing does not say:
+/// an engine lists at least one network for every container).
+fn detached(o: &Observed, spec: &ContainerSpec) -> Option<String> {
+    let NetworkAttachment::Fleet { network, .. } = &spec.network else {
+        return None;
+    };
+    let nets = &o.record.networks;
+    (o.record.state == RunState::Running && !nets.is_empty() && !nets.contains(network))
+        .then(|| nets.join(","))
 }
 
 /// No copy to keep: replace an old copy — on this node first (stop-first may need its ports),

@@ -114,6 +114,15 @@ pub(super) fn recreate_reason(want: &ContainerSpec, o: &Observed) -> String {
     };
     let have = &d.spec;
     let mut out = Vec::new();
+    if have.network.name() != want.network.name() {
+        out.push(format!(
+            "network: {} → {}",
+            have.network.name(),
+            want.network.name()
+        ));
+    } else if have.network != want.network {
+        out.push("aliases changed".into());
+    }
     if have.image != want.image {
         out.push(format!("image {} → {}", have.image, want.image));
     }

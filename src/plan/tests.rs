@@ -57,11 +57,14 @@ impl World {
     /// Every node reachable and empty, nothing recorded.
     fn new(fleet: DesiredFleet) -> World {
         let observed = ObservedFleet {
+            networks_observed: false,
+            swarm: Default::default(),
             nodes: fleet
                 .nodes
                 .keys()
                 .map(|n| {
                     let obs = NodeObservation::Reachable {
+                        networks: Vec::new(),
                         containers: Vec::new(),
                         foreign_ports: BTreeSet::new(),
                         foreign_containers: 0,
@@ -92,6 +95,7 @@ impl World {
         self.created += 1;
         let id = format!("id{}", self.created);
         let record = ContainerRecord {
+            networks: Vec::new(),
             id: id.clone(),
             name: spec.name.clone(),
             image: spec.image.clone(),

@@ -232,6 +232,110 @@ impl DockerRuntime {
 
 #[async_trait]
 impl NodeRuntime for DockerRuntime {
+    // TEMP-NET-START
+    async fn list_networks(
+        &self,
+        _: &ListFilter,
+    ) -> Result<Vec<crate::container::NetworkRecord>, TransportError> {
+        Err(TransportError::new(
+            self.node(),
+            "list networks",
+            ErrorKind::Other,
+            "todo",
+        ))
+    }
+    async fn inspect_network(
+        &self,
+        _: &str,
+    ) -> Result<Option<crate::container::NetworkRecord>, TransportError> {
+        Err(TransportError::new(
+            self.node(),
+            "x",
+            ErrorKind::Other,
+            "todo",
+        ))
+    }
+    async fn create_network(
+        &self,
+        _: &crate::container::NetworkSpec,
+    ) -> Result<String, TransportError> {
+        Err(TransportError::new(
+            self.node(),
+            "x",
+            ErrorKind::Other,
+            "todo",
+        ))
+    }
+    async fn remove_network(&self, _: &str) -> Result<(), TransportError> {
+        Err(TransportError::new(
+            self.node(),
+            "x",
+            ErrorKind::Other,
+            "todo",
+        ))
+    }
+    async fn swarm_init(&self, _: &str) -> Result<String, TransportError> {
+        Err(TransportError::new(
+            self.node(),
+            "x",
+            ErrorKind::Other,
+            "todo",
+        ))
+    }
+    async fn swarm_join_tokens(&self) -> Result<crate::container::JoinTokens, TransportError> {
+        Err(TransportError::new(
+            self.node(),
+            "x",
+            ErrorKind::Other,
+            "todo",
+        ))
+    }
+    async fn swarm_join(&self, _: &str, _: &str, _: &str) -> Result<(), TransportError> {
+        Err(TransportError::new(
+            self.node(),
+            "x",
+            ErrorKind::Other,
+            "todo",
+        ))
+    }
+    async fn swarm_leave(&self, _: bool) -> Result<(), TransportError> {
+        Err(TransportError::new(
+            self.node(),
+            "x",
+            ErrorKind::Other,
+            "todo",
+        ))
+    }
+    async fn swarm_members(&self) -> Result<Vec<crate::container::SwarmMember>, TransportError> {
+        Err(TransportError::new(
+            self.node(),
+            "x",
+            ErrorKind::Other,
+            "todo",
+        ))
+    }
+    async fn swarm_set_role(
+        &self,
+        _: &str,
+        _: u64,
+        _: crate::container::SwarmRole,
+    ) -> Result<(), TransportError> {
+        Err(TransportError::new(
+            self.node(),
+            "x",
+            ErrorKind::Other,
+            "todo",
+        ))
+    }
+    async fn swarm_remove_member(&self, _: &str) -> Result<(), TransportError> {
+        Err(TransportError::new(
+            self.node(),
+            "x",
+            ErrorKind::Other,
+            "todo",
+        ))
+    }
+    // TEMP-NET-END
     fn node(&self) -> &str {
         &self.node
     }
@@ -251,6 +355,7 @@ impl NodeRuntime for DockerRuntime {
             .map(|v| v.to_string())
             .unwrap_or_default();
         Ok(EngineInfo {
+            swarm: Default::default(),
             version: info.server_version.unwrap_or_default(),
             api_version: api,
             cpus: info.ncpu.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
@@ -801,6 +906,7 @@ pub fn record_from_summary(s: &ContainerSummary, health_in_summary: bool) -> Con
         s.status.as_deref().and_then(health_from_status)
     };
     ContainerRecord {
+        networks: Vec::new(),
         id: s.id.clone().unwrap_or_default(),
         name,
         image: s.image.clone().unwrap_or_default(),
@@ -847,6 +953,7 @@ pub fn details_from_inspect(r: &ContainerInspectResponse) -> ContainerDetails {
     };
     ContainerDetails {
         record: ContainerRecord {
+            networks: Vec::new(),
             id: r.id.clone().unwrap_or_default(),
             name: r
                 .name
@@ -925,6 +1032,7 @@ pub fn spec_from_inspect(r: &ContainerInspectResponse) -> ContainerSpec {
     let hc = r.host_config.as_ref();
     let nanos = |v: Option<i64>| v.filter(|n| *n > 0).map(|n| Duration::from_nanos(n as u64));
     ContainerSpec {
+        network: Default::default(),
         name: r
             .name
             .as_deref()
@@ -1052,6 +1160,7 @@ mod tests {
 
     fn spec() -> ContainerSpec {
         ContainerSpec {
+            network: Default::default(),
             name: "aims-web-0".into(),
             image: "fleet-test/busybox:1".into(),
             command: Some(vec!["httpd".into(), "-f".into()]),

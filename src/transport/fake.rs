@@ -94,6 +94,7 @@ impl FakeRuntime {
             inner: Arc::new(Mutex::new(Inner::default())),
             events,
             info: EngineInfo {
+                swarm: Default::default(),
                 version: "20.10.24".into(),
                 api_version: "1.41".into(),
                 cpus: 4,
@@ -210,6 +211,7 @@ impl FakeRuntime {
         let mut inner = self.lock();
         let id = new_container_id();
         let spec = ContainerSpec {
+            network: Default::default(),
             name: name.to_string(),
             image: "foreign:latest".into(),
             command: None,
@@ -297,6 +299,7 @@ impl FakeRuntime {
 
 fn record(c: &FakeContainer) -> ContainerRecord {
     ContainerRecord {
+        networks: Vec::new(),
         id: c.id.clone(),
         name: c.spec.name.clone(),
         image: c.spec.image.clone(),
@@ -331,6 +334,110 @@ fn matches(labels: &BTreeMap<String, String>, filter: &ListFilter) -> bool {
 
 #[async_trait]
 impl NodeRuntime for FakeRuntime {
+    // TEMP-NET-START
+    async fn list_networks(
+        &self,
+        _: &ListFilter,
+    ) -> Result<Vec<crate::container::NetworkRecord>, TransportError> {
+        Err(TransportError::new(
+            self.node(),
+            "list networks",
+            ErrorKind::Other,
+            "todo",
+        ))
+    }
+    async fn inspect_network(
+        &self,
+        _: &str,
+    ) -> Result<Option<crate::container::NetworkRecord>, TransportError> {
+        Err(TransportError::new(
+            self.node(),
+            "x",
+            ErrorKind::Other,
+            "todo",
+        ))
+    }
+    async fn create_network(
+        &self,
+        _: &crate::container::NetworkSpec,
+    ) -> Result<String, TransportError> {
+        Err(TransportError::new(
+            self.node(),
+            "x",
+            ErrorKind::Other,
+            "todo",
+        ))
+    }
+    async fn remove_network(&self, _: &str) -> Result<(), TransportError> {
+        Err(TransportError::new(
+            self.node(),
+            "x",
+            ErrorKind::Other,
+            "todo",
+        ))
+    }
+    async fn swarm_init(&self, _: &str) -> Result<String, TransportError> {
+        Err(TransportError::new(
+            self.node(),
+            "x",
+            ErrorKind::Other,
+            "todo",
+        ))
+    }
+    async fn swarm_join_tokens(&self) -> Result<crate::container::JoinTokens, TransportError> {
+        Err(TransportError::new(
+            self.node(),
+            "x",
+            ErrorKind::Other,
+            "todo",
+        ))
+    }
+    async fn swarm_join(&self, _: &str, _: &str, _: &str) -> Result<(), TransportError> {
+        Err(TransportError::new(
+            self.node(),
+            "x",
+            ErrorKind::Other,
+            "todo",
+        ))
+    }
+    async fn swarm_leave(&self, _: bool) -> Result<(), TransportError> {
+        Err(TransportError::new(
+            self.node(),
+            "x",
+            ErrorKind::Other,
+            "todo",
+        ))
+    }
+    async fn swarm_members(&self) -> Result<Vec<crate::container::SwarmMember>, TransportError> {
+        Err(TransportError::new(
+            self.node(),
+            "x",
+            ErrorKind::Other,
+            "todo",
+        ))
+    }
+    async fn swarm_set_role(
+        &self,
+        _: &str,
+        _: u64,
+        _: crate::container::SwarmRole,
+    ) -> Result<(), TransportError> {
+        Err(TransportError::new(
+            self.node(),
+            "x",
+            ErrorKind::Other,
+            "todo",
+        ))
+    }
+    async fn swarm_remove_member(&self, _: &str) -> Result<(), TransportError> {
+        Err(TransportError::new(
+            self.node(),
+            "x",
+            ErrorKind::Other,
+            "todo",
+        ))
+    }
+    // TEMP-NET-END
     fn node(&self) -> &str {
         &self.node
     }

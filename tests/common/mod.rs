@@ -215,9 +215,26 @@ impl Sandbox {
                 let _ = self.script(&[&["docker", n.as_str(), "rm", "-f"][..], &ids[..]].concat());
             }
         }
+        self.remove_networks("fleet.managed-by=fleetctl");
     }
 
-    /// Removes every container of `fleet` on every node.
+    /// Removes the networks carrying `label` on every node (an overlay from any manager; a
+    /// network still in use stays).
+    pub fn remove_networks(&self, label: &str) {
+        for n in &self.nodes {
+            let out = self.docker(
+                n,
+                &["network", "ls", "-q", "--filter", &format!("label={label}")],
+            );
+            let ids: Vec<&str> = out.lines().collect();
+            if !ids.is_empty() {
+                let _ =
+                    self.script(&[&["docker", n.as_str(), "network", "rm"][..], &ids[..]].concat());
+            }
+        }
+    }
+
+    /// Removes every container and network of `fleet` on every node.
     pub fn clean(&self, fleet: &str) {
         for n in &self.nodes {
             let ids = self.ids(n, fleet);
@@ -227,6 +244,7 @@ impl Sandbox {
                 let _ = self.script(&[&["docker", n.as_str()][..], &args[..]].concat());
             }
         }
+        self.remove_networks(&format!("fleet.fleet={fleet}"));
     }
 }
 

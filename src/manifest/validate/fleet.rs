@@ -43,6 +43,7 @@ pub(super) fn fleet(r: &mut Report, fleets: &[Named<RawFleetSpec>]) -> FleetSpec
             }
             fleet.node_lost_after = d.value.0;
         }
+        fleet.network = super::network::settings(r, &f.doc.file, s.network.as_ref());
         if let Some(api) = &s.api {
             if let Some(l) = &api.listen {
                 match l.value.parse() {

@@ -19,6 +19,7 @@ use super::yaml::Pos;
 mod clashes;
 mod fields;
 mod fleet;
+mod network;
 mod nodes;
 mod plug_classes;
 mod policies;
@@ -27,6 +28,7 @@ mod resources;
 mod services;
 
 pub use clashes::forced_replicas;
+pub use network::{Cidr, is_private};
 pub use ports::{display_port, parse_port, ports_clash};
 pub use services::effective_max_per_node;
 
@@ -144,6 +146,16 @@ pub fn validate(docs: &[RawDocument], diags: &mut Vec<Diagnostic>) -> Option<Des
 
     clashes::check_forced_services(&mut r, &raw_services, &services, &nodes);
     clashes::check_shared_host_ports(&mut r, &raw_services, &services, &nodes);
+    network::check_fleet(
+        &mut r,
+        fleets.first().map(|f| f.doc.file.as_str()),
+        fleets.first().and_then(|f| f.spec.network.as_ref()),
+        &fleet.network,
+        &raw_nodes,
+        &nodes,
+        &raw_services,
+        &services,
+    );
 
     if r.diags.iter().any(Diagnostic::is_error) {
         return None;

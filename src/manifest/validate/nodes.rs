@@ -136,6 +136,7 @@ pub(super) fn nodes(
                 capacity_disk: cap.disk.map(|c| c.value),
                 reserved_cpus: res.cpus.map_or(MilliCpus(0), |c| c.value),
                 reserved_memory: res.memory.map_or(Bytes(0), |c| c.value),
+                address: super::network::node_address(r, file, &s.address),
             },
         );
     }

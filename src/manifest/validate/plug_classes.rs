@@ -92,7 +92,8 @@ pub(super) fn plug_classes(
         let healthcheck = resolve_healthcheck(r, file, &s.healthcheck);
         let command = resolve_command(r, file, &s.command);
         let env = resolve_env(r, file, &s.env);
-        if let (Some(res), Some(hp), Some(port)) = (resources, host_ports, &s.port)
+        let hp = host_ports;
+        if let (Some(res), Some(port)) = (resources, &s.port)
             && let Some(image) = &s.image
         {
             check_image(r, file, image);

@@ -127,6 +127,7 @@ pub(super) fn services(
         let healthcheck = resolve_healthcheck(r, file, &s.healthcheck);
         let command = resolve_command(r, file, &s.command);
         let env = resolve_env(r, file, &s.env);
+        let (network, aliases) = super::network::service_network(r, file, s);
         if let Some(image) = &s.image {
             check_image(r, file, image);
         }
@@ -148,6 +149,8 @@ pub(super) fn services(
                     healthcheck,
                     update_order,
                     stop_grace_period: s.stop_grace_period.as_ref().map(|d| d.value.0),
+                    network,
+                    aliases,
                 },
             );
         }

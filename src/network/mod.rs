@@ -1,0 +1,688 @@
+//! The fleet's network (SPEC §10): a user-defined bridge per node, or one Swarm attachable
+//! overlay across the nodes, which fleetctl forms and keeps in line with the manifests through
+//! the engines' own API. It never creates Swarm services: Swarm is used for its overlay only.
+//!
+//! [`plan`] is pure: from one observation (each node's swarm view and fleet networks, and one
+//! manager's member list) it decides the steps — init, join, promote, demote, remove a member,
+//! create or remove a network — and the problems to report (no reachable manager, a node in
+//! another swarm, a failed join, settings that differ from the manifests). [`exec`] carries the
+//! steps out. A fleet whose network is as declared plans nothing, so a no-op apply stays
+//! read-only.
+
+pub mod exec;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::container::{
+    NetworkDriver, NetworkRecord, NetworkSpec, SwarmInfo, SwarmMember, SwarmRole, SwarmState,
+    labels,
+};
+use crate::manifest::DesiredFleet;
+use crate::observe::{NodeObservation, ObservedFleet};
+
+/// The port managers listen on for joins and Raft.
+pub const SWARM_PORT: u16 = 2377;
+
+/// Managers a swarm of `nodes` nodes keeps: 1 for 1–2 nodes, 3 for 3–6, 5 beyond. An odd
+/// number, so a majority survives the loss of (n−1)/2 of them; never more than there are nodes.
+pub fn managers_wanted(nodes: usize) -> usize {
+    let want = match nodes {
+        0..=2 => 1,
+        3..=6 => 3,
+        _ => 5,
+    };
+    want.min(nodes)
+}
+
+/// One change to the fleet's network.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum NetStep {
+    /// Start a new swarm on `node`, advertising `addr`.
+    SwarmInit {
+        /// Node.
+        node: String,
+        /// Address it advertises.
+        addr: String,
+    },
+    /// Join `node` to the swarm through the manager `via` (reached at `remote`).
+    SwarmJoin {
+        /// Node.
+        node: String,
+        /// Address it advertises.
+        addr: String,
+        /// Manager node whose join token is used.
+        via: String,
+        /// Manager address, `ip:2377`.
+        remote: String,
+        /// Join as a manager.
+        manager: bool,
+    },
+    /// Make `node` leave its swarm (its membership failed, or it is in none the fleet knows).
+    SwarmLeave {
+        /// Node.
+        node: String,
+    },
+    /// Change a member's role, through manager `via`.
+    SetRole {
+        /// Manager node that carries the change.
+        via: String,
+        /// The node it concerns (its name, or its address when it is not in the manifests).
+        node: String,
+        /// Swarm node id.
+        id: String,
+        /// Object version.
+        version: u64,
+        /// New role.
+        role: SwarmRole,
+    },
+    /// Remove a member that left the manifests, through manager `via`.
+    RemoveMember {
+        /// Manager node that carries the change.
+        via: String,
+        /// The member (its address or host name).
+        node: String,
+        /// Swarm node id.
+        id: String,
+    },
+    /// Create the fleet's network on `node`.
+    CreateNetwork {
+        /// Node.
+        node: String,
+        /// What to create.
+        spec: NetworkSpec,
+    },
+    /// Remove a network of this fleet that is no longer its network (the mode changed) and that
+    /// no container of the fleet uses any more.
+    RemoveNetwork {
+        /// Node.
+        node: String,
+        /// Network name.
+        name: String,
+        /// Network id.
+        id: String,
+    },
+}
+
+impl NetStep {
+    /// The node the step runs on.
+    pub fn node(&self) -> &str {
+        match self {
+            NetStep::SwarmInit { node, .. }
+            | NetStep::SwarmJoin { node, .. }
+            | NetStep::SwarmLeave { node }
+            | NetStep::CreateNetwork { node, .. }
+            | NetStep::RemoveNetwork { node, .. } => node,
+            NetStep::SetRole { via, .. } | NetStep::RemoveMember { via, .. } => via,
+        }
+    }
+
+    /// One line for the plan: what and why.
+    pub fn describe(&self) -> String {
+        match self {
+            NetStep::SwarmInit { node, addr } => {
+                format!(
+                    "swarm init on {node} (advertise {addr}): the fleet's overlay needs a swarm"
+                )
+            }
+            NetStep::SwarmJoin {
+                node,
+                addr,
+                via,
+                manager,
+                ..
+            } => format!(
+                "swarm join {node} (advertise {addr}) as {} through {via}",
+                if *manager { "manager" } else { "worker" }
+            ),
+            NetStep::SwarmLeave { node } => {
+                format!("swarm leave on {node}: its membership is stale or failed; it joins again")
+            }
+            NetStep::SetRole { node, role, .. } => match role {
+                SwarmRole::Manager => format!("promote {node} to swarm manager"),
+                SwarmRole::Worker => format!("demote {node} to swarm worker"),
+            },
+            NetStep::RemoveMember { node, .. } => {
+                format!("remove {node} from the swarm: it is not in the manifests")
+            }
+            NetStep::CreateNetwork { node, spec } => format!(
+                "create network {} ({}) on {node}",
+                spec.name,
+                spec.driver.as_str()
+            ),
+            NetStep::RemoveNetwork { node, name, .. } => {
+                format!("remove network {name} on {node}: the fleet's network is now another")
+            }
+        }
+    }
+}
+
+/// Something about the network that fleetctl reports and does not act on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "problem", rename_all = "kebab-case")]
+pub enum NetProblem {
+    /// Nodes are in the swarm but no manager answers: quorum (or the only manager) is lost.
+    NoManager {
+        /// Members that answered (their containers keep running).
+        members: Vec<String>,
+        /// Nodes that were managers as far as the members know, or that did not answer.
+        unreachable: Vec<String>,
+    },
+    /// A node is in a swarm that is not the fleet's: fleetctl does not move it.
+    ForeignSwarm {
+        /// Node.
+        node: String,
+    },
+    /// A node's membership is pending, failed or locked.
+    Membership {
+        /// Node.
+        node: String,
+        /// State.
+        state: SwarmState,
+        /// The engine's words.
+        error: Option<String>,
+    },
+    /// A node has no address the others can reach (overlay).
+    NoAddress {
+        /// Node.
+        node: String,
+    },
+    /// A network of the fleet's name exists and is not fleetctl's.
+    Foreign {
+        /// Node.
+        node: String,
+        /// Network name.
+        name: String,
+    },
+    /// The fleet's network exists with other settings than the manifests': the engine cannot
+    /// change a network in place.
+    Differs {
+        /// Node.
+        node: String,
+        /// Network name.
+        name: String,
+        /// What differs, e.g. `subnet 10.0.1.0/24 → 10.240.0.0/16`.
+        what: String,
+    },
+}
+
+impl std::fmt::Display for NetProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetProblem::NoManager {
+                members,
+                unreachable,
+            } => write!(
+                f,
+                "swarm quorum lost: no manager answers (unreachable: {}); containers keep running and names resolve for what is attached, but nothing new joins the overlay and {} cannot attach until a manager is back",
+                if unreachable.is_empty() {
+                    "unknown".to_string()
+                } else {
+                    unreachable.join(", ")
+                },
+                if members.is_empty() {
+                    "the nodes".to_string()
+                } else {
+                    members.join(", ")
+                }
+            ),
+            NetProblem::ForeignSwarm { node } => write!(
+                f,
+                "node {node} is in another swarm than the fleet's; fleetctl leaves it alone (run `docker swarm leave` there to let the fleet take it)"
+            ),
+            NetProblem::Membership { node, state, error } => write!(
+                f,
+                "node {node}: swarm membership {}{}",
+                state.as_str(),
+                error
+                    .as_deref()
+                    .map(|e| format!(": {e}"))
+                    .unwrap_or_default()
+            ),
+            NetProblem::NoAddress { node } => write!(
+                f,
+                "node {node} has no address the other nodes can reach: set spec.address"
+            ),
+            NetProblem::Foreign { node, name } => write!(
+                f,
+                "node {node}: a network named {name} exists and is not fleetctl's; rename or remove it"
+            ),
+            NetProblem::Differs { node, name, what } => write!(
+                f,
+                "node {node}: network {name} differs from the manifests ({what}); the engine cannot change a network in place: remove it once its containers are gone, and apply"
+            ),
+        }
+    }
+}
+
+/// The swarm as one observation shows it, per node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct SwarmView {
+    /// Per manifest node that answered: state, manager, error.
+    pub nodes: BTreeMap<String, SwarmInfo>,
+    /// Members as one manager lists them, with the node each is (when in the manifests).
+    pub members: Vec<(Option<String>, SwarmMember)>,
+    /// The manager that listed them.
+    pub listed_by: Option<String>,
+}
+
+/// What to do about the fleet's network, and what to report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct NetworkPlan {
+    /// The network's name and driver.
+    pub network: Option<(String, NetworkDriver)>,
+    /// Steps in order (swarm first, then networks).
+    pub steps: Vec<NetStep>,
+    /// Problems reported, not acted on.
+    pub problems: Vec<NetProblem>,
+}
+
+/// The spec of the fleet's network.
+pub fn network_spec(fleet: &DesiredFleet) -> NetworkSpec {
+    let s = &fleet.fleet.network;
+    NetworkSpec {
+        name: fleet.network_name(),
+        driver: fleet.network_driver(),
+        labels: BTreeMap::from([
+            (labels::MANAGED_BY.to_string(), labels::MANAGER.to_string()),
+            (labels::FLEET.to_string(), fleet.fleet.name.clone()),
+        ]),
+        subnet: s.subnet.clone(),
+        mtu: s.mtu,
+        encrypted: s.encrypted && fleet.network_driver() == NetworkDriver::Overlay,
+    }
+}
+
+/// What differs between a network as it exists and its spec (subnet, MTU, encryption, driver).
+fn differences(have: &NetworkRecord, want: &NetworkSpec) -> Vec<String> {
+    let mut out = Vec::new();
+    if have.driver != want.driver.as_str() {
+        out.push(format!("driver {} → {}", have.driver, want.driver.as_str()));
+    }
+    if let Some(s) = &want.subnet
+        && have.subnet.as_ref() != Some(s)
+    {
+        out.push(format!(
+            "subnet {} → {s}",
+            have.subnet.as_deref().unwrap_or("none")
+        ));
+    }
+    let mtu = have
+        .options
+        .get("com.docker.network.driver.mtu")
+        .and_then(|m| m.parse::<u32>().ok());
+    if want.mtu.is_some() && mtu != want.mtu {
+        out.push(format!(
+            "mtu {} → {}",
+            mtu.map_or("default".into(), |m| m.to_string()),
+            want.mtu.map_or("default".into(), |m| m.to_string())
+        ));
+    }
+    let encrypted = have.options.contains_key("encrypted");
+    if encrypted != want.encrypted {
+        out.push(format!("encrypted {encrypted} → {}", want.encrypted));
+    }
+    out
+}
+
+fn networks_of<'a>(observed: &'a ObservedFleet, node: &str) -> Option<&'a [NetworkRecord]> {
+    match observed.nodes.get(node) {
+        Some(NodeObservation::Reachable { networks, .. }) => Some(networks),
+        _ => None,
+    }
+}
+
+/// The network steps and problems of one observation. `lost` are the nodes past
+/// `nodeLostAfter`: a manager among them is replaced by a ready worker (promoted first, so the
+/// quorum never shrinks below a majority), then demoted.
+pub fn plan(
+    fleet: &DesiredFleet,
+    observed: &ObservedFleet,
+    lost: &BTreeSet<String>,
+) -> NetworkPlan {
+    let spec = network_spec(fleet);
+    let mut out = NetworkPlan {
+        network: Some((spec.name.clone(), spec.driver)),
+        ..NetworkPlan::default()
+    };
+    let reachable: Vec<&str> = fleet
+        .nodes
+        .keys()
+        .map(String::as_str)
+        .filter(|n| observed.is_reachable(n))
+        .collect();
+    let mut create_on: Vec<String> = Vec::new();
+    match spec.driver {
+        NetworkDriver::Bridge => {
+            create_on.extend(reachable.iter().map(|n| n.to_string()));
+        }
+        NetworkDriver::Overlay => {
+            if let Some(m) = plan_swarm(fleet, &observed.swarm, lost, &mut out) {
+                create_on.push(m);
+            }
+        }
+    }
+    for node in create_on {
+        let nets = networks_of(observed, &node).unwrap_or(&[]);
+        match nets.iter().find(|n| n.name == spec.name) {
+            None => out.steps.push(NetStep::CreateNetwork {
+                node: node.clone(),
+                spec: spec.clone(),
+            }),
+            Some(n) if n.label(labels::FLEET) != Some(fleet.fleet.name.as_str()) => {
+                out.problems.push(NetProblem::Foreign {
+                    node: node.clone(),
+                    name: spec.name.clone(),
+                })
+            }
+            Some(n) => {
+                let what = differences(n, &spec);
+                if !what.is_empty() {
+                    out.problems.push(NetProblem::Differs {
+                        node: node.clone(),
+                        name: spec.name.clone(),
+                        what: what.join(", "),
+                    });
+                }
+            }
+        }
+    }
+    // The fleet's networks under another name (the mode changed), unused by its containers.
+    let in_use: BTreeSet<&str> = observed
+        .nodes
+        .keys()
+        .flat_map(|n| observed.containers(n))
+        .flat_map(|o| o.record.networks.iter().map(String::as_str))
+        .collect();
+    let fleet_unreachable = reachable.len() < fleet.nodes.len();
+    for node in &reachable {
+        for n in networks_of(observed, node).unwrap_or(&[]) {
+            let ours = n.label(labels::MANAGED_BY) == Some(labels::MANAGER)
+                && n.label(labels::FLEET) == Some(fleet.fleet.name.as_str());
+            // A swarm-wide network is only judged unused when every node answered.
+            let unused =
+                !in_use.contains(n.name.as_str()) && (n.scope != "swarm" || !fleet_unreachable);
+            if ours && n.name != spec.name && unused {
+                out.steps.push(NetStep::RemoveNetwork {
+                    node: node.to_string(),
+                    name: n.name.clone(),
+                    id: n.id.clone(),
+                });
+            }
+        }
+    }
+    // One removal of a swarm-wide network is enough: keep the first per id.
+    let mut seen = BTreeSet::new();
+    out.steps.retain(|s| match s {
+        NetStep::RemoveNetwork { id, .. } => seen.insert(id.clone()),
+        _ => true,
+    });
+    out
+}
+
+/// The swarm steps; returns the manager node on which the overlay is created (or checked).
+fn plan_swarm(
+    fleet: &DesiredFleet,
+    view: &SwarmView,
+    lost: &BTreeSet<String>,
+    out: &mut NetworkPlan,
+) -> Option<String> {
+    let addr_of = |node: &str| -> Option<String> {
+        fleet
+            .nodes
+            .get(node)
+            .and_then(|n| n.peer_address())
+            .map(str::to_string)
+    };
+    // Nodes that answered, in name order.
+    let infos: Vec<(&str, &SwarmInfo)> = fleet
+        .nodes
+        .keys()
+        .filter_map(|n| view.nodes.get(n).map(|i| (n.as_str(), i)))
+        .collect();
+    for (node, info) in &infos {
+        if addr_of(node).is_none() {
+            out.problems.push(NetProblem::NoAddress {
+                node: node.to_string(),
+            });
+        }
+        if matches!(
+            info.state,
+            SwarmState::Pending | SwarmState::Error | SwarmState::Locked
+        ) {
+            out.problems.push(NetProblem::Membership {
+                node: node.to_string(),
+                state: info.state,
+                error: info.error.clone(),
+            });
+            if info.state == SwarmState::Error {
+                out.steps.push(NetStep::SwarmLeave {
+                    node: node.to_string(),
+                });
+            }
+        }
+    }
+    let manager = infos
+        .iter()
+        .find(|(n, i)| {
+            i.state == SwarmState::Active && i.manager && view.listed_by.as_deref() == Some(*n)
+        })
+        .or_else(|| {
+            infos
+                .iter()
+                .find(|(_, i)| i.state == SwarmState::Active && i.manager)
+        })
+        .map(|(n, i)| (n.to_string(), (*i).clone()));
+    let inactive: Vec<&str> = infos
+        .iter()
+        .filter(|(n, i)| i.state == SwarmState::Inactive && addr_of(n).is_some())
+        .map(|(n, _)| *n)
+        .collect();
+    let wanted = managers_wanted(fleet.nodes.len());
+    let Some((via, via_info)) = manager else {
+        let members: Vec<String> = infos
+            .iter()
+            .filter(|(_, i)| i.state == SwarmState::Active)
+            .map(|(n, _)| n.to_string())
+            .collect();
+        if !members.is_empty() {
+            // In a swarm, but no manager answers: never start a second swarm beside it.
+            let unreachable = fleet
+                .nodes
+                .keys()
+                .filter(|n| !view.nodes.contains_key(*n))
+                .cloned()
+                .collect();
+            out.problems.push(NetProblem::NoManager {
+                members,
+                unreachable,
+            });
+            return None;
+        }
+        // Nobody is in a swarm: start one on the first node that answered, join the others.
+        let first = inactive.first()?.to_string();
+        let addr = addr_of(&first)?;
+        out.steps.push(NetStep::SwarmInit {
+            node: first.clone(),
+            addr: addr.clone(),
+        });
+        for (i, node) in inactive.iter().enumerate().skip(1) {
+            out.steps.push(NetStep::SwarmJoin {
+                node: node.to_string(),
+                addr: addr_of(node).unwrap_or_default(),
+                via: first.clone(),
+                remote: format!("{addr}:{SWARM_PORT}"),
+                manager: i < wanted,
+            });
+        }
+        return Some(first);
+    };
+    let remote = if via_info.node_addr.is_empty() {
+        format!("{}:{SWARM_PORT}", addr_of(&via).unwrap_or_default())
+    } else {
+        format!("{}:{SWARM_PORT}", via_info.node_addr)
+    };
+    // Members, with the manifest node each one is.
+    let members = &view.members;
+    let known_ids: BTreeSet<&str> = members.iter().map(|(_, m)| m.id.as_str()).collect();
+    // Managers' addresses (without port), to tell a node this swarm removed from a node of
+    // another swarm.
+    let host = |a: &str| a.rsplit_once(':').map_or(a, |(h, _)| h).to_string();
+    let manager_hosts: BTreeSet<String> = members
+        .iter()
+        .filter(|(_, m)| m.role == SwarmRole::Manager)
+        .map(|(_, m)| m.addr.clone())
+        .chain(std::iter::once(host(&remote)))
+        .collect();
+    let mut rejoin: Vec<&str> = Vec::new();
+    for (node, info) in &infos {
+        if info.state == SwarmState::Active
+            && !known_ids.is_empty()
+            && !known_ids.contains(info.node_id.as_str())
+        {
+            let ours = info
+                .remote_managers
+                .iter()
+                .any(|r| manager_hosts.contains(&host(r)));
+            if ours && addr_of(node).is_some() {
+                // Removed from this swarm (it left the manifests once) but still believes it is
+                // a member: it leaves, and joins again.
+                out.steps.push(NetStep::SwarmLeave {
+                    node: node.to_string(),
+                });
+                rejoin.push(node);
+            } else {
+                out.problems.push(NetProblem::ForeignSwarm {
+                    node: node.to_string(),
+                });
+            }
+        }
+    }
+    // Managers that count: in the manifests, ready, not lost.
+    let good_manager = |(n, m): &(Option<String>, SwarmMember)| {
+        m.role == SwarmRole::Manager && m.ready && n.as_ref().is_some_and(|n| !lost.contains(n))
+    };
+    let mut managers = members.iter().filter(|m| good_manager(m)).count();
+    // Joins: as managers while short of the wanted count.
+    for node in inactive.iter().chain(&rejoin) {
+        let as_manager = managers < wanted;
+        if as_manager {
+            managers += 1;
+        }
+        out.steps.push(NetStep::SwarmJoin {
+            node: node.to_string(),
+            addr: addr_of(node).unwrap_or_default(),
+            via: via.clone(),
+            remote: remote.clone(),
+            manager: as_manager,
+        });
+    }
+    // Promote ready workers of the manifests while short.
+    for (n, m) in members {
+        if managers >= wanted {
+            break;
+        }
+        if let Some(n) = n
+            && m.role == SwarmRole::Worker
+            && m.ready
+            && !lost.contains(n)
+        {
+            out.steps.push(NetStep::SetRole {
+                via: via.clone(),
+                node: n.clone(),
+                id: m.id.clone(),
+                version: m.version,
+                role: SwarmRole::Manager,
+            });
+            managers += 1;
+        }
+    }
+    // Demote managers that are lost or left the manifests, once others carry the quorum; then
+    // remove members that left the manifests.
+    for (n, m) in members {
+        let gone = n.is_none();
+        let is_lost = n.as_ref().is_some_and(|n| lost.contains(n));
+        if m.role == SwarmRole::Manager
+            && (gone || is_lost)
+            && managers >= 1
+            && n.as_deref() != Some(via.as_str())
+        {
+            out.steps.push(NetStep::SetRole {
+                via: via.clone(),
+                node: n.clone().unwrap_or_else(|| member_label(m)),
+                id: m.id.clone(),
+                version: m.version,
+                role: SwarmRole::Worker,
+            });
+        }
+        if gone {
+            out.steps.push(NetStep::RemoveMember {
+                via: via.clone(),
+                node: member_label(m),
+                id: m.id.clone(),
+            });
+        }
+    }
+    // More managers than wanted (the fleet shrank): demote the last ones by name, never `via`.
+    let mut extra = members
+        .iter()
+        .filter(|m| good_manager(m))
+        .count()
+        .saturating_sub(wanted);
+    for (n, m) in members.iter().rev() {
+        if extra == 0 {
+            break;
+        }
+        if good_manager(&(n.clone(), m.clone())) && n.as_deref() != Some(via.as_str()) && !m.leader
+        {
+            out.steps.push(NetStep::SetRole {
+                via: via.clone(),
+                node: n.clone().unwrap_or_default(),
+                id: m.id.clone(),
+                version: m.version,
+                role: SwarmRole::Worker,
+            });
+            extra -= 1;
+        }
+    }
+    Some(via)
+}
+
+fn member_label(m: &SwarmMember) -> String {
+    if m.addr.is_empty() {
+        m.hostname.clone()
+    } else {
+        m.addr.clone()
+    }
+}
+
+/// Matches a manager's member list to the manifest nodes: by the node id a node reports of
+/// itself, else by the address it advertises.
+pub fn name_members(
+    fleet: &DesiredFleet,
+    infos: &BTreeMap<String, SwarmInfo>,
+    members: Vec<SwarmMember>,
+) -> Vec<(Option<String>, SwarmMember)> {
+    members
+        .into_iter()
+        .map(|m| {
+            let by_id = infos
+                .iter()
+                .find(|(_, i)| !i.node_id.is_empty() && i.node_id == m.id)
+                .map(|(n, _)| n.clone());
+            let by_addr = || {
+                fleet
+                    .nodes
+                    .values()
+                    .find(|n| n.peer_address() == Some(m.addr.as_str()))
+                    .map(|n| n.name.clone())
+            };
+            (by_id.or_else(by_addr), m)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
