@@ -273,10 +273,13 @@ pub(super) fn check_fleet(
         let Some(svc) = services.get(&raw.name) else {
             continue;
         };
+        let mut seen = Vec::new();
         for a in raw.spec.aliases.iter().flatten() {
-            if !svc.aliases.contains(&a.value) {
+            // Judged once (a repeat is reported where the service is read).
+            if !svc.aliases.contains(&a.value) || seen.contains(&&a.value) {
                 continue;
             }
+            seen.push(&a.value);
             match owner.get(a.value.as_str()) {
                 Some(o) if *o != svc.name => {
                     let what = if services.contains_key(&a.value) {
