@@ -71,6 +71,7 @@ impl Converged {
                 .map(|r| PassView {
                     summary: summary(&r.plan),
                     outcomes: r.exec.outcomes.clone(),
+                    network: r.exec.network.clone(),
                 })
                 .collect(),
             problems: self.problems.clone(),

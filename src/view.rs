@@ -96,6 +96,9 @@ pub struct PassView {
     pub summary: Summary,
     /// How each step ended, in plan order.
     pub outcomes: Vec<StepOutcome>,
+    /// How each network step ended (they run first). Absent from an older controller's answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network: Vec<crate::network::exec::NetOutcome>,
 }
 
 /// How an apply ended: `fleetctl apply -o json` prints exactly this, whether it ran here or was

@@ -215,6 +215,13 @@ pub fn render_view(view: &ApplyView, shown: Shown, output: Output) -> anyhow::Re
                 .join(", ")
         ));
     }
+    // The network's steps: the swarm and networks they formed, or why not.
+    for o in view.passes.iter().flat_map(|p| &p.network) {
+        match &o.error {
+            None => text.push_str(&format!("network: {}: done\n", o.step)),
+            Some(e) => text.push_str(&format!("network: ✗ {e}\n")),
+        }
+    }
     let done = view.changes;
     let secs = view.elapsed_ms as f64 / 1000.0;
     if view.converged {

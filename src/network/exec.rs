@@ -47,7 +47,7 @@ pub async fn observe_members(
 }
 
 /// How one network step ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct NetOutcome {
     /// Node it ran on.
     pub node: String,
@@ -106,9 +106,9 @@ pub async fn execute(
         }
         out.push(NetOutcome {
             node,
-            step: line,
             ok: result.is_ok(),
-            error: result.err(),
+            error: result.err().map(|e| format!("{line}: {e}")),
+            step: line,
         });
     }
     out
