@@ -163,6 +163,217 @@ pub struct ContainerSpec {
     pub healthcheck: Option<HealthcheckSpec>,
     /// Time between SIGTERM and SIGKILL on stop.
     pub stop_grace_period: Option<Duration>,
+    /// Which network the container joins, and the names it answers to there (SPEC §10).
+    #[serde(default)]
+    pub network: NetworkAttachment,
+}
+
+/// How a container is attached to a network (SPEC §10). Part of the spec hash: a container on
+/// another network than its spec names is replaced, which is how containers made before fleet
+/// networks existed move onto them.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkAttachment {
+    /// The engine's default bridge (no name resolution between containers): what containers
+    /// made before fleet networks existed use, and what an inspect reports for them.
+    #[default]
+    Default,
+    /// The node's network stack (`network: host`).
+    Host,
+    /// No network at all (`network: none`).
+    None,
+    /// The fleet's network (`network: fleet`).
+    Fleet {
+        /// Network name on the engine.
+        network: String,
+        /// DNS names the container answers to on it: the service name and its aliases, or
+        /// `plug-<id>`.
+        aliases: Vec<String>,
+    },
+}
+
+impl NetworkAttachment {
+    /// The network's name as `docker inspect` shows it: `default`, `host`, `none` or the
+    /// fleet network's name.
+    pub fn name(&self) -> &str {
+        match self {
+            NetworkAttachment::Default => "default",
+            NetworkAttachment::Host => "host",
+            NetworkAttachment::None => "none",
+            NetworkAttachment::Fleet { network, .. } => network,
+        }
+    }
+}
+
+/// The engine's network drivers fleetctl creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NetworkDriver {
+    /// A user-defined bridge on one node: names resolve on that node.
+    Bridge,
+    /// A Swarm attachable overlay: one network across the swarm's nodes.
+    Overlay,
+}
+
+impl NetworkDriver {
+    /// The engine's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NetworkDriver::Bridge => "bridge",
+            NetworkDriver::Overlay => "overlay",
+        }
+    }
+}
+
+/// A network fleetctl asks an engine to create.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkSpec {
+    /// Network name.
+    pub name: String,
+    /// Driver (overlay networks are always created attachable).
+    pub driver: NetworkDriver,
+    /// Labels, including `fleet.managed-by` and `fleet.fleet`.
+    pub labels: BTreeMap<String, String>,
+    /// IPv4 subnet in CIDR form; `None` lets the engine choose.
+    pub subnet: Option<String>,
+    /// MTU (`com.docker.network.driver.mtu`); `None` = the engine's.
+    pub mtu: Option<u32>,
+    /// IPsec between nodes (overlay only). Sent as the `encrypted` option only when true: the
+    /// engine turns encryption on when the option is present, whatever its value.
+    pub encrypted: bool,
+}
+
+/// A network as an engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct NetworkRecord {
+    /// Network id.
+    pub id: String,
+    /// Name.
+    pub name: String,
+    /// Driver as the engine spells it (`bridge`, `overlay`, ...).
+    pub driver: String,
+    /// `local` or `swarm`.
+    pub scope: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// First IPv4 subnet of its IPAM configuration.
+    pub subnet: Option<String>,
+    /// Driver options (`encrypted`, `com.docker.network.driver.mtu`, ...).
+    pub options: BTreeMap<String, String>,
+    /// Containers attached on this node (name → IPv4 address in CIDR form); filled by
+    /// [`crate::transport::NodeRuntime::inspect_network`] only.
+    pub containers: BTreeMap<String, String>,
+}
+
+impl NetworkRecord {
+    /// The value of label `key`, if present.
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).map(String::as_str)
+    }
+}
+
+/// A node's own view of its swarm membership (`Swarm.LocalNodeState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SwarmState {
+    /// Not in a swarm.
+    #[default]
+    Inactive,
+    /// Joining.
+    Pending,
+    /// A member.
+    Active,
+    /// Membership failed (see [`SwarmInfo::error`]).
+    Error,
+    /// The swarm is locked (autolock) and must be unlocked by hand.
+    Locked,
+}
+
+impl SwarmState {
+    /// Parses Docker's `LocalNodeState`; unknown values are `Error`.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "" | "inactive" => SwarmState::Inactive,
+            "pending" => SwarmState::Pending,
+            "active" => SwarmState::Active,
+            "locked" => SwarmState::Locked,
+            _ => SwarmState::Error,
+        }
+    }
+
+    /// Lower-case word for output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SwarmState::Inactive => "inactive",
+            SwarmState::Pending => "pending",
+            SwarmState::Active => "active",
+            SwarmState::Error => "error",
+            SwarmState::Locked => "locked",
+        }
+    }
+}
+
+/// What `GET /info` says about the node's swarm membership.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct SwarmInfo {
+    /// Membership state.
+    pub state: SwarmState,
+    /// This node's swarm node id (empty when inactive).
+    pub node_id: String,
+    /// The address this node advertises to the swarm.
+    pub node_addr: String,
+    /// Whether this node is a manager that can act on the cluster (`ControlAvailable`).
+    pub manager: bool,
+    /// Cluster id, when a manager reports it.
+    pub cluster_id: Option<String>,
+    /// The engine's error text for a failed membership.
+    pub error: Option<String>,
+    /// Managers this node knows (`host:port`).
+    pub remote_managers: Vec<String>,
+    /// Nodes in the swarm (as a manager reports it; 0 otherwise).
+    pub nodes: u32,
+    /// Managers in the swarm (as a manager reports it; 0 otherwise).
+    pub managers: u32,
+}
+
+/// A swarm node's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SwarmRole {
+    /// Takes part in the Raft quorum.
+    Manager,
+    /// Runs containers only.
+    Worker,
+}
+
+/// One node of the swarm, as a manager lists it (`GET /nodes`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwarmMember {
+    /// Swarm node id.
+    pub id: String,
+    /// Object version (needed to update it).
+    pub version: u64,
+    /// The engine's host name.
+    pub hostname: String,
+    /// Address the node is reached at (`Status.Addr`).
+    pub addr: String,
+    /// Role.
+    pub role: SwarmRole,
+    /// `Status.State == ready`.
+    pub ready: bool,
+    /// For a manager: whether the others reach it (`ManagerStatus.Reachability == reachable`).
+    pub reachable: bool,
+    /// For a manager: whether it leads the Raft group.
+    pub leader: bool,
+}
+
+/// Tokens a manager hands out to join its swarm. Secrets: `Debug` does not show them.
+#[derive(Clone, PartialEq, Eq)]
+pub struct JoinTokens {
+    /// Joins as a worker.
+    pub worker: String,
+    /// Joins as a manager.
+    pub manager: String,
 }
 
 /// Run state of a container as the engine reports it.
@@ -232,6 +443,9 @@ pub struct ContainerRecord {
     pub created: i64,
     /// Host ports it publishes (any protocol), for the free-port check of placement.
     pub host_ports: Vec<u16>,
+    /// Names of the networks it is attached to (`NetworkSettings.Networks`), sorted.
+    #[serde(default)]
+    pub networks: Vec<String>,
 }
 
 impl ContainerRecord {
@@ -280,6 +494,9 @@ pub struct EngineInfo {
     pub containers_running: u64,
     /// Operating system the engine reports.
     pub operating_system: String,
+    /// Swarm membership.
+    #[serde(default)]
+    pub swarm: SwarmInfo,
 }
 
 /// A container event from the engine's event stream: a hint that something changed.
@@ -293,4 +510,10 @@ pub struct EngineEvent {
     pub labels: BTreeMap<String, String>,
     /// Event time, nanoseconds since the epoch.
     pub time_nano: i64,
+}
+
+impl std::fmt::Debug for JoinTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JoinTokens(<redacted>)")
+    }
 }

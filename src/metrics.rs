@@ -26,7 +26,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::container::{ContainerDetails, ContainerRecord, ContainerSpec, EngineEvent, EngineInfo};
+use crate::container::{
+    ContainerDetails, ContainerRecord, ContainerSpec, EngineEvent, EngineInfo, JoinTokens,
+    NetworkRecord, NetworkSpec, SwarmMember, SwarmRole,
+};
 use crate::transport::{ConnState, ContainerUpdate, ListFilter, NodeRuntime, TransportError};
 
 /// Label set: name/value pairs.
@@ -260,6 +263,64 @@ impl NodeRuntime for MeteredRuntime {
     }
     async fn container_memory_usage(&self, id: &str) -> Result<u64, TransportError> {
         self.timed("stats", self.inner.container_memory_usage(id))
+            .await
+    }
+    async fn list_networks(
+        &self,
+        filter: &ListFilter,
+    ) -> Result<Vec<NetworkRecord>, TransportError> {
+        self.timed("networks", self.inner.list_networks(filter))
+            .await
+    }
+    async fn inspect_network(&self, name: &str) -> Result<Option<NetworkRecord>, TransportError> {
+        self.timed("network", self.inner.inspect_network(name))
+            .await
+    }
+    async fn create_network(&self, spec: &NetworkSpec) -> Result<String, TransportError> {
+        self.timed("create_network", self.inner.create_network(spec))
+            .await
+    }
+    async fn remove_network(&self, id: &str) -> Result<(), TransportError> {
+        self.timed("remove_network", self.inner.remove_network(id))
+            .await
+    }
+    async fn swarm_init(&self, advertise_addr: &str) -> Result<String, TransportError> {
+        self.timed("swarm_init", self.inner.swarm_init(advertise_addr))
+            .await
+    }
+    async fn swarm_join_tokens(&self) -> Result<JoinTokens, TransportError> {
+        self.timed("swarm", self.inner.swarm_join_tokens()).await
+    }
+    async fn swarm_join(
+        &self,
+        advertise_addr: &str,
+        remote_addr: &str,
+        token: &str,
+    ) -> Result<(), TransportError> {
+        self.timed(
+            "swarm_join",
+            self.inner.swarm_join(advertise_addr, remote_addr, token),
+        )
+        .await
+    }
+    async fn swarm_leave(&self, force: bool) -> Result<(), TransportError> {
+        self.timed("swarm_leave", self.inner.swarm_leave(force))
+            .await
+    }
+    async fn swarm_members(&self) -> Result<Vec<SwarmMember>, TransportError> {
+        self.timed("swarm_nodes", self.inner.swarm_members()).await
+    }
+    async fn swarm_set_role(
+        &self,
+        id: &str,
+        version: u64,
+        role: SwarmRole,
+    ) -> Result<(), TransportError> {
+        self.timed("swarm_node_update", self.inner.swarm_set_role(id, version, role))
+            .await
+    }
+    async fn swarm_remove_member(&self, id: &str) -> Result<(), TransportError> {
+        self.timed("swarm_node_remove", self.inner.swarm_remove_member(id))
             .await
     }
     async fn events(

@@ -251,6 +251,7 @@ impl NodeRuntime for DockerRuntime {
             .map(|v| v.to_string())
             .unwrap_or_default();
         Ok(EngineInfo {
+            swarm: Default::default(),
             version: info.server_version.unwrap_or_default(),
             api_version: api,
             cpus: info.ncpu.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
@@ -801,6 +802,7 @@ pub fn record_from_summary(s: &ContainerSummary, health_in_summary: bool) -> Con
         s.status.as_deref().and_then(health_from_status)
     };
     ContainerRecord {
+        networks: Vec::new(),
         id: s.id.clone().unwrap_or_default(),
         name,
         image: s.image.clone().unwrap_or_default(),
@@ -847,6 +849,7 @@ pub fn details_from_inspect(r: &ContainerInspectResponse) -> ContainerDetails {
     };
     ContainerDetails {
         record: ContainerRecord {
+            networks: Vec::new(),
             id: r.id.clone().unwrap_or_default(),
             name: r
                 .name
@@ -925,6 +928,7 @@ pub fn spec_from_inspect(r: &ContainerInspectResponse) -> ContainerSpec {
     let hc = r.host_config.as_ref();
     let nanos = |v: Option<i64>| v.filter(|n| *n > 0).map(|n| Duration::from_nanos(n as u64));
     ContainerSpec {
+        network: Default::default(),
         name: r
             .name
             .as_deref()

@@ -7,7 +7,10 @@ use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 
 use super::{ContainerUpdate, ErrorKind, ListFilter, NodeRuntime, TransportError};
-use crate::container::{ContainerDetails, ContainerRecord, ContainerSpec, EngineEvent, EngineInfo};
+use crate::container::{
+    ContainerDetails, ContainerRecord, ContainerSpec, EngineEvent, EngineInfo, JoinTokens,
+    NetworkRecord, NetworkSpec, SwarmMember, SwarmRole,
+};
 
 /// Fails every call with the setup error.
 pub struct FailedRuntime {
@@ -80,6 +83,39 @@ impl NodeRuntime for FailedRuntime {
     }
     async fn get_archive(&self, _: &str, _: &str) -> Result<Vec<u8>, TransportError> {
         Err(self.err("get archive"))
+    }
+    async fn list_networks(&self, _: &ListFilter) -> Result<Vec<NetworkRecord>, TransportError> {
+        Err(self.err("list networks"))
+    }
+    async fn inspect_network(&self, _: &str) -> Result<Option<NetworkRecord>, TransportError> {
+        Err(self.err("inspect network"))
+    }
+    async fn create_network(&self, _: &NetworkSpec) -> Result<String, TransportError> {
+        Err(self.err("create network"))
+    }
+    async fn remove_network(&self, _: &str) -> Result<(), TransportError> {
+        Err(self.err("remove network"))
+    }
+    async fn swarm_init(&self, _: &str) -> Result<String, TransportError> {
+        Err(self.err("swarm init"))
+    }
+    async fn swarm_join_tokens(&self) -> Result<JoinTokens, TransportError> {
+        Err(self.err("swarm inspect"))
+    }
+    async fn swarm_join(&self, _: &str, _: &str, _: &str) -> Result<(), TransportError> {
+        Err(self.err("swarm join"))
+    }
+    async fn swarm_leave(&self, _: bool) -> Result<(), TransportError> {
+        Err(self.err("swarm leave"))
+    }
+    async fn swarm_members(&self) -> Result<Vec<SwarmMember>, TransportError> {
+        Err(self.err("list swarm nodes"))
+    }
+    async fn swarm_set_role(&self, _: &str, _: u64, _: SwarmRole) -> Result<(), TransportError> {
+        Err(self.err("update swarm node"))
+    }
+    async fn swarm_remove_member(&self, _: &str) -> Result<(), TransportError> {
+        Err(self.err("remove swarm node"))
     }
     async fn events(
         &self,

@@ -94,6 +94,7 @@ impl FakeRuntime {
             inner: Arc::new(Mutex::new(Inner::default())),
             events,
             info: EngineInfo {
+                swarm: Default::default(),
                 version: "20.10.24".into(),
                 api_version: "1.41".into(),
                 cpus: 4,
@@ -210,6 +211,7 @@ impl FakeRuntime {
         let mut inner = self.lock();
         let id = new_container_id();
         let spec = ContainerSpec {
+            network: Default::default(),
             name: name.to_string(),
             image: "foreign:latest".into(),
             command: None,
@@ -297,6 +299,7 @@ impl FakeRuntime {
 
 fn record(c: &FakeContainer) -> ContainerRecord {
     ContainerRecord {
+        networks: Vec::new(),
         id: c.id.clone(),
         name: c.spec.name.clone(),
         image: c.spec.image.clone(),

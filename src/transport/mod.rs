@@ -23,8 +23,8 @@ use async_trait::async_trait;
 use futures_util::stream::BoxStream;
 
 use crate::container::{
-    ContainerDetails, ContainerRecord, ContainerSpec, EngineEvent, EngineInfo, Resources,
-    RestartPolicy,
+    ContainerDetails, ContainerRecord, ContainerSpec, EngineEvent, EngineInfo, JoinTokens,
+    NetworkRecord, NetworkSpec, Resources, RestartPolicy, SwarmMember, SwarmRole,
 };
 pub use docker::{ApiVersion, DockerRuntime};
 pub use error::{ErrorKind, TransportError};
@@ -174,6 +174,44 @@ pub trait NodeRuntime: Send + Sync {
     async fn put_archive(&self, id: &str, dir: &str, tar: Vec<u8>) -> Result<(), TransportError>;
     /// A tar archive of `path` in container `id` (a file: one entry named after it).
     async fn get_archive(&self, id: &str, path: &str) -> Result<Vec<u8>, TransportError>;
+    /// Networks carrying every label of `filter` (none: all), without their containers.
+    async fn list_networks(&self, filter: &ListFilter)
+    -> Result<Vec<NetworkRecord>, TransportError>;
+    /// One network by name or id with the containers attached on this node; `Ok(None)` when the
+    /// node does not know it (a worker sees an overlay only while a container of its uses it).
+    async fn inspect_network(&self, name: &str) -> Result<Option<NetworkRecord>, TransportError>;
+    /// Creates a network (overlay: attachable, on a manager); returns its id. A name that exists
+    /// fails with [`ErrorKind::Conflict`].
+    async fn create_network(&self, spec: &NetworkSpec) -> Result<String, TransportError>;
+    /// Removes a network by id or name; one that is gone fails with [`ErrorKind::NotFound`].
+    async fn remove_network(&self, id: &str) -> Result<(), TransportError>;
+    /// Makes this engine the first manager of a new swarm advertising `advertise_addr` (an IP
+    /// address); returns its swarm node id.
+    async fn swarm_init(&self, advertise_addr: &str) -> Result<String, TransportError>;
+    /// The join tokens of this engine's swarm (a manager only). They are secrets: never logged.
+    async fn swarm_join_tokens(&self) -> Result<JoinTokens, TransportError>;
+    /// Joins the swarm of the manager at `remote_addr` (`ip:2377`) with `token`, advertising
+    /// `advertise_addr`.
+    async fn swarm_join(
+        &self,
+        advertise_addr: &str,
+        remote_addr: &str,
+        token: &str,
+    ) -> Result<(), TransportError>;
+    /// Leaves the swarm (`force`: even as the last manager or without quorum).
+    async fn swarm_leave(&self, force: bool) -> Result<(), TransportError>;
+    /// The swarm's nodes (a manager only).
+    async fn swarm_members(&self) -> Result<Vec<SwarmMember>, TransportError>;
+    /// Promotes or demotes member `id` (a manager only; `version` from [`SwarmMember::version`]).
+    async fn swarm_set_role(
+        &self,
+        id: &str,
+        version: u64,
+        role: SwarmRole,
+    ) -> Result<(), TransportError>;
+    /// Removes member `id` from the swarm's node list (a manager only; forced: the node may be
+    /// gone for good).
+    async fn swarm_remove_member(&self, id: &str) -> Result<(), TransportError>;
     /// Container events (die, oom, start, destroy, health_status) for containers carrying every
     /// label of `filter`, from now on. The stream ends when the connection drops; the caller
     /// resubscribes (and resyncs, since events may have been missed).
