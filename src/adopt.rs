@@ -180,6 +180,7 @@ spec: {image: agent:1, resources: {memory: 64MiB}, port: 8080, hostPorts: 51000-
             } else {
                 vec![]
             },
+            networks: Vec::new(),
         };
         let fleet = fleet();
         let spec = crate::desired::plug_container(

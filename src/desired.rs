@@ -102,6 +102,7 @@ pub fn service_container(
         resources: svc.resources.to_container(),
         healthcheck: svc.healthcheck.clone(),
         stop_grace_period: svc.stop_grace_period,
+        network: Default::default(),
     };
     let hash = seal(&mut spec);
     spec.name = format!(
@@ -167,6 +168,7 @@ pub fn plug_container(
         resources: class.resources.to_container(),
         healthcheck: class.healthcheck.clone(),
         stop_grace_period: None,
+        network: Default::default(),
     };
     seal(&mut spec);
     spec

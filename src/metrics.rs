@@ -316,8 +316,11 @@ impl NodeRuntime for MeteredRuntime {
         version: u64,
         role: SwarmRole,
     ) -> Result<(), TransportError> {
-        self.timed("swarm_node_update", self.inner.swarm_set_role(id, version, role))
-            .await
+        self.timed(
+            "swarm_node_update",
+            self.inner.swarm_set_role(id, version, role),
+        )
+        .await
     }
     async fn swarm_remove_member(&self, id: &str) -> Result<(), TransportError> {
         self.timed("swarm_node_remove", self.inner.swarm_remove_member(id))

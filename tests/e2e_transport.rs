@@ -154,6 +154,7 @@ fn test_spec(name: &str) -> ContainerSpec {
             start_period: None,
         }),
         stop_grace_period: Some(Duration::from_secs(2)),
+        network: Default::default(),
     }
 }
 

@@ -153,6 +153,7 @@ async fn engine_statuses_map_to_error_kinds_with_node_and_container() {
         resources: Default::default(),
         healthcheck: None,
         stop_grace_period: None,
+        network: Default::default(),
     };
     let err = rt.create_container(&spec).await.unwrap_err();
     assert_eq!(err.kind, ErrorKind::Conflict, "{err}");

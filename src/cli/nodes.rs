@@ -733,6 +733,7 @@ mod tests {
             containers: 3,
             containers_running: 2,
             operating_system: "Debian".into(),
+            swarm: Default::default(),
         }
     }
 

@@ -216,6 +216,7 @@ mod tests {
             health,
             created: 0,
             host_ports: vec![],
+            networks: Vec::new(),
         };
         ObservedFleet {
             nodes: BTreeMap::from([(

@@ -104,6 +104,7 @@ impl World {
             } else {
                 Vec::new()
             },
+            networks: Vec::new(),
         };
         let details = ContainerDetails {
             record: record.clone(),

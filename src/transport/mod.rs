@@ -175,8 +175,10 @@ pub trait NodeRuntime: Send + Sync {
     /// A tar archive of `path` in container `id` (a file: one entry named after it).
     async fn get_archive(&self, id: &str, path: &str) -> Result<Vec<u8>, TransportError>;
     /// Networks carrying every label of `filter` (none: all), without their containers.
-    async fn list_networks(&self, filter: &ListFilter)
-    -> Result<Vec<NetworkRecord>, TransportError>;
+    async fn list_networks(
+        &self,
+        filter: &ListFilter,
+    ) -> Result<Vec<NetworkRecord>, TransportError>;
     /// One network by name or id with the containers attached on this node; `Ok(None)` when the
     /// node does not know it (a worker sees an overlay only while a container of its uses it).
     async fn inspect_network(&self, name: &str) -> Result<Option<NetworkRecord>, TransportError>;
