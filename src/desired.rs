@@ -185,7 +185,7 @@ pub fn plug_container(
         labels,
         // Port 0: the class has no host ports; the plug is reached on the fleet's network.
         ports: (plug.host_port != 0)
-            .then(|| PortMapping {
+            .then_some(PortMapping {
                 host_ip: None,
                 host_port: plug.host_port,
                 container_port: class.port,

@@ -49,6 +49,11 @@ impl Observed {
 }
 
 /// What one node showed.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "one per node per pass: the engine facts (with swarm membership) are not worth an \
+              indirection"
+)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "state", rename_all = "lowercase")]
 pub enum NodeObservation {

@@ -55,9 +55,10 @@ async fn start() -> Api {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("fleet.yaml"), FLEET).unwrap();
     let loaded = fleetctl::manifest::load(dir.path()).unwrap();
+    let swarm = fleetctl::transport::fake::FakeSwarm::new();
     let fakes: BTreeMap<String, FakeRuntime> = ["node1", "node2"]
         .iter()
-        .map(|n| (n.to_string(), FakeRuntime::new(*n)))
+        .map(|n| (n.to_string(), FakeRuntime::with_swarm(*n, &swarm)))
         .collect();
     let connect: Connector =
         Arc::new(move |spec| Arc::new(fakes[&spec.name].clone()) as Arc<dyn NodeRuntime>);

@@ -94,9 +94,10 @@ fn world_with(text: &str, tweak: impl FnOnce(&mut Config, &Store)) -> World {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), text);
     let loaded = manifest::load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let swarm = fleetctl::transport::fake::FakeSwarm::new();
     let fakes: BTreeMap<String, FakeRuntime> = ["node1", "node2", "node3"]
         .iter()
-        .map(|n| (n.to_string(), FakeRuntime::new(*n)))
+        .map(|n| (n.to_string(), FakeRuntime::with_swarm(*n, &swarm)))
         .collect();
     let store = Arc::new(Store::in_memory().unwrap());
     let mut cfg = Config::new(dir.path().to_path_buf(), "controller (test)");

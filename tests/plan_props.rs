@@ -354,9 +354,10 @@ fn run(case: Case) -> Result<(), TestCaseError> {
         .build()
         .unwrap();
     let names: Vec<String> = (0..case.nodes).map(|i| format!("n{i}")).collect();
+    let swarm = fleetctl::transport::fake::FakeSwarm::new();
     let fakes: BTreeMap<String, FakeRuntime> = names
         .iter()
-        .map(|n| (n.clone(), FakeRuntime::new(n)))
+        .map(|n| (n.clone(), FakeRuntime::with_swarm(n, &swarm)))
         .collect();
     let runtimes: Runtimes = fakes
         .iter()

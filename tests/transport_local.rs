@@ -170,3 +170,155 @@ async fn a_missing_local_socket_is_unreachable_and_names_the_path() {
     assert!(err.is_retryable());
     assert!(err.message.contains(&sock), "{err}");
 }
+
+/// What the network-and-swarm fake engine saw: method, path and body of each request.
+type SeenBodies = Arc<Mutex<Vec<(String, String, String, Option<String>)>>>;
+
+const TOKEN: &str =
+    "SWMTKN-1-49nj1cmql0jkz5s954yi3oex3nedyz0fb0xx14ie39trti4wxv-8vxv8rssmk743ojnwacrr2e7c";
+
+/// A fake engine speaking `api` for networks and swarm calls; records every request.
+async fn swarm_engine(api: &'static str) -> (tempfile::TempDir, String, SeenBodies) {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("docker.sock");
+    let seen: SeenBodies = Arc::default();
+    let app = Router::new()
+        .fallback(
+            move |State(seen): State<SeenBodies>, req: Request| async move {
+                let method = req.method().to_string();
+                let path = req.uri().path().to_string();
+                let content_type = req
+                    .headers()
+                    .get("content-type")
+                    .map(|v| v.to_str().unwrap().to_string());
+                let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                let body = String::from_utf8(body.to_vec()).unwrap();
+                seen.lock()
+                    .unwrap()
+                    .push((method.clone(), path.clone(), body, content_type));
+                let v = format!("/v{api}");
+                let error = |status, message: String| {
+                    (
+                        status,
+                        axum::Json(serde_json::json!({ "message": message })),
+                    )
+                        .into_response()
+                };
+                match (method.as_str(), path.strip_prefix(&v).unwrap_or(&path)) {
+                    ("GET", "/version") => {
+                        json(serde_json::json!({"Version": "0.0-fake", "ApiVersion": api}))
+                    }
+                    // No Warning: newer engines leave it out.
+                    ("POST", "/networks/create") => json(serde_json::json!({"Id": "net1"})),
+                    ("GET", "/networks/missing") => {
+                        error(StatusCode::NOT_FOUND, "network missing not found".into())
+                    }
+                    ("DELETE", "/networks/busy") => error(
+                        StatusCode::FORBIDDEN,
+                        "error while removing network: network busy id 3f has active endpoints"
+                            .into(),
+                    ),
+                    ("GET", "/swarm") => json(serde_json::json!({
+                        "ID": "c1", "JoinTokens": {"Worker": TOKEN, "Manager": "SWMTKN-1-m"}
+                    })),
+                    ("POST", "/swarm/join") => error(
+                        StatusCode::BAD_REQUEST,
+                        format!("invalid join token {TOKEN}"),
+                    ),
+                    ("POST", "/swarm/init") => error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "This node is already part of a swarm. Use \"docker swarm leave\" to \
+                         leave this swarm and join another one."
+                            .into(),
+                    ),
+                    _ => (StatusCode::INTERNAL_SERVER_ERROR, "unexpected").into_response(),
+                }
+            },
+        )
+        .with_state(seen.clone());
+    let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (dir, sock.display().to_string(), seen)
+}
+
+fn network_spec() -> fleetctl::container::NetworkSpec {
+    fleetctl::container::NetworkSpec {
+        name: "aims-net".into(),
+        driver: fleetctl::container::NetworkDriver::Overlay,
+        labels: [("fleet.fleet".to_string(), "aims".to_string())].into(),
+        subnet: None,
+        mtu: None,
+        encrypted: false,
+    }
+}
+
+#[tokio::test]
+async fn networks_are_created_with_check_duplicate_below_api_1_44_only() {
+    for (api, check) in [("1.41", Some(true)), ("1.44", None)] {
+        let (_dir, sock, seen) = swarm_engine(api).await;
+        let rt = transport::connect(&local("n1", &sock)).unwrap();
+        assert_eq!(rt.create_network(&network_spec()).await.unwrap(), "net1");
+        let seen = seen.lock().unwrap().clone();
+        let (method, path, body, content_type) = &seen[1];
+        assert_eq!(
+            (method.as_str(), path.as_str()),
+            ("POST", &*format!("/v{api}/networks/create"))
+        );
+        assert_eq!(content_type.as_deref(), Some("application/json"));
+        let body: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(body["Name"], "aims-net");
+        assert_eq!(body["Attachable"], true);
+        assert_eq!(
+            body.get("CheckDuplicate").and_then(|c| c.as_bool()),
+            check,
+            "{api}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn network_answers_map_to_kinds() {
+    let (_dir, sock, _seen) = swarm_engine("1.41").await;
+    let rt = transport::connect(&local("n1", &sock)).unwrap();
+    assert_eq!(rt.inspect_network("missing").await.unwrap(), None);
+    let e = rt.remove_network("busy").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Conflict, "{e}");
+    assert_eq!(e.object.as_deref(), Some("busy"));
+    let e = rt.swarm_init("10.0.0.1").await.unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Conflict, "{e}");
+}
+
+#[tokio::test]
+async fn join_tokens_travel_but_never_show_in_errors() {
+    let (_dir, sock, seen) = swarm_engine("1.41").await;
+    let rt = transport::connect(&local("n2", &sock)).unwrap();
+    let tokens = rt.swarm_join_tokens().await.unwrap();
+    assert_eq!(tokens.worker, TOKEN);
+    assert!(!format!("{tokens:?}").contains("SWMTKN"));
+    let e = rt
+        .swarm_join("10.0.0.2", "10.0.0.1:2377", TOKEN)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::Api { status: 400 });
+    for shown in [e.to_string(), format!("{e:?}")] {
+        assert!(!shown.contains("SWMTKN"), "{shown}");
+    }
+    assert_eq!(
+        e.to_string(),
+        "node n2: swarm join 10.0.0.1:2377: invalid join token <join token>"
+    );
+    // The engine did get it, in the body.
+    let seen = seen.lock().unwrap().clone();
+    let (method, path, body, _) = seen.last().unwrap();
+    assert_eq!(
+        (method.as_str(), path.as_str()),
+        ("POST", "/v1.41/swarm/join")
+    );
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["JoinToken"], TOKEN);
+    assert_eq!(body["RemoteAddrs"], serde_json::json!(["10.0.0.1:2377"]));
+    assert_eq!(body["ListenAddr"], "0.0.0.0:2377");
+    assert_eq!(body["AdvertiseAddr"], "10.0.0.2");
+}

@@ -980,6 +980,9 @@ spec: {image: web:1, resources: {memory: 256MiB, cpus: 0.5}}
         .unwrap_or_else(|e| panic!("{e}"))
         .fleet;
         let fake = Arc::new(FakeRuntime::new("node1"));
+        fake.create_network(&crate::network::network_spec(&fleet))
+            .await
+            .unwrap();
         let spec = crate::desired::service_container(&fleet, &fleet.services["web"], 0, "node1");
         let id = fake.create_container(&spec).await.unwrap();
         fake.start_container(&id).await.unwrap();

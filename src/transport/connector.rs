@@ -173,9 +173,40 @@ impl tower_service::Service<Uri> for UnixConnector {
     }
 }
 
+/// Sends one request, exactly as built, over a client's connection pool: the same HTTP
+/// connections (SSH channels) bollard uses. For the few requests bollard cannot make (a field its
+/// models lack) or must not make (it logs request and response bodies at debug level, and some
+/// carry swarm join tokens). The request URI must be absolute (`CLIENT_ADDR` + versioned path).
+pub type RawSender = Arc<
+    dyn Fn(
+            bollard::BollardRequest,
+        ) -> Pin<
+            Box<
+                dyn Future<
+                        Output = Result<
+                            http::Response<hyper::body::Incoming>,
+                            bollard::errors::Error,
+                        >,
+                    > + Send,
+            >,
+        > + Send
+        + Sync,
+>;
+
 /// A bollard client over `connector`, with a pooled hyper client (see the module docs). The
 /// client is not version-negotiated yet.
 pub fn docker_client<C>(connector: C) -> Docker
+where
+    C: tower_service::Service<Uri> + Clone + Send + Sync + 'static,
+    C::Response: hyper::rt::Read + hyper::rt::Write + Connection + Unpin + Send + 'static,
+    C::Future: Send + Unpin + 'static,
+    C::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    clients(connector).0
+}
+
+/// [`docker_client`], and a [`RawSender`] sharing its connection pool.
+pub fn clients<C>(connector: C) -> (Docker, RawSender)
 where
     C: tower_service::Service<Uri> + Clone + Send + Sync + 'static,
     C::Response: hyper::rt::Read + hyper::rt::Write + Connection + Unpin + Send + 'static,
@@ -187,7 +218,17 @@ where
         .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .pool_timer(TokioTimer::new())
         .build(connector);
-    Docker::connect_with_custom_transport(
+    let raw_client = client.clone();
+    let raw: RawSender = Arc::new(move |req: bollard::BollardRequest| {
+        let client = raw_client.clone();
+        Box::pin(async move {
+            client
+                .request(req)
+                .await
+                .map_err(bollard::errors::Error::from)
+        })
+    });
+    let docker = Docker::connect_with_custom_transport(
         move |req: bollard::BollardRequest| {
             let client = client.clone();
             async move {
@@ -201,7 +242,8 @@ where
         BOLLARD_TIMEOUT_SECS,
         bollard::API_DEFAULT_VERSION,
     )
-    .expect("a custom transport with an http:// address always builds")
+    .expect("a custom transport with an http:// address always builds");
+    (docker, raw)
 }
 
 /// Rewrites the request path to `/v{version}/...` unless it is versioned already.

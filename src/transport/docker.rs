@@ -15,7 +15,16 @@
 //! # Deadlines
 //! bollard's own timeout covers only request + response headers; every call here is wrapped in
 //! a `tokio::time::timeout` of its own ([`CALL_TIMEOUT`], stop: grace + [`CALL_TIMEOUT`],
-//! [`PULL_TIMEOUT`]). The SSH connect has [`super::CONNECT_TIMEOUT`] on top.
+//! [`PULL_TIMEOUT`], swarm init, join and leave: [`SWARM_TIMEOUT`]). The SSH connect has
+//! [`super::CONNECT_TIMEOUT`] on top.
+//!
+//! # Requests bollard does not make
+//! Three requests go around bollard, over the same pooled connections
+//! ([`connector::RawSender`]), with the same deadline and error mapping: network create (below
+//! API 1.44 it needs `CheckDuplicate`, which bollard's models lack), swarm join and swarm
+//! inspect. bollard logs request bodies and decoded answers at debug level, and those two carry
+//! join tokens. A join token appears in no error either: the engine's words are redacted
+//! ([`redact_join_token`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -25,13 +34,18 @@ use async_trait::async_trait;
 use bollard::Docker;
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerStatsResponse, ContainerSummary,
-    ContainerUpdateBody, EventMessage, HealthConfig, HealthStatusEnum, HostConfig, PortBinding,
-    RestartPolicy as DockerRestartPolicy, RestartPolicyNameEnum,
+    ContainerUpdateBody, EndpointSettings, EventMessage, HealthConfig, HealthStatusEnum,
+    HostConfig, Ipam, IpamConfig, Network, NetworkCreateRequest, NetworkInspect, NetworkingConfig,
+    Node, NodeSpecRoleEnum, NodeState, PortBinding, Reachability,
+    RestartPolicy as DockerRestartPolicy, RestartPolicyNameEnum, SwarmInitRequest,
+    SwarmJoinRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder,
-    EventsOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
-    StatsOptionsBuilder, StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, DeleteNodeOptionsBuilder,
+    DownloadFromContainerOptionsBuilder, EventsOptionsBuilder, LeaveSwarmOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
+    StatsOptionsBuilder, StopContainerOptionsBuilder, UpdateNodeOptionsBuilder,
+    UploadToContainerOptionsBuilder,
 };
 use futures_util::stream::{BoxStream, StreamExt};
 use tokio::sync::{OnceCell, watch};
@@ -40,8 +54,9 @@ use super::connector::{self, SshConnector, UnixConnector};
 use super::ssh::{ConnState, SshError, SshSession};
 use super::{ContainerUpdate, ErrorKind, ListFilter, NodeRuntime, TransportError};
 use crate::container::{
-    ContainerDetails, ContainerRecord, ContainerSpec, EngineEvent, EngineInfo, Health, PortMapping,
-    Protocol, Resources, RestartPolicy, RunState,
+    ContainerDetails, ContainerRecord, ContainerSpec, EngineEvent, EngineInfo, Health, JoinTokens,
+    NetworkAttachment, NetworkDriver, NetworkRecord, NetworkSpec, PortMapping, Protocol, Resources,
+    RestartPolicy, RunState, SwarmInfo, SwarmMember, SwarmRole, SwarmState,
 };
 
 /// Deadline of one ordinary Docker call (list, inspect, create, start, update, stats, info):
@@ -50,6 +65,22 @@ use crate::container::{
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Deadline of an image pull: large images over a slow registry link take minutes.
 pub const PULL_TIMEOUT: Duration = Duration::from_secs(600);
+/// Deadline of swarm init, join and leave. The engine answers them only once the node's swarm
+/// components have started (or stopped): it waits up to 20 s itself for a join to complete
+/// (then answers that the join goes on in the background), and init and leave take 10–30 s on a
+/// slow VPS. [`CALL_TIMEOUT`] would cut them off while they still succeed.
+pub const SWARM_TIMEOUT: Duration = Duration::from_secs(60);
+/// The address the engine listens on for swarm traffic (`ListenAddr` of init and join): every
+/// interface, the standard swarm port. What the others use is the advertised address.
+pub const SWARM_LISTEN_ADDR: &str = "0.0.0.0:2377";
+/// From this API version the engine always refuses a network name that exists; below it, only
+/// when the create asks with `CheckDuplicate` (a field bollard's models no longer have).
+pub const ALWAYS_CHECK_DUPLICATE_API_VERSION: ApiVersion = ApiVersion {
+    major: 1,
+    minor: 44,
+};
+/// What stands in for a swarm join token in every error message.
+pub const JOIN_TOKEN_REDACTED: &str = "<join token>";
 /// The oldest Docker Engine API fleetctl speaks: Docker 20.10.
 pub const MIN_API_VERSION: ApiVersion = ApiVersion {
     major: 1,
@@ -106,6 +137,8 @@ pub struct DockerRuntime {
     /// Unnegotiated client; `api` is derived from it on first use.
     base: Docker,
     api: OnceCell<Api>,
+    /// Requests bollard cannot make or must not log, over the same connections.
+    raw: connector::RawSender,
 }
 
 impl std::fmt::Debug for DockerRuntime {
@@ -122,22 +155,25 @@ impl DockerRuntime {
     /// A runtime for `node` reaching the Docker socket `socket` (a path on the node) through
     /// `session`. Connects on first use.
     pub fn over_ssh(node: &str, session: Arc<SshSession>, socket: &str) -> Self {
-        let base = connector::docker_client(SshConnector::new(session.clone(), socket));
+        let (base, raw) = connector::clients(SshConnector::new(session.clone(), socket));
         DockerRuntime {
             node: node.to_string(),
             ssh: Some(session),
             base,
             api: OnceCell::new(),
+            raw,
         }
     }
 
     /// A runtime for `node` whose Docker socket is `socket` on this machine.
     pub fn local(node: &str, socket: &str) -> Self {
+        let (base, raw) = connector::clients(UnixConnector::new(socket));
         DockerRuntime {
             node: node.to_string(),
             ssh: None,
-            base: connector::docker_client(UnixConnector::new(socket)),
+            base,
             api: OnceCell::new(),
+            raw,
         }
     }
 
@@ -224,6 +260,39 @@ impl DockerRuntime {
         }
     }
 
+    /// Sends `method path` (unversioned; the negotiated version is added) with an optional JSON
+    /// `body` through the [`connector::RawSender`], with the deadline and error mapping of
+    /// [`Self::call`]; returns the response body. Neither body is logged.
+    async fn raw(
+        &self,
+        op: &'static str,
+        object: Option<&str>,
+        limit: Duration,
+        method: http::Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, TransportError> {
+        let raw = self.raw.clone();
+        let path = path.to_string();
+        self.call(op, object, limit, |d| async move {
+            let v = d.client_version();
+            let version = format!("{}.{}", v.major_version, v.minor_version);
+            let req = raw_request(method, &path, &version, body)?;
+            let resp = raw(req).await?;
+            let status = resp.status();
+            let bytes = read_body(resp.into_body()).await?;
+            if status.is_success() {
+                Ok(bytes)
+            } else {
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: status.as_u16(),
+                    message: engine_error_message(&bytes),
+                })
+            }
+        })
+        .await
+    }
+
     fn list_health_from_summary(&self) -> bool {
         self.api_version()
             .is_some_and(|v| v >= LIST_HEALTH_API_VERSION)
@@ -232,110 +301,6 @@ impl DockerRuntime {
 
 #[async_trait]
 impl NodeRuntime for DockerRuntime {
-    // TEMP-NET-START
-    async fn list_networks(
-        &self,
-        _: &ListFilter,
-    ) -> Result<Vec<crate::container::NetworkRecord>, TransportError> {
-        Err(TransportError::new(
-            self.node(),
-            "list networks",
-            ErrorKind::Other,
-            "todo",
-        ))
-    }
-    async fn inspect_network(
-        &self,
-        _: &str,
-    ) -> Result<Option<crate::container::NetworkRecord>, TransportError> {
-        Err(TransportError::new(
-            self.node(),
-            "x",
-            ErrorKind::Other,
-            "todo",
-        ))
-    }
-    async fn create_network(
-        &self,
-        _: &crate::container::NetworkSpec,
-    ) -> Result<String, TransportError> {
-        Err(TransportError::new(
-            self.node(),
-            "x",
-            ErrorKind::Other,
-            "todo",
-        ))
-    }
-    async fn remove_network(&self, _: &str) -> Result<(), TransportError> {
-        Err(TransportError::new(
-            self.node(),
-            "x",
-            ErrorKind::Other,
-            "todo",
-        ))
-    }
-    async fn swarm_init(&self, _: &str) -> Result<String, TransportError> {
-        Err(TransportError::new(
-            self.node(),
-            "x",
-            ErrorKind::Other,
-            "todo",
-        ))
-    }
-    async fn swarm_join_tokens(&self) -> Result<crate::container::JoinTokens, TransportError> {
-        Err(TransportError::new(
-            self.node(),
-            "x",
-            ErrorKind::Other,
-            "todo",
-        ))
-    }
-    async fn swarm_join(&self, _: &str, _: &str, _: &str) -> Result<(), TransportError> {
-        Err(TransportError::new(
-            self.node(),
-            "x",
-            ErrorKind::Other,
-            "todo",
-        ))
-    }
-    async fn swarm_leave(&self, _: bool) -> Result<(), TransportError> {
-        Err(TransportError::new(
-            self.node(),
-            "x",
-            ErrorKind::Other,
-            "todo",
-        ))
-    }
-    async fn swarm_members(&self) -> Result<Vec<crate::container::SwarmMember>, TransportError> {
-        Err(TransportError::new(
-            self.node(),
-            "x",
-            ErrorKind::Other,
-            "todo",
-        ))
-    }
-    async fn swarm_set_role(
-        &self,
-        _: &str,
-        _: u64,
-        _: crate::container::SwarmRole,
-    ) -> Result<(), TransportError> {
-        Err(TransportError::new(
-            self.node(),
-            "x",
-            ErrorKind::Other,
-            "todo",
-        ))
-    }
-    async fn swarm_remove_member(&self, _: &str) -> Result<(), TransportError> {
-        Err(TransportError::new(
-            self.node(),
-            "x",
-            ErrorKind::Other,
-            "todo",
-        ))
-    }
-    // TEMP-NET-END
     fn node(&self) -> &str {
         &self.node
     }
@@ -355,7 +320,7 @@ impl NodeRuntime for DockerRuntime {
             .map(|v| v.to_string())
             .unwrap_or_default();
         Ok(EngineInfo {
-            swarm: Default::default(),
+            swarm: swarm_info_from(info.swarm.as_ref()),
             version: info.server_version.unwrap_or_default(),
             api_version: api,
             cpus: info.ncpu.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
@@ -576,6 +541,212 @@ impl NodeRuntime for DockerRuntime {
         .await
     }
 
+    async fn list_networks(
+        &self,
+        filter: &ListFilter,
+    ) -> Result<Vec<NetworkRecord>, TransportError> {
+        let mut filters: HashMap<String, Vec<String>> = HashMap::new();
+        if !filter.labels.is_empty() {
+            filters.insert("label".into(), filter.labels.clone());
+        }
+        let options = ListNetworksOptionsBuilder::new().filters(&filters).build();
+        let networks = self
+            .call("list networks", None, CALL_TIMEOUT, |d| async move {
+                d.list_networks(Some(options)).await
+            })
+            .await?;
+        Ok(networks.iter().map(network_from_summary).collect())
+    }
+
+    async fn inspect_network(&self, name: &str) -> Result<Option<NetworkRecord>, TransportError> {
+        let owned = name.to_string();
+        match self
+            .call(
+                "inspect network",
+                Some(name),
+                CALL_TIMEOUT,
+                |d| async move { d.inspect_network(&owned, None).await },
+            )
+            .await
+        {
+            Ok(n) => {
+                let record = network_from_inspect(&n);
+                Ok(network_answers_to(&record, name).then_some(record))
+            }
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn create_network(&self, spec: &NetworkSpec) -> Result<String, TransportError> {
+        const OP: &str = "create network";
+        // The API version is known only once connected: connect first (cheap when connected).
+        let api = self.api().await.map_err(|e| match e.object {
+            None => e.with_object(&spec.name),
+            Some(_) => e,
+        })?;
+        let body = network_create_body(spec, api.version < ALWAYS_CHECK_DUPLICATE_API_VERSION);
+        let answer = self
+            .raw(
+                OP,
+                Some(&spec.name),
+                CALL_TIMEOUT,
+                http::Method::POST,
+                "/networks/create",
+                Some(body),
+            )
+            .await?;
+        let created: NetworkCreated = serde_json::from_slice(&answer).map_err(|e| {
+            TransportError::new(
+                &self.node,
+                OP,
+                ErrorKind::Other,
+                format!("malformed answer from the engine: {e}"),
+            )
+            .with_object(&spec.name)
+        })?;
+        if let Some(w) = created.warning.as_deref().filter(|w| !w.is_empty()) {
+            tracing::warn!(node = %self.node, network = %spec.name, warning = %w, "engine warning on network create");
+        }
+        Ok(created.id)
+    }
+
+    async fn remove_network(&self, id: &str) -> Result<(), TransportError> {
+        let owned = id.to_string();
+        self.call("remove network", Some(id), CALL_TIMEOUT, |d| async move {
+            d.remove_network(&owned).await
+        })
+        .await
+        .map_err(network_in_use_is_conflict)
+    }
+
+    async fn swarm_init(&self, advertise_addr: &str) -> Result<String, TransportError> {
+        let request = SwarmInitRequest {
+            listen_addr: Some(SWARM_LISTEN_ADDR.to_string()),
+            advertise_addr: Some(advertise_addr.to_string()),
+            ..Default::default()
+        };
+        self.call(
+            "swarm init",
+            Some(advertise_addr),
+            SWARM_TIMEOUT,
+            |d| async move { d.init_swarm(request).await },
+        )
+        .await
+        .map_err(swarm_refusal)
+    }
+
+    async fn swarm_join_tokens(&self) -> Result<JoinTokens, TransportError> {
+        const OP: &str = "swarm inspect";
+        // Not bollard's `inspect_swarm`: bollard logs every decoded answer at debug level, and
+        // this one holds the join tokens.
+        let answer = self
+            .raw(OP, None, CALL_TIMEOUT, http::Method::GET, "/swarm", None)
+            .await?;
+        join_tokens_from(&answer).map_err(|why| {
+            TransportError::new(
+                &self.node,
+                OP,
+                ErrorKind::Other,
+                format!("malformed answer from the engine: {why}"),
+            )
+        })
+    }
+
+    async fn swarm_join(
+        &self,
+        advertise_addr: &str,
+        remote_addr: &str,
+        token: &str,
+    ) -> Result<(), TransportError> {
+        // Not bollard's `join_swarm`: bollard logs every request body at debug level, and this
+        // one holds the token. Whatever the engine says back is redacted too.
+        let body = swarm_join_body(advertise_addr, remote_addr, token);
+        self.raw(
+            "swarm join",
+            Some(remote_addr),
+            SWARM_TIMEOUT,
+            http::Method::POST,
+            "/swarm/join",
+            Some(body),
+        )
+        .await
+        .map(|_| ())
+        .map_err(|e| redact_join_token(swarm_refusal(e), token))
+    }
+
+    async fn swarm_leave(&self, force: bool) -> Result<(), TransportError> {
+        let options = LeaveSwarmOptionsBuilder::new().force(force).build();
+        self.call("swarm leave", None, SWARM_TIMEOUT, |d| async move {
+            d.leave_swarm(Some(options)).await
+        })
+        .await
+        .map_err(swarm_refusal)
+    }
+
+    async fn swarm_members(&self) -> Result<Vec<SwarmMember>, TransportError> {
+        let nodes = self
+            .call("list swarm nodes", None, CALL_TIMEOUT, |d| async move {
+                d.list_nodes(None).await
+            })
+            .await?;
+        Ok(nodes.iter().map(member_from_node).collect())
+    }
+
+    async fn swarm_set_role(
+        &self,
+        id: &str,
+        version: u64,
+        role: SwarmRole,
+    ) -> Result<(), TransportError> {
+        const OP: &str = "update swarm node";
+        // The update replaces the whole spec: start from the node's own, so that availability
+        // (a drained node stays drained), labels and name survive the role change.
+        let owned = id.to_string();
+        let node = self
+            .call(
+                "inspect swarm node",
+                Some(id),
+                CALL_TIMEOUT,
+                |d| async move { d.inspect_node(&owned).await },
+            )
+            .await?;
+        let current = node.version.as_ref().and_then(|v| v.index).unwrap_or(0);
+        if current != version {
+            return Err(TransportError::new(
+                &self.node,
+                OP,
+                ErrorKind::Conflict,
+                format!(
+                    "the node changed since it was listed (version {version}, now {current}): \
+                     list the members again"
+                ),
+            )
+            .with_object(id));
+        }
+        let spec = node_spec_with_role(node.spec.clone().unwrap_or_default(), role);
+        let options = UpdateNodeOptionsBuilder::new()
+            .version(i64::try_from(version).unwrap_or(i64::MAX))
+            .build();
+        let owned = id.to_string();
+        self.call(OP, Some(id), CALL_TIMEOUT, |d| async move {
+            d.update_node(&owned, spec, options).await
+        })
+        .await
+    }
+
+    async fn swarm_remove_member(&self, id: &str) -> Result<(), TransportError> {
+        let owned = id.to_string();
+        let options = DeleteNodeOptionsBuilder::new().force(true).build();
+        self.call(
+            "remove swarm node",
+            Some(id),
+            CALL_TIMEOUT,
+            |d| async move { d.delete_node(&owned, Some(options)).await },
+        )
+        .await
+    }
+
     async fn events(
         &self,
         filter: &ListFilter,
@@ -763,7 +934,9 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             });
     }
     let r = &spec.resources;
+    let (network_mode, networking_config) = network_config(&spec.network);
     let host_config = HostConfig {
+        network_mode,
         memory: nonzero_i64(r.memory),
         memory_reservation: r.memory_reservation.and_then(nonzero_i64),
         nano_cpus: r.nano_cpus.and_then(nonzero_i64),
@@ -798,7 +971,30 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             i64::try_from(d.as_secs() + u64::from(d.subsec_nanos() > 0)).unwrap_or(i64::MAX)
         }),
         host_config: Some(host_config),
+        networking_config,
         ..Default::default()
+    }
+}
+
+/// `HostConfig.NetworkMode` and `NetworkingConfig` for an attachment: nothing for the engine's
+/// default bridge; `host` / `none`; a fleet network by name, with the container's aliases on it.
+fn network_config(network: &NetworkAttachment) -> (Option<String>, Option<NetworkingConfig>) {
+    match network {
+        NetworkAttachment::Default => (None, None),
+        NetworkAttachment::Host => (Some("host".to_string()), None),
+        NetworkAttachment::None => (Some("none".to_string()), None),
+        NetworkAttachment::Fleet { network, aliases } => (
+            Some(network.clone()),
+            Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    network.clone(),
+                    EndpointSettings {
+                        aliases: (!aliases.is_empty()).then(|| aliases.clone()),
+                        ..Default::default()
+                    },
+                )])),
+            }),
+        ),
     }
 }
 
@@ -906,7 +1102,11 @@ pub fn record_from_summary(s: &ContainerSummary, health_in_summary: bool) -> Con
         s.status.as_deref().and_then(health_from_status)
     };
     ContainerRecord {
-        networks: Vec::new(),
+        networks: network_names(
+            s.network_settings
+                .as_ref()
+                .and_then(|n| n.networks.as_ref()),
+        ),
         id: s.id.clone().unwrap_or_default(),
         name,
         image: s.image.clone().unwrap_or_default(),
@@ -953,7 +1153,11 @@ pub fn details_from_inspect(r: &ContainerInspectResponse) -> ContainerDetails {
     };
     ContainerDetails {
         record: ContainerRecord {
-            networks: Vec::new(),
+            networks: network_names(
+                r.network_settings
+                    .as_ref()
+                    .and_then(|n| n.networks.as_ref()),
+            ),
             id: r.id.clone().unwrap_or_default(),
             name: r
                 .name
@@ -1031,14 +1235,23 @@ pub fn spec_from_inspect(r: &ContainerInspectResponse) -> ContainerSpec {
     let config = r.config.as_ref();
     let hc = r.host_config.as_ref();
     let nanos = |v: Option<i64>| v.filter(|n| *n > 0).map(|n| Duration::from_nanos(n as u64));
+    let name = r
+        .name
+        .as_deref()
+        .unwrap_or_default()
+        .trim_start_matches('/')
+        .to_string();
     ContainerSpec {
-        network: Default::default(),
-        name: r
-            .name
-            .as_deref()
-            .unwrap_or_default()
-            .trim_start_matches('/')
-            .to_string(),
+        network: network_attachment(
+            hc.and_then(|h| h.network_mode.as_deref()),
+            r.network_settings
+                .as_ref()
+                .and_then(|n| n.networks.as_ref()),
+            r.id.as_deref().unwrap_or_default(),
+            &name,
+            config.and_then(|c| c.hostname.as_deref()),
+        ),
+        name,
         image: config.and_then(|c| c.image.clone()).unwrap_or_default(),
         command: config.and_then(|c| c.cmd.clone()),
         env: config
@@ -1153,6 +1366,426 @@ pub fn split_image_ref(image: &str) -> (String, String) {
     }
 }
 
+/// Names of the networks of a container's `NetworkSettings.Networks`, sorted.
+fn network_names(networks: Option<&HashMap<String, EndpointSettings>>) -> Vec<String> {
+    let mut names: Vec<String> = networks
+        .into_iter()
+        .flatten()
+        .map(|(k, _)| k.clone())
+        .collect();
+    names.sort();
+    names
+}
+
+/// A container's [`NetworkAttachment`] from its inspect: `HostConfig.NetworkMode` says which
+/// network; for a user network, the aliases are that endpoint's, less the names the engine
+/// gives every container by itself. Below API 1.45 the engine adds the 12-hex short id to
+/// `Aliases`; from API 1.44 `DNSNames` lists every name the container resolves as: its name,
+/// the aliases, the short id and its host name (by default the short id too).
+///
+/// A user alias that happens to equal the container's name or host name is kept when
+/// `Aliases` has it (API < 1.45 and ≥ 1.45 both keep user aliases there).
+pub fn network_attachment(
+    network_mode: Option<&str>,
+    networks: Option<&HashMap<String, EndpointSettings>>,
+    container_id: &str,
+    container_name: &str,
+    hostname: Option<&str>,
+) -> NetworkAttachment {
+    match network_mode.unwrap_or_default() {
+        "" | "default" | "bridge" => NetworkAttachment::Default,
+        "host" => NetworkAttachment::Host,
+        "none" => NetworkAttachment::None,
+        network => {
+            let short_id = container_id.get(..12).unwrap_or(container_id);
+            let endpoint = networks.and_then(|n| n.get(network));
+            let mut aliases: Vec<String> = endpoint
+                .and_then(|e| e.aliases.as_ref())
+                .into_iter()
+                .flatten()
+                .filter(|a| a.as_str() != short_id)
+                .cloned()
+                .collect();
+            aliases.extend(
+                endpoint
+                    .and_then(|e| e.dns_names.as_ref())
+                    .into_iter()
+                    .flatten()
+                    .filter(|a| {
+                        a.as_str() != short_id
+                            && a.as_str() != container_name
+                            && Some(a.as_str()) != hostname
+                    })
+                    .cloned(),
+            );
+            aliases.retain(|a| !a.is_empty());
+            aliases.sort();
+            aliases.dedup();
+            NetworkAttachment::Fleet {
+                network: network.to_string(),
+                aliases,
+            }
+        }
+    }
+}
+
+/// The swarm section of `GET /info`.
+pub fn swarm_info_from(s: Option<&bollard::models::SwarmInfo>) -> SwarmInfo {
+    let Some(s) = s else {
+        return SwarmInfo::default();
+    };
+    let count = |n: Option<i64>| n.and_then(|n| u32::try_from(n).ok()).unwrap_or(0);
+    let mut remote_managers: Vec<String> = s
+        .remote_managers
+        .iter()
+        .flatten()
+        .filter_map(|p| p.addr.clone())
+        .filter(|a| !a.is_empty())
+        .collect();
+    remote_managers.sort();
+    SwarmInfo {
+        state: SwarmState::parse(
+            &s.local_node_state
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        ),
+        node_id: s.node_id.clone().unwrap_or_default(),
+        node_addr: s.node_addr.clone().unwrap_or_default(),
+        manager: s.control_available.unwrap_or(false),
+        cluster_id: s
+            .cluster
+            .as_ref()
+            .and_then(|c| c.id.clone())
+            .filter(|i| !i.is_empty()),
+        error: s.error.clone().filter(|e| !e.is_empty()),
+        remote_managers,
+        nodes: count(s.nodes),
+        managers: count(s.managers),
+    }
+}
+
+/// A network from a listing (no containers).
+pub fn network_from_summary(n: &Network) -> NetworkRecord {
+    network_record(
+        n.id.as_deref(),
+        n.name.as_deref(),
+        n.driver.as_deref(),
+        n.scope.as_deref(),
+        n.labels.as_ref(),
+        n.ipam.as_ref(),
+        n.options.as_ref(),
+    )
+}
+
+/// A network from an inspect, with the containers attached on this node (name → IPv4 address).
+/// The load-balancer endpoint the engine keeps on an overlay (`lb-<network>`) is no container
+/// and is left out.
+pub fn network_from_inspect(n: &NetworkInspect) -> NetworkRecord {
+    let mut record = network_record(
+        n.id.as_deref(),
+        n.name.as_deref(),
+        n.driver.as_deref(),
+        n.scope.as_deref(),
+        n.labels.as_ref(),
+        n.ipam.as_ref(),
+        n.options.as_ref(),
+    );
+    record.containers = n
+        .containers
+        .iter()
+        .flatten()
+        .filter(|(key, _)| !key.starts_with("lb-"))
+        .filter_map(|(_, e)| {
+            let name = e.name.clone().filter(|n| !n.is_empty())?;
+            Some((name, e.ipv4_address.clone().unwrap_or_default()))
+        })
+        .collect();
+    record
+}
+
+fn network_record(
+    id: Option<&str>,
+    name: Option<&str>,
+    driver: Option<&str>,
+    scope: Option<&str>,
+    labels: Option<&HashMap<String, String>>,
+    ipam: Option<&Ipam>,
+    options: Option<&HashMap<String, String>>,
+) -> NetworkRecord {
+    let sorted = |m: Option<&HashMap<String, String>>| {
+        m.map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default()
+    };
+    NetworkRecord {
+        id: id.unwrap_or_default().to_string(),
+        name: name.unwrap_or_default().to_string(),
+        driver: driver.unwrap_or_default().to_string(),
+        scope: scope.unwrap_or_default().to_string(),
+        labels: sorted(labels),
+        subnet: ipam
+            .and_then(|i| i.config.as_ref())
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c.subnet.clone())
+            .find(|s| !s.contains(':')),
+        options: sorted(options),
+        containers: BTreeMap::new(),
+    }
+}
+
+/// Whether the network the engine returned for `GET /networks/{query}` is the one asked for.
+/// The engine falls back to an id *prefix* when no network has the name: asking for a missing
+/// network `cafe` would return another whose id starts with `cafe`. A prefix counts only when
+/// it is at least a short id (12 characters).
+pub fn network_answers_to(record: &NetworkRecord, query: &str) -> bool {
+    record.name == query
+        || record.id == query
+        || (query.len() >= 12 && record.id.starts_with(query))
+}
+
+/// The JSON body of `POST /networks/create` for `spec`. `check_duplicate` (engines below API
+/// 1.44) adds `CheckDuplicate: true`, without which those engines create a second network of
+/// the same name; later engines always refuse and ignore the field.
+///
+/// Overlays are attachable (standalone containers join them). `encrypted` is an option the
+/// engine acts on when it is present, whatever its value: it is sent only for `encrypted`.
+pub fn network_create_body(spec: &NetworkSpec, check_duplicate: bool) -> Vec<u8> {
+    let mut options: HashMap<String, String> = HashMap::new();
+    if let Some(mtu) = spec.mtu {
+        options.insert("com.docker.network.driver.mtu".into(), mtu.to_string());
+    }
+    if spec.encrypted {
+        options.insert("encrypted".into(), String::new());
+    }
+    let request = NetworkCreateRequest {
+        name: spec.name.clone(),
+        driver: Some(spec.driver.as_str().to_string()),
+        attachable: (spec.driver == NetworkDriver::Overlay).then_some(true),
+        labels: Some(
+            spec.labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        ipam: spec.subnet.as_ref().map(|subnet| Ipam {
+            driver: Some("default".into()),
+            config: Some(vec![IpamConfig {
+                subnet: Some(subnet.clone()),
+                ..Default::default()
+            }]),
+            options: None,
+        }),
+        options: (!options.is_empty()).then_some(options),
+        ..Default::default()
+    };
+    let mut json = serde_json::to_value(&request).expect("a network create request serializes");
+    if check_duplicate && let Some(o) = json.as_object_mut() {
+        o.insert("CheckDuplicate".into(), serde_json::Value::Bool(true));
+    }
+    serde_json::to_vec(&json).expect("JSON serializes")
+}
+
+/// The answer of a network create (`Warning` is absent on some engines).
+#[derive(serde::Deserialize)]
+struct NetworkCreated {
+    #[serde(rename = "Id")]
+    id: String,
+    #[serde(rename = "Warning", default)]
+    warning: Option<String>,
+}
+
+/// A network that still has endpoints cannot be removed: the engine says so with 403 (a local
+/// network: "has active endpoints") or a 4xx/5xx from the swarm (an overlay: "is in use").
+/// Either is the busy object [`ErrorKind::Conflict`] stands for.
+pub fn network_in_use_is_conflict(mut e: TransportError) -> TransportError {
+    if matches!(e.kind, ErrorKind::Api { .. })
+        && (e.message.contains("active endpoints") || e.message.contains("in use"))
+    {
+        e.kind = ErrorKind::Conflict;
+    }
+    e
+}
+
+/// The engine refuses swarm calls that do not fit the node's membership with 503; two of them
+/// are answers rather than faults: init or join on a node already in a swarm
+/// ([`ErrorKind::Conflict`]), leave on a node in none ([`ErrorKind::NotFound`]).
+pub fn swarm_refusal(mut e: TransportError) -> TransportError {
+    if e.kind == (ErrorKind::Api { status: 503 }) {
+        if e.message.contains("already part of a swarm") {
+            e.kind = ErrorKind::Conflict;
+        } else if e.message.contains("not part of a swarm") {
+            e.kind = ErrorKind::NotFound;
+        }
+    }
+    e
+}
+
+/// The JSON body of `POST /swarm/join`. Holds the token: never log it.
+fn swarm_join_body(advertise_addr: &str, remote_addr: &str, token: &str) -> Vec<u8> {
+    serde_json::to_vec(&SwarmJoinRequest {
+        listen_addr: Some(SWARM_LISTEN_ADDR.to_string()),
+        advertise_addr: Some(advertise_addr.to_string()),
+        remote_addrs: Some(vec![remote_addr.to_string()]),
+        join_token: Some(token.to_string()),
+        ..Default::default()
+    })
+    .expect("a swarm join request serializes")
+}
+
+/// The join tokens of a `GET /swarm` answer. The error says what is wrong without quoting it.
+fn join_tokens_from(answer: &[u8]) -> Result<JoinTokens, String> {
+    #[derive(serde::Deserialize)]
+    struct Swarm {
+        #[serde(rename = "JoinTokens")]
+        join_tokens: Option<bollard::models::JoinTokens>,
+    }
+    let swarm: Swarm = serde_json::from_slice(answer).map_err(|e| e.to_string())?;
+    let tokens = swarm
+        .join_tokens
+        .ok_or_else(|| "no JoinTokens in the swarm inspect".to_string())?;
+    match (tokens.worker, tokens.manager) {
+        (Some(worker), Some(manager)) if !worker.is_empty() && !manager.is_empty() => {
+            Ok(JoinTokens { worker, manager })
+        }
+        _ => Err("the swarm inspect lacks a join token".to_string()),
+    }
+}
+
+/// `text` with `token`, and anything that looks like a swarm token (`SWMTKN-…`, in case the
+/// engine quotes a part or another one), replaced by [`JOIN_TOKEN_REDACTED`].
+pub fn redact_token_text(text: &str, token: &str) -> String {
+    let text = if token.is_empty() {
+        text.to_string()
+    } else {
+        text.replace(token, JOIN_TOKEN_REDACTED)
+    };
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find("SWMTKN-") {
+        out.push_str(&rest[..at]);
+        out.push_str(JOIN_TOKEN_REDACTED);
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+            .unwrap_or(tail.len());
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A join failure with the token redacted from its message and cause; the cause is kept as
+/// redacted text only (the original error's `Debug` would show the engine's words as they were).
+pub fn redact_join_token(e: TransportError, token: &str) -> TransportError {
+    let cause = e.cause().map(|c| redact_token_text(&chain_text(c), token));
+    let mut redacted = TransportError::new(
+        e.node.clone(),
+        e.op,
+        e.kind.clone(),
+        redact_token_text(&e.message, token),
+    );
+    if let Some(object) = &e.object {
+        redacted = redacted.with_object(redact_token_text(object, token));
+    }
+    match cause {
+        Some(c) => redacted.with_source(c),
+        None => redacted,
+    }
+}
+
+/// One node of `GET /nodes` as a [`SwarmMember`]. Its address is `Status.Addr`; some engines
+/// report `0.0.0.0` there for a manager, whose `ManagerStatus.Addr` (`ip:port`) then gives it.
+pub fn member_from_node(n: &Node) -> SwarmMember {
+    let status = n.status.as_ref();
+    let manager = n.manager_status.as_ref();
+    let mut addr = status.and_then(|s| s.addr.clone()).unwrap_or_default();
+    if (addr.is_empty() || addr == "0.0.0.0")
+        && let Some(a) = manager.and_then(|m| m.addr.as_deref())
+    {
+        let host = a.rsplit_once(':').map_or(a, |(h, _)| h);
+        if !host.is_empty() {
+            addr = host.to_string();
+        }
+    }
+    SwarmMember {
+        id: n.id.clone().unwrap_or_default(),
+        version: n.version.as_ref().and_then(|v| v.index).unwrap_or(0),
+        hostname: n
+            .description
+            .as_ref()
+            .and_then(|d| d.hostname.clone())
+            .unwrap_or_default(),
+        addr,
+        role: match n.spec.as_ref().and_then(|s| s.role) {
+            Some(NodeSpecRoleEnum::MANAGER) => SwarmRole::Manager,
+            _ => SwarmRole::Worker,
+        },
+        ready: status.and_then(|s| s.state) == Some(NodeState::READY),
+        reachable: manager.and_then(|m| m.reachability) == Some(Reachability::REACHABLE),
+        leader: manager.and_then(|m| m.leader).unwrap_or(false),
+    }
+}
+
+/// `spec` (a node's current spec) with its role set to `role`; everything else as it was.
+pub fn node_spec_with_role(
+    mut spec: bollard::models::NodeSpec,
+    role: SwarmRole,
+) -> bollard::models::NodeSpec {
+    spec.role = Some(match role {
+        SwarmRole::Manager => NodeSpecRoleEnum::MANAGER,
+        SwarmRole::Worker => NodeSpecRoleEnum::WORKER,
+    });
+    spec
+}
+
+/// A request for the [`connector::RawSender`]: `method` on `path` at API `version`, with the
+/// JSON `body` (or none).
+fn raw_request(
+    method: http::Method,
+    path: &str,
+    version: &str,
+    body: Option<Vec<u8>>,
+) -> Result<bollard::BollardRequest, bollard::errors::Error> {
+    let uri = format!(
+        "{}{}",
+        connector::CLIENT_ADDR,
+        connector::versioned_path(path, version)
+    );
+    Ok(http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(bollard::body_full(hyper::body::Bytes::from(
+            body.unwrap_or_default(),
+        )))?)
+}
+
+/// The whole body of a response.
+async fn read_body(mut body: hyper::body::Incoming) -> Result<Vec<u8>, bollard::errors::Error> {
+    use hyper::body::Body;
+    let mut out = Vec::new();
+    while let Some(frame) =
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+    {
+        if let Ok(data) = frame?.into_data() {
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out)
+}
+
+/// The engine's error text: the `message` of its JSON error body, else the body as text.
+fn engine_error_message(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Message {
+        message: String,
+    }
+    serde_json::from_slice::<Message>(body)
+        .map(|m| m.message)
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).trim().to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1160,7 +1793,6 @@ mod tests {
 
     fn spec() -> ContainerSpec {
         ContainerSpec {
-            network: Default::default(),
             name: "aims-web-0".into(),
             image: "fleet-test/busybox:1".into(),
             command: Some(vec!["httpd".into(), "-f".into()]),
@@ -1208,6 +1840,10 @@ mod tests {
                 start_period: Some(Duration::from_millis(1500)),
             }),
             stop_grace_period: Some(Duration::from_millis(10_500)),
+            network: NetworkAttachment::Fleet {
+                network: "aims-net".into(),
+                aliases: vec!["web".into(), "www".into()],
+            },
         }
     }
 
@@ -1259,6 +1895,43 @@ mod tests {
         assert_eq!(tcp[1].host_port.as_deref(), Some("3002"));
         let udp = pb["9090/udp"].as_ref().unwrap();
         assert_eq!(udp[0].host_port.as_deref(), Some("9090"));
+        assert_eq!(hc.network_mode.as_deref(), Some("aims-net"));
+        let endpoints = b.networking_config.unwrap().endpoints_config.unwrap();
+        assert_eq!(endpoints.len(), 1);
+        assert_eq!(
+            endpoints["aims-net"].aliases,
+            Some(vec!["web".to_string(), "www".to_string()])
+        );
+        let json = serde_json::to_value(create_body(&spec())).unwrap();
+        assert_eq!(json["HostConfig"]["NetworkMode"], "aims-net");
+        assert_eq!(
+            json["NetworkingConfig"]["EndpointsConfig"]["aims-net"]["Aliases"],
+            serde_json::json!(["web", "www"])
+        );
+    }
+
+    #[test]
+    fn create_body_attaches_default_host_and_none_without_endpoint_config() {
+        let with = |network| create_body(&ContainerSpec { network, ..spec() });
+        let b = with(NetworkAttachment::Default);
+        assert_eq!(b.host_config.unwrap().network_mode, None, "engine default");
+        assert_eq!(b.networking_config, None);
+        let json = serde_json::to_value(with(NetworkAttachment::Default)).unwrap();
+        assert!(json["HostConfig"].get("NetworkMode").is_none());
+        assert!(json.get("NetworkingConfig").is_none());
+        let b = with(NetworkAttachment::Host);
+        assert_eq!(b.host_config.unwrap().network_mode.as_deref(), Some("host"));
+        assert_eq!(b.networking_config, None);
+        let b = with(NetworkAttachment::None);
+        assert_eq!(b.host_config.unwrap().network_mode.as_deref(), Some("none"));
+        assert_eq!(b.networking_config, None);
+        // A fleet network without aliases: the endpoint is named, with no Aliases.
+        let b = with(NetworkAttachment::Fleet {
+            network: "n".into(),
+            aliases: vec![],
+        });
+        let endpoints = b.networking_config.unwrap().endpoints_config.unwrap();
+        assert_eq!(endpoints["n"].aliases, None);
     }
 
     #[test]
@@ -1306,9 +1979,32 @@ mod tests {
         let mut s = spec();
         s.stop_grace_period = Some(Duration::from_secs(10)); // the engine keeps whole seconds
         let b = create_body(&s);
+        let id = "0123456789abcdef".repeat(4);
+        // What an engine of API 1.44 reports once the container runs: the short id added to
+        // Aliases, and every name in DNSNames.
+        let mut endpoints = b
+            .networking_config
+            .clone()
+            .unwrap()
+            .endpoints_config
+            .unwrap();
+        let ep = endpoints.get_mut("aims-net").unwrap();
+        ep.aliases.as_mut().unwrap().push(id[..12].to_string());
+        ep.dns_names = Some(vec![
+            s.name.clone(),
+            "web".into(),
+            "www".into(),
+            id[..12].to_string(),
+        ]);
         let inspected = ContainerInspectResponse {
+            id: Some(id.clone()),
             name: Some(format!("/{}", s.name)),
+            network_settings: Some(bollard::models::NetworkSettings {
+                networks: Some(endpoints),
+                ..Default::default()
+            }),
             config: Some(bollard::models::ContainerConfig {
+                hostname: Some(id[..12].to_string()),
                 image: b.image.clone(),
                 cmd: b.cmd.clone(),
                 env: b.env.clone(),
@@ -1483,5 +2179,575 @@ mod tests {
         assert!(ApiVersion::parse("1.100").unwrap() > LIST_HEALTH_API_VERSION);
         assert_eq!(ApiVersion::parse("x"), None);
         assert_eq!(MIN_API_VERSION.to_string(), "1.41");
+    }
+
+    fn endpoint(aliases: &[&str], dns_names: Option<&[&str]>) -> EndpointSettings {
+        EndpointSettings {
+            aliases: Some(aliases.iter().map(|a| a.to_string()).collect()),
+            dns_names: dns_names.map(|d| d.iter().map(|a| a.to_string()).collect()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn network_mode_maps_to_the_attachment() {
+        let none = None::<&HashMap<String, EndpointSettings>>;
+        for mode in [None, Some(""), Some("default"), Some("bridge")] {
+            assert_eq!(
+                network_attachment(mode, none, "id", "c", None),
+                NetworkAttachment::Default,
+                "{mode:?}"
+            );
+        }
+        assert_eq!(
+            network_attachment(Some("host"), none, "id", "c", None),
+            NetworkAttachment::Host
+        );
+        assert_eq!(
+            network_attachment(Some("none"), none, "id", "c", None),
+            NetworkAttachment::None
+        );
+        // A user network whose endpoint the inspect does not show: no aliases.
+        assert_eq!(
+            network_attachment(Some("aims-net"), none, "id", "c", None),
+            NetworkAttachment::Fleet {
+                network: "aims-net".into(),
+                aliases: vec![],
+            }
+        );
+    }
+
+    #[test]
+    fn aliases_leave_out_the_names_the_engine_adds() {
+        let id = "4f2a9c3b1d7e".to_string() + &"0".repeat(52);
+        let fleet = |aliases: &[&str]| NetworkAttachment::Fleet {
+            network: "aims-net".into(),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+        };
+        // API < 1.44: the short id in Aliases (unsorted as the engine keeps them).
+        let old = HashMap::from([(
+            "aims-net".to_string(),
+            endpoint(&["www", "web", "4f2a9c3b1d7e"], None),
+        )]);
+        assert_eq!(
+            network_attachment(Some("aims-net"), Some(&old), &id, "aims-web-0", None),
+            fleet(&["web", "www"])
+        );
+        // API 1.45+: Aliases as sent, DNSNames with the name, short id and host name.
+        let new = HashMap::from([(
+            "aims-net".to_string(),
+            endpoint(
+                &["web"],
+                Some(&["aims-web-0", "web", "4f2a9c3b1d7e", "box1"]),
+            ),
+        )]);
+        assert_eq!(
+            network_attachment(
+                Some("aims-net"),
+                Some(&new),
+                &id,
+                "aims-web-0",
+                Some("box1")
+            ),
+            fleet(&["web"])
+        );
+        // DNSNames alone still gives the aliases.
+        let dns_only = HashMap::from([(
+            "aims-net".to_string(),
+            EndpointSettings {
+                dns_names: Some(vec![
+                    "aims-web-0".into(),
+                    "web".into(),
+                    "4f2a9c3b1d7e".into(),
+                ]),
+                ..Default::default()
+            },
+        )]);
+        assert_eq!(
+            network_attachment(
+                Some("aims-net"),
+                Some(&dns_only),
+                &id,
+                "aims-web-0",
+                Some("4f2a9c3b1d7e")
+            ),
+            fleet(&["web"])
+        );
+        // An alias the user asked for that equals the container's name is kept (it is in
+        // Aliases), and the other network's endpoint is not read.
+        let named = HashMap::from([
+            (
+                "aims-net".to_string(),
+                endpoint(&["aims-web-0"], Some(&["aims-web-0", "4f2a9c3b1d7e"])),
+            ),
+            ("other".to_string(), endpoint(&["x"], None)),
+        ]);
+        assert_eq!(
+            network_attachment(Some("aims-net"), Some(&named), &id, "aims-web-0", None),
+            fleet(&["aims-web-0"])
+        );
+    }
+
+    #[test]
+    fn records_list_their_networks_sorted() {
+        let networks = HashMap::from([
+            ("zeta".to_string(), EndpointSettings::default()),
+            ("aims-net".to_string(), EndpointSettings::default()),
+        ]);
+        let s = ContainerSummary {
+            network_settings: Some(bollard::models::ContainerSummaryNetworkSettings {
+                networks: Some(networks.clone()),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            record_from_summary(&s, false).networks,
+            ["aims-net", "zeta"]
+        );
+        assert!(
+            record_from_summary(&ContainerSummary::default(), false)
+                .networks
+                .is_empty()
+        );
+        let r = ContainerInspectResponse {
+            network_settings: Some(bollard::models::NetworkSettings {
+                networks: Some(networks),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            details_from_inspect(&r).record.networks,
+            ["aims-net", "zeta"]
+        );
+    }
+
+    #[test]
+    fn swarm_section_of_info_maps_to_swarm_info() {
+        use bollard::models::{ClusterInfo, LocalNodeState, PeerNode};
+        assert_eq!(swarm_info_from(None), SwarmInfo::default());
+        let s = bollard::models::SwarmInfo {
+            node_id: Some("n1".into()),
+            node_addr: Some("10.0.0.1".into()),
+            local_node_state: Some(LocalNodeState::ACTIVE),
+            control_available: Some(true),
+            error: Some(String::new()),
+            remote_managers: Some(vec![
+                PeerNode {
+                    node_id: Some("n2".into()),
+                    addr: Some("10.0.0.2:2377".into()),
+                },
+                PeerNode {
+                    node_id: Some("n1".into()),
+                    addr: Some("10.0.0.1:2377".into()),
+                },
+            ]),
+            nodes: Some(3),
+            managers: Some(2),
+            cluster: Some(ClusterInfo {
+                id: Some("c1".into()),
+                ..Default::default()
+            }),
+        };
+        assert_eq!(
+            swarm_info_from(Some(&s)),
+            SwarmInfo {
+                state: SwarmState::Active,
+                node_id: "n1".into(),
+                node_addr: "10.0.0.1".into(),
+                manager: true,
+                cluster_id: Some("c1".into()),
+                error: None,
+                remote_managers: vec!["10.0.0.1:2377".into(), "10.0.0.2:2377".into()],
+                nodes: 3,
+                managers: 2,
+            }
+        );
+        // A worker: no control, no cluster, counts 0; an error is kept.
+        let w = bollard::models::SwarmInfo {
+            local_node_state: Some(LocalNodeState::ERROR),
+            error: Some("rpc error: certificate expired".into()),
+            ..Default::default()
+        };
+        let info = swarm_info_from(Some(&w));
+        assert_eq!(info.state, SwarmState::Error);
+        assert_eq!(
+            info.error.as_deref(),
+            Some("rpc error: certificate expired")
+        );
+        assert!(!info.manager);
+        assert_eq!(info.cluster_id, None);
+        assert_eq!((info.nodes, info.managers), (0, 0));
+        let inactive = bollard::models::SwarmInfo {
+            local_node_state: Some(LocalNodeState::INACTIVE),
+            ..Default::default()
+        };
+        assert_eq!(swarm_info_from(Some(&inactive)), SwarmInfo::default());
+    }
+
+    fn network_spec(driver: NetworkDriver) -> NetworkSpec {
+        NetworkSpec {
+            name: "aims-net".into(),
+            driver,
+            labels: BTreeMap::from([("fleet.fleet".into(), "aims".into())]),
+            subnet: None,
+            mtu: None,
+            encrypted: false,
+        }
+    }
+
+    #[test]
+    fn network_create_body_sends_what_the_spec_says_and_no_more() {
+        let json = |spec: &NetworkSpec, check: bool| -> serde_json::Value {
+            serde_json::from_slice(&network_create_body(spec, check)).unwrap()
+        };
+        let bridge = json(&network_spec(NetworkDriver::Bridge), false);
+        assert_eq!(bridge["Name"], "aims-net");
+        assert_eq!(bridge["Driver"], "bridge");
+        assert_eq!(bridge["Labels"]["fleet.fleet"], "aims");
+        for absent in ["Attachable", "IPAM", "Options", "CheckDuplicate"] {
+            assert!(bridge.get(absent).is_none(), "{absent}: {bridge}");
+        }
+        // Engines below API 1.44 are asked to refuse a duplicate name.
+        let old = json(&network_spec(NetworkDriver::Bridge), true);
+        assert_eq!(old["CheckDuplicate"], true);
+
+        let overlay = NetworkSpec {
+            subnet: Some("10.42.0.0/24".into()),
+            mtu: Some(1400),
+            ..network_spec(NetworkDriver::Overlay)
+        };
+        let o = json(&overlay, false);
+        assert_eq!(o["Driver"], "overlay");
+        assert_eq!(o["Attachable"], true);
+        assert_eq!(o["IPAM"]["Config"][0]["Subnet"], "10.42.0.0/24");
+        assert_eq!(o["Options"]["com.docker.network.driver.mtu"], "1400");
+        // Not encrypted: the key is absent (present with any value, the engine encrypts).
+        assert!(o["Options"].get("encrypted").is_none(), "{o}");
+        let encrypted = json(
+            &NetworkSpec {
+                encrypted: true,
+                ..network_spec(NetworkDriver::Overlay)
+            },
+            false,
+        );
+        assert_eq!(encrypted["Options"]["encrypted"], "");
+        assert_eq!(
+            encrypted["Options"].as_object().unwrap().len(),
+            1,
+            "{encrypted}"
+        );
+    }
+
+    #[test]
+    fn networks_map_from_list_and_inspect() {
+        use bollard::models::EndpointResource;
+        let ipam = Ipam {
+            config: Some(vec![
+                IpamConfig {
+                    subnet: Some("fd00::/64".into()),
+                    ..Default::default()
+                },
+                IpamConfig {
+                    subnet: Some("10.0.9.0/24".into()),
+                    ..Default::default()
+                },
+            ]),
+            ..Default::default()
+        };
+        let inspect = NetworkInspect {
+            id: Some("abc123".into()),
+            name: Some("aims-net".into()),
+            driver: Some("overlay".into()),
+            scope: Some("swarm".into()),
+            labels: Some(HashMap::from([("fleet.fleet".into(), "aims".into())])),
+            options: Some(HashMap::from([
+                ("encrypted".into(), String::new()),
+                ("com.docker.network.driver.mtu".into(), "1400".into()),
+            ])),
+            ipam: Some(ipam.clone()),
+            containers: Some(HashMap::from([
+                (
+                    "c1".into(),
+                    EndpointResource {
+                        name: Some("aims-web-0".into()),
+                        ipv4_address: Some("10.0.9.3/24".into()),
+                        ..Default::default()
+                    },
+                ),
+                (
+                    "lb-aims-net".into(),
+                    EndpointResource {
+                        name: Some("aims-net-endpoint".into()),
+                        ipv4_address: Some("10.0.9.2/24".into()),
+                        ..Default::default()
+                    },
+                ),
+            ])),
+            ..Default::default()
+        };
+        let r = network_from_inspect(&inspect);
+        assert_eq!(r.id, "abc123");
+        assert_eq!(r.name, "aims-net");
+        assert_eq!(r.driver, "overlay");
+        assert_eq!(r.scope, "swarm");
+        assert_eq!(r.label("fleet.fleet"), Some("aims"));
+        assert_eq!(
+            r.subnet.as_deref(),
+            Some("10.0.9.0/24"),
+            "first IPv4 subnet"
+        );
+        assert_eq!(r.options["encrypted"], "");
+        assert_eq!(
+            r.containers,
+            BTreeMap::from([("aims-web-0".to_string(), "10.0.9.3/24".to_string())])
+        );
+        let listed = network_from_summary(&Network {
+            id: Some("abc123".into()),
+            name: Some("aims-net".into()),
+            ipam: Some(ipam),
+            ..Default::default()
+        });
+        assert_eq!(listed.subnet.as_deref(), Some("10.0.9.0/24"));
+        assert!(listed.containers.is_empty());
+    }
+
+    #[test]
+    fn an_inspect_answered_by_id_prefix_is_not_the_network_asked_for() {
+        let r = NetworkRecord {
+            id: "cafe0123456789abcdef".into(),
+            name: "other".into(),
+            ..Default::default()
+        };
+        assert!(
+            !network_answers_to(&r, "cafe"),
+            "a name that is an id prefix"
+        );
+        assert!(network_answers_to(&r, "other"));
+        assert!(network_answers_to(&r, "cafe0123456789abcdef"));
+        assert!(network_answers_to(&r, "cafe01234567"), "a short id");
+    }
+
+    fn api_error(op: &'static str, status: u16, message: &str) -> TransportError {
+        map_error(
+            "node1",
+            op,
+            Some("x"),
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: status,
+                message: message.into(),
+            },
+        )
+    }
+
+    #[test]
+    fn engine_refusals_become_answers() {
+        let e = network_in_use_is_conflict(api_error(
+            "remove network",
+            403,
+            "error while removing network: network aims-net id 3f2a has active endpoints",
+        ));
+        assert_eq!(e.kind, ErrorKind::Conflict);
+        let e = network_in_use_is_conflict(api_error(
+            "remove network",
+            500,
+            "rpc error: code = FailedPrecondition desc = network 3f2a is in use by task x",
+        ));
+        assert_eq!(e.kind, ErrorKind::Conflict);
+        let e = network_in_use_is_conflict(api_error("remove network", 404, "not found"));
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        let e = network_in_use_is_conflict(api_error("remove network", 500, "boom"));
+        assert_eq!(e.kind, ErrorKind::Api { status: 500 });
+
+        let e = swarm_refusal(api_error(
+            "swarm init",
+            503,
+            "This node is already part of a swarm. Use \"docker swarm leave\" to leave this \
+             swarm and join another one.",
+        ));
+        assert_eq!(e.kind, ErrorKind::Conflict);
+        let e = swarm_refusal(api_error(
+            "swarm leave",
+            503,
+            "This node is not part of a swarm",
+        ));
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        let e = swarm_refusal(api_error(
+            "swarm leave",
+            503,
+            "You are attempting to leave the swarm on a node that is participating as a manager.",
+        ));
+        assert_eq!(e.kind, ErrorKind::Api { status: 503 });
+    }
+
+    #[test]
+    fn a_join_token_never_shows_in_a_join_error() {
+        let token =
+            "SWMTKN-1-3pu6hszjas19xyp7ghgosyx9k8atbfcr8p2is99znpy26u2lkl-1awxwuwd3z9j1z3puu7rcgdbx";
+        let echoed = api_error(
+            "swarm join",
+            400,
+            &format!("invalid join token {token}: rpc error: code = InvalidArgument"),
+        );
+        let e = redact_join_token(swarm_refusal(echoed), token);
+        assert_eq!(e.kind, ErrorKind::Api { status: 400 });
+        assert_eq!(e.op, "swarm join");
+        let shown = [
+            e.to_string(),
+            format!("{e:?}"),
+            format!("{:#}", anyhow::Error::from(e)),
+        ];
+        for text in &shown {
+            assert!(!text.contains(token), "{text}");
+            assert!(!text.contains("1awxwuwd3z9j1z3puu7rcgdbx"), "{text}");
+        }
+        assert!(
+            shown[0].contains("invalid join token <join token>"),
+            "{}",
+            shown[0]
+        );
+        // A token the engine quotes in part, or another one, is redacted too; no token, nothing.
+        assert_eq!(
+            redact_token_text("bad token SWMTKN-1-abc-def, try again", token),
+            "bad token <join token>, try again"
+        );
+        assert_eq!(redact_token_text("no secret here", ""), "no secret here");
+        assert_eq!(
+            redact_token_text(&format!("'{token}'"), token),
+            "'<join token>'"
+        );
+    }
+
+    #[test]
+    fn join_body_carries_the_token_and_the_addresses() {
+        let body: serde_json::Value =
+            serde_json::from_slice(&swarm_join_body("10.0.0.2", "10.0.0.1:2377", "SWMTKN-1-x"))
+                .unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "ListenAddr": "0.0.0.0:2377",
+                "AdvertiseAddr": "10.0.0.2",
+                "RemoteAddrs": ["10.0.0.1:2377"],
+                "JoinToken": "SWMTKN-1-x",
+            })
+        );
+    }
+
+    #[test]
+    fn join_tokens_are_read_from_the_swarm_inspect() {
+        let answer = br#"{"ID":"c1","Version":{"Index":10},"Spec":{"Name":"default"},
+            "JoinTokens":{"Worker":"SWMTKN-1-w","Manager":"SWMTKN-1-m"}}"#;
+        let t = join_tokens_from(answer).unwrap();
+        assert_eq!(t.worker, "SWMTKN-1-w");
+        assert_eq!(t.manager, "SWMTKN-1-m");
+        assert_eq!(format!("{t:?}"), "JoinTokens(<redacted>)");
+        let e = join_tokens_from(br#"{"JoinTokens":{"Worker":"SWMTKN-1-w"}}"#).unwrap_err();
+        assert!(!e.contains("SWMTKN"), "{e}");
+        assert!(join_tokens_from(b"{}").is_err());
+        assert!(join_tokens_from(b"not json").is_err());
+    }
+
+    #[test]
+    fn nodes_map_to_members() {
+        use bollard::models::{ManagerStatus, NodeDescription, NodeStatus, ObjectVersion};
+        let node = Node {
+            id: Some("m1".into()),
+            version: Some(ObjectVersion { index: Some(42) }),
+            spec: Some(bollard::models::NodeSpec {
+                role: Some(NodeSpecRoleEnum::MANAGER),
+                ..Default::default()
+            }),
+            description: Some(NodeDescription {
+                hostname: Some("vps-1".into()),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                state: Some(NodeState::READY),
+                addr: Some("0.0.0.0".into()),
+                ..Default::default()
+            }),
+            manager_status: Some(ManagerStatus {
+                leader: Some(true),
+                reachability: Some(Reachability::REACHABLE),
+                addr: Some("10.0.0.1:2377".into()),
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            member_from_node(&node),
+            SwarmMember {
+                id: "m1".into(),
+                version: 42,
+                hostname: "vps-1".into(),
+                addr: "10.0.0.1".into(),
+                role: SwarmRole::Manager,
+                ready: true,
+                reachable: true,
+                leader: true,
+            }
+        );
+        let worker = Node {
+            id: Some("w1".into()),
+            spec: Some(bollard::models::NodeSpec {
+                role: Some(NodeSpecRoleEnum::WORKER),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                state: Some(NodeState::DOWN),
+                addr: Some("10.0.0.3".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let w = member_from_node(&worker);
+        assert_eq!(w.role, SwarmRole::Worker);
+        assert_eq!(w.addr, "10.0.0.3");
+        assert!(!w.ready && !w.reachable && !w.leader);
+    }
+
+    #[test]
+    fn a_role_change_keeps_the_rest_of_the_node_spec() {
+        use bollard::models::NodeSpecAvailabilityEnum;
+        let current = bollard::models::NodeSpec {
+            name: Some("edge".into()),
+            labels: Some(HashMap::from([("zone".into(), "a".into())])),
+            role: Some(NodeSpecRoleEnum::WORKER),
+            availability: Some(NodeSpecAvailabilityEnum::DRAIN),
+        };
+        let promoted = node_spec_with_role(current.clone(), SwarmRole::Manager);
+        assert_eq!(promoted.role, Some(NodeSpecRoleEnum::MANAGER));
+        assert_eq!(promoted.availability, Some(NodeSpecAvailabilityEnum::DRAIN));
+        assert_eq!(promoted.labels, current.labels);
+        assert_eq!(promoted.name, current.name);
+        assert_eq!(
+            node_spec_with_role(promoted, SwarmRole::Worker).role,
+            Some(NodeSpecRoleEnum::WORKER)
+        );
+    }
+
+    #[test]
+    fn raw_requests_are_versioned_json() {
+        let req = raw_request(
+            http::Method::POST,
+            "/swarm/join",
+            "1.41",
+            Some(b"{}".to_vec()),
+        )
+        .unwrap();
+        assert_eq!(req.method(), http::Method::POST);
+        assert_eq!(
+            req.uri().to_string(),
+            "http://docker.localhost/v1.41/swarm/join"
+        );
+        assert_eq!(
+            req.headers()[http::header::CONTENT_TYPE],
+            "application/json"
+        );
+        assert_eq!(
+            engine_error_message(br#"{"message":"network x not found"}"#),
+            "network x not found"
+        );
+        assert_eq!(engine_error_message(b"plain text\n"), "plain text");
     }
 }

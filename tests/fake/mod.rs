@@ -51,10 +51,12 @@ pub struct World {
 
 /// A world of `nodes` nodes named node1, node2, ...
 pub fn world(nodes: usize) -> World {
+    // One swarm fabric: fleets of several nodes with addresses use an overlay.
+    let swarm = fleetctl::transport::fake::FakeSwarm::new();
     let fakes: BTreeMap<String, FakeRuntime> = (1..=nodes)
         .map(|i| {
             let n = format!("node{i}");
-            (n.clone(), FakeRuntime::new(&n))
+            (n.clone(), FakeRuntime::with_swarm(&n, &swarm))
         })
         .collect();
     let runtimes = fakes

@@ -148,8 +148,7 @@ pub fn validate(docs: &[RawDocument], diags: &mut Vec<Diagnostic>) -> Option<Des
     clashes::check_shared_host_ports(&mut r, &raw_services, &services, &nodes);
     network::check_fleet(
         &mut r,
-        fleets.first().map(|f| f.doc.file.as_str()),
-        fleets.first().and_then(|f| f.spec.network.as_ref()),
+        &fleets,
         &fleet.network,
         &raw_nodes,
         &nodes,

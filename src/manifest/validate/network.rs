@@ -258,14 +258,15 @@ pub(super) fn service_network(
 /// private without `encrypted` (a warning).
 pub(super) fn check_fleet(
     r: &mut Report,
-    fleet_file: Option<&str>,
-    raw_fleet: Option<&RawNetwork>,
+    fleets: &[Named<RawFleetSpec>],
     settings: &NetworkSettings,
     raw_nodes: &[Named<RawNodeSpec>],
     nodes: &BTreeMap<String, NodeSpec>,
     raw_services: &[Named<RawServiceSpec>],
     services: &BTreeMap<String, ServiceSpec>,
 ) {
+    let fleet_file = fleets.first().map(|f| f.doc.file.as_str());
+    let raw_fleet = fleets.first().and_then(|f| f.spec.network.as_ref());
     // Aliases against service names and each other.
     let mut owner: BTreeMap<&str, &str> =
         services.keys().map(|n| (n.as_str(), n.as_str())).collect();
