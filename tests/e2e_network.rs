@@ -37,21 +37,22 @@ fn containers_of(f: &Fleet, service: &str) -> Vec<(String, String)> {
     f.sb.nodes
         .iter()
         .flat_map(|n| {
-            f.sb.docker(
+            // A node whose engine is stopped (by the test) has none to show.
+            let out = f.sb.script(&[
+                "docker",
                 n,
-                &[
-                    "ps",
-                    "-q",
-                    "--no-trunc",
-                    "--filter",
-                    &format!("label=fleet.fleet={}", f.name),
-                    "--filter",
-                    &format!("label=fleet.service={service}"),
-                ],
-            )
-            .lines()
-            .map(|id| (n.clone(), id.to_string()))
-            .collect::<Vec<_>>()
+                "ps",
+                "-q",
+                "--no-trunc",
+                "--filter",
+                &format!("label=fleet.fleet={}", f.name),
+                "--filter",
+                &format!("label=fleet.service={service}"),
+            ]);
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .map(|id| (n.clone(), id.to_string()))
+                .collect::<Vec<_>>()
         })
         .collect()
 }
@@ -116,7 +117,7 @@ fn on_one_node_a_client_reaches_a_service_by_its_name_and_alias_over_the_fleet_b
         ),
     );
     let (code, plan, _) = f.run(&["plan", f.path().to_str().unwrap()]);
-    assert_eq!(code, 0, "{plan}");
+    assert_eq!(code, 2, "changes to make: {plan}");
     assert!(
         plan.contains("create network e2e-net-bridge-bridge (bridge) on node1"),
         "{plan}"
@@ -174,7 +175,7 @@ fn across_nodes_names_resolve_to_every_replica_and_follow_a_drained_service() {
         &format!(
             "{}{}{}",
             service("web", 1, &["node1", "node3"], ""),
-            service("pair", 2, &["node1", "node3"], ""),
+            service("pair", 2, &["node1", "node2", "node3"], ""),
             service("client", 1, &["node2"], "")
         ),
     );
@@ -337,7 +338,7 @@ fn containers_of_the_previous_release_on_the_default_bridge_move_to_the_fleet_ne
     );
     let old = old.trim().to_string();
     let (code, plan, _) = f.run(&["plan", f.path().to_str().unwrap()]);
-    assert_eq!(code, 0, "{plan}");
+    assert_eq!(code, 2, "changes to make: {plan}");
     assert!(
         plan.contains("network: default → e2e-net-migrate"),
         "{plan}"
@@ -357,6 +358,16 @@ fn containers_of_the_previous_release_on_the_default_bridge_move_to_the_fleet_ne
         out.contains("0 changes") || out.contains("no changes"),
         "{out}"
     );
+}
+
+/// Starts a node's dockerd again when dropped: a test that stopped one leaves it running even
+/// when it fails.
+struct Restart<'a>(&'a Sandbox, &'static str);
+
+impl Drop for Restart<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.script(&["start-dockerd", self.1]);
+    }
 }
 
 /// `fleetctl run` as a child; killed when dropped.
@@ -392,21 +403,19 @@ fn after_a_dockerd_restart_its_containers_are_back_on_the_network_within_a_pass(
             .spawn()
             .unwrap(),
     );
+    let restart = Restart(&sb, "node2");
     let out = sb.script(&["stop-dockerd", "node2"]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = sb.script(&["start-dockerd", "node2"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // resync is 5s: one pass, plus the reconnect.
+    // Started again (also when the test fails before this line).
+    drop(restart);
+    // resync is 5s: one pass, plus the reconnect; then the engines' gossip, which takes about
+    // 30 s after an engine restarts before the other nodes reach its containers again.
     wait_for(
-        Duration::from_secs(30),
+        Duration::from_secs(90),
         "the client on node2 reaches web again",
         || {
             let (n, id) = containers_of(&f, "client").into_iter().next()?;
@@ -461,7 +470,7 @@ fn a_two_node_fleet_losing_its_only_manager_says_so_and_converges_when_it_return
     );
     let node3_id = sb.docker("node3", &["info", "-f", "{{.Swarm.NodeID}}"]);
     assert!(
-        !members.contains(node3_id.trim()),
+        node3_id.trim().is_empty() || !members.contains(node3_id.trim()),
         "node3 left the swarm's members: {members}"
     );
     assert_eq!(
@@ -478,7 +487,9 @@ fn a_two_node_fleet_losing_its_only_manager_says_so_and_converges_when_it_return
         "a container fleetctl does not own is untouched"
     );
 
-    // The manager is node1 (the first node); stop it.
+    // The manager is node1 (the first node); stop it (started again at the end, or when the
+    // test fails, so the next test finds it).
+    let restart = Restart(&sb, "node1");
     let out = sb.script(&["stop-dockerd", "node1"]);
     assert!(out.status.success());
     let (code, out, err) = f.run(&["apply", f.path().to_str().unwrap()]);
@@ -489,8 +500,7 @@ fn a_two_node_fleet_losing_its_only_manager_says_so_and_converges_when_it_return
     let (cnode, cid) = containers_of(&f, "client").remove(0);
     assert_eq!(sb.inspect(&cnode, &cid, "{{.State.Running}}"), "true");
 
-    let out = sb.script(&["start-dockerd", "node1"]);
-    assert!(out.status.success());
+    drop(restart);
     let out = wait_for(
         Duration::from_secs(60),
         "apply converges with node1 back",
@@ -500,7 +510,7 @@ fn a_two_node_fleet_losing_its_only_manager_says_so_and_converges_when_it_return
         },
     );
     assert!(!out.contains("quorum"), "{out}");
-    wait_for(Duration::from_secs(20), "client reaches web", || {
+    wait_for(Duration::from_secs(90), "client reaches web", || {
         let (n, id) = containers_of(&f, "client").into_iter().next()?;
         fetch(&sb, &n, &id, "web")
     });
