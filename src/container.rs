@@ -260,8 +260,9 @@ pub struct NetworkRecord {
     pub subnet: Option<String>,
     /// Driver options (`encrypted`, `com.docker.network.driver.mtu`, ...).
     pub options: BTreeMap<String, String>,
-    /// Containers attached on this node (name → IPv4 address in CIDR form); filled by
-    /// [`crate::transport::NodeRuntime::inspect_network`] only.
+    /// Containers attached on this node (name → IPv4 address in CIDR form), filled by
+    /// [`crate::transport::NodeRuntime::inspect_network`]; an observation fills the names from
+    /// the container listing, without addresses (empty strings).
     pub containers: BTreeMap<String, String>,
 }
 

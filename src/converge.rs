@@ -119,8 +119,11 @@ pub async fn converge(p: &mut impl Passes, timeout: Duration) -> Result<Converge
             .max(Duration::from_secs(1));
         let report = p.pass(left).await?;
         let done = report.plan.steps.is_empty() && report.plan.network.steps.is_empty();
-        let progress =
-            report.exec.outcomes.iter().any(|o| o.ok) || report.exec.network.iter().any(|o| o.ok);
+        // Network steps run before the container steps of the same pass, so they alone are
+        // progress only in a pass without container steps: a container step that failed after
+        // them would fail the same way again.
+        let progress = report.exec.outcomes.iter().any(|o| o.ok)
+            || (report.plan.steps.is_empty() && report.exec.network.iter().any(|o| o.ok));
         let repeats = reports
             .last()
             .is_some_and(|prev| signature(&prev.plan) == signature(&report.plan));

@@ -286,12 +286,22 @@ async fn observe_node(
     let all = rt.list_containers(&ListFilter::default()).await?;
     let networks = match &options.networks {
         None => Vec::new(),
-        Some(names) => rt
-            .list_networks(&ListFilter::default())
-            .await?
-            .into_iter()
-            .filter(|n| n.label(labels::FLEET) == Some(fleet) || names.contains(&n.name))
-            .collect(),
+        Some(names) => {
+            let mut nets: Vec<NetworkRecord> = rt
+                .list_networks(&ListFilter::default())
+                .await?
+                .into_iter()
+                .filter(|n| n.label(labels::FLEET) == Some(fleet) || names.contains(&n.name))
+                .collect();
+            // Which containers of the node (any, the fleet's or not) are on each: a listing
+            // does not say, the container listing does (without addresses).
+            for n in &mut nets {
+                for c in all.iter().filter(|c| c.networks.contains(&n.name)) {
+                    n.containers.entry(c.name.clone()).or_default();
+                }
+            }
+            nets
+        }
     };
     let (ours, foreign): (Vec<_>, Vec<_>) = all.into_iter().partition(|r| is_ours(r, fleet));
     // fleetctl's own records (lease, tombstones, conditions) are neither the fleet's nor

@@ -139,15 +139,45 @@ pub fn node_address(fleet: &DesiredFleet, node: &str) -> String {
         .map_or("127.0.0.1".into(), |s| s.host.clone())
 }
 
-/// Observes the fleet the way placement needs it: with measured memory.
+/// Observes the fleet the way placement needs it: with measured memory (and the fleet's
+/// network, for [`ensure_network`]).
 pub async fn observe_for_placement(fleet: &DesiredFleet, runtimes: &Runtimes) -> ObservedFleet {
     let rts: Vec<_> = runtimes.values().cloned().collect();
-    observe(
+    let mut observed = observe(
         &fleet.fleet.name,
         &rts,
         &ObserveOptions::for_scheduling(fleet, true),
     )
-    .await
+    .await;
+    crate::network::exec::observe_members(fleet, runtimes, &mut observed).await;
+    observed
+}
+
+/// Makes the fleet's network where `observed` shows it missing — the swarm formed (init, joins)
+/// and the network created — so a plug created before any apply has a network to join. Nothing
+/// is taken apart here (no leave, demotion or removal): that is apply's and the controller's
+/// work, under the fleet lease.
+pub async fn ensure_network(fleet: &DesiredFleet, runtimes: &Runtimes, observed: &ObservedFleet) {
+    use crate::network::NetStep;
+    let mut plan = crate::network::plan(fleet, observed, &Default::default());
+    plan.steps.retain(|s| {
+        matches!(
+            s,
+            NetStep::SwarmInit { .. } | NetStep::SwarmJoin { .. } | NetStep::CreateNetwork { .. }
+        )
+    });
+    if plan.steps.is_empty() {
+        return;
+    }
+    let opts = crate::execute::ExecOptions {
+        actor: "plug".into(),
+        ..Default::default()
+    };
+    for o in crate::network::exec::execute(&plan, runtimes, None, &opts).await {
+        if let Some(e) = o.error {
+            tracing::warn!(error = %e, "could not make the fleet's network");
+        }
+    }
 }
 
 /// Decides where a new plug goes and records it (`pending`, port leased) in one transaction.
@@ -467,6 +497,7 @@ pub async fn touch(
         ));
     };
     let observed = observe_for_placement(fleet, runtimes).await;
+    ensure_network(fleet, runtimes, &observed).await;
     let (conditions, _) = store.conditions_with_marks(&observed.marks, "plug touch")?;
     let last_known = store.replica_nodes()?;
     let policy = fleet.policy_for(class);

@@ -378,8 +378,42 @@ fn plan_from(cx: &PassContext<'_>, observed: &ObservedFleet) -> Result<Plan, Sto
     p.unadoptable = found.skipped;
     if observed.networks_observed {
         p.network = crate::network::plan(cx.fleet, observed, &cx.lost);
+        let unusable = crate::network::unusable_nodes(cx.fleet, &p.network, &[]);
+        hold_unjoinable(&mut p, &unusable);
     }
     Ok(p)
+}
+
+/// Takes out of `plan` the creates and replacements of containers that need the fleet's network
+/// on a node where it cannot be joined (`unusable`: node → why), each reported: a stop-first
+/// replacement there would stop the old container and then fail to create the new one.
+fn hold_unjoinable(plan: &mut Plan, unusable: &BTreeMap<String, String>) {
+    if unusable.is_empty() {
+        return;
+    }
+    let mut held = Vec::new();
+    plan.steps.retain(|s| {
+        let spec = match &s.action {
+            Action::Create { spec } | Action::Replace { spec, .. } => spec,
+            _ => return true,
+        };
+        let needs = matches!(
+            spec.network,
+            crate::container::NetworkAttachment::Fleet { .. }
+        );
+        match unusable.get(&s.node) {
+            Some(why) if needs => {
+                held.push(crate::network::NetProblem::Held {
+                    node: s.node.clone(),
+                    container: s.container.clone(),
+                    why: why.clone(),
+                });
+                false
+            }
+            _ => true,
+        }
+    });
+    plan.network.problems.extend(held);
 }
 
 /// A change the caller makes to a computed plan before it runs (the controller adds restarts of
@@ -420,6 +454,9 @@ pub async fn pass_adjusted(
     // The network first: containers attach to it when they are created.
     let network =
         crate::network::exec::execute(&p.network, cx.runtimes, Some(cx.store), &cx.exec).await;
+    // Where a network step failed, what needs the network waits (reported).
+    let unusable = crate::network::unusable_nodes(cx.fleet, &p.network, &network);
+    hold_unjoinable(&mut p, &unusable);
     let mut exec = execute(&p, cx.runtimes, Some(cx.store), &cx.exec, progress).await;
     exec.network = network;
     settle(cx, &observed, &p, &exec)?;

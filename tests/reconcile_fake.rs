@@ -441,3 +441,45 @@ async fn a_failed_create_keeps_the_old_replica_record_issue_12() {
         "a failed create must not move the replica's record"
     );
 }
+
+/// Where the fleet's network cannot be joined (here: a network of its name that is not
+/// fleetctl's), nothing that needs it is created or replaced there — an old container is never
+/// stopped for a replacement that cannot start — and the apply says why; the other nodes
+/// converge.
+#[tokio::test]
+async fn nothing_is_created_or_replaced_where_the_fleets_network_cannot_be_joined() {
+    use fleetctl::container::{NetworkDriver, NetworkSpec};
+    let w = world(2);
+    let f = fleet(BASE);
+    w.fakes["node1"]
+        .create_network(&NetworkSpec {
+            name: "demo-bridge".into(),
+            driver: NetworkDriver::Bridge,
+            labels: Default::default(),
+            subnet: None,
+            mtu: None,
+            encrypted: false,
+        })
+        .await
+        .unwrap();
+    let r = pass(&cx(&w, &f), &|_| {}).await.unwrap();
+    assert!(
+        w.fakes["node1"].containers().is_empty(),
+        "nothing on node1: {:?}",
+        w.fakes["node1"].containers()
+    );
+    assert!(!w.fakes["node2"].containers().is_empty());
+    let held: Vec<String> = r
+        .plan
+        .network
+        .problems
+        .iter()
+        .map(ToString::to_string)
+        .filter(|p| p.contains("not created or replaced"))
+        .collect();
+    assert!(!held.is_empty(), "{:?}", r.plan.network.problems);
+    assert!(
+        held[0].contains("a network named demo-bridge is not fleetctl's"),
+        "{held:?}"
+    );
+}

@@ -319,6 +319,6 @@ async fn join_tokens_travel_but_never_show_in_errors() {
     let body: serde_json::Value = serde_json::from_str(body).unwrap();
     assert_eq!(body["JoinToken"], TOKEN);
     assert_eq!(body["RemoteAddrs"], serde_json::json!(["10.0.0.1:2377"]));
-    assert_eq!(body["ListenAddr"], "0.0.0.0:2377");
+    assert_eq!(body["ListenAddr"], "10.0.0.2:2377");
     assert_eq!(body["AdvertiseAddr"], "10.0.0.2");
 }

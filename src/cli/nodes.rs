@@ -381,6 +381,7 @@ fn node_network(
             | NetProblem::Membership { node: n, .. }
             | NetProblem::NoAddress { node: n }
             | NetProblem::Foreign { node: n, .. }
+            | NetProblem::Held { node: n, .. }
             | NetProblem::Differs { node: n, .. } => n == node,
         })
         .map(ToString::to_string)

@@ -194,6 +194,7 @@ fn create(
     };
     let created = rt.block_on(async {
         let observed = plugs::observe_for_placement(fleet, &runtimes).await;
+        plugs::ensure_network(fleet, &runtimes, &observed).await;
         let plug = plugs::reserve_plug(
             fleet,
             &store,

@@ -129,6 +129,7 @@ impl Controller {
         let loaded = self.desired();
         let runtimes = self.runtimes();
         let observed = plugs::observe_for_placement(&loaded.fleet, &runtimes).await;
+        plugs::ensure_network(&loaded.fleet, &runtimes, &observed).await;
         let plug = plugs::reserve_plug(
             &loaded.fleet,
             &self.store,

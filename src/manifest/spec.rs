@@ -106,8 +106,14 @@ impl NetworkSettings {
 /// `<fleet>-bridge` for the per-node bridge. Two names, so a fleet that grows from one node to
 /// two moves its containers from one network to the other without two networks of one name on
 /// a node (which the engine would refuse to attach by name).
+///
+/// A fleet named like one of the engine's predefined networks (`default` — the name of a fleet
+/// without a Fleet document —, `bridge`, `host`, `none`, `ingress`) gets `<fleet>-overlay`: the
+/// engine refuses to create a network of those names.
 pub fn network_name(fleet: &str, driver: NetworkDriver) -> String {
+    const PREDEFINED: [&str; 5] = ["default", "bridge", "host", "none", "ingress"];
     match driver {
+        NetworkDriver::Overlay if PREDEFINED.contains(&fleet) => format!("{fleet}-overlay"),
         NetworkDriver::Overlay => fleet.to_string(),
         NetworkDriver::Bridge => format!("{fleet}-bridge"),
     }

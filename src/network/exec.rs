@@ -145,7 +145,12 @@ async fn run(
             let token = if *manager { &t.manager } else { &t.worker };
             let addr = resolve(addr).await?;
             let (host, port) = remote.rsplit_once(':').unwrap_or((remote, "2377"));
-            let remote = format!("{}:{port}", resolve(host).await?);
+            let ip = resolve(host.trim_matches(|c| c == '[' || c == ']')).await?;
+            let remote = if ip.contains(':') {
+                format!("[{ip}]:{port}")
+            } else {
+                format!("{ip}:{port}")
+            };
             rt.swarm_join(&addr, &remote, token).await.map_err(e)
         }
         NetStep::SwarmLeave { .. } => rt.swarm_leave(true).await.map_err(e),

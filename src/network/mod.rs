@@ -196,6 +196,16 @@ pub enum NetProblem {
         /// Network name.
         name: String,
     },
+    /// A container that needs the fleet's network is not created or replaced on a node where
+    /// the network cannot be joined now: the old copy keeps running.
+    Held {
+        /// Node.
+        node: String,
+        /// Container.
+        container: String,
+        /// Why the network cannot be joined there.
+        why: String,
+    },
     /// The fleet's network exists with other settings than the manifests': the engine cannot
     /// change a network in place.
     Differs {
@@ -211,6 +221,14 @@ pub enum NetProblem {
 impl std::fmt::Display for NetProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            NetProblem::NoManager {
+                members,
+                unreachable,
+            } if members.is_empty() => write!(
+                f,
+                "the fleet's swarm is not formed while {} does not answer (a node that does not answer may already hold it; a second swarm is never started beside it)",
+                unreachable.join(", ")
+            ),
             NetProblem::NoManager {
                 members,
                 unreachable,
@@ -249,6 +267,14 @@ impl std::fmt::Display for NetProblem {
                 f,
                 "node {node}: a network named {name} exists and is not fleetctl's; rename or remove it"
             ),
+            NetProblem::Held {
+                node,
+                container,
+                why,
+            } => write!(
+                f,
+                "node {node}: {container} not created or replaced: the fleet's network cannot be joined there ({why}); what runs keeps running"
+            ),
             NetProblem::Differs { node, name, what } => write!(
                 f,
                 "node {node}: network {name} differs from the manifests ({what}); the engine cannot change a network in place: remove it once its containers are gone, and apply"
@@ -277,6 +303,66 @@ pub struct NetworkPlan {
     pub steps: Vec<NetStep>,
     /// Problems reported, not acted on.
     pub problems: Vec<NetProblem>,
+}
+
+/// Nodes where the fleet's network cannot be joined now, with why: from the plan's problems,
+/// and from the network steps that failed (`outcomes`, in step order, when they ran).
+pub fn unusable_nodes(
+    fleet: &DesiredFleet,
+    plan: &NetworkPlan,
+    outcomes: &[exec::NetOutcome],
+) -> BTreeMap<String, String> {
+    let overlay = fleet.network_driver() == NetworkDriver::Overlay;
+    let mut out = BTreeMap::new();
+    let all = |out: &mut BTreeMap<String, String>, why: &str| {
+        for n in fleet.nodes.keys() {
+            out.entry(n.clone()).or_insert_with(|| why.to_string());
+        }
+    };
+    for p in &plan.problems {
+        match p {
+            NetProblem::NoManager { .. } => all(&mut out, "no swarm manager answers"),
+            NetProblem::ForeignSwarm { node } => {
+                out.insert(node.clone(), "the node is in another swarm".into());
+            }
+            NetProblem::Membership { node, state, .. } => {
+                out.insert(node.clone(), format!("swarm membership {}", state.as_str()));
+            }
+            NetProblem::NoAddress { node } => {
+                out.insert(node.clone(), "the node has no address".into());
+            }
+            NetProblem::Foreign { node, name } if overlay => all(
+                &mut out,
+                &format!("a network named {name} on {node} is not fleetctl's"),
+            ),
+            NetProblem::Foreign { node, name } => {
+                out.insert(
+                    node.clone(),
+                    format!("a network named {name} is not fleetctl's"),
+                );
+            }
+            NetProblem::Held { .. } | NetProblem::Differs { .. } => {}
+        }
+    }
+    for (step, o) in plan.steps.iter().zip(outcomes) {
+        if o.ok {
+            continue;
+        }
+        let why = o.error.clone().unwrap_or_default();
+        match step {
+            NetStep::SwarmInit { .. } => all(&mut out, &why),
+            NetStep::CreateNetwork { .. } if overlay => all(&mut out, &why),
+            NetStep::SwarmJoin { node, .. }
+            | NetStep::SwarmLeave { node }
+            | NetStep::CreateNetwork { node, .. } => {
+                out.entry(node.clone()).or_insert(why);
+            }
+            NetStep::SetRole { .. }
+            | NetStep::RemoveMember { .. }
+            | NetStep::RemoveNetwork { .. } => {}
+        }
+    }
+    out
 }
 
 /// The spec of the fleet's network.
@@ -457,11 +543,6 @@ fn plan_swarm(
                 state: info.state,
                 error: info.error.clone(),
             });
-            if info.state == SwarmState::Error {
-                out.steps.push(NetStep::SwarmLeave {
-                    node: node.to_string(),
-                });
-            }
         }
     }
     let manager = infos
@@ -482,11 +563,27 @@ fn plan_swarm(
         .collect();
     let wanted = managers_wanted(fleet.nodes.len());
     let Some((via, via_info)) = manager else {
+        // Any membership at all (active, locked, pending, failed) means a swarm exists.
         let members: Vec<String> = infos
             .iter()
-            .filter(|(_, i)| i.state == SwarmState::Active)
+            .filter(|(_, i)| i.state != SwarmState::Inactive)
             .map(|(n, _)| n.to_string())
             .collect();
+        let silent: Vec<String> = fleet
+            .nodes
+            .keys()
+            .filter(|n| !view.nodes.contains_key(*n) && !lost.contains(*n))
+            .cloned()
+            .collect();
+        if members.is_empty() && !silent.is_empty() {
+            // A node that does not answer may be the manager of the fleet's swarm: starting one
+            // now could put a second swarm beside it.
+            out.problems.push(NetProblem::NoManager {
+                members,
+                unreachable: silent,
+            });
+            return None;
+        }
         if !members.is_empty() {
             // In a swarm, but no manager answers: never start a second swarm beside it.
             let unreachable = fleet
@@ -513,23 +610,28 @@ fn plan_swarm(
                 node: node.to_string(),
                 addr: addr_of(node).unwrap_or_default(),
                 via: first.clone(),
-                remote: format!("{addr}:{SWARM_PORT}"),
+                remote: host_port(&addr),
                 manager: i < wanted,
             });
         }
         return Some(first);
     };
     let remote = if via_info.node_addr.is_empty() {
-        format!("{}:{SWARM_PORT}", addr_of(&via).unwrap_or_default())
+        host_port(&addr_of(&via).unwrap_or_default())
     } else {
-        format!("{}:{SWARM_PORT}", via_info.node_addr)
+        host_port(&via_info.node_addr)
     };
     // Members, with the manifest node each one is.
     let members = &view.members;
     let known_ids: BTreeSet<&str> = members.iter().map(|(_, m)| m.id.as_str()).collect();
     // Managers' addresses (without port), to tell a node this swarm removed from a node of
     // another swarm.
-    let host = |a: &str| a.rsplit_once(':').map_or(a, |(h, _)| h).to_string();
+    let host = |a: &str| {
+        a.rsplit_once(':')
+            .map_or(a, |(h, _)| h)
+            .trim_matches(|c| c == '[' || c == ']')
+            .to_string()
+    };
     let manager_hosts: BTreeSet<String> = members
         .iter()
         .filter(|(_, m)| m.role == SwarmRole::Manager)
@@ -538,6 +640,22 @@ fn plan_swarm(
         .collect();
     let mut rejoin: Vec<&str> = Vec::new();
     for (node, info) in &infos {
+        // A failed membership in this swarm (it knows the fleet's managers), as a worker: it
+        // leaves, and joins again. A manager's, or another swarm's, is only reported.
+        if info.state == SwarmState::Error
+            && !info.manager
+            && addr_of(node).is_some()
+            && info
+                .remote_managers
+                .iter()
+                .any(|r| manager_hosts.contains(&host(r)))
+        {
+            out.steps.push(NetStep::SwarmLeave {
+                node: node.to_string(),
+            });
+            rejoin.push(node);
+            continue;
+        }
         if info.state == SwarmState::Active
             && !known_ids.is_empty()
             && !known_ids.contains(info.node_id.as_str())
@@ -648,6 +766,15 @@ fn plan_swarm(
         }
     }
     Some(via)
+}
+
+/// `addr:2377`, bracketed for an IPv6 address.
+fn host_port(addr: &str) -> String {
+    if addr.contains(':') {
+        format!("[{addr}]:{SWARM_PORT}")
+    } else {
+        format!("{addr}:{SWARM_PORT}")
+    }
 }
 
 fn member_label(m: &SwarmMember) -> String {

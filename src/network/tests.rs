@@ -333,3 +333,58 @@ fn a_node_the_swarm_removed_that_still_thinks_it_is_a_member_leaves_and_joins_ag
     );
     assert!(p.problems.is_empty(), "{:?}", p.problems);
 }
+
+#[test]
+fn a_fleet_named_like_a_predefined_network_gets_another_overlay_name() {
+    use crate::manifest::network_name;
+    assert_eq!(
+        network_name("default", NetworkDriver::Overlay),
+        "default-overlay"
+    );
+    assert_eq!(
+        network_name("ingress", NetworkDriver::Overlay),
+        "ingress-overlay"
+    );
+    assert_eq!(network_name("aims", NetworkDriver::Overlay), "aims");
+    assert_eq!(
+        network_name("default", NetworkDriver::Bridge),
+        "default-bridge"
+    );
+}
+
+#[test]
+fn no_swarm_is_started_while_a_node_that_may_hold_it_does_not_answer() {
+    let f = fleet(3, "{}");
+    let mut o = ObservedFleet {
+        networks_observed: true,
+        ..ObservedFleet::default()
+    };
+    for n in ["node1", "node2"] {
+        o.nodes.insert(n.into(), reachable(vec![]));
+        o.swarm.nodes.insert(n.into(), SwarmInfo::default());
+    }
+    let p = plan(&f, &o, &BTreeSet::new());
+    assert!(p.steps.is_empty(), "{:?}", p.steps);
+    assert!(
+        p.problems[0].to_string().contains("node3 does not answer"),
+        "{:?}",
+        p.problems
+    );
+    // Lost for good: the others form it.
+    let p = plan(&f, &o, &BTreeSet::from(["node3".to_string()]));
+    assert!(
+        matches!(p.steps[0], NetStep::SwarmInit { .. }),
+        "{:?}",
+        p.steps
+    );
+}
+
+#[test]
+fn where_the_network_cannot_be_joined_every_node_is_named_with_why() {
+    let f = fleet(2, "{}");
+    let o = formed(&f, &["node1"], &["node1"]);
+    let p = plan(&f, &o, &BTreeSet::new());
+    let unusable = unusable_nodes(&f, &p, &[]);
+    assert_eq!(unusable.len(), 2, "{unusable:?}");
+    assert_eq!(unusable["node2"], "no swarm manager answers");
+}

@@ -70,9 +70,16 @@ pub const PULL_TIMEOUT: Duration = Duration::from_secs(600);
 /// (then answers that the join goes on in the background), and init and leave take 10–30 s on a
 /// slow VPS. [`CALL_TIMEOUT`] would cut them off while they still succeed.
 pub const SWARM_TIMEOUT: Duration = Duration::from_secs(60);
-/// The address the engine listens on for swarm traffic (`ListenAddr` of init and join): every
-/// interface, the standard swarm port. What the others use is the advertised address.
-pub const SWARM_LISTEN_ADDR: &str = "0.0.0.0:2377";
+/// The address the engine listens on for swarm traffic (`ListenAddr` of init and join): the
+/// address it advertises (the node's private address), on the standard swarm port — never every
+/// interface, which would put the managers' port on a VPS's public address too.
+pub fn swarm_listen_addr(advertise_addr: &str) -> String {
+    if advertise_addr.contains(':') {
+        format!("[{advertise_addr}]:2377")
+    } else {
+        format!("{advertise_addr}:2377")
+    }
+}
 /// From this API version the engine always refuses a network name that exists; below it, only
 /// when the create asks with `CheckDuplicate` (a field bollard's models no longer have).
 pub const ALWAYS_CHECK_DUPLICATE_API_VERSION: ApiVersion = ApiVersion {
@@ -622,7 +629,7 @@ impl NodeRuntime for DockerRuntime {
 
     async fn swarm_init(&self, advertise_addr: &str) -> Result<String, TransportError> {
         let request = SwarmInitRequest {
-            listen_addr: Some(SWARM_LISTEN_ADDR.to_string()),
+            listen_addr: Some(swarm_listen_addr(advertise_addr)),
             advertise_addr: Some(advertise_addr.to_string()),
             ..Default::default()
         };
@@ -1624,7 +1631,7 @@ pub fn swarm_refusal(mut e: TransportError) -> TransportError {
 /// The JSON body of `POST /swarm/join`. Holds the token: never log it.
 fn swarm_join_body(advertise_addr: &str, remote_addr: &str, token: &str) -> Vec<u8> {
     serde_json::to_vec(&SwarmJoinRequest {
-        listen_addr: Some(SWARM_LISTEN_ADDR.to_string()),
+        listen_addr: Some(swarm_listen_addr(advertise_addr)),
         advertise_addr: Some(advertise_addr.to_string()),
         remote_addrs: Some(vec![remote_addr.to_string()]),
         join_token: Some(token.to_string()),
@@ -2626,7 +2633,7 @@ mod tests {
         assert_eq!(
             body,
             serde_json::json!({
-                "ListenAddr": "0.0.0.0:2377",
+                "ListenAddr": "10.0.0.2:2377",
                 "AdvertiseAddr": "10.0.0.2",
                 "RemoteAddrs": ["10.0.0.1:2377"],
                 "JoinToken": "SWMTKN-1-x",

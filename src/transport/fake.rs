@@ -1111,7 +1111,10 @@ impl NodeRuntime for FakeRuntime {
         const OP: &str = "create network";
         self.begin("create-network", &spec.name)?;
         let name = Some(spec.name.as_str());
-        if PREDEFINED_NETWORKS.contains(&spec.name.as_str()) {
+        // The engine also refuses `default` and `ingress` (names it reserves).
+        if PREDEFINED_NETWORKS.contains(&spec.name.as_str())
+            || ["default", "ingress"].contains(&spec.name.as_str())
+        {
             return Err(self.refuse(
                 OP,
                 name,
