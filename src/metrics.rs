@@ -284,9 +284,18 @@ impl NodeRuntime for MeteredRuntime {
         self.timed("remove_network", self.inner.remove_network(id))
             .await
     }
-    async fn swarm_init(&self, advertise_addr: &str) -> Result<String, TransportError> {
-        self.timed("swarm_init", self.inner.swarm_init(advertise_addr))
+    async fn swarm_init(
+        &self,
+        advertise_addr: &str,
+        labels: &std::collections::BTreeMap<String, String>,
+    ) -> Result<String, TransportError> {
+        self.timed("swarm_init", self.inner.swarm_init(advertise_addr, labels))
             .await
+    }
+    async fn swarm_labels(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, String>, TransportError> {
+        self.timed("swarm", self.inner.swarm_labels()).await
     }
     async fn swarm_join_tokens(&self) -> Result<JoinTokens, TransportError> {
         self.timed("swarm", self.inner.swarm_join_tokens()).await

@@ -286,7 +286,10 @@ async fn network_answers_map_to_kinds() {
     let e = rt.remove_network("busy").await.unwrap_err();
     assert_eq!(e.kind, ErrorKind::Conflict, "{e}");
     assert_eq!(e.object.as_deref(), Some("busy"));
-    let e = rt.swarm_init("10.0.0.1").await.unwrap_err();
+    let e = rt
+        .swarm_init("10.0.0.1", &Default::default())
+        .await
+        .unwrap_err();
     assert_eq!(e.kind, ErrorKind::Conflict, "{e}");
 }
 

@@ -38,6 +38,7 @@ pub async fn observe_members(
         match rt.swarm_members().await {
             Ok(members) => {
                 observed.swarm.members = name_members(fleet, &observed.swarm.nodes, members);
+                observed.swarm.labels = rt.swarm_labels().await.ok();
                 observed.swarm.listed_by = Some(m);
                 return;
             }
@@ -124,9 +125,9 @@ async fn run(
         .ok_or_else(|| format!("node {} has no connection", step.node()))?;
     let e = |e: TransportError| e.to_string();
     match step {
-        NetStep::SwarmInit { addr, .. } => {
+        NetStep::SwarmInit { addr, labels, .. } => {
             let addr = resolve(addr).await?;
-            rt.swarm_init(&addr).await.map(|_| ()).map_err(e)
+            rt.swarm_init(&addr, labels).await.map(|_| ()).map_err(e)
         }
         NetStep::SwarmJoin {
             addr,

@@ -40,12 +40,14 @@ pub fn managers_wanted(nodes: usize) -> usize {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "kebab-case")]
 pub enum NetStep {
-    /// Start a new swarm on `node`, advertising `addr`.
+    /// Start a new swarm on `node`, advertising `addr`, labelled as the fleet's.
     SwarmInit {
         /// Node.
         node: String,
         /// Address it advertises.
         addr: String,
+        /// The swarm's labels: `fleet.managed-by=fleetctl`, `fleet.fleet=<fleet>`.
+        labels: BTreeMap<String, String>,
     },
     /// Join `node` to the swarm through the manager `via` (reached at `remote`).
     SwarmJoin {
@@ -122,7 +124,7 @@ impl NetStep {
     /// One line for the plan: what and why.
     pub fn describe(&self) -> String {
         match self {
-            NetStep::SwarmInit { node, addr } => {
+            NetStep::SwarmInit { node, addr, .. } => {
                 format!(
                     "swarm init on {node} (advertise {addr}): the fleet's overlay needs a swarm"
                 )
@@ -292,6 +294,8 @@ pub struct SwarmView {
     pub members: Vec<(Option<String>, SwarmMember)>,
     /// The manager that listed them.
     pub listed_by: Option<String>,
+    /// The swarm's labels, as that manager reports them (`None`: could not be read).
+    pub labels: Option<BTreeMap<String, String>>,
 }
 
 /// What to do about the fleet's network, and what to report.
@@ -604,6 +608,10 @@ fn plan_swarm(
         out.steps.push(NetStep::SwarmInit {
             node: first.clone(),
             addr: addr.clone(),
+            labels: BTreeMap::from([
+                (labels::MANAGED_BY.to_string(), labels::MANAGER.to_string()),
+                (labels::FLEET.to_string(), fleet.fleet.name.clone()),
+            ]),
         });
         for (i, node) in inactive.iter().enumerate().skip(1) {
             out.steps.push(NetStep::SwarmJoin {
@@ -623,6 +631,27 @@ fn plan_swarm(
     };
     // Members, with the manifest node each one is.
     let members = &view.members;
+    // Whose swarm this is: labelled as this fleet's at init; one without a fleet label is
+    // taken as the fleet's only when every member is a node of the manifests. Another swarm is
+    // never joined, shaped or pruned: its nodes are reported.
+    let fleet_label = view
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(labels::FLEET).cloned());
+    let ours = match fleet_label {
+        Some(f) => f == fleet.fleet.name,
+        None => !members.is_empty() && members.iter().all(|(n, _)| n.is_some()),
+    };
+    if !ours {
+        for (node, info) in &infos {
+            if info.state != SwarmState::Inactive {
+                out.problems.push(NetProblem::ForeignSwarm {
+                    node: node.to_string(),
+                });
+            }
+        }
+        return None;
+    }
     let known_ids: BTreeSet<&str> = members.iter().map(|(_, m)| m.id.as_str()).collect();
     // Managers' addresses (without port), to tell a node this swarm removed from a node of
     // another swarm.

@@ -109,6 +109,10 @@ fn formed(f: &DesiredFleet, managers: &[&str], down: &[&str]) -> ObservedFleet {
     }
     let infos = o.swarm.nodes.clone();
     o.swarm.members = name_members(f, &infos, members);
+    o.swarm.labels = Some(BTreeMap::from([(
+        labels::FLEET.to_string(),
+        "aims".to_string(),
+    )]));
     o.swarm.listed_by = managers
         .iter()
         .find(|m| !down.contains(m))
@@ -387,4 +391,49 @@ fn where_the_network_cannot_be_joined_every_node_is_named_with_why() {
     let unusable = unusable_nodes(&f, &p, &[]);
     assert_eq!(unusable.len(), 2, "{unusable:?}");
     assert_eq!(unusable["node2"], "no swarm manager answers");
+}
+
+#[test]
+fn a_swarm_that_is_not_the_fleets_is_never_joined_shaped_or_pruned() {
+    let f = fleet(3, "{}");
+    // Labelled as another fleet's.
+    let mut o = formed(&f, &["node1", "node2", "node3"], &[]);
+    o.swarm.labels = Some(BTreeMap::from([(
+        labels::FLEET.to_string(),
+        "other".to_string(),
+    )]));
+    let p = plan(&f, &o, &BTreeSet::new());
+    assert!(p.steps.is_empty(), "{:?}", p.steps);
+    assert_eq!(p.problems.len(), 3, "{:?}", p.problems);
+    // Unlabelled, with a member that is not a node of the manifests (an operator's own swarm):
+    // its extra member is neither demoted nor removed.
+    let mut o = formed(&f, &["node1", "node2", "node3"], &[]);
+    o.swarm.labels = Some(BTreeMap::new());
+    o.swarm
+        .members
+        .push((None, member("theirs", "10.9.9.9", SwarmRole::Manager, true)));
+    let p = plan(&f, &o, &BTreeSet::new());
+    assert!(p.steps.is_empty(), "{:?}", p.steps);
+    assert!(matches!(p.problems[0], NetProblem::ForeignSwarm { .. }));
+    // Unlabelled, every member a node of the manifests: the fleet's.
+    o.swarm.members.pop();
+    assert!(plan(&f, &o, &BTreeSet::new()).problems.is_empty());
+}
+
+#[test]
+fn a_new_swarm_is_labelled_as_the_fleets() {
+    let f = fleet(2, "{}");
+    let mut o = ObservedFleet {
+        networks_observed: true,
+        ..ObservedFleet::default()
+    };
+    for n in f.nodes.keys() {
+        o.nodes.insert(n.clone(), reachable(vec![]));
+        o.swarm.nodes.insert(n.clone(), SwarmInfo::default());
+    }
+    let p = plan(&f, &o, &BTreeSet::new());
+    let NetStep::SwarmInit { labels: l, .. } = &p.steps[0] else {
+        panic!("{:?}", p.steps)
+    };
+    assert_eq!(l.get(labels::FLEET).map(String::as_str), Some("aims"));
 }

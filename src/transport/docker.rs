@@ -627,10 +627,18 @@ impl NodeRuntime for DockerRuntime {
         .map_err(network_in_use_is_conflict)
     }
 
-    async fn swarm_init(&self, advertise_addr: &str) -> Result<String, TransportError> {
+    async fn swarm_init(
+        &self,
+        advertise_addr: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<String, TransportError> {
         let request = SwarmInitRequest {
             listen_addr: Some(swarm_listen_addr(advertise_addr)),
             advertise_addr: Some(advertise_addr.to_string()),
+            spec: Some(bollard::models::SwarmSpec {
+                labels: Some(labels.clone().into_iter().collect()),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         self.call(
@@ -641,6 +649,22 @@ impl NodeRuntime for DockerRuntime {
         )
         .await
         .map_err(swarm_refusal)
+    }
+
+    async fn swarm_labels(&self) -> Result<BTreeMap<String, String>, TransportError> {
+        const OP: &str = "swarm inspect";
+        // Raw, as for the tokens: the same answer holds them.
+        let answer = self
+            .raw(OP, None, CALL_TIMEOUT, http::Method::GET, "/swarm", None)
+            .await?;
+        swarm_labels_from(&answer).map_err(|why| {
+            TransportError::new(
+                &self.node,
+                OP,
+                ErrorKind::Other,
+                format!("malformed answer from the engine: {why}"),
+            )
+        })
     }
 
     async fn swarm_join_tokens(&self) -> Result<JoinTokens, TransportError> {
@@ -1641,6 +1665,22 @@ fn swarm_join_body(advertise_addr: &str, remote_addr: &str, token: &str) -> Vec<
 }
 
 /// The join tokens of a `GET /swarm` answer. The error says what is wrong without quoting it.
+/// The swarm's `Spec.Labels` from a `GET /swarm` answer (nothing else of it is kept).
+fn swarm_labels_from(answer: &[u8]) -> Result<BTreeMap<String, String>, String> {
+    #[derive(serde::Deserialize)]
+    struct Spec {
+        #[serde(rename = "Labels", default)]
+        labels: Option<BTreeMap<String, String>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Swarm {
+        #[serde(rename = "Spec", default)]
+        spec: Option<Spec>,
+    }
+    let swarm: Swarm = serde_json::from_slice(answer).map_err(|e| e.to_string())?;
+    Ok(swarm.spec.and_then(|s| s.labels).unwrap_or_default())
+}
+
 fn join_tokens_from(answer: &[u8]) -> Result<JoinTokens, String> {
     #[derive(serde::Deserialize)]
     struct Swarm {

@@ -96,8 +96,17 @@ impl NodeRuntime for FailedRuntime {
     async fn remove_network(&self, _: &str) -> Result<(), TransportError> {
         Err(self.err("remove network"))
     }
-    async fn swarm_init(&self, _: &str) -> Result<String, TransportError> {
+    async fn swarm_init(
+        &self,
+        _: &str,
+        _: &std::collections::BTreeMap<String, String>,
+    ) -> Result<String, TransportError> {
         Err(self.err("swarm init"))
+    }
+    async fn swarm_labels(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, String>, TransportError> {
+        Err(self.err("swarm inspect"))
     }
     async fn swarm_join_tokens(&self) -> Result<JoinTokens, TransportError> {
         Err(self.err("swarm inspect"))

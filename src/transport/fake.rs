@@ -753,6 +753,8 @@ struct Cluster {
     leader: Option<String>,
     /// Overlays, by name.
     networks: BTreeMap<String, FakeNetwork>,
+    /// The swarm's labels (set at init).
+    labels: BTreeMap<String, String>,
 }
 
 impl Cluster {
@@ -1240,7 +1242,11 @@ impl NodeRuntime for FakeRuntime {
         Ok(())
     }
 
-    async fn swarm_init(&self, advertise_addr: &str) -> Result<String, TransportError> {
+    async fn swarm_init(
+        &self,
+        advertise_addr: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<String, TransportError> {
         self.begin("swarm-init", advertise_addr)?;
         let fabric = self.fabric();
         let mut f = fabric.lock();
@@ -1271,6 +1277,7 @@ impl NodeRuntime for FakeRuntime {
             )]),
             leader: Some(node_id.clone()),
             networks: BTreeMap::new(),
+            labels: labels.clone(),
         };
         f.clusters.insert(cluster_id.clone(), cluster);
         f.locals.insert(
@@ -1281,6 +1288,14 @@ impl NodeRuntime for FakeRuntime {
             },
         );
         Ok(node_id)
+    }
+
+    async fn swarm_labels(&self) -> Result<BTreeMap<String, String>, TransportError> {
+        self.begin("swarm-labels", "")?;
+        let fabric = self.fabric();
+        let mut f = fabric.lock();
+        let (cluster, _) = self.managed_cluster("swarm inspect", None, &mut f)?;
+        Ok(cluster.labels.clone())
     }
 
     async fn swarm_join_tokens(&self) -> Result<JoinTokens, TransportError> {
@@ -1728,7 +1743,7 @@ mod tests {
         let swarm = FakeSwarm::new();
         let nodes = ["n1", "n2", "n3"].map(|n| FakeRuntime::with_swarm(n, &swarm));
         let [n1, n2, n3] = &nodes;
-        n1.swarm_init("10.0.0.1").await.unwrap();
+        n1.swarm_init("10.0.0.1", &BTreeMap::new()).await.unwrap();
         let tokens = n1.swarm_join_tokens().await.unwrap();
         n2.swarm_join("10.0.0.2", "10.0.0.1:2377", &tokens.worker)
             .await
@@ -1786,7 +1801,10 @@ mod tests {
             i1.cluster_id
         );
 
-        let e = n2.swarm_init("10.0.0.2").await.unwrap_err();
+        let e = n2
+            .swarm_init("10.0.0.2", &BTreeMap::new())
+            .await
+            .unwrap_err();
         assert_eq!(e.kind, ErrorKind::Conflict, "{e}");
         let e = n2
             .swarm_join("10.0.0.2", "10.0.0.1:2377", &tokens.worker)
@@ -1851,7 +1869,10 @@ mod tests {
                 .await
                 .is_err()
         );
-        let id = alone.swarm_init("10.0.0.5").await.unwrap();
+        let id = alone
+            .swarm_init("10.0.0.5", &BTreeMap::new())
+            .await
+            .unwrap();
         assert_eq!(alone.swarm_members().await.unwrap()[0].id, id);
     }
 
@@ -1971,7 +1992,7 @@ mod tests {
         let info = n2.engine_info().await.unwrap().swarm;
         assert_eq!(info.state, SwarmState::Error);
         assert!(info.error.is_some());
-        assert!(n2.swarm_init("10.0.0.2").await.is_err());
+        assert!(n2.swarm_init("10.0.0.2", &BTreeMap::new()).await.is_err());
         n2.swarm_leave(true).await.unwrap();
         assert_eq!(
             n2.engine_info().await.unwrap().swarm.state,
@@ -2065,7 +2086,7 @@ mod tests {
         n1.create_network(&net("aims-net", NetworkDriver::Bridge))
             .await
             .unwrap();
-        n1.swarm_init("10.0.0.1").await.unwrap();
+        n1.swarm_init("10.0.0.1", &BTreeMap::new()).await.unwrap();
         n1.list_networks(&ListFilter::default()).await.unwrap();
         n1.swarm_members().await.unwrap();
         assert_eq!(

@@ -15,6 +15,7 @@ pub mod fake;
 pub mod hostkey;
 pub mod ssh;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -188,8 +189,14 @@ pub trait NodeRuntime: Send + Sync {
     /// Removes a network by id or name; one that is gone fails with [`ErrorKind::NotFound`].
     async fn remove_network(&self, id: &str) -> Result<(), TransportError>;
     /// Makes this engine the first manager of a new swarm advertising `advertise_addr` (an IP
-    /// address); returns its swarm node id.
-    async fn swarm_init(&self, advertise_addr: &str) -> Result<String, TransportError>;
+    /// address), the swarm labelled `labels` (whose swarm it is); returns its swarm node id.
+    async fn swarm_init(
+        &self,
+        advertise_addr: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<String, TransportError>;
+    /// The labels of this engine's swarm (a manager only).
+    async fn swarm_labels(&self) -> Result<BTreeMap<String, String>, TransportError>;
     /// The join tokens of this engine's swarm (a manager only). They are secrets: never logged.
     async fn swarm_join_tokens(&self) -> Result<JoinTokens, TransportError>;
     /// Joins the swarm of the manager at `remote_addr` (`ip:2377`) with `token`, advertising
