@@ -430,6 +430,11 @@ fn a_two_node_fleet_losing_its_only_manager_says_so_and_converges_when_it_return
     let Some(sb) = Sandbox::get("quorum") else {
         return;
     };
+    // This fleet forms the swarm, so it is its to shape (a swarm another fleet made is used,
+    // never pruned, by a fleet that shares its nodes).
+    for n in ["node3", "node2", "node1"] {
+        let _ = sb.script(&["docker", n, "swarm", "leave", "--force"]);
+    }
     let f = Fleet::new(&sb, "e2e-net-quorum", "");
     // node3 leaves the manifests: fleetctl removes it from the swarm and leaves what is not
     // fleetctl's there alone.

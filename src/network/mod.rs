@@ -638,11 +638,19 @@ fn plan_swarm(
         .labels
         .as_ref()
         .and_then(|l| l.get(labels::FLEET).cloned());
-    let ours = match fleet_label {
-        Some(f) => f == fleet.fleet.name,
-        None => !members.is_empty() && members.iter().all(|(n, _)| n.is_some()),
+    let all_known = !members.is_empty() && members.iter().all(|(n, _)| n.is_some());
+    // The fleet that made it shapes its membership (removes and demotes what left its
+    // manifests); any fleet of fleetctl's may use it (join its nodes, promote, attach), as fleets
+    // that share nodes share the nodes' one swarm.
+    let owner = match &fleet_label {
+        Some(f) => *f == fleet.fleet.name,
+        None => all_known,
     };
-    if !ours {
+    let by_fleetctl = view
+        .labels
+        .as_ref()
+        .is_some_and(|l| l.get(labels::MANAGED_BY).map(String::as_str) == Some(labels::MANAGER));
+    if !(owner || by_fleetctl) {
         for (node, info) in &infos {
             if info.state != SwarmState::Inactive {
                 out.problems.push(NetProblem::ForeignSwarm {
@@ -749,7 +757,8 @@ fn plan_swarm(
     // Demote managers that are lost or left the manifests, once others carry the quorum; then
     // remove members that left the manifests.
     for (n, m) in members {
-        let gone = n.is_none();
+        // Not in these manifests: another fleet's node, unless this fleet made the swarm.
+        let gone = n.is_none() && owner;
         let is_lost = n.as_ref().is_some_and(|n| lost.contains(n));
         if m.role == SwarmRole::Manager
             && (gone || is_lost)
@@ -772,12 +781,17 @@ fn plan_swarm(
             });
         }
     }
-    // More managers than wanted (the fleet shrank): demote the last ones by name, never `via`.
-    let mut extra = members
-        .iter()
-        .filter(|m| good_manager(m))
-        .count()
-        .saturating_sub(wanted);
+    // More managers than wanted (the fleet shrank): demote the last ones by name, never `via`
+    // (only in the fleet's own swarm: another fleet on these nodes may want them).
+    let mut extra = if owner {
+        members
+            .iter()
+            .filter(|m| good_manager(m))
+            .count()
+            .saturating_sub(wanted)
+    } else {
+        0
+    };
     for (n, m) in members.iter().rev() {
         if extra == 0 {
             break;

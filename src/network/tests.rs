@@ -405,6 +405,19 @@ fn a_swarm_that_is_not_the_fleets_is_never_joined_shaped_or_pruned() {
     let p = plan(&f, &o, &BTreeSet::new());
     assert!(p.steps.is_empty(), "{:?}", p.steps);
     assert_eq!(p.problems.len(), 3, "{:?}", p.problems);
+    // Made by fleetctl for another fleet on the same nodes: used (its overlay is created, a
+    // new node joins), but members outside these manifests are not this fleet's to remove.
+    o.swarm.labels = Some(BTreeMap::from([
+        (labels::FLEET.to_string(), "other".to_string()),
+        (labels::MANAGED_BY.to_string(), labels::MANAGER.to_string()),
+    ]));
+    o.swarm
+        .members
+        .push((None, member("theirs", "10.9.9.9", SwarmRole::Worker, true)));
+    let p = plan(&f, &o, &BTreeSet::new());
+    assert!(p.steps.is_empty(), "{:?}", p.steps);
+    assert!(p.problems.is_empty(), "{:?}", p.problems);
+    o.swarm.members.pop();
     // Unlabelled, with a member that is not a node of the manifests (an operator's own swarm):
     // its extra member is neither demoted nor removed.
     let mut o = formed(&f, &["node1", "node2", "node3"], &[]);
