@@ -370,6 +370,22 @@ impl Drop for Restart<'_> {
     }
 }
 
+/// Every sandbox node leaves its swarm (what fleetctl formed is formed again by the next apply).
+fn leave_swarm(sb: &Sandbox) {
+    for n in ["node3", "node2", "node1"] {
+        let _ = sb.script(&["docker", n, "swarm", "leave", "--force"]);
+    }
+}
+
+/// [`leave_swarm`] when dropped.
+struct FreshSwarm<'a>(&'a Sandbox);
+
+impl Drop for FreshSwarm<'_> {
+    fn drop(&mut self) {
+        leave_swarm(self.0);
+    }
+}
+
 /// `fleetctl run` as a child; killed when dropped.
 struct Controller(Child);
 
@@ -432,9 +448,10 @@ fn a_two_node_fleet_losing_its_only_manager_says_so_and_converges_when_it_return
     };
     // This fleet forms the swarm, so it is its to shape (a swarm another fleet made is used,
     // never pruned, by a fleet that shares its nodes).
-    for n in ["node3", "node2", "node1"] {
-        let _ = sb.script(&["docker", n, "swarm", "leave", "--force"]);
-    }
+    leave_swarm(&sb);
+    // And when it ends: after its only manager's restart the engines' gossip takes a while (30 s
+    // and more) to carry names across nodes again; the next test starts from a fresh swarm.
+    let _fresh = FreshSwarm(&sb);
     let f = Fleet::new(&sb, "e2e-net-quorum", "");
     // node3 leaves the manifests: fleetctl removes it from the swarm and leaves what is not
     // fleetctl's there alone.
