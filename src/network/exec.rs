@@ -87,15 +87,38 @@ pub async fn execute(
     let mut tokens: BTreeMap<String, JoinTokens> = BTreeMap::new();
     let mut out = Vec::new();
     let actor = opts.actor.as_str();
+    let mut promotion_failed = false;
     for step in &plan.steps {
         let node = step.node().to_string();
         let line = step.describe();
         // A holder whose lease is gone changes nothing more.
         let fenced = opts.fence.as_ref().map_or(Ok(()), |f| f.check());
+        let demotion = matches!(
+            step,
+            NetStep::SetRole {
+                role: crate::container::SwarmRole::Worker,
+                ..
+            }
+        );
         let result = match fenced {
+            // A demotion planned after a promotion that failed would shrink the quorum.
+            Ok(()) if demotion && promotion_failed => {
+                Err("not demoted: the promotion meant to replace it failed".to_string())
+            }
             Ok(()) => run(step, runtimes, &mut tokens).await,
             Err(e) => Err(e.to_string()),
         };
+        if result.is_err()
+            && matches!(
+                step,
+                NetStep::SetRole {
+                    role: crate::container::SwarmRole::Manager,
+                    ..
+                } | NetStep::SwarmJoin { manager: true, .. }
+            )
+        {
+            promotion_failed = true;
+        }
         let (action, message) = match &result {
             Ok(()) => ("network", line.clone()),
             Err(e) => ("network-failed", format!("{line}: {e}")),

@@ -624,6 +624,23 @@ fn plan_swarm(
         }
         return Some(first);
     };
+    if view.listed_by.is_none() {
+        // Managers answer as engines, but none could list the swarm: no leader, the quorum is
+        // lost. Nothing is planned against a swarm whose members cannot be seen.
+        out.problems.push(NetProblem::NoManager {
+            members: infos
+                .iter()
+                .filter(|(_, i)| i.state == SwarmState::Active)
+                .map(|(n, _)| n.to_string())
+                .collect(),
+            unreachable: infos
+                .iter()
+                .filter(|(_, i)| i.state == SwarmState::Active && i.manager)
+                .map(|(n, _)| format!("{n} (no leader)"))
+                .collect(),
+        });
+        return None;
+    }
     let remote = if via_info.node_addr.is_empty() {
         host_port(&addr_of(&via).unwrap_or_default())
     } else {

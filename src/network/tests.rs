@@ -450,3 +450,19 @@ fn a_new_swarm_is_labelled_as_the_fleets() {
     };
     assert_eq!(l.get(labels::FLEET).map(String::as_str), Some("aims"));
 }
+
+#[test]
+fn managers_that_cannot_list_the_swarm_are_a_lost_quorum_not_another_swarm() {
+    let f = fleet(3, "{}");
+    let mut o = formed(&f, &["node1", "node2", "node3"], &[]);
+    o.swarm.members.clear();
+    o.swarm.listed_by = None;
+    o.swarm.labels = None;
+    let p = plan(&f, &o, &BTreeSet::new());
+    assert!(p.steps.is_empty(), "{:?}", p.steps);
+    assert!(
+        p.problems[0].to_string().starts_with("swarm quorum lost"),
+        "{:?}",
+        p.problems
+    );
+}
