@@ -236,6 +236,24 @@ fn replace_or_create<'a>(b: &mut Builder, s: &Snapshot, copies: &[Copy<'a>]) -> 
         }
         return None;
     };
+    if !w.run && *old_node == node.as_str() {
+        // A plug that should not run (stopped for idleness, evicted) keeps its old container on
+        // its node, stopped: a replacement would start the new one (every idle plug at once
+        // after an upgrade that changes specs). It is replaced when it runs again. (A move to
+        // another node — a drain — is still a replacement.)
+        if o.record.state == RunState::Running {
+            b.step(
+                old_node,
+                &o.record.name,
+                Action::Stop {
+                    id: o.record.id.clone(),
+                    grace_secs: grace_of(spec),
+                },
+                "plug is stopped".into(),
+            );
+        }
+        return Some(o.record.id.as_str());
+    }
     let same_node = *old_node == node.as_str();
     let mut order = match (&w.identity, same_node) {
         (_, false) => UpdateOrder::StartFirst,

@@ -654,3 +654,44 @@ fn a_replica_on_an_unreachable_node_its_placement_now_forbids_is_placed_anew() {
         )]
     );
 }
+
+/// A stopped plug whose spec changed (an upgrade, a class edit) is not replaced: a replacement
+/// would start it. Its old container stays, stopped (and is stopped if it runs).
+#[test]
+fn a_stopped_plug_whose_spec_changed_is_not_started_by_a_replacement() {
+    let class = |image: &str| {
+        fleet(&format!(
+            "---\napiVersion: fleet/v1\nkind: PlugClass\nmetadata: {{name: agent}}\nspec: {{image: {image}, resources: {{memory: 64MiB}}, port: 8080, hostPorts: 51000-51009}}\n"
+        ))
+    };
+    let (old, new) = (class("plug:1"), class("plug:2"));
+    let id = crate::desired::PlugIdentity {
+        id: "p1",
+        owner: "o",
+        node: "n1",
+        host_port: 51000,
+    };
+    for state in [RunState::Exited, RunState::Running] {
+        let mut w = World::new(new.clone());
+        let spec = crate::desired::plug_container(&old, &old.plug_classes["agent"], &id);
+        w.observe("n1", spec, state);
+        w.plugs.push(PlugRecord {
+            id: "p1".into(),
+            class: "agent".into(),
+            owner: "o".into(),
+            node: "n1".into(),
+            host_port: 51000,
+            state: PlugState::Stopped,
+            created_ms: 0,
+            last_activity_ms: 0,
+            message: None,
+        });
+        let p = w.plan();
+        let want: Vec<(&str, &str, &str, &str)> = if state == RunState::Running {
+            vec![("stop", "n1", "plug/p1", "plug is stopped")]
+        } else {
+            vec![]
+        };
+        assert_eq!(steps(&p), want, "{state:?}");
+    }
+}
