@@ -374,7 +374,13 @@ async fn create_started(
     }
     let id = match created {
         Ok(id) => id,
-        Err(e) if e.is_conflict() => rt.inspect_container(&spec.name).await?.record.id,
+        Err(e) if e.is_conflict() => match rt.inspect_container(&spec.name).await {
+            Ok(found) => found.record.id,
+            // The name was taken by a container that is gone by now (one being removed when
+            // the create came): the create is tried once more.
+            Err(gone) if gone.is_not_found() => rt.create_container(spec).await?,
+            Err(other) => return Err(other),
+        },
         Err(e) => return Err(e),
     };
     rt.start_container(&id).await?;

@@ -453,7 +453,27 @@ fn a_two_node_fleet_losing_its_only_manager_says_so_and_converges_when_it_return
     // and more) to carry names across nodes again; the next test starts from a fresh swarm.
     let _fresh = FreshSwarm(&sb);
     let f = Fleet::new(&sb, "e2e-net-quorum", "");
-    // node3 leaves the manifests: fleetctl removes it from the swarm and leaves what is not
+    write(
+        &f,
+        "{}",
+        &format!(
+            "{}{}",
+            service("web", 1, &["node1"], ""),
+            service("client", 1, &["node2"], "")
+        ),
+    );
+    // All three nodes first: node3 is a member of the swarm this fleet forms.
+    f.apply();
+    let node3_id = sb
+        .docker("node3", &["info", "-f", "{{.Swarm.NodeID}}"])
+        .trim()
+        .to_string();
+    let members = sb.docker("node1", &["node", "ls", "--format", "{{.ID}}"]);
+    assert!(
+        !node3_id.is_empty() && members.contains(&node3_id),
+        "node3 is a member first: {node3_id:?} in {members}"
+    );
+    // Then node3 leaves the manifests: fleetctl removes it from the swarm and leaves what is not
     // fleetctl's there alone.
     let nodes = std::fs::read_to_string(f.path().join("nodes.yaml")).unwrap();
     let kept: Vec<&str> = nodes
@@ -476,23 +496,14 @@ fn a_two_node_fleet_losing_its_only_manager_says_so_and_converges_when_it_return
             IMAGE,
         ],
     );
-    write(
-        &f,
-        "{}",
-        &format!(
-            "{}{}",
-            service("web", 1, &["node1"], ""),
-            service("client", 1, &["node2"], "")
-        ),
-    );
-    f.apply();
+    let out = f.apply();
+    assert!(out.contains("remove"), "{out}");
     let members = sb.docker(
         "node1",
         &["node", "ls", "--format", "{{.ID}} {{.ManagerStatus}}"],
     );
-    let node3_id = sb.docker("node3", &["info", "-f", "{{.Swarm.NodeID}}"]);
     assert!(
-        node3_id.trim().is_empty() || !members.contains(node3_id.trim()),
+        !members.contains(&node3_id),
         "node3 left the swarm's members: {members}"
     );
     assert_eq!(
