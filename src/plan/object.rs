@@ -107,17 +107,9 @@ fn converge_kept(b: &mut Builder, o: &Observed) -> bool {
     if let Some(have) = detached(o, spec) {
         // Same spec, but the engine lost its attachment (e.g. a network removed by hand): only a
         // new container joins it again. Same name, so the old one goes first.
-        b.step(
-            node,
-            &spec.name,
-            Action::Replace {
-                old_node: node.clone(),
-                old_id: o.record.id.clone(),
-                old_name: o.record.name.clone(),
-                old_grace_secs: grace_secs(o),
-                spec: Box::new(spec.clone()),
-                order: UpdateOrder::StopFirst,
-            },
+        recreate_in_place(
+            b,
+            o,
             format!(
                 "network: {have} → {} (not attached), recreate",
                 spec.network.name()
@@ -130,17 +122,9 @@ fn converge_kept(b: &mut Builder, o: &Observed) -> bool {
         if !changes.is_empty() && removes_a_limit(res, &spec.resources) {
             // The engine reads 0 as "unchanged", so a limit cannot be removed in place. Same
             // spec hash, same name: the old container goes first.
-            b.step(
-                node,
-                &spec.name,
-                Action::Replace {
-                    old_node: node.clone(),
-                    old_id: o.record.id.clone(),
-                    old_name: o.record.name.clone(),
-                    old_grace_secs: grace_secs(o),
-                    spec: Box::new(spec.clone()),
-                    order: UpdateOrder::StopFirst,
-                },
+            recreate_in_place(
+                b,
+                o,
                 format!(
                     "{}, recreate (stop-first: the engine cannot remove a limit in place)",
                     changes.join(", ")
@@ -191,6 +175,22 @@ fn converge_kept(b: &mut Builder, o: &Observed) -> bool {
         && observed.is_some_and(|(res, restart)| {
             in_place_changes(res, restart, &spec.resources, spec.restart).is_empty()
         })
+}
+
+/// Replaces the kept copy `o` by the same spec on its node: same hash, same name, so the old
+/// container goes first (stop-first).
+fn recreate_in_place(b: &mut Builder, o: &Observed, reason: String) {
+    let (node, spec) = (&b.wanted.node, &b.wanted.spec);
+    let action = Action::Replace {
+        old_node: node.clone(),
+        old_id: o.record.id.clone(),
+        old_name: o.record.name.clone(),
+        old_grace_secs: grace_secs(o),
+        spec: Box::new(spec.clone()),
+        order: UpdateOrder::StopFirst,
+    };
+    let (node, name) = (node.clone(), spec.name.clone());
+    b.step(&node, &name, action, reason);
 }
 
 /// The networks a running container is on when its spec names the fleet's network and the
