@@ -377,6 +377,31 @@ pub struct JoinTokens {
     pub manager: String,
 }
 
+/// Credentials for one registry, sent with a pull or a digest lookup as `X-Registry-Auth` and
+/// nowhere else: never stored, never printed. `Debug` shows the server and user only.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryAuth {
+    /// The registry as the engine names it (`registry.example.com`, `10.0.0.5:5000`,
+    /// `https://index.docker.io/v1/` for Docker Hub).
+    pub server: String,
+    /// User name (empty with an identity token).
+    pub username: String,
+    /// Password or access token.
+    pub password: String,
+    /// An OAuth identity (refresh) token from a credential helper, sent instead of a password.
+    pub identity_token: Option<String>,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish_non_exhaustive()
+    }
+}
+
 /// Run state of a container as the engine reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
