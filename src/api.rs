@@ -232,7 +232,7 @@ fn plug_error(e: PlugError) -> Response {
         )
             .into_response(),
         PlugError::Store(StoreError::NoPlug(_)) => error(StatusCode::NOT_FOUND, &e),
-        PlugError::Transport(_) => error(StatusCode::BAD_GATEWAY, &e),
+        PlugError::Transport(_) | PlugError::Image(_) => error(StatusCode::BAD_GATEWAY, &e),
         PlugError::NotReady { .. } | PlugError::Store(_) => {
             error(StatusCode::INTERNAL_SERVER_ERROR, &e)
         }

@@ -166,6 +166,10 @@ pub struct ContainerSpec {
     /// Which network the container joins, and the names it answers to there (SPEC §10).
     #[serde(default)]
     pub network: NetworkAttachment,
+    /// When the node gets the image from its registry. Not part of the spec hash: a new
+    /// policy changes how later containers get their image, not the running ones.
+    #[serde(default)]
+    pub pull: crate::manifest::PullPolicy,
 }
 
 /// How a container is attached to a network (SPEC §10). Part of the spec hash: a container on
@@ -400,6 +404,28 @@ impl std::fmt::Debug for RegistryAuth {
             .field("password", &"<redacted>")
             .finish_non_exhaustive()
     }
+}
+
+/// An image as one node holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LocalImage {
+    /// The engine's image id (`sha256:…` of its config).
+    pub id: String,
+    /// `repository@sha256:…` for every registry manifest it was pulled or pushed as.
+    pub repo_digests: Vec<String>,
+}
+
+/// How far one pull on one node has come: layers and bytes, as the engine reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PullProgress {
+    /// Layers downloaded and extracted, or already present.
+    pub layers_done: usize,
+    /// Layers the image has, as far as the engine has said so far.
+    pub layers: usize,
+    /// Bytes downloaded.
+    pub bytes_done: u64,
+    /// Bytes to download, as far as known.
+    pub bytes: u64,
 }
 
 /// Run state of a container as the engine reports it.

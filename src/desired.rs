@@ -95,6 +95,7 @@ pub fn service_container(
     labels.insert(labels::SERVICE.to_string(), svc.name.clone());
     labels.insert(labels::REPLICA.to_string(), replica.to_string());
     let mut spec = ContainerSpec {
+        pull: Default::default(),
         name: String::new(),
         image: svc.image.clone(),
         command: svc.command.clone(),
@@ -178,6 +179,7 @@ pub fn plug_container(
         env.insert("FLEET_HOST_PORT".into(), plug.host_port.to_string());
     }
     let mut spec = ContainerSpec {
+        pull: Default::default(),
         name: plug_container_name(&fleet.fleet.name, plug.id),
         image: class.image.clone(),
         command: class.command.clone(),

@@ -15,9 +15,10 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{OnceCell, Semaphore};
 
-use crate::container::{ContainerSpec, Health, RunState, labels};
+use crate::container::{ContainerSpec, Health, PullProgress, RunState, labels};
+use crate::images::{self, AuthSource, ImageError, Made};
 use crate::lease::{Fence, LeaseLost};
-use crate::manifest::UpdateOrder;
+use crate::manifest::{PullPolicy, UpdateOrder};
 use crate::plan::{Action, Object, Plan, Step};
 use crate::store::{PlugState, Store, now_ms};
 use crate::transport::{ContainerUpdate, NodeRuntime, TransportError};
@@ -40,6 +41,9 @@ pub struct ExecOptions {
     /// starts (each fails with [`StepError::LeaseLost`]). `None` for work that holds no fleet
     /// lease (plug create/delete, tests).
     pub fence: Option<Fence>,
+    /// The credentials pulls carry (the fleet's `registries`, the operator's docker
+    /// configuration).
+    pub auth: Arc<dyn AuthSource>,
 }
 
 impl Default for ExecOptions {
@@ -50,6 +54,7 @@ impl Default for ExecOptions {
             ready_timeout: Duration::from_secs(120),
             actor: "apply".into(),
             fence: None,
+            auth: Arc::new(images::NoAuth),
         }
     }
 }
@@ -63,6 +68,24 @@ pub enum Progress<'a> {
     Done(&'a Step, Duration),
     /// A step failed.
     Failed(&'a Step, &'a str),
+    /// An image is being pulled on a node: layers and bytes so far.
+    Pulling {
+        /// Node.
+        node: &'a str,
+        /// Image reference.
+        image: &'a str,
+        /// How far.
+        progress: PullProgress,
+    },
+    /// An image was pulled on a node.
+    Pulled {
+        /// Node.
+        node: &'a str,
+        /// Image reference.
+        image: &'a str,
+        /// Wall time of the pull.
+        elapsed: Duration,
+    },
 }
 
 /// How one step ended.
@@ -119,25 +142,16 @@ pub enum StepError {
         /// What was seen.
         why: String,
     },
-    /// The image is not on the node and could not be pulled there.
-    #[error("node {node}: image {image} cannot be pulled: {cause}")]
-    Image {
+    /// The image is not on the node and could not be made present there.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The image is not on the node; the step that needed it first on that node says why.
+    #[error("skipped: image {image} is not on node {node} (said above)")]
+    ImageSaid {
         /// Node.
         node: String,
-        /// Image reference as the manifest gives it.
+        /// Image reference.
         image: String,
-        /// What the engine answered.
-        cause: String,
-    },
-    /// Whether the image is on the node could not be found out.
-    #[error("node {node}: image {image}: cannot check whether it is present: {cause}")]
-    ImageCheck {
-        /// Node.
-        node: String,
-        /// Image reference as the manifest gives it.
-        image: String,
-        /// What the engine or the connection said.
-        cause: String,
     },
     /// A container with our name exists but is not ours.
     #[error(
@@ -220,16 +234,14 @@ pub async fn wait_ready(
     }
 }
 
-/// Per (node, image): the outcome of making the image present, computed once per run.
-type ImageCache = Mutex<BTreeMap<(String, String), Arc<OnceCell<Result<(), ImageFailure>>>>>;
+/// Per (node, image): the outcome of making the image present, computed once per run, and
+/// whether a step has reported its failure yet (each is reported by one step only).
+type ImageCache = Mutex<BTreeMap<(String, String), Arc<ImageCell>>>;
 
-/// Why an image could not be made present, in the engine's words.
-#[derive(Debug, Clone)]
-enum ImageFailure {
-    /// Asking whether it is present failed (the node, not the registry).
-    Check(String),
-    /// The pull failed.
-    Pull(String),
+#[derive(Default)]
+struct ImageCell {
+    outcome: OnceCell<Result<(), ImageError>>,
+    said: std::sync::atomic::AtomicBool,
 }
 
 struct Ctx<'a> {
@@ -238,6 +250,7 @@ struct Ctx<'a> {
     opts: &'a ExecOptions,
     node_slots: BTreeMap<String, Arc<Semaphore>>,
     images: ImageCache,
+    progress: &'a (dyn Fn(Progress) + Sync),
 }
 
 impl Ctx<'_> {
@@ -262,40 +275,64 @@ impl Ctx<'_> {
         }
     }
 
-    /// Pulls `image` on `node` unless present; once per node and image per run.
-    async fn ensure_image(&self, node: &str, image: &str) -> Result<(), StepError> {
-        let cell = {
-            let mut map = self.images.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry((node.to_string(), image.to_string()))
-                .or_default()
-                .clone()
-        };
-        let rt = self.rt(node)?;
+    /// The cell of `image` on `node`.
+    fn image_cell(&self, node: &str, image: &str) -> Arc<ImageCell> {
+        let mut map = self.images.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry((node.to_string(), image.to_string()))
+            .or_default()
+            .clone()
+    }
+
+    /// Makes `spec`'s image present on `node` as its pull policy says; once per node and image
+    /// per run. Its failure is returned to the first step that asks; later steps get
+    /// [`StepError::ImageSaid`].
+    async fn ensure_image(&self, node: &str, spec: &ContainerSpec) -> Result<(), StepError> {
+        let cell = self.image_cell(node, &spec.image);
         let result = cell
-            .get_or_init(|| async {
-                // The engine's answer only: the node and the image are the step error's subject.
-                match rt.image_present(image).await {
-                    Ok(true) => Ok(()),
-                    Ok(false) => rt
-                        .pull_image(image)
-                        .await
-                        .map_err(|e| ImageFailure::Pull(e.message)),
-                    Err(e) => Err(ImageFailure::Check(e.message)),
-                }
-            })
+            .outcome
+            .get_or_init(|| self.pull(node, &spec.image, spec.pull))
             .await;
-        result.clone().map_err(|failure| match failure {
-            ImageFailure::Pull(cause) => StepError::Image {
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if !cell.said.swap(true, std::sync::atomic::Ordering::SeqCst) => {
+                Err(e.clone().into())
+            }
+            Err(_) => Err(StepError::ImageSaid {
                 node: node.to_string(),
-                image: image.to_string(),
-                cause,
-            },
-            ImageFailure::Check(cause) => StepError::ImageCheck {
-                node: node.to_string(),
-                image: image.to_string(),
-                cause,
-            },
-        })
+                image: spec.image.clone(),
+            }),
+        }
+    }
+
+    /// [`images::make_present`] on `node`, with progress.
+    async fn pull(&self, node: &str, image: &str, pull: PullPolicy) -> Result<(), ImageError> {
+        let rt = self.runtimes.get(node).ok_or_else(|| ImageError::Check {
+            node: node.to_string(),
+            image: image.to_string(),
+            cause: "not connected".into(),
+        })?;
+        let started = Instant::now();
+        let progress = |p: PullProgress| {
+            (self.progress)(Progress::Pulling {
+                node,
+                image,
+                progress: p,
+            })
+        };
+        match images::make_present(rt.as_ref(), image, pull, self.opts.auth.as_ref(), &progress)
+            .await?
+        {
+            Made::Present => {}
+            Made::Pulled => {
+                (self.progress)(Progress::Pulled {
+                    node,
+                    image,
+                    elapsed: started.elapsed(),
+                });
+                self.event("pull", node, image, "pulled");
+            }
+        }
+        Ok(())
     }
 
     /// Creates `spec` (adopting an existing container of ours with the same name), starts it,
@@ -305,7 +342,7 @@ impl Ctx<'_> {
         node: &str,
         spec: &ContainerSpec,
     ) -> Result<String, StepError> {
-        self.ensure_image(node, &spec.image).await?;
+        self.ensure_image(node, spec).await?;
         let rt = self.rt(node)?;
         let id = match rt.create_container(spec).await {
             Ok(id) => id,
@@ -423,6 +460,8 @@ impl Ctx<'_> {
                         .await?;
                 }
                 UpdateOrder::StopFirst => {
+                    // The old container keeps running when the new one's image cannot be had.
+                    self.ensure_image(node, spec).await?;
                     self.stop_and_remove(old_node, old_id, *old_grace_secs)
                         .await?;
                     self.create_and_start(node, spec).await?;
@@ -467,7 +506,26 @@ pub async fn execute(
             .map(|n| (n.clone(), Arc::new(Semaphore::new(opts.per_node.max(1)))))
             .collect(),
         images: Mutex::new(BTreeMap::new()),
+        progress,
     };
+    let ctx = &ctx;
+    // Every image a change needs, on every target node, in parallel — before any step stops
+    // anything: a replica whose image cannot be had keeps its old container.
+    let mut needs: BTreeMap<(&str, &str), &ContainerSpec> = BTreeMap::new();
+    for step in &plan.steps {
+        if let Action::Create { spec } | Action::Replace { spec, .. } = &step.action {
+            needs
+                .entry((step.node.as_str(), spec.image.as_str()))
+                .or_insert(spec);
+        }
+    }
+    futures_util::future::join_all(needs.into_iter().map(|((node, image), spec)| async move {
+        let cell = ctx.image_cell(node, image);
+        cell.outcome
+            .get_or_init(|| ctx.pull(node, image, spec.pull))
+            .await;
+    }))
+    .await;
     // Groups in order of first appearance.
     let mut groups: Vec<(crate::plan::StepGroup, Vec<usize>)> = Vec::new();
     for (i, s) in plan.steps.iter().enumerate() {
@@ -476,7 +534,6 @@ pub async fn execute(
             None => groups.push((s.group.clone(), vec![i])),
         }
     }
-    let ctx = &ctx;
     let mut outcomes: Vec<StepOutcome> = futures_util::stream::iter(groups)
         .map(|(_, indices)| async move {
             let mut out = Vec::new();
@@ -504,7 +561,10 @@ pub async fn execute(
                     ctx.run_step(step).await
                 };
                 let elapsed = started.elapsed();
+                // A missing image is said by the first step that needed it on that node.
+                let said = matches!(result, Err(StepError::ImageSaid { .. }));
                 match &result {
+                    _ if said => failed = true,
                     Ok(()) => {
                         progress(Progress::Done(step, elapsed));
                         ctx.event(&verb, &step.node, &step.container, &step.reason);
@@ -524,7 +584,7 @@ pub async fn execute(
                     ok: result.is_ok(),
                     error: result.err().map(|e| e.to_string()),
                     elapsed_ms: elapsed.as_millis() as u64,
-                    skipped: false,
+                    skipped: said,
                 });
             }
             out

@@ -31,6 +31,7 @@ pub mod converge;
 pub mod desired;
 pub mod drain;
 pub mod execute;
+pub mod images;
 pub mod lease;
 pub mod manifest;
 pub mod memory;

@@ -28,7 +28,7 @@ use prometheus_client::registry::Registry;
 
 use crate::container::{
     ContainerDetails, ContainerRecord, ContainerSpec, EngineEvent, EngineInfo, JoinTokens,
-    NetworkRecord, NetworkSpec, SwarmMember, SwarmRole,
+    LocalImage, NetworkRecord, NetworkSpec, PullProgress, RegistryAuth, SwarmMember, SwarmRole,
 };
 use crate::transport::{ConnState, ContainerUpdate, ListFilter, NodeRuntime, TransportError};
 
@@ -221,11 +221,25 @@ impl NodeRuntime for MeteredRuntime {
         self.timed("inspect", self.inner.inspect_container(id))
             .await
     }
-    async fn image_present(&self, image: &str) -> Result<bool, TransportError> {
-        self.timed("image", self.inner.image_present(image)).await
+    async fn local_image(&self, image: &str) -> Result<Option<LocalImage>, TransportError> {
+        self.timed("image", self.inner.local_image(image)).await
     }
-    async fn pull_image(&self, image: &str) -> Result<(), TransportError> {
-        self.timed("pull", self.inner.pull_image(image)).await
+    async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<(), TransportError> {
+        self.timed("pull", self.inner.pull_image(image, auth, progress))
+            .await
+    }
+    async fn resolve_digest(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, TransportError> {
+        self.timed("resolve", self.inner.resolve_digest(image, auth))
+            .await
     }
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, TransportError> {
         self.timed("create", self.inner.create_container(spec))

@@ -41,6 +41,9 @@ pub enum PlugError {
     /// A Docker call failed.
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The plug's image is not on its node and could not be made present.
+    #[error(transparent)]
+    Image(Box<crate::images::ImageError>),
     /// The container did not come up.
     #[error("plug {id} on node {node}: container did not become ready: {why}")]
     NotReady {
@@ -284,7 +287,13 @@ pub async fn start_reserved(
         });
     };
     let result: Result<(), PlugError> = async {
-        let id = create_started(rt.as_ref(), &spec, &crate::network::network_spec(fleet)).await?;
+        let id = create_started(
+            rt.as_ref(),
+            &spec,
+            &crate::network::network_spec(fleet),
+            crate::images::fleet_auth(fleet).as_ref(),
+        )
+        .await?;
         wait_running(rt.as_ref(), &id, spec.healthcheck.is_some(), ready_timeout)
             .await
             .map_err(|why| PlugError::NotReady {
@@ -344,10 +353,11 @@ async fn create_started(
     rt: &dyn crate::transport::NodeRuntime,
     spec: &crate::container::ContainerSpec,
     network: &crate::container::NetworkSpec,
-) -> Result<String, TransportError> {
-    if !rt.image_present(&spec.image).await? {
-        rt.pull_image(&spec.image).await?;
-    }
+    auth: &dyn crate::images::AuthSource,
+) -> Result<String, PlugError> {
+    crate::images::make_present(rt, &spec.image, spec.pull, auth, &|_| {})
+        .await
+        .map_err(|e| PlugError::Image(Box::new(e)))?;
     let mut created = rt.create_container(spec).await;
     if let Err(e) = &created
         && e.is_not_found()
@@ -363,12 +373,13 @@ async fn create_started(
                     network.name
                 ),
             )
-            .with_object(spec.name.clone()));
+            .with_object(spec.name.clone())
+            .into());
         }
         match rt.create_network(network).await {
             Ok(_) => {}
             Err(e) if e.is_conflict() => {}
-            Err(e) => return Err(e),
+            Err(e) => return Err(e.into()),
         }
         created = rt.create_container(spec).await;
     }
@@ -379,9 +390,9 @@ async fn create_started(
             // The name was taken by a container that is gone by now (one being removed when
             // the create came): the create is tried once more.
             Err(gone) if gone.is_not_found() => rt.create_container(spec).await?,
-            Err(other) => return Err(other),
+            Err(other) => return Err(other.into()),
         },
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     rt.start_container(&id).await?;
     Ok(id)
@@ -576,7 +587,13 @@ pub async fn touch(
                     host_port: after.host_port,
                 },
             );
-            create_started(rt.as_ref(), &spec, &crate::network::network_spec(fleet)).await?;
+            create_started(
+                rt.as_ref(),
+                &spec,
+                &crate::network::network_spec(fleet),
+                crate::images::fleet_auth(fleet).as_ref(),
+            )
+            .await?;
         }
         Err(e) => return Err(e.into()),
     }

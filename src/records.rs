@@ -53,6 +53,7 @@ pub fn is_record(r: &ContainerRecord) -> bool {
 /// A record's container spec: `name`, `labels`, the empty image, never started.
 pub fn spec(name: String, labels: BTreeMap<String, String>) -> ContainerSpec {
     ContainerSpec {
+        pull: Default::default(),
         network: crate::container::NetworkAttachment::Default,
         name,
         image: IMAGE.to_string(),

@@ -115,6 +115,7 @@ fn my_ssh_connections(ep: &Endpoint) -> usize {
 
 fn test_spec(name: &str) -> ContainerSpec {
     ContainerSpec {
+        pull: Default::default(),
         network: Default::default(),
         name: name.to_string(),
         image: IMAGE.to_string(),

@@ -483,3 +483,61 @@ async fn nothing_is_created_or_replaced_where_the_fleets_network_cannot_be_joine
         "{held:?}"
     );
 }
+
+/// SPEC §11: every image a change needs is made present before anything is stopped. An image
+/// that cannot be had stops nothing — not a start-first replica, not a stop-first one (redis
+/// publishes a host port) — and is said once per node and image, however many steps need it.
+#[tokio::test]
+async fn an_image_that_cannot_be_had_stops_nothing_and_is_said_once_per_node() {
+    let w = world(2);
+    let base = BASE.replace("replicas: 2", "replicas: 2\n  placement: {nodes: [node1]}");
+    pass(&cx(&w, &fleet(&base)), &|_| {}).await.unwrap();
+    let before = ids(&w);
+    for f in w.fakes.values() {
+        f.set_images(&["web:1", "redis:7"]);
+    }
+    let changed = base.replace("web:1", "web:2").replace("redis:7", "redis:8");
+    let mark = w.fakes["node1"].calls().len();
+    let r = pass(&cx(&w, &fleet(&changed)), &|_| {}).await.unwrap();
+    assert!(
+        r.plan.steps.iter().any(|s| matches!(
+            &s.action,
+            Action::Replace {
+                order: fleetctl::manifest::UpdateOrder::StopFirst,
+                ..
+            }
+        )),
+        "redis is replaced stop-first: {:?}",
+        r.plan.steps
+    );
+    assert_eq!(ids(&w), before, "every old container is still there");
+    let node1 = &w.fakes["node1"];
+    let calls = &node1.calls()[mark..];
+    assert!(
+        !calls
+            .iter()
+            .any(|c| matches!(c.op, "stop" | "remove" | "create")),
+        "{calls:?}"
+    );
+    let mut said: Vec<&str> = r
+        .exec
+        .outcomes
+        .iter()
+        .filter(|o| !o.ok && !o.skipped)
+        .filter_map(|o| o.error.as_deref())
+        .collect();
+    said.sort();
+    assert_eq!(
+        said,
+        [
+            "node node1: image redis:8 cannot be pulled: registry docker.io: not found (fake)",
+            "node node1: image web:2 cannot be pulled: registry docker.io: not found (fake)",
+        ]
+    );
+    assert_eq!(
+        r.exec.outcomes.iter().filter(|o| o.skipped).count(),
+        1,
+        "the second web replica's step is skipped, not said again: {:?}",
+        r.exec.outcomes
+    );
+}

@@ -141,12 +141,18 @@ pub fn run(
     };
     let json = matches!(output, Output::Json | Output::Yaml);
     let result = rt.block_on(async {
+        let tty = std::io::IsTerminal::is_terminal(&std::io::stdout());
         let print = |p: &Progress| {
-            if !json
-                && !super::common::quiet()
-                && let Some(line) = progress_line(p)
-            {
-                let _ = emit(&format!("{line}\n"));
+            if json || super::common::quiet() {
+                return;
+            }
+            // On a terminal, a pull in progress is one line rewritten in place; every other line
+            // clears it first.
+            let clear = if tty { "\r\x1b[K" } else { "" };
+            if let Some(line) = progress_line(p) {
+                let _ = emit(&format!("{clear}{line}\n"));
+            } else if tty && let Some(status) = super::render::pull_status(p) {
+                let _ = emit(&format!("{clear}{status}"));
             }
         };
         let mut passes = LocalPasses {

@@ -284,5 +284,35 @@ pub fn progress_line(p: &Progress) -> Option<String> {
             s.action.verb(&s.node),
             s.container
         )),
+        Progress::Pulling { .. } => None,
+        Progress::Pulled {
+            node,
+            image,
+            elapsed,
+        } => Some(format!(
+            "{node:<10} ↓ {:<8} {image}  ({:.1}s)",
+            "pull",
+            elapsed.as_secs_f64()
+        )),
     }
+}
+
+/// The status line of a pull in progress, for a terminal (rewritten in place).
+pub fn pull_status(p: &Progress) -> Option<String> {
+    let Progress::Pulling {
+        node,
+        image,
+        progress,
+    } = p
+    else {
+        return None;
+    };
+    let mb = |b: u64| b as f64 / 1e6;
+    Some(format!(
+        "{node:<10} ↓ pulling  {image}: {}/{} layers, {:.1}/{:.1} MB",
+        progress.layers_done,
+        progress.layers,
+        mb(progress.bytes_done),
+        mb(progress.bytes)
+    ))
 }

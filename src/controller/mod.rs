@@ -975,5 +975,13 @@ fn log_progress(p: &Progress) {
             node = %s.node, container = %s.container, action = s.action.verb(&s.node), reason = %s.reason,
             error = %e, "step failed"
         ),
+        Progress::Pulling { .. } => {}
+        Progress::Pulled {
+            node,
+            image,
+            elapsed,
+        } => tracing::info!(
+            node = %node, image = %image, elapsed_ms = elapsed.as_millis() as u64, "image pulled"
+        ),
     }
 }

@@ -397,5 +397,15 @@ pub fn progress_line(p: &Progress) -> Option<String> {
             s.action.verb(&s.node),
             s.container
         )),
+        Progress::Pulling { .. } => None,
+        Progress::Pulled {
+            node,
+            image,
+            elapsed,
+        } => Some(format!(
+            "{node:<10} {:<8} {image}  ({:.1}s)",
+            "pull",
+            elapsed.as_secs_f64()
+        )),
     }
 }

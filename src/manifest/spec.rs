@@ -514,3 +514,19 @@ impl DesiredFleet {
         self.nodes.values().filter(|n| service.placement.allows(n))
     }
 }
+
+/// When a node gets a container's image from its registry (SPEC §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    /// Pull when the node lacks the image (the digest the apply resolved, when it resolved one).
+    #[default]
+    Missing,
+    /// Resolve the tag and pull on every apply that creates or checks the container.
+    Always,
+    /// Use only what the node already holds; a missing image is an error naming node and image.
+    Never,
+    /// As `missing`, and when the registry cannot serve a node, copy the image there from another
+    /// node or the operator's engine.
+    Fleet,
+}

@@ -52,11 +52,12 @@ use tokio::sync::{OnceCell, watch};
 
 use super::connector::{self, SshConnector, UnixConnector};
 use super::ssh::{ConnState, SshError, SshSession};
-use super::{ContainerUpdate, ErrorKind, ListFilter, NodeRuntime, TransportError};
+use super::{ContainerUpdate, ErrorKind, ListFilter, NodeRuntime, RegistryCause, TransportError};
 use crate::container::{
     ContainerDetails, ContainerRecord, ContainerSpec, EngineEvent, EngineInfo, Health, JoinTokens,
-    NetworkAttachment, NetworkDriver, NetworkRecord, NetworkSpec, PortMapping, Protocol, Resources,
-    RestartPolicy, RunState, SwarmInfo, SwarmMember, SwarmRole, SwarmState,
+    LocalImage, NetworkAttachment, NetworkDriver, NetworkRecord, NetworkSpec, PortMapping,
+    Protocol, PullProgress, RegistryAuth, Resources, RestartPolicy, RunState, SwarmInfo,
+    SwarmMember, SwarmRole, SwarmState,
 };
 
 /// Deadline of one ordinary Docker call (list, inspect, create, start, update, stats, info):
@@ -384,7 +385,7 @@ impl NodeRuntime for DockerRuntime {
         Ok(details_from_inspect(&r))
     }
 
-    async fn image_present(&self, image: &str) -> Result<bool, TransportError> {
+    async fn local_image(&self, image: &str) -> Result<Option<LocalImage>, TransportError> {
         let name = image.to_string();
         match self
             .call("inspect image", Some(image), CALL_TIMEOUT, |d| async move {
@@ -392,26 +393,69 @@ impl NodeRuntime for DockerRuntime {
             })
             .await
         {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_not_found() => Ok(false),
+            Ok(i) => Ok(Some(LocalImage {
+                id: i.id.unwrap_or_default(),
+                repo_digests: i.repo_digests.unwrap_or_default(),
+            })),
+            Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
     }
 
-    async fn pull_image(&self, image: &str) -> Result<(), TransportError> {
+    async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<(), TransportError> {
         let (repo, tag) = split_image_ref(image);
         let options = CreateImageOptionsBuilder::new()
             .from_image(&repo)
             .tag(&tag)
             .build();
+        let credentials = auth.map(docker_credentials);
         self.call("pull image", Some(image), PULL_TIMEOUT, |d| async move {
-            let mut progress = d.create_image(Some(options), None, None);
-            while let Some(item) = progress.next().await {
-                item?;
+            let mut layers = PullLayers::default();
+            let mut stream = d.create_image(Some(options), None, credentials);
+            while let Some(item) = stream.next().await {
+                let info = item?;
+                if let Some(detail) = info.error_detail {
+                    return Err(bollard::errors::Error::DockerStreamError {
+                        error: detail.message.unwrap_or_default(),
+                    });
+                }
+                if layers.note(&info) {
+                    progress(layers.progress());
+                }
             }
             Ok(())
         })
         .await
+        .map_err(|e| registry_error(e, image))
+    }
+
+    async fn resolve_digest(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, TransportError> {
+        let name = image.to_string();
+        let credentials = auth.map(docker_credentials);
+        let inspect = self
+            .call("resolve image", Some(image), CALL_TIMEOUT, |d| async move {
+                d.inspect_registry_image(&name, credentials).await
+            })
+            .await
+            .map_err(|e| registry_error(e, image))?;
+        inspect.descriptor.digest.ok_or_else(|| {
+            TransportError::new(
+                &self.node,
+                "resolve image",
+                ErrorKind::Other,
+                "the engine named no digest",
+            )
+            .with_object(image)
+        })
     }
 
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, TransportError> {
@@ -1273,6 +1317,7 @@ pub fn spec_from_inspect(r: &ContainerInspectResponse) -> ContainerSpec {
         .trim_start_matches('/')
         .to_string();
     ContainerSpec {
+        pull: Default::default(),
         network: network_attachment(
             hc.and_then(|h| h.network_mode.as_deref()),
             r.network_settings
@@ -1394,6 +1439,132 @@ pub fn split_image_ref(image: &str) -> (String, String) {
             (image[..at].to_string(), image[at + 1..].to_string())
         }
         None => (image.to_string(), "latest".to_string()),
+    }
+}
+
+/// The registry host of an image reference, by Docker's rule: the first path component is a
+/// host when it has a `.` or a `:` or is `localhost`; otherwise the image is on Docker Hub.
+pub fn registry_host(image: &str) -> &str {
+    match image.split_once('/') {
+        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
+        _ => "docker.io",
+    }
+}
+
+/// Credentials as bollard sends them (`X-Registry-Auth`).
+fn docker_credentials(auth: &RegistryAuth) -> bollard::auth::DockerCredentials {
+    bollard::auth::DockerCredentials {
+        username: (!auth.username.is_empty()).then(|| auth.username.clone()),
+        password: (!auth.password.is_empty()).then(|| auth.password.clone()),
+        serveraddress: Some(auth.server.clone()),
+        identitytoken: auth.identity_token.clone(),
+        ..Default::default()
+    }
+}
+
+/// Why a registry refused, from the engine's status and words (the engine reports a
+/// registry's answer as text; its status is 404 for a missing manifest, 401 or 500 otherwise).
+pub fn registry_cause(status: Option<u16>, message: &str) -> RegistryCause {
+    let m = message.to_ascii_lowercase();
+    let any = |words: &[&str]| words.iter().any(|w| m.contains(w));
+    if any(&[
+        "dial tcp",
+        "connection refused",
+        "no such host",
+        "i/o timeout",
+        "network is unreachable",
+        "no route to host",
+        "tls:",
+        "x509:",
+        "certificate",
+        "http response to https client",
+        "context deadline exceeded",
+        "connection reset",
+        "eof",
+    ]) {
+        RegistryCause::Unreachable
+    } else if status == Some(401)
+        || status == Some(403)
+        || any(&[
+            "unauthorized",
+            "authentication required",
+            "no basic auth credentials",
+            "incorrect username or password",
+            "access denied",
+            "denied:",
+        ])
+    {
+        RegistryCause::Unauthorized
+    } else if status == Some(404)
+        || any(&[
+            "manifest unknown",
+            "not found",
+            "does not exist",
+            "name unknown",
+        ])
+    {
+        RegistryCause::NotFound
+    } else {
+        RegistryCause::Refused
+    }
+}
+
+/// Turns an engine's refusal of a pull or digest lookup of `image` into a registry error
+/// naming the cause and the registry; the node's own failures (unreachable, timeout) stay.
+fn registry_error(e: TransportError, image: &str) -> TransportError {
+    let status = match e.kind {
+        ErrorKind::NotFound => Some(404),
+        ErrorKind::Api { status } => Some(status),
+        ErrorKind::Other => None,
+        _ => return e,
+    };
+    let cause = registry_cause(status, &e.message);
+    TransportError {
+        message: format!("registry {}: {cause}: {}", registry_host(image), e.message),
+        kind: ErrorKind::Registry(cause),
+        ..e
+    }
+}
+
+/// What the engine has said so far about the layers of one pull.
+#[derive(Default)]
+struct PullLayers {
+    /// Per layer id: (bytes done, bytes total, finished).
+    layers: BTreeMap<String, (u64, u64, bool)>,
+}
+
+impl PullLayers {
+    /// Takes one progress message; whether anything changed.
+    fn note(&mut self, info: &bollard::models::CreateImageInfo) -> bool {
+        let (Some(id), Some(status)) = (&info.id, &info.status) else {
+            return false;
+        };
+        // Messages about the tag or digest as a whole carry its name, not a layer id.
+        if id.contains(':') || !id.chars().all(|c| c.is_ascii_hexdigit()) {
+            return false;
+        }
+        let entry = self.layers.entry(id.clone()).or_default();
+        match status.as_str() {
+            "Pull complete" | "Already exists" => entry.2 = true,
+            "Downloading" => {
+                if let Some(d) = &info.progress_detail {
+                    entry.0 = d.current.unwrap_or(0).max(0) as u64;
+                    entry.1 = d.total.unwrap_or(0).max(0) as u64;
+                }
+            }
+            "Download complete" => entry.0 = entry.1,
+            _ => {}
+        }
+        true
+    }
+
+    fn progress(&self) -> PullProgress {
+        PullProgress {
+            layers_done: self.layers.values().filter(|l| l.2).count(),
+            layers: self.layers.len(),
+            bytes_done: self.layers.values().map(|l| l.0).sum(),
+            bytes: self.layers.values().map(|l| l.1).sum(),
+        }
     }
 }
 
@@ -1840,6 +2011,7 @@ mod tests {
 
     fn spec() -> ContainerSpec {
         ContainerSpec {
+            pull: Default::default(),
             name: "aims-web-0".into(),
             image: "fleet-test/busybox:1".into(),
             command: Some(vec!["httpd".into(), "-f".into()]),

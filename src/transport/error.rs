@@ -24,8 +24,35 @@ pub enum ErrorKind {
     UnsupportedEngine,
     /// The operation did not finish in time.
     Timeout,
+    /// The node's engine could not get an image from its registry (a pull or a digest lookup);
+    /// the message names the registry.
+    Registry(RegistryCause),
     /// Anything else (malformed answers, local I/O).
     Other,
+}
+
+/// Why a registry did not give a node an image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryCause {
+    /// The registry refused the credentials sent, or wants some and none were sent.
+    Unauthorized,
+    /// The registry has no such repository or tag.
+    NotFound,
+    /// The node could not reach the registry (DNS, connection, TLS).
+    Unreachable,
+    /// The registry answered with another error.
+    Refused,
+}
+
+impl fmt::Display for RegistryCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RegistryCause::Unauthorized => "unauthorized",
+            RegistryCause::NotFound => "not found",
+            RegistryCause::Unreachable => "unreachable",
+            RegistryCause::Refused => "refused",
+        })
+    }
 }
 
 /// A failed operation against one node: which node, which operation, which container, why.
@@ -83,7 +110,10 @@ impl TransportError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self.kind,
-            ErrorKind::Unreachable | ErrorKind::Timeout | ErrorKind::Other
+            ErrorKind::Unreachable
+                | ErrorKind::Timeout
+                | ErrorKind::Other
+                | ErrorKind::Registry(RegistryCause::Unreachable)
         ) || matches!(self.kind, ErrorKind::Api { status } if status >= 500)
     }
 

@@ -9,7 +9,7 @@ use futures_util::stream::BoxStream;
 use super::{ContainerUpdate, ErrorKind, ListFilter, NodeRuntime, TransportError};
 use crate::container::{
     ContainerDetails, ContainerRecord, ContainerSpec, EngineEvent, EngineInfo, JoinTokens,
-    NetworkRecord, NetworkSpec, SwarmMember, SwarmRole,
+    LocalImage, NetworkRecord, NetworkSpec, PullProgress, RegistryAuth, SwarmMember, SwarmRole,
 };
 
 /// Fails every call with the setup error.
@@ -51,11 +51,23 @@ impl NodeRuntime for FailedRuntime {
     async fn inspect_container(&self, _: &str) -> Result<ContainerDetails, TransportError> {
         Err(self.err("inspect container"))
     }
-    async fn image_present(&self, _: &str) -> Result<bool, TransportError> {
+    async fn local_image(&self, _: &str) -> Result<Option<LocalImage>, TransportError> {
         Err(self.err("inspect image"))
     }
-    async fn pull_image(&self, _: &str) -> Result<(), TransportError> {
+    async fn pull_image(
+        &self,
+        _: &str,
+        _: Option<&RegistryAuth>,
+        _: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<(), TransportError> {
         Err(self.err("pull image"))
+    }
+    async fn resolve_digest(
+        &self,
+        _: &str,
+        _: Option<&RegistryAuth>,
+    ) -> Result<String, TransportError> {
+        Err(self.err("resolve image"))
     }
     async fn create_container(&self, _: &ContainerSpec) -> Result<String, TransportError> {
         Err(self.err("create container"))

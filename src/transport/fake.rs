@@ -20,8 +20,8 @@ use tokio::sync::broadcast;
 use super::{ContainerUpdate, ErrorKind, ListFilter, NodeRuntime, TransportError};
 use crate::container::{
     ContainerDetails, ContainerRecord, ContainerSpec, EngineEvent, EngineInfo, Health, JoinTokens,
-    NetworkAttachment, NetworkDriver, NetworkRecord, NetworkSpec, RunState, SwarmInfo, SwarmMember,
-    SwarmRole, SwarmState,
+    LocalImage, NetworkAttachment, NetworkDriver, NetworkRecord, NetworkSpec, PullProgress,
+    RegistryAuth, RunState, SwarmInfo, SwarmMember, SwarmRole, SwarmState,
 };
 
 /// Orders calls across every fake in the process (for "this happened before that" checks).
@@ -215,6 +215,10 @@ struct Inner {
     /// The swarm fabric this engine is attached to (created on first use when none was given).
     swarm: Option<FakeSwarm>,
     images: Vec<String>,
+    /// `repository@digest` of every image pulled by the fake, by the reference pulled.
+    pulled: BTreeMap<String, String>,
+    /// The registries this engine pulls from (none: every pull fails as not found).
+    registry: Option<FakeRegistry>,
     calls: Vec<Call>,
     /// Fail the call with this ordinal (1-based, counting mutating calls only).
     fail_at_mutation: Option<usize>,
@@ -232,11 +236,114 @@ impl Default for Inner {
                 .collect(),
             swarm: None,
             images: Vec::new(),
+            pulled: BTreeMap::new(),
+            registry: None,
             calls: Vec::new(),
             fail_at_mutation: None,
             mutations: 0,
             clock: 0,
         }
+    }
+}
+
+/// Registries as fake engines see them: which digest each tag names, which hosts want which
+/// credentials, which cannot be reached. Cheap to clone; clones share state.
+#[derive(Clone, Default)]
+pub struct FakeRegistry {
+    inner: Arc<Mutex<RegistryInner>>,
+}
+
+#[derive(Default)]
+struct RegistryInner {
+    /// `host/repository:tag` (as written in manifests) → digest.
+    tags: BTreeMap<String, String>,
+    /// Host → (user, password) it accepts.
+    logins: BTreeMap<String, (String, String)>,
+    unreachable: BTreeSet<String>,
+}
+
+/// Why the fake registry refused.
+struct Refusal(super::RegistryCause, String);
+
+impl Refusal {
+    fn into_error(self, node: &str, op: &'static str, image: &str) -> TransportError {
+        TransportError::new(
+            node,
+            op,
+            ErrorKind::Registry(self.0),
+            format!("registry {}: {} (fake)", self.1, self.0),
+        )
+        .with_object(image)
+    }
+}
+
+impl FakeRegistry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RegistryInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `image` (`repository:tag`) name `digest` (`sha256:…`), as a push does.
+    pub fn push(&self, image: &str, digest: &str) {
+        self.lock().tags.insert(image.into(), digest.into());
+    }
+
+    /// Makes `host` accept only `user` with `password`.
+    pub fn require_login(&self, host: &str, user: &str, password: &str) {
+        self.lock()
+            .logins
+            .insert(host.into(), (user.into(), password.into()));
+    }
+
+    /// Makes `host` unreachable (or reachable again).
+    pub fn set_unreachable(&self, host: &str, unreachable: bool) {
+        let mut inner = self.lock();
+        if unreachable {
+            inner.unreachable.insert(host.into());
+        } else {
+            inner.unreachable.remove(host);
+        }
+    }
+
+    /// The digest `image` names now, as the registry answers a node sending `auth`.
+    fn serve(
+        registry: Option<&FakeRegistry>,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, Refusal> {
+        use super::RegistryCause as C;
+        let host = super::docker::registry_host(image).to_string();
+        let Some(registry) = registry else {
+            return Err(Refusal(C::NotFound, host));
+        };
+        let inner = registry.lock();
+        if inner.unreachable.contains(&host) {
+            return Err(Refusal(C::Unreachable, host));
+        }
+        if let Some((user, password)) = inner.logins.get(&host)
+            && !auth.is_some_and(|a| &a.username == user && &a.password == password)
+        {
+            return Err(Refusal(C::Unauthorized, host));
+        }
+        let found = match image.split_once('@') {
+            Some((repo, digest)) => {
+                let repo = super::docker::split_image_ref(repo).0;
+                inner
+                    .tags
+                    .iter()
+                    .any(|(t, d)| d == digest && super::docker::split_image_ref(t).0 == repo)
+                    .then(|| digest.to_string())
+            }
+            None => {
+                let (repo, tag) = super::docker::split_image_ref(image);
+                inner.tags.get(&format!("{repo}:{tag}")).cloned()
+            }
+        };
+        found.ok_or(Refusal(C::NotFound, host))
     }
 }
 
@@ -315,6 +422,11 @@ impl FakeRuntime {
     /// Restricts the images present on the node (default: every image is present).
     pub fn set_images(&self, images: &[&str]) {
         self.lock().images = images.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Pulls from `registry` from now on (its clones share its contents).
+    pub fn set_registry(&self, registry: &FakeRegistry) {
+        self.lock().registry = Some(registry.clone());
     }
 
     /// Makes the `n`-th mutating call from now (1-based) fail with an API error, as if the
@@ -407,6 +519,7 @@ impl FakeRuntime {
     pub fn add_foreign(&self, name: &str, labels: BTreeMap<String, String>) -> String {
         let mut inner = self.lock();
         let spec = ContainerSpec {
+            pull: Default::default(),
             network: Default::default(),
             name: name.to_string(),
             image: "foreign:latest".into(),
@@ -883,21 +996,59 @@ impl NodeRuntime for FakeRuntime {
         })
     }
 
-    async fn image_present(&self, image: &str) -> Result<bool, TransportError> {
+    async fn local_image(&self, image: &str) -> Result<Option<LocalImage>, TransportError> {
         self.begin("image", image)?;
         let inner = self.lock();
-        Ok(inner.images.is_empty() || inner.images.iter().any(|i| i == image))
+        let pulled: Vec<String> = inner
+            .pulled
+            .iter()
+            .filter(|(r, d)| *r == image || *d == image)
+            .map(|(_, d)| d.clone())
+            .collect();
+        let present = inner.images.is_empty() || inner.images.iter().any(|i| i == image);
+        Ok((present || !pulled.is_empty()).then(|| LocalImage {
+            id: format!(
+                "sha256:fake-{}",
+                pulled.first().map_or(image, String::as_str)
+            ),
+            repo_digests: pulled,
+        }))
     }
 
-    async fn pull_image(&self, image: &str) -> Result<(), TransportError> {
+    async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<(), TransportError> {
         self.begin("pull", image)?;
-        Err(TransportError::new(
-            &self.node,
-            "pull image",
-            ErrorKind::Api { status: 404 },
-            "no registry in the fake runtime",
-        )
-        .with_object(image))
+        let registry = self.lock().registry.clone();
+        let digest = FakeRegistry::serve(registry.as_ref(), image, auth)
+            .map_err(|e| e.into_error(&self.node, "pull image", image))?;
+        progress(PullProgress {
+            layers_done: 1,
+            layers: 1,
+            bytes_done: 1024,
+            bytes: 1024,
+        });
+        let repo = super::docker::split_image_ref(image).0;
+        let repo = repo.split('@').next().unwrap_or(&repo).to_string();
+        let mut inner = self.lock();
+        inner
+            .pulled
+            .insert(image.to_string(), format!("{repo}@{digest}"));
+        Ok(())
+    }
+
+    async fn resolve_digest(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, TransportError> {
+        self.begin("resolve", image)?;
+        let registry = self.lock().registry.clone();
+        FakeRegistry::serve(registry.as_ref(), image, auth)
+            .map_err(|e| e.into_error(&self.node, "resolve image", image))
     }
 
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, TransportError> {
@@ -1574,6 +1725,7 @@ mod tests {
 
     fn container(name: &str, network: NetworkAttachment) -> ContainerSpec {
         ContainerSpec {
+            pull: Default::default(),
             name: name.into(),
             image: "img:1".into(),
             command: None,

@@ -25,10 +25,11 @@ use futures_util::stream::BoxStream;
 
 use crate::container::{
     ContainerDetails, ContainerRecord, ContainerSpec, EngineEvent, EngineInfo, JoinTokens,
-    NetworkRecord, NetworkSpec, Resources, RestartPolicy, SwarmMember, SwarmRole,
+    LocalImage, NetworkRecord, NetworkSpec, PullProgress, RegistryAuth, Resources, RestartPolicy,
+    SwarmMember, SwarmRole,
 };
 pub use docker::{ApiVersion, DockerRuntime};
-pub use error::{ErrorKind, TransportError};
+pub use error::{ErrorKind, RegistryCause, TransportError};
 pub use ssh::{ConnState, SshSession};
 
 use crate::manifest::NodeSpec;
@@ -146,10 +147,28 @@ pub trait NodeRuntime: Send + Sync {
     ) -> Result<Vec<ContainerRecord>, TransportError>;
     /// Full details of one container.
     async fn inspect_container(&self, id: &str) -> Result<ContainerDetails, TransportError>;
+    /// `image` (a tag, an id or `repository@digest`) as the node holds it; `None` when absent.
+    async fn local_image(&self, image: &str) -> Result<Option<LocalImage>, TransportError>;
     /// Whether `image` is present on the node.
-    async fn image_present(&self, image: &str) -> Result<bool, TransportError>;
-    /// Pulls `image` from its registry.
-    async fn pull_image(&self, image: &str) -> Result<(), TransportError>;
+    async fn image_present(&self, image: &str) -> Result<bool, TransportError> {
+        Ok(self.local_image(image).await?.is_some())
+    }
+    /// Pulls `image` (a tag or `repository@digest`) from its registry, sending `auth` as
+    /// `X-Registry-Auth` when given, and reporting progress to `progress` as the engine tells
+    /// it. A registry's refusal is [`ErrorKind::Registry`] naming the cause and the registry.
+    async fn pull_image(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+        progress: &(dyn Fn(PullProgress) + Send + Sync),
+    ) -> Result<(), TransportError>;
+    /// The digest (`sha256:…`) the registry serves for `image` now: the engine's distribution
+    /// inspect, with `auth`. Nothing is downloaded. Errors as [`NodeRuntime::pull_image`].
+    async fn resolve_digest(
+        &self,
+        image: &str,
+        auth: Option<&RegistryAuth>,
+    ) -> Result<String, TransportError>;
     /// Creates (does not start) a container; returns its id.
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, TransportError>;
     /// Starts a container; starting a running one succeeds.

@@ -1,0 +1,286 @@
+//! Getting a container's image onto a node (SPEC §11): the pull policy decides whether the node
+//! asks its registry, an [`AuthSource`] gives the credentials that travel with the pull, and a
+//! failure becomes one [`ImageError`] naming node, image, registry and cause.
+//!
+//! Credentials are handed to the transport per call and dropped after it: nothing here stores,
+//! logs or prints them.
+
+use std::fmt;
+
+use crate::container::{PullProgress, RegistryAuth};
+use crate::manifest::PullPolicy;
+use crate::transport::{ErrorKind, NodeRuntime, RegistryCause, TransportError};
+
+/// Where the credentials of a pull come from (the fleet's `registries`, the operator's docker
+/// configuration). `Debug` must never show a secret.
+pub trait AuthSource: Send + Sync + fmt::Debug {
+    /// The credentials for `image`'s registry; `None` when there are none (anonymous pull).
+    ///
+    /// # Errors
+    /// Credentials exist but cannot be read (a password file missing, a credential helper
+    /// failing): a message naming the registry and where they were looked for, never a secret.
+    fn auth_for(&self, image: &str) -> Result<Option<RegistryAuth>, String>;
+}
+
+/// No credentials anywhere: every pull is anonymous.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoAuth;
+
+impl AuthSource for NoAuth {
+    fn auth_for(&self, _: &str) -> Result<Option<RegistryAuth>, String> {
+        Ok(None)
+    }
+}
+
+/// The credentials of `fleet`'s pulls: its `registries`, then the operator's docker
+/// configuration.
+pub fn fleet_auth(_fleet: &crate::manifest::DesiredFleet) -> std::sync::Arc<dyn AuthSource> {
+    std::sync::Arc::new(NoAuth)
+}
+
+/// What making an image present did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Made {
+    /// The node already held it.
+    Present,
+    /// It was pulled.
+    Pulled,
+}
+
+/// An image a node does not have and could not get.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ImageError {
+    /// The registry (or the node's way to it) refused the pull.
+    #[error("node {node}: image {image} cannot be pulled: {cause}")]
+    Pull {
+        /// Node.
+        node: String,
+        /// Image reference.
+        image: String,
+        /// The registry's refusal (cause and host), when it was the registry's.
+        registry: Option<(RegistryCause, String)>,
+        /// In words: cause, registry and what the engine said.
+        cause: String,
+    },
+    /// `pull: never` and the node lacks the image.
+    #[error("node {node}: image {image} is not on the node, and its pull policy is never")]
+    Absent {
+        /// Node.
+        node: String,
+        /// Image reference.
+        image: String,
+    },
+    /// Asking the node whether it holds the image failed (the node, not the registry).
+    #[error("node {node}: image {image}: cannot check whether it is present: {cause}")]
+    Check {
+        /// Node.
+        node: String,
+        /// Image reference.
+        image: String,
+        /// What the transport said.
+        cause: String,
+    },
+    /// The credentials for the image's registry could not be read.
+    #[error("image {image}: {cause}")]
+    Credentials {
+        /// Image reference.
+        image: String,
+        /// Which registry, and where the credentials were looked for.
+        cause: String,
+    },
+}
+
+impl ImageError {
+    fn pull(node: &str, image: &str, e: TransportError) -> ImageError {
+        let registry = match e.kind {
+            ErrorKind::Registry(cause) => Some((
+                cause,
+                crate::transport::docker::registry_host(image).to_string(),
+            )),
+            _ => None,
+        };
+        ImageError::Pull {
+            node: node.to_string(),
+            image: image.to_string(),
+            registry,
+            cause: e.message,
+        }
+    }
+}
+
+/// Makes `image` present on the node of `rt` as `pull` says, with the credentials `auth` has for
+/// its registry; `progress` hears the pull's layers and bytes.
+///
+/// # Errors
+/// [`ImageError`]: the node lacks the image and may not or could not pull it.
+pub async fn make_present(
+    rt: &dyn NodeRuntime,
+    image: &str,
+    pull: PullPolicy,
+    auth: &dyn AuthSource,
+    progress: &(dyn Fn(PullProgress) + Send + Sync),
+) -> Result<Made, ImageError> {
+    let node = rt.node();
+    if pull != PullPolicy::Always {
+        let present = rt
+            .image_present(image)
+            .await
+            .map_err(|e| ImageError::Check {
+                node: node.to_string(),
+                image: image.to_string(),
+                cause: e.message,
+            })?;
+        match (present, pull) {
+            (true, _) => return Ok(Made::Present),
+            (false, PullPolicy::Never) => {
+                return Err(ImageError::Absent {
+                    node: node.to_string(),
+                    image: image.to_string(),
+                });
+            }
+            _ => {}
+        }
+    }
+    let credentials = auth
+        .auth_for(image)
+        .map_err(|cause| ImageError::Credentials {
+            image: image.to_string(),
+            cause,
+        })?;
+    rt.pull_image(image, credentials.as_ref(), progress)
+        .await
+        .map_err(|e| ImageError::pull(node, image, e))?;
+    Ok(Made::Pulled)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::fake::{FakeRegistry, FakeRuntime};
+
+    #[derive(Debug)]
+    struct Fixed(Option<RegistryAuth>);
+    impl AuthSource for Fixed {
+        fn auth_for(&self, _: &str) -> Result<Option<RegistryAuth>, String> {
+            Ok(self.0.clone())
+        }
+    }
+
+    fn auth(password: &str) -> Fixed {
+        Fixed(Some(RegistryAuth {
+            server: "reg.example:5000".into(),
+            username: "deploy".into(),
+            password: password.into(),
+            identity_token: None,
+        }))
+    }
+
+    fn node_with(registry: &FakeRegistry, images: &[&str]) -> FakeRuntime {
+        let rt = FakeRuntime::new("n1");
+        rt.set_images(images);
+        rt.set_registry(registry);
+        rt
+    }
+
+    const IMG: &str = "reg.example:5000/aims/api:1";
+
+    #[tokio::test]
+    async fn missing_pulls_only_what_the_node_lacks_and_never_pulls_nothing() {
+        let reg = FakeRegistry::new();
+        reg.push(IMG, "sha256:aaa");
+        let rt = node_with(&reg, &["local:1"]);
+        let quiet = |_| {};
+        assert_eq!(
+            make_present(&rt, "local:1", PullPolicy::Missing, &NoAuth, &quiet).await,
+            Ok(Made::Present)
+        );
+        assert_eq!(
+            make_present(&rt, IMG, PullPolicy::Missing, &NoAuth, &quiet).await,
+            Ok(Made::Pulled)
+        );
+        // Pulled once: present from now on.
+        assert_eq!(
+            make_present(&rt, IMG, PullPolicy::Missing, &NoAuth, &quiet).await,
+            Ok(Made::Present)
+        );
+        assert_eq!(
+            make_present(&rt, "absent:1", PullPolicy::Never, &NoAuth, &quiet).await,
+            Err(ImageError::Absent {
+                node: "n1".into(),
+                image: "absent:1".into()
+            })
+        );
+        assert!(
+            !rt.calls()
+                .iter()
+                .any(|c| c.op == "pull" && c.object == "absent:1")
+        );
+        // Always pulls even what is present.
+        assert_eq!(
+            make_present(&rt, IMG, PullPolicy::Always, &NoAuth, &quiet).await,
+            Ok(Made::Pulled)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_private_registry_wants_its_credentials_and_the_refusal_names_it() {
+        let reg = FakeRegistry::new();
+        reg.push(IMG, "sha256:aaa");
+        reg.require_login("reg.example:5000", "deploy", "s3cret-pw");
+        let rt = node_with(&reg, &["local:1"]);
+        let quiet = |_| {};
+        let err = make_present(&rt, IMG, PullPolicy::Missing, &NoAuth, &quiet)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "node n1: image reg.example:5000/aims/api:1 cannot be pulled: registry reg.example:5000: unauthorized (fake)"
+        );
+        assert!(matches!(
+            err,
+            ImageError::Pull {
+                registry: Some((RegistryCause::Unauthorized, _)),
+                ..
+            }
+        ));
+        let err = make_present(&rt, IMG, PullPolicy::Missing, &auth("wrong"), &quiet)
+            .await
+            .unwrap_err();
+        assert!(!err.to_string().contains("wrong"), "{err}");
+        assert_eq!(
+            make_present(&rt, IMG, PullPolicy::Missing, &auth("s3cret-pw"), &quiet).await,
+            Ok(Made::Pulled)
+        );
+        let missing = "reg.example:5000/aims/api:404";
+        let err = make_present(
+            &rt,
+            missing,
+            PullPolicy::Missing,
+            &auth("s3cret-pw"),
+            &quiet,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("registry reg.example:5000: not found"),
+            "{err}"
+        );
+        reg.set_unreachable("reg.example:5000", true);
+        let err = make_present(&rt, IMG, PullPolicy::Always, &auth("s3cret-pw"), &quiet)
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("registry reg.example:5000: unreachable"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn debug_of_credentials_shows_no_password() {
+        let shown = format!("{:?}", auth("s3cret-pw"));
+        assert!(!shown.contains("s3cret-pw"), "{shown}");
+        assert!(shown.contains("deploy"), "{shown}");
+    }
+}
