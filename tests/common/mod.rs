@@ -1,11 +1,14 @@
 //! Shared harness of the end-to-end tests: the local sandbox fleet (`scripts/sandbox up`:
 //! network namespaces fleet-node1..N, each with its own dockerd and sshd at 10.213.K.2:22, Node
-//! manifests in `fleet/sandbox/nodes.yaml`), the real `fleetctl` binary, and the docker CLI
-//! pointed at each node's engine.
+//! manifests in `fleet/sandbox/nodes.yaml`; two image registries described by
+//! `.sandbox/registry.env`), the real `fleetctl` binary, and the docker CLI pointed at each
+//! node's engine.
 //!
 //! - Outside CI a missing sandbox prints a loud `SKIPPED: reason` line and the test passes;
 //!   under `CI=true` it is a failure. `FLEET_SANDBOX_NODES` / `FLEET_SANDBOX_SCRIPT` point at
-//!   another checkout's sandbox.
+//!   another checkout's sandbox (`FLEET_SANDBOX_REGISTRY_ENV` at its `registry.env`; by default
+//!   the one in the `.sandbox/` beside the script's checkout). A test that needs the registries
+//!   asks [`Sandbox::registry`], which skips or fails the same way when they are missing.
 //! - Every e2e test holds an exclusive lock on `/run/fleet-sandbox-tests.lock` for its whole run:
 //!   tests of different binaries, checkouts or processes never share the nodes at once.
 //! - Each test starts from an empty sandbox: after taking the lock, every container that
@@ -18,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-/// The images every sandbox engine holds (no registry is reachable).
+/// The images every sandbox engine holds (loaded, not pulled: no node has a registry image).
 pub const IMAGE: &str = "fleet-test/busybox:1";
 /// A second tag, for "image changed → recreate".
 pub const IMAGE2: &str = "fleet-test/busybox:2";
@@ -38,7 +41,73 @@ pub struct Sandbox {
     pub script: PathBuf,
     /// Node names.
     pub nodes: Vec<String>,
+    /// The sandbox's registries (`.sandbox/registry.env`), when that file exists.
+    pub registry: Option<Registry>,
+    /// Where `registry` is read from.
+    pub registry_env: PathBuf,
     _lock: File,
+}
+
+/// The sandbox's two registries (`scripts/sandbox up`: Debian's docker-registry, TLS with a
+/// sandbox CA that every node's engine trusts). Each holds `fleet-test/...` images pushed at `up`
+/// and held by no node: `open` has `fleet-test/busybox:1` and `:2`, `auth` has
+/// `fleet-test/private:1` (busybox:1's content).
+#[derive(Debug, Clone)]
+pub struct Registry {
+    /// `host:port` of the registry with htpasswd auth (`REGISTRY_AUTH`).
+    pub auth: String,
+    /// `host:port` of the registry without auth (`REGISTRY_OPEN`).
+    pub open: String,
+    /// The htpasswd user of `auth` (`REGISTRY_USER`).
+    pub user: String,
+    /// The file holding the user's password, no newline (`REGISTRY_PASSWORD_FILE`).
+    pub password_file: PathBuf,
+    /// The sandbox CA certificate (`REGISTRY_CA`).
+    pub ca: PathBuf,
+}
+
+impl Registry {
+    /// Reads `registry.env` (`KEY=VALUE` lines, values plain or single-quoted).
+    pub fn read(path: &Path) -> std::io::Result<Registry> {
+        let text = std::fs::read_to_string(path)?;
+        let mut vars = std::collections::HashMap::new();
+        for line in text.lines().map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            let v = match v.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+                Some(q) => q.replace("'\\''", "'"),
+                None => v.to_string(),
+            };
+            vars.insert(k.to_string(), v);
+        }
+        let get = |k: &str| {
+            vars.get(k).cloned().ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("{}: no {k}", path.display()),
+                )
+            })
+        };
+        Ok(Registry {
+            auth: get("REGISTRY_AUTH")?,
+            open: get("REGISTRY_OPEN")?,
+            user: get("REGISTRY_USER")?,
+            password_file: get("REGISTRY_PASSWORD_FILE")?.into(),
+            ca: get("REGISTRY_CA")?.into(),
+        })
+    }
+
+    /// The password of `user` (keep it out of every output).
+    pub fn password(&self) -> String {
+        std::fs::read_to_string(&self.password_file)
+            .unwrap_or_else(|e| panic!("{}: {e}", self.password_file.display()))
+            .trim_end()
+            .to_string()
+    }
 }
 
 impl Sandbox {
@@ -72,14 +141,46 @@ impl Sandbox {
         let loaded = fleetctl::manifest::load(&nodes_yaml)
             .unwrap_or_else(|e| panic!("sandbox manifests invalid:\n{e}"));
         let nodes = loaded.fleet.nodes.keys().cloned().collect();
+        let registry_env = std::env::var_os("FLEET_SANDBOX_REGISTRY_ENV")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                let checkout = script
+                    .parent()
+                    .and_then(Path::parent)
+                    .unwrap_or_else(|| Path::new("."));
+                checkout.join(".sandbox/registry.env")
+            });
+        let registry = match Registry::read(&registry_env) {
+            Ok(r) => Some(r),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => panic!("{}: {e}", registry_env.display()),
+        };
         let sb = Sandbox {
             nodes_yaml,
             script,
             nodes,
+            registry,
+            registry_env,
             _lock: lock,
         };
         sb.clear_managed();
         Some(sb)
+    }
+
+    /// The registries, or `None` after printing `SKIPPED` when `registry.env` is missing (never
+    /// under `CI=true`: there it is a failure).
+    pub fn registry(&self, test: &str) -> Option<&Registry> {
+        if self.registry.is_none() {
+            let reason = format!(
+                "{} not found: run `scripts/sandbox up` (this checkout's) first",
+                self.registry_env.display()
+            );
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{test}: sandbox registries missing under CI=true: {reason}");
+            }
+            eprintln!("SKIPPED: {test}: {reason}");
+        }
+        self.registry.as_ref()
     }
 
     /// Runs the control script (`stop-sshd node3`, `docker node1 ps`, ...).
