@@ -34,6 +34,9 @@ pub mod labels {
     pub const OWNER: &str = "fleet.owner";
     /// Hash of the canonical container spec without the in-place-updatable fields.
     pub const SPEC_HASH: &str = "fleet.spec-hash";
+    /// The registry digest the container's image tag was pinned to (SPEC §11); absent when it
+    /// runs by tag.
+    pub const IMAGE_DIGEST: &str = "fleet.image-digest";
 }
 
 /// Docker restart policy.
@@ -170,6 +173,28 @@ pub struct ContainerSpec {
     /// policy changes how later containers get their image, not the running ones.
     #[serde(default)]
     pub pull: crate::manifest::PullPolicy,
+}
+
+impl ContainerSpec {
+    /// The image reference the engine runs: `repository@digest` when the tag was pinned to a
+    /// digest ([`labels::IMAGE_DIGEST`]), else the image as the manifest names it.
+    pub fn run_image(&self) -> String {
+        match self.labels.get(labels::IMAGE_DIGEST) {
+            Some(digest) => pinned(&self.image, digest),
+            None => self.image.clone(),
+        }
+    }
+}
+
+/// `image` (`repository[:tag]`) pinned to `digest`: `repository@digest`.
+pub fn pinned(image: &str, digest: &str) -> String {
+    let repo = image.split('@').next().unwrap_or(image);
+    let last_slash = repo.rfind('/').map_or(0, |i| i + 1);
+    let repo = match repo[last_slash..].rfind(':') {
+        Some(i) => &repo[..last_slash + i],
+        None => repo,
+    };
+    format!("{repo}@{digest}")
 }
 
 /// How a container is attached to a network (SPEC §10). Part of the spec hash: a container on

@@ -63,6 +63,15 @@ fn seal(spec: &mut ContainerSpec) -> String {
     hash
 }
 
+/// Labels `image`'s pinned digest ([`labels::IMAGE_DIGEST`]) when the fleet has one for it:
+/// part of the spec hash, so a tag that moved (after `--refresh`) replaces the containers, by
+/// the service's update order.
+fn pin_digest(fleet: &DesiredFleet, image: &str, labels: &mut BTreeMap<String, String>) {
+    if let Some(digest) = fleet.image_digests.get(image) {
+        labels.insert(labels::IMAGE_DIGEST.to_string(), digest.clone());
+    }
+}
+
 fn base_labels(fleet: &DesiredFleet, node: &str, kind: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (labels::MANAGED_BY.to_string(), labels::MANAGER.to_string()),
@@ -94,8 +103,9 @@ pub fn service_container(
     labels.extend(base_labels(fleet, node, "service"));
     labels.insert(labels::SERVICE.to_string(), svc.name.clone());
     labels.insert(labels::REPLICA.to_string(), replica.to_string());
+    pin_digest(fleet, &svc.image, &mut labels);
     let mut spec = ContainerSpec {
-        pull: Default::default(),
+        pull: svc.pull,
         name: String::new(),
         image: svc.image.clone(),
         command: svc.command.clone(),
@@ -178,8 +188,9 @@ pub fn plug_container(
     if plug.host_port != 0 {
         env.insert("FLEET_HOST_PORT".into(), plug.host_port.to_string());
     }
+    pin_digest(fleet, &class.image, &mut labels);
     let mut spec = ContainerSpec {
-        pull: Default::default(),
+        pull: class.pull,
         name: plug_container_name(&fleet.fleet.name, plug.id),
         image: class.image.clone(),
         command: class.command.clone(),

@@ -5,10 +5,13 @@
 //! Credentials are handed to the transport per call and dropped after it: nothing here stores,
 //! logs or prints them.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
+use serde::Serialize;
+
 use crate::container::{PullProgress, RegistryAuth};
-use crate::manifest::PullPolicy;
+use crate::manifest::{DesiredFleet, PullPolicy};
 use crate::transport::{ErrorKind, NodeRuntime, RegistryCause, TransportError};
 
 /// Where the credentials of a pull come from (the fleet's `registries`, the operator's docker
@@ -282,5 +285,135 @@ mod tests {
         let shown = format!("{:?}", auth("s3cret-pw"));
         assert!(!shown.contains("s3cret-pw"), "{shown}");
         assert!(shown.contains("deploy"), "{shown}");
+    }
+}
+
+/// How a pass treats the digests image tags are pinned to (SPEC §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Refresh {
+    /// Recorded digests hold; an image without one is resolved once (the controller's passes).
+    #[default]
+    Recorded,
+    /// As `Recorded`, and images whose pull policy is `always` are resolved anew (an apply).
+    Policy,
+    /// Every image is resolved anew (`--refresh`): tags that moved move the fleet.
+    All,
+}
+
+/// One image's digest in a pass: what was recorded, what its registry said now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImagePin {
+    /// Image as the manifests name it.
+    pub image: String,
+    /// The digest recorded before this pass (`None`: never resolved; `""`: its registry could
+    /// not be asked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recorded: Option<String>,
+    /// What the registry answered now, when it was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<String>,
+    /// Why it could not be asked or answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The digest the fleet runs it as in this pass (`None`: by tag).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
+    /// The registry could not be reached (as opposed to refusing): a first lookup that fails
+    /// so is recorded as "by tag" and not tried again until `--refresh`.
+    #[serde(skip)]
+    pub unreachable: bool,
+}
+
+impl ImagePin {
+    /// Whether the registry now serves another digest than the one recorded.
+    pub fn moved(&self) -> bool {
+        matches!((&self.recorded, &self.resolved), (Some(r), Some(n)) if !r.is_empty() && r != n)
+    }
+
+    /// What to record after this pass: the new digest, `""` when the registry could not be
+    /// reached and nothing was recorded, or nothing.
+    pub fn to_record(&self) -> Option<&str> {
+        match (&self.resolved, &self.recorded) {
+            (Some(d), r) if r.as_deref() != Some(d.as_str()) => Some(d),
+            (None, None) if self.unreachable => Some(""),
+            _ => None,
+        }
+    }
+}
+
+/// The digests of a pass, by image, and how each was found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ImagePins {
+    /// Every image the manifests name, except `pull: never` ones.
+    pub images: Vec<ImagePin>,
+}
+
+impl ImagePins {
+    /// Image → digest, for [`crate::manifest::DesiredFleet::with_digests`].
+    pub fn digests(&self) -> BTreeMap<String, String> {
+        self.images
+            .iter()
+            .filter_map(|p| Some((p.image.clone(), p.pinned.clone()?)))
+            .collect()
+    }
+}
+
+/// Pins each image of `fleet` to a digest: the recorded one, or — when `refresh` says so or
+/// none is recorded — the one its registry serves now, asked through the engine of the first
+/// of `nodes` (reachable nodes, in order) with the credentials of `auth`. Lookups run in
+/// parallel; nothing is pulled or recorded.
+pub async fn resolve(
+    fleet: &DesiredFleet,
+    runtimes: &crate::execute::Runtimes,
+    nodes: &[&str],
+    recorded: &BTreeMap<String, String>,
+    refresh: Refresh,
+    auth: &dyn AuthSource,
+) -> ImagePins {
+    let rt = nodes.iter().find_map(|n| runtimes.get(*n));
+    let lookups = fleet
+        .images()
+        .into_iter()
+        .filter(|(_, pull)| *pull != PullPolicy::Never)
+        .map(|(image, pull)| async move {
+            let recorded = recorded.get(image).cloned();
+            let ask = match refresh {
+                Refresh::All => true,
+                Refresh::Policy => pull == PullPolicy::Always || recorded.is_none(),
+                Refresh::Recorded => recorded.is_none(),
+            };
+            let mut pin = ImagePin {
+                image: image.to_string(),
+                pinned: recorded.clone().filter(|d| !d.is_empty()),
+                recorded,
+                resolved: None,
+                error: None,
+                unreachable: false,
+            };
+            let Some(rt) = rt.filter(|_| ask) else {
+                return pin;
+            };
+            let answer = match auth.auth_for(image) {
+                Ok(a) => rt.resolve_digest(image, a.as_ref()).await.map_err(|e| {
+                    pin.unreachable = !matches!(
+                        e.kind,
+                        ErrorKind::Registry(RegistryCause::NotFound | RegistryCause::Unauthorized)
+                    );
+                    e.to_string()
+                }),
+                Err(e) => Err(format!("image {image}: {e}")),
+            };
+            match answer {
+                Ok(digest) => {
+                    pin.pinned = Some(digest.clone());
+                    pin.resolved = Some(digest);
+                }
+                Err(e) => pin.error = Some(e),
+            }
+            pin
+        });
+    ImagePins {
+        images: futures_util::future::join_all(lookups).await,
     }
 }

@@ -44,6 +44,8 @@ pub struct PassContext<'a> {
     pub measure_memory: bool,
     /// Execution options.
     pub exec: ExecOptions,
+    /// Which image tags are looked up again in their registries (SPEC §11).
+    pub refresh: crate::images::Refresh,
 }
 
 impl<'a> PassContext<'a> {
@@ -58,6 +60,7 @@ impl<'a> PassContext<'a> {
             evict: BTreeSet::new(),
             measure_memory: false,
             exec: ExecOptions::default(),
+            refresh: crate::images::Refresh::default(),
         }
     }
 }
@@ -77,8 +80,33 @@ pub async fn observe_for(cx: &PassContext<'_>) -> ObservedFleet {
 /// Store failures.
 pub async fn plan_only(cx: &PassContext<'_>) -> Result<(ObservedFleet, Plan), StoreError> {
     let observed = observe_for(cx).await;
-    let p = plan_from(cx, &observed)?;
+    let pins = pin_images(cx, &observed).await?;
+    let p = plan_from(cx, &observed, &pins)?;
     Ok((observed, p))
+}
+
+/// The digest each image runs as in this pass ([`crate::images::resolve`]), asked through the
+/// first reachable node.
+async fn pin_images(
+    cx: &PassContext<'_>,
+    observed: &ObservedFleet,
+) -> Result<crate::images::ImagePins, StoreError> {
+    let recorded = cx.store.image_digests()?;
+    let reachable: Vec<&str> = observed
+        .nodes
+        .keys()
+        .map(String::as_str)
+        .filter(|n| observed.is_reachable(n))
+        .collect();
+    Ok(crate::images::resolve(
+        cx.fleet,
+        cx.runtimes,
+        &reachable,
+        &recorded,
+        cx.refresh,
+        cx.exec.auth.as_ref(),
+    )
+    .await)
 }
 
 /// The plug containers in `observed` this store does not know and did not delete.
@@ -321,7 +349,12 @@ fn adopt_unknown(
         .collect())
 }
 
-fn plan_from(cx: &PassContext<'_>, observed: &ObservedFleet) -> Result<Plan, StoreError> {
+fn plan_from(
+    cx: &PassContext<'_>,
+    observed: &ObservedFleet,
+    pins: &crate::images::ImagePins,
+) -> Result<Plan, StoreError> {
+    let fleet = &cx.fleet.with_digests(&pins.digests());
     // State is read after observation: a plug row is always written before its container, so
     // any plug container observed has its row visible here.
     let (conditions, _) = cx
@@ -357,7 +390,7 @@ fn plan_from(cx: &PassContext<'_>, observed: &ObservedFleet) -> Result<Plan, Sto
         .map(|(n, o)| (n.as_str(), o.record.name.as_str()))
         .collect();
     let mut p = plan(&Snapshot {
-        fleet: cx.fleet,
+        fleet,
         observed,
         conditions: &conditions,
         plugs: &plugs,
@@ -376,6 +409,7 @@ fn plan_from(cx: &PassContext<'_>, observed: &ObservedFleet) -> Result<Plan, Sto
         .map(|p| (p.id.clone(), p.node.clone()))
         .collect();
     p.unadoptable = found.skipped;
+    p.images = pins.clone();
     if observed.networks_observed {
         p.network = crate::network::plan(cx.fleet, observed, &cx.lost);
         let unusable = crate::network::unusable_nodes(cx.fleet, &p.network, &[]);
@@ -446,7 +480,14 @@ pub async fn pass_adjusted(
     forget_deleted_elsewhere(cx, &observed)?;
     prune_tombstones(cx, &observed).await;
     let adopted = adopt_unknown(cx, &observed)?;
-    let mut p = adjust(&observed, plan_from(cx, &observed)?);
+    let pins = pin_images(cx, &observed).await?;
+    for pin in &pins.images {
+        if let Some(digest) = pin.to_record() {
+            cx.store
+                .record_image_digest(&pin.image, digest, now_ms())?;
+        }
+    }
+    let mut p = adjust(&observed, plan_from(cx, &observed, &pins)?);
     p.adopted = adopted;
     for m in &p.plug_moves {
         cx.store.move_plug(&m.id, &m.to, m.port)?;

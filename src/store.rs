@@ -114,6 +114,15 @@ CREATE TABLE plug_tombstones (
     r#"
 ALTER TABLE node_conditions ADD COLUMN schedule_ms INTEGER NOT NULL DEFAULT 0;
 "#,
+    // The digest each image tag runs as fleet-wide (SPEC §11); '' when its registry could not
+    // be asked (it runs by tag until `--refresh`).
+    r#"
+CREATE TABLE image_digests (
+    image TEXT PRIMARY KEY,
+    digest TEXT NOT NULL,
+    resolved_ms INTEGER NOT NULL
+);
+"#,
 ];
 
 /// How long a deleted plug's id is remembered: a copy of it found on a node in that time (on a
@@ -1286,6 +1295,44 @@ impl Store {
                 .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
                 .map_err(q("read replicas"))?;
             rows.collect::<Result<_, _>>().map_err(q("read replicas"))
+        })
+    }
+
+    /// The digest recorded for each image tag (`""`: its registry could not be asked).
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn image_digests(&self) -> Result<BTreeMap<String, String>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare("SELECT image, digest FROM image_digests")
+                .map_err(q("read image digests"))?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(q("read image digests"))?;
+            rows.collect::<Result<_, _>>()
+                .map_err(q("read image digests"))
+        })
+    }
+
+    /// Records that `image` runs as `digest` fleet-wide from now on (`""`: by its tag).
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn record_image_digest(
+        &self,
+        image: &str,
+        digest: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.write("record image digest", |tx| {
+            tx.execute(
+                "INSERT INTO image_digests (image, digest, resolved_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (image) DO UPDATE SET digest = ?2, resolved_ms = ?3",
+                rusqlite::params![image, digest, now],
+            )
+            .map_err(q("record image digest"))?;
+            Ok(())
         })
     }
 

@@ -697,8 +697,10 @@ impl Controller {
             measure_memory: false,
             exec: ExecOptions {
                 ready_timeout: ready_timeout.unwrap_or(self.cfg.exec.ready_timeout),
+                auth: crate::images::fleet_auth(fleet),
                 ..self.cfg.exec.clone()
             },
+            refresh: crate::images::Refresh::Recorded,
         };
         let holds: Mutex<heal::Holds> = Mutex::default();
         let adjust = |observed: &ObservedFleet, plan| {

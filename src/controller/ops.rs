@@ -107,8 +107,10 @@ impl Controller {
             measure_memory: true,
             exec: ExecOptions {
                 actor: actor.to_string(),
+                auth: crate::images::fleet_auth(&loaded.fleet),
                 ..self.cfg.exec.clone()
             },
+            refresh: crate::images::Refresh::Recorded,
         }
     }
 

@@ -27,6 +27,40 @@ pub struct DesiredFleet {
     pub plug_classes: BTreeMap<String, PlugClassSpec>,
     /// Placement policies by name.
     pub policies: BTreeMap<String, PolicySpec>,
+    /// The registry digest (`sha256:…`) each image tag runs as in this pass (SPEC §11): filled
+    /// from the state store and the registries before planning, never from manifests. An image
+    /// not in it runs by its tag.
+    #[serde(skip)]
+    pub image_digests: BTreeMap<String, String>,
+}
+
+impl DesiredFleet {
+    /// This fleet with its images pinned to `digests` (empty digests are left out).
+    pub fn with_digests(&self, digests: &BTreeMap<String, String>) -> DesiredFleet {
+        DesiredFleet {
+            image_digests: digests
+                .iter()
+                .filter(|(_, d)| !d.is_empty())
+                .map(|(i, d)| (i.clone(), d.clone()))
+                .collect(),
+            ..self.clone()
+        }
+    }
+
+    /// Every image the manifests name, with the pull policy of its first user (services, then
+    /// plug classes, by name).
+    pub fn images(&self) -> BTreeMap<&str, PullPolicy> {
+        let mut out = BTreeMap::new();
+        for (image, pull) in self
+            .services
+            .values()
+            .map(|s| (s.image.as_str(), s.pull))
+            .chain(self.plug_classes.values().map(|c| (c.image.as_str(), c.pull)))
+        {
+            out.entry(image).or_insert(pull);
+        }
+        out
+    }
 }
 
 /// Kind `Fleet`, with defaults applied.
@@ -44,6 +78,49 @@ pub struct FleetSpec {
     pub api_token_file: Option<PathBuf>,
     /// The fleet's network.
     pub network: NetworkSettings,
+}
+
+/// `pull` of a Service or PlugClass: when a node fetches the image (SPEC §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    /// Pull when the node lacks the image (default); an image the node has is used as it is.
+    #[default]
+    Missing,
+    /// Resolve the tag and pull on every apply that touches the service or class, so a moved
+    /// tag is followed.
+    Always,
+    /// Never pull: only what the node already has; a node without the image is an error
+    /// naming the node and the image.
+    Never,
+    /// As `missing`, and when the registry cannot serve a node, copy the image to it from
+    /// another node or from the operator's engine (`fleetctl image push`).
+    Fleet,
+}
+
+impl PullPolicy {
+    /// Every policy, in the order the manifests document them.
+    pub const ALL: [PullPolicy; 4] = [
+        PullPolicy::Missing,
+        PullPolicy::Always,
+        PullPolicy::Never,
+        PullPolicy::Fleet,
+    ];
+
+    /// As written in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Missing => "missing",
+            PullPolicy::Always => "always",
+            PullPolicy::Never => "never",
+            PullPolicy::Fleet => "fleet",
+        }
+    }
+
+    /// Parses the manifest spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
 }
 
 /// `Fleet.spec.network.mode`.
@@ -334,6 +411,9 @@ pub struct ServiceSpec {
     pub labels: Labels,
     /// Image reference.
     pub image: String,
+    /// When nodes pull the image.
+    #[serde(default)]
+    pub pull: PullPolicy,
     /// Number of replicas.
     pub replicas: u32,
     /// Where they may run.
@@ -405,6 +485,9 @@ pub struct PlugClassSpec {
     pub labels: Labels,
     /// Image reference.
     pub image: String,
+    /// When nodes pull the image.
+    #[serde(default)]
+    pub pull: PullPolicy,
     /// Limits of each instance.
     pub resources: ResourceSpec,
     /// Command.
@@ -515,18 +598,3 @@ impl DesiredFleet {
     }
 }
 
-/// When a node gets a container's image from its registry (SPEC §11).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum PullPolicy {
-    /// Pull when the node lacks the image (the digest the apply resolved, when it resolved one).
-    #[default]
-    Missing,
-    /// Resolve the tag and pull on every apply that creates or checks the container.
-    Always,
-    /// Use only what the node already holds; a missing image is an error naming node and image.
-    Never,
-    /// As `missing`, and when the registry cannot serve a node, copy the image there from another
-    /// node or the operator's engine.
-    Fleet,
-}

@@ -321,6 +321,8 @@ pub struct Plan {
     /// The fleet's network: swarm and network steps (run before the container steps) and
     /// problems. Set by the reconcile when the observation included networks.
     pub network: crate::network::NetworkPlan,
+    /// The digest each image runs as, and how it was found. Set by the reconcile.
+    pub images: crate::images::ImagePins,
 }
 
 impl Plan {
