@@ -406,3 +406,60 @@ fn directory_reads_yaml_files_in_name_order() {
     assert_eq!(loaded.fleet.nodes.len(), 2);
     assert_eq!(loaded.fleet.services.len(), 1);
 }
+
+#[test]
+fn pull_policies_resolve() {
+    use fleetctl::manifest::PullPolicy;
+    let text = with_nodes(
+        "apiVersion: fleet/v1
+kind: Service
+metadata: {name: web}
+spec: {image: registry.example.com/aims/web:2.3, pull: always, resources: {memory: 64MiB}}
+---
+apiVersion: fleet/v1
+kind: Service
+metadata: {name: api}
+spec: {image: api:1, resources: {memory: 64MiB}}
+---
+apiVersion: fleet/v1
+kind: PlugClass
+metadata: {name: agent}
+spec: {image: plug:2, pull: fleet, port: 8080, resources: {memory: 64MiB}}
+",
+    );
+    let loaded = parse(&[Source {
+        name: "f.yaml".into(),
+        text,
+    }])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let f = &loaded.fleet;
+    assert_eq!(f.services["web"].pull, PullPolicy::Always);
+    assert_eq!(f.services["api"].pull, PullPolicy::Missing, "the default");
+    assert_eq!(f.plug_classes["agent"].pull, PullPolicy::Fleet);
+}
+
+#[test]
+fn bad_pull_policies_are_errors() {
+    let errs = errors(&with_nodes(
+        "apiVersion: fleet/v1
+kind: Service
+metadata: {name: web}
+spec: {image: web:1, pull: sometimes, resources: {memory: 64MiB}}
+---
+apiVersion: fleet/v1
+kind: PlugClass
+metadata: {name: agent}
+spec: {image: plug:2, pull: Always, port: 8080, resources: {memory: 64MiB}}
+",
+    ));
+    has(
+        &errs,
+        "f.yaml:14:28: spec.pull:",
+        "unknown pull policy \"sometimes\"; use missing, always, never or fleet",
+    );
+    has(
+        &errs,
+        "f.yaml:19:29: spec.pull:",
+        "unknown pull policy \"Always\"; use missing, always, never or fleet; did you mean `always`?",
+    );
+}

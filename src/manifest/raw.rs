@@ -205,6 +205,12 @@ pub struct RawServiceSpec {
     /// Image reference.
     #[schemars(required)]
     pub image: Option<Sp<String>>,
+    /// When nodes pull the image: missing (default: when the node lacks it), always (on every
+    /// apply that touches it, following a moved tag), never (only what the node has) or fleet
+    /// (as missing, and copied from another node or the operator's engine when the registry
+    /// cannot serve a node).
+    #[schemars(regex(pattern = r"^(missing|always|never|fleet)$"))]
+    pub pull: Option<Sp<String>>,
     /// Number of containers (default 1).
     pub replicas: Option<Sp<u32>>,
     /// Where replicas may run (default: any node).
@@ -240,6 +246,7 @@ decode_struct!(RawServiceSpec {
     opt network = "network",
     opt aliases = "aliases",
     req image = "image",
+    opt pull = "pull",
     opt replicas = "replicas",
     opt placement = "placement",
     req resources = "resources",
@@ -356,6 +363,12 @@ pub struct RawPlugClassSpec {
     /// Image reference.
     #[schemars(required)]
     pub image: Option<Sp<String>>,
+    /// When nodes pull the image: missing (default: when the node lacks it), always (on every
+    /// apply that touches it, following a moved tag), never (only what the node has) or fleet
+    /// (as missing, and copied from another node or the operator's engine when the registry
+    /// cannot serve a node).
+    #[schemars(regex(pattern = r"^(missing|always|never|fleet)$"))]
+    pub pull: Option<Sp<String>>,
     /// Limits of each instance; `memory` is required.
     #[schemars(required)]
     pub resources: Option<RawResources>,
@@ -379,6 +392,7 @@ pub struct RawPlugClassSpec {
 }
 decode_struct!(RawPlugClassSpec {
     req image = "image",
+    opt pull = "pull",
     req resources = "resources",
     opt command = "command",
     req port = "port",

@@ -46,6 +46,49 @@ pub struct FleetSpec {
     pub network: NetworkSettings,
 }
 
+/// `pull` of a Service or PlugClass: when a node fetches the image (SPEC §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    /// Pull when the node lacks the image (default); an image the node has is used as it is.
+    #[default]
+    Missing,
+    /// Resolve the tag and pull on every apply that touches the service or class, so a moved
+    /// tag is followed.
+    Always,
+    /// Never pull: only what the node already has; a node without the image is an error
+    /// naming the node and the image.
+    Never,
+    /// As `missing`, and when the registry cannot serve a node, copy the image to it from
+    /// another node or from the operator's engine (`fleetctl image push`).
+    Fleet,
+}
+
+impl PullPolicy {
+    /// Every policy, in the order the manifests document them.
+    pub const ALL: [PullPolicy; 4] = [
+        PullPolicy::Missing,
+        PullPolicy::Always,
+        PullPolicy::Never,
+        PullPolicy::Fleet,
+    ];
+
+    /// As written in manifests.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Missing => "missing",
+            PullPolicy::Always => "always",
+            PullPolicy::Never => "never",
+            PullPolicy::Fleet => "fleet",
+        }
+    }
+
+    /// Parses the manifest spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
 /// `Fleet.spec.network.mode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -334,6 +377,9 @@ pub struct ServiceSpec {
     pub labels: Labels,
     /// Image reference.
     pub image: String,
+    /// When nodes pull the image.
+    #[serde(default)]
+    pub pull: PullPolicy,
     /// Number of replicas.
     pub replicas: u32,
     /// Where they may run.
@@ -405,6 +451,9 @@ pub struct PlugClassSpec {
     pub labels: Labels,
     /// Image reference.
     pub image: String,
+    /// When nodes pull the image.
+    #[serde(default)]
+    pub pull: PullPolicy,
     /// Limits of each instance.
     pub resources: ResourceSpec,
     /// Command.

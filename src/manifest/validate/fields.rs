@@ -1,5 +1,5 @@
 //! Container fields shared by services and plug classes: volumes, healthcheck, command,
-//! environment and image reference.
+//! environment, image reference and pull policy.
 
 use super::{Report, labels_of};
 use crate::container::HealthcheckSpec;
@@ -181,4 +181,30 @@ pub(super) fn check_image(r: &mut Report, file: &str, image: &Sp<String>) {
             format!("invalid image reference {v:?}"),
         );
     }
+}
+
+/// `spec.pull`: `missing` when absent.
+pub(super) fn resolve_pull(r: &mut Report, file: &str, raw: &Option<Sp<String>>) -> PullPolicy {
+    let Some(p) = raw else {
+        return PullPolicy::default();
+    };
+    PullPolicy::parse(&p.value).unwrap_or_else(|| {
+        // Kubernetes' spellings (IfNotPresent, Always, Never) are the likely slip.
+        let hint = match p.value.to_ascii_lowercase().as_str() {
+            "ifnotpresent" => "; Kubernetes' IfNotPresent is `missing` here".to_string(),
+            lower => PullPolicy::parse(lower)
+                .map(|q| format!("; did you mean `{}`?", q.as_str()))
+                .unwrap_or_default(),
+        };
+        r.err(
+            file,
+            p.pos,
+            "spec.pull",
+            format!(
+                "unknown pull policy {:?}; use missing, always, never or fleet{hint}",
+                p.value
+            ),
+        );
+        PullPolicy::default()
+    })
 }

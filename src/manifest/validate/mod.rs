@@ -3,10 +3,11 @@
 //!
 //! # Layout
 //! [`validate`] checks names across documents, then resolves each kind in dependency order,
-//! one module per kind: `fleet`, `nodes`, `policies` (refer to nodes), `plug_classes` (refer
-//! to nodes and policies), `services` (refer to nodes); then `clashes` checks across services
-//! (forced replicas, shared host ports). Fields shared by kinds are in `resources`, `ports`
-//! and `fields` (volumes, healthcheck, command, environment, image).
+//! one module per kind: `fleet` (with its `network`), `nodes`, `policies`
+//! (refer to nodes), `plug_classes` (refer to nodes and policies), `services` (refer to
+//! nodes); then `clashes` checks across services (forced replicas, shared host ports). Fields
+//! shared by kinds are in `resources`, `ports` and `fields` (volumes, healthcheck, command,
+//! environment, image, pull policy).
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::fields::{check_image, resolve_command, resolve_env, resolve_healthcheck};
+use super::fields::{check_image, resolve_command, resolve_env, resolve_healthcheck, resolve_pull};
 use super::ports::parse_port_range;
 use super::resources::{check_fits, resolve_resources};
 use super::{Named, Report, hint_known, labels_of};
@@ -89,6 +89,7 @@ pub(super) fn plug_classes(
                 "plug instance",
             );
         }
+        let pull = resolve_pull(r, file, &s.pull);
         let healthcheck = resolve_healthcheck(r, file, &s.healthcheck);
         let command = resolve_command(r, file, &s.command);
         let env = resolve_env(r, file, &s.env);
@@ -103,6 +104,7 @@ pub(super) fn plug_classes(
                     name: c.name.clone(),
                     labels: labels_of(&c.doc.metadata.labels),
                     image: image.value.clone(),
+                    pull,
                     resources: res,
                     command,
                     port: port.value,

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::fields::{
-    check_image, resolve_command, resolve_env, resolve_healthcheck, resolve_volumes,
+    check_image, resolve_command, resolve_env, resolve_healthcheck, resolve_pull, resolve_volumes,
 };
 use super::ports::resolve_ports;
 use super::resources::{check_fits, resolve_resources};
@@ -123,6 +123,7 @@ pub(super) fn services(
                 }
             },
         };
+        let pull = resolve_pull(r, file, &s.pull);
         let volumes = resolve_volumes(r, file, &s.volumes);
         let healthcheck = resolve_healthcheck(r, file, &s.healthcheck);
         let command = resolve_command(r, file, &s.command);
@@ -138,6 +139,7 @@ pub(super) fn services(
                     name: svc.name.clone(),
                     labels: labels_of(&svc.doc.metadata.labels),
                     image: image.value.clone(),
+                    pull,
                     replicas,
                     placement,
                     resources: res,
