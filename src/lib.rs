@@ -10,6 +10,7 @@
 //! | [`container`] | the engine-neutral container model shared by planner and transport | none |
 //! | [`capacity`] | per-node capacity arithmetic and the capacity report | none |
 //! | [`condition`] | a node's scheduling condition (cordoned, draining, drained) and its guarded transitions | none |
+//! | [`registry`] | the registry of an image; credentials from the manifests and the operator's Docker config | files, environment, credential helpers |
 //! | [`transport`] | SSH + Docker Engine API behind the [`transport::NodeRuntime`] trait | yes |
 //! | [`controller`] | `fleetctl run`: the loop (triggers, backoff, node loss, eviction, intents) | via the others |
 //! | [`api`] | the controller's HTTP API (axum), bearer token | HTTP |
@@ -42,6 +43,7 @@ pub mod plan;
 pub mod plugs;
 pub mod reconcile;
 pub mod records;
+pub mod registry;
 pub mod schedule;
 pub mod state_location;
 pub mod store;

@@ -463,3 +463,133 @@ spec: {image: plug:2, pull: Always, port: 8080, resources: {memory: 64MiB}}
         "unknown pull policy \"Always\"; use missing, always, never or fleet; did you mean `always`?",
     );
 }
+
+#[test]
+fn registries_say_where_passwords_are_without_reading_them() {
+    use fleetctl::manifest::PasswordSource;
+    let text = "apiVersion: fleet/v1
+kind: Fleet
+metadata: {name: aims}
+spec:
+  registries:
+    - {host: registry.example.com, username: deploy, passwordFile: secrets/registry}
+    - {host: ghcr.io, username: bot, passwordEnv: GHCR_TOKEN}
+    - {host: 10.0.0.5:5000, username: ci, passwordFile: ~/.config/fleet/pw}
+    - {host: docker.io, username: hub, passwordFile: /etc/fleet/hub}
+";
+    // None of the files exists and the variable is unset: validation reads neither.
+    let loaded = parse(&[Source {
+        name: "conf/fleet.yaml".into(),
+        text: text.into(),
+    }])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let regs: Vec<(&str, &str, &PasswordSource)> = loaded
+        .fleet
+        .fleet
+        .registries
+        .iter()
+        .map(|r| (r.host.as_str(), r.username.as_str(), &r.password))
+        .collect();
+    assert_eq!(
+        regs,
+        [
+            (
+                "registry.example.com",
+                "deploy",
+                &PasswordSource::File("conf/secrets/registry".into())
+            ),
+            ("ghcr.io", "bot", &PasswordSource::Env("GHCR_TOKEN".into())),
+            (
+                "10.0.0.5:5000",
+                "ci",
+                &PasswordSource::File("~/.config/fleet/pw".into())
+            ),
+            (
+                "docker.io",
+                "hub",
+                &PasswordSource::File("/etc/fleet/hub".into())
+            ),
+        ]
+    );
+}
+
+#[test]
+fn bad_registries_are_errors() {
+    let errs = errors(
+        "apiVersion: fleet/v1
+kind: Fleet
+metadata: {name: aims}
+spec:
+  registries:
+    - {host: https://ghcr.io, username: bot, passwordEnv: T}
+    - {host: ghcr.io/aims, username: bot, passwordEnv: T}
+    - {host: a.io, username: u, passwordFile: f, passwordEnv: T}
+    - {host: b.io, username: u}
+    - {host: a.io, username: u, passwordEnv: T}
+    - {host: index.docker.io, username: u, passwordEnv: T}
+    - {host: docker.io, username: u, passwordEnv: 1X}
+    - {host: c.io, username: u, password: hunter2}
+    - {host: Ghcr.IO, username: '', passwordFile: ''}
+",
+    );
+    has(
+        &errs,
+        "f.yaml:6:14: spec.registries[0].host:",
+        "without a scheme: \"ghcr.io\", not \"https://ghcr.io\"",
+    );
+    has(
+        &errs,
+        "f.yaml:7:14: spec.registries[1].host:",
+        "without a path: \"ghcr.io\"",
+    );
+    has(
+        &errs,
+        "f.yaml:8:63: spec.registries[2].passwordEnv:",
+        "not both",
+    );
+    has(
+        &errs,
+        "f.yaml:9:7: spec.registries[3]:",
+        "missing passwordFile or passwordEnv",
+    );
+    has(
+        &errs,
+        "f.yaml:10:14: spec.registries[4].host:",
+        "listed twice; first at f.yaml:8:14",
+    );
+    has(
+        &errs,
+        "f.yaml:12:14: spec.registries[6].host:",
+        "\"index.docker.io\" at f.yaml:11:14 names the same registry",
+    );
+    has(
+        &errs,
+        "f.yaml:12:51: spec.registries[6].passwordEnv:",
+        "invalid environment variable name \"1X\"",
+    );
+    has(
+        &errs,
+        "f.yaml:13:33: spec.registries[7].password:",
+        "unknown field `password`",
+    );
+    has(
+        &errs,
+        "f.yaml:14:14: spec.registries[8].host:",
+        "must be lowercase",
+    );
+    has(
+        &errs,
+        "f.yaml:14:33: spec.registries[8].username:",
+        "username is empty",
+    );
+    has(
+        &errs,
+        "f.yaml:14:51: spec.registries[8].passwordFile:",
+        "passwordFile is empty",
+    );
+    assert!(
+        !errs.iter().any(|e| e.contains("hunter2")),
+        "a password written inline is not echoed:\n{}",
+        errs.join("\n")
+    );
+}

@@ -64,8 +64,49 @@ pub struct RawFleetSpec {
     pub api: Option<RawApi>,
     /// The network every service and plug container joins (SPEC §10).
     pub network: Option<RawNetwork>,
+    /// Credentials for private registries (default: the operator's ~/.docker/config.json
+    /// alone). A registry listed here is not looked up there.
+    pub registries: Option<Vec<RawRegistry>>,
 }
-decode_struct!(RawFleetSpec { opt resync = "resync", opt node_lost_after = "nodeLostAfter", opt api = "api", opt network = "network" });
+decode_struct!(RawFleetSpec {
+    opt resync = "resync",
+    opt node_lost_after = "nodeLostAfter",
+    opt api = "api",
+    opt network = "network",
+    opt registries = "registries",
+});
+
+/// One entry of `spec.registries` of kind `Fleet`.
+#[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
+#[schemars(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(extend("oneOf" = [{"required": ["passwordFile"]}, {"required": ["passwordEnv"]}]))]
+pub struct RawRegistry {
+    /// Position of the mapping.
+    #[schemars(skip)]
+    pub pos: Pos,
+    /// Registry host as image references name it, with an optional port and no scheme or
+    /// path: registry.example.com, 10.0.0.5:5000, docker.io.
+    #[schemars(
+        required,
+        regex(pattern = r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$")
+    )]
+    pub host: Option<Sp<String>>,
+    /// User name.
+    #[schemars(required)]
+    pub username: Option<Sp<String>>,
+    /// File holding the password or token, read on the operator's machine (~/ is the home
+    /// directory; a relative path is relative to this manifest's directory). Give this or
+    /// passwordEnv.
+    pub password_file: Option<Sp<String>>,
+    /// Environment variable holding the password or token. Give this or passwordFile.
+    pub password_env: Option<Sp<String>>,
+}
+decode_struct!(RawRegistry {
+    req host = "host",
+    req username = "username",
+    opt password_file = "passwordFile",
+    opt password_env = "passwordEnv",
+});
 
 /// `spec.network` of kind `Fleet`.
 #[derive(Debug, Clone, PartialEq, Default, JsonSchema)]

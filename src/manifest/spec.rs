@@ -78,6 +78,36 @@ pub struct FleetSpec {
     pub api_token_file: Option<PathBuf>,
     /// The fleet's network.
     pub network: NetworkSettings,
+    /// Credentials for private registries, by host (no two alike). Only where to find each
+    /// password is kept here; [`crate::registry::Credentials`] reads it when it is needed.
+    #[serde(default)]
+    pub registries: Vec<RegistrySpec>,
+}
+
+/// One entry of `Fleet.spec.registries`: the user and where its password is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistrySpec {
+    /// Registry host as image references name it (`ghcr.io`, `10.0.0.5:5000`, `docker.io`):
+    /// no scheme, no path.
+    pub host: String,
+    /// User name sent to the registry.
+    pub username: String,
+    /// Where the password is read from (never the password itself).
+    pub password: PasswordSource,
+}
+
+/// Where a registry password comes from. Read on the operator's machine when credentials are
+/// loaded (an apply, the controller), never while validating: the file may exist only there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PasswordSource {
+    /// `passwordFile`: one trailing newline is not part of the password. A relative path in a
+    /// manifest is resolved against the manifest file's directory; a leading `~/` is kept and
+    /// expanded to `$HOME` when the file is read.
+    File(PathBuf),
+    /// `passwordEnv`: the name of an environment variable of the process that loads
+    /// credentials.
+    Env(String),
 }
 
 /// `pull` of a Service or PlugClass: when a node fetches the image (SPEC §11).
@@ -229,6 +259,7 @@ impl Default for FleetSpec {
             api_listen: DEFAULT_API_LISTEN.parse().expect("valid default address"),
             api_token_file: None,
             network: NetworkSettings::default(),
+            registries: Vec::new(),
         }
     }
 }

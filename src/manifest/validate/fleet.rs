@@ -1,4 +1,5 @@
-//! The Fleet document: at most one; its resync and node-loss periods and API settings.
+//! The Fleet document: at most one; its resync and node-loss periods, API settings, network
+//! and registries.
 
 use super::{Named, Report};
 use crate::manifest::raw::*;
@@ -44,6 +45,9 @@ pub(super) fn fleet(r: &mut Report, fleets: &[Named<RawFleetSpec>]) -> FleetSpec
             fleet.node_lost_after = d.value.0;
         }
         fleet.network = super::network::settings(r, &f.doc.file, s.network.as_ref());
+        if let Some(regs) = &s.registries {
+            fleet.registries = super::registries::registries(r, &f.doc.file, regs);
+        }
         if let Some(api) = &s.api {
             if let Some(l) = &api.listen {
                 match l.value.parse() {

@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! [`validate`] checks names across documents, then resolves each kind in dependency order,
-//! one module per kind: `fleet` (with its `network`), `nodes`, `policies`
+//! one module per kind: `fleet` (with its `network` and `registries`), `nodes`, `policies`
 //! (refer to nodes), `plug_classes` (refer to nodes and policies), `services` (refer to
 //! nodes); then `clashes` checks across services (forced replicas, shared host ports). Fields
 //! shared by kinds are in `resources`, `ports` and `fields` (volumes, healthcheck, command,
@@ -25,6 +25,7 @@ mod nodes;
 mod plug_classes;
 mod policies;
 mod ports;
+mod registries;
 mod resources;
 mod services;
 
