@@ -287,10 +287,11 @@ impl Ctx<'_> {
     /// per run. Its failure is returned to the first step that asks; later steps get
     /// [`StepError::ImageSaid`].
     async fn ensure_image(&self, node: &str, spec: &ContainerSpec) -> Result<(), StepError> {
-        let cell = self.image_cell(node, &spec.image);
+        let image = spec.run_image();
+        let cell = self.image_cell(node, &image);
         let result = cell
             .outcome
-            .get_or_init(|| self.pull(node, &spec.image, spec.pull))
+            .get_or_init(|| self.pull(node, &image, spec.pull))
             .await;
         match result {
             Ok(()) => Ok(()),
@@ -299,7 +300,7 @@ impl Ctx<'_> {
             }
             Err(_) => Err(StepError::ImageSaid {
                 node: node.to_string(),
-                image: spec.image.clone(),
+                image,
             }),
         }
     }
@@ -511,18 +512,18 @@ pub async fn execute(
     let ctx = &ctx;
     // Every image a change needs, on every target node, in parallel — before any step stops
     // anything: a replica whose image cannot be had keeps its old container.
-    let mut needs: BTreeMap<(&str, &str), &ContainerSpec> = BTreeMap::new();
+    let mut needs: BTreeMap<(&str, String), &ContainerSpec> = BTreeMap::new();
     for step in &plan.steps {
         if let Action::Create { spec } | Action::Replace { spec, .. } = &step.action {
             needs
-                .entry((step.node.as_str(), spec.image.as_str()))
+                .entry((step.node.as_str(), spec.run_image()))
                 .or_insert(spec);
         }
     }
     futures_util::future::join_all(needs.into_iter().map(|((node, image), spec)| async move {
-        let cell = ctx.image_cell(node, image);
+        let cell = ctx.image_cell(node, &image);
         cell.outcome
-            .get_or_init(|| ctx.pull(node, image, spec.pull))
+            .get_or_init(|| ctx.pull(node, &image, spec.pull))
             .await;
     }))
     .await;

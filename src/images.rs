@@ -7,38 +7,67 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::Serialize;
 
 use crate::container::{PullProgress, RegistryAuth};
 use crate::manifest::{DesiredFleet, PullPolicy};
+use crate::registry::Credentials;
 use crate::transport::{ErrorKind, NodeRuntime, RegistryCause, TransportError};
 
 /// Where the credentials of a pull come from (the fleet's `registries`, the operator's docker
 /// configuration). `Debug` must never show a secret.
+#[async_trait::async_trait]
 pub trait AuthSource: Send + Sync + fmt::Debug {
     /// The credentials for `image`'s registry; `None` when there are none (anonymous pull).
     ///
     /// # Errors
     /// Credentials exist but cannot be read (a password file missing, a credential helper
     /// failing): a message naming the registry and where they were looked for, never a secret.
-    fn auth_for(&self, image: &str) -> Result<Option<RegistryAuth>, String>;
+    async fn auth_for(&self, image: &str) -> Result<Option<RegistryAuth>, String>;
 }
 
 /// No credentials anywhere: every pull is anonymous.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NoAuth;
 
+#[async_trait::async_trait]
 impl AuthSource for NoAuth {
-    fn auth_for(&self, _: &str) -> Result<Option<RegistryAuth>, String> {
+    async fn auth_for(&self, _: &str) -> Result<Option<RegistryAuth>, String> {
         Ok(None)
     }
 }
 
-/// The credentials of `fleet`'s pulls: its `registries`, then the operator's docker
-/// configuration.
-pub fn fleet_auth(_fleet: &crate::manifest::DesiredFleet) -> std::sync::Arc<dyn AuthSource> {
-    std::sync::Arc::new(NoAuth)
+/// The credentials of one apply or controller pass ([`Credentials`]), or why they could not be
+/// loaded (a registry's password file or variable missing), said for each image that needs
+/// them.
+#[derive(Debug, Clone)]
+pub struct FleetAuth(Result<Arc<Credentials>, String>);
+
+#[async_trait::async_trait]
+impl AuthSource for FleetAuth {
+    async fn auth_for(&self, image: &str) -> Result<Option<RegistryAuth>, String> {
+        let credentials = self.0.clone()?;
+        let image = image.to_string();
+        // A credential helper is a program that may take its time: off the async threads.
+        tokio::task::spawn_blocking(move || credentials.for_image(&image))
+            .await
+            .map_err(|e| format!("credential lookup failed: {e}"))?
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// The credentials of `fleet`'s pulls: its `registries`, then the operator's Docker
+/// configuration (`$DOCKER_CONFIG`, else `~/.docker`). Loaded now (manifest passwords read);
+/// the Docker config is consulted per registry when an image needs it.
+pub fn fleet_auth(fleet: &DesiredFleet) -> Arc<dyn AuthSource> {
+    let dir = crate::registry::docker_config_dir(&crate::registry::process_env);
+    Arc::new(FleetAuth(
+        Credentials::load(&fleet.fleet.registries, dir)
+            .map(Arc::new)
+            .map_err(|e| e.to_string()),
+    ))
 }
 
 /// What making an image present did.
@@ -146,6 +175,7 @@ pub async fn make_present(
     }
     let credentials = auth
         .auth_for(image)
+        .await
         .map_err(|cause| ImageError::Credentials {
             image: image.to_string(),
             cause,
@@ -163,8 +193,9 @@ mod tests {
 
     #[derive(Debug)]
     struct Fixed(Option<RegistryAuth>);
+    #[async_trait::async_trait]
     impl AuthSource for Fixed {
-        fn auth_for(&self, _: &str) -> Result<Option<RegistryAuth>, String> {
+        async fn auth_for(&self, _: &str) -> Result<Option<RegistryAuth>, String> {
             Ok(self.0.clone())
         }
     }
@@ -301,6 +332,17 @@ pub enum Refresh {
     All,
 }
 
+impl Refresh {
+    /// An apply's or a plan's: [`Refresh::All`] with `--refresh`, else [`Refresh::Policy`].
+    pub fn asked(refresh: bool) -> Refresh {
+        if refresh {
+            Refresh::All
+        } else {
+            Refresh::Policy
+        }
+    }
+}
+
 /// One image's digest in a pass: what was recorded, what its registry said now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ImagePin {
@@ -394,7 +436,7 @@ pub async fn resolve(
             let Some(rt) = rt.filter(|_| ask) else {
                 return pin;
             };
-            let answer = match auth.auth_for(image) {
+            let answer = match auth.auth_for(image).await {
                 Ok(a) => rt.resolve_digest(image, a.as_ref()).await.map_err(|e| {
                     pin.unreachable = !matches!(
                         e.kind,

@@ -268,6 +268,9 @@ pub async fn start_reserved(
     plug: &PlugRecord,
     ready_timeout: Duration,
 ) -> Result<PlugCreated, PlugError> {
+    // The digests the fleet runs its images as (SPEC §11): a plug made between applies runs
+    // the same image as the others.
+    let fleet = &fleet.with_digests(&store.image_digests()?);
     let class = &fleet.plug_classes[&plug.class];
     let spec = plug_container(
         fleet,
@@ -355,7 +358,7 @@ async fn create_started(
     network: &crate::container::NetworkSpec,
     auth: &dyn crate::images::AuthSource,
 ) -> Result<String, PlugError> {
-    crate::images::make_present(rt, &spec.image, spec.pull, auth, &|_| {})
+    crate::images::make_present(rt, &spec.run_image(), spec.pull, auth, &|_| {})
         .await
         .map_err(|e| PlugError::Image(Box::new(e)))?;
     let mut created = rt.create_container(spec).await;
@@ -507,6 +510,7 @@ pub async fn touch(
     if !matches!(plug.state, PlugState::Stopped | PlugState::Evicted) {
         return Ok(plug);
     }
+    let fleet = &fleet.with_digests(&store.image_digests()?);
     let Some(class) = fleet.plug_classes.get(&plug.class) else {
         return Err(PlugError::NoClass(
             plug.class.clone(),

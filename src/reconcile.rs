@@ -59,7 +59,10 @@ impl<'a> PassContext<'a> {
             lost: BTreeSet::new(),
             evict: BTreeSet::new(),
             measure_memory: false,
-            exec: ExecOptions::default(),
+            exec: ExecOptions {
+                auth: crate::images::fleet_auth(fleet),
+                ..ExecOptions::default()
+            },
             refresh: crate::images::Refresh::default(),
         }
     }
@@ -483,8 +486,7 @@ pub async fn pass_adjusted(
     let pins = pin_images(cx, &observed).await?;
     for pin in &pins.images {
         if let Some(digest) = pin.to_record() {
-            cx.store
-                .record_image_digest(&pin.image, digest, now_ms())?;
+            cx.store.record_image_digest(&pin.image, digest, now_ms())?;
         }
     }
     let mut p = adjust(&observed, plan_from(cx, &observed, &pins)?);

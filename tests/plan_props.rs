@@ -334,6 +334,7 @@ fn context<'a>(
             ready_timeout: Duration::from_secs(1),
             ..Default::default()
         },
+        refresh: Default::default(),
     }
 }
 

@@ -77,6 +77,7 @@ pub fn run(
     lock_timeout: Duration,
     timeout: Duration,
     output: Output,
+    refresh: crate::images::Refresh,
     global: &GlobalOpts,
 ) -> anyhow::Result<u8> {
     let Some(loaded) = load_or_report(path) else {
@@ -113,11 +114,13 @@ pub fn run(
         actor: who.clone(),
         ready_timeout: timeout,
         fence: Some(lease.fence()),
+        auth: crate::images::fleet_auth(fleet),
         ..Default::default()
     };
     let first = rt.block_on(async {
         let cx = PassContext {
             exec: exec.clone(),
+            refresh,
             ..PassContext::new(fleet, &runtimes, &store)
         };
         let (observed, plan) = plan_only(&cx).await?;
@@ -158,6 +161,7 @@ pub fn run(
         let mut passes = LocalPasses {
             cx: PassContext {
                 exec,
+                refresh,
                 ..PassContext::new(fleet, &runtimes, &store)
             },
             store: &store,

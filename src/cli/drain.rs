@@ -92,6 +92,7 @@ pub fn run(
             exec: ExecOptions {
                 actor: who.clone(),
                 fence: Some(lease.fence()),
+                auth: crate::images::fleet_auth(fleet),
                 ..Default::default()
             },
             ..PassContext::new(fleet, &runtimes, &store)

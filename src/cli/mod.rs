@@ -25,6 +25,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::images::Refresh;
+
 /// fleetctl keeps a small fleet of VPS hosts running exactly what its manifests say.
 ///
 /// It reads declarative YAML manifests (nodes, services, plug classes, placement policies),
@@ -102,6 +104,9 @@ pub enum Command {
     Plan {
         /// Manifest file or directory.
         path: PathBuf,
+        /// Ask every image's registry which digest its tag names now, and show which moved.
+        #[arg(long)]
+        refresh: bool,
         /// Output format: table (wide is the same), json or yaml.
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,
@@ -113,6 +118,10 @@ pub enum Command {
         /// Only show the plan (same as `plan`).
         #[arg(long)]
         dry_run: bool,
+        /// Ask every image's registry which digest its tag names now; containers whose tag
+        /// moved are replaced (without it, recorded digests hold, except for `pull: always`).
+        #[arg(long)]
+        refresh: bool,
         /// How long to wait for the fleet lease held by another actor.
         #[arg(long, value_parser = parse_duration, default_value = "30s")]
         lock_timeout: std::time::Duration,
@@ -411,18 +420,30 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             common::emit(&String::from_utf8_lossy(&buf))?;
             Ok(0)
         }
-        Command::Plan { path, output } => plan::run(&path, output, &cli.global),
+        Command::Plan {
+            path,
+            refresh,
+            output,
+        } => plan::run(&path, output, Refresh::asked(refresh), &cli.global),
         Command::Apply {
             path,
             dry_run,
+            refresh,
             lock_timeout,
             timeout,
             output,
         } => {
             if dry_run {
-                plan::run(&path, output, &cli.global)
+                plan::run(&path, output, Refresh::asked(refresh), &cli.global)
             } else {
-                apply::run(&path, lock_timeout, timeout, output, &cli.global)
+                apply::run(
+                    &path,
+                    lock_timeout,
+                    timeout,
+                    output,
+                    Refresh::asked(refresh),
+                    &cli.global,
+                )
             }
         }
         Command::Run { path } => run::run(&path, &cli.global),

@@ -6,13 +6,19 @@ use std::path::Path;
 use super::common::{connect_all, emit, load_or_report, open_store_readonly, print_data, runtime};
 use super::render::{plan_text, plan_view};
 use super::{GlobalOpts, Output};
+use crate::images::Refresh;
 use crate::reconcile::{PassContext, plan_only};
 
 /// Runs `plan`.
 ///
 /// # Errors
 /// Store failures.
-pub fn run(path: &Path, output: Output, global: &GlobalOpts) -> anyhow::Result<u8> {
+pub fn run(
+    path: &Path,
+    output: Output,
+    refresh: Refresh,
+    global: &GlobalOpts,
+) -> anyhow::Result<u8> {
     let Some(loaded) = load_or_report(path) else {
         return Ok(1);
     };
@@ -21,7 +27,10 @@ pub fn run(path: &Path, output: Output, global: &GlobalOpts) -> anyhow::Result<u
     let rt = runtime()?;
     let plan = rt.block_on(async {
         let runtimes = connect_all(fleet);
-        let cx = PassContext::new(fleet, &runtimes, &store);
+        let cx = PassContext {
+            refresh,
+            ..PassContext::new(fleet, &runtimes, &store)
+        };
         plan_only(&cx).await.map(|(_, p)| p)
     })?;
     match output {

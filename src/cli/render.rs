@@ -66,6 +66,8 @@ pub struct PlanView<'a> {
     pub unadoptable: &'a [(String, String)],
     /// The fleet's network: its steps (run first) and problems.
     pub network: &'a crate::network::NetworkPlan,
+    /// The digest each image runs as, and how it was found (SPEC §11).
+    pub images: &'a [crate::images::ImagePin],
 }
 
 /// Something stuck, as data.
@@ -149,12 +151,17 @@ pub fn plan_view(plan: &Plan) -> PlanView<'_> {
         adopted: &plan.adopted,
         unadoptable: &plan.unadoptable,
         network: &plan.network,
+        images: &plan.images.images,
     }
 }
 
 /// The plan as a per-node tree.
 pub fn plan_text(plan: &Plan, nodes: &[String]) -> String {
     let mut out = String::new();
+    for line in image_lines(&plan.images) {
+        out.push_str(&line);
+        out.push('\n');
+    }
     if let Some((name, driver)) = &plan.network.network
         && (!plan.network.steps.is_empty() || !plan.network.problems.is_empty())
     {
@@ -315,4 +322,36 @@ pub fn pull_status(p: &Progress) -> Option<String> {
         mb(progress.bytes_done),
         mb(progress.bytes)
     ))
+}
+
+/// `sha256:0123456789ab`: enough of a digest to tell it apart.
+fn short_digest(d: &str) -> &str {
+    &d[..d.len().min("sha256:".len() + 12)]
+}
+
+/// The images lines of a plan: tag → digest each image runs as, which tags moved, which could
+/// not be looked up.
+pub fn image_lines(pins: &crate::images::ImagePins) -> Vec<String> {
+    // An image that runs by its tag is not listed (a locally built one, `pull: never`, or one
+    // whose registry could not be asked: the JSON view says why).
+    pins.images
+        .iter()
+        .filter_map(|p| Some((p, p.pinned.as_deref()?)))
+        .map(|(p, digest)| {
+            let by = short_digest(digest);
+            let how = if p.moved() {
+                format!(
+                    " (the tag moved from {}: its containers are replaced)",
+                    short_digest(p.recorded.as_deref().unwrap_or_default())
+                )
+            } else if let Some(e) = &p.error {
+                format!(" (recorded; its registry could not say now: {e})")
+            } else if p.resolved.is_some() && p.recorded.as_deref().is_none_or(str::is_empty) {
+                " (resolved now)".to_string()
+            } else {
+                String::new()
+            };
+            format!("image {} → {by}{how}", p.image)
+        })
+        .collect()
 }

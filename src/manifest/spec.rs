@@ -55,7 +55,11 @@ impl DesiredFleet {
             .services
             .values()
             .map(|s| (s.image.as_str(), s.pull))
-            .chain(self.plug_classes.values().map(|c| (c.image.as_str(), c.pull)))
+            .chain(
+                self.plug_classes
+                    .values()
+                    .map(|c| (c.image.as_str(), c.pull)),
+            )
         {
             out.entry(image).or_insert(pull);
         }
@@ -628,4 +632,3 @@ impl DesiredFleet {
         self.nodes.values().filter(|n| service.placement.allows(n))
     }
 }
-

@@ -1023,7 +1023,7 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         ..Default::default()
     };
     ContainerCreateBody {
-        image: Some(spec.image.clone()),
+        image: Some(spec.run_image()),
         cmd: spec.command.clone(),
         env: (!spec.env.is_empty())
             .then(|| spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),

@@ -377,8 +377,19 @@ impl<'a> Fleet<'a> {
 
     /// Replaces the test's documents.
     pub fn write(&self, docs: &str) {
+        self.write_with(docs, "");
+    }
+
+    /// Replaces the test's documents, with `fleet_spec` (e.g. `registries: […]`) added to the
+    /// Fleet document's spec.
+    pub fn write_with(&self, docs: &str, fleet_spec: &str) {
+        let extra = if fleet_spec.is_empty() {
+            String::new()
+        } else {
+            format!(", {fleet_spec}")
+        };
         let text = format!(
-            "apiVersion: fleet/v1\nkind: Fleet\nmetadata: {{name: {}}}\nspec: {{nodeLostAfter: 5s, resync: 5s}}\n---\n{docs}",
+            "apiVersion: fleet/v1\nkind: Fleet\nmetadata: {{name: {}}}\nspec: {{nodeLostAfter: 5s, resync: 5s{extra}}}\n---\n{docs}",
             self.name
         );
         std::fs::write(self.dir.path().join("fleet.yaml"), text).unwrap();

@@ -84,6 +84,7 @@ pub fn cx<'a>(w: &'a World, f: &'a DesiredFleet, evict: &[&str]) -> PassContext<
             ready_timeout: Duration::from_secs(2),
             ..Default::default()
         },
+        refresh: Default::default(),
     }
 }
 
