@@ -34,9 +34,9 @@ pub mod labels {
     pub const OWNER: &str = "fleet.owner";
     /// Hash of the canonical container spec without the in-place-updatable fields.
     pub const SPEC_HASH: &str = "fleet.spec-hash";
-    /// The registry digest the container's image tag was pinned to (SPEC §11); absent when it
-    /// runs by tag.
-    pub const IMAGE_DIGEST: &str = "fleet.image-digest";
+    /// `TAG@DIGEST`: the image tag of the manifests and the registry digest it was pinned to
+    /// (SPEC §11); absent when the container runs by tag.
+    pub const IMAGE_PIN: &str = "fleet.image-pin";
 }
 
 /// Docker restart policy.
@@ -177,13 +177,24 @@ pub struct ContainerSpec {
 
 impl ContainerSpec {
     /// The image reference the engine runs: `repository@digest` when the tag was pinned to a
-    /// digest ([`labels::IMAGE_DIGEST`]), else the image as the manifest names it.
+    /// digest ([`labels::IMAGE_PIN`]), else the image as the manifest names it.
     pub fn run_image(&self) -> String {
-        match self.labels.get(labels::IMAGE_DIGEST) {
+        match self.pinned_digest() {
             Some(digest) => pinned(&self.image, digest),
             None => self.image.clone(),
         }
     }
+
+    /// The digest this spec's image is pinned to, if any.
+    pub fn pinned_digest(&self) -> Option<&str> {
+        pin_digest(self.labels.get(labels::IMAGE_PIN)?, &self.image)
+    }
+}
+
+/// The digest of a [`labels::IMAGE_PIN`] value when it pins `image` (the tag it was made
+/// for); `None` for another tag.
+pub fn pin_digest<'a>(pin: &'a str, image: &str) -> Option<&'a str> {
+    pin.strip_prefix(image)?.strip_prefix('@')
 }
 
 /// `image` (`repository[:tag]`) pinned to `digest`: `repository@digest`.

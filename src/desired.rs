@@ -63,12 +63,12 @@ fn seal(spec: &mut ContainerSpec) -> String {
     hash
 }
 
-/// Labels `image`'s pinned digest ([`labels::IMAGE_DIGEST`]) when the fleet has one for it:
-/// part of the spec hash, so a tag that moved (after `--refresh`) replaces the containers, by
-/// the service's update order.
+/// Labels `image`'s pinned digest ([`labels::IMAGE_PIN`], `TAG@DIGEST`) when the fleet has one
+/// for it: part of the spec hash, so a tag that moved (after `--refresh`) replaces the
+/// containers, by the service's update order.
 fn pin_digest(fleet: &DesiredFleet, image: &str, labels: &mut BTreeMap<String, String>) {
     if let Some(digest) = fleet.image_digests.get(image) {
-        labels.insert(labels::IMAGE_DIGEST.to_string(), digest.clone());
+        labels.insert(labels::IMAGE_PIN.to_string(), format!("{image}@{digest}"));
     }
 }
 

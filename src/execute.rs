@@ -44,6 +44,34 @@ pub struct ExecOptions {
     /// The credentials pulls carry (the fleet's `registries`, the operator's docker
     /// configuration).
     pub auth: Arc<dyn AuthSource>,
+    /// What one apply remembers across its passes; `None`: each run starts afresh (the
+    /// controller's own passes, which must try a failed pull again).
+    pub memo: Option<Arc<ApplyMemo>>,
+}
+
+/// What one apply (or drain) remembers across its passes: the digests its images were pinned
+/// to — each tag is looked up once per apply (SPEC §11) — and the outcome of making each (node,
+/// image) present, so a failed pull is tried and said once, not once per pass.
+#[derive(Default)]
+pub struct ApplyMemo {
+    /// The pins of the apply's first look.
+    pub pins: OnceCell<crate::images::ImagePins>,
+    images: ImageCache,
+}
+
+impl std::fmt::Debug for ApplyMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApplyMemo")
+            .field("pins", &self.pins.get())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ApplyMemo {
+    /// A fresh memo, for one apply.
+    pub fn new() -> Arc<ApplyMemo> {
+        Arc::new(ApplyMemo::default())
+    }
 }
 
 impl Default for ExecOptions {
@@ -55,6 +83,7 @@ impl Default for ExecOptions {
             actor: "apply".into(),
             fence: None,
             auth: Arc::new(images::NoAuth),
+            memo: None,
         }
     }
 }
@@ -249,7 +278,7 @@ struct Ctx<'a> {
     store: Option<&'a Store>,
     opts: &'a ExecOptions,
     node_slots: BTreeMap<String, Arc<Semaphore>>,
-    images: ImageCache,
+    images: &'a ImageCache,
     progress: &'a (dyn Fn(Progress) + Sync),
 }
 
@@ -498,6 +527,7 @@ pub async fn execute(
     opts: &ExecOptions,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> ExecReport {
+    let local_images = ImageCache::default();
     let ctx = Ctx {
         runtimes,
         store,
@@ -506,7 +536,7 @@ pub async fn execute(
             .keys()
             .map(|n| (n.clone(), Arc::new(Semaphore::new(opts.per_node.max(1)))))
             .collect(),
-        images: Mutex::new(BTreeMap::new()),
+        images: opts.memo.as_ref().map_or(&local_images, |m| &m.images),
         progress,
     };
     let ctx = &ctx;

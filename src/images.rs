@@ -39,16 +39,25 @@ impl AuthSource for NoAuth {
     }
 }
 
-/// The credentials of one apply or controller pass ([`Credentials`]), or why they could not be
-/// loaded (a registry's password file or variable missing), said for each image that needs
-/// them.
+/// The credentials of one apply or controller pass ([`Credentials`]). A registry of the
+/// manifests whose password cannot be read fails the images of that registry only, saying why;
+/// a Docker config that cannot be read fails the images of the registries it would be asked
+/// for.
 #[derive(Debug, Clone)]
-pub struct FleetAuth(Result<Arc<Credentials>, String>);
+pub struct FleetAuth {
+    credentials: Result<Arc<Credentials>, String>,
+    /// Manifest registries whose password could not be read, by host, with why.
+    unreadable: BTreeMap<String, String>,
+}
 
 #[async_trait::async_trait]
 impl AuthSource for FleetAuth {
     async fn auth_for(&self, image: &str) -> Result<Option<RegistryAuth>, String> {
-        let credentials = self.0.clone()?;
+        let host = crate::registry::registry_host(image);
+        if let Some(why) = self.unreadable.get(crate::registry::canonical_host(&host)) {
+            return Err(why.clone());
+        }
+        let credentials = self.credentials.clone()?;
         let image = image.to_string();
         // A credential helper is a program that may take its time: off the async threads.
         tokio::task::spawn_blocking(move || credentials.for_image(&image))
@@ -62,12 +71,26 @@ impl AuthSource for FleetAuth {
 /// configuration (`$DOCKER_CONFIG`, else `~/.docker`). Loaded now (manifest passwords read);
 /// the Docker config is consulted per registry when an image needs it.
 pub fn fleet_auth(fleet: &DesiredFleet) -> Arc<dyn AuthSource> {
+    let mut readable = Vec::new();
+    let mut unreadable = BTreeMap::new();
+    for r in &fleet.fleet.registries {
+        match Credentials::load(std::slice::from_ref(r), None) {
+            Ok(_) => readable.push(r.clone()),
+            Err(e) => {
+                unreadable.insert(
+                    crate::registry::canonical_host(&r.host).to_string(),
+                    e.to_string(),
+                );
+            }
+        }
+    }
     let dir = crate::registry::docker_config_dir(&crate::registry::process_env);
-    Arc::new(FleetAuth(
-        Credentials::load(&fleet.fleet.registries, dir)
+    Arc::new(FleetAuth {
+        credentials: Credentials::load(&readable, dir)
             .map(Arc::new)
             .map_err(|e| e.to_string()),
-    ))
+        unreadable,
+    })
 }
 
 /// What making an image present did.
@@ -125,10 +148,7 @@ pub enum ImageError {
 impl ImageError {
     fn pull(node: &str, image: &str, e: TransportError) -> ImageError {
         let registry = match e.kind {
-            ErrorKind::Registry(cause) => Some((
-                cause,
-                crate::transport::docker::registry_host(image).to_string(),
-            )),
+            ErrorKind::Registry(cause) => Some((cause, crate::registry::registry_host(image))),
             _ => None,
         };
         ImageError::Pull {
@@ -184,6 +204,211 @@ pub async fn make_present(
         .await
         .map_err(|e| ImageError::pull(node, image, e))?;
     Ok(Made::Pulled)
+}
+
+/// How a pass treats the digests image tags are pinned to (SPEC §11).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Refresh {
+    /// Recorded digests hold; an image without one is resolved once (the controller's passes).
+    #[default]
+    Recorded,
+    /// As `Recorded`, and images whose pull policy is `always` are resolved anew (an apply).
+    Policy,
+    /// Every image is resolved anew (`--refresh`): tags that moved move the fleet.
+    All,
+}
+
+impl Refresh {
+    /// An apply's or a plan's: [`Refresh::All`] with `--refresh`, else [`Refresh::Policy`].
+    pub fn asked(refresh: bool) -> Refresh {
+        if refresh {
+            Refresh::All
+        } else {
+            Refresh::Policy
+        }
+    }
+}
+
+/// One image's digest in a pass: what was recorded, what the containers run, what its
+/// registry said now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImagePin {
+    /// Image as the manifests name it.
+    pub image: String,
+    /// The digest recorded before this pass (`None`: never resolved; `""`: its registry could
+    /// not say, and it runs by tag until `--refresh`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub recorded: Option<String>,
+    /// What the registry answered now, when it was asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<String>,
+    /// Why it could not be asked or did not answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The digest the fleet runs it as in this pass (`None`: by tag).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
+    /// What to record after this pass, when it changes.
+    #[serde(skip)]
+    pub record: Option<String>,
+}
+
+impl ImagePin {
+    /// Whether the registry now serves another digest than the one recorded.
+    pub fn moved(&self) -> bool {
+        matches!((&self.recorded, &self.resolved), (Some(r), Some(n)) if !r.is_empty() && r != n)
+    }
+}
+
+/// The digests of a pass, by image, and how each was found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ImagePins {
+    /// Every image the manifests name, except `pull: never` ones.
+    pub images: Vec<ImagePin>,
+}
+
+impl ImagePins {
+    /// Image → digest, for [`crate::manifest::DesiredFleet::with_digests`].
+    pub fn digests(&self) -> BTreeMap<String, String> {
+        self.images
+            .iter()
+            .filter_map(|p| Some((p.image.clone(), p.pinned.clone()?)))
+            .collect()
+    }
+}
+
+/// What the fleet's containers run now, for one image tag of the manifests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Running {
+    /// Digests they are pinned to (labels), with how many run each.
+    pub digests: BTreeMap<String, usize>,
+    /// Some run the tag unpinned (made before digests, or while the registry could not say).
+    pub by_tag: bool,
+}
+
+/// Pins each image of `fleet` to a digest and says what to record:
+/// - a recorded digest holds, unless `refresh` asks the registry again (every image with
+///   [`Refresh::All`], `pull: always` ones with [`Refresh::Policy`]);
+/// - an image never recorded takes the digest its containers already run (`running`), or runs
+///   by tag when they run it unpinned — nothing is replaced for want of a record, and no
+///   registry is asked; only an image no container runs yet is looked up;
+/// - a lookup goes through the engines of `nodes` (reachable ones, in order) until one answers
+///   for the registry (a node that cannot reach it hands over to the next), with the
+///   credentials of `auth`; lookups of different images run in parallel;
+/// - a first lookup that fails is recorded as "by tag" (`""`), so later applies do not ask
+///   again until `--refresh`; a failed refresh keeps the recorded digest.
+///
+/// Nothing is pulled or recorded here.
+pub async fn resolve(
+    fleet: &DesiredFleet,
+    runtimes: &crate::execute::Runtimes,
+    nodes: &[&str],
+    recorded: &BTreeMap<String, String>,
+    running: &BTreeMap<String, Running>,
+    refresh: Refresh,
+    auth: &dyn AuthSource,
+) -> ImagePins {
+    let rts: Vec<&Arc<dyn NodeRuntime>> = nodes.iter().filter_map(|n| runtimes.get(*n)).collect();
+    let rts = &rts;
+    let lookups = fleet
+        .images()
+        .into_iter()
+        .filter(|(_, pull)| *pull != PullPolicy::Never)
+        .map(|(image, pull)| async move {
+            let recorded = recorded.get(image).cloned();
+            let mut pin = ImagePin {
+                image: image.to_string(),
+                pinned: recorded.clone().filter(|d| !d.is_empty()),
+                recorded: recorded.clone(),
+                resolved: None,
+                error: None,
+                record: None,
+            };
+            let asked = match refresh {
+                Refresh::All => true,
+                Refresh::Policy => pull == PullPolicy::Always,
+                Refresh::Recorded => false,
+            };
+            if !asked && recorded.is_some() {
+                return pin;
+            }
+            if !asked && let Some(now) = running.get(image) {
+                // Most containers' digest; ties go to the greatest, so every actor picks alike.
+                if let Some((digest, _)) = now.digests.iter().max_by_key(|(d, n)| (*n, *d)) {
+                    pin.pinned = Some(digest.clone());
+                    pin.record = Some(digest.clone());
+                    return pin;
+                }
+                if now.by_tag {
+                    return pin;
+                }
+            }
+            match lookup(rts, image, auth).await {
+                Ok(digest) => {
+                    pin.pinned = Some(digest.clone());
+                    pin.record =
+                        (pin.recorded.as_deref() != Some(digest.as_str())).then(|| digest.clone());
+                    pin.resolved = Some(digest);
+                }
+                Err(Lookup { error, answered }) => {
+                    pin.error = Some(error);
+                    // No node reached the registry: by tag, not asked again until `--refresh`.
+                    // A registry that answered (no such tag, credentials refused) is asked again
+                    // by the next apply: the operator is about to fix it.
+                    if pin.recorded.is_none() && !answered {
+                        pin.record = Some(String::new());
+                    }
+                }
+            }
+            pin
+        });
+    ImagePins {
+        images: futures_util::future::join_all(lookups).await,
+    }
+}
+
+/// A lookup that failed.
+struct Lookup {
+    error: String,
+    /// The registry answered (or the credentials could not be read): not a matter of reach.
+    answered: bool,
+}
+
+/// The digest `image`'s registry serves now, asked through the first of `rts` that reaches the
+/// registry.
+async fn lookup(
+    rts: &[&Arc<dyn NodeRuntime>],
+    image: &str,
+    auth: &dyn AuthSource,
+) -> Result<String, Lookup> {
+    let credentials = auth.auth_for(image).await.map_err(|e| Lookup {
+        error: format!("image {image}: {e}"),
+        answered: true,
+    })?;
+    let mut last = format!("image {image}: no node to ask its registry through");
+    for rt in rts {
+        match rt.resolve_digest(image, credentials.as_ref()).await {
+            Ok(digest) => return Ok(digest),
+            // The registry's own answer: another node would hear the same.
+            Err(e)
+                if matches!(
+                    e.kind,
+                    ErrorKind::Registry(RegistryCause::NotFound | RegistryCause::Unauthorized)
+                ) =>
+            {
+                return Err(Lookup {
+                    error: e.to_string(),
+                    answered: true,
+                });
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(Lookup {
+        error: last,
+        answered: false,
+    })
 }
 
 #[cfg(test)]
@@ -317,145 +542,157 @@ mod tests {
         assert!(!shown.contains("s3cret-pw"), "{shown}");
         assert!(shown.contains("deploy"), "{shown}");
     }
-}
 
-/// How a pass treats the digests image tags are pinned to (SPEC §11).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Refresh {
-    /// Recorded digests hold; an image without one is resolved once (the controller's passes).
-    #[default]
-    Recorded,
-    /// As `Recorded`, and images whose pull policy is `always` are resolved anew (an apply).
-    Policy,
-    /// Every image is resolved anew (`--refresh`): tags that moved move the fleet.
-    All,
-}
-
-impl Refresh {
-    /// An apply's or a plan's: [`Refresh::All`] with `--refresh`, else [`Refresh::Policy`].
-    pub fn asked(refresh: bool) -> Refresh {
-        if refresh {
-            Refresh::All
-        } else {
-            Refresh::Policy
+    fn fleet_with(images: &[(&str, &str)]) -> DesiredFleet {
+        let mut text = String::from(
+            "apiVersion: fleet/v1\nkind: Node\nmetadata: {name: n1}\nspec: {capacity: {cpus: 4, memory: 8GiB}}\n---\napiVersion: fleet/v1\nkind: Node\nmetadata: {name: n2}\nspec: {capacity: {cpus: 4, memory: 8GiB}}\n",
+        );
+        for (name, image) in images {
+            text.push_str(&format!(
+                "---\napiVersion: fleet/v1\nkind: Service\nmetadata: {{name: {name}}}\nspec: {{image: '{image}', resources: {{memory: 16MiB}}}}\n"
+            ));
         }
-    }
-}
-
-/// One image's digest in a pass: what was recorded, what its registry said now.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ImagePin {
-    /// Image as the manifests name it.
-    pub image: String,
-    /// The digest recorded before this pass (`None`: never resolved; `""`: its registry could
-    /// not be asked).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub recorded: Option<String>,
-    /// What the registry answered now, when it was asked.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub resolved: Option<String>,
-    /// Why it could not be asked or answered.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-    /// The digest the fleet runs it as in this pass (`None`: by tag).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pinned: Option<String>,
-    /// The registry could not be reached (as opposed to refusing): a first lookup that fails
-    /// so is recorded as "by tag" and not tried again until `--refresh`.
-    #[serde(skip)]
-    pub unreachable: bool,
-}
-
-impl ImagePin {
-    /// Whether the registry now serves another digest than the one recorded.
-    pub fn moved(&self) -> bool {
-        matches!((&self.recorded, &self.resolved), (Some(r), Some(n)) if !r.is_empty() && r != n)
+        crate::manifest::parse(&[crate::manifest::Source {
+            name: "t.yaml".into(),
+            text,
+        }])
+        .unwrap()
+        .fleet
     }
 
-    /// What to record after this pass: the new digest, `""` when the registry could not be
-    /// reached and nothing was recorded, or nothing.
-    pub fn to_record(&self) -> Option<&str> {
-        match (&self.resolved, &self.recorded) {
-            (Some(d), r) if r.as_deref() != Some(d.as_str()) => Some(d),
-            (None, None) if self.unreachable => Some(""),
-            _ => None,
-        }
+    fn resolves(rt: &FakeRuntime) -> usize {
+        rt.calls().iter().filter(|c| c.op == "resolve").count()
     }
-}
 
-/// The digests of a pass, by image, and how each was found.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct ImagePins {
-    /// Every image the manifests name, except `pull: never` ones.
-    pub images: Vec<ImagePin>,
-}
+    #[tokio::test]
+    async fn a_tag_is_looked_up_only_when_nothing_records_or_runs_it() {
+        let reg = FakeRegistry::new();
+        reg.push("reg.example:5000/a:1", "sha256:aaa");
+        reg.push("reg.example:5000/b:1", "sha256:bbb");
+        reg.push("reg.example:5000/c:1", "sha256:ccc");
+        let n1 = node_with(&reg, &[]);
+        let runtimes: crate::execute::Runtimes = [(
+            "n1".to_string(),
+            Arc::new(n1.clone()) as Arc<dyn NodeRuntime>,
+        )]
+        .into();
+        let f = fleet_with(&[
+            ("a", "reg.example:5000/a:1"),
+            ("b", "reg.example:5000/b:1"),
+            ("c", "reg.example:5000/c:1"),
+            ("d", "reg.example:5000/d:1"),
+        ]);
+        let recorded =
+            BTreeMap::from([("reg.example:5000/a:1".to_string(), "sha256:old".to_string())]);
+        // b runs pinned, c runs by tag (made before digests), d runs nowhere yet.
+        let running = BTreeMap::from([
+            (
+                "reg.example:5000/b:1".to_string(),
+                Running {
+                    digests: BTreeMap::from([("sha256:bb0".to_string(), 2)]),
+                    by_tag: false,
+                },
+            ),
+            (
+                "reg.example:5000/c:1".to_string(),
+                Running {
+                    digests: BTreeMap::new(),
+                    by_tag: true,
+                },
+            ),
+        ]);
+        let pins = resolve(
+            &f,
+            &runtimes,
+            &["n1"],
+            &recorded,
+            &running,
+            Refresh::Policy,
+            &NoAuth,
+        )
+        .await;
+        let by: BTreeMap<&str, &ImagePin> =
+            pins.images.iter().map(|p| (p.image.as_str(), p)).collect();
+        assert_eq!(
+            by["reg.example:5000/a:1"].pinned.as_deref(),
+            Some("sha256:old"),
+            "recorded holds"
+        );
+        assert_eq!(by["reg.example:5000/a:1"].record, None);
+        assert_eq!(
+            by["reg.example:5000/b:1"].pinned.as_deref(),
+            Some("sha256:bb0"),
+            "what runs is adopted"
+        );
+        assert_eq!(
+            by["reg.example:5000/b:1"].record.as_deref(),
+            Some("sha256:bb0")
+        );
+        assert_eq!(
+            by["reg.example:5000/c:1"].pinned, None,
+            "unpinned containers are not replaced"
+        );
+        assert_eq!(by["reg.example:5000/c:1"].record, None);
+        // d is looked up: the registry has no such tag; nothing recorded (asked again next time).
+        assert!(
+            by["reg.example:5000/d:1"]
+                .error
+                .as_deref()
+                .unwrap()
+                .contains("not found")
+        );
+        assert_eq!(by["reg.example:5000/d:1"].record, None);
+        assert_eq!(resolves(&n1), 1, "only d was looked up");
 
-impl ImagePins {
-    /// Image → digest, for [`crate::manifest::DesiredFleet::with_digests`].
-    pub fn digests(&self) -> BTreeMap<String, String> {
-        self.images
+        // --refresh asks for every tag; a tag that moved says so.
+        let pins = resolve(
+            &f,
+            &runtimes,
+            &["n1"],
+            &recorded,
+            &running,
+            Refresh::All,
+            &NoAuth,
+        )
+        .await;
+        let a = pins
+            .images
             .iter()
-            .filter_map(|p| Some((p.image.clone(), p.pinned.clone()?)))
-            .collect()
+            .find(|p| p.image == "reg.example:5000/a:1")
+            .unwrap();
+        assert!(a.moved());
+        assert_eq!(a.pinned.as_deref(), Some("sha256:aaa"));
+        assert_eq!(a.record.as_deref(), Some("sha256:aaa"));
+        assert_eq!(resolves(&n1), 5);
     }
-}
 
-/// Pins each image of `fleet` to a digest: the recorded one, or — when `refresh` says so or
-/// none is recorded — the one its registry serves now, asked through the engine of the first
-/// of `nodes` (reachable nodes, in order) with the credentials of `auth`. Lookups run in
-/// parallel; nothing is pulled or recorded.
-pub async fn resolve(
-    fleet: &DesiredFleet,
-    runtimes: &crate::execute::Runtimes,
-    nodes: &[&str],
-    recorded: &BTreeMap<String, String>,
-    refresh: Refresh,
-    auth: &dyn AuthSource,
-) -> ImagePins {
-    let rt = nodes.iter().find_map(|n| runtimes.get(*n));
-    let lookups = fleet
-        .images()
-        .into_iter()
-        .filter(|(_, pull)| *pull != PullPolicy::Never)
-        .map(|(image, pull)| async move {
-            let recorded = recorded.get(image).cloned();
-            let ask = match refresh {
-                Refresh::All => true,
-                Refresh::Policy => pull == PullPolicy::Always || recorded.is_none(),
-                Refresh::Recorded => recorded.is_none(),
-            };
-            let mut pin = ImagePin {
-                image: image.to_string(),
-                pinned: recorded.clone().filter(|d| !d.is_empty()),
-                recorded,
-                resolved: None,
-                error: None,
-                unreachable: false,
-            };
-            let Some(rt) = rt.filter(|_| ask) else {
-                return pin;
-            };
-            let answer = match auth.auth_for(image).await {
-                Ok(a) => rt.resolve_digest(image, a.as_ref()).await.map_err(|e| {
-                    pin.unreachable = !matches!(
-                        e.kind,
-                        ErrorKind::Registry(RegistryCause::NotFound | RegistryCause::Unauthorized)
-                    );
-                    e.to_string()
-                }),
-                Err(e) => Err(format!("image {image}: {e}")),
-            };
-            match answer {
-                Ok(digest) => {
-                    pin.pinned = Some(digest.clone());
-                    pin.resolved = Some(digest);
-                }
-                Err(e) => pin.error = Some(e),
-            }
-            pin
-        });
-    ImagePins {
-        images: futures_util::future::join_all(lookups).await,
+    #[tokio::test]
+    async fn a_node_that_cannot_reach_the_registry_hands_the_lookup_to_the_next() {
+        let reg = FakeRegistry::new();
+        reg.push("reg.example:5000/a:1", "sha256:aaa");
+        let n1 = node_with(&reg, &[]);
+        let n2 = node_with(&reg, &[]);
+        n1.set_unreachable(true);
+        let runtimes: crate::execute::Runtimes = [
+            ("n1".to_string(), Arc::new(n1) as Arc<dyn NodeRuntime>),
+            ("n2".to_string(), Arc::new(n2) as Arc<dyn NodeRuntime>),
+        ]
+        .into();
+        let f = fleet_with(&[("a", "reg.example:5000/a:1")]);
+        let pins = resolve(
+            &f,
+            &runtimes,
+            &["n1", "n2"],
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            Refresh::Policy,
+            &NoAuth,
+        )
+        .await;
+        assert_eq!(
+            pins.images[0].pinned.as_deref(),
+            Some("sha256:aaa"),
+            "{pins:?}"
+        );
     }
 }

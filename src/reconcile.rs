@@ -89,27 +89,66 @@ pub async fn plan_only(cx: &PassContext<'_>) -> Result<(ObservedFleet, Plan), St
 }
 
 /// The digest each image runs as in this pass ([`crate::images::resolve`]), asked through the
-/// first reachable node.
+/// reachable nodes; within one apply, the pins of its first look (each tag is looked up once
+/// per apply).
 async fn pin_images(
     cx: &PassContext<'_>,
     observed: &ObservedFleet,
 ) -> Result<crate::images::ImagePins, StoreError> {
     let recorded = cx.store.image_digests()?;
-    let reachable: Vec<&str> = observed
-        .nodes
-        .keys()
-        .map(String::as_str)
-        .filter(|n| observed.is_reachable(n))
-        .collect();
-    Ok(crate::images::resolve(
-        cx.fleet,
-        cx.runtimes,
-        &reachable,
-        &recorded,
-        cx.refresh,
-        cx.exec.auth.as_ref(),
-    )
-    .await)
+    let resolve = async {
+        let reachable: Vec<&str> = observed
+            .nodes
+            .keys()
+            .map(String::as_str)
+            .filter(|n| observed.is_reachable(n))
+            .collect();
+        crate::images::resolve(
+            cx.fleet,
+            cx.runtimes,
+            &reachable,
+            &recorded,
+            &running_images(cx.fleet, observed),
+            cx.refresh,
+            cx.exec.auth.as_ref(),
+        )
+        .await
+    };
+    Ok(match &cx.exec.memo {
+        Some(memo) => memo.pins.get_or_init(|| resolve).await.clone(),
+        None => resolve.await,
+    })
+}
+
+/// What the fleet's containers run now, per image tag of the manifests: the digests they are
+/// pinned to, and whether some run the tag unpinned.
+fn running_images(
+    fleet: &DesiredFleet,
+    observed: &ObservedFleet,
+) -> BTreeMap<String, crate::images::Running> {
+    use crate::container::{labels, pin_digest};
+    let mut out: BTreeMap<String, crate::images::Running> = BTreeMap::new();
+    for node in observed.nodes.keys() {
+        for o in observed.containers(node) {
+            let r = &o.record;
+            let image = match (r.label(labels::SERVICE), r.label(labels::PLUG_CLASS)) {
+                (Some(svc), _) => fleet.services.get(svc).map(|s| &s.image),
+                (None, Some(class)) => fleet.plug_classes.get(class).map(|c| &c.image),
+                _ => None,
+            };
+            let Some(image) = image else { continue };
+            let entry = out.entry(image.clone()).or_default();
+            match r
+                .label(labels::IMAGE_PIN)
+                .and_then(|p| pin_digest(p, image))
+            {
+                Some(digest) => *entry.digests.entry(digest.to_string()).or_default() += 1,
+                None if r.image == *image => entry.by_tag = true,
+                None => {}
+            }
+        }
+    }
+    out
 }
 
 /// The plug containers in `observed` this store does not know and did not delete.
@@ -485,7 +524,7 @@ pub async fn pass_adjusted(
     let adopted = adopt_unknown(cx, &observed)?;
     let pins = pin_images(cx, &observed).await?;
     for pin in &pins.images {
-        if let Some(digest) = pin.to_record() {
+        if let Some(digest) = &pin.record {
             cx.store.record_image_digest(&pin.image, digest, now_ms())?;
         }
     }

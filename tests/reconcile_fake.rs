@@ -541,3 +541,35 @@ async fn an_image_that_cannot_be_had_stops_nothing_and_is_said_once_per_node() {
         r.exec.outcomes
     );
 }
+
+/// Issue 15: a failed pull is said once per apply, not once per pass — the passes of one apply
+/// share its memo (pins and pull outcomes).
+#[tokio::test]
+async fn a_failed_pull_is_said_once_across_the_passes_of_one_apply() {
+    let w = world(2);
+    let base = BASE.replace("replicas: 2", "replicas: 1\n  placement: {nodes: [node1]}");
+    for f in w.fakes.values() {
+        f.set_images(&["redis:7"]);
+    }
+    let f = fleet(&base);
+    let mut c = cx(&w, &f);
+    c.exec.memo = Some(fleetctl::execute::ApplyMemo::new());
+    let first = pass(&c, &|_| {}).await.unwrap();
+    let second = pass(&c, &|_| {}).await.unwrap();
+    let said = |r: &fleetctl::reconcile::PassReport| {
+        r.exec
+            .outcomes
+            .iter()
+            .filter(|o| !o.ok && !o.skipped)
+            .count()
+    };
+    assert_eq!(said(&first), 1, "{:?}", first.exec.outcomes);
+    assert_eq!(said(&second), 0, "{:?}", second.exec.outcomes);
+    assert!(second.exec.outcomes.iter().any(|o| o.skipped));
+    let pulls = w.fakes["node1"]
+        .calls()
+        .iter()
+        .filter(|c| c.op == "pull")
+        .count();
+    assert_eq!(pulls, 1, "pulled once per apply");
+}

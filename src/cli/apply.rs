@@ -88,7 +88,14 @@ pub fn run(
     let fresh = opened.fresh();
     let store = Arc::new(opened.store);
     if let Some(controller) = super::handoff::live_controller(&store)? {
-        return super::handoff::apply(&store, &controller, &loaded, timeout, output);
+        return super::handoff::apply(
+            &store,
+            &controller,
+            &loaded,
+            timeout,
+            refresh == crate::images::Refresh::All,
+            output,
+        );
     }
     let who = holder("apply");
     let rt = runtime()?;
@@ -115,6 +122,7 @@ pub fn run(
         ready_timeout: timeout,
         fence: Some(lease.fence()),
         auth: crate::images::fleet_auth(fleet),
+        memo: Some(crate::execute::ApplyMemo::new()),
         ..Default::default()
     };
     let first = rt.block_on(async {

@@ -93,6 +93,7 @@ pub fn run(
                 actor: who.clone(),
                 fence: Some(lease.fence()),
                 auth: crate::images::fleet_auth(fleet),
+                memo: Some(crate::execute::ApplyMemo::new()),
                 ..Default::default()
             },
             ..PassContext::new(fleet, &runtimes, &store)

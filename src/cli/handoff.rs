@@ -164,6 +164,7 @@ pub fn apply(
     lease: &LeaseInfo,
     loaded: &crate::manifest::Loaded,
     timeout: Duration,
+    refresh: bool,
     output: super::Output,
 ) -> anyhow::Result<u8> {
     use crate::controller::intents::{ApplyIntent, kinds};
@@ -171,6 +172,7 @@ pub fn apply(
     let payload = ApplyIntent {
         sources: loaded.sources.clone(),
         timeout_ms: Some(timeout.as_millis() as u64),
+        refresh,
     };
     let view: crate::view::ApplyView =
         match submit_and_wait(store, lease, kinds::APPLY, &payload, |_| {})? {

@@ -336,16 +336,23 @@ pub fn image_lines(pins: &crate::images::ImagePins) -> Vec<String> {
     // whose registry could not be asked: the JSON view says why).
     pins.images
         .iter()
-        .filter_map(|p| Some((p, p.pinned.as_deref()?)))
-        .map(|(p, digest)| {
-            let by = short_digest(digest);
+        .filter_map(|p| match (p.pinned.as_deref(), &p.error) {
+            (Some(digest), _) => Some((p, short_digest(digest).to_string())),
+            (None, Some(_)) => Some((p, "its tag".to_string())),
+            (None, None) => None,
+        })
+        .map(|(p, by)| {
             let how = if p.moved() {
                 format!(
                     " (the tag moved from {}: its containers are replaced)",
                     short_digest(p.recorded.as_deref().unwrap_or_default())
                 )
-            } else if let Some(e) = &p.error {
+            } else if let Some(e) = &p.error
+                && p.pinned.is_some()
+            {
                 format!(" (recorded; its registry could not say now: {e})")
+            } else if let Some(e) = &p.error {
+                format!(" (its registry could not say: {e}; `--refresh` asks again)")
             } else if p.resolved.is_some() && p.recorded.as_deref().is_none_or(str::is_empty) {
                 " (resolved now)".to_string()
             } else {

@@ -41,6 +41,9 @@ pub struct ApplyIntent {
     /// healthy. Absent from an older CLI: the controller's own ready timeout.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// The command's `--refresh`: every image's registry is asked again.
+    #[serde(default)]
+    pub refresh: bool,
 }
 
 /// Payload of a plug create.
@@ -194,10 +197,14 @@ impl Controller {
                     self.cfg.exec.ready_timeout,
                     std::time::Duration::from_millis,
                 );
-                self.apply(&p.sources, timeout)
-                    .await
-                    .map(|o| json(&o))
-                    .map_err(|e| IntentFailure::of_op(&e))
+                self.apply(
+                    &p.sources,
+                    timeout,
+                    crate::images::Refresh::asked(p.refresh),
+                )
+                .await
+                .map(|o| json(&o))
+                .map_err(|e| IntentFailure::of_op(&e))
             }
             kinds::PLUG_CREATE => {
                 let p: PlugCreateIntent = payload(intent)?;

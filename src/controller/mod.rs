@@ -643,17 +643,18 @@ impl Controller {
         Ok(self.reconcile_report(why, None).await?.0)
     }
 
-    /// [`Controller::reconcile`], also returning what the pass saw and did; each step waits for
-    /// readiness at most `ready_timeout` when given (an apply's `--timeout`), else the
-    /// controller's own. The caller holds the work lock.
+    /// [`Controller::reconcile`], also returning what the pass saw and did. For a pass of a
+    /// handed-over apply (`apply`), each step waits for readiness at most its `--timeout`, its
+    /// `--refresh` is honoured and its memo kept across its passes; otherwise the controller's
+    /// own settings hold. The caller holds the work lock.
     async fn reconcile_report(
         &self,
         why: &str,
-        ready_timeout: Option<std::time::Duration>,
+        apply: Option<&ops::ApplyRun>,
     ) -> Result<(Action, PassReport), StoreError> {
         let n = self.passes.fetch_add(1, Ordering::Relaxed) + 1;
         let span = tracing::info_span!("reconcile", pass = n, triggers = %why);
-        let out = self.reconcile_inner(ready_timeout).instrument(span).await;
+        let out = self.reconcile_inner(apply).instrument(span).await;
         // A pass allocates a burst (every container's inspect, the plan) and frees it: hand it
         // back, so an idle controller stays at its idle size.
         crate::memory::release_free_memory();
@@ -663,7 +664,7 @@ impl Controller {
     /// [`Controller::reconcile`], also returning the pass report.
     async fn reconcile_inner(
         &self,
-        ready_timeout: Option<std::time::Duration>,
+        apply: Option<&ops::ApplyRun>,
     ) -> Result<(Action, PassReport), StoreError> {
         let started = tokio::time::Instant::now();
         let now = self.now_ms();
@@ -696,11 +697,12 @@ impl Controller {
             // one-shot): the pressure check does it off this path, so a restart never waits.
             measure_memory: false,
             exec: ExecOptions {
-                ready_timeout: ready_timeout.unwrap_or(self.cfg.exec.ready_timeout),
+                ready_timeout: apply.map_or(self.cfg.exec.ready_timeout, |a| a.ready_timeout),
                 auth: crate::images::fleet_auth(fleet),
+                memo: apply.map(|a| a.memo.clone()),
                 ..self.cfg.exec.clone()
             },
-            refresh: crate::images::Refresh::Recorded,
+            refresh: apply.map_or(crate::images::Refresh::Recorded, |a| a.refresh),
         };
         let holds: Mutex<heal::Holds> = Mutex::default();
         let adjust = |observed: &ObservedFleet, plan| {

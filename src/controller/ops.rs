@@ -3,6 +3,7 @@
 //! lock when it changes containers, so it never runs at the same time as a reconcile.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -279,7 +280,12 @@ impl Controller {
     ///
     /// # Errors
     /// Invalid manifests, manifests other than the controller's, store failures.
-    pub async fn apply(&self, sources: &[Source], timeout: Duration) -> Result<ApplyView, OpError> {
+    pub async fn apply(
+        &self,
+        sources: &[Source],
+        timeout: Duration,
+        refresh: crate::images::Refresh,
+    ) -> Result<ApplyView, OpError> {
         let given = manifest::parse(sources).map_err(|e| OpError::Invalid(e.to_string()))?;
         self.reload_manifests();
         let current = self.desired();
@@ -294,6 +300,11 @@ impl Controller {
         let mut passes = ControllerPasses {
             ctl: self,
             turn: None,
+            run: ApplyRun {
+                ready_timeout: timeout,
+                refresh,
+                memo: crate::execute::ApplyMemo::new(),
+            },
         };
         let done = converge(&mut passes, timeout).await?;
         Ok(done.view())
@@ -351,6 +362,19 @@ struct ControllerPasses<'a> {
     ctl: &'a Controller,
     /// The work lock taken by [`Passes::wait_turn`], for the first pass.
     turn: Option<tokio::sync::MutexGuard<'a, ()>>,
+    /// The handed-over apply's settings.
+    run: ApplyRun,
+}
+
+/// A handed-over apply's settings for each of its passes.
+#[derive(Debug, Clone)]
+pub struct ApplyRun {
+    /// Each step's readiness wait (the apply's `--timeout`).
+    pub ready_timeout: Duration,
+    /// The apply's `--refresh`.
+    pub refresh: crate::images::Refresh,
+    /// What the apply remembers across its passes.
+    pub memo: Arc<crate::execute::ApplyMemo>,
 }
 
 impl<'a> Passes for ControllerPasses<'a> {
@@ -364,19 +388,21 @@ impl<'a> Passes for ControllerPasses<'a> {
             Some(held) => held,
             None => self.ctl.work.lock().await,
         };
-        Ok(self
-            .ctl
-            .reconcile_report("apply", Some(ready_timeout))
-            .await?
-            .1)
+        let run = ApplyRun {
+            ready_timeout,
+            ..self.run.clone()
+        };
+        Ok(self.ctl.reconcile_report("apply", Some(&run)).await?.1)
     }
 
     async fn look(&mut self) -> Result<(ObservedFleet, Plan), StoreError> {
         let loaded = self.ctl.desired();
         let runtimes = self.ctl.runtimes();
-        let cx = self
-            .ctl
-            .pass_context(&loaded, &runtimes, BTreeSet::new(), &self.ctl.cfg.actor);
+        let mut cx =
+            self.ctl
+                .pass_context(&loaded, &runtimes, BTreeSet::new(), &self.ctl.cfg.actor);
+        cx.refresh = self.run.refresh;
+        cx.exec.memo = Some(self.run.memo.clone());
         plan_only(&cx).await
     }
 }

@@ -123,7 +123,20 @@ pub(super) fn recreate_reason(want: &ContainerSpec, o: &Observed) -> String {
     } else if have.network != want.network {
         out.push("aliases changed".into());
     }
-    if have.image != want.image {
+    // The engine reports what it was given: `repository@digest` for a pinned image.
+    let (have_pin, want_pin) = (
+        have.labels.get(labels::IMAGE_PIN),
+        want.labels.get(labels::IMAGE_PIN),
+    );
+    if have_pin != want_pin {
+        let shown =
+            |pin: Option<&String>, image: &str| pin.map_or(image.to_string(), String::clone);
+        out.push(format!(
+            "image {} → {}",
+            shown(have_pin, &have.image),
+            shown(want_pin, &want.image)
+        ));
+    } else if have.image != want.run_image() && have.image != want.image {
         out.push(format!("image {} → {}", have.image, want.image));
     }
     if let Some(cmd) = &want.command

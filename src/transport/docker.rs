@@ -1442,15 +1442,6 @@ pub fn split_image_ref(image: &str) -> (String, String) {
     }
 }
 
-/// The registry host of an image reference, by Docker's rule: the first path component is a
-/// host when it has a `.` or a `:` or is `localhost`; otherwise the image is on Docker Hub.
-pub fn registry_host(image: &str) -> &str {
-    match image.split_once('/') {
-        Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => first,
-        _ => "docker.io",
-    }
-}
-
 /// Credentials as bollard sends them (`X-Registry-Auth`).
 fn docker_credentials(auth: &RegistryAuth) -> bollard::auth::DockerCredentials {
     bollard::auth::DockerCredentials {
@@ -1476,11 +1467,10 @@ pub fn registry_cause(status: Option<u16>, message: &str) -> RegistryCause {
         "no route to host",
         "tls:",
         "x509:",
-        "certificate",
+        "certificate signed by unknown authority",
         "http response to https client",
         "context deadline exceeded",
-        "connection reset",
-        "eof",
+        "connection reset by peer",
     ]) {
         RegistryCause::Unreachable
     } else if status == Some(401)
@@ -1519,8 +1509,17 @@ fn registry_error(e: TransportError, image: &str) -> TransportError {
         _ => return e,
     };
     let cause = registry_cause(status, &e.message);
+    if cause == RegistryCause::Refused {
+        // Not in a registry's words: the node's own failure (disk full, a layer that does not
+        // register), said as the engine said it.
+        return e;
+    }
     TransportError {
-        message: format!("registry {}: {cause}: {}", registry_host(image), e.message),
+        message: format!(
+            "registry {}: {cause}: {}",
+            crate::registry::registry_host(image),
+            e.message
+        ),
         kind: ErrorKind::Registry(cause),
         ..e
     }

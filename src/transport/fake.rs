@@ -316,7 +316,7 @@ impl FakeRegistry {
         auth: Option<&RegistryAuth>,
     ) -> Result<String, Refusal> {
         use super::RegistryCause as C;
-        let host = super::docker::registry_host(image).to_string();
+        let host = crate::registry::registry_host(image);
         let Some(registry) = registry else {
             return Err(Refusal(C::NotFound, host));
         };
