@@ -12,6 +12,7 @@
 //! Missing sandbox or registries: `SKIPPED` outside CI, a failure under `CI=true`.
 
 use std::path::Path;
+use std::time::Duration;
 
 mod common;
 
@@ -214,8 +215,57 @@ fn a_private_image_needs_credentials_from_the_manifests_or_the_docker_config() {
     assert_eq!(code, 0, "{with_config}");
     assert_eq!(running_images(&f).len(), 1);
 
+    // The controller pulls with the manifests' credentials too, and logs no password (at debug
+    // level, every library's messages included).
+    sb.clean(&f.name);
+    forget_everywhere(&sb, &image);
+    f.write_with(
+        &docs,
+        &format!(
+            "api: {{listen: '127.0.0.1:7497'}}, registries: [{{host: '{}', username: {}, passwordFile: '{}'}}]",
+            reg.auth,
+            reg.user,
+            reg.password_file.display()
+        ),
+    );
+    let log_path = f.path().join("run.log");
+    let mut controller = f
+        .cmd(&["-vvv", "run", f.path().to_str().unwrap()])
+        .env("HOME", home.path())
+        .env_remove("DOCKER_CONFIG")
+        .stdout(std::fs::File::create(f.path().join("run.out")).unwrap())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    common::wait_for(
+        Duration::from_secs(60),
+        "the controller runs the private image",
+        || {
+            if let Some(status) = controller.try_wait().unwrap() {
+                panic!(
+                    "fleetctl run exited with {status}:\n{}",
+                    std::fs::read_to_string(&log_path).unwrap_or_default()
+                );
+            }
+            f.all_ids()
+                .iter()
+                .any(|(n, id)| sb.inspect(n, id, "{{.State.Status}}") == "running")
+                .then_some(())
+        },
+    );
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &controller.id().to_string()])
+        .status();
+    let _ = controller.wait();
+    let log = std::fs::read_to_string(&log_path).unwrap()
+        + &std::fs::read_to_string(f.path().join("run.out")).unwrap();
+    assert!(
+        log.contains("image pulled"),
+        "the controller pulled:\n{log}"
+    );
+
     // The password is in no output, not in the state file, not on the nodes' disks.
-    for text in [&out, &with_manifest, &with_config] {
+    for text in [&out, &with_manifest, &with_config, &log] {
         assert!(
             !text.contains(password.as_str()),
             "password in output:\n{text}"
