@@ -616,7 +616,8 @@ impl NodeRuntime for DockerRuntime {
                 let mut body = body?;
                 loop {
                     let stall = tokio::time::Instant::now() + TRANSFER_STALL_TIMEOUT;
-                    let next = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx));
+                    let next =
+                        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx));
                     let frame = match tokio::time::timeout_at(deadline.min(stall), next).await {
                         Err(_) => {
                             let limit = if stall < deadline {
@@ -624,7 +625,10 @@ impl NodeRuntime for DockerRuntime {
                             } else {
                                 TRANSFER_TIMEOUT
                             };
-                            return Some((Err(timeout_error(&node, OP, Some(&object), limit)), None));
+                            return Some((
+                                Err(timeout_error(&node, OP, Some(&object), limit)),
+                                None,
+                            ));
                         }
                         Ok(None) => return None,
                         Ok(Some(Err(e))) => {
@@ -2521,6 +2525,24 @@ mod tests {
         assert_eq!(memory_working_set(&mk("total_inactive_file")), 70 << 20);
         assert_eq!(memory_working_set(&mk("other")), 100 << 20);
         assert_eq!(memory_working_set(&ContainerStatsResponse::default()), 0);
+    }
+
+    #[test]
+    fn a_load_answer_fails_on_its_error_detail_only() {
+        assert_eq!(
+            load_stream_error(b"{\"stream\":\"Loaded image: e2e/push:1\\n\"}\n"),
+            None
+        );
+        assert_eq!(
+            load_stream_error(
+                b"{\"stream\":\"x\"}\r\n{\"errorDetail\":{\"message\":\"unexpected EOF\"},\"error\":\"unexpected EOF\"}\r\n"
+            ),
+            Some("unexpected EOF".to_string())
+        );
+        assert_eq!(
+            load_stream_error(b"{\"error\":\"invalid tar header\"}"),
+            Some("invalid tar header".to_string())
+        );
     }
 
     #[test]
