@@ -97,7 +97,8 @@ pub enum Progress<'a> {
     Done(&'a Step, Duration),
     /// A step failed.
     Failed(&'a Step, &'a str),
-    /// An image is being pulled on a node: layers and bytes so far.
+    /// An image is being pulled on a node: layers and bytes so far (a copy, `pull: fleet`:
+    /// bytes sent, no layers).
     Pulling {
         /// Node.
         node: &'a str,
@@ -105,6 +106,18 @@ pub enum Progress<'a> {
         image: &'a str,
         /// How far.
         progress: PullProgress,
+    },
+    /// An image its registry could not serve was copied to a node from another (`pull:
+    /// fleet`).
+    Copied {
+        /// Node.
+        node: &'a str,
+        /// Image reference.
+        image: &'a str,
+        /// The node it came from.
+        from: &'a str,
+        /// Wall time of the failed pull and the copy.
+        elapsed: Duration,
     },
     /// An image was pulled on a node.
     Pulled {
@@ -349,8 +362,17 @@ impl Ctx<'_> {
                 progress: p,
             })
         };
-        match images::make_present(rt.as_ref(), image, pull, self.opts.auth.as_ref(), &progress)
-            .await?
+        // `pull: fleet` copies from another node when the registry cannot serve this one.
+        let peers: Vec<&dyn NodeRuntime> = self.runtimes.values().map(|r| r.as_ref()).collect();
+        match images::make_present(
+            rt.as_ref(),
+            image,
+            pull,
+            self.opts.auth.as_ref(),
+            &peers,
+            &progress,
+        )
+        .await?
         {
             Made::Present => {}
             Made::Pulled => {
@@ -360,6 +382,20 @@ impl Ctx<'_> {
                     elapsed: started.elapsed(),
                 });
                 self.event("pull", node, image, "pulled");
+            }
+            Made::Copied { from, pull_failure } => {
+                (self.progress)(Progress::Copied {
+                    node,
+                    image,
+                    from: &from,
+                    elapsed: started.elapsed(),
+                });
+                self.event(
+                    "pull",
+                    node,
+                    image,
+                    &format!("copied from {from} (the pull failed: {pull_failure})"),
+                );
             }
         }
         Ok(())

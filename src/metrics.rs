@@ -259,6 +259,22 @@ impl NodeRuntime for MeteredRuntime {
         self.timed("import", self.inner.import_image(reference, rootfs))
             .await
     }
+    async fn export_image(
+        &self,
+        image: &str,
+    ) -> Result<crate::transport::ImageArchive, TransportError> {
+        // Times the answer's start (the engine found the image and began the archive), not
+        // the transfer: that is the load's.
+        self.timed("export", self.inner.export_image(image)).await
+    }
+    async fn load_image(
+        &self,
+        archive: crate::transport::ImageArchive,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<(), TransportError> {
+        self.timed("load", self.inner.load_image(archive, progress))
+            .await
+    }
     async fn put_archive(&self, id: &str, dir: &str, tar: Vec<u8>) -> Result<(), TransportError> {
         self.timed("put_archive", self.inner.put_archive(id, dir, tar))
             .await

@@ -295,6 +295,7 @@ pub async fn start_reserved(
             &spec,
             &crate::network::network_spec(fleet),
             crate::images::fleet_auth(fleet).as_ref(),
+            &runtimes.values().map(|r| r.as_ref()).collect::<Vec<_>>(),
         )
         .await?;
         wait_running(rt.as_ref(), &id, spec.healthcheck.is_some(), ready_timeout)
@@ -357,8 +358,9 @@ async fn create_started(
     spec: &crate::container::ContainerSpec,
     network: &crate::container::NetworkSpec,
     auth: &dyn crate::images::AuthSource,
+    peers: &[&dyn crate::transport::NodeRuntime],
 ) -> Result<String, PlugError> {
-    crate::images::make_present(rt, &spec.run_image(), spec.pull, auth, &|_| {})
+    crate::images::make_present(rt, &spec.run_image(), spec.pull, auth, peers, &|_| {})
         .await
         .map_err(|e| PlugError::Image(Box::new(e)))?;
     let mut created = rt.create_container(spec).await;
@@ -596,6 +598,7 @@ pub async fn touch(
                 &spec,
                 &crate::network::network_spec(fleet),
                 crate::images::fleet_auth(fleet).as_ref(),
+                &runtimes.values().map(|r| r.as_ref()).collect::<Vec<_>>(),
             )
             .await?;
         }

@@ -354,7 +354,7 @@ fn create_plug(run: &Run, owner: &str) -> serde_json::Value {
         true,
         &format!(r#"{{"class":"agent","owner":"{owner}"}}"#),
     );
-    assert_eq!(status, 201, "{body}");
+    assert_eq!(status, 201, "{body}\n{}", run.log_text());
     json(&body)
 }
 

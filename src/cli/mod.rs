@@ -9,6 +9,7 @@ mod common;
 mod cordon;
 mod drain;
 mod handoff;
+mod image;
 mod network;
 mod nodes;
 mod plan;
@@ -232,6 +233,12 @@ pub enum Command {
         #[command(subcommand)]
         op: PlugOp,
     },
+    /// Ship images to nodes without a registry.
+    Image {
+        /// The image operation.
+        #[command(subcommand)]
+        op: ImageOp,
+    },
     /// Show a node's SSH host key fingerprint and record it as trusted.
     Trust {
         /// Node to trust.
@@ -291,6 +298,29 @@ pub enum DescribeWhat {
     Plug,
     /// The fleet's network (NAME: its name, or `fleet`).
     Network,
+}
+
+/// Image operations.
+#[derive(Debug, Subcommand)]
+pub enum ImageOp {
+    /// Stream IMAGE into the nodes that lack it, without a registry.
+    ///
+    /// The image comes from the local Docker engine (DOCKER_HOST when it is a unix:// socket,
+    /// else /var/run/docker.sock) when that has it, else from a node that has it, and goes over
+    /// the nodes' SSH connections as `docker save | docker load` would. Nodes that have it
+    /// already are left alone. Prints one line per node (bytes, seconds, MB/s); exit 0 when
+    /// every node asked has the image, 1 otherwise, naming the node and the cause. Undo: remove
+    /// the image on the node (`docker image rm`); fleetctl records nothing.
+    Push {
+        /// Image: a tag (`repository:tag`) as `docker images` shows it.
+        image: String,
+        /// Push only to this node (repeat for more). Default: every node of the fleet.
+        #[arg(long = "node", value_name = "NODE")]
+        nodes: Vec<String>,
+        /// Manifests to use instead of the last applied set.
+        #[arg(short = 'f', long = "file", value_name = "PATH")]
+        file: Option<PathBuf>,
+    },
 }
 
 /// Plug operations.
@@ -503,6 +533,9 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             output,
         } => drain::run(&node, timeout, force, file.as_deref(), output, &cli.global),
         Command::Plug { op } => plug::run(op, &cli.global),
+        Command::Image {
+            op: ImageOp::Push { image, nodes, file },
+        } => image::push(&image, &nodes, file.as_deref(), &cli.global),
         Command::State { action } => state::run(action, &cli.global),
         Command::Trust { node, yes, file } => {
             nodes::trust(&node, file.as_deref(), yes, &cli.global)

@@ -301,6 +301,16 @@ pub fn progress_line(p: &Progress) -> Option<String> {
             "pull",
             elapsed.as_secs_f64()
         )),
+        Progress::Copied {
+            node,
+            image,
+            from,
+            elapsed,
+        } => Some(format!(
+            "{node:<10} ↓ {:<8} {image}  from {from}, its registry could not serve it ({:.1}s)",
+            "copy",
+            elapsed.as_secs_f64()
+        )),
     }
 }
 
@@ -315,6 +325,13 @@ pub fn pull_status(p: &Progress) -> Option<String> {
         return None;
     };
     let mb = |b: u64| b as f64 / 1e6;
+    if progress.layers == 0 && progress.bytes == 0 && progress.bytes_done > 0 {
+        // A copy from another node (`pull: fleet`): an archive has no layer count up front.
+        return Some(format!(
+            "{node:<10} ↓ copying  {image}: {:.1} MB",
+            mb(progress.bytes_done)
+        ));
+    }
     Some(format!(
         "{node:<10} ↓ pulling  {image}: {}/{} layers, {:.1}/{:.1} MB",
         progress.layers_done,

@@ -987,5 +987,14 @@ fn log_progress(p: &Progress) {
         } => tracing::info!(
             node = %node, image = %image, elapsed_ms = elapsed.as_millis() as u64, "image pulled"
         ),
+        Progress::Copied {
+            node,
+            image,
+            from,
+            elapsed,
+        } => tracing::info!(
+            node = %node, image = %image, from = %from, elapsed_ms = elapsed.as_millis() as u64,
+            "image copied from another node (its registry could not serve it)"
+        ),
     }
 }

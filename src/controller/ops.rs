@@ -435,5 +435,15 @@ pub fn progress_line(p: &Progress) -> Option<String> {
             "pull",
             elapsed.as_secs_f64()
         )),
+        Progress::Copied {
+            node,
+            image,
+            from,
+            elapsed,
+        } => Some(format!(
+            "{node:<10} {:<8} {image}  from {from} ({:.1}s)",
+            "copy",
+            elapsed.as_secs_f64()
+        )),
     }
 }

@@ -66,6 +66,15 @@ use crate::container::{
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Deadline of an image pull: large images over a slow registry link take minutes.
 pub const PULL_TIMEOUT: Duration = Duration::from_secs(600);
+/// Deadline of one image transfer (`export_image` to its last chunk, `load_image` to the
+/// engine's answer). Unlike a pull, a copy goes through the operator's machine, whose uplink
+/// may be slow: a 1 GB image at 1 MB/s takes about 17 minutes.
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(1800);
+/// How long an export may go without a chunk before it counts as stalled: the engine streams
+/// a save as it reads the layers, so a silent minute means a dead connection or engine.
+pub const TRANSFER_STALL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often `load_image` reports the bytes sent.
+pub const TRANSFER_PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 /// Deadline of swarm init, join and leave. The engine answers them only once the node's swarm
 /// components have started (or stopped): it waits up to 20 s itself for a join to complete
 /// (then answers that the join goes on in the background), and init and leave take 10–30 s on a
@@ -564,6 +573,145 @@ impl NodeRuntime for DockerRuntime {
             },
         )
         .await
+    }
+
+    async fn export_image(&self, image: &str) -> Result<super::ImageArchive, TransportError> {
+        const OP: &str = "export image";
+        // Around bollard, with the transfer's deadline from the start: the engine may answer
+        // only once it has gathered the layers (the classic store writes them to a temporary
+        // directory first), which for a large image outlasts both [`CALL_TIMEOUT`] and
+        // bollard's own deadline for the response headers.
+        let deadline = tokio::time::Instant::now() + TRANSFER_TIMEOUT;
+        let path = format!("/images/{image}/get");
+        let raw = self.raw.clone();
+        let body = self
+            .call(OP, Some(image), TRANSFER_TIMEOUT, |d| async move {
+                let req = raw_request_with(
+                    http::Method::GET,
+                    &path,
+                    &version_of(&d),
+                    "application/json",
+                    bollard::body_full(hyper::body::Bytes::new()),
+                )?;
+                let resp = raw(req).await?;
+                if resp.status().is_success() {
+                    Ok(resp.into_body())
+                } else {
+                    let status = resp.status().as_u16();
+                    let bytes = read_body(resp.into_body()).await?;
+                    Err(bollard::errors::Error::DockerResponseServerError {
+                        status_code: status,
+                        message: engine_error_message(&bytes),
+                    })
+                }
+            })
+            .await?;
+        let node = self.node.clone();
+        let object = image.to_string();
+        Ok(futures_util::stream::unfold(Some(body), move |body| {
+            let node = node.clone();
+            let object = object.clone();
+            async move {
+                use hyper::body::Body;
+                let mut body = body?;
+                loop {
+                    let stall = tokio::time::Instant::now() + TRANSFER_STALL_TIMEOUT;
+                    let next =
+                        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx));
+                    let frame = match tokio::time::timeout_at(deadline.min(stall), next).await {
+                        Err(_) => {
+                            let limit = if stall < deadline {
+                                TRANSFER_STALL_TIMEOUT
+                            } else {
+                                TRANSFER_TIMEOUT
+                            };
+                            return Some((
+                                Err(timeout_error(&node, OP, Some(&object), limit)),
+                                None,
+                            ));
+                        }
+                        Ok(None) => return None,
+                        Ok(Some(Err(e))) => {
+                            let e = map_error(&node, OP, Some(&object), e.into());
+                            return Some((Err(e), None));
+                        }
+                        Ok(Some(Ok(frame))) => frame,
+                    };
+                    if let Ok(data) = frame.into_data()
+                        && !data.is_empty()
+                    {
+                        return Some((Ok(data), Some(body)));
+                    }
+                }
+            }
+        })
+        .boxed())
+    }
+
+    async fn load_image(
+        &self,
+        archive: super::ImageArchive,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<(), TransportError> {
+        const OP: &str = "load image";
+        let sent = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let counter = sent.clone();
+        // The archive's own failure is kept aside: hyper reports it only as "error from user's
+        // body stream", and the cause is the source's, not this node's.
+        let failed: Arc<std::sync::Mutex<Option<TransportError>>> = Arc::default();
+        let failure = failed.clone();
+        let body = archive.map(move |chunk| match chunk {
+            Ok(bytes) => {
+                counter.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                Ok(bytes)
+            }
+            Err(e) => {
+                let text = e.to_string();
+                *failure.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                Err(std::io::Error::other(text))
+            }
+        });
+        let raw = self.raw.clone();
+        // Around bollard: its deadline (request + response headers) would cut a long upload,
+        // since the engine answers only once it has the whole archive.
+        let work = self.call(OP, None, TRANSFER_TIMEOUT, |d| async move {
+            let req = raw_request_with(
+                http::Method::POST,
+                "/images/load?quiet=1",
+                &version_of(&d),
+                "application/x-tar",
+                bollard::body_try_stream(body),
+            )?;
+            let resp = raw(req).await?;
+            let status = resp.status();
+            // The answer is a few JSON messages ("Loaded image: …"), never the archive.
+            let bytes = read_body(resp.into_body()).await?;
+            if !status.is_success() {
+                return Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: status.as_u16(),
+                    message: engine_error_message(&bytes),
+                });
+            }
+            match load_stream_error(&bytes) {
+                Some(error) => Err(bollard::errors::Error::DockerStreamError { error }),
+                None => Ok(()),
+            }
+        });
+        let mut work = std::pin::pin!(work);
+        let mut tick = tokio::time::interval(TRANSFER_PROGRESS_INTERVAL);
+        let result = loop {
+            tokio::select! {
+                r = &mut work => break r,
+                _ = tick.tick() => progress(sent.load(std::sync::atomic::Ordering::Relaxed)),
+            }
+        };
+        progress(sent.load(std::sync::atomic::Ordering::Relaxed));
+        let source_failure = failed.lock().unwrap_or_else(|p| p.into_inner()).take();
+        match (result, source_failure) {
+            (Ok(()), _) => Ok(()),
+            (Err(_), Some(source)) => Err(source),
+            (Err(e), None) => Err(e),
+        }
     }
 
     async fn put_archive(&self, id: &str, dir: &str, tar: Vec<u8>) -> Result<(), TransportError> {
@@ -1978,6 +2126,60 @@ fn raw_request(
         )))?)
 }
 
+/// The API version `d` speaks (negotiated), as a path part wants it.
+fn version_of(d: &Docker) -> String {
+    let v = d.client_version();
+    format!("{}.{}", v.major_version, v.minor_version)
+}
+
+/// A request for the [`connector::RawSender`]: `method` on `path` at API `version`, with
+/// `body` of `content_type`.
+fn raw_request_with<B>(
+    method: http::Method,
+    path: &str,
+    version: &str,
+    content_type: &str,
+    body: B,
+) -> Result<http::Request<B>, bollard::errors::Error> {
+    let uri = format!(
+        "{}{}",
+        connector::CLIENT_ADDR,
+        connector::versioned_path(path, version)
+    );
+    Ok(http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .body(body)?)
+}
+
+/// The first error of an image load's answer: JSON messages, one per line, where a failure is
+/// `{"errorDetail":{"message":…},"error":…}` (the engine answers 200 before it knows).
+pub fn load_stream_error(answer: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Detail {
+        message: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Message {
+        #[serde(rename = "errorDetail")]
+        error_detail: Option<Detail>,
+        error: Option<String>,
+    }
+    serde_json::Deserializer::from_slice(answer)
+        .into_iter::<Message>()
+        .filter_map(Result::ok)
+        .find_map(|m| {
+            let detail = m.error_detail.map(|d| d.message.unwrap_or_default());
+            match (detail, m.error) {
+                (Some(d), _) if !d.is_empty() => Some(d),
+                (_, Some(e)) => Some(e),
+                (Some(d), None) => Some(d),
+                (None, None) => None,
+            }
+        })
+}
+
 /// The whole body of a response.
 async fn read_body(mut body: hyper::body::Incoming) -> Result<Vec<u8>, bollard::errors::Error> {
     use hyper::body::Body;
@@ -2322,6 +2524,24 @@ mod tests {
         assert_eq!(memory_working_set(&mk("total_inactive_file")), 70 << 20);
         assert_eq!(memory_working_set(&mk("other")), 100 << 20);
         assert_eq!(memory_working_set(&ContainerStatsResponse::default()), 0);
+    }
+
+    #[test]
+    fn a_load_answer_fails_on_its_error_detail_only() {
+        assert_eq!(
+            load_stream_error(b"{\"stream\":\"Loaded image: e2e/push:1\\n\"}\n"),
+            None
+        );
+        assert_eq!(
+            load_stream_error(
+                b"{\"stream\":\"x\"}\r\n{\"errorDetail\":{\"message\":\"unexpected EOF\"},\"error\":\"unexpected EOF\"}\r\n"
+            ),
+            Some("unexpected EOF".to_string())
+        );
+        assert_eq!(
+            load_stream_error(b"{\"error\":\"invalid tar header\"}"),
+            Some("invalid tar header".to_string())
+        );
     }
 
     #[test]

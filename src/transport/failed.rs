@@ -90,6 +90,16 @@ impl NodeRuntime for FailedRuntime {
     async fn import_image(&self, _: &str, _: Vec<u8>) -> Result<(), TransportError> {
         Err(self.err("import image"))
     }
+    async fn export_image(&self, _: &str) -> Result<super::ImageArchive, TransportError> {
+        Err(self.err("export image"))
+    }
+    async fn load_image(
+        &self,
+        _: super::ImageArchive,
+        _: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<(), TransportError> {
+        Err(self.err("load image"))
+    }
     async fn put_archive(&self, _: &str, _: &str, _: Vec<u8>) -> Result<(), TransportError> {
         Err(self.err("put archive"))
     }

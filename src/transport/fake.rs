@@ -68,6 +68,7 @@ impl Call {
                 | "remove"
                 | "update"
                 | "pull"
+                | "load"
                 | "create-network"
                 | "remove-network"
                 | "swarm-init"
@@ -345,6 +346,30 @@ impl FakeRegistry {
         };
         found.ok_or(Refusal(C::NotFound, host))
     }
+}
+
+/// What a fake export of `image` yields: a header naming it and a body of
+/// [`FAKE_ARCHIVE_CHUNKS`] chunks, so a copy has several chunks and some bytes to count.
+fn fake_archive(image: &str) -> impl Iterator<Item = super::Bytes> + use<> {
+    let header = super::Bytes::from(format!("fake-image-archive {image}\n"));
+    std::iter::once(header).chain(
+        (0..FAKE_ARCHIVE_CHUNKS).map(|_| super::Bytes::from_static(&[0u8; FAKE_ARCHIVE_CHUNK])),
+    )
+}
+
+/// Chunks of zeros after the header of a fake archive.
+pub const FAKE_ARCHIVE_CHUNKS: usize = 4;
+/// Size of each of them.
+pub const FAKE_ARCHIVE_CHUNK: usize = 1024;
+
+/// The image a fake archive names, when `body` is a whole one.
+fn parse_fake_archive(body: &[u8]) -> Option<String> {
+    let end = body.iter().position(|b| *b == b'\n')?;
+    let image = std::str::from_utf8(&body[..end])
+        .ok()?
+        .strip_prefix("fake-image-archive ")?;
+    let expected = end + 1 + FAKE_ARCHIVE_CHUNKS * FAKE_ARCHIVE_CHUNK;
+    (body.len() == expected).then(|| image.to_string())
 }
 
 /// In-memory engine for one node. Cheap to clone; clones share state.
@@ -1178,6 +1203,50 @@ impl NodeRuntime for FakeRuntime {
         // An empty image list means "every image is present": keep it that way.
         if !inner.images.is_empty() && !inner.images.iter().any(|i| i == reference) {
             inner.images.push(reference.to_string());
+        }
+        Ok(())
+    }
+
+    async fn export_image(&self, image: &str) -> Result<super::ImageArchive, TransportError> {
+        self.begin("export", image)?;
+        if !self.image_present(image).await? {
+            return Err(TransportError::new(
+                &self.node,
+                "export image",
+                ErrorKind::NotFound,
+                format!("reference does not exist: {image} (fake)"),
+            )
+            .with_object(image));
+        }
+        Ok(futures_util::stream::iter(fake_archive(image).map(Ok)).boxed())
+    }
+
+    async fn load_image(
+        &self,
+        mut archive: super::ImageArchive,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<(), TransportError> {
+        self.begin("load", "")?;
+        let mut body = Vec::new();
+        while let Some(chunk) = archive.next().await {
+            body.extend_from_slice(&chunk?);
+            progress(body.len() as u64);
+        }
+        let image = parse_fake_archive(&body).ok_or_else(|| {
+            TransportError::new(
+                &self.node,
+                "load image",
+                ErrorKind::Other,
+                "not an image archive (fake)",
+            )
+        })?;
+        let mut inner = self.lock();
+        if let Some(call) = inner.calls.last_mut() {
+            call.object = image.clone();
+        }
+        // An empty image list means "every image is present": keep it that way.
+        if !inner.images.is_empty() && !inner.images.contains(&image) {
+            inner.images.push(image);
         }
         Ok(())
     }

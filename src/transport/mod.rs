@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use futures_util::stream::BoxStream;
+pub use hyper::body::Bytes;
 
 use crate::container::{
     ContainerDetails, ContainerRecord, ContainerSpec, EngineEvent, EngineInfo, JoinTokens,
@@ -33,6 +34,11 @@ pub use error::{ErrorKind, RegistryCause, TransportError};
 pub use ssh::{ConnState, SshSession};
 
 use crate::manifest::NodeSpec;
+
+/// An image archive in the format of `docker save` (a tar of the image's config, layers and
+/// tags), as a stream of chunks: [`NodeRuntime::export_image`] yields one,
+/// [`NodeRuntime::load_image`] takes one. It is never held whole in memory.
+pub type ImageArchive = BoxStream<'static, Result<Bytes, TransportError>>;
 
 /// How to reach one node: the transport-level view of a `Node` manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,6 +195,28 @@ pub trait NodeRuntime: Send + Sync {
     /// Imports `rootfs` (a tar archive) as the image `reference` (`repo:tag`), as
     /// `docker import` does: an image without layers from a registry, made on the node.
     async fn import_image(&self, reference: &str, rootfs: Vec<u8>) -> Result<(), TransportError>;
+    /// Streams `image` (a tag, an id or `repository@digest`) out of the node as a `docker save`
+    /// archive (`GET /images/{name}/get`). The archive carries the tag it was asked by; one
+    /// asked by id or digest carries none.
+    ///
+    /// # Errors
+    /// Before the stream: the node lacks the image ([`ErrorKind::NotFound`]), or the engine
+    /// cannot be reached. In the stream: the connection failed or stalled mid-way; the stream
+    /// then ends.
+    async fn export_image(&self, image: &str) -> Result<ImageArchive, TransportError>;
+    /// Loads a `docker save` archive into the node (`POST /images/load`), streaming `archive`
+    /// as the request body; `progress` hears the bytes sent so far, a few times a second.
+    /// Returns once the engine has loaded it (its tags then name it on the node).
+    ///
+    /// # Errors
+    /// The engine refused the archive (its `errorDetail`, e.g. a truncated tar), `archive`
+    /// itself failed (the error is the body's, as the engine never saw a whole archive), the
+    /// node could not be reached, or the transfer outlived its deadline.
+    async fn load_image(
+        &self,
+        archive: ImageArchive,
+        progress: &(dyn Fn(u64) + Send + Sync),
+    ) -> Result<(), TransportError>;
     /// Extracts `tar` into container `id` under the directory `dir` (the engine's archive API;
     /// works on a container that never started, and needs nothing on the node's disk).
     async fn put_archive(&self, id: &str, dir: &str, tar: Vec<u8>) -> Result<(), TransportError>;
