@@ -187,13 +187,15 @@ pub enum StepError {
     /// The image is not on the node and could not be made present there.
     #[error(transparent)]
     Image(#[from] ImageError),
-    /// The image is not on the node; the step that needed it first on that node says why.
-    #[error("skipped: image {image} is not on node {node} (said above)")]
+    /// The image is not on the node; the step that needed it first on that node said why.
+    #[error("skipped: image {image} is not on node {node} (said once: {cause})")]
     ImageSaid {
         /// Node.
         node: String,
         /// Image reference.
         image: String,
+        /// Why, as said the first time.
+        cause: String,
     },
     /// A container with our name exists but is not ours.
     #[error(
@@ -340,9 +342,10 @@ impl Ctx<'_> {
             Err(e) if !cell.said.swap(true, std::sync::atomic::Ordering::SeqCst) => {
                 Err(e.clone().into())
             }
-            Err(_) => Err(StepError::ImageSaid {
+            Err(e) => Err(StepError::ImageSaid {
                 node: node.to_string(),
                 image,
+                cause: e.to_string(),
             }),
         }
     }
@@ -564,6 +567,15 @@ pub async fn execute(
     progress: &(dyn Fn(Progress) + Sync),
 ) -> ExecReport {
     let local_images = ImageCache::default();
+    // An apply's memo keeps what was decided — a pulled image, a registry's "no such tag" —
+    // but a failure that trying again can mend (a node or registry out of reach) is tried
+    // again by the next pass.
+    if let Some(memo) = &opts.memo {
+        memo.images
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, cell| !matches!(cell.outcome.get(), Some(Err(e)) if e.is_transient()));
+    }
     let ctx = Ctx {
         runtimes,
         store,

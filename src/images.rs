@@ -175,6 +175,19 @@ pub enum ImageError {
 }
 
 impl ImageError {
+    /// Whether trying again can help without anyone changing anything: the node or the way to
+    /// the registry failed, as opposed to an answer (no such tag, credentials refused, not on
+    /// the node under `never`, credentials unreadable).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ImageError::Check { .. } => true,
+            ImageError::Pull { registry, .. } => {
+                matches!(registry, None | Some((RegistryCause::Unreachable, _)))
+            }
+            _ => false,
+        }
+    }
+
     fn pull(node: &str, image: &str, e: TransportError) -> ImageError {
         let registry = match e.kind {
             ErrorKind::Registry(cause) => Some((cause, crate::registry::registry_host(image))),
@@ -431,7 +444,9 @@ pub async fn resolve(
     let lookups = fleet
         .images()
         .into_iter()
-        .filter(|(_, pull)| *pull != PullPolicy::Never)
+        // `never`: only what the nodes hold; `fleet`: a copy between engines carries the
+        // image's tag, not a registry digest — both run by tag.
+        .filter(|(_, pull)| !matches!(pull, PullPolicy::Never | PullPolicy::Fleet))
         .map(|(image, pull)| async move {
             let recorded = recorded.get(image).cloned();
             let mut pin = ImagePin {
@@ -450,18 +465,33 @@ pub async fn resolve(
             if !asked && recorded.is_some() {
                 return pin;
             }
-            if !asked && let Some(now) = running.get(image) {
-                // Most containers' digest; ties go to the greatest, so every actor picks alike.
-                if let Some((digest, _)) = now.digests.iter().max_by_key(|(d, n)| (*n, *d)) {
+            // Most containers' digest; ties go to the greatest, so every actor picks alike.
+            let now = running.get(image);
+            let running_digest = now
+                .and_then(|r| r.digests.iter().max_by_key(|(d, n)| (*n, *d)))
+                .map(|(d, _)| d.clone());
+            if !asked && let Some(now) = now {
+                if let Some(digest) = running_digest {
                     pin.pinned = Some(digest.clone());
-                    pin.record = Some(digest.clone());
+                    pin.record = Some(digest);
                     return pin;
                 }
                 if now.by_tag {
                     return pin;
                 }
             }
-            match lookup(rts, image, auth).await {
+            let answer = tokio::time::timeout(LOOKUP_TIMEOUT, lookup(rts, image, auth))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Lookup {
+                        error: format!(
+                            "image {image}: its registry gave no answer within {}s",
+                            LOOKUP_TIMEOUT.as_secs()
+                        ),
+                        answered: false,
+                    })
+                });
+            match answer {
                 Ok(digest) => {
                     pin.pinned = Some(digest.clone());
                     pin.record =
@@ -470,11 +500,18 @@ pub async fn resolve(
                 }
                 Err(Lookup { error, answered }) => {
                     pin.error = Some(error);
-                    // No node reached the registry: by tag, not asked again until `--refresh`.
-                    // A registry that answered (no such tag, credentials refused) is asked again
-                    // by the next apply: the operator is about to fix it.
-                    if pin.recorded.is_none() && !answered {
-                        pin.record = Some(String::new());
+                    if pin.recorded.is_none() {
+                        if let Some(digest) = running_digest {
+                            // Asked (a refresh) and not answered: what runs stays pinned.
+                            pin.pinned = Some(digest.clone());
+                            pin.record = Some(digest);
+                        } else if !answered && !now.is_some_and(|r| r.by_tag) {
+                            // No node reached the registry: by tag, not asked again until
+                            // `--refresh`. A registry that answered (no such tag, credentials
+                            // refused) is asked again by the next apply: the operator is about
+                            // to fix it.
+                            pin.record = Some(String::new());
+                        }
                     }
                 }
             }
@@ -484,6 +521,10 @@ pub async fn resolve(
         images: futures_util::future::join_all(lookups).await,
     }
 }
+
+/// How long one image's lookup may take in all, across the nodes it is asked through: a
+/// registry that drops packets must not hold an apply for a call timeout per node.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A lookup that failed.
 struct Lookup {
@@ -756,11 +797,16 @@ async fn copy_batch(
         while let Some(chunk) = export.next().await {
             match chunk {
                 Ok(bytes) => {
-                    let sent = futures_util::future::join_all(
-                        senders.iter().map(|tx| tx.send(Ok(bytes.clone()))),
-                    )
+                    // A target that takes no chunk for the stall timeout is dropped (its archive
+                    // ends short and its load fails): one stalled node never holds the others.
+                    let sent = futures_util::future::join_all(senders.iter().map(|tx| {
+                        tokio::time::timeout(
+                            crate::transport::docker::TRANSFER_STALL_TIMEOUT,
+                            tx.send(Ok(bytes.clone())),
+                        )
+                    }))
                     .await;
-                    let mut still = sent.iter().map(Result::is_ok);
+                    let mut still = sent.iter().map(|r| matches!(r, Ok(Ok(()))));
                     senders.retain(|_| still.next().unwrap_or(false));
                     if senders.is_empty() {
                         return;
@@ -1235,5 +1281,66 @@ mod tests {
             Some("sha256:aaa"),
             "{pins:?}"
         );
+    }
+
+    /// A refresh that gets no answer keeps what runs pinned: nothing is replaced by a by-tag
+    /// container and "by tag" is not recorded over it.
+    #[tokio::test]
+    async fn a_refresh_without_an_answer_keeps_the_running_digest() {
+        let reg = FakeRegistry::new();
+        reg.set_unreachable("reg.example:5000", true);
+        let n1 = node_with(&reg, &[]);
+        let runtimes: crate::execute::Runtimes =
+            [("n1".to_string(), Arc::new(n1) as Arc<dyn NodeRuntime>)].into();
+        let f = fleet_with(&[("a", "reg.example:5000/a:1")]);
+        let running = BTreeMap::from([(
+            "reg.example:5000/a:1".to_string(),
+            Running {
+                digests: BTreeMap::from([("sha256:aaa".to_string(), 1)]),
+                by_tag: false,
+            },
+        )]);
+        let pins = resolve(
+            &f,
+            &runtimes,
+            &["n1"],
+            &BTreeMap::new(),
+            &running,
+            Refresh::All,
+            &NoAuth,
+        )
+        .await;
+        let pin = &pins.images[0];
+        assert!(pin.error.is_some(), "{pin:?}");
+        assert_eq!(pin.pinned.as_deref(), Some("sha256:aaa"));
+        assert_eq!(pin.record.as_deref(), Some("sha256:aaa"));
+    }
+
+    /// An image shared by services with different policies is pinned by the strongest, and
+    /// `fleet` images are never pinned (a copy carries no registry digest).
+    #[tokio::test]
+    async fn a_shared_image_is_pinned_by_its_strongest_policy_and_fleet_never() {
+        let mut f = fleet_with(&[("a", "reg.example:5000/a:1"), ("b", "reg.example:5000/a:1")]);
+        f.services.get_mut("a").unwrap().pull = PullPolicy::Never;
+        f.services.get_mut("b").unwrap().pull = PullPolicy::Always;
+        assert_eq!(f.images()["reg.example:5000/a:1"], PullPolicy::Always);
+        f.services.get_mut("a").unwrap().pull = PullPolicy::Fleet;
+        assert_eq!(f.images()["reg.example:5000/a:1"], PullPolicy::Fleet);
+        let reg = FakeRegistry::new();
+        reg.push("reg.example:5000/a:1", "sha256:aaa");
+        let n1 = node_with(&reg, &[]);
+        let runtimes: crate::execute::Runtimes =
+            [("n1".to_string(), Arc::new(n1) as Arc<dyn NodeRuntime>)].into();
+        let pins = resolve(
+            &f,
+            &runtimes,
+            &["n1"],
+            &BTreeMap::new(),
+            &BTreeMap::new(),
+            Refresh::All,
+            &NoAuth,
+        )
+        .await;
+        assert!(pins.images.is_empty(), "{pins:?}");
     }
 }

@@ -59,26 +59,6 @@ spec: {{image: '{image}', placement: {{nodes: [{node}]}}, resources: {{memory: 1
     )
 }
 
-/// Every file under `dir` (recursively) that contains `needle`.
-fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
-    let mut hits = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return hits;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            hits.extend(files_containing(&p, needle));
-        } else if std::fs::read(&p)
-            .map(|b| String::from_utf8_lossy(&b).contains(needle))
-            .unwrap_or(false)
-        {
-            hits.push(p.display().to_string());
-        }
-    }
-    hits
-}
-
 /// The image (`.Image`, the engine's image id) each running container of the fleet runs.
 fn running_images(f: &Fleet) -> Vec<(String, String)> {
     f.all_ids()
@@ -280,7 +260,7 @@ fn a_private_image_needs_credentials_from_the_manifests_or_the_docker_config() {
     // The sandbox's nodes share this machine's root filesystem: root's Docker config is the
     // nodes' `/root/.docker`.
     assert!(
-        files_containing(Path::new("/root/.docker"), &password).is_empty(),
+        common::files_containing(Path::new("/root/.docker"), &password).is_empty(),
         "password under /root/.docker"
     );
 }

@@ -49,26 +49,6 @@ fn forget(sb: &common::Sandbox, config: &Path, node: &str, image: &str) {
     assert!(!out.status.success(), "{image} still on {node}");
 }
 
-/// Every file under `dir` (recursively) that contains `needle`.
-fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
-    let mut hits = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return hits;
-    };
-    for e in entries.flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            hits.extend(files_containing(&p, needle));
-        } else if std::fs::read(&p)
-            .map(|b| String::from_utf8_lossy(&b).contains(needle))
-            .unwrap_or(false)
-        {
-            hits.push(p.display().to_string());
-        }
-    }
-    hits
-}
-
 #[test]
 fn nodes_pull_from_the_sandbox_registries_over_tls_and_auth_is_enforced() {
     const TEST: &str = "nodes_pull_from_the_sandbox_registries_over_tls_and_auth_is_enforced";
@@ -162,7 +142,7 @@ fn nodes_pull_from_the_sandbox_registries_over_tls_and_auth_is_enforced() {
         "/root/.docker",
         &format!("{}/.docker", std::env::var("HOME").unwrap_or_default()),
     ] {
-        let hits = files_containing(Path::new(dir), &password);
+        let hits = common::files_containing(Path::new(dir), &password);
         assert!(hits.is_empty(), "the registry password is in {hits:?}");
     }
 

@@ -573,3 +573,33 @@ async fn a_failed_pull_is_said_once_across_the_passes_of_one_apply() {
         .count();
     assert_eq!(pulls, 1, "pulled once per apply");
 }
+
+/// A pull that failed because the registry was out of reach is tried again by the next pass of
+/// the same apply (only answers are kept in its memo).
+#[tokio::test]
+async fn an_unreachable_registry_is_tried_again_by_the_next_pass() {
+    use fleetctl::transport::fake::FakeRegistry;
+    let w = world(2);
+    let base = BASE
+        .replace("replicas: 2", "replicas: 1\n  placement: {nodes: [node1]}")
+        .replace("image: web:1", "image: reg.example:5000/web:1");
+    let reg = FakeRegistry::new();
+    reg.push("reg.example:5000/web:1", "sha256:aaa");
+    reg.set_unreachable("reg.example:5000", true);
+    for f in w.fakes.values() {
+        f.set_images(&["redis:7"]);
+        f.set_registry(&reg);
+    }
+    let f = fleet(&base);
+    let mut c = cx(&w, &f);
+    c.exec.memo = Some(fleetctl::execute::ApplyMemo::new());
+    let first = pass(&c, &|_| {}).await.unwrap();
+    assert!(
+        first.exec.outcomes.iter().any(|o| !o.ok && !o.skipped),
+        "{:?}",
+        first.exec.outcomes
+    );
+    reg.set_unreachable("reg.example:5000", false);
+    let second = pass(&c, &|_| {}).await.unwrap();
+    assert!(second.exec.ok(), "{:?}", second.exec.outcomes);
+}

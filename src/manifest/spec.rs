@@ -47,11 +47,19 @@ impl DesiredFleet {
         }
     }
 
-    /// Every image the manifests name, with the pull policy of its first user (services, then
-    /// plug classes, by name).
+    /// Every image the manifests name, with the policy that decides how it is pinned when
+    /// several services and plug classes share it: `fleet` when any user copies it between
+    /// engines (a copy carries no registry digest), else `always` when any user asks for it,
+    /// else `missing`, and `never` only when every user says `never`.
     pub fn images(&self) -> BTreeMap<&str, PullPolicy> {
-        let mut out = BTreeMap::new();
-        for (image, pull) in self
+        let rank = |p: PullPolicy| match p {
+            PullPolicy::Never => 0,
+            PullPolicy::Missing => 1,
+            PullPolicy::Always => 2,
+            PullPolicy::Fleet => 3,
+        };
+        let mut out: BTreeMap<&str, PullPolicy> = BTreeMap::new();
+        let users = self
             .services
             .values()
             .map(|s| (s.image.as_str(), s.pull))
@@ -59,9 +67,12 @@ impl DesiredFleet {
                 self.plug_classes
                     .values()
                     .map(|c| (c.image.as_str(), c.pull)),
-            )
-        {
-            out.entry(image).or_insert(pull);
+            );
+        for (image, pull) in users {
+            let e = out.entry(image).or_insert(pull);
+            if rank(pull) > rank(*e) {
+                *e = pull;
+            }
         }
         out
     }
