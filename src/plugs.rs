@@ -290,14 +290,7 @@ pub async fn start_reserved(
         });
     };
     let result: Result<(), PlugError> = async {
-        let id = create_started(
-            rt.as_ref(),
-            &spec,
-            &crate::network::network_spec(fleet),
-            crate::images::fleet_auth(fleet).as_ref(),
-            &runtimes.values().map(|r| r.as_ref()).collect::<Vec<_>>(),
-        )
-        .await?;
+        let id = create_started(rt.as_ref(), &spec, fleet, runtimes).await?;
         wait_running(rt.as_ref(), &id, spec.healthcheck.is_some(), ready_timeout)
             .await
             .map_err(|why| PlugError::NotReady {
@@ -351,18 +344,30 @@ pub async fn start_reserved(
 /// Creates (pulling its image when missing) and starts a plug container; a container of that
 /// name that already exists (an earlier, interrupted attempt) is adopted. Returns its id.
 ///
-/// The fleet's network (`network`) missing on the node: a bridge is made there and the create
-/// tried again; an overlay is the swarm's to make, so the error says to apply first.
+/// The image is made present with `fleet`'s credentials (`pull: fleet`: copied from another of
+/// `runtimes` when its registry cannot serve it). The fleet's network missing on the node: a
+/// bridge is made there and the create tried again; an overlay is the swarm's to make, so the
+/// error says to apply first.
 async fn create_started(
     rt: &dyn crate::transport::NodeRuntime,
     spec: &crate::container::ContainerSpec,
-    network: &crate::container::NetworkSpec,
-    auth: &dyn crate::images::AuthSource,
-    peers: &[&dyn crate::transport::NodeRuntime],
+    fleet: &DesiredFleet,
+    runtimes: &Runtimes,
 ) -> Result<String, PlugError> {
-    crate::images::make_present(rt, &spec.run_image(), spec.pull, auth, peers, &|_| {})
-        .await
-        .map_err(|e| PlugError::Image(Box::new(e)))?;
+    let network = &crate::network::network_spec(fleet);
+    let auth = crate::images::fleet_auth(fleet);
+    let peers: Vec<&dyn crate::transport::NodeRuntime> =
+        runtimes.values().map(|r| r.as_ref()).collect();
+    crate::images::make_present(
+        rt,
+        &spec.run_image(),
+        spec.pull,
+        auth.as_ref(),
+        &peers,
+        &|_| {},
+    )
+    .await
+    .map_err(|e| PlugError::Image(Box::new(e)))?;
     let mut created = rt.create_container(spec).await;
     if let Err(e) = &created
         && e.is_not_found()
@@ -593,14 +598,7 @@ pub async fn touch(
                     host_port: after.host_port,
                 },
             );
-            create_started(
-                rt.as_ref(),
-                &spec,
-                &crate::network::network_spec(fleet),
-                crate::images::fleet_auth(fleet).as_ref(),
-                &runtimes.values().map(|r| r.as_ref()).collect::<Vec<_>>(),
-            )
-            .await?;
+            create_started(rt.as_ref(), &spec, fleet, runtimes).await?;
         }
         Err(e) => return Err(e.into()),
     }
