@@ -451,6 +451,74 @@ pub struct LocalImage {
     pub repo_digests: Vec<String>,
 }
 
+/// A filesystem's size and use, as `df` reports it (bytes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Filesystem {
+    /// Size.
+    pub size: u64,
+    /// Used.
+    pub used: u64,
+    /// Available to unprivileged users (below `size - used` by the reserved blocks).
+    pub available: u64,
+}
+
+impl Filesystem {
+    /// Share in use as `df` computes it: `used / (used + available)`, in hundredths of a percent,
+    /// rounded up (so a watermark is passed as soon as `df` would show it passed).
+    pub fn used_hundredths(&self) -> u32 {
+        let total = u128::from(self.used) + u128::from(self.available);
+        if total == 0 {
+            return 0;
+        }
+        (u128::from(self.used) * 10_000).div_ceil(total).min(10_000) as u32
+    }
+}
+
+/// One image as the engine's `system df` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ImageUsage {
+    /// The engine's image id (`sha256:…`).
+    pub id: String,
+    /// `repository:tag` names (none for an untagged image).
+    pub tags: Vec<String>,
+    /// `repository@sha256:…` names.
+    pub digests: Vec<String>,
+    /// Size including layers shared with other images, bytes.
+    pub size: u64,
+    /// Bytes shared with other images (removing this image alone does not free them); 0 when the
+    /// engine does not say.
+    pub shared_size: u64,
+    /// Creation time, seconds since the epoch.
+    pub created: i64,
+    /// Containers (any state, any owner) created from it.
+    pub containers: u64,
+}
+
+/// What the engine's data root holds, by kind (`GET /system/df`), bytes.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct EngineDisk {
+    /// Every top-level image.
+    pub images: Vec<ImageUsage>,
+    /// Image layers, counted once (`LayersSize`).
+    pub images_bytes: u64,
+    /// Containers' writable layers.
+    pub containers_bytes: u64,
+    /// Local volumes.
+    pub volumes_bytes: u64,
+    /// Build cache.
+    pub build_cache_bytes: u64,
+}
+
+impl EngineDisk {
+    /// Everything the engine stores.
+    pub fn total(&self) -> u64 {
+        self.images_bytes
+            .saturating_add(self.containers_bytes)
+            .saturating_add(self.volumes_bytes)
+            .saturating_add(self.build_cache_bytes)
+    }
+}
+
 /// How far one pull on one node has come: layers and bytes, as the engine reports them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PullProgress {
@@ -585,6 +653,10 @@ pub struct EngineInfo {
     /// Swarm membership.
     #[serde(default)]
     pub swarm: SwarmInfo,
+    /// The engine's data root (`DockerRootDir`, e.g. `/var/lib/docker`): images and container
+    /// layers live on its filesystem. Empty when the engine does not say.
+    #[serde(default)]
+    pub docker_root_dir: String,
 }
 
 /// A container event from the engine's event stream: a hint that something changed.

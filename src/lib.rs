@@ -30,6 +30,7 @@ pub mod container;
 pub mod controller;
 pub mod converge;
 pub mod desired;
+pub mod disk;
 pub mod drain;
 pub mod execute;
 pub mod images;

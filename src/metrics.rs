@@ -12,6 +12,10 @@
 //! | `fleetctl_restarts_held_total` | counter | `node` (restarts held back by the backoff) |
 //! | `fleetctl_node_ready` | gauge | `node` (1 Ready, 0 otherwise) |
 //! | `fleetctl_plugs` | gauge | `node`, `state` |
+//! | `fleetctl_node_disk_used_ratio` | gauge | `node` (data root filesystem, 0–1, as last measured) |
+//! | `fleetctl_node_disk_size_bytes` | gauge | `node` |
+//! | `fleetctl_images_pruned_total` | counter | `node` (images removed above `diskHighWatermark`) |
+//! | `fleetctl_image_prune_reclaimed_bytes_total` | counter | `node` (their unshared bytes) |
 //! | `fleetctl_docker_call_duration_seconds` | histogram | `node`, `op` |
 //! | `fleetctl_docker_call_errors_total` | counter | `node`, `op` |
 
@@ -66,6 +70,14 @@ pub struct Metrics {
     pub node_ready: Family<Labels, Gauge>,
     /// Plugs per node and state.
     pub plugs: Family<Labels, Gauge>,
+    /// Share of each node's data root filesystem in use (0–1).
+    pub node_disk_used: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Size of each node's data root filesystem.
+    pub node_disk_size: Family<Labels, Gauge>,
+    /// Images removed above the disk watermark, per node.
+    pub images_pruned: Family<Labels, Counter>,
+    /// Bytes those removals freed (their unshared size), per node.
+    pub image_bytes_reclaimed: Family<Labels, Counter>,
     /// Docker call latency per node and operation.
     pub docker_calls: HistogramFamily,
     /// Failed Docker calls per node and operation.
@@ -91,6 +103,10 @@ impl Metrics {
             restarts_held: Family::default(),
             node_ready: Family::default(),
             plugs: Family::default(),
+            node_disk_used: Family::default(),
+            node_disk_size: Family::default(),
+            images_pruned: Family::default(),
+            image_bytes_reclaimed: Family::default(),
             docker_calls: Family::new_with_constructor(docker_buckets as fn() -> Histogram),
             docker_errors: Family::default(),
             registry: Registry::default(),
@@ -134,6 +150,28 @@ impl Metrics {
             "fleetctl_plugs",
             "Plug instances per node and state",
             m.plugs.clone(),
+        );
+        registry.register(
+            "fleetctl_node_disk_used_ratio",
+            "Share of the node's engine data root filesystem in use, as last measured",
+            m.node_disk_used.clone(),
+        );
+        registry.register_with_unit(
+            "fleetctl_node_disk_size",
+            "Size of the node's engine data root filesystem",
+            prometheus_client::registry::Unit::Bytes,
+            m.node_disk_size.clone(),
+        );
+        registry.register(
+            "fleetctl_images_pruned",
+            "Images removed because the node's disk was above diskHighWatermark",
+            m.images_pruned.clone(),
+        );
+        registry.register_with_unit(
+            "fleetctl_image_prune_reclaimed",
+            "Bytes freed by those removals (each image's unshared size)",
+            prometheus_client::registry::Unit::Bytes,
+            m.image_bytes_reclaimed.clone(),
         );
         registry.register(
             "fleetctl_docker_call_duration_seconds",
@@ -273,6 +311,16 @@ impl NodeRuntime for MeteredRuntime {
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<(), TransportError> {
         self.timed("load", self.inner.load_image(archive, progress))
+            .await
+    }
+    async fn disk_usage(&self) -> Result<crate::container::EngineDisk, TransportError> {
+        self.timed("system_df", self.inner.disk_usage()).await
+    }
+    async fn filesystem(&self, path: &str) -> Result<crate::container::Filesystem, TransportError> {
+        self.timed("df", self.inner.filesystem(path)).await
+    }
+    async fn remove_image(&self, reference: &str) -> Result<(), TransportError> {
+        self.timed("remove_image", self.inner.remove_image(reference))
             .await
     }
     async fn put_archive(&self, id: &str, dir: &str, tar: Vec<u8>) -> Result<(), TransportError> {

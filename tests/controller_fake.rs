@@ -664,3 +664,95 @@ async fn shutdown_finishes_promptly_and_returns_ok() {
     w.stop().await;
     assert!(started.elapsed() < Duration::from_secs(2));
 }
+
+fn usage(id: &str, tags: &[&str], gib: u64, created: i64) -> fleetctl::container::ImageUsage {
+    fleetctl::container::ImageUsage {
+        id: format!("sha256:{id}"),
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        size: gib << 30,
+        created,
+        ..Default::default()
+    }
+}
+
+fn filesystem(used_gib: u64, available_gib: u64) -> fleetctl::container::Filesystem {
+    fleetctl::container::Filesystem {
+        size: (used_gib + available_gib) << 30,
+        used: used_gib << 30,
+        available: available_gib << 30,
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_over_the_disk_watermark_loses_the_images_nothing_uses_or_names_and_says_so_once() {
+    let w = world(&format!(
+        "{}{WEB}",
+        fleet_doc(", diskHighWatermark: 80%")
+    ));
+    let node1 = &w.fakes["node1"];
+    node1.add_foreign("operators-own", BTreeMap::new());
+    node1.set_disk(
+        Some(filesystem(90, 10)),
+        vec![
+            usage("web", &["web:1"], 1, 5),
+            usage("old", &["old:1", "old:latest"], 3, 2),
+            usage("dangling0123456789", &[], 2, 1),
+            usage("tool", &["tool:2"], 1, 3),
+            usage("foreign", &["foreign:latest"], 1, 4),
+        ],
+    );
+    let untouched = vec![usage("other", &["other:1"], 5, 1)];
+    w.fakes["node2"].set_disk(Some(filesystem(50, 50)), untouched.clone());
+    // node3: `df` fails and no capacity.disk is declared: its use is unknown, nothing goes.
+    w.fakes["node3"].set_disk(None, untouched.clone());
+
+    let pruned = || {
+        w.store
+            .events(100)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.action == "prune-images")
+            .collect::<Vec<_>>()
+    };
+    until("node1 pruned", Duration::from_secs(5), || !pruned().is_empty()).await;
+    let left: BTreeSet<String> = node1.disk_images().into_iter().map(|i| i.id).collect();
+    assert_eq!(
+        left,
+        BTreeSet::from(["sha256:web".to_string(), "sha256:foreign".to_string()]),
+        "the image the manifests name and the one a foreign container uses stay"
+    );
+    let e = &pruned()[0];
+    assert_eq!(e.node.as_deref(), Some("node1"));
+    assert!(
+        e.message.starts_with("disk 90% > 80% (/var/lib/docker): removed 3 image(s)")
+            && e.message.contains("sha256:dangling0123, old:1, tool:2")
+            && e.message.contains("now 84%"),
+        "{}",
+        e.message
+    );
+    assert_eq!(w.fakes["node2"].disk_images(), untouched);
+    assert_eq!(w.fakes["node3"].disk_images(), untouched);
+    let metrics = w.ctl.metrics().encode();
+    assert!(
+        metrics.contains("fleetctl_images_pruned_total{node=\"node1\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("fleetctl_node_disk_used_ratio{node=\"node2\"} 0.5"),
+        "{metrics}"
+    );
+
+    // Still above with nothing left to remove: said once, not every resync.
+    tokio::time::sleep(Duration::from_secs(95)).await;
+    let high: Vec<_> = w
+        .store
+        .events(100)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "disk-high")
+        .collect();
+    assert_eq!(high.len(), 1, "{high:?}");
+    assert!(high[0].message.contains("disk 84% > 80%"), "{}", high[0].message);
+    assert_eq!(pruned().len(), 1);
+    w.stop().await;
+}

@@ -872,6 +872,7 @@ mod tests {
             containers: 3,
             containers_running: 2,
             operating_system: "Debian".into(),
+            docker_root_dir: "/var/lib/docker".into(),
         }
     }
 

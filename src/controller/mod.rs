@@ -46,6 +46,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::container::{RunState, labels};
+use crate::disk;
 use crate::execute::{ExecOptions, Progress, Runtimes};
 use crate::manifest::{self, Loaded, NodeSpec};
 use crate::metrics::{MeteredRuntime, Metrics, node_labels};
@@ -203,6 +204,9 @@ struct LoopState {
     last_observed: ObservedFleet,
     /// Memory measured per node by the last pressure check.
     measured: BTreeMap<String, u64>,
+    /// Nodes above `diskHighWatermark` with nothing left to prune, already reported: said once
+    /// until the node falls back under the watermark.
+    disk_full_said: BTreeSet<String>,
 }
 
 /// A running controller. Shared (`Arc`) between the loop, the API and the intent handlers.
@@ -356,6 +360,7 @@ impl Controller {
             tokio::spawn(self.clone().poll_intents());
         }
         tokio::spawn(self.clone().watch_pressure());
+        tokio::spawn(self.clone().watch_disk());
         let result = self.run_loop().await;
         self.tasks.cancel();
         let fenced = self
@@ -609,6 +614,154 @@ impl Controller {
                 ))),
                 Err(e) => tracing::warn!(error = %e, "memory pressure check failed"),
             }
+        }
+    }
+
+    /// Every `resync` while `diskHighWatermark` is set (from the start): measure every node's
+    /// disk and prune the nodes above it ([`Self::check_disk`]). Beside the loop, like the
+    /// memory check: `system df` walks the engine's data root, which never sits on the path
+    /// of a restart.
+    async fn watch_disk(self: Arc<Self>) {
+        loop {
+            if self.desired().fleet.fleet.disk_high_watermark.is_some() {
+                self.check_disk().await;
+            }
+            let period = self.desired().fleet.fleet.resync;
+            tokio::select! {
+                _ = self.tasks.cancelled() => return,
+                _ = tokio::time::sleep(period) => {}
+            }
+        }
+    }
+
+    /// Measures every node's disk ([`disk::measure`]) and, on each node above the watermark,
+    /// removes the images [`disk::prune_plan`] names: none that a container uses or the
+    /// applied manifests name (with the digests the fleet runs). Removals run under the work
+    /// lock, so no pass pulls or creates meanwhile; each node's are one event (`prune-images`)
+    /// and count in the metrics. A node above the watermark with nothing to remove is reported
+    /// once (`disk-high`) until it falls back under.
+    pub async fn check_disk(&self) {
+        let loaded = self.desired();
+        let fleet = &loaded.fleet;
+        let Some(watermark) = fleet.fleet.disk_high_watermark else {
+            return;
+        };
+        let runtimes = self.runtimes();
+        let digests = match self.store.image_digests() {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "disk check skipped: the recorded digests cannot be read");
+                return;
+            }
+        };
+        let keep = disk::Keep::of(&fleet.with_digests(&digests));
+        let checks = fleet.nodes.iter().filter_map(|(name, spec)| {
+            let rt = runtimes.get(name)?.clone();
+            let declared = spec.capacity_disk.map(|b| b.0);
+            Some(async move { (name.clone(), rt.clone(), disk::measure(rt.as_ref(), declared).await) })
+        });
+        for (node, rt, measured) in futures_util::future::join_all(checks).await {
+            let d = match measured {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::debug!(node = %node, error = %e, "disk not measured");
+                    continue;
+                }
+            };
+            if let Some(e) = &d.filesystem_error {
+                tracing::debug!(node = %node, error = %e, "data root filesystem not measured");
+            }
+            self.disk_metrics(&node, &d);
+            let Some(used) = d.used_hundredths() else {
+                continue;
+            };
+            if used <= watermark.0 {
+                lock(&self.state).disk_full_said.remove(&node);
+                continue;
+            }
+            let over = format!(
+                "disk {} > {} ({})",
+                disk::percent_text(used),
+                disk::percent_text(watermark.0),
+                d.data_root
+            );
+            let plan = disk::prune_plan(&d, watermark, &keep);
+            if plan.is_empty() {
+                if lock(&self.state).disk_full_said.insert(node.clone()) {
+                    let message = format!(
+                        "{over}: no image can be removed (each is used by a container or named by the manifests)"
+                    );
+                    tracing::warn!(node = %node, "{message}");
+                    self.event("disk-high", &node, &message);
+                }
+                continue;
+            }
+            let (removed, failed) = {
+                let _work = self.work.lock().await;
+                prune(rt.as_ref(), &plan).await
+            };
+            let freed: u64 = removed.iter().map(|r| r.bytes()).sum();
+            let m = &self.metrics;
+            m.images_pruned
+                .get_or_create(&node_labels(&node))
+                .inc_by(removed.len() as u64);
+            m.image_bytes_reclaimed
+                .get_or_create(&node_labels(&node))
+                .inc_by(freed);
+            let now = match rt.filesystem(&d.data_root).await {
+                Ok(fs) => {
+                    let after = disk::NodeDisk {
+                        filesystem: Some(fs),
+                        ..d.clone()
+                    };
+                    self.disk_metrics(&node, &after);
+                    after.used_hundredths().map(|u| format!("; now {}", disk::percent_text(u)))
+                }
+                Err(_) => None,
+            };
+            let mut message = over;
+            if !removed.is_empty() {
+                message.push_str(&format!(
+                    ": removed {} image(s) no container uses and no manifest names: {} (freed about {}){}",
+                    removed.len(),
+                    removed.iter().map(disk::Removal::label).collect::<Vec<_>>().join(", "),
+                    crate::manifest::quantity::Bytes(freed),
+                    now.unwrap_or_default()
+                ));
+            }
+            for (r, e) in &failed {
+                message.push_str(&format!("; kept {}: {e}", r.label()));
+            }
+            tracing::info!(node = %node, removed = removed.len(), freed, "{message}");
+            self.event(
+                if removed.is_empty() { "prune-images-failed" } else { "prune-images" },
+                &node,
+                &message,
+            );
+        }
+    }
+
+    fn disk_metrics(&self, node: &str, d: &disk::NodeDisk) {
+        if let Some(used) = d.used_hundredths() {
+            self.metrics
+                .node_disk_used
+                .get_or_create(&node_labels(node))
+                .set(f64::from(used) / 10_000.0);
+        }
+        if let Some(size) = d.size() {
+            self.metrics
+                .node_disk_size
+                .get_or_create(&node_labels(node))
+                .set(i64::try_from(size).unwrap_or(i64::MAX));
+        }
+    }
+
+    fn event(&self, action: &str, node: &str, message: &str) {
+        if let Err(e) =
+            self.store
+                .record_event(self.now_ms(), &self.cfg.actor, action, Some(node), None, message)
+        {
+            tracing::warn!(error = %e, "could not record event");
         }
     }
 
@@ -963,6 +1116,31 @@ impl Controller {
             }
         }
     }
+}
+
+/// Removes each image of `plan` by its names in turn; returns the images removed and those
+/// kept, with why (the engine's refusal: a container created since the measurement uses it).
+/// A name already gone counts as removed.
+async fn prune(
+    rt: &dyn NodeRuntime,
+    plan: &[disk::Removal],
+) -> (Vec<disk::Removal>, Vec<(disk::Removal, String)>) {
+    let mut removed = Vec::new();
+    let mut failed = Vec::new();
+    'images: for r in plan {
+        for name in &r.names {
+            match rt.remove_image(name).await {
+                Ok(()) => {}
+                Err(e) if e.kind == crate::transport::ErrorKind::NotFound => {}
+                Err(e) => {
+                    failed.push((r.clone(), e.message.clone()));
+                    continue 'images;
+                }
+            }
+        }
+        removed.push(r.clone());
+    }
+    (removed, failed)
 }
 
 fn log_progress(p: &Progress) {

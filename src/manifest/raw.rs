@@ -67,6 +67,10 @@ pub struct RawFleetSpec {
     /// Credentials for private registries (default: the operator's ~/.docker/config.json
     /// alone). A registry listed here is not looked up there.
     pub registries: Option<Vec<RawRegistry>>,
+    /// Share of a node's disk (the filesystem of the engine's data root) above which
+    /// `fleetctl run` removes the images that no container of the node uses and the applied
+    /// manifests do not name (default: never).
+    pub disk_high_watermark: Option<Sp<Percent>>,
 }
 decode_struct!(RawFleetSpec {
     opt resync = "resync",
@@ -74,6 +78,7 @@ decode_struct!(RawFleetSpec {
     opt api = "api",
     opt network = "network",
     opt registries = "registries",
+    opt disk_high_watermark = "diskHighWatermark",
 });
 
 /// One entry of `spec.registries` of kind `Fleet`.

@@ -97,6 +97,10 @@ pub struct FleetSpec {
     /// password is kept here; [`crate::registry::Credentials`] reads it when it is needed.
     #[serde(default)]
     pub registries: Vec<RegistrySpec>,
+    /// Disk use of a node (its engine's data root filesystem) above which the controller prunes
+    /// images nothing uses or keeps; `None`: never.
+    #[serde(default)]
+    pub disk_high_watermark: Option<Percent>,
 }
 
 /// One entry of `Fleet.spec.registries`: the user and where its password is.
@@ -275,6 +279,7 @@ impl Default for FleetSpec {
             api_token_file: None,
             network: NetworkSettings::default(),
             registries: Vec::new(),
+            disk_high_watermark: None,
         }
     }
 }

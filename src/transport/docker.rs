@@ -44,6 +44,7 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, DeleteNodeOptionsBuilder,
     DownloadFromContainerOptionsBuilder, EventsOptionsBuilder, LeaveSwarmOptionsBuilder,
     ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
+    RemoveImageOptionsBuilder,
     StatsOptionsBuilder, StopContainerOptionsBuilder, UpdateNodeOptionsBuilder,
     UploadToContainerOptionsBuilder,
 };
@@ -54,7 +55,8 @@ use super::connector::{self, SshConnector, UnixConnector};
 use super::ssh::{ConnState, SshError, SshSession};
 use super::{ContainerUpdate, ErrorKind, ListFilter, NodeRuntime, RegistryCause, TransportError};
 use crate::container::{
-    ContainerDetails, ContainerRecord, ContainerSpec, EngineEvent, EngineInfo, Health, JoinTokens,
+    ContainerDetails, ContainerRecord, ContainerSpec, EngineDisk, EngineEvent, EngineInfo,
+    Filesystem, Health, ImageUsage, JoinTokens,
     LocalImage, NetworkAttachment, NetworkDriver, NetworkRecord, NetworkSpec, PortMapping,
     Protocol, PullProgress, RegistryAuth, Resources, RestartPolicy, RunState, SwarmInfo,
     SwarmMember, SwarmRole, SwarmState,
@@ -109,6 +111,14 @@ pub const LIST_HEALTH_API_VERSION: ApiVersion = ApiVersion {
     major: 1,
     minor: 52,
 };
+/// From this API version `system df` lists the objects it counted only when asked `verbose`.
+pub const DF_VERBOSE_API_VERSION: ApiVersion = ApiVersion {
+    major: 1,
+    minor: 52,
+};
+/// Deadline of `system df`: the engine walks every container's writable layer for it, which
+/// takes seconds on a busy node.
+pub const DF_TIMEOUT: Duration = Duration::from_secs(120);
 /// Container events that can change what fleetctl should do (SPEC §6).
 pub const WATCHED_EVENTS: [&str; 5] = ["die", "oom", "start", "destroy", "health_status"];
 
@@ -354,6 +364,7 @@ impl NodeRuntime for DockerRuntime {
                 .and_then(|n| u64::try_from(n).ok())
                 .unwrap_or(0),
             operating_system: info.operating_system.unwrap_or_default(),
+            docker_root_dir: info.docker_root_dir.unwrap_or_default(),
         })
     }
 
@@ -550,6 +561,93 @@ impl NodeRuntime for DockerRuntime {
             })
             .await?;
         Ok(stats.as_ref().map(memory_working_set).unwrap_or(0))
+    }
+
+    async fn disk_usage(&self) -> Result<EngineDisk, TransportError> {
+        // bollard's model is the API 1.52 shape; an older engine answers in its own, so the
+        // answer is read here for both.
+        let path = if self
+            .api_version()
+            .is_some_and(|v| v >= DF_VERBOSE_API_VERSION)
+        {
+            "/system/df?verbose=1"
+        } else {
+            "/system/df"
+        };
+        let body = self
+            .raw("system df", None, DF_TIMEOUT, http::Method::GET, path, None)
+            .await?;
+        let value: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+            TransportError::new(
+                &self.node,
+                "system df",
+                ErrorKind::Other,
+                format!("malformed answer: {e}"),
+            )
+        })?;
+        Ok(disk_from_df(&value))
+    }
+
+    async fn filesystem(&self, path: &str) -> Result<Filesystem, TransportError> {
+        let command = format!("df -Pk -- {}", shell_quote(path));
+        let (status, out) = match &self.ssh {
+            Some(ssh) => ssh
+                .run(&command, CALL_TIMEOUT)
+                .await
+                .map_err(|e| e.to_transport(&self.node, "df").with_object(path))?,
+            None => {
+                let run = tokio::process::Command::new("df")
+                    .args(["-Pk", "--", path])
+                    .stdin(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .output();
+                let out = tokio::time::timeout(CALL_TIMEOUT, run)
+                    .await
+                    .map_err(|_| timeout_error(&self.node, "df", Some(path), CALL_TIMEOUT))?
+                    .map_err(|e| {
+                        TransportError::new(&self.node, "df", ErrorKind::Other, e.to_string())
+                            .with_object(path)
+                    })?;
+                (
+                    out.status.code().and_then(|c| u32::try_from(c).ok()),
+                    out.stdout,
+                )
+            }
+        };
+        if status != Some(0) {
+            return Err(TransportError::new(
+                &self.node,
+                "df",
+                ErrorKind::Other,
+                match status {
+                    Some(s) => format!("`{command}` exited with status {s}"),
+                    None => format!("`{command}` ended without an exit status"),
+                },
+            )
+            .with_object(path));
+        }
+        parse_df(&String::from_utf8_lossy(&out)).ok_or_else(|| {
+            TransportError::new(
+                &self.node,
+                "df",
+                ErrorKind::Other,
+                format!("unexpected output of `{command}`"),
+            )
+            .with_object(path)
+        })
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<(), TransportError> {
+        let options = RemoveImageOptionsBuilder::new()
+            .force(false)
+            .noprune(false)
+            .build();
+        let name = reference.to_string();
+        self.call("remove image", Some(reference), CALL_TIMEOUT, |d| async move {
+            d.remove_image(&name, Some(options), None).await
+        })
+        .await
+        .map(|_| ())
     }
 
     async fn import_image(&self, reference: &str, rootfs: Vec<u8>) -> Result<(), TransportError> {
@@ -2181,6 +2279,100 @@ pub fn load_stream_error(answer: &[u8]) -> Option<String> {
 }
 
 /// The whole body of a response.
+/// The engine's `system df` answer as fleetctl's model, from either shape: up to API 1.51
+/// (`LayersSize`, `Images`, `Containers`, `Volumes`, `BuildCache`) or from 1.52
+/// (`ImageUsage`, `ContainerUsage`, … with `Items` when asked `verbose`). An image's
+/// `containers` is the larger of the engine's count and the containers listed with its id.
+pub fn disk_from_df(v: &serde_json::Value) -> EngineDisk {
+    let int = |v: &serde_json::Value| v.as_i64().map_or(0, |n| u64::try_from(n).unwrap_or(0));
+    let items = |old: &str, new: &str| -> Vec<serde_json::Value> {
+        v.get(old)
+            .or_else(|| v.get(new).and_then(|u| u.get("Items")))
+            .and_then(|a| a.as_array())
+            .cloned()
+            .unwrap_or_default()
+    };
+    let strings = |v: &serde_json::Value| -> Vec<String> {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str())
+                    .filter(|s| !s.starts_with("<none>"))
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let containers = items("Containers", "ContainerUsage");
+    let images: Vec<ImageUsage> = items("Images", "ImageUsage")
+        .iter()
+        .map(|i| {
+            let id = i["Id"].as_str().unwrap_or_default().to_string();
+            let listed = containers
+                .iter()
+                .filter(|c| c["ImageID"].as_str() == Some(id.as_str()))
+                .count() as u64;
+            ImageUsage {
+                tags: strings(&i["RepoTags"]),
+                digests: strings(&i["RepoDigests"]),
+                size: int(&i["Size"]),
+                shared_size: int(&i["SharedSize"]),
+                created: i["Created"].as_i64().unwrap_or(0),
+                containers: int(&i["Containers"]).max(listed),
+                id,
+            }
+        })
+        .collect();
+    let total = |new: &str| v.get(new).map(|u| int(&u["TotalSize"]));
+    let sum = |list: &[serde_json::Value], field: &dyn Fn(&serde_json::Value) -> u64| -> u64 {
+        list.iter().map(field).sum()
+    };
+    EngineDisk {
+        images_bytes: v
+            .get("LayersSize")
+            .map(int)
+            .or_else(|| total("ImageUsage"))
+            .unwrap_or_else(|| images.iter().map(|i| i.size).sum()),
+        containers_bytes: total("ContainerUsage")
+            .unwrap_or_else(|| sum(&containers, &|c| int(&c["SizeRw"]))),
+        volumes_bytes: total("VolumeUsage").unwrap_or_else(|| {
+            sum(&items("Volumes", "VolumeUsage"), &|vol| {
+                int(&vol["UsageData"]["Size"])
+            })
+        }),
+        build_cache_bytes: total("BuildCacheUsage").unwrap_or_else(|| {
+            sum(&items("BuildCache", "BuildCacheUsage"), &|b| {
+                if b["Shared"].as_bool() == Some(true) {
+                    0
+                } else {
+                    int(&b["Size"])
+                }
+            })
+        }),
+        images,
+    }
+}
+
+/// The filesystem line of `df -Pk` (POSIX format, 1024-byte blocks): size, used, available.
+/// `None` when the output has no such line.
+pub fn parse_df(out: &str) -> Option<Filesystem> {
+    let line = out.lines().nth(1)?;
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    // Filesystem, blocks, used, available, capacity, mount point (which may hold spaces).
+    let kib = |i: usize| fields.get(i)?.parse::<u64>().ok()?.checked_mul(1024);
+    Some(Filesystem {
+        size: kib(1)?,
+        used: kib(2)?,
+        available: kib(3)?,
+    })
+}
+
+/// `s` as one word for a POSIX shell: single-quoted, with each `'` closed, escaped and
+/// reopened.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
 async fn read_body(mut body: hyper::body::Incoming) -> Result<Vec<u8>, bollard::errors::Error> {
     use hyper::body::Body;
     let mut out = Vec::new();
@@ -3187,5 +3379,68 @@ mod tests {
             "network x not found"
         );
         assert_eq!(engine_error_message(b"plain text\n"), "plain text");
+    }
+
+    #[test]
+    fn system_df_is_read_in_the_shape_of_api_1_41() {
+        let v = serde_json::json!({
+            "LayersSize": 1_000_000,
+            "Images": [
+                {"Id": "sha256:aaa", "RepoTags": ["app:1", "app:latest"], "RepoDigests": ["reg/app@sha256:d1"],
+                 "Created": 100, "Size": 700_000, "SharedSize": 200_000, "Containers": 0},
+                {"Id": "sha256:bbb", "RepoTags": ["<none>:<none>"], "RepoDigests": ["<none>@<none>"],
+                 "Created": 50, "Size": 300_000, "SharedSize": -1, "Containers": -1}
+            ],
+            "Containers": [
+                {"Id": "c1", "ImageID": "sha256:bbb", "SizeRw": 4_096},
+                {"Id": "c2", "ImageID": "sha256:bbb", "SizeRw": 1_024}
+            ],
+            "Volumes": [{"Name": "v", "UsageData": {"Size": 10, "RefCount": 1}}],
+            "BuildCache": [{"ID": "x", "Size": 7, "Shared": false}, {"ID": "y", "Size": 9, "Shared": true}]
+        });
+        let d = disk_from_df(&v);
+        assert_eq!(d.images_bytes, 1_000_000);
+        assert_eq!(d.containers_bytes, 5_120);
+        assert_eq!(d.volumes_bytes, 10);
+        assert_eq!(d.build_cache_bytes, 7);
+        assert_eq!(d.images[0].tags, ["app:1", "app:latest"]);
+        assert_eq!(d.images[0].digests, ["reg/app@sha256:d1"]);
+        assert_eq!((d.images[0].shared_size, d.images[0].containers), (200_000, 0));
+        // Untagged: no names; its users counted from the container list.
+        assert!(d.images[1].tags.is_empty() && d.images[1].digests.is_empty());
+        assert_eq!((d.images[1].shared_size, d.images[1].containers), (0, 2));
+    }
+
+    #[test]
+    fn system_df_is_read_in_the_shape_of_api_1_52() {
+        let v = serde_json::json!({
+            "ImageUsage": {"TotalSize": 900, "Items": [
+                {"Id": "sha256:aaa", "RepoTags": ["app:1"], "RepoDigests": [], "Created": 1, "Size": 900, "SharedSize": 0, "Containers": 1}
+            ]},
+            "ContainerUsage": {"TotalSize": 30},
+            "VolumeUsage": {"TotalSize": 20},
+            "BuildCacheUsage": {"TotalSize": 10}
+        });
+        let d = disk_from_df(&v);
+        assert_eq!(
+            (d.images_bytes, d.containers_bytes, d.volumes_bytes, d.build_cache_bytes),
+            (900, 30, 20, 10)
+        );
+        assert_eq!(d.images[0].containers, 1);
+        assert_eq!(d.total(), 960);
+    }
+
+    #[test]
+    fn df_output_is_read_in_posix_format_and_paths_are_quoted_for_the_shell() {
+        let out = "Filesystem     1024-blocks     Used Available Capacity Mounted on\n\
+                   /dev/vda1         20480000 16384000   3072000      85% /var/lib/my docker\n";
+        let fs = parse_df(out).unwrap();
+        assert_eq!(
+            (fs.size, fs.used, fs.available),
+            (20_480_000 * 1024, 16_384_000 * 1024, 3_072_000 * 1024)
+        );
+        assert_eq!(fs.used_hundredths(), 8422);
+        assert_eq!(parse_df("df: /nope: No such file or directory\n"), None);
+        assert_eq!(shell_quote("/var/lib/it's"), r"'/var/lib/it'\''s'");
     }
 }

@@ -69,6 +69,15 @@ impl NodeRuntime for FailedRuntime {
     ) -> Result<String, TransportError> {
         Err(self.err("resolve image"))
     }
+    async fn disk_usage(&self) -> Result<crate::container::EngineDisk, TransportError> {
+        Err(self.err("system df"))
+    }
+    async fn filesystem(&self, _: &str) -> Result<crate::container::Filesystem, TransportError> {
+        Err(self.err("df"))
+    }
+    async fn remove_image(&self, _: &str) -> Result<(), TransportError> {
+        Err(self.err("remove image"))
+    }
     async fn create_container(&self, _: &ContainerSpec) -> Result<String, TransportError> {
         Err(self.err("create container"))
     }

@@ -19,8 +19,8 @@ use tokio::sync::broadcast;
 
 use super::{ContainerUpdate, ErrorKind, ListFilter, NodeRuntime, TransportError};
 use crate::container::{
-    ContainerDetails, ContainerRecord, ContainerSpec, EngineEvent, EngineInfo, Health, JoinTokens,
-    LocalImage, NetworkAttachment, NetworkDriver, NetworkRecord, NetworkSpec, PullProgress,
+    ContainerDetails, ContainerRecord, ContainerSpec, EngineDisk, EngineEvent, EngineInfo,
+    Filesystem, Health, ImageUsage, JoinTokens, LocalImage, NetworkAttachment, NetworkDriver, NetworkRecord, NetworkSpec, PullProgress,
     RegistryAuth, RunState, SwarmInfo, SwarmMember, SwarmRole, SwarmState,
 };
 
@@ -69,6 +69,7 @@ impl Call {
                 | "update"
                 | "pull"
                 | "load"
+                | "remove-image"
                 | "create-network"
                 | "remove-network"
                 | "swarm-init"
@@ -221,6 +222,10 @@ struct Inner {
     /// The registries this engine pulls from (none: every pull fails as not found).
     registry: Option<FakeRegistry>,
     calls: Vec<Call>,
+    /// The data root's filesystem and the images `system df` lists (see
+    /// [`FakeRuntime::set_disk`]); `None`: `df` fails as on a restricted SSH account.
+    filesystem: Option<Filesystem>,
+    disk_images: Vec<ImageUsage>,
     /// Fail the call with this ordinal (1-based, counting mutating calls only).
     fail_at_mutation: Option<usize>,
     mutations: usize,
@@ -240,6 +245,8 @@ impl Default for Inner {
             pulled: BTreeMap::new(),
             registry: None,
             calls: Vec::new(),
+            filesystem: None,
+            disk_images: Vec::new(),
             fail_at_mutation: None,
             mutations: 0,
             clock: 0,
@@ -403,6 +410,7 @@ impl FakeRuntime {
                 containers: 0,
                 containers_running: 0,
                 operating_system: "fake".into(),
+                docker_root_dir: "/var/lib/docker".into(),
             },
         }
     }
@@ -447,6 +455,19 @@ impl FakeRuntime {
     /// Restricts the images present on the node (default: every image is present).
     pub fn set_images(&self, images: &[&str]) {
         self.lock().images = images.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// Sets the data root's filesystem and the images `system df` lists. Removing an image
+    /// frees its unshared bytes from `filesystem.used`.
+    pub fn set_disk(&self, filesystem: Option<Filesystem>, images: Vec<ImageUsage>) {
+        let mut inner = self.lock();
+        inner.filesystem = filesystem;
+        inner.disk_images = images;
+    }
+
+    /// The images `system df` lists now (their `containers` counts unset).
+    pub fn disk_images(&self) -> Vec<ImageUsage> {
+        self.lock().disk_images.clone()
     }
 
     /// Pulls from `registry` from now on (its clones share its contents).
@@ -933,6 +954,13 @@ struct Member {
     left: bool,
 }
 
+/// Every name a fake image answers to: its id, tags and digests.
+fn fake_image_names(i: &ImageUsage) -> impl Iterator<Item = &str> {
+    std::iter::once(i.id.as_str())
+        .chain(i.tags.iter().map(String::as_str))
+        .chain(i.digests.iter().map(String::as_str))
+}
+
 fn record(c: &FakeContainer) -> ContainerRecord {
     ContainerRecord {
         networks: vec![c.network().to_string()],
@@ -1038,6 +1066,97 @@ impl NodeRuntime for FakeRuntime {
             ),
             repo_digests: pulled,
         }))
+    }
+
+    async fn disk_usage(&self) -> Result<EngineDisk, TransportError> {
+        self.begin("system-df", "")?;
+        let inner = self.lock();
+        let images: Vec<ImageUsage> = inner
+            .disk_images
+            .iter()
+            .map(|i| ImageUsage {
+                containers: inner
+                    .containers
+                    .values()
+                    .filter(|c| fake_image_names(i).any(|n| n == c.spec.run_image()))
+                    .count() as u64,
+                ..i.clone()
+            })
+            .collect();
+        Ok(EngineDisk {
+            images_bytes: images
+                .iter()
+                .map(|i| i.size.saturating_sub(i.shared_size))
+                .sum(),
+            images,
+            ..EngineDisk::default()
+        })
+    }
+
+    async fn filesystem(&self, path: &str) -> Result<Filesystem, TransportError> {
+        self.begin("df", path)?;
+        self.lock().filesystem.ok_or_else(|| {
+            TransportError::new(
+                &self.node,
+                "df",
+                ErrorKind::Other,
+                "this account may not run commands (fake)",
+            )
+        })
+    }
+
+    async fn remove_image(&self, reference: &str) -> Result<(), TransportError> {
+        self.begin("remove-image", reference)?;
+        let mut inner = self.lock();
+        let Some(pos) = inner
+            .disk_images
+            .iter()
+            .position(|i| fake_image_names(i).any(|n| n == reference))
+        else {
+            return Err(TransportError::new(
+                &self.node,
+                "remove image",
+                ErrorKind::NotFound,
+                format!("No such image: {reference}"),
+            )
+            .with_object(reference));
+        };
+        let image = inner.disk_images[pos].clone();
+        let by_tag = image.tags.iter().any(|t| t == reference);
+        let last_name = !by_tag || image.tags.len() == 1;
+        let used = inner
+            .containers
+            .values()
+            .any(|c| fake_image_names(&image).any(|n| n == c.spec.run_image()));
+        if last_name && used {
+            return Err(TransportError::new(
+                &self.node,
+                "remove image",
+                ErrorKind::Conflict,
+                format!("conflict: unable to remove {reference} (must force) - a container is using its referenced image"),
+            )
+            .with_object(reference));
+        }
+        if !by_tag && image.tags.len() > 1 {
+            return Err(TransportError::new(
+                &self.node,
+                "remove image",
+                ErrorKind::Conflict,
+                format!("conflict: unable to delete {reference} (must be forced) - image is referenced in multiple repositories"),
+            )
+            .with_object(reference));
+        }
+        if last_name {
+            inner.disk_images.remove(pos);
+            let freed = image.size.saturating_sub(image.shared_size);
+            if let Some(fs) = inner.filesystem.as_mut() {
+                fs.used = fs.used.saturating_sub(freed);
+                fs.available = fs.available.saturating_add(freed);
+            }
+        } else {
+            inner.disk_images[pos].tags.retain(|t| t != reference);
+        }
+        Ok(())
     }
 
     async fn pull_image(

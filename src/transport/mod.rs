@@ -25,8 +25,8 @@ use futures_util::stream::BoxStream;
 pub use hyper::body::Bytes;
 
 use crate::container::{
-    ContainerDetails, ContainerRecord, ContainerSpec, EngineEvent, EngineInfo, JoinTokens,
-    LocalImage, NetworkRecord, NetworkSpec, PullProgress, RegistryAuth, Resources, RestartPolicy,
+    ContainerDetails, ContainerRecord, ContainerSpec, EngineDisk, EngineEvent, EngineInfo,
+    Filesystem, JoinTokens, LocalImage, NetworkRecord, NetworkSpec, PullProgress, RegistryAuth, Resources, RestartPolicy,
     SwarmMember, SwarmRole,
 };
 pub use docker::{ApiVersion, DockerRuntime};
@@ -217,6 +217,22 @@ pub trait NodeRuntime: Send + Sync {
         archive: ImageArchive,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<(), TransportError>;
+    /// What the engine stores, by kind, with every top-level image (`GET /system/df`). The
+    /// engine walks its data root for this: seconds on a large node, so it is asked beside the
+    /// reconcile, never on its path.
+    async fn disk_usage(&self) -> Result<EngineDisk, TransportError>;
+    /// Size and use of the filesystem holding `path` on the node: `df -Pk` in an SSH session
+    /// (the one place fleetctl runs a command on a node), or this machine's for a node reached
+    /// through a local socket.
+    ///
+    /// # Errors
+    /// The node's SSH account may not run commands (a restricted key) or `df` failed: the
+    /// message says so; the node is reachable all the same.
+    async fn filesystem(&self, path: &str) -> Result<Filesystem, TransportError>;
+    /// Removes the image name `reference`, never forcing: a `repository:tag` is untagged and
+    /// the image goes with its last name; an id removes an image that has no other name. The
+    /// engine refuses ([`ErrorKind::Conflict`]) an image that any container uses.
+    async fn remove_image(&self, reference: &str) -> Result<(), TransportError>;
     /// Extracts `tar` into container `id` under the directory `dir` (the engine's archive API;
     /// works on a container that never started, and needs nothing on the node's disk).
     async fn put_archive(&self, id: &str, dir: &str, tar: Vec<u8>) -> Result<(), TransportError>;

@@ -464,6 +464,55 @@ impl SshSession {
         }
     }
 
+    /// Runs `command` in an SSH session channel on the connection (sshd's `MaxSessions` counts
+    /// it while it runs) and returns its exit status and standard output. Only fixed commands of
+    /// fleetctl's go here (`df` of the engine's data root): nothing an operator or a manifest
+    /// wrote, so no secret can reach a node's process list this way.
+    ///
+    /// # Errors
+    /// The connection failed, sshd refused a session (a key restricted to forwarding), or the
+    /// command did not finish within `limit` ([`SshErrorKind::Timeout`]).
+    pub async fn run(&self, command: &str, limit: Duration) -> Result<(Option<u32>, Vec<u8>), SshError> {
+        let handle = self.handle().await?;
+        let work = async {
+            let mut channel = handle.channel_open_session().await.map_err(|e| {
+                SshError::new(
+                    SshErrorKind::Unreachable,
+                    format!("sshd refused a session channel: {e}"),
+                )
+            })?;
+            channel.exec(true, command).await.map_err(|e| {
+                SshError::new(SshErrorKind::Unreachable, format!("running {command:?}: {e}"))
+            })?;
+            let mut out = Vec::new();
+            let mut status = None;
+            while let Some(msg) = channel.wait().await {
+                match msg {
+                    russh::ChannelMsg::Data { data } => out.extend_from_slice(&data),
+                    russh::ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
+                    russh::ChannelMsg::Failure => {
+                        return Err(SshError::new(
+                            SshErrorKind::Unreachable,
+                            format!(
+                                "sshd refused to run {command:?} (a key restricted to \
+                                 forwarding, or a forced command?)"
+                            ),
+                        ));
+                    }
+                    russh::ChannelMsg::Close => break,
+                    _ => {}
+                }
+            }
+            Ok((status, out))
+        };
+        tokio::time::timeout(limit, work).await.map_err(|_| {
+            SshError::new(
+                SshErrorKind::Timeout,
+                format!("{command:?} took longer than {}s", limit.as_secs()),
+            )
+        })?
+    }
+
     /// One connection attempt: TCP, key exchange with the host-key check, authentication, all
     /// within [`CONNECT_TIMEOUT`].
     async fn connect_once(

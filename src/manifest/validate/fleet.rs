@@ -1,5 +1,5 @@
-//! The Fleet document: at most one; its resync and node-loss periods, API settings, network
-//! and registries.
+//! The Fleet document: at most one; its resync and node-loss periods, API settings, network,
+//! registries and disk watermark.
 
 use super::{Named, Report};
 use crate::manifest::raw::*;
@@ -47,6 +47,17 @@ pub(super) fn fleet(r: &mut Report, fleets: &[Named<RawFleetSpec>]) -> FleetSpec
         fleet.network = super::network::settings(r, &f.doc.file, s.network.as_ref());
         if let Some(regs) = &s.registries {
             fleet.registries = super::registries::registries(r, &f.doc.file, regs);
+        }
+        if let Some(w) = &s.disk_high_watermark {
+            if w.value.0 == 0 {
+                r.err(
+                    &f.doc.file,
+                    w.pos,
+                    "spec.diskHighWatermark",
+                    "watermark must be above 0% (leave it out to never prune)",
+                );
+            }
+            fleet.disk_high_watermark = Some(w.value);
         }
         if let Some(api) = &s.api {
             if let Some(l) = &api.listen {
