@@ -23,8 +23,8 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 use crate::container::{EngineDisk, Filesystem, ImageUsage, pinned};
-use crate::manifest::spec::DesiredFleet;
 use crate::manifest::quantity::Percent;
+use crate::manifest::spec::DesiredFleet;
 use crate::transport::{NodeRuntime, TransportError};
 
 /// What one node's disk holds, as [`measure`] found it.
@@ -94,7 +94,10 @@ impl NodeDisk {
 /// # Errors
 /// The engine did not answer `/info` or `system df`. A `df` that fails (an SSH account that
 /// may not run commands) is not an error: [`NodeDisk::filesystem_error`] says why.
-pub async fn measure(rt: &dyn NodeRuntime, declared: Option<u64>) -> Result<NodeDisk, TransportError> {
+pub async fn measure(
+    rt: &dyn NodeRuntime,
+    declared: Option<u64>,
+) -> Result<NodeDisk, TransportError> {
     let info = rt.engine_info().await?;
     let engine = rt.disk_usage().await?;
     let data_root = if info.docker_root_dir.is_empty() {
@@ -243,7 +246,7 @@ pub fn prune_plan(disk: &NodeDisk, watermark: Percent, keep: &Keep) -> Vec<Remov
 
 /// `hundredths` as a percentage for people: `83.4%`, `80%`.
 pub fn percent_text(hundredths: u32) -> String {
-    if hundredths % 100 == 0 {
+    if hundredths.is_multiple_of(100) {
         format!("{}%", hundredths / 100)
     } else {
         format!("{:.1}%", f64::from(hundredths) / 100.0)
@@ -328,7 +331,10 @@ mod tests {
                 image("b", &["b:1"], 2 * GIB, 2, 0),
             ],
         );
-        assert_eq!(removed(&prune_plan(&d, Percent(8000), &Keep::default())), ["a:1"]);
+        assert_eq!(
+            removed(&prune_plan(&d, Percent(8000), &Keep::default())),
+            ["a:1"]
+        );
     }
 
     #[test]
@@ -367,7 +373,10 @@ mod tests {
         assert!(prune_plan(&d, Percent(100), &Keep::default()).is_empty());
         d.declared = Some(10 * GIB);
         assert_eq!(d.used_hundredths(), Some(9000));
-        assert_eq!(removed(&prune_plan(&d, Percent(8000), &Keep::default())), ["a:1"]);
+        assert_eq!(
+            removed(&prune_plan(&d, Percent(8000), &Keep::default())),
+            ["a:1"]
+        );
     }
 
     #[test]

@@ -685,10 +685,7 @@ fn filesystem(used_gib: u64, available_gib: u64) -> fleetctl::container::Filesys
 
 #[tokio::test(start_paused = true)]
 async fn a_node_over_the_disk_watermark_loses_the_images_nothing_uses_or_names_and_says_so_once() {
-    let w = world(&format!(
-        "{}{WEB}",
-        fleet_doc(", diskHighWatermark: 80%")
-    ));
+    let w = world(&format!("{}{WEB}", fleet_doc(", diskHighWatermark: 80%")));
     let node1 = &w.fakes["node1"];
     node1.add_foreign("operators-own", BTreeMap::new());
     node1.set_disk(
@@ -714,7 +711,10 @@ async fn a_node_over_the_disk_watermark_loses_the_images_nothing_uses_or_names_a
             .filter(|e| e.action == "prune-images")
             .collect::<Vec<_>>()
     };
-    until("node1 pruned", Duration::from_secs(5), || !pruned().is_empty()).await;
+    until("node1 pruned", Duration::from_secs(5), || {
+        !pruned().is_empty()
+    })
+    .await;
     let left: BTreeSet<String> = node1.disk_images().into_iter().map(|i| i.id).collect();
     assert_eq!(
         left,
@@ -724,7 +724,8 @@ async fn a_node_over_the_disk_watermark_loses_the_images_nothing_uses_or_names_a
     let e = &pruned()[0];
     assert_eq!(e.node.as_deref(), Some("node1"));
     assert!(
-        e.message.starts_with("disk 90% > 80% (/var/lib/docker): removed 3 image(s)")
+        e.message
+            .starts_with("disk 90% > 80% (/var/lib/docker): removed 3 image(s)")
             && e.message.contains("sha256:dangling0123, old:1, tool:2")
             && e.message.contains("now 84%"),
         "{}",
@@ -752,7 +753,11 @@ async fn a_node_over_the_disk_watermark_loses_the_images_nothing_uses_or_names_a
         .filter(|e| e.action == "disk-high")
         .collect();
     assert_eq!(high.len(), 1, "{high:?}");
-    assert!(high[0].message.contains("disk 84% > 80%"), "{}", high[0].message);
+    assert!(
+        high[0].message.contains("disk 84% > 80%"),
+        "{}",
+        high[0].message
+    );
     assert_eq!(pruned().len(), 1);
     w.stop().await;
 }

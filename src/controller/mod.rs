@@ -16,7 +16,9 @@
 //!
 //! Beside the loop, every `resync`, memory is measured on every node and the most idle plugs of
 //! nodes above their watermark are evicted ([`evict::pressure_evictions`]); measuring costs a
-//! stats call per container, so it never sits on the path of a restart.
+//! stats call per container, so it never sits on the path of a restart. With
+//! `diskHighWatermark` set, every `resync` beside the loop too, each node's disk is measured
+//! and the images nothing uses or names are pruned from nodes above it ([`Controller::check_disk`]).
 //!
 //! The reconcile returns an [`Action`]: requeue after `min(resync, next backoff expiry, next
 //! node-lost deadline, next idle timeout)`; errors go through [`error_policy`]. Neither sleeps.
@@ -658,7 +660,13 @@ impl Controller {
         let checks = fleet.nodes.iter().filter_map(|(name, spec)| {
             let rt = runtimes.get(name)?.clone();
             let declared = spec.capacity_disk.map(|b| b.0);
-            Some(async move { (name.clone(), rt.clone(), disk::measure(rt.as_ref(), declared).await) })
+            Some(async move {
+                (
+                    name.clone(),
+                    rt.clone(),
+                    disk::measure(rt.as_ref(), declared).await,
+                )
+            })
         });
         for (node, rt, measured) in futures_util::future::join_all(checks).await {
             let d = match measured {
@@ -715,7 +723,9 @@ impl Controller {
                         ..d.clone()
                     };
                     self.disk_metrics(&node, &after);
-                    after.used_hundredths().map(|u| format!("; now {}", disk::percent_text(u)))
+                    after
+                        .used_hundredths()
+                        .map(|u| format!("; now {}", disk::percent_text(u)))
                 }
                 Err(_) => None,
             };
@@ -734,7 +744,11 @@ impl Controller {
             }
             tracing::info!(node = %node, removed = removed.len(), freed, "{message}");
             self.event(
-                if removed.is_empty() { "prune-images-failed" } else { "prune-images" },
+                if removed.is_empty() {
+                    "prune-images-failed"
+                } else {
+                    "prune-images"
+                },
                 &node,
                 &message,
             );
@@ -757,10 +771,14 @@ impl Controller {
     }
 
     fn event(&self, action: &str, node: &str, message: &str) {
-        if let Err(e) =
-            self.store
-                .record_event(self.now_ms(), &self.cfg.actor, action, Some(node), None, message)
-        {
+        if let Err(e) = self.store.record_event(
+            self.now_ms(),
+            &self.cfg.actor,
+            action,
+            Some(node),
+            None,
+            message,
+        ) {
             tracing::warn!(error = %e, "could not record event");
         }
     }

@@ -44,9 +44,8 @@ use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, DeleteNodeOptionsBuilder,
     DownloadFromContainerOptionsBuilder, EventsOptionsBuilder, LeaveSwarmOptionsBuilder,
     ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveImageOptionsBuilder,
-    StatsOptionsBuilder, StopContainerOptionsBuilder, UpdateNodeOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    RemoveImageOptionsBuilder, StatsOptionsBuilder, StopContainerOptionsBuilder,
+    UpdateNodeOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::stream::{BoxStream, StreamExt};
 use tokio::sync::{OnceCell, watch};
@@ -56,10 +55,9 @@ use super::ssh::{ConnState, SshError, SshSession};
 use super::{ContainerUpdate, ErrorKind, ListFilter, NodeRuntime, RegistryCause, TransportError};
 use crate::container::{
     ContainerDetails, ContainerRecord, ContainerSpec, EngineDisk, EngineEvent, EngineInfo,
-    Filesystem, Health, ImageUsage, JoinTokens,
-    LocalImage, NetworkAttachment, NetworkDriver, NetworkRecord, NetworkSpec, PortMapping,
-    Protocol, PullProgress, RegistryAuth, Resources, RestartPolicy, RunState, SwarmInfo,
-    SwarmMember, SwarmRole, SwarmState,
+    Filesystem, Health, ImageUsage, JoinTokens, LocalImage, NetworkAttachment, NetworkDriver,
+    NetworkRecord, NetworkSpec, PortMapping, Protocol, PullProgress, RegistryAuth, Resources,
+    RestartPolicy, RunState, SwarmInfo, SwarmMember, SwarmRole, SwarmState,
 };
 
 /// Deadline of one ordinary Docker call (list, inspect, create, start, update, stats, info):
@@ -643,9 +641,12 @@ impl NodeRuntime for DockerRuntime {
             .noprune(false)
             .build();
         let name = reference.to_string();
-        self.call("remove image", Some(reference), CALL_TIMEOUT, |d| async move {
-            d.remove_image(&name, Some(options), None).await
-        })
+        self.call(
+            "remove image",
+            Some(reference),
+            CALL_TIMEOUT,
+            |d| async move { d.remove_image(&name, Some(options), None).await },
+        )
         .await
         .map(|_| ())
     }
@@ -3405,7 +3406,10 @@ mod tests {
         assert_eq!(d.build_cache_bytes, 7);
         assert_eq!(d.images[0].tags, ["app:1", "app:latest"]);
         assert_eq!(d.images[0].digests, ["reg/app@sha256:d1"]);
-        assert_eq!((d.images[0].shared_size, d.images[0].containers), (200_000, 0));
+        assert_eq!(
+            (d.images[0].shared_size, d.images[0].containers),
+            (200_000, 0)
+        );
         // Untagged: no names; its users counted from the container list.
         assert!(d.images[1].tags.is_empty() && d.images[1].digests.is_empty());
         assert_eq!((d.images[1].shared_size, d.images[1].containers), (0, 2));
@@ -3423,7 +3427,12 @@ mod tests {
         });
         let d = disk_from_df(&v);
         assert_eq!(
-            (d.images_bytes, d.containers_bytes, d.volumes_bytes, d.build_cache_bytes),
+            (
+                d.images_bytes,
+                d.containers_bytes,
+                d.volumes_bytes,
+                d.build_cache_bytes
+            ),
             (900, 30, 20, 10)
         );
         assert_eq!(d.images[0].containers, 1);

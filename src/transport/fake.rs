@@ -20,8 +20,9 @@ use tokio::sync::broadcast;
 use super::{ContainerUpdate, ErrorKind, ListFilter, NodeRuntime, TransportError};
 use crate::container::{
     ContainerDetails, ContainerRecord, ContainerSpec, EngineDisk, EngineEvent, EngineInfo,
-    Filesystem, Health, ImageUsage, JoinTokens, LocalImage, NetworkAttachment, NetworkDriver, NetworkRecord, NetworkSpec, PullProgress,
-    RegistryAuth, RunState, SwarmInfo, SwarmMember, SwarmRole, SwarmState,
+    Filesystem, Health, ImageUsage, JoinTokens, LocalImage, NetworkAttachment, NetworkDriver,
+    NetworkRecord, NetworkSpec, PullProgress, RegistryAuth, RunState, SwarmInfo, SwarmMember,
+    SwarmRole, SwarmState,
 };
 
 /// Orders calls across every fake in the process (for "this happened before that" checks).

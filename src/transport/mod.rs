@@ -26,8 +26,8 @@ pub use hyper::body::Bytes;
 
 use crate::container::{
     ContainerDetails, ContainerRecord, ContainerSpec, EngineDisk, EngineEvent, EngineInfo,
-    Filesystem, JoinTokens, LocalImage, NetworkRecord, NetworkSpec, PullProgress, RegistryAuth, Resources, RestartPolicy,
-    SwarmMember, SwarmRole,
+    Filesystem, JoinTokens, LocalImage, NetworkRecord, NetworkSpec, PullProgress, RegistryAuth,
+    Resources, RestartPolicy, SwarmMember, SwarmRole,
 };
 pub use docker::{ApiVersion, DockerRuntime};
 pub use error::{ErrorKind, RegistryCause, TransportError};

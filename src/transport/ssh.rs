@@ -472,7 +472,11 @@ impl SshSession {
     /// # Errors
     /// The connection failed, sshd refused a session (a key restricted to forwarding), or the
     /// command did not finish within `limit` ([`SshErrorKind::Timeout`]).
-    pub async fn run(&self, command: &str, limit: Duration) -> Result<(Option<u32>, Vec<u8>), SshError> {
+    pub async fn run(
+        &self,
+        command: &str,
+        limit: Duration,
+    ) -> Result<(Option<u32>, Vec<u8>), SshError> {
         let handle = self.handle().await?;
         let work = async {
             let mut channel = handle.channel_open_session().await.map_err(|e| {
@@ -482,7 +486,10 @@ impl SshSession {
                 )
             })?;
             channel.exec(true, command).await.map_err(|e| {
-                SshError::new(SshErrorKind::Unreachable, format!("running {command:?}: {e}"))
+                SshError::new(
+                    SshErrorKind::Unreachable,
+                    format!("running {command:?}: {e}"),
+                )
             })?;
             let mut out = Vec::new();
             let mut status = None;
