@@ -27,6 +27,9 @@ pub struct DesiredFleet {
     pub plug_classes: BTreeMap<String, PlugClassSpec>,
     /// Placement policies by name.
     pub policies: BTreeMap<String, PolicySpec>,
+    /// Secrets by name (SPEC §12): where each value is read, never the value.
+    #[serde(default)]
+    pub secrets: BTreeMap<String, SecretSpec>,
     /// The registry digest (`sha256:…`) each image tag runs as in this pass (SPEC §11): filled
     /// from the state store and the registries before planning, never from manifests. An image
     /// not in it runs by its tag.
@@ -493,6 +496,102 @@ pub struct ServiceSpec {
     /// Extra DNS names on the fleet's network (the service name always resolves).
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// Secrets and config files its containers get (SPEC §12).
+    #[serde(default)]
+    pub files: FileSpecs,
+}
+
+/// Kind `Secret`: where its value is read, on the machine that runs fleetctl (the CLI's or
+/// the controller's). The value itself is never in a manifest, a spec or the state store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretSpec {
+    /// Secret name (as `{secret: NAME}` and `secrets[].name` refer to it).
+    pub name: String,
+    /// Where the value comes from.
+    pub source: SecretSource,
+}
+
+/// Where a secret's value is read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretSource {
+    /// `file`: the file's bytes (one trailing newline is not part of the value). A relative
+    /// path is resolved against the directory of the manifest file that names it; a leading
+    /// `~/` is kept and expanded to `$HOME` when read.
+    File(PathBuf),
+    /// `env`: an environment variable of the process that reads it.
+    Env(String),
+    /// `command`: the standard output of a program run without a shell (one trailing newline
+    /// is not part of the value); a non-zero exit is an error naming the secret and the status.
+    Command(Vec<String>),
+}
+
+/// What a service's or plug class's containers get from secrets and config files.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct FileSpecs {
+    /// Environment variables whose value is a secret: variable → secret name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, String>,
+    /// Secrets placed as files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secrets: Vec<SecretMount>,
+    /// Config files placed as files.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub configs: Vec<ConfigMount>,
+}
+
+impl FileSpecs {
+    /// Whether there is nothing to deliver.
+    pub fn is_empty(&self) -> bool {
+        self.secret_env.is_empty() && self.secrets.is_empty() && self.configs.is_empty()
+    }
+
+    /// Every secret these refer to (from the environment or as files), each once, sorted.
+    pub fn secret_names(&self) -> BTreeSet<&str> {
+        self.secret_env
+            .values()
+            .map(String::as_str)
+            .chain(self.secrets.iter().map(|s| s.name.as_str()))
+            .collect()
+    }
+}
+
+/// One `secrets:` entry: the secret `name` as a file at `target` in the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretMount {
+    /// Secret name.
+    pub name: String,
+    /// Absolute path in the container (default `/run/secrets/<name>`).
+    pub target: String,
+    /// File mode (default `0400`).
+    pub mode: u32,
+    /// Owner (default 0).
+    pub uid: u32,
+    /// Group (default 0).
+    pub gid: u32,
+}
+
+/// One `configs:` entry: a file of the manifest directory at `target` in the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfigMount {
+    /// The source as the manifest writes it (`./conf/nginx.conf`): how plans and events name it.
+    pub name: String,
+    /// The file read: the source resolved against the manifest file's directory.
+    pub source: PathBuf,
+    /// Absolute path in the container.
+    pub target: String,
+    /// File mode (default `0444`).
+    pub mode: u32,
+    /// Owner (default 0).
+    pub uid: u32,
+    /// Group (default 0).
+    pub gid: u32,
+    /// The file's content, read when the manifests are loaded (a file that cannot be read is a
+    /// validation error). Not serialized: outputs show `sha256`.
+    #[serde(skip)]
+    pub content: Vec<u8>,
+    /// SHA-256 of `content`, hex.
+    pub sha256: String,
 }
 
 /// An inclusive host port range.
@@ -556,6 +655,9 @@ pub struct PlugClassSpec {
     pub idle_timeout: Option<Duration>,
     /// Policy name; `None` = no policy (no cap beyond capacity, one tier).
     pub policy: Option<String>,
+    /// Secrets and config files its instances get (SPEC §12).
+    #[serde(default)]
+    pub files: FileSpecs,
 }
 
 /// `pack` or `spread`.

@@ -167,6 +167,7 @@ pub fn validate(docs: &[RawDocument], diags: &mut Vec<Diagnostic>) -> Option<Des
         services,
         plug_classes,
         policies,
+        secrets: BTreeMap::new(),
         image_digests: BTreeMap::new(),
     })
 }

@@ -117,6 +117,7 @@ pub(super) fn plug_classes(
                         .map(|d| d.value.0)
                         .filter(|d| !d.is_zero()),
                     policy,
+                    files: Default::default(),
                 },
             );
         }

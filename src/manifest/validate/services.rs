@@ -153,6 +153,7 @@ pub(super) fn services(
                     stop_grace_period: s.stop_grace_period.as_ref().map(|d| d.value.0),
                     network,
                     aliases,
+                    files: Default::default(),
                 },
             );
         }
