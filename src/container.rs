@@ -37,6 +37,15 @@ pub mod labels {
     /// `TAG@DIGEST`: the image tag of the manifests and the registry digest it was pinned to
     /// (SPEC §11); absent when the container runs by tag.
     pub const IMAGE_PIN: &str = "fleet.image-pin";
+    /// The keyed digests of the secrets a container gets (SPEC §12): `name=digest,…`. In the
+    /// spec hash, so a changed secret replaces exactly the containers that use it; keyed, so
+    /// a short password cannot be guessed from it.
+    pub const SECRETS: &str = "fleet.secrets";
+    /// The digests of the config files a container gets: `source=sha256,…`.
+    pub const CONFIGS: &str = "fleet.configs";
+    /// Which environment variables hold which secret: `VAR=secret,…`. An inspect's values of
+    /// these variables are dropped when read back.
+    pub const SECRET_ENV: &str = "fleet.secret-env";
 }
 
 /// Docker restart policy.
@@ -173,6 +182,87 @@ pub struct ContainerSpec {
     /// policy changes how later containers get their image, not the running ones.
     #[serde(default)]
     pub pull: crate::manifest::PullPolicy,
+    /// Environment variables whose value is a secret (SPEC §12), apart from `env` so that
+    /// nothing that shows a spec shows them. In the spec hash through the
+    /// [`labels::SECRETS`] and [`labels::SECRET_ENV`] labels (keyed digests), never by value.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, SecretRef>,
+    /// Files placed into the container before it starts (secrets and config files), through
+    /// the engine's archive API.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<ContainerFile>,
+}
+
+/// A secret's value, held in memory only for the call that needs it. `Debug` and
+/// serialization show nothing of it; equality compares the bytes.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct SecretValue(std::sync::Arc<Vec<u8>>);
+
+impl SecretValue {
+    /// Wraps `bytes`.
+    pub fn new(bytes: Vec<u8>) -> Self {
+        SecretValue(std::sync::Arc::new(bytes))
+    }
+
+    /// The bytes, for the engine call that delivers them.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<secret>")
+    }
+}
+
+/// An environment variable's secret: its name, and its value for the create call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecretRef {
+    /// Secret name: how outputs show it (`<secret NAME>`).
+    pub secret: String,
+    /// The value; empty in a spec read back from a node or a store.
+    #[serde(skip)]
+    pub value: SecretValue,
+}
+
+/// Where a [`ContainerFile`] comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FileSource {
+    /// A secret, by name.
+    Secret(String),
+    /// A config file, by its source as the manifest writes it.
+    Config(String),
+}
+
+impl std::fmt::Display for FileSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FileSource::Secret(n) => write!(f, "secret {n}"),
+            FileSource::Config(n) => write!(f, "config {n}"),
+        }
+    }
+}
+
+/// A file placed into a container before it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerFile {
+    /// Absolute path in the container.
+    pub target: String,
+    /// Permission bits.
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// What it holds.
+    pub source: FileSource,
+    /// Digest of the content: a keyed digest for a secret, SHA-256 for a config (hex, short).
+    pub digest: String,
+    /// The content; empty in a spec read back from a node or a store.
+    #[serde(skip)]
+    pub content: SecretValue,
 }
 
 impl ContainerSpec {

@@ -7,8 +7,10 @@ use serde::Serialize;
 use sha2::Digest;
 
 use crate::container::{
-    ContainerSpec, NetworkAttachment, PortMapping, Protocol, RestartPolicy, labels,
+    ContainerFile, ContainerSpec, FileSource, NetworkAttachment, PortMapping, Protocol,
+    RestartPolicy, SecretRef, SecretValue, labels,
 };
+use crate::manifest::spec::FileSpecs;
 use crate::manifest::{DesiredFleet, PlugClassSpec, ServiceNetwork, ServiceSpec};
 
 /// Characters of the spec hash kept in labels and names (64 bits: collisions between two specs
@@ -30,6 +32,10 @@ struct HashView<'a> {
     healthcheck: &'a Option<crate::container::HealthcheckSpec>,
     stop_grace_period_ms: Option<u128>,
     network: &'a crate::container::NetworkAttachment,
+    /// Where each file goes and with which mode and owner (their contents are in the labels,
+    /// by digest). Left out when there are none, so specs without files hash as before.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    files: Vec<(&'a str, u32, u32, u32)>,
 }
 
 /// Hash of the canonical spec without its in-place-updatable fields: equal hashes ⇒ no recreate.
@@ -49,6 +55,11 @@ pub fn spec_hash(spec: &ContainerSpec) -> String {
         healthcheck: &spec.healthcheck,
         stop_grace_period_ms: spec.stop_grace_period.map(|d| d.as_millis()),
         network: &spec.network,
+        files: spec
+            .files
+            .iter()
+            .map(|f| (f.target.as_str(), f.mode, f.uid, f.gid))
+            .collect(),
     };
     let json = serde_json::to_vec(&view).expect("hash view serializes");
     let digest = sha2::Sha256::digest(&json);
@@ -70,6 +81,72 @@ fn pin_digest(fleet: &DesiredFleet, image: &str, labels: &mut BTreeMap<String, S
     if let Some(digest) = fleet.image_digests.get(image) {
         labels.insert(labels::IMAGE_PIN.to_string(), format!("{image}@{digest}"));
     }
+}
+
+/// What a container gets from `files` (SPEC §12): its secret environment variables, its files
+/// (secrets with the values read for this pass, configs with their content), and the labels
+/// that stand for them by digest ([`crate::secrets::label_values`]). A secret not read (a
+/// view that reads none) gets an empty value and digest.
+fn file_parts(
+    fleet: &DesiredFleet,
+    files: &FileSpecs,
+    labels: &mut BTreeMap<String, String>,
+) -> (BTreeMap<String, SecretRef>, Vec<ContainerFile>) {
+    let resolved = |name: &str| {
+        fleet
+            .secret_values
+            .get(name)
+            .map_or((SecretValue::default(), String::new()), |r| {
+                (r.value.clone(), r.digest.clone())
+            })
+    };
+    let mut secret_digests = BTreeMap::new();
+    let mut config_digests = BTreeMap::new();
+    let mut env_names = BTreeMap::new();
+    let mut secret_env = BTreeMap::new();
+    for (var, secret) in &files.secret_env {
+        let (value, digest) = resolved(secret);
+        secret_digests.insert(secret.clone(), digest);
+        env_names.insert(var.clone(), secret.clone());
+        secret_env.insert(
+            var.clone(),
+            SecretRef {
+                secret: secret.clone(),
+                value,
+            },
+        );
+    }
+    let mut out = Vec::new();
+    for m in &files.secrets {
+        let (value, digest) = resolved(&m.name);
+        secret_digests.insert(m.name.clone(), digest.clone());
+        out.push(ContainerFile {
+            target: m.target.clone(),
+            mode: m.mode,
+            uid: m.uid,
+            gid: m.gid,
+            source: FileSource::Secret(m.name.clone()),
+            digest,
+            content: value,
+        });
+    }
+    for c in &files.configs {
+        let digest = crate::secrets::content_digest(&c.content);
+        config_digests.insert(c.name.clone(), digest.clone());
+        out.push(ContainerFile {
+            target: c.target.clone(),
+            mode: c.mode,
+            uid: c.uid,
+            gid: c.gid,
+            source: FileSource::Config(c.name.clone()),
+            digest,
+            content: SecretValue::new(c.content.clone()),
+        });
+    }
+    for (k, v) in crate::secrets::label_values(&secret_digests, &config_digests, &env_names) {
+        labels.insert(k.to_string(), v);
+    }
+    (secret_env, out)
 }
 
 fn base_labels(fleet: &DesiredFleet, node: &str, kind: &str) -> BTreeMap<String, String> {
@@ -104,7 +181,10 @@ pub fn service_container(
     labels.insert(labels::SERVICE.to_string(), svc.name.clone());
     labels.insert(labels::REPLICA.to_string(), replica.to_string());
     pin_digest(fleet, &svc.image, &mut labels);
+    let (secret_env, files) = file_parts(fleet, &svc.files, &mut labels);
     let mut spec = ContainerSpec {
+        secret_env,
+        files,
         pull: svc.pull,
         name: String::new(),
         image: svc.image.clone(),
@@ -189,7 +269,10 @@ pub fn plug_container(
         env.insert("FLEET_HOST_PORT".into(), plug.host_port.to_string());
     }
     pin_digest(fleet, &class.image, &mut labels);
+    let (secret_env, files) = file_parts(fleet, &class.files, &mut labels);
     let mut spec = ContainerSpec {
+        secret_env,
+        files,
         pull: class.pull,
         name: plug_container_name(&fleet.fleet.name, plug.id),
         image: class.image.clone(),

@@ -432,6 +432,9 @@ impl Ctx<'_> {
             }
             Err(e) => return Err(e.into()),
         };
+        // Secrets and configs are in place before its first start (SPEC §12); an adopted
+        // container gets them again (the same bytes).
+        crate::secrets::deliver(rt.as_ref(), &id, spec).await?;
         rt.start_container(&id).await?;
         self.wait_ready(node, &id, &spec.name, spec.healthcheck.is_some())
             .await?;

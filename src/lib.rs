@@ -46,6 +46,7 @@ pub mod reconcile;
 pub mod records;
 pub mod registry;
 pub mod schedule;
+pub mod secrets;
 pub mod state_location;
 pub mod store;
 pub mod transport;

@@ -404,6 +404,8 @@ async fn create_started(
         },
         Err(e) => return Err(e.into()),
     };
+    // Secrets and configs are in place before its first start (SPEC §12).
+    crate::secrets::deliver(rt, &id, spec).await?;
     rt.start_container(&id).await?;
     Ok(id)
 }

@@ -53,6 +53,8 @@ pub fn is_record(r: &ContainerRecord) -> bool {
 /// A record's container spec: `name`, `labels`, the empty image, never started.
 pub fn spec(name: String, labels: BTreeMap<String, String>) -> ContainerSpec {
     ContainerSpec {
+        secret_env: Default::default(),
+        files: Vec::new(),
         pull: Default::default(),
         network: crate::container::NetworkAttachment::Default,
         name,

@@ -40,7 +40,7 @@ pub const DOCKER_HUB_SERVER: &str = "https://index.docker.io/v1/";
 pub const HELPER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Most of a helper's output read: an answer is a few hundred bytes of JSON.
-const HELPER_OUTPUT_LIMIT: u64 = 1 << 20;
+pub const HELPER_OUTPUT_LIMIT: u64 = 1 << 20;
 
 /// How often a running helper is checked for exit while waiting for it.
 const HELPER_POLL: Duration = Duration::from_millis(5);
@@ -440,7 +440,12 @@ impl Credentials {
             Some(dir) => dir.join(&program),
             None => PathBuf::from(&program),
         };
-        let run = run_with_timeout(&path, server.as_bytes(), self.helper_timeout);
+        let run = run_with_timeout(
+            &path,
+            &["get".to_string()],
+            server.as_bytes(),
+            self.helper_timeout,
+        );
         let HelperRun {
             status,
             stdout,
@@ -652,23 +657,31 @@ fn entry_auth(
     }))
 }
 
-/// A finished helper: how it exited and what it printed (never shown).
-struct HelperRun {
-    status: ExitStatus,
-    stdout: Vec<u8>,
-    stderr: Vec<u8>,
+/// A finished program: how it exited and what it printed (never shown: it may hold a secret).
+pub struct HelperRun {
+    /// Exit status.
+    pub status: ExitStatus,
+    /// Standard output, at most [`HELPER_OUTPUT_LIMIT`] bytes.
+    pub stdout: Vec<u8>,
+    /// Standard error, at most [`HELPER_OUTPUT_LIMIT`] bytes.
+    pub stderr: Vec<u8>,
 }
 
-/// Runs `program get` with `input` on stdin; `Ok(None)` when it runs longer than `timeout`
-/// (it is killed, with whatever it started). Output beyond [`HELPER_OUTPUT_LIMIT`] is dropped.
-fn run_with_timeout(
+/// Runs `program args…` (no shell) with `input` on stdin; `Ok(None)` when it runs longer than
+/// `timeout` (it is killed, with whatever it started). Output beyond [`HELPER_OUTPUT_LIMIT`]
+/// is dropped. Used for credential helpers and secret `command`s.
+///
+/// # Errors
+/// The program could not be started.
+pub fn run_with_timeout(
     program: &Path,
+    args: &[String],
     input: &[u8],
     timeout: Duration,
 ) -> std::io::Result<Option<HelperRun>> {
     use std::os::unix::process::CommandExt;
     let mut child = Command::new(program)
-        .arg("get")
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

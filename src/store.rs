@@ -597,6 +597,35 @@ impl Store {
         })
     }
 
+    /// The fleet's key for secret digests (SPEC §12: a keyed hash, so a short password's
+    /// digest cannot be guessed offline): 32 random bytes made on first use and kept here.
+    ///
+    /// # Errors
+    /// The store cannot be read or written.
+    pub fn secret_key(&self) -> Result<Vec<u8>, StoreError> {
+        self.write("secret key", |tx| {
+            let stored: Option<String> = tx
+                .query_row("SELECT value FROM meta WHERE key = 'secret_key'", [], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(q("read secret key"))?;
+            if let Some(k) = stored
+                .and_then(|s| hex::decode(s).ok())
+                .filter(|k| k.len() == 32)
+            {
+                return Ok(k);
+            }
+            let key: [u8; 32] = rand::random();
+            tx.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('secret_key', ?1)",
+                [hex::encode(key)],
+            )
+            .map_err(q("record secret key"))?;
+            Ok(key.to_vec())
+        })
+    }
+
     // ----- lease -------------------------------------------------------------------------
 
     /// Takes the fleet lease for `ttl` when it is free, expired, or already ours (same holder).

@@ -115,6 +115,8 @@ fn my_ssh_connections(ep: &Endpoint) -> usize {
 
 fn test_spec(name: &str) -> ContainerSpec {
     ContainerSpec {
+        secret_env: Default::default(),
+        files: Vec::new(),
         pull: Default::default(),
         network: Default::default(),
         name: name.to_string(),

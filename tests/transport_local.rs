@@ -142,6 +142,8 @@ async fn engine_statuses_map_to_error_kinds_with_node_and_container() {
         "node n1: inspect container missing: No such container: missing"
     );
     let spec = fleetctl::container::ContainerSpec {
+        secret_env: Default::default(),
+        files: Vec::new(),
         pull: Default::default(),
         network: Default::default(),
         name: "web".into(),

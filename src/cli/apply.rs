@@ -97,6 +97,8 @@ pub fn run(
             output,
         );
     }
+    let with_secrets = super::common::with_secrets(fleet, &store)?;
+    let fleet = &with_secrets;
     let who = holder("apply");
     let rt = runtime()?;
     let runtimes = connect_all(fleet);

@@ -223,6 +223,26 @@ pub fn connect_all(fleet: &crate::manifest::DesiredFleet) -> crate::execute::Run
 
 pub use crate::lease::holder;
 
+/// `fleet` with the secrets its services and plug classes use read onto it (SPEC §12), for a
+/// command that plans or makes containers.
+///
+/// # Errors
+/// Each secret that could not be read, one line each (never a value), or the store's key.
+pub fn with_secrets(
+    fleet: &crate::manifest::DesiredFleet,
+    store: &crate::store::Store,
+) -> anyhow::Result<crate::manifest::DesiredFleet> {
+    let mut fleet = fleet.clone();
+    crate::secrets::attach(&mut fleet, store).map_err(|errors| {
+        anyhow::anyhow!(
+            "{}
+nothing was changed",
+            crate::secrets::errors_text(&errors)
+        )
+    })?;
+    Ok(fleet)
+}
+
 /// Loads manifests from `path`, printing warnings; on invalid manifests prints every error and
 /// returns `None` (the caller exits 1, nothing changed).
 pub fn load_or_report(path: &Path) -> Option<Loaded> {

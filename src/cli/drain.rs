@@ -64,6 +64,8 @@ pub fn run(
         }
         None => {}
     }
+    let with_secrets = super::common::with_secrets(fleet, &store)?;
+    let fleet = &with_secrets;
     let who = holder("drain");
     // Held, and renewed, until the drain ends: a drain can outlast the lease's TTL many times.
     let req = Request {

@@ -24,6 +24,8 @@ pub fn run(
     };
     let fleet = &loaded.fleet;
     let store = open_store_readonly(global, &fleet.fleet.name)?;
+    let with_secrets = super::common::with_secrets(fleet, &store)?;
+    let fleet = &with_secrets;
     let rt = runtime()?;
     let plan = rt.block_on(async {
         let runtimes = connect_all(fleet);

@@ -88,17 +88,13 @@ pub fn run(op: PlugOp, global: &GlobalOpts) -> anyhow::Result<u8> {
                     }
                 }
                 Route::Refused => return Ok(1),
-                Route::Direct(rt, runtimes) => rt.block_on(async {
-                    plugs::touch(
-                        &loaded.fleet,
-                        &store,
-                        &runtimes,
-                        &BTreeSet::new(),
-                        &id,
-                        now_ms(),
-                    )
-                    .await
-                })?,
+                Route::Direct(rt, runtimes) => {
+                    let fleet = super::common::with_secrets(&loaded.fleet, &store)?;
+                    rt.block_on(async {
+                        plugs::touch(&fleet, &store, &runtimes, &BTreeSet::new(), &id, now_ms())
+                            .await
+                    })?
+                }
             };
             emit(&format!(
                 "plug {id} touched ({} on {}:{})\n",
@@ -192,6 +188,8 @@ fn create(
         Route::Refused => return Ok(1),
         Route::Direct(rt, runtimes) => (rt, runtimes),
     };
+    let with_secrets = super::common::with_secrets(fleet, &store)?;
+    let fleet = &with_secrets;
     let created = rt.block_on(async {
         let observed = plugs::observe_for_placement(fleet, &runtimes).await;
         plugs::ensure_network(fleet, &runtimes, &observed).await;

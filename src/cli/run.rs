@@ -26,11 +26,14 @@ const API_SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// The store cannot be opened, the token file cannot be read or written, the API address
 /// cannot be bound, the manifest directory cannot be watched.
 pub fn run(path: &Path, global: &GlobalOpts) -> anyhow::Result<u8> {
-    let Some(loaded) = load_or_report(path) else {
+    let Some(mut loaded) = load_or_report(path) else {
         return Ok(1);
     };
     let fleet_spec = loaded.fleet.fleet.clone();
     let store = Arc::new(open_store(global, &fleet_spec.name)?);
+    // Every secret the manifests use must be readable to start (SPEC §12); later, a source
+    // that cannot be read keeps its last good value.
+    loaded.fleet = super::common::with_secrets(&loaded.fleet, &store)?;
     let state_db = super::common::state_path(global, &fleet_spec.name)?;
     let who = holder("controller");
     let addr = fleet_spec.api_listen;
@@ -143,6 +146,7 @@ pub fn run(path: &Path, global: &GlobalOpts) -> anyhow::Result<u8> {
         });
         cfg.exec.fence = Some(lease.fence());
         let ctl = Controller::new(cfg, store.clone(), loaded, connect, shutdown.clone());
+        tokio::spawn(on_hangup(ctl.clone(), shutdown.clone()));
         let server = tokio::spawn(api::serve(
             listener,
             api::router(ctl.clone(), token.token.clone()),
@@ -176,6 +180,27 @@ pub fn run(path: &Path, global: &GlobalOpts) -> anyhow::Result<u8> {
             Ok(1)
         }
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Reads the secrets again on each SIGHUP (SPEC §12), until `shutdown`.
+async fn on_hangup(ctl: Arc<Controller>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            got = hup.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                tracing::info!(signal = "SIGHUP", "reading the secrets again");
+                ctl.reload_secrets();
+            }
+        }
     }
 }
 

@@ -518,7 +518,7 @@ impl Controller {
         }
         let current = self.desired();
         let parsed = read.and_then(|sources| manifest::parse(&sources));
-        let loaded = match parsed {
+        let mut loaded = match parsed {
             Ok(l) => l,
             Err(errors) => {
                 for d in &errors.diagnostics {
@@ -547,6 +547,16 @@ impl Controller {
         }
         for w in &loaded.warnings {
             tracing::warn!("{w}");
+        }
+        match self.read_secrets(&loaded.fleet, &current.fleet.secret_values) {
+            Ok(values) => loaded.fleet.secret_values = values,
+            Err(text) => {
+                tracing::error!(
+                    in_force = %&current.sources_hash()[..12],
+                    "{text}; nothing changed, the last good manifests stay in force"
+                );
+                return false;
+            }
         }
         if loaded.fleet.fleet.api_listen != current.fleet.fleet.api_listen
             || loaded.fleet.fleet.api_token_file != current.fleet.fleet.api_token_file
@@ -615,6 +625,71 @@ impl Controller {
                     "memory pressure: {n} plug(s) evicted"
                 ))),
                 Err(e) => tracing::warn!(error = %e, "memory pressure check failed"),
+            }
+        }
+    }
+
+    /// Reads the secrets `fleet` uses (SPEC §12). A source that cannot be read now keeps the
+    /// value `last` has for it (reported: a warning and a `secret-unreadable` event naming the
+    /// secret and why); a secret with no last value makes the whole set unusable.
+    ///
+    /// # Errors
+    /// Why, in words (each secret once, never a value).
+    fn read_secrets(
+        &self,
+        fleet: &crate::manifest::DesiredFleet,
+        last: &crate::secrets::SecretValues,
+    ) -> Result<crate::secrets::SecretValues, String> {
+        let key = self.store.secret_key().map_err(|e| e.to_string())?;
+        let (values, errors) = crate::secrets::read_used(fleet, &key);
+        let mut kept = Vec::new();
+        let mut missing = Vec::new();
+        for e in &errors {
+            match e.secret().filter(|s| last.get(s).is_some()) {
+                Some(s) => {
+                    tracing::warn!(secret = s, "{e}; the last good value stays in use");
+                    if let Err(err) = self.store.record_event(
+                        self.now_ms(),
+                        &self.cfg.actor,
+                        "secret-unreadable",
+                        None,
+                        Some(s),
+                        &format!("{e}; the last good value stays in use"),
+                    ) {
+                        tracing::warn!(error = %err, "could not record event");
+                    }
+                    kept.push(s);
+                }
+                None => missing.push(e.to_string()),
+            }
+        }
+        if !missing.is_empty() {
+            return Err(missing.join("; "));
+        }
+        Ok(values.with_kept(last, &kept))
+    }
+
+    /// Reads the secrets of the manifests in force again (`SIGHUP`): a value that changed
+    /// replaces the containers that use it, through the next reconcile. Returns whether any
+    /// changed.
+    pub fn reload_secrets(&self) -> bool {
+        let current = self.desired();
+        match self.read_secrets(&current.fleet, &current.fleet.secret_values) {
+            Ok(values) if values != current.fleet.secret_values => {
+                let mut next = (*current).clone();
+                next.fleet.secret_values = values;
+                *self.desired.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+                tracing::info!("secrets read again: some changed");
+                self.triggers.push(Trigger::Manifests);
+                true
+            }
+            Ok(_) => {
+                tracing::info!("secrets read again: none changed");
+                false
+            }
+            Err(text) => {
+                tracing::error!("{text}; the secrets in use stay");
+                false
             }
         }
     }

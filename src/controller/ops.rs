@@ -288,8 +288,14 @@ impl Controller {
     ) -> Result<ApplyView, OpError> {
         let given = manifest::parse(sources).map_err(|e| OpError::Invalid(e.to_string()))?;
         self.reload_manifests();
+        // An apply reads the secrets again, as an apply without a controller would.
+        self.reload_secrets();
         let current = self.desired();
-        if given.fleet != current.fleet {
+        let unread = manifest::DesiredFleet {
+            secret_values: Default::default(),
+            ..current.fleet.clone()
+        };
+        if given.fleet != unread {
             return Err(OpError::Differs(format!(
                 "the controller runs the manifests in {} and these differ from them; edit the \
                  files there instead (the controller applies a change within a second), or stop \

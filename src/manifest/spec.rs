@@ -35,6 +35,10 @@ pub struct DesiredFleet {
     /// not in it runs by its tag.
     #[serde(skip)]
     pub image_digests: BTreeMap<String, String>,
+    /// The values of the secrets the services and plug classes use, read on this machine for
+    /// this pass ([`crate::secrets::attach`]); never from manifests, never serialized.
+    #[serde(skip)]
+    pub secret_values: crate::secrets::SecretValues,
 }
 
 impl DesiredFleet {

@@ -153,6 +153,24 @@ pub(super) fn recreate_reason(want: &ContainerSpec, o: &Observed) -> String {
     if !env.is_empty() {
         out.push(format!("env {} changed", env.join(", ")));
     }
+    // Secrets and configs by name, from the digests in the labels (SPEC §12); never a value.
+    for (label, kind) in [(labels::SECRETS, "secret"), (labels::CONFIGS, "config")] {
+        let have_d = crate::secrets::parse_label(have.labels.get(label).map_or("", String::as_str));
+        let want_d = crate::secrets::parse_label(want.labels.get(label).map_or("", String::as_str));
+        for (name, d) in &want_d {
+            match have_d.get(name) {
+                Some(h) if h == d => {}
+                Some(_) => out.push(format!("{kind} {name} changed")),
+                None => out.push(format!("{kind} {name} added")),
+            }
+        }
+        for name in have_d.keys().filter(|n| !want_d.contains_key(*n)) {
+            out.push(format!("{kind} {name} removed"));
+        }
+    }
+    if have.labels.get(labels::SECRET_ENV) != want.labels.get(labels::SECRET_ENV) {
+        out.push("secret variables changed".into());
+    }
     let mut hp: Vec<_> = have.ports.clone();
     let mut wp: Vec<_> = want.ports.clone();
     hp.sort();

@@ -1272,8 +1272,19 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
     ContainerCreateBody {
         image: Some(spec.run_image()),
         cmd: spec.command.clone(),
-        env: (!spec.env.is_empty())
-            .then(|| spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+        // Secret variables only here, in the engine's create body (SPEC §12); validation made
+        // sure a secret used as a variable is text.
+        env: (!spec.env.is_empty() || !spec.secret_env.is_empty()).then(|| {
+            spec.env
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .chain(
+                    spec.secret_env
+                        .iter()
+                        .map(|(k, s)| format!("{k}={}", String::from_utf8_lossy(s.value.expose()))),
+                )
+                .collect()
+        }),
         labels: Some(
             spec.labels
                 .iter()
@@ -1564,6 +1575,8 @@ pub fn spec_from_inspect(r: &ContainerInspectResponse) -> ContainerSpec {
         .trim_start_matches('/')
         .to_string();
     ContainerSpec {
+        secret_env: Default::default(),
+        files: Vec::new(),
         pull: Default::default(),
         network: network_attachment(
             hc.and_then(|h| h.network_mode.as_deref()),
@@ -1577,15 +1590,30 @@ pub fn spec_from_inspect(r: &ContainerInspectResponse) -> ContainerSpec {
         name,
         image: config.and_then(|c| c.image.clone()).unwrap_or_default(),
         command: config.and_then(|c| c.cmd.clone()),
-        env: config
-            .and_then(|c| c.env.as_ref())
-            .into_iter()
-            .flatten()
-            .filter_map(|kv| {
-                kv.split_once('=')
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
-            })
-            .collect(),
+        // The values of secret variables are left on the node: nothing that reads a spec back
+        // (plans, outputs, logs) holds them. The label says which variables they are.
+        env: {
+            let secret_vars = config
+                .and_then(|c| c.labels.as_ref())
+                .and_then(|l| l.get(crate::container::labels::SECRET_ENV))
+                .map(|v| {
+                    crate::secrets::parse_label(v)
+                        .into_keys()
+                        .map(str::to_string)
+                        .collect::<std::collections::BTreeSet<_>>()
+                })
+                .unwrap_or_default();
+            config
+                .and_then(|c| c.env.as_ref())
+                .into_iter()
+                .flatten()
+                .filter_map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                })
+                .filter(|(k, _)| !secret_vars.contains(k))
+                .collect()
+        },
         labels: config
             .and_then(|c| c.labels.as_ref())
             .map(|l| l.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
@@ -2405,6 +2433,8 @@ mod tests {
 
     fn spec() -> ContainerSpec {
         ContainerSpec {
+            secret_env: Default::default(),
+            files: Vec::new(),
             pull: Default::default(),
             name: "aims-web-0".into(),
             image: "fleet-test/busybox:1".into(),
@@ -2550,6 +2580,8 @@ mod tests {
     #[test]
     fn create_body_omits_what_the_spec_leaves_unset() {
         let s = ContainerSpec {
+            secret_env: Default::default(),
+            files: Vec::new(),
             command: None,
             env: BTreeMap::new(),
             ports: vec![],

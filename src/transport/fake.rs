@@ -566,6 +566,8 @@ impl FakeRuntime {
     pub fn add_foreign(&self, name: &str, labels: BTreeMap<String, String>) -> String {
         let mut inner = self.lock();
         let spec = ContainerSpec {
+            secret_env: Default::default(),
+            files: Vec::new(),
             pull: Default::default(),
             network: Default::default(),
             name: name.to_string(),
@@ -1914,6 +1916,8 @@ mod tests {
 
     fn container(name: &str, network: NetworkAttachment) -> ContainerSpec {
         ContainerSpec {
+            secret_env: Default::default(),
+            files: Vec::new(),
             pull: Default::default(),
             name: name.into(),
             image: "img:1".into(),

@@ -169,6 +169,7 @@ pub fn validate(docs: &[RawDocument], diags: &mut Vec<Diagnostic>) -> Option<Des
         policies,
         secrets: BTreeMap::new(),
         image_digests: BTreeMap::new(),
+        secret_values: Default::default(),
     })
 }
 
