@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use crate::container::labels;
+use crate::disk::{DiskStatus, NodeDisk};
 use crate::manifest::validate::forced_replicas;
 use crate::manifest::{Bytes, DesiredFleet, MilliCpus, Percent, PlugClassSpec};
 use crate::observe::{NodeObservation as Seen, ObservedFleet};
@@ -104,6 +105,12 @@ pub struct NodeCapacity {
     pub measured_memory: Option<Bytes>,
     /// Free plug slots per class.
     pub plug_slots: Vec<PlugSlots>,
+    /// Declared `capacity.disk`.
+    pub capacity_disk: Option<Bytes>,
+    /// The node's disk as measured ([`CapacityReport::set_disks`]): live reports, nodes that
+    /// answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskStatus>,
 }
 
 /// A service (or part of one) that the manifests leave unplaced.
@@ -154,6 +161,22 @@ pub struct CapacityReport {
     /// Nodes that could not be observed (live reports), with why; they are shown from
     /// manifests only.
     pub unreachable: BTreeMap<String, String>,
+}
+
+impl CapacityReport {
+    /// Sets the disk of each node `measured` has an answer for ([`crate::disk::measure_all`]),
+    /// judged against `watermark` (the fleet's `diskHighWatermark`); the other nodes keep none.
+    pub fn set_disks(
+        &mut self,
+        measured: &BTreeMap<String, Result<NodeDisk, String>>,
+        watermark: Option<Percent>,
+    ) {
+        for n in &mut self.nodes {
+            n.disk = measured
+                .get(&n.node)
+                .map(|d| DiskStatus::from_measured(d, watermark));
+        }
+    }
 }
 
 /// Builds the report. `observed` maps node names to observations; nodes absent from it are
@@ -289,6 +312,8 @@ pub fn report(
             headroom_millicpus: allocatable_cpus.map(|a| a.0 as i64 - cpu_limits.0 as i64),
             measured_memory: o.measured_memory,
             plug_slots,
+            capacity_disk: node.capacity_disk,
+            disk: None,
         });
     }
 

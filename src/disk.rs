@@ -17,14 +17,18 @@
 //! The controller acts on the plan ([`crate::controller`]); the engine refuses to remove an
 //! image a container uses, so a container created between the measurement and the removal
 //! keeps its image.
+//!
+//! `get nodes`, `describe node` and `capacity` show what [`measure_all`] found as a
+//! [`DiskStatus`] each, in the words of [`DiskStatus::text`].
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
 use crate::container::{EngineDisk, Filesystem, ImageUsage, pinned};
-use crate::manifest::quantity::Percent;
+use crate::manifest::quantity::{Bytes, Percent};
 use crate::manifest::spec::DesiredFleet;
+use crate::observe::{NodeObservation, ObservedFleet};
 use crate::transport::{NodeRuntime, TransportError};
 
 /// What one node's disk holds, as [`measure`] found it.
@@ -116,6 +120,200 @@ pub async fn measure(
         engine,
         declared,
     })
+}
+
+/// How long [`measure_all`] waits for one node's disk. `system df` walks the engine's data
+/// root (the engine call itself may take [`crate::transport::docker::DF_TIMEOUT`]); a command
+/// that shows the disk beside other facts does not wait that long for one slow node.
+pub const MEASURE_ALL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// Measures, concurrently, the disk of every node of `fleet` that has a runtime in `runtimes`
+/// and that `observed` shows reachable (a node that did not answer the observation is not asked
+/// again: it would only cost another connect timeout). One [`measure`] per node, with the
+/// node's declared `capacity.disk`, each given at most [`MEASURE_ALL_TIMEOUT`].
+///
+/// Each node measured maps to its [`NodeDisk`], or to why the engine did not answer (the
+/// operation and its cause, without the node's name: the key says it).
+pub async fn measure_all(
+    fleet: &DesiredFleet,
+    runtimes: &crate::execute::Runtimes,
+    observed: &ObservedFleet,
+) -> BTreeMap<String, Result<NodeDisk, String>> {
+    let checks = fleet.nodes.values().filter_map(|spec| {
+        let reachable = matches!(
+            observed.nodes.get(&spec.name),
+            Some(NodeObservation::Reachable { .. })
+        );
+        let rt = runtimes.get(&spec.name).filter(|_| reachable)?.clone();
+        let declared = spec.capacity_disk.map(|b| b.0);
+        Some(async move {
+            let measured =
+                match tokio::time::timeout(MEASURE_ALL_TIMEOUT, measure(rt.as_ref(), declared))
+                    .await
+                {
+                    Ok(m) => m.map_err(|e| cause(&e)),
+                    Err(_) => Err(format!(
+                        "no answer within {} s",
+                        MEASURE_ALL_TIMEOUT.as_secs()
+                    )),
+                };
+            (spec.name.clone(), measured)
+        })
+    });
+    futures_util::future::join_all(checks)
+        .await
+        .into_iter()
+        .collect()
+}
+
+/// `e` without the node's name: `system df: <message>`.
+fn cause(e: &TransportError) -> String {
+    match &e.object {
+        Some(object) => format!("{} {object}: {}", e.op, e.message),
+        None => format!("{}: {}", e.op, e.message),
+    }
+}
+
+/// One node's disk as `get nodes`, `describe node` and `capacity` show it: how full the data
+/// root's filesystem is and what the engine stores there, counted (not the image list).
+///
+/// A field the measurement did not give is `None`: the engine's figures when the engine did
+/// not answer `system df`, the share and sizes when neither `df` nor a declared
+/// `capacity.disk` gave the disk's size.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub struct DiskStatus {
+    /// The engine's data root, e.g. `/var/lib/docker`.
+    pub data_root: Option<String>,
+    /// Share of the disk in use, percent (`41.3`), as [`NodeDisk::used_hundredths`] judges it.
+    pub used_percent: Option<f64>,
+    /// Bytes in use ([`NodeDisk::used`]).
+    pub used_bytes: Option<u64>,
+    /// Size of the disk ([`NodeDisk::size`]): the filesystem's, else the declared capacity.
+    pub size_bytes: Option<u64>,
+    /// Whether the share is of the declared `capacity.disk` (`df` did not answer).
+    pub declared: bool,
+    /// Image layers, counted once.
+    pub images_bytes: Option<u64>,
+    /// Containers' writable layers.
+    pub containers_bytes: Option<u64>,
+    /// Local volumes.
+    pub volumes_bytes: Option<u64>,
+    /// Build cache.
+    pub build_cache_bytes: Option<u64>,
+    /// Images the engine holds.
+    pub images: Option<usize>,
+    /// Of which no container (of any owner, in any state) uses.
+    pub unused_images: Option<usize>,
+    /// The fleet's `diskHighWatermark`, percent.
+    pub watermark_percent: Option<f64>,
+    /// Why the disk is not fully measured: the engine's `system df` (nothing is known), or `df`
+    /// of the data root (the share is of the declared capacity, or unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl DiskStatus {
+    /// The status of a node whose disk [`measure`] found as `d`, judged against `watermark`.
+    pub fn of(d: &NodeDisk, watermark: Option<Percent>) -> DiskStatus {
+        let e = &d.engine;
+        DiskStatus {
+            data_root: Some(d.data_root.clone()),
+            used_percent: d.used_hundredths().map(percent),
+            used_bytes: d.used(),
+            size_bytes: d.size(),
+            declared: d.filesystem.is_none() && d.declared.is_some(),
+            images_bytes: Some(e.images_bytes),
+            containers_bytes: Some(e.containers_bytes),
+            volumes_bytes: Some(e.volumes_bytes),
+            build_cache_bytes: Some(e.build_cache_bytes),
+            images: Some(e.images.len()),
+            unused_images: Some(e.images.iter().filter(|i| i.containers == 0).count()),
+            watermark_percent: watermark.map(|w| percent(w.0)),
+            error: d
+                .filesystem_error
+                .as_ref()
+                .map(|m| format!("df {}: {m}", d.data_root)),
+        }
+    }
+
+    /// The status of a node whose engine did not answer: only `error` (and the watermark).
+    pub fn failed(error: impl Into<String>, watermark: Option<Percent>) -> DiskStatus {
+        DiskStatus {
+            watermark_percent: watermark.map(|w| percent(w.0)),
+            error: Some(error.into()),
+            ..DiskStatus::default()
+        }
+    }
+
+    /// [`Self::of`] or [`Self::failed`], from one entry of [`measure_all`].
+    pub fn from_measured(measured: &Result<NodeDisk, String>, watermark: Option<Percent>) -> Self {
+        match measured {
+            Ok(d) => DiskStatus::of(d, watermark),
+            Err(e) => DiskStatus::failed(e.clone(), watermark),
+        }
+    }
+
+    /// Whether the share in use is known and above the watermark (the controller prunes then).
+    pub fn above_watermark(&self) -> bool {
+        matches!(
+            (self.used_percent, self.watermark_percent),
+            (Some(u), Some(w)) if hundredths(u) > hundredths(w)
+        )
+    }
+
+    /// The share in use as [`percent_text`] writes it (`41.3%`), when known.
+    pub fn used_text(&self) -> Option<String> {
+        self.used_percent.map(|u| percent_text(hundredths(u)))
+    }
+
+    /// The watermark as [`percent_text`] writes it (`80%`), when the fleet sets one.
+    pub fn watermark_text(&self) -> Option<String> {
+        self.watermark_percent.map(|w| percent_text(hundredths(w)))
+    }
+
+    /// The share in use for a table: `41.3% of 30GiB`, `85% of 30GiB (> 80%)` above the
+    /// watermark, `?` when unknown.
+    pub fn text(&self) -> String {
+        let Some(mut out) = self.used_text() else {
+            return "?".into();
+        };
+        if let Some(size) = self.size_bytes {
+            out.push_str(&format!(" of {}", Bytes(size)));
+        }
+        if let Some(w) = self.watermark_text().filter(|_| self.above_watermark()) {
+            out.push_str(&format!(" (> {w})"));
+        }
+        out
+    }
+
+    /// The line a table prints under itself for `node` when its share in use is unknown and
+    /// there is a reason: `node1: disk unknown: df /var/lib/docker: …`.
+    pub fn unknown_note(&self, node: &str) -> Option<String> {
+        let e = self
+            .error
+            .as_ref()
+            .filter(|_| self.used_percent.is_none())?;
+        Some(format!("{node}: disk unknown: {e}"))
+    }
+
+    /// The images for a table: `1.2GiB (3 unused)`, `?` when the engine did not answer.
+    pub fn images_text(&self) -> String {
+        match (self.images_bytes, self.unused_images) {
+            (Some(b), Some(u)) => format!("{} ({u} unused)", Bytes(b)),
+            _ => "?".into(),
+        }
+    }
+}
+
+/// Hundredths of a percent as a percent (`4130` → `41.3`).
+fn percent(hundredths: u32) -> f64 {
+    f64::from(hundredths) / 100.0
+}
+
+/// A percent from [`percent`] back in hundredths.
+fn hundredths(percent: f64) -> u32 {
+    (percent * 100.0).round() as u32
 }
 
 /// The image names a prune never removes: every image the applied manifests name, by its tag
@@ -410,6 +608,163 @@ mod tests {
         assert!(k.keeps(&by_digest));
         assert!(k.keeps(&image("y", &["reg.example/web:2"], 1, 1, 0)));
         assert!(!k.keeps(&image("z", &["reg.example/web:1"], 1, 1, 0)));
+    }
+
+    fn measured() -> NodeDisk {
+        let mut d = disk(
+            12_390 * (GIB / 1000),
+            17_610 * (GIB / 1000),
+            vec![
+                image("run", &["app:2"], GIB, 1, 2),
+                image("old", &["app:1"], GIB, 2, 0),
+                image("none", &[], GIB, 3, 0),
+            ],
+        );
+        d.engine.images_bytes = 1288 << 20;
+        d.engine.containers_bytes = 20 << 20;
+        d.engine.volumes_bytes = GIB;
+        d
+    }
+
+    #[test]
+    fn a_disk_status_counts_images_not_lists_them() {
+        let st = DiskStatus::of(&measured(), Some(Percent(8000)));
+        assert_eq!(st.data_root.as_deref(), Some("/var/lib/docker"));
+        assert_eq!(st.used_percent, Some(41.3));
+        assert_eq!(st.size_bytes, Some(30_000 * (GIB / 1000)));
+        assert_eq!(st.used_bytes, Some(12_390 * (GIB / 1000)));
+        assert!(!st.declared);
+        assert_eq!((st.images, st.unused_images), (Some(3), Some(2)));
+        assert_eq!(st.images_bytes, Some(1288 << 20));
+        assert_eq!(st.volumes_bytes, Some(GIB));
+        assert_eq!(st.build_cache_bytes, Some(0));
+        assert_eq!(st.watermark_percent, Some(80.0));
+        assert_eq!(st.error, None);
+        assert!(!st.above_watermark());
+        assert_eq!(st.text(), "41.3% of 30GiB");
+        assert_eq!(st.images_text(), "1.3GiB (2 unused)");
+        assert_eq!(st.unknown_note("node1"), None);
+        let json = serde_json::to_value(&st).unwrap();
+        assert_eq!(json["used_percent"], 41.3);
+        assert_eq!(json["unused_images"], 2);
+        assert!(json.get("error").is_none(), "{json}");
+        assert!(json.get("images_list").is_none() && !json["images"].is_array());
+    }
+
+    #[test]
+    fn above_the_watermark_the_text_says_so_and_at_it_does_not() {
+        let mut d = disk(85 * GIB, 15 * GIB, Vec::new());
+        assert_eq!(
+            DiskStatus::of(&d, Some(Percent(8000))).text(),
+            "85% of 100GiB (> 80%)"
+        );
+        assert_eq!(
+            DiskStatus::of(&d, Some(Percent(9250))).text(),
+            "85% of 100GiB"
+        );
+        assert_eq!(DiskStatus::of(&d, None).text(), "85% of 100GiB");
+        d.filesystem = Some(Filesystem {
+            size: 100 * GIB,
+            used: 80 * GIB,
+            available: 20 * GIB,
+        });
+        let at = DiskStatus::of(&d, Some(Percent(8000)));
+        assert!(!at.above_watermark(), "the controller prunes above, not at");
+        assert_eq!(at.text(), "80% of 100GiB");
+    }
+
+    #[test]
+    fn an_unknown_disk_is_a_question_mark_with_its_reason() {
+        let mut d = measured();
+        d.filesystem = None;
+        d.filesystem_error = Some("this account may not run commands".into());
+        let st = DiskStatus::of(&d, Some(Percent(8000)));
+        assert_eq!(st.used_percent, None);
+        assert_eq!(st.size_bytes, None);
+        assert_eq!(st.text(), "?");
+        assert_eq!(
+            st.images_text(),
+            "1.3GiB (2 unused)",
+            "the engine still answered"
+        );
+        assert_eq!(
+            st.unknown_note("node1").as_deref(),
+            Some("node1: disk unknown: df /var/lib/docker: this account may not run commands")
+        );
+
+        // The declared capacity.disk stands in for df: known, and the reason still said.
+        d.declared = Some(10 * GIB);
+        d.engine.images_bytes = 8 * GIB + GIB / 2;
+        let st = DiskStatus::of(&d, Some(Percent(8000)));
+        assert!(st.declared);
+        assert_eq!(st.text(), "95.2% of 10GiB (> 80%)");
+        assert!(st.error.is_some());
+        assert_eq!(st.unknown_note("node1"), None);
+
+        let failed = DiskStatus::failed("system df: engine busy", None);
+        assert_eq!(failed.text(), "?");
+        assert_eq!(failed.images_text(), "?");
+        assert_eq!(failed.data_root, None);
+        assert_eq!(
+            failed.unknown_note("node2").as_deref(),
+            Some("node2: disk unknown: system df: engine busy")
+        );
+    }
+
+    /// One measurement per node that answered the observation; an unreachable node is not
+    /// asked again, and an engine that fails is said without repeating the node's name.
+    #[tokio::test]
+    async fn measure_all_asks_each_reachable_node_once() {
+        use crate::transport::fake::FakeRuntime;
+        use std::sync::Arc;
+
+        let text = "apiVersion: fleet/v1\nkind: Node\nmetadata: {name: n1}\nspec: {capacity: {cpus: 1, memory: 1GiB, disk: 20GiB}}\n---\napiVersion: fleet/v1\nkind: Node\nmetadata: {name: n2}\nspec: {capacity: {cpus: 1, memory: 1GiB}}\n---\napiVersion: fleet/v1\nkind: Node\nmetadata: {name: n3}\nspec: {capacity: {cpus: 1, memory: 1GiB}}\n";
+        let fleet = crate::manifest::parse(&[crate::manifest::Source {
+            name: "t.yaml".into(),
+            text: text.into(),
+        }])
+        .unwrap()
+        .fleet;
+        let n1 = Arc::new(FakeRuntime::new("n1"));
+        n1.set_disk(None, vec![image("a", &["a:1"], GIB, 1, 0)]);
+        let n2 = Arc::new(FakeRuntime::new("n2"));
+        n2.set_disk(
+            Some(Filesystem {
+                size: 10 * GIB,
+                used: 9 * GIB,
+                available: GIB,
+            }),
+            Vec::new(),
+        );
+        let n3 = Arc::new(FakeRuntime::new("n3"));
+        let runtimes: crate::execute::Runtimes = [
+            ("n1".to_string(), n1.clone() as Arc<dyn NodeRuntime>),
+            ("n2".to_string(), n2.clone() as Arc<dyn NodeRuntime>),
+            ("n3".to_string(), n3.clone() as Arc<dyn NodeRuntime>),
+        ]
+        .into();
+        n3.set_unreachable(true);
+        let rts: Vec<Arc<dyn NodeRuntime>> = runtimes.values().cloned().collect();
+        let observed = crate::observe::observe(
+            "demo",
+            &rts,
+            &crate::observe::ObserveOptions::everything(&fleet),
+        )
+        .await;
+        let measured = measure_all(&fleet, &runtimes, &observed).await;
+        assert_eq!(measured.keys().collect::<Vec<_>>(), ["n1", "n2"]);
+        let d1 = measured["n1"].as_ref().unwrap();
+        assert_eq!(d1.declared, Some(20 * GIB));
+        assert!(d1.filesystem_error.is_some());
+        assert_eq!(
+            measured["n2"].as_ref().unwrap().used_hundredths(),
+            Some(9000)
+        );
+
+        n2.set_unreachable(true);
+        let measured = measure_all(&fleet, &runtimes, &observed).await;
+        let e = measured["n2"].as_ref().unwrap_err();
+        assert!(!e.contains("n2"), "{e}");
     }
 
     #[test]

@@ -58,17 +58,22 @@ pub fn run(
 
 /// Observes every node and builds the report from what runs: replicas where they are, plugs as
 /// recorded, measured memory of everything running; free plug slots on the scheduler's views of
-/// the same observation, built as `plug create` builds them.
+/// the same observation, built as `plug create` builds them; then the disk of every node that
+/// answered ([`crate::disk::measure_all`]).
 fn live_report(
     fleet: &crate::manifest::DesiredFleet,
     store: &crate::store::Store,
 ) -> anyhow::Result<CapacityReport> {
     let rt = super::common::runtime()?;
-    let observed = rt.block_on(async {
+    let (observed, disks) = rt.block_on(async {
         let runtimes = super::common::connect_all(fleet);
-        crate::plugs::observe_for_placement(fleet, &runtimes).await
+        let observed = crate::plugs::observe_for_placement(fleet, &runtimes).await;
+        let disks = crate::disk::measure_all(fleet, &runtimes, &observed).await;
+        (observed, disks)
     });
-    Ok(crate::capacity::live(fleet, store, &observed)?)
+    let mut r = crate::capacity::live(fleet, store, &observed)?;
+    r.set_disks(&disks, fleet.fleet.disk_high_watermark);
+    Ok(r)
 }
 
 /// A table (kubectl-like: no borders).
@@ -114,11 +119,24 @@ fn signed_cpus(v: i64) -> String {
     }
 }
 
+/// The DISK cell of `n`: live, the share in use as `get nodes` shows it (`-` for a node that
+/// did not answer); from manifests, the declared `capacity.disk` (`-` without one).
+fn disk_text(observed: bool, n: &crate::capacity::NodeCapacity) -> String {
+    if observed {
+        n.disk
+            .as_ref()
+            .map_or("-".into(), crate::disk::DiskStatus::text)
+    } else {
+        n.capacity_disk
+            .map_or("-".into(), |b| format!("{b} (declared)"))
+    }
+}
+
 /// Renders the report as text.
 pub fn render(r: &CapacityReport, wide: bool) -> String {
     let mut out = String::new();
     let source = if r.observed {
-        "live: placements, plugs and measured memory as observed on the nodes"
+        "live: placements, plugs, measured memory and disk as observed on the nodes"
     } else {
         "from manifests: services count where their placement forces them; no plugs yet"
     };
@@ -142,6 +160,11 @@ pub fn render(r: &CapacityReport, wide: bool) -> String {
     ];
     if r.observed {
         header.push("MEASURED");
+    }
+    // Live: the disk as measured; from manifests: the declared capacity.disk, if any node has one.
+    let disk_column = r.observed || r.nodes.iter().any(|n| n.capacity_disk.is_some());
+    if disk_column {
+        header.push("DISK");
     }
     let mut t = table(&header);
     for n in &r.nodes {
@@ -171,9 +194,20 @@ pub fn render(r: &CapacityReport, wide: bool) -> String {
         if r.observed {
             row.push(n.measured_memory.map_or("?".into(), |m| m.to_string()));
         }
+        if disk_column {
+            row.push(disk_text(r.observed, n));
+        }
         t.add_row(row);
     }
     out.push_str(&table_text(&t));
+    for note in r
+        .nodes
+        .iter()
+        .filter_map(|n| n.disk.as_ref()?.unknown_note(&n.node))
+    {
+        out.push_str(&note);
+        out.push('\n');
+    }
 
     if !r.classes.is_empty() {
         out.push_str("\nPlug slots free (more instances that fit, and what bounds them):\n");
@@ -247,4 +281,106 @@ pub fn render(r: &CapacityReport, wide: bool) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::capacity::{NodeObservation, manifest_views};
+    use crate::container::{EngineDisk, Filesystem};
+    use crate::disk::NodeDisk;
+    use crate::manifest::{Percent, Source, parse};
+
+    const GIB: u64 = 1 << 30;
+
+    fn fleet(disk: &str) -> crate::manifest::DesiredFleet {
+        let text = format!(
+            "apiVersion: fleet/v1\nkind: Node\nmetadata: {{name: node1}}\n\
+             spec: {{capacity: {{cpus: 4, memory: 8GiB{disk}}}}}\n---\n\
+             apiVersion: fleet/v1\nkind: Node\nmetadata: {{name: node2}}\n\
+             spec: {{capacity: {{cpus: 2, memory: 4GiB}}}}\n"
+        );
+        parse(&[Source {
+            name: "t.yaml".into(),
+            text,
+        }])
+        .unwrap_or_else(|e| panic!("{e}"))
+        .fleet
+    }
+
+    /// The DISK cell of each node row, by the header's column.
+    fn disk_cells(text: &str) -> Option<Vec<String>> {
+        let mut lines = text.lines().skip_while(|l| !l.starts_with("NODE"));
+        let col = lines.next()?.find("DISK")?;
+        Some(
+            lines
+                .take_while(|l| l.starts_with("node") && !l.contains(": "))
+                .map(|l| l[col..].split("  ").next().unwrap_or("").trim().to_string())
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn offline_the_disk_column_is_the_declared_capacity_or_absent() {
+        let f = fleet("");
+        let r = crate::capacity::report(&f, None, &manifest_views(&f, &BTreeMap::new()));
+        assert_eq!(disk_cells(&render(&r, false)), None);
+        let f = fleet(", disk: 100GiB");
+        let r = crate::capacity::report(&f, None, &manifest_views(&f, &BTreeMap::new()));
+        let text = render(&r, false);
+        println!("{text}");
+        assert_eq!(
+            disk_cells(&text).unwrap(),
+            ["100GiB (declared)", "-"],
+            "{text}"
+        );
+        assert_eq!(
+            serde_json::to_value(&r).unwrap()["nodes"][0]["capacity_disk"],
+            100 * GIB
+        );
+    }
+
+    #[test]
+    fn live_the_disk_column_is_the_measured_share_as_get_nodes_says_it() {
+        let f = fleet("");
+        let obs: BTreeMap<String, NodeObservation> = f
+            .nodes
+            .keys()
+            .map(|n| (n.clone(), NodeObservation::default()))
+            .collect();
+        let mut r = crate::capacity::report(&f, Some(&obs), &manifest_views(&f, &BTreeMap::new()));
+        let full = NodeDisk {
+            data_root: "/var/lib/docker".into(),
+            filesystem: Some(Filesystem {
+                size: 30 * GIB,
+                used: 255 * GIB / 10,
+                available: 45 * GIB / 10,
+            }),
+            engine: EngineDisk::default(),
+            ..NodeDisk::default()
+        };
+        let measured = BTreeMap::from([
+            ("node1".to_string(), Ok(full)),
+            (
+                "node2".to_string(),
+                Err("system df: engine busy".to_string()),
+            ),
+        ]);
+        r.set_disks(&measured, Some(Percent(8000)));
+        let text = render(&r, false);
+        println!("{text}");
+        assert_eq!(
+            disk_cells(&text).unwrap(),
+            ["85% of 30GiB (> 80%)", "?"],
+            "{text}"
+        );
+        assert!(
+            text.contains("node2: disk unknown: system df: engine busy\n"),
+            "{text}"
+        );
+        r.set_disks(&BTreeMap::new(), None);
+        assert_eq!(disk_cells(&render(&r, false)).unwrap(), ["-", "-"]);
+    }
 }

@@ -13,6 +13,10 @@
 //!
 //! Measuring memory costs up to about a second on Docker 20.10 (see
 //! [`crate::observe::STATS_CONCURRENCY`]).
+//!
+//! "Disk" is the node's, not the fleet's: the engine's data root filesystem and what the engine
+//! stores there ([`crate::disk::measure_all`], one more call set per reachable node after the
+//! observation, concurrent across nodes), judged against the fleet's `diskHighWatermark`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, IsTerminal, Write};
@@ -27,6 +31,7 @@ use super::common::{
 };
 use super::{GlobalOpts, Output};
 use crate::container::{EngineInfo, Health, RunState};
+pub use crate::disk::DiskStatus;
 use crate::manifest::{Bytes, DesiredFleet, MilliCpus, NodeSpec};
 use crate::observe::{NodeObservation, ObserveOptions, Observed, observe};
 use crate::transport::hostkey::{self, HostKeyPolicy, Verdict};
@@ -67,6 +72,9 @@ pub struct NodeStatus {
     /// The fleet's network on this node (SPEC §10), when the node answered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub network: Option<NodeNetwork>,
+    /// The node's disk, when the node answered (with `error` when it was not fully measured).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskStatus>,
 }
 
 /// The fleet's network as one node has it.
@@ -284,6 +292,7 @@ pub fn node_status(spec: &NodeSpec, observed: Result<Observation, &str>) -> Node
     };
     NodeStatus {
         network: None,
+        disk: None,
         name: spec.name.clone(),
         address,
         labels: spec.labels.clone(),
@@ -302,8 +311,9 @@ pub fn node_status(spec: &NodeSpec, observed: Result<Observation, &str>) -> Node
     }
 }
 
-/// Observes the nodes `specs` of `fleet` (engine facts and measured memory), in the order
-/// given. A node whose connection cannot even be set up is NotReady with that cause.
+/// Observes the nodes `specs` of `fleet` (engine facts and measured memory), then measures the
+/// disk of those that answered, in the order given. A node whose connection cannot even be set
+/// up is NotReady with that cause.
 /// Each node's status, and the node conditions the nodes record (set through any state file).
 fn observe_nodes(
     fleet: &DesiredFleet,
@@ -323,7 +333,7 @@ fn observe_nodes(
         .iter()
         .map(|r| (r.node().to_string(), r.clone()))
         .collect();
-    let observed = runtime()?.block_on(async {
+    let (observed, mut disks) = runtime()?.block_on(async {
         let mut o = observe(
             &fleet.fleet.name,
             &runtimes,
@@ -331,7 +341,8 @@ fn observe_nodes(
         )
         .await;
         crate::network::exec::observe_members(fleet, &by_name, &mut o).await;
-        o
+        let disks = crate::disk::measure_all(fleet, &by_name, &o).await;
+        (o, disks)
     });
     let net_plan = crate::network::plan(fleet, &observed, &Default::default());
     let mut statuses: Vec<NodeStatus> = specs
@@ -348,8 +359,13 @@ fn observe_nodes(
             }
         })
         .collect();
+    let watermark = fleet.fleet.disk_high_watermark;
     for st in &mut statuses {
         st.network = node_network(fleet, &observed, &net_plan, &st.name);
+        st.disk = disks
+            .remove(&st.name)
+            .filter(|_| st.is_ready())
+            .map(|d| DiskStatus::from_measured(&d, watermark));
     }
     Ok((statuses, observed.marks))
 }
@@ -505,10 +521,13 @@ pub fn render_table(statuses: &[NodeStatus], wide: bool) -> String {
         "FLEET MEM USED",
         "CPU LIMITS",
         "CONTAINERS",
+        // The node's disk: the data root filesystem, against the fleet's diskHighWatermark.
+        "DISK",
         "NETWORK",
     ];
     if wide {
         header.extend([
+            "IMAGES",
             "ADDRESS",
             "ENGINE CPUS",
             "ENGINE MEMORY",
@@ -543,10 +562,12 @@ pub fn render_table(statuses: &[NodeStatus], wide: bool) -> String {
             } else {
                 "-".into()
             },
+            s.disk.as_ref().map_or("-".into(), DiskStatus::text),
             s.network.as_ref().map_or("-".into(), NodeNetwork::short),
         ];
         if wide {
             row.extend([
+                s.disk.as_ref().map_or("-".into(), DiskStatus::images_text),
                 s.address.clone(),
                 cpus(c.engine_millicpus),
                 bytes(c.engine_memory),
@@ -569,6 +590,13 @@ pub fn render_table(statuses: &[NodeStatus], wide: bool) -> String {
         if let Some(cause) = &s.cause {
             out.push_str(&format!("{}: NotReady: {cause}\n", s.name));
         }
+    }
+    for note in statuses
+        .iter()
+        .filter_map(|s| s.disk.as_ref()?.unknown_note(&s.name))
+    {
+        out.push_str(&note);
+        out.push('\n');
     }
     // Each network problem once (a lost quorum concerns every node).
     let mut said = Vec::new();
@@ -670,6 +698,12 @@ pub fn render_describe(s: &NodeStatus, fleet: &str) -> String {
             ),
         );
     }
+    if let Some(d) = &s.disk {
+        line("Disk:", disk_text(d));
+        if d.images.is_some() {
+            line("", disk_store_text(d));
+        }
+    }
     if !s.containers.is_empty() {
         out.push_str("Containers:\n");
         let mut t = Table::new();
@@ -699,6 +733,50 @@ pub fn render_describe(s: &NodeStatus, fleet: &str) -> String {
         out.push_str(&super::capacity::table_text(&t));
     }
     out
+}
+
+/// The `Disk:` line of `describe node`: `41.3% of 30GiB used on /var/lib/docker (watermark
+/// 80%)`, `above the watermark` when it is, of what (the declared capacity when `df` did not
+/// answer), and why it is not known.
+fn disk_text(d: &DiskStatus) -> String {
+    let mut out = match (d.used_text(), d.size_bytes, &d.data_root) {
+        (Some(used), Some(size), root) => {
+            let of = if d.declared {
+                format!("{} (the declared capacity.disk)", Bytes(size))
+            } else {
+                Bytes(size).to_string()
+            };
+            let on = root.as_deref().unwrap_or("the engine's data root");
+            format!("{used} of {of} used on {on}")
+        }
+        (_, _, Some(root)) => format!("unknown on {root}"),
+        (_, _, None) => "unknown".to_string(),
+    };
+    if let Some(w) = d.watermark_text() {
+        if d.above_watermark() {
+            out.push_str(&format!(", above the watermark {w}"));
+        } else {
+            out.push_str(&format!(" (watermark {w})"));
+        }
+    }
+    if let Some(e) = &d.error {
+        out.push_str(&format!("; {e}"));
+    }
+    out
+}
+
+/// The line under `Disk:` in `describe node`: what the engine stores on the data root.
+fn disk_store_text(d: &DiskStatus) -> String {
+    let b = |v: Option<u64>| Bytes(v.unwrap_or(0)).to_string();
+    format!(
+        "images {} ({} images, {} unused), containers {}, volumes {}, build cache {}",
+        b(d.images_bytes),
+        d.images.unwrap_or(0),
+        d.unused_images.unwrap_or(0),
+        b(d.containers_bytes),
+        b(d.volumes_bytes),
+        b(d.build_cache_bytes)
+    )
 }
 
 /// `fleetctl trust NODE`: show the node's host key and record it as trusted.
@@ -918,6 +996,148 @@ mod tests {
             "{table}"
         );
         assert!(lines[1].contains("3 (2 running)"), "{table}");
+        assert!(
+            lines[0].contains("DISK") && !lines[0].contains("IMAGES"),
+            "{table}"
+        );
+    }
+
+    const GIB: u64 = 1 << 30;
+
+    fn node_disk(used: u64, size: u64) -> crate::disk::NodeDisk {
+        use crate::container::{EngineDisk, Filesystem, ImageUsage};
+        let image = |id: &str, containers| ImageUsage {
+            id: id.into(),
+            containers,
+            ..ImageUsage::default()
+        };
+        crate::disk::NodeDisk {
+            data_root: "/var/lib/docker".into(),
+            filesystem: Some(Filesystem {
+                size,
+                used,
+                available: size - used,
+            }),
+            filesystem_error: None,
+            engine: EngineDisk {
+                images: vec![image("a", 1), image("b", 0), image("c", 0), image("d", 0)],
+                images_bytes: 1288 << 20,
+                containers_bytes: 20 << 20,
+                volumes_bytes: GIB,
+                build_cache_bytes: 0,
+            },
+            declared: None,
+        }
+    }
+
+    fn ready(name: &str) -> NodeStatus {
+        let mut s = node_status(
+            &spec(),
+            Ok(Observation {
+                info: info(),
+                containers: Vec::new(),
+            }),
+        );
+        s.name = name.into();
+        s
+    }
+
+    #[test]
+    fn the_disk_column_shows_use_watermark_unknown_and_unreachable() {
+        let w = Some(crate::manifest::Percent(8000));
+        let mut low = ready("node1");
+        low.disk = Some(DiskStatus::of(&node_disk(123 * GIB / 10, 30 * GIB), w));
+        let mut high = ready("node2");
+        high.disk = Some(DiskStatus::of(&node_disk(255 * GIB / 10, 30 * GIB), w));
+        let mut unknown = ready("node3");
+        let mut no_df = node_disk(0, 1);
+        no_df.filesystem = None;
+        no_df.filesystem_error = Some("this account may not run commands".into());
+        unknown.disk = Some(DiskStatus::of(&no_df, w));
+        let mut down = node_status(&spec(), Err("node node4: ssh connect: refused"));
+        down.name = "node4".into();
+        let statuses = [low, high, unknown, down];
+        let table = render_table(&statuses, false);
+        println!("{table}");
+        let lines: Vec<&str> = table.lines().collect();
+        let cell = |l: &str, col: usize| l[col..].split("  ").next().unwrap().trim().to_string();
+        let col = lines[0].find("DISK").unwrap();
+        assert_eq!(cell(lines[1], col), "41% of 30GiB", "{table}");
+        assert_eq!(cell(lines[2], col), "85% of 30GiB (> 80%)", "{table}");
+        assert_eq!(cell(lines[3], col), "?", "{table}");
+        assert_eq!(cell(lines[4], col), "-", "{table}");
+        assert!(
+            table.contains(
+                "node3: disk unknown: df /var/lib/docker: this account may not run commands\n"
+            ),
+            "{table}"
+        );
+        let wide = render_table(&statuses, true);
+        println!("{wide}");
+        let lines: Vec<&str> = wide.lines().collect();
+        let col = lines[0].find("IMAGES").unwrap();
+        assert_eq!(cell(lines[1], col), "1.3GiB (3 unused)", "{wide}");
+        assert_eq!(cell(lines[4], col), "-", "{wide}");
+        let json = serde_json::to_value(&statuses).unwrap();
+        assert_eq!(json[1]["disk"]["used_percent"], 85.0);
+        assert_eq!(json[1]["disk"]["watermark_percent"], 80.0);
+        assert!(json[3].get("disk").is_none(), "unreachable: no disk");
+    }
+
+    #[test]
+    fn describe_says_the_disk_what_the_engine_stores_and_why_it_is_unknown() {
+        let w = Some(crate::manifest::Percent(8000));
+        let mut s = ready("node1");
+        s.disk = Some(DiskStatus::of(&node_disk(123 * GIB / 10, 30 * GIB), w));
+        let d = render_describe(&s, "aims");
+        println!("{d}");
+        assert!(
+            d.contains("Disk:          41% of 30GiB used on /var/lib/docker (watermark 80%)\n"),
+            "{d}"
+        );
+        assert!(
+            d.contains(
+                "               images 1.3GiB (4 images, 3 unused), containers 20MiB, \
+                 volumes 1GiB, build cache 0B\n"
+            ),
+            "{d}"
+        );
+
+        s.disk = Some(DiskStatus::of(&node_disk(255 * GIB / 10, 30 * GIB), w));
+        let d = render_describe(&s, "aims");
+        assert!(
+            d.contains("85% of 30GiB used on /var/lib/docker, above the watermark 80%\n"),
+            "{d}"
+        );
+
+        let mut no_df = node_disk(0, 1);
+        no_df.filesystem = None;
+        no_df.filesystem_error = Some("this account may not run commands".into());
+        s.disk = Some(DiskStatus::of(&no_df, None));
+        let d = render_describe(&s, "aims");
+        println!("{d}");
+        assert!(
+            d.contains(
+                "Disk:          unknown on /var/lib/docker; df /var/lib/docker: this account may \
+                 not run commands\n"
+            ),
+            "{d}"
+        );
+        no_df.declared = Some(10 * GIB);
+        s.disk = Some(DiskStatus::of(&no_df, w));
+        let d = render_describe(&s, "aims");
+        assert!(
+            d.contains("Disk:          22.8% of 10GiB (the declared capacity.disk) used on /var/lib/docker (watermark 80%); df /var/lib/docker:"),
+            "{d}"
+        );
+
+        s.disk = Some(DiskStatus::failed("system df: engine busy", w));
+        let d = render_describe(&s, "aims");
+        assert!(
+            d.contains("Disk:          unknown (watermark 80%); system df: engine busy\n"),
+            "{d}"
+        );
+        assert!(!d.contains("images"), "{d}");
     }
 
     #[test]
