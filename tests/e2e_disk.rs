@@ -98,6 +98,24 @@ spec: {{image: 'e2e-disk/class:1', pull: never, port: 8080, resources: {{memory:
         &docs,
         "api: {listen: '127.0.0.1:7498'}, diskHighWatermark: 1%",
     );
+    // `get nodes` shows each node's disk: the data root's filesystem and what the engine holds.
+    let (code, out, err) = f.run(&["get", "nodes", f.path().to_str().unwrap(), "-o", "json"]);
+    assert_eq!(code, 0, "{err}");
+    let nodes: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let node2 = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "node2")
+        .unwrap();
+    let disk = &node2["disk"];
+    assert!(
+        disk["used_percent"].as_f64().is_some_and(|p| p > 1.0)
+            && disk["size_bytes"].as_u64().is_some_and(|s| s > 0)
+            && disk["unused_images"].as_u64().is_some_and(|n| n >= 2)
+            && disk["watermark_percent"].as_f64() == Some(1.0),
+        "{disk}"
+    );
     let log_path = f.path().join("run.log");
     let mut controller = f
         .cmd(&["-v", "run", f.path().to_str().unwrap()])
