@@ -603,3 +603,154 @@ async fn an_unreachable_registry_is_tried_again_by_the_next_pass() {
     let second = pass(&c, &|_| {}).await.unwrap();
     assert!(second.exec.ok(), "{:?}", second.exec.outcomes);
 }
+
+/// `BASE` with redis given a secret in its environment and as a file, and web a config file
+/// (as the manifests' `env: {X: {secret: …}}`, `secrets:` and `configs:` give them), the
+/// secret's value being `password` and the config's content `config`.
+fn with_files(password: &str, config: &str) -> DesiredFleet {
+    use fleetctl::container::SecretValue;
+    use fleetctl::manifest::spec::{ConfigMount, SecretMount};
+    let mut f = fleet(BASE);
+    let redis = &mut f.services.get_mut("redis").unwrap().files;
+    redis
+        .secret_env
+        .insert("REDIS_PASSWORD".into(), "redis-password".into());
+    redis.secrets.push(SecretMount {
+        name: "redis-password".into(),
+        target: "/run/secrets/redis".into(),
+        mode: 0o400,
+        uid: 999,
+        gid: 999,
+    });
+    f.services
+        .get_mut("web")
+        .unwrap()
+        .files
+        .configs
+        .push(ConfigMount {
+            name: "./conf/web.conf".into(),
+            source: "/manifests/conf/web.conf".into(),
+            target: "/etc/web.conf".into(),
+            mode: 0o444,
+            uid: 0,
+            gid: 0,
+            content: config.as_bytes().to_vec(),
+            sha256: String::new(),
+        });
+    f.secret_values = fleetctl::secrets::SecretValues::from_values(
+        b"fleet key",
+        [(
+            "redis-password".to_string(),
+            SecretValue::new(password.as_bytes().to_vec()),
+        )],
+    );
+    f
+}
+
+/// (node, id) of the running containers of service `svc`.
+fn running_of(w: &World, svc: &str) -> BTreeSet<(String, String)> {
+    w.fakes
+        .iter()
+        .flat_map(|(n, f)| {
+            f.containers()
+                .into_iter()
+                .filter(|c| c.label(labels::SERVICE) == Some(svc))
+                .map(move |c| (n.clone(), c.id))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn secrets_and_configs_arrive_before_the_start_and_a_change_replaces_exactly_their_users() {
+    let w = world(2);
+    let f = with_files("pw-one", "listen 80;");
+    let r = pass(&cx(&w, &f), &|_| {}).await.unwrap();
+    assert!(r.exec.ok(), "{:?}", r.exec);
+    let node1 = &w.fakes["node1"];
+    let (_, redis) = running_of(&w, "redis").into_iter().next().unwrap();
+    let archive = node1
+        .get_archive(&redis, "/run/secrets/redis")
+        .await
+        .unwrap();
+    assert_eq!(fleetctl::archive::first_file(&archive).unwrap(), b"pw-one");
+    let spec = node1.spec_of(&redis).unwrap();
+    assert_eq!(spec.secret_env["REDIS_PASSWORD"].value.expose(), b"pw-one");
+    assert!(
+        !spec.env.contains_key("REDIS_PASSWORD"),
+        "not among the plain variables"
+    );
+    // The files were placed before the container first started.
+    let calls = node1.calls();
+    let put = calls
+        .iter()
+        .position(|c| c.op == "put-archive" && c.object == redis)
+        .expect("files placed");
+    let start = calls
+        .iter()
+        .position(|c| c.op == "start" && c.object == redis)
+        .expect("started");
+    assert!(put < start, "{calls:?}");
+    for (n, id) in running_of(&w, "web") {
+        let a = w.fakes[&n].get_archive(&id, "/etc/web.conf").await.unwrap();
+        assert_eq!(fleetctl::archive::first_file(&a).unwrap(), b"listen 80;");
+    }
+    // No value in the labels, the plan or the spec's serialized form.
+    let shown = format!(
+        "{:?} {} {:?}",
+        spec,
+        serde_json::to_string(&spec).unwrap(),
+        r.plan.steps
+    );
+    assert!(!shown.contains("pw-one"), "{shown}");
+
+    // The same values again: nothing to do, no mutating call.
+    for fake in w.fakes.values() {
+        fake.clear_calls();
+    }
+    let r = pass(&cx(&w, &with_files("pw-one", "listen 80;")), &|_| {})
+        .await
+        .unwrap();
+    assert!(r.plan.steps.is_empty(), "{:#?}", r.plan.steps);
+    assert!(w.fakes.values().all(|f| f.mutating_calls().is_empty()));
+
+    // A new secret value replaces redis only, and the plan says which secret.
+    let web = running_of(&w, "web");
+    let r = pass(&cx(&w, &with_files("pw-two", "listen 80;")), &|_| {})
+        .await
+        .unwrap();
+    assert!(r.exec.ok(), "{:?}", r.exec);
+    assert_eq!(r.plan.steps.len(), 1, "{:#?}", r.plan.steps);
+    assert!(
+        r.plan.steps[0]
+            .reason
+            .starts_with("secret redis-password changed"),
+        "{}",
+        r.plan.steps[0].reason
+    );
+    assert!(!format!("{:?}", r.plan.steps).contains("pw-two"));
+    assert_eq!(running_of(&w, "web"), web);
+    let (_, redis2) = running_of(&w, "redis").into_iter().next().unwrap();
+    assert_ne!(redis2, redis);
+    let a = node1
+        .get_archive(&redis2, "/run/secrets/redis")
+        .await
+        .unwrap();
+    assert_eq!(fleetctl::archive::first_file(&a).unwrap(), b"pw-two");
+
+    // A new config content replaces web's replicas only.
+    let redis_now = running_of(&w, "redis");
+    let r = pass(&cx(&w, &with_files("pw-two", "listen 8080;")), &|_| {})
+        .await
+        .unwrap();
+    assert!(r.exec.ok(), "{:?}", r.exec);
+    assert_eq!(r.plan.steps.len(), 2, "{:#?}", r.plan.steps);
+    assert!(
+        r.plan
+            .steps
+            .iter()
+            .all(|s| s.reason.starts_with("config ./conf/web.conf changed")),
+        "{:#?}",
+        r.plan.steps
+    );
+    assert_eq!(running_of(&w, "redis"), redis_now);
+}
