@@ -17,6 +17,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
 use std::fs::File;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -488,4 +489,135 @@ pub fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
         }
     }
     hits
+}
+
+/// A `fleetctl run` child process; SIGTERM (then SIGKILL) when dropped.
+pub struct Run {
+    /// The process, until stopped.
+    pub child: Option<std::process::Child>,
+    /// Its stderr (the log).
+    pub log: PathBuf,
+    /// The API port on loopback.
+    pub port: u16,
+    /// The API token file.
+    pub token_file: PathBuf,
+}
+
+/// Sends `sig` (`-TERM`, `-HUP`, ...) to `pid`.
+pub fn signal(pid: u32, sig: &str) {
+    let _ = std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status();
+}
+
+impl Run {
+    pub fn start(f: &Fleet, port: u16) -> Run {
+        let n = std::fs::read_dir(f.path()).unwrap().count();
+        let log = f.path().join(format!("run-{n}.log"));
+        let child = f
+            .cmd(&["run", f.path().to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("fleetctl run starts");
+        let mut r = Run {
+            child: Some(child),
+            log,
+            port,
+            token_file: f.path().join(format!("{}.api-token", f.name)),
+        };
+        wait_for(Duration::from_secs(20), "the controller's /healthz", || {
+            if let Some(status) = r.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("fleetctl run exited with {status}:\n{}", r.log_text());
+            }
+            (r.get("/healthz", false).0 == 200).then_some(())
+        });
+        r
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(&self.token_file)
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    pub fn request(&self, method: &str, path: &str, auth: bool, body: &str) -> (u16, String) {
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(
+            &format!("127.0.0.1:{}", self.port).parse().unwrap(),
+            Duration::from_secs(2),
+        ) else {
+            return (0, String::new());
+        };
+        s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+        let mut req =
+            format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+        if auth {
+            req.push_str(&format!("Authorization: Bearer {}\r\n", self.token()));
+        }
+        if !body.is_empty() {
+            req.push_str("Content-Type: application/json\r\n");
+        }
+        req.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+        if s.write_all(req.as_bytes()).is_err() {
+            return (0, String::new());
+        }
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let status = out
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = out
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, b)| b)
+            .to_string();
+        (status, body)
+    }
+
+    pub fn get(&self, path: &str, auth: bool) -> (u16, String) {
+        self.request("GET", path, auth, "")
+    }
+
+    /// SIGTERM; returns (exit code, time to exit).
+    pub fn stop(&mut self) -> (i32, Duration) {
+        let mut child = self.child.take().expect("running");
+        let started = Instant::now();
+        signal(child.id(), "-TERM");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return (status.code().unwrap_or(-1), started.elapsed());
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                panic!("fleetctl run did not exit within 20 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if std::env::var_os("E2E_SHOW_LOG").is_some() {
+            eprintln!("----- {} -----\n{}", self.log.display(), self.log_text());
+        }
+        if let Some(mut child) = self.child.take() {
+            signal(child.id(), "-TERM");
+            let deadline = Instant::now() + Duration::from_secs(12);
+            while Instant::now() < deadline {
+                if child.try_wait().ok().flatten().is_some() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
