@@ -531,6 +531,39 @@ async fn an_invalid_edit_changes_nothing_and_the_next_valid_one_applies_in_place
     w.stop().await;
 }
 
+#[tokio::test(start_paused = true)]
+async fn an_edited_config_file_is_a_manifest_change() {
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("app.conf");
+    std::fs::write(&conf, "a = 1\n").unwrap();
+    let text = format!(
+        "{}{WEB}  configs: [{{source: {:?}, target: /etc/app.conf}}]\n",
+        fleet_doc(""),
+        conf.display().to_string()
+    );
+    let w = world(&text);
+    let content = |w: &World| {
+        w.ctl.desired().fleet.services["web"].files.configs[0]
+            .content
+            .clone()
+    };
+    assert_eq!(content(&w), b"a = 1\n");
+    assert!(!w.ctl.reload_manifests());
+    // The manifest files are unchanged; the config file is not.
+    std::fs::write(&conf, "a = 2\n").unwrap();
+    assert!(w.ctl.reload_manifests());
+    assert_eq!(content(&w), b"a = 2\n");
+    // A config file that disappears invalidates the manifests: the last good set stays, and
+    // it is in force again as soon as the file is back.
+    std::fs::remove_file(&conf).unwrap();
+    assert!(!w.ctl.reload_manifests());
+    assert_eq!(content(&w), b"a = 2\n");
+    std::fs::write(&conf, "a = 3\n").unwrap();
+    assert!(w.ctl.reload_manifests());
+    assert_eq!(content(&w), b"a = 3\n");
+    w.stop().await;
+}
+
 #[tokio::test]
 async fn a_manifest_edit_is_picked_up_by_the_directory_watch() {
     let text = format!("{}{WEB}", fleet_doc(""));

@@ -10,8 +10,13 @@ pub fn run(path: &Path) -> anyhow::Result<u8> {
                 eprintln!("{w}");
             }
             let f = &loaded.fleet;
+            // Said only when there are any, so outputs without secrets stay as they were.
+            let secrets = match f.secrets.len() {
+                0 => String::new(),
+                n => format!(", {}", count(n, "secret", "secrets")),
+            };
             super::common::emit(&format!(
-                "{}: valid (fleet {:?}: {}, {}, {}, {})\n",
+                "{}: valid (fleet {:?}: {}, {}, {}, {}{secrets})\n",
                 path.display(),
                 f.fleet.name,
                 count(f.nodes.len(), "node", "nodes"),

@@ -498,16 +498,26 @@ impl Controller {
         }
     }
 
-    /// Rescans the manifests; acts only when their hash changed. A valid new set replaces the
-    /// one in force (recorded as applied) and triggers a reconcile; an invalid one is logged —
-    /// every diagnostic with its location — and the last good set stays in force.
+    /// Rescans the manifests; acts only when their hash changed (the manifest files and the
+    /// config files they name: an edited config file is a change too). A valid new set
+    /// replaces the one in force (recorded as applied) and triggers a reconcile; an invalid one
+    /// is logged — every diagnostic with its location — and the last good set stays in force.
     ///
     /// Returns whether a new set is now in force.
     pub fn reload_manifests(&self) -> bool {
         let read = manifest::read_path(&self.cfg.manifests);
-        let hash = match &read {
-            Ok(sources) => manifest::sources_hash(sources),
-            Err(e) => format!("unreadable: {e}"),
+        // Parsed every time: the config files are read by validation, so only the parsed set
+        // knows whether one of them changed.
+        let parsed = read.clone().and_then(|sources| manifest::parse(&sources));
+        let hash = match (&read, &parsed) {
+            (Ok(_), Ok(loaded)) => loaded.sources_hash(),
+            // The diagnostics too: fixing a config file the manifests name changes them.
+            (Ok(sources), Err(e)) => format!(
+                "invalid: {} {}",
+                manifest::sources_hash(sources),
+                hex::encode(<sha2::Sha256 as sha2::Digest>::digest(e.to_string()))
+            ),
+            (Err(e), _) => format!("unreadable: {e}"),
         };
         {
             let mut seen = lock(&self.seen_hash);
@@ -517,7 +527,6 @@ impl Controller {
             *seen = hash.clone();
         }
         let current = self.desired();
-        let parsed = read.and_then(|sources| manifest::parse(&sources));
         let mut loaded = match parsed {
             Ok(l) => l,
             Err(errors) => {

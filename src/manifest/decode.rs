@@ -400,6 +400,15 @@ impl<'n> Fields<'n> {
         Some(&self.entries[i].1)
     }
 
+    /// Whether field `key` is present with a value other than `null` (it is not marked as
+    /// read).
+    pub fn has(&self, key: &str) -> bool {
+        self.keys
+            .iter()
+            .zip(self.entries)
+            .any(|(k, (_, v))| k.as_deref() == Some(key) && v.value != Value::Null)
+    }
+
     /// An optional field. A `null` value counts as absent.
     pub fn opt<T: Decode>(&mut self, key: &'static str, cx: &mut Cx) -> Option<T> {
         let node = self.node(key)?;

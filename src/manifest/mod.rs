@@ -6,8 +6,11 @@
 //! 3. [`validate`]: raw documents → resolved types (names, references, clashes, impossible
 //!    requests).
 //!
-//! Parsing is pure: callers hand in `(file name, bytes)` pairs; [`read_path`] is the one helper
-//! that reads them from disk.
+//! Callers hand in `(file name, bytes)` pairs; [`read_path`] is the helper that reads them from
+//! disk. Validation reads one kind of file itself: the config files services and plug classes
+//! name (SPEC §12), relative to the directory of the manifest file naming them; it also checks
+//! that each Secret's `file` can be opened and its `env` variable is set, without reading either
+//! value.
 
 pub mod decode;
 pub mod error;
@@ -51,22 +54,49 @@ pub struct Loaded {
 }
 
 impl Loaded {
-    /// SHA-256 over the sources' names and texts: changes whenever any file changes.
+    /// SHA-256 over the sources' names and texts and over the config files they read (each
+    /// config's path and content hash): changes whenever any manifest or config file changes.
+    /// Secret values are not part of it. Without config files it is [`sources_hash`].
     pub fn sources_hash(&self) -> String {
-        sources_hash(&self.sources)
+        let configs: Vec<&ConfigMount> = self
+            .fleet
+            .services
+            .values()
+            .map(|s| &s.files)
+            .chain(self.fleet.plug_classes.values().map(|c| &c.files))
+            .flat_map(|f| &f.configs)
+            .collect();
+        let mut h = sha2::Sha256::new();
+        hash_sources(&mut h, &self.sources);
+        if configs.is_empty() {
+            return hex::encode(h.finalize());
+        }
+        h.update(b"configs\0");
+        for c in configs {
+            h.update(c.source.as_os_str().as_encoded_bytes());
+            h.update([0]);
+            h.update(c.sha256.as_bytes());
+            h.update([0]);
+        }
+        hex::encode(h.finalize())
     }
 }
 
-/// SHA-256 over the sources' names and texts.
+/// SHA-256 over the sources' names and texts (not the config files they name: see
+/// [`Loaded::sources_hash`]).
 pub fn sources_hash(sources: &[Source]) -> String {
     let mut h = sha2::Sha256::new();
+    hash_sources(&mut h, sources);
+    hex::encode(h.finalize())
+}
+
+fn hash_sources(h: &mut sha2::Sha256, sources: &[Source]) {
     for s in sources {
         h.update(s.name.as_bytes());
         h.update([0]);
         h.update(s.text.as_bytes());
         h.update([0]);
     }
-    hex::encode(h.finalize())
 }
 
 /// Reads a manifest file, or every `*.yaml` / `*.yml` directly in a directory in name order.

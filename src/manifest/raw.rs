@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 
 use schemars::JsonSchema;
 
-use super::decode::{Cx, Decode, Dur, Fields, Sp, Text};
+use super::decode::{Cx, Decode, Dur, Fields, Sp, Text, join, suggest};
 use super::quantity::{Bytes, MilliCpus, Percent};
-use super::yaml::{Pos, YNode};
+use super::yaml::{Pos, Value, YNode};
 
 /// Implements [`Decode`] for a raw struct: each listed field is read as required (`req`) or
 /// optional (`opt`) under its YAML key, and unknown keys are reported.
@@ -29,8 +29,182 @@ macro_rules! decode_struct {
     };
 }
 
-/// A map of names to scalars written as text (labels, env, node selectors).
+/// A map of names to scalars written as text (labels, node selectors).
 pub type TextMap = BTreeMap<Sp<String>, Sp<Text>>;
+
+/// `env` of kinds `Service` and `PlugClass`: variable names to values.
+pub type EnvMap = BTreeMap<Sp<String>, Sp<EnvValue>>;
+
+/// One value of `env`: a scalar kept as written, or `{secret: NAME}` (SPEC §12).
+#[derive(Debug, Clone, PartialEq)]
+pub enum EnvValue {
+    /// A string, number or boolean, as written.
+    Text(Text),
+    /// `{secret: NAME}`: the value of the Secret `NAME`, read at apply time.
+    Secret(Sp<String>),
+}
+
+impl EnvValue {
+    /// The plain value, if this is not a secret.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            EnvValue::Text(t) => Some(&t.0),
+            EnvValue::Secret(_) => None,
+        }
+    }
+}
+
+/// What an environment value may be, for messages.
+const ENV_VALUE_FORMS: &str = "a string, number or boolean, or {secret: NAME}";
+
+impl Decode for EnvValue {
+    fn decode(node: &YNode, path: &str, cx: &mut Cx) -> Option<Self> {
+        let Value::Map(entries) = &node.value else {
+            return match node.scalar_text() {
+                Some(s) => Some(EnvValue::Text(Text(s))),
+                None => {
+                    cx.err(
+                        node.pos,
+                        path,
+                        format!(
+                            "expected {ENV_VALUE_FORMS}, found {}",
+                            node.value.describe()
+                        ),
+                    );
+                    None
+                }
+            };
+        };
+        if entries.is_empty() {
+            cx.err(
+                node.pos,
+                path,
+                format!("expected {ENV_VALUE_FORMS}, found an empty mapping"),
+            );
+            return None;
+        }
+        let mut secret = None;
+        let mut ok = true;
+        for (k, v) in entries {
+            match k.scalar_text().as_deref() {
+                Some("secret") => {
+                    secret = Sp::<String>::decode(v, &join(path, "secret"), cx);
+                    ok &= secret.is_some();
+                }
+                Some(other) => {
+                    let hint = suggest(other, &["secret"])
+                        .map(|s| format!("; did you mean `{s}`?"))
+                        .unwrap_or_default();
+                    cx.err(
+                        k.pos,
+                        &join(path, other),
+                        format!(
+                            "unknown field `{other}` in an environment value: write \
+                             {ENV_VALUE_FORMS}{hint}"
+                        ),
+                    );
+                    ok = false;
+                }
+                None => {
+                    cx.err(k.pos, path, "expected a field name");
+                    ok = false;
+                }
+            }
+        }
+        match secret {
+            Some(s) if ok => Some(EnvValue::Secret(s)),
+            _ => None,
+        }
+    }
+}
+
+impl JsonSchema for EnvValue {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "EnvValue".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A value written as a string, number or boolean, or {secret: NAME}: the value of the Secret NAME, read when the manifests are applied.",
+            "oneOf": [
+                {"type": "string"},
+                {"type": "number"},
+                {"type": "boolean"},
+                {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["secret"],
+                    "properties": {
+                        "secret": {
+                            "description": "Name of a Secret document.",
+                            "type": "string",
+                            "pattern": "^[a-z][a-z0-9-]{0,39}$"
+                        }
+                    }
+                }
+            ]
+        })
+    }
+}
+
+/// A file mode written as a quoted octal string (`"0400"`, `"644"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileMode(pub u32);
+
+impl Decode for FileMode {
+    fn decode(node: &YNode, path: &str, cx: &mut Cx) -> Option<Self> {
+        match &node.value {
+            Value::Str(s) => {
+                if (3..=4).contains(&s.len()) && s.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+                    u32::from_str_radix(s, 8).ok().map(FileMode)
+                } else {
+                    cx.err(
+                        node.pos,
+                        path,
+                        format!("invalid mode {s:?}: write 3 or 4 octal digits, e.g. \"0400\""),
+                    );
+                    None
+                }
+            }
+            Value::Int(_) | Value::Float(_) => {
+                let text = node.scalar_text().unwrap_or_default();
+                cx.err(
+                    node.pos,
+                    path,
+                    format!(
+                        "write the mode quoted, as mode: \"{text}\"; YAML reads an unquoted \
+                         {text} as a number (decimal in YAML 1.2, octal in YAML 1.1), so it \
+                         is not taken as a mode"
+                    ),
+                );
+                None
+            }
+            _ => {
+                cx.err(
+                    node.pos,
+                    path,
+                    format!(
+                        "expected a quoted octal mode such as \"0400\", found {}",
+                        node.value.describe()
+                    ),
+                );
+                None
+            }
+        }
+    }
+}
+
+impl JsonSchema for FileMode {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "FileMode".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "File mode as a quoted octal string, e.g. \"0400\" (unquoted, YAML reads it as a number).",
+            "type": "string",
+            "pattern": "^[0-7]{3,4}$"
+        })
+    }
+}
 
 /// `metadata` of every document.
 #[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
@@ -266,8 +440,8 @@ pub struct RawServiceSpec {
     pub resources: Option<RawResources>,
     /// Command (overrides the image's).
     pub command: Option<Sp<Vec<Sp<String>>>>,
-    /// Environment variables.
-    pub env: Option<TextMap>,
+    /// Environment variables: a plain value, or {secret: NAME}.
+    pub env: Option<EnvMap>,
     /// Published ports: "HOST:CONTAINER", "IP:HOST:CONTAINER", with optional /tcp or /udp.
     pub ports: Option<Vec<Sp<String>>>,
     /// Volumes and binds: "NAME:/path" or "/host/path:/path[:ro]".
@@ -287,6 +461,10 @@ pub struct RawServiceSpec {
     pub network: Option<Sp<String>>,
     /// Extra names the service answers to on the fleet's network.
     pub aliases: Option<Vec<Sp<String>>>,
+    /// Secrets placed as files in each container.
+    pub secrets: Option<Vec<RawSecretMount>>,
+    /// Config files placed in each container.
+    pub configs: Option<Vec<RawConfigMount>>,
 }
 decode_struct!(RawServiceSpec {
     opt network = "network",
@@ -304,7 +482,108 @@ decode_struct!(RawServiceSpec {
     opt healthcheck = "healthcheck",
     opt update = "update",
     opt stop_grace_period = "stopGracePeriod",
+    opt secrets = "secrets",
+    opt configs = "configs",
 });
+
+/// One entry of `spec.secrets` of kinds `Service` and `PlugClass`: a secret as a file.
+#[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
+#[schemars(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawSecretMount {
+    /// Position of the mapping.
+    #[schemars(skip)]
+    pub pos: Pos,
+    /// Name of a Secret document.
+    #[schemars(required, regex(pattern = r"^[a-z][a-z0-9-]{0,39}$"))]
+    pub name: Option<Sp<String>>,
+    /// Absolute path of the file in the container (default /run/secrets/NAME).
+    pub target: Option<Sp<String>>,
+    /// File mode, quoted octal (default "0400").
+    pub mode: Option<Sp<FileMode>>,
+    /// Owner's user id (default 0).
+    pub uid: Option<Sp<u32>>,
+    /// Group id (default 0).
+    pub gid: Option<Sp<u32>>,
+}
+decode_struct!(RawSecretMount {
+    req name = "name",
+    opt target = "target",
+    opt mode = "mode",
+    opt uid = "uid",
+    opt gid = "gid",
+});
+
+/// One entry of `spec.configs` of kinds `Service` and `PlugClass`: a file of the manifests'
+/// directory, placed in the container.
+#[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
+#[schemars(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawConfigMount {
+    /// Position of the mapping.
+    #[schemars(skip)]
+    pub pos: Pos,
+    /// The file to place, read when the manifests are loaded: relative to the directory of
+    /// this manifest file, or absolute; at most 1 MiB.
+    #[schemars(required)]
+    pub source: Option<Sp<String>>,
+    /// Absolute path of the file in the container.
+    #[schemars(required)]
+    pub target: Option<Sp<String>>,
+    /// File mode, quoted octal (default "0444").
+    pub mode: Option<Sp<FileMode>>,
+    /// Owner's user id (default 0).
+    pub uid: Option<Sp<u32>>,
+    /// Group id (default 0).
+    pub gid: Option<Sp<u32>>,
+}
+decode_struct!(RawConfigMount {
+    req source = "source",
+    req target = "target",
+    opt mode = "mode",
+    opt uid = "uid",
+    opt gid = "gid",
+});
+
+/// `spec` of kind `Secret`: where the value is read (exactly one of `file`, `env`, `command`).
+#[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
+#[schemars(deny_unknown_fields, rename_all = "camelCase")]
+#[schemars(extend("oneOf" = [{"required": ["file"]}, {"required": ["env"]}, {"required": ["command"]}]))]
+pub struct RawSecretSpec {
+    /// Position of the mapping.
+    #[schemars(skip)]
+    pub pos: Pos,
+    /// File holding the value, read on the machine that applies (~/ is the home directory; a
+    /// relative path is relative to this manifest's directory). One trailing newline is not
+    /// part of the value.
+    pub file: Option<Sp<String>>,
+    /// Environment variable holding the value, in the process that applies.
+    #[schemars(regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$"))]
+    pub env: Option<Sp<String>>,
+    /// Program (and arguments, as a list; no shell) whose standard output is the value, run
+    /// when the manifests are applied.
+    pub command: Option<Sp<Vec<Sp<String>>>>,
+}
+
+impl Decode for RawSecretSpec {
+    fn decode(node: &YNode, path: &str, cx: &mut Cx) -> Option<Self> {
+        let mut f = Fields::of(node, path, cx)?;
+        if !["file", "env", "command"].iter().any(|k| f.has(k)) {
+            cx.err(
+                node.pos,
+                path,
+                "give one of file, env or command: where the value is read (the value itself \
+                 never goes in a manifest)",
+            );
+        }
+        let out = RawSecretSpec {
+            pos: node.pos,
+            file: f.opt("file", cx),
+            env: f.opt("env", cx),
+            command: f.opt("command", cx),
+        };
+        f.finish(cx);
+        Some(out)
+    }
+}
 
 /// `spec.placement` of kind `Service`.
 #[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
@@ -427,14 +706,18 @@ pub struct RawPlugClassSpec {
     /// for plugs reached only on the fleet's network, at plug-<id>:<port>.
     #[schemars(regex(pattern = r"^[0-9]{1,5}(-[0-9]{1,5})?$"))]
     pub host_ports: Option<Sp<Text>>,
-    /// Environment variables.
-    pub env: Option<TextMap>,
+    /// Environment variables: a plain value, or {secret: NAME}.
+    pub env: Option<EnvMap>,
     /// Docker healthcheck.
     pub healthcheck: Option<RawHealthcheck>,
     /// Stop an instance idle this long; 0 = never (default).
     pub idle_timeout: Option<Sp<Dur>>,
     /// PlacementPolicy name (default: the policy named `default`, if any).
     pub policy: Option<Sp<String>>,
+    /// Secrets placed as files in each instance.
+    pub secrets: Option<Vec<RawSecretMount>>,
+    /// Config files placed in each instance.
+    pub configs: Option<Vec<RawConfigMount>>,
 }
 decode_struct!(RawPlugClassSpec {
     req image = "image",
@@ -447,6 +730,8 @@ decode_struct!(RawPlugClassSpec {
     opt healthcheck = "healthcheck",
     opt idle_timeout = "idleTimeout",
     opt policy = "policy",
+    opt secrets = "secrets",
+    opt configs = "configs",
 });
 
 /// `spec` of kind `PlacementPolicy`.
@@ -525,13 +810,16 @@ pub enum Kind {
     PlugClass,
     /// `PlacementPolicy`.
     PlacementPolicy,
+    /// `Secret`.
+    Secret,
 }
 
 impl Kind {
     /// Every kind, in the order documents are best written.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Fleet,
         Kind::Node,
+        Kind::Secret,
         Kind::Service,
         Kind::PlugClass,
         Kind::PlacementPolicy,
@@ -545,6 +833,7 @@ impl Kind {
             Kind::Service => "Service",
             Kind::PlugClass => "PlugClass",
             Kind::PlacementPolicy => "PlacementPolicy",
+            Kind::Secret => "Secret",
         }
     }
 }
@@ -562,6 +851,8 @@ pub enum RawSpec {
     PlugClass(RawPlugClassSpec),
     /// A PlacementPolicy.
     PlacementPolicy(RawPolicySpec),
+    /// A Secret.
+    Secret(RawSecretSpec),
 }
 
 /// One decoded document.
@@ -622,6 +913,7 @@ pub fn decode_document(node: &YNode, cx: &mut Cx) -> Option<RawDocument> {
             Kind::PlacementPolicy => {
                 RawPolicySpec::decode(n, "spec", cx).map(RawSpec::PlacementPolicy)
             }
+            Kind::Secret => RawSecretSpec::decode(n, "spec", cx).map(RawSpec::Secret),
         },
         (Some(Kind::Fleet), _) => Some(RawSpec::Fleet(RawFleetSpec::default())),
         (Some(Kind::PlacementPolicy), _) => {

@@ -8,7 +8,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use super::quantity::{Bytes, MilliCpus, Percent};
 use super::raw::{
     API_VERSION, Kind, RawFleetSpec, RawMetadata, RawNodeSpec, RawPlugClassSpec, RawPolicySpec,
-    RawServiceSpec,
+    RawSecretSpec, RawServiceSpec,
 };
 
 impl JsonSchema for Bytes {
@@ -87,18 +87,20 @@ pub fn json_schema() -> Schema {
     let service = generator.subschema_for::<RawServiceSpec>();
     let class = generator.subschema_for::<RawPlugClassSpec>();
     let policy = generator.subschema_for::<RawPolicySpec>();
+    let secret = generator.subschema_for::<RawSecretSpec>();
     let one_of = vec![
         document(&mut generator, Kind::Fleet, fleet, false),
         document(&mut generator, Kind::Node, node, false),
         document(&mut generator, Kind::Service, service, true),
         document(&mut generator, Kind::PlugClass, class, true),
         document(&mut generator, Kind::PlacementPolicy, policy, false),
+        document(&mut generator, Kind::Secret, secret, true),
     ];
     let mut root = json_schema!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://fleetctl.dev/schema/fleet-v1.json",
         "title": "fleetctl manifest (fleet/v1)",
-        "description": "One document of a fleetctl manifest: Fleet, Node, Service, PlugClass or PlacementPolicy.",
+        "description": "One document of a fleetctl manifest: Fleet, Node, Service, PlugClass, PlacementPolicy or Secret.",
         "oneOf": one_of
     });
     let defs = generator.take_definitions(true);

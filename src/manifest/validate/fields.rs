@@ -1,7 +1,7 @@
 //! Container fields shared by services and plug classes: volumes, healthcheck, command,
 //! environment, image reference and pull policy.
 
-use super::{Report, labels_of};
+use super::Report;
 use crate::container::HealthcheckSpec;
 use crate::manifest::decode::Sp;
 use crate::manifest::raw::*;
@@ -148,8 +148,11 @@ pub(super) fn resolve_command(
     Some(c.value.iter().map(|s| s.value.clone()).collect())
 }
 
-pub(super) fn resolve_env(r: &mut Report, file: &str, raw: &Option<TextMap>) -> Labels {
-    for k in raw.iter().flatten().map(|(k, _)| k) {
+/// `spec.env`: checks every variable name and returns the plain values; the variables whose
+/// value is `{secret: NAME}` are resolved by `files::resolve_files`.
+pub(super) fn resolve_env(r: &mut Report, file: &str, raw: &Option<EnvMap>) -> Labels {
+    let mut out = Labels::new();
+    for (k, v) in raw.iter().flatten() {
         if k.value.is_empty() || k.value.contains('=') || k.value.contains('\0') {
             r.err(
                 file,
@@ -158,8 +161,11 @@ pub(super) fn resolve_env(r: &mut Report, file: &str, raw: &Option<TextMap>) -> 
                 format!("invalid environment variable name {:?}", k.value),
             );
         }
+        if let Some(text) = v.value.text() {
+            out.insert(k.value.clone(), text.to_string());
+        }
     }
-    labels_of(raw)
+    out
 }
 
 pub(super) fn check_image(r: &mut Report, file: &str, image: &Sp<String>) {

@@ -5,7 +5,8 @@
 //! [`validate`] checks names across documents, then resolves each kind in dependency order,
 //! one module per kind: `fleet` (with its `network` and `registries`), `nodes`, `policies`
 //! (refer to nodes), `plug_classes` (refer to nodes and policies), `services` (refer to
-//! nodes); then `clashes` checks across services (forced replicas, shared host ports). Fields
+//! nodes); `files` resolves Secret documents first, then the secrets and config files of each
+//! service and plug class; then `clashes` checks across services (forced replicas, shared host ports). Fields
 //! shared by kinds are in `resources`, `ports` and `fields` (volumes, healthcheck, command,
 //! environment, image, pull policy).
 
@@ -19,6 +20,7 @@ use super::yaml::Pos;
 
 mod clashes;
 mod fields;
+mod files;
 mod fleet;
 mod network;
 mod nodes;
@@ -30,6 +32,7 @@ mod resources;
 mod services;
 
 pub use clashes::forced_replicas;
+pub use files::{DEFAULT_CONFIG_MODE, DEFAULT_SECRET_MODE, MAX_CONFIG_BYTES};
 pub use network::{Cidr, is_private};
 pub use ports::{display_port, parse_port, ports_clash};
 pub use services::effective_max_per_node;
@@ -139,12 +142,25 @@ pub fn validate(docs: &[RawDocument], diags: &mut Vec<Diagnostic>) -> Option<Des
     let raw_services = of_kind!(Service);
     let raw_classes = of_kind!(PlugClass);
     let raw_policies = of_kind!(PlacementPolicy);
+    let raw_secrets = of_kind!(Secret);
 
     let fleet = fleet::fleet(&mut r, &fleets);
     let nodes = nodes::nodes(&mut r, &raw_nodes);
+    let secrets = files::secrets(&mut r, &raw_secrets);
     let policies = policies::policies(&mut r, &raw_policies, &nodes);
-    let plug_classes = plug_classes::plug_classes(&mut r, &raw_classes, &nodes, &policies);
-    let services = services::services(&mut r, &raw_services, &nodes);
+    let plug_classes =
+        plug_classes::plug_classes(&mut r, &raw_classes, &nodes, &policies, &secrets);
+    let services = services::services(&mut r, &raw_services, &nodes, &secrets);
+    let referenced: BTreeSet<String> = raw_services
+        .iter()
+        .flat_map(|s| files::referenced_secrets(&s.spec.env, &s.spec.secrets))
+        .chain(
+            raw_classes
+                .iter()
+                .flat_map(|c| files::referenced_secrets(&c.spec.env, &c.spec.secrets)),
+        )
+        .collect();
+    files::warn_unused(&mut r, &raw_secrets, &referenced);
 
     clashes::check_forced_services(&mut r, &raw_services, &services, &nodes);
     clashes::check_shared_host_ports(&mut r, &raw_services, &services, &nodes);
@@ -167,7 +183,7 @@ pub fn validate(docs: &[RawDocument], diags: &mut Vec<Diagnostic>) -> Option<Des
         services,
         plug_classes,
         policies,
-        secrets: BTreeMap::new(),
+        secrets,
         image_digests: BTreeMap::new(),
         secret_values: Default::default(),
     })

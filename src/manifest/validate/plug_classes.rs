@@ -16,6 +16,7 @@ pub(super) fn plug_classes(
     raw_classes: &[Named<RawPlugClassSpec>],
     nodes: &BTreeMap<String, NodeSpec>,
     policies: &BTreeMap<String, PolicySpec>,
+    secrets: &BTreeMap<String, SecretSpec>,
 ) -> BTreeMap<String, PlugClassSpec> {
     let mut plug_classes = BTreeMap::new();
     for c in raw_classes {
@@ -93,6 +94,7 @@ pub(super) fn plug_classes(
         let healthcheck = resolve_healthcheck(r, file, &s.healthcheck);
         let command = resolve_command(r, file, &s.command);
         let env = resolve_env(r, file, &s.env);
+        let files = super::files::resolve_files(r, file, &s.env, &s.secrets, &s.configs, secrets);
         let hp = host_ports;
         if let (Some(res), Some(port)) = (resources, &s.port)
             && let Some(image) = &s.image
@@ -117,7 +119,7 @@ pub(super) fn plug_classes(
                         .map(|d| d.value.0)
                         .filter(|d| !d.is_zero()),
                     policy,
-                    files: Default::default(),
+                    files,
                 },
             );
         }

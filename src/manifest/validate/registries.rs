@@ -79,7 +79,7 @@ pub(super) fn registries(r: &mut Report, file: &str, raw: &[RawRegistry]) -> Vec
                 );
                 None
             }
-            (Some(f), None) => Some(PasswordSource::File(password_path(file, &f.value))),
+            (Some(f), None) => Some(PasswordSource::File(relative_to_manifest(file, &f.value))),
             (None, Some(env)) if !is_env_name(&env.value) => {
                 r.err(
                     file,
@@ -154,10 +154,11 @@ fn check_host(host: &str) -> Result<(), String> {
     }
 }
 
-/// `passwordFile` as the credentials loader will read it: absolute and `~/…` paths as written
+/// A path a manifest names (`passwordFile`, a Secret's `file`, a config's `source`) as it will
+/// be read: absolute and `~/…` paths as written
 /// (`~` is expanded when the file is read), any other path joined to the directory of the
 /// manifest file that names it.
-fn password_path(manifest_file: &str, written: &str) -> PathBuf {
+pub(super) fn relative_to_manifest(manifest_file: &str, written: &str) -> PathBuf {
     let p = Path::new(written);
     if p.is_absolute() || written == "~" || written.starts_with("~/") {
         return p.to_path_buf();
@@ -169,7 +170,7 @@ fn password_path(manifest_file: &str, written: &str) -> PathBuf {
 }
 
 /// A portable environment variable name: letters, digits and `_`, not starting with a digit.
-fn is_env_name(s: &str) -> bool {
+pub(super) fn is_env_name(s: &str) -> bool {
     s.chars()
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
@@ -218,20 +219,23 @@ mod tests {
     #[test]
     fn a_relative_password_file_is_relative_to_its_manifest() {
         assert_eq!(
-            password_path("fleet/secrets.yaml", "pw.txt"),
+            relative_to_manifest("fleet/secrets.yaml", "pw.txt"),
             PathBuf::from("fleet/pw.txt")
         );
         assert_eq!(
-            password_path("fleet/secrets.yaml", "../pw"),
+            relative_to_manifest("fleet/secrets.yaml", "../pw"),
             PathBuf::from("fleet/../pw")
         );
-        assert_eq!(password_path("fleet.yaml", "pw"), PathBuf::from("pw"));
         assert_eq!(
-            password_path("fleet/a.yaml", "/etc/pw"),
+            relative_to_manifest("fleet.yaml", "pw"),
+            PathBuf::from("pw")
+        );
+        assert_eq!(
+            relative_to_manifest("fleet/a.yaml", "/etc/pw"),
             PathBuf::from("/etc/pw")
         );
         assert_eq!(
-            password_path("fleet/a.yaml", "~/.config/pw"),
+            relative_to_manifest("fleet/a.yaml", "~/.config/pw"),
             PathBuf::from("~/.config/pw")
         );
     }

@@ -20,6 +20,7 @@ pub(super) fn services(
     r: &mut Report,
     raw_services: &[Named<RawServiceSpec>],
     nodes: &BTreeMap<String, NodeSpec>,
+    secrets: &BTreeMap<String, SecretSpec>,
 ) -> BTreeMap<String, ServiceSpec> {
     let mut services = BTreeMap::new();
     for svc in raw_services {
@@ -128,6 +129,7 @@ pub(super) fn services(
         let healthcheck = resolve_healthcheck(r, file, &s.healthcheck);
         let command = resolve_command(r, file, &s.command);
         let env = resolve_env(r, file, &s.env);
+        let files = super::files::resolve_files(r, file, &s.env, &s.secrets, &s.configs, secrets);
         let (network, aliases) = super::network::service_network(r, file, s);
         if let Some(image) = &s.image {
             check_image(r, file, image);
@@ -153,7 +155,7 @@ pub(super) fn services(
                     stop_grace_period: s.stop_grace_period.as_ref().map(|d| d.value.0),
                     network,
                     aliases,
-                    files: Default::default(),
+                    files,
                 },
             );
         }
