@@ -145,7 +145,9 @@ fn secrets_and_configs_reach_their_containers_leak_nowhere_and_replace_only_thei
     let (code, out) = run(&["apply", &dir]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("fleet.yaml:") && out.contains("db-password") && out.contains("secrets/db-password"),
+        out.contains("fleet.yaml:")
+            && out.contains("db-password")
+            && out.contains("secrets/db-password"),
         "{out}"
     );
     assert!(f.all_ids().is_empty(), "nothing was created");
@@ -166,10 +168,16 @@ fn secrets_and_configs_reach_their_containers_leak_nowhere_and_replace_only_thei
     let (n1, api) = replica(&f, "api");
     assert_eq!(exec(&sb, &n1, &api, "printf %s \"$DB_PASSWORD\""), db1);
     assert_eq!(exec(&sb, &n1, &api, "cat /run/secrets/x"), key);
-    assert_eq!(exec(&sb, &n1, &api, "stat -c '%a %u %g' /run/secrets/x"), "400 0 0");
+    assert_eq!(
+        exec(&sb, &n1, &api, "stat -c '%a %u %g' /run/secrets/x"),
+        "400 0 0"
+    );
     assert_eq!(exec(&sb, &n1, &api, "printf %s \"$MODE\""), "plain");
     let env = exec(&sb, &n1, &api, "env");
-    assert!(!env.contains(&key), "a file-mounted secret is not in the environment");
+    assert!(
+        !env.contains(&key),
+        "a file-mounted secret is not in the environment"
+    );
     let (n2, web) = replica(&f, "web");
     assert_eq!(exec(&sb, &n2, &web, "cat /run/secrets/api-key"), key);
     assert_eq!(
@@ -178,7 +186,10 @@ fn secrets_and_configs_reach_their_containers_leak_nowhere_and_replace_only_thei
     );
     // docker inspect of the container that has the secret as a file only.
     let inspect = sb.docker(&n2, &["inspect", &web]);
-    assert!(!inspect.contains(&key) && !inspect.contains(&db1), "{inspect}");
+    assert!(
+        !inspect.contains(&key) && !inspect.contains(&db1),
+        "{inspect}"
+    );
 
     // Unchanged: a no-op, with no mutating engine call.
     let since = sb.engine_now("node1");
@@ -265,8 +276,7 @@ fn secrets_and_configs_reach_their_containers_leak_nowhere_and_replace_only_thei
     signal(log_run.child.as_ref().unwrap().id(), "-HUP");
     wait_for(Duration::from_secs(60), "api replaced after SIGHUP", || {
         let now = replica(&f, "api");
-        (now != before_api
-            && f.sb.inspect(&now.0, &now.1, "{{.State.Status}}") == "running")
+        (now != before_api && f.sb.inspect(&now.0, &now.1, "{{.State.Status}}") == "running")
             .then_some(())
     });
     let (n1, api) = replica(&f, "api");
@@ -275,14 +285,19 @@ fn secrets_and_configs_reach_their_containers_leak_nowhere_and_replace_only_thei
     drop(log_run);
 
     for value in [&db1, &db2, &key] {
-        for (what, text) in [("output", &shown), ("controller log", &log), ("API", &answers)] {
-            assert!(!text.contains(value.as_str()), "a secret value in the {what}");
+        for (what, text) in [
+            ("output", &shown),
+            ("controller log", &log),
+            ("API", &answers),
+        ] {
+            assert!(
+                !text.contains(value.as_str()),
+                "a secret value in the {what}"
+            );
         }
         let state = std::fs::read(f.state()).unwrap();
         assert!(
-            !state
-                .windows(value.len())
-                .any(|w| w == value.as_bytes()),
+            !state.windows(value.len()).any(|w| w == value.as_bytes()),
             "a secret value in the state store"
         );
         let in_state_dir = common::files_containing(f.path(), value);

@@ -414,7 +414,12 @@ pub fn init_logging(cli: &Cli) {
         .as_deref()
         .and_then(|l| EnvFilter::try_new(l).ok())
         .or_else(|| EnvFilter::try_from_env("FLEETCTL_LOG").ok())
-        .unwrap_or_else(|| EnvFilter::new(default));
+        .unwrap_or_else(|| EnvFilter::new(default))
+        // Whatever the level asked: bollard logs request bodies and decoded answers at debug
+        // (a create body and an inspect carry secret variables' values, SPEC §12), and russh's
+        // trace carries channel data; neither may reach a log.
+        .add_directive("bollard=info".parse().expect("valid directive"))
+        .add_directive("russh=debug".parse().expect("valid directive"));
     use std::io::IsTerminal;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
