@@ -102,8 +102,22 @@ pub async fn measure(
     rt: &dyn NodeRuntime,
     declared: Option<u64>,
 ) -> Result<NodeDisk, TransportError> {
+    let mut d = measure_filesystem(rt, declared).await?;
+    d.engine = rt.disk_usage().await?;
+    Ok(d)
+}
+
+/// [`measure`] without the engine's `system df` (which walks the data root): the data root
+/// and its filesystem only, enough to tell a node under its watermark.
+///
+/// # Errors
+/// The engine did not answer `/info`.
+pub async fn measure_filesystem(
+    rt: &dyn NodeRuntime,
+    declared: Option<u64>,
+) -> Result<NodeDisk, TransportError> {
     let info = rt.engine_info().await?;
-    let engine = rt.disk_usage().await?;
+    let engine = EngineDisk::default();
     let data_root = if info.docker_root_dir.is_empty() {
         "/var/lib/docker".to_string()
     } else {
@@ -393,7 +407,12 @@ impl Removal {
 
     /// Bytes its removal frees (what it does not share with other images).
     pub fn bytes(&self) -> u64 {
-        self.image.size.saturating_sub(self.image.shared_size)
+        Self::freed_by(&self.image)
+    }
+
+    /// Bytes removing `image` frees.
+    pub fn freed_by(image: &ImageUsage) -> u64 {
+        image.size.saturating_sub(image.shared_size)
     }
 }
 
@@ -418,7 +437,14 @@ pub fn prune_plan(disk: &NodeDisk, watermark: Percent, keep: &Keep) -> Vec<Remov
         .engine
         .images
         .iter()
-        .filter(|i| i.containers == 0 && !keep.keeps(i))
+        .filter(|i| {
+            i.containers == 0
+                && !keep.keeps(i)
+                // Removing an image whose layers all belong to others frees nothing; fleetctl's
+                // own record image is tiny and needed again at the next lease.
+                && Removal::freed_by(i) > 0
+                && !i.tags.iter().any(|t| t == crate::records::IMAGE)
+        })
         .collect();
     candidates.sort_by(|a, b| a.created.cmp(&b.created).then(a.id.cmp(&b.id)));
     let mut out = Vec::new();
@@ -574,6 +600,25 @@ mod tests {
         assert_eq!(
             removed(&prune_plan(&d, Percent(8000), &Keep::default())),
             ["a:1"]
+        );
+    }
+
+    #[test]
+    fn an_image_that_frees_nothing_and_the_record_image_are_never_candidates() {
+        let mut shared = image("base", &["base:1"], GIB, 1, 0);
+        shared.shared_size = GIB;
+        let d = disk(
+            99 * GIB,
+            GIB,
+            vec![
+                shared,
+                image("rec", &[crate::records::IMAGE], GIB, 2, 0),
+                image("old", &["old:1"], GIB, 3, 0),
+            ],
+        );
+        assert_eq!(
+            removed(&prune_plan(&d, Percent(5000), &Keep::default())),
+            ["old:1"]
         );
     }
 

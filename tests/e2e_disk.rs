@@ -25,13 +25,23 @@ fn image_ids(sb: &Sandbox, node: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// A new image on `node` (a commit of a container of IMAGE with one more label, so its id is
-/// its own), tagged `tag` when given; returns its id.
+/// A new image on `node`: a commit of a container of IMAGE that wrote 256 KiB of its own (a
+/// prune frees only what an image does not share), tagged `tag` when given; returns its id.
 fn new_image(sb: &Sandbox, node: &str, tag: Option<&str>, label: &str) -> String {
-    let c = sb
-        .docker(node, &["create", IMAGE, "true"])
-        .trim()
-        .to_string();
+    let c = format!("e2e-disk-build-{label}");
+    let _ = sb.script(&["docker", node, "rm", "-f", &c]);
+    sb.docker(
+        node,
+        &[
+            "run",
+            "--name",
+            &c,
+            IMAGE,
+            "sh",
+            "-c",
+            "head -c 262144 /dev/urandom > /blob",
+        ],
+    );
     let change = format!("LABEL e2e-disk={label}");
     let mut args = vec!["commit", "--change", &change, &c];
     if let Some(t) = tag {
@@ -171,6 +181,7 @@ spec: {{image: 'e2e-disk/class:1', pull: never, port: 8080, resources: {{memory:
         pruned.message.starts_with("disk ")
             && pruned.message.contains("> 1% (")
             && pruned.message.contains("removed 2 image(s)")
+            && !pruned.message.contains("freed about 0B")
             && pruned.message.contains("e2e-disk/unused:1")
             && pruned
                 .message

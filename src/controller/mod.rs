@@ -209,6 +209,8 @@ struct LoopState {
     /// Nodes above `diskHighWatermark` with nothing left to prune, already reported: said once
     /// until the node falls back under the watermark.
     disk_full_said: BTreeSet<String>,
+    /// (node, image id) the engine refused to remove: not tried again by this controller.
+    prune_refused: BTreeSet<(String, String)>,
 }
 
 /// A running controller. Shared (`Arc`) between the loop, the API and the intent handlers.
@@ -733,26 +735,17 @@ impl Controller {
             return;
         };
         let runtimes = self.runtimes();
-        let digests = match self.store.image_digests() {
-            Ok(d) => d,
-            Err(e) => {
-                tracing::warn!(error = %e, "disk check skipped: the recorded digests cannot be read");
-                return;
-            }
-        };
-        let keep = disk::Keep::of(&fleet.with_digests(&digests));
+        // First the cheap part on every node at once: the filesystem (`df`). `system df` walks
+        // the data root, so it is asked only of a node that may be above the watermark.
         let checks = fleet.nodes.iter().filter_map(|(name, spec)| {
             let rt = runtimes.get(name)?.clone();
             let declared = spec.capacity_disk.map(|b| b.0);
             Some(async move {
-                (
-                    name.clone(),
-                    rt.clone(),
-                    disk::measure(rt.as_ref(), declared).await,
-                )
+                let d = disk::measure_filesystem(rt.as_ref(), declared).await;
+                (name.clone(), rt, declared, d)
             })
         });
-        for (node, rt, measured) in futures_util::future::join_all(checks).await {
+        for (node, rt, declared, measured) in futures_util::future::join_all(checks).await {
             let d = match measured {
                 Ok(d) => d,
                 Err(e) => {
@@ -763,80 +756,133 @@ impl Controller {
             if let Some(e) = &d.filesystem_error {
                 tracing::debug!(node = %node, error = %e, "data root filesystem not measured");
             }
-            self.disk_metrics(&node, &d);
-            let Some(used) = d.used_hundredths() else {
-                continue;
-            };
-            if used <= watermark.0 {
-                lock(&self.state).disk_full_said.remove(&node);
-                continue;
-            }
-            let over = format!(
-                "disk {} > {} ({})",
-                disk::percent_text(used),
-                disk::percent_text(watermark.0),
-                d.data_root
-            );
-            let plan = disk::prune_plan(&d, watermark, &keep);
-            if plan.is_empty() {
-                if lock(&self.state).disk_full_said.insert(node.clone()) {
-                    let message = format!(
-                        "{over}: no image can be removed (each is used by a container or named by the manifests)"
-                    );
-                    tracing::warn!(node = %node, "{message}");
-                    self.event("disk-high", &node, &message);
+            if let Some(used) = d.used_hundredths() {
+                self.disk_metrics(&node, &d);
+                if used <= watermark.0 {
+                    lock(&self.state).disk_full_said.remove(&node);
+                    continue;
                 }
-                continue;
+            } else if declared.is_none() {
+                continue; // unknown: nothing is pruned
             }
-            let (removed, failed) = {
-                let _work = self.work.lock().await;
-                prune(rt.as_ref(), &plan).await
-            };
-            let freed: u64 = removed.iter().map(|r| r.bytes()).sum();
-            let m = &self.metrics;
-            m.images_pruned
-                .get_or_create(&node_labels(&node))
-                .inc_by(removed.len() as u64);
-            m.image_bytes_reclaimed
-                .get_or_create(&node_labels(&node))
-                .inc_by(freed);
-            let now = match rt.filesystem(&d.data_root).await {
-                Ok(fs) => {
-                    let after = disk::NodeDisk {
-                        filesystem: Some(fs),
-                        ..d.clone()
-                    };
-                    self.disk_metrics(&node, &after);
-                    after
-                        .used_hundredths()
-                        .map(|u| format!("; now {}", disk::percent_text(u)))
-                }
-                Err(_) => None,
-            };
-            let mut message = over;
-            if !removed.is_empty() {
-                message.push_str(&format!(
-                    ": removed {} image(s) no container uses and no manifest names: {} (freed about {}){}",
-                    removed.len(),
-                    removed.iter().map(disk::Removal::label).collect::<Vec<_>>().join(", "),
-                    crate::manifest::quantity::Bytes(freed),
-                    now.unwrap_or_default()
-                ));
-            }
-            for (r, e) in &failed {
-                message.push_str(&format!("; kept {}: {e}", r.label()));
-            }
-            tracing::info!(node = %node, removed = removed.len(), freed, "{message}");
-            self.event(
-                if removed.is_empty() {
-                    "prune-images-failed"
-                } else {
-                    "prune-images"
-                },
-                &node,
-                &message,
-            );
+            self.prune_node(&node, rt.as_ref(), declared).await;
         }
+    }
+
+    /// Measures `node` fully and removes what [`disk::prune_plan`] names, all under the work
+    /// lock and against the manifests in force then: no pass pulls or creates meanwhile, and
+    /// an image the manifests have just come to name is kept. Stops at the first error other
+    /// than the engine's refusal; an image the engine refused is not tried again (nor said
+    /// again) by this controller.
+    async fn prune_node(&self, node: &str, rt: &dyn NodeRuntime, declared: Option<u64>) {
+        let _work = self.work.lock().await;
+        if let Some(fence) = &self.cfg.exec.fence
+            && fence.check().is_err()
+        {
+            return;
+        }
+        let loaded = self.desired();
+        let fleet = &loaded.fleet;
+        let Some(watermark) = fleet.fleet.disk_high_watermark else {
+            return;
+        };
+        let digests = match self.store.image_digests() {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "disk check skipped: the recorded digests cannot be read");
+                return;
+            }
+        };
+        let keep = disk::Keep::of(&fleet.with_digests(&digests));
+        let d = match disk::measure(rt, declared).await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::debug!(node = %node, error = %e, "disk not measured");
+                return;
+            }
+        };
+        self.disk_metrics(node, &d);
+        let Some(used) = d.used_hundredths().filter(|u| *u > watermark.0) else {
+            lock(&self.state).disk_full_said.remove(node);
+            return;
+        };
+        let over = format!(
+            "disk {} > {} ({})",
+            disk::percent_text(used),
+            disk::percent_text(watermark.0),
+            d.data_root
+        );
+        let refused = lock(&self.state).prune_refused.clone();
+        let plan: Vec<disk::Removal> = disk::prune_plan(&d, watermark, &keep)
+            .into_iter()
+            .filter(|r| !refused.contains(&(node.to_string(), r.image.id.clone())))
+            .collect();
+        if plan.is_empty() {
+            if lock(&self.state).disk_full_said.insert(node.to_string()) {
+                let message = format!(
+                    "{over}: no image can be removed (each is used by a container, named by the manifests or refused by the engine)"
+                );
+                tracing::warn!(node = %node, "{message}");
+                self.event("disk-high", node, &message);
+            }
+            return;
+        }
+        let (removed, failed) = prune(rt, &plan).await;
+        {
+            let mut st = lock(&self.state);
+            for (r, _) in &failed {
+                st.prune_refused
+                    .insert((node.to_string(), r.image.id.clone()));
+            }
+        }
+        let freed: u64 = removed.iter().map(|r| r.bytes()).sum();
+        let m = &self.metrics;
+        m.images_pruned
+            .get_or_create(&node_labels(node))
+            .inc_by(removed.len() as u64);
+        m.image_bytes_reclaimed
+            .get_or_create(&node_labels(node))
+            .inc_by(freed);
+        let now = match rt.filesystem(&d.data_root).await {
+            Ok(fs) => {
+                let after = disk::NodeDisk {
+                    filesystem: Some(fs),
+                    ..d.clone()
+                };
+                self.disk_metrics(node, &after);
+                after
+                    .used_hundredths()
+                    .map(|u| format!("; now {}", disk::percent_text(u)))
+            }
+            Err(_) => None,
+        };
+        let mut message = over;
+        if !removed.is_empty() {
+            message.push_str(&format!(
+                ": removed {} image(s) no container uses and no manifest names: {} (freed about {}){}",
+                removed.len(),
+                removed
+                    .iter()
+                    .map(disk::Removal::label)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                crate::manifest::quantity::Bytes(freed),
+                now.unwrap_or_default()
+            ));
+        }
+        for (r, e) in &failed {
+            message.push_str(&format!("; kept {}: {e}", r.label()));
+        }
+        tracing::info!(node = %node, removed = removed.len(), freed, "{message}");
+        self.event(
+            if removed.is_empty() {
+                "prune-images-failed"
+            } else {
+                "prune-images"
+            },
+            node,
+            &message,
+        );
     }
 
     fn disk_metrics(&self, node: &str, d: &disk::NodeDisk) {
@@ -1221,8 +1267,10 @@ impl Controller {
 }
 
 /// Removes each image of `plan` by its names in turn; returns the images removed and those
-/// kept, with why (the engine's refusal: a container created since the measurement uses it).
-/// A name already gone counts as removed.
+/// kept, with why. An image whose first name is already gone was removed by someone else: it
+/// is neither. The engine's refusal (a container created since the measurement uses it, or
+/// an id named in several repositories) keeps that image and goes on; any other error (the
+/// node stopped answering) ends the prune of this node.
 async fn prune(
     rt: &dyn NodeRuntime,
     plan: &[disk::Removal],
@@ -1230,13 +1278,21 @@ async fn prune(
     let mut removed = Vec::new();
     let mut failed = Vec::new();
     'images: for r in plan {
-        for name in &r.names {
+        for (i, name) in r.names.iter().enumerate() {
             match rt.remove_image(name).await {
                 Ok(()) => {}
-                Err(e) if e.kind == crate::transport::ErrorKind::NotFound => {}
-                Err(e) => {
+                Err(e) if e.kind == crate::transport::ErrorKind::NotFound => {
+                    if i == 0 {
+                        continue 'images;
+                    }
+                }
+                Err(e) if e.kind == crate::transport::ErrorKind::Conflict => {
                     failed.push((r.clone(), e.message.clone()));
                     continue 'images;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "image prune stopped");
+                    break 'images;
                 }
             }
         }

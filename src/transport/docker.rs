@@ -588,7 +588,7 @@ impl NodeRuntime for DockerRuntime {
 
     async fn filesystem(&self, path: &str) -> Result<Filesystem, TransportError> {
         let command = format!("df -Pk -- {}", shell_quote(path));
-        let (status, out) = match &self.ssh {
+        let (status, out, stderr) = match &self.ssh {
             Some(ssh) => ssh
                 .run(&command, CALL_TIMEOUT)
                 .await
@@ -597,7 +597,6 @@ impl NodeRuntime for DockerRuntime {
                 let run = tokio::process::Command::new("df")
                     .args(["-Pk", "--", path])
                     .stdin(std::process::Stdio::null())
-                    .stderr(std::process::Stdio::null())
                     .output();
                 let out = tokio::time::timeout(CALL_TIMEOUT, run)
                     .await
@@ -609,6 +608,12 @@ impl NodeRuntime for DockerRuntime {
                 (
                     out.status.code().and_then(|c| u32::try_from(c).ok()),
                     out.stdout,
+                    String::from_utf8_lossy(&out.stderr)
+                        .lines()
+                        .next()
+                        .unwrap_or_default()
+                        .trim()
+                        .to_string(),
                 )
             }
         };
@@ -617,9 +622,10 @@ impl NodeRuntime for DockerRuntime {
                 &self.node,
                 "df",
                 ErrorKind::Other,
-                match status {
-                    Some(s) => format!("`{command}` exited with status {s}"),
-                    None => format!("`{command}` ended without an exit status"),
+                match (status, stderr.is_empty()) {
+                    (Some(s), true) => format!("df exited with status {s}"),
+                    (Some(s), false) => format!("df exited with status {s}: {stderr}"),
+                    (None, _) => "df ended without an exit status".to_string(),
                 },
             )
             .with_object(path));
@@ -629,7 +635,7 @@ impl NodeRuntime for DockerRuntime {
                 &self.node,
                 "df",
                 ErrorKind::Other,
-                format!("unexpected output of `{command}`"),
+                "unexpected output of df -Pk".to_string(),
             )
             .with_object(path)
         })
@@ -2326,15 +2332,25 @@ pub fn disk_from_df(v: &serde_json::Value) -> EngineDisk {
             .map(|a| {
                 a.iter()
                     .filter_map(|s| s.as_str())
-                    .filter(|s| !s.starts_with("<none>"))
+                    .filter(|s| !s.is_empty() && !s.starts_with("<none>"))
                     .map(str::to_string)
                     .collect()
             })
             .unwrap_or_default()
     };
     let containers = items("Containers", "ContainerUsage");
+    // An engine that lists bare tags (`7`, `latest`) instead of `repository:tag` does not say
+    // which image a manifest names: such images are left out, so nothing prunes them.
+    let full_names = |i: &serde_json::Value| {
+        i["RepoTags"].as_array().is_none_or(|tags| {
+            tags.iter()
+                .filter_map(|t| t.as_str())
+                .all(|t| t.contains(':'))
+        }) && i["Id"].as_str().is_some_and(|id| id.starts_with("sha256:"))
+    };
     let images: Vec<ImageUsage> = items("Images", "ImageUsage")
         .iter()
+        .filter(|i| full_names(i))
         .map(|i| {
             let id = i["Id"].as_str().unwrap_or_default().to_string();
             let listed = containers
@@ -3469,6 +3485,22 @@ mod tests {
         );
         assert_eq!(d.images[0].containers, 1);
         assert_eq!(d.total(), 960);
+    }
+
+    #[test]
+    fn images_listed_without_their_repository_are_left_out() {
+        // Podman's compat answer: bare tags, ids without their algorithm.
+        let v = serde_json::json!({
+            "LayersSize": 10,
+            "Images": [
+                {"Id": "abc", "RepoTags": ["latest"], "Created": 1, "Size": 5, "SharedSize": 0, "Containers": 0},
+                {"Id": "sha256:def", "RepoTags": ["7"], "Created": 1, "Size": 5, "SharedSize": 0, "Containers": 0},
+                {"Id": "sha256:fed", "RepoTags": ["app:1"], "Created": 1, "Size": 5, "SharedSize": 0, "Containers": 0}
+            ]
+        });
+        let d = disk_from_df(&v);
+        assert_eq!(d.images.len(), 1);
+        assert_eq!(d.images[0].tags, ["app:1"]);
     }
 
     #[test]

@@ -476,15 +476,20 @@ impl SshSession {
         &self,
         command: &str,
         limit: Duration,
-    ) -> Result<(Option<u32>, Vec<u8>), SshError> {
+    ) -> Result<(Option<u32>, Vec<u8>, String), SshError> {
         let handle = self.handle().await?;
-        let work = async {
-            let mut channel = handle.channel_open_session().await.map_err(|e| {
+        let mut channel = tokio::time::timeout(CHANNEL_OPEN_TIMEOUT, handle.channel_open_session())
+            .await
+            .map_err(|_| {
+                SshError::new(SshErrorKind::Timeout, "opening a session channel timed out")
+            })?
+            .map_err(|e| {
                 SshError::new(
                     SshErrorKind::Unreachable,
                     format!("sshd refused a session channel: {e}"),
                 )
             })?;
+        let work = async {
             channel.exec(true, command).await.map_err(|e| {
                 SshError::new(
                     SshErrorKind::Unreachable,
@@ -492,32 +497,44 @@ impl SshSession {
                 )
             })?;
             let mut out = Vec::new();
+            let mut err = Vec::new();
             let mut status = None;
             while let Some(msg) = channel.wait().await {
                 match msg {
                     russh::ChannelMsg::Data { data } => out.extend_from_slice(&data),
+                    russh::ChannelMsg::ExtendedData { data, ext: 1 } if err.len() < 4096 => {
+                        err.extend_from_slice(&data)
+                    }
                     russh::ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
                     russh::ChannelMsg::Failure => {
                         return Err(SshError::new(
                             SshErrorKind::Unreachable,
-                            format!(
-                                "sshd refused to run {command:?} (a key restricted to \
-                                 forwarding, or a forced command?)"
-                            ),
+                            "sshd refused to run a command (a key restricted to forwarding, or a \
+                             forced command?)",
                         ));
                     }
+                    russh::ChannelMsg::Eof if status.is_some() => break,
                     russh::ChannelMsg::Close => break,
                     _ => {}
                 }
             }
-            Ok((status, out))
+            let first = String::from_utf8_lossy(&err)
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_string();
+            Ok((status, out, first))
         };
-        tokio::time::timeout(limit, work).await.map_err(|_| {
+        let result = tokio::time::timeout(limit, work).await.map_err(|_| {
             SshError::new(
                 SshErrorKind::Timeout,
-                format!("{command:?} took longer than {}s", limit.as_secs()),
+                format!("the command took longer than {}s", limit.as_secs()),
             )
-        })?
+        });
+        // Closed whatever happened: sshd counts an open session against MaxSessions.
+        let _ = channel.close().await;
+        result?
     }
 
     /// One connection attempt: TCP, key exchange with the host-key check, authentication, all
