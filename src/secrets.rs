@@ -190,7 +190,12 @@ pub fn read(spec: &SecretSpec) -> Result<SecretValue, SecretError> {
     };
     match &spec.source {
         SecretSource::File(path) => {
-            let shown = path.display().to_string();
+            // `dir/./x` shown as `dir/x`.
+            let shown = path
+                .components()
+                .collect::<std::path::PathBuf>()
+                .display()
+                .to_string();
             let path = crate::transport::ssh::expand_tilde(&shown);
             std::fs::read(&path)
                 .map(trim)

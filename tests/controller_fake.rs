@@ -87,19 +87,33 @@ fn write(dir: &Path, text: &str) {
 }
 
 fn world_with(text: &str, tweak: impl FnOnce(&mut Config, &Store)) -> World {
+    world_with_files(text, &[], tweak)
+}
+
+/// [`world_with`], with `files` (relative path, content) written beside the manifests first,
+/// and the secrets the manifests use read as `fleetctl run` reads them at start.
+fn world_with_files(
+    text: &str,
+    files: &[(&str, &str)],
+    tweak: impl FnOnce(&mut Config, &Store),
+) -> World {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_env("TEST_LOG"))
         .with_test_writer()
         .try_init();
     let dir = tempfile::tempdir().unwrap();
+    for (path, content) in files {
+        std::fs::write(dir.path().join(path), content).unwrap();
+    }
     write(dir.path(), text);
-    let loaded = manifest::load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let mut loaded = manifest::load(dir.path()).unwrap_or_else(|e| panic!("{e}"));
     let swarm = fleetctl::transport::fake::FakeSwarm::new();
     let fakes: BTreeMap<String, FakeRuntime> = ["node1", "node2", "node3"]
         .iter()
         .map(|n| (n.to_string(), FakeRuntime::with_swarm(*n, &swarm)))
         .collect();
     let store = Arc::new(Store::in_memory().unwrap());
+    fleetctl::secrets::attach(&mut loaded.fleet, &store).unwrap_or_else(|e| panic!("{e:?}"));
     let mut cfg = Config::new(dir.path().to_path_buf(), "controller (test)");
     cfg.clock = Clock::tokio();
     cfg.watch_manifests = false;
@@ -792,5 +806,70 @@ async fn a_node_over_the_disk_watermark_loses_the_images_nothing_uses_or_names_a
         high[0].message
     );
     assert_eq!(pruned().len(), 1);
+    w.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreadable_secret_keeps_its_last_good_value_and_sighup_reads_a_new_one() {
+    let text = format!(
+        "{}---
+apiVersion: fleet/v1
+kind: Secret
+metadata: {{name: pw}}
+spec: {{file: ./pw}}
+---
+apiVersion: fleet/v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  image: web:1
+  placement: {{nodes: [node1]}}
+  resources: {{memory: 64MiB}}
+  env: {{PW: {{secret: pw}}}}
+",
+        fleet_doc("")
+    );
+    let w = world_with_files(&text, &[("pw", "first\n")], |_, _| {});
+    let value = |w: &World| {
+        let id = w.running("node1", "web")?;
+        let spec = w.fakes["node1"].spec_of(&id)?;
+        Some((
+            id,
+            String::from_utf8_lossy(spec.secret_env["PW"].value.expose()).into_owned(),
+        ))
+    };
+    until("web runs", Duration::from_secs(5), || value(&w).is_some()).await;
+    let (id, v) = value(&w).unwrap();
+    assert_eq!(v, "first");
+
+    // The source is gone: the last good value stays, said as an event; nothing is replaced.
+    std::fs::remove_file(w.dir.path().join("pw")).unwrap();
+    assert!(!w.ctl.reload_secrets());
+    let said: Vec<_> = w
+        .store
+        .events(50)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "secret-unreadable")
+        .collect();
+    assert_eq!(said.len(), 1, "{said:?}");
+    assert!(
+        said[0].message.starts_with("secret pw: file /")
+            && said[0].message.ends_with(
+                "/pw: No such file or directory (os error 2); the last good value stays in use"
+            ),
+        "{}",
+        said[0].message
+    );
+    tokio::time::sleep(Duration::from_secs(35)).await;
+    assert_eq!(value(&w).unwrap(), (id.clone(), "first".to_string()));
+
+    // A new value (as SIGHUP reads it): web is replaced with it.
+    std::fs::write(w.dir.path().join("pw"), "second\n").unwrap();
+    assert!(w.ctl.reload_secrets());
+    until("web runs the new value", Duration::from_secs(10), || {
+        value(&w).is_some_and(|(i, v)| i != id && v == "second")
+    })
+    .await;
     w.stop().await;
 }

@@ -566,6 +566,8 @@ impl Controller {
                     in_force = %&current.sources_hash()[..12],
                     "{text}; nothing changed, the last good manifests stay in force"
                 );
+                // Not seen: the next rescan (a secret file put back) tries this set again.
+                *lock(&self.seen_hash) = current.sources_hash();
                 return false;
             }
         }
