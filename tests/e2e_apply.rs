@@ -15,6 +15,21 @@ fn aims_docs() -> String {
     text[start + 4..].to_string()
 }
 
+/// A test fleet of the demo's documents, with the files they name (its fake secret, its
+/// config) beside them.
+fn aims_fleet<'a>(sb: &'a Sandbox, name: &str) -> Fleet<'a> {
+    let f = Fleet::new(sb, name, &aims_docs());
+    for dir in ["secrets", "conf"] {
+        let from = common::repo().join("fleet/sandbox").join(dir);
+        std::fs::create_dir_all(f.path().join(dir)).unwrap();
+        for e in std::fs::read_dir(&from).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), f.path().join(dir).join(e.file_name())).unwrap();
+        }
+    }
+    f
+}
+
 fn fixture(name: &str) -> String {
     std::fs::read_to_string(common::repo().join("tests/fixtures").join(name)).unwrap()
 }
@@ -90,7 +105,11 @@ fn seed_fleets_run_with_exactly_the_declared_limits_and_labels() {
         ("e2e-bondhu", fixture("sandbox-bondhu.yaml")),
         ("e2e-agentverse", fixture("sandbox-agentverse.yaml")),
     ] {
-        let f = Fleet::new(&sb, name, &docs);
+        let f = if name == "e2e-aims" {
+            aims_fleet(&sb, name)
+        } else {
+            Fleet::new(&sb, name, &docs)
+        };
         f.apply();
         check_limits_and_labels(&f);
         let (code, out, _) = f.run(&["get", "services", "-o", "json"]);
@@ -302,7 +321,7 @@ fn a_killed_apply_is_finished_by_the_next_with_no_duplicate() {
     let Some(sb) = Sandbox::get("a_killed_apply_is_finished_by_the_next_with_no_duplicate") else {
         return;
     };
-    let f = Fleet::new(&sb, "e2e-sigkill", &aims_docs());
+    let f = aims_fleet(&sb, "e2e-sigkill");
     for delay_ms in [300u64, 900, 1800] {
         sb.clean(&f.name);
         let mut child = f
@@ -341,7 +360,7 @@ fn two_applies_never_act_at_once() {
     let Some(sb) = Sandbox::get("two_applies_never_act_at_once") else {
         return;
     };
-    let f = Fleet::new(&sb, "e2e-lease", &aims_docs());
+    let f = aims_fleet(&sb, "e2e-lease");
     let mut first = f
         .cmd(&["apply", f.path().to_str().unwrap()])
         .stdout(std::process::Stdio::piped())
