@@ -284,6 +284,11 @@ fn secrets_and_configs_reach_their_containers_leak_nowhere_and_replace_only_thei
     let log = log_run.log_text();
     drop(log_run);
 
+    // At the default level, no library speaks (the cap on bollard and russh only lowers).
+    assert!(
+        !shown.contains(" DEBUG ") && !shown.contains(" TRACE "),
+        "{shown}"
+    );
     for value in [&db1, &db2, &key] {
         for (what, text) in [
             ("output", &shown),

@@ -414,20 +414,28 @@ pub fn init_logging(cli: &Cli) {
         .as_deref()
         .and_then(|l| EnvFilter::try_new(l).ok())
         .or_else(|| EnvFilter::try_from_env("FLEETCTL_LOG").ok())
-        .unwrap_or_else(|| EnvFilter::new(default))
-        // Whatever the level asked: bollard logs request bodies and decoded answers at debug
-        // (a create body and an inspect carry secret variables' values, SPEC §12), and russh's
-        // trace carries channel data; neither may reach a log.
-        .add_directive("bollard=info".parse().expect("valid directive"))
-        .add_directive("russh=debug".parse().expect("valid directive"));
+        .unwrap_or_else(|| EnvFilter::new(default));
+    // A cap on top of whatever level was asked: bollard logs request bodies and decoded
+    // answers at debug (a create body and an inspect carry secret variables' values, SPEC §12)
+    // and russh's trace carries channel data; neither may reach a log.
+    let cap = tracing_subscriber::filter::filter_fn(|m| {
+        let t = m.target();
+        !((t.starts_with("bollard") && *m.level() > tracing::Level::INFO)
+            || (t.starts_with("russh") && *m.level() > tracing::Level::DEBUG))
+    });
     use std::io::IsTerminal;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::prelude::*;
+    let layer = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry();
     let _ = match global.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => registry
+            .with(layer.json().with_filter(filter).with_filter(cap))
+            .try_init(),
+        LogFormat::Text => registry
+            .with(layer.with_filter(filter).with_filter(cap))
+            .try_init(),
     };
 }
 
