@@ -433,8 +433,9 @@ impl Ctx<'_> {
             Err(e) => return Err(e.into()),
         };
         // Secrets and configs are in place before its first start (SPEC §12); an adopted
-        // container gets them again (the same bytes).
-        crate::secrets::deliver(rt.as_ref(), &id, spec).await?;
+        // container gets them again (the same bytes). One that could not get them is removed:
+        // left created, a later pass would start it without them.
+        crate::secrets::deliver_or_remove(rt.as_ref(), &id, spec).await?;
         rt.start_container(&id).await?;
         self.wait_ready(node, &id, &spec.name, spec.healthcheck.is_some())
             .await?;

@@ -405,7 +405,7 @@ async fn create_started(
         Err(e) => return Err(e.into()),
     };
     // Secrets and configs are in place before its first start (SPEC §12).
-    crate::secrets::deliver(rt, &id, spec).await?;
+    crate::secrets::deliver_or_remove(rt, &id, spec).await?;
     rt.start_container(&id).await?;
     Ok(id)
 }

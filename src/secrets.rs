@@ -240,6 +240,17 @@ pub fn read(spec: &SecretSpec) -> Result<SecretValue, SecretError> {
                         COMMAND_TIMEOUT.as_secs()
                     ),
                 }),
+                Some(r) if r.stdout.len() as u64 >= crate::registry::HELPER_OUTPUT_LIMIT => {
+                    Err(SecretError::CommandFailed {
+                        secret: spec.name.clone(),
+                        command: shown,
+                        status: format!(
+                            "printed {} bytes or more; a secret is at most {} bytes less one",
+                            crate::registry::HELPER_OUTPUT_LIMIT,
+                            crate::registry::HELPER_OUTPUT_LIMIT
+                        ),
+                    })
+                }
                 Some(r) if r.status.success() => Ok(trim(r.stdout)),
                 Some(r) => Err(SecretError::CommandFailed {
                     secret: spec.name.clone(),
@@ -365,6 +376,29 @@ pub async fn deliver(
     rt.put_archive(id, "/", crate::archive::tree(&files))
         .await
         .map_err(|e| e.with_object(spec.name.clone()))
+}
+
+/// [`deliver`], removing container `id` when its files could not be placed: a created
+/// container with the right spec would otherwise be started by a later pass without them.
+///
+/// # Errors
+/// Why the files could not be placed.
+pub async fn deliver_or_remove(
+    rt: &dyn NodeRuntime,
+    id: &str,
+    spec: &ContainerSpec,
+) -> Result<(), TransportError> {
+    match deliver(rt, id, spec).await {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            if let Err(rm) = rt.remove_container(id).await
+                && !rm.is_not_found()
+            {
+                tracing::warn!(container = %spec.name, error = %rm, "could not remove a container whose files were not placed");
+            }
+            Err(e)
+        }
+    }
 }
 
 /// The label values that stand for `spec`'s secrets and configs, for the spec hash and for

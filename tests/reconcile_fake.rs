@@ -754,3 +754,27 @@ async fn secrets_and_configs_arrive_before_the_start_and_a_change_replaces_exact
     );
     assert_eq!(running_of(&w, "redis"), redis_now);
 }
+
+#[tokio::test]
+async fn a_container_whose_files_cannot_be_placed_is_removed_and_never_started_without_them() {
+    let w = world(2);
+    let f = with_files("pw-one", "listen 80;");
+    w.fakes["node1"].refuse_archives(true);
+    let r = pass(&cx(&w, &f), &|_| {}).await.unwrap();
+    assert!(!r.exec.ok());
+    // redis (node1 only) could not get its secret: no container of it is left to be started.
+    assert!(
+        running_of(&w, "redis").is_empty(),
+        "{:?}",
+        w.fakes["node1"].containers()
+    );
+    w.fakes["node1"].refuse_archives(false);
+    let r = pass(&cx(&w, &f), &|_| {}).await.unwrap();
+    assert!(r.exec.ok(), "{:?}", r.exec);
+    let (_, redis) = running_of(&w, "redis").into_iter().next().unwrap();
+    let a = w.fakes["node1"]
+        .get_archive(&redis, "/run/secrets/redis")
+        .await
+        .unwrap();
+    assert_eq!(fleetctl::archive::first_file(&a).unwrap(), b"pw-one");
+}

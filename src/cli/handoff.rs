@@ -169,8 +169,18 @@ pub fn apply(
 ) -> anyhow::Result<u8> {
     use crate::controller::intents::{ApplyIntent, kinds};
     announce("apply", lease);
+    // Absolute names: the controller resolves the config and secret files the manifests name
+    // against them, from its own working directory.
     let payload = ApplyIntent {
-        sources: loaded.sources.clone(),
+        sources: loaded
+            .sources
+            .iter()
+            .map(|s| crate::manifest::Source {
+                name: std::path::absolute(&s.name)
+                    .map_or_else(|_| s.name.clone(), |p| p.display().to_string()),
+                text: s.text.clone(),
+            })
+            .collect(),
         timeout_ms: Some(timeout.as_millis() as u64),
         refresh,
     };

@@ -291,11 +291,7 @@ impl Controller {
         // An apply reads the secrets again, as an apply without a controller would.
         self.reload_secrets();
         let current = self.desired();
-        let unread = manifest::DesiredFleet {
-            secret_values: Default::default(),
-            ..current.fleet.clone()
-        };
-        if given.fleet != unread {
+        if comparable(&given.fleet) != comparable(&current.fleet) {
             return Err(OpError::Differs(format!(
                 "the controller runs the manifests in {} and these differ from them; edit the \
                  files there instead (the controller applies a change within a second), or stop \
@@ -451,5 +447,88 @@ pub fn progress_line(p: &Progress) -> Option<String> {
             "copy",
             elapsed.as_secs_f64()
         )),
+    }
+}
+
+/// `fleet` as two processes of one machine compare it: the files it names (configs, secret
+/// and registry password files) by absolute path — each process resolved a relative one
+/// against its own working directory — and no secret values.
+fn comparable(fleet: &manifest::DesiredFleet) -> manifest::DesiredFleet {
+    use crate::manifest::spec::{PasswordSource, SecretSource};
+    let abs = |p: &mut std::path::PathBuf| {
+        if !p.starts_with("~")
+            && let Ok(a) = std::path::absolute(&*p)
+        {
+            *p = a.components().collect();
+        }
+    };
+    let mut f = manifest::DesiredFleet {
+        secret_values: Default::default(),
+        ..fleet.clone()
+    };
+    for s in f.secrets.values_mut() {
+        if let SecretSource::File(p) = &mut s.source {
+            abs(p);
+        }
+    }
+    for r in &mut f.fleet.registries {
+        if let PasswordSource::File(p) = &mut r.password {
+            abs(p);
+        }
+    }
+    let files = f
+        .services
+        .values_mut()
+        .map(|s| &mut s.files)
+        .chain(f.plug_classes.values_mut().map(|c| &mut c.files));
+    for files in files {
+        for c in &mut files.configs {
+            abs(&mut c.source);
+        }
+    }
+    f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_named_relative_to_either_working_directory_compare_equal_and_values_do_not_count() {
+        let text = "apiVersion: fleet/v1\nkind: Secret\nmetadata: {name: pw}\nspec: {env: PATH}\n---\napiVersion: fleet/v1\nkind: Service\nmetadata: {name: web}\nspec: {image: 'web:1', resources: {memory: 16MiB}, env: {PW: {secret: pw}}}\n";
+        let fleet = |name: &str| {
+            manifest::parse(&[manifest::Source {
+                name: name.into(),
+                text: text.into(),
+            }])
+            .unwrap()
+            .fleet
+        };
+        let mut here = fleet("fleet/f.yaml");
+        let abs = std::env::current_dir().unwrap().join("fleet/f.yaml");
+        let mut there = fleet(abs.to_str().unwrap());
+        for (f, p) in [(&mut here, "conf/x"), (&mut there, "")] {
+            let p = if p.is_empty() {
+                std::env::current_dir().unwrap().join("conf/./x")
+            } else {
+                p.into()
+            };
+            f.fleet
+                .registries
+                .push(crate::manifest::spec::RegistrySpec {
+                    host: "reg.example".into(),
+                    username: "u".into(),
+                    password: crate::manifest::spec::PasswordSource::File(p),
+                });
+        }
+        there.secret_values = crate::secrets::SecretValues::from_values(
+            b"k",
+            [(
+                "pw".to_string(),
+                crate::container::SecretValue::new(b"v".to_vec()),
+            )],
+        );
+        assert_ne!(here, there);
+        assert_eq!(comparable(&here), comparable(&there));
     }
 }

@@ -227,6 +227,8 @@ struct Inner {
     /// [`FakeRuntime::set_disk`]); `None`: `df` fails as on a restricted SSH account.
     filesystem: Option<Filesystem>,
     disk_images: Vec<ImageUsage>,
+    /// Refuse every archive put (see [`FakeRuntime::refuse_archives`]).
+    refuse_archives: bool,
     /// Fail the call with this ordinal (1-based, counting mutating calls only).
     fail_at_mutation: Option<usize>,
     mutations: usize,
@@ -248,6 +250,7 @@ impl Default for Inner {
             calls: Vec::new(),
             filesystem: None,
             disk_images: Vec::new(),
+            refuse_archives: false,
             fail_at_mutation: None,
             mutations: 0,
             clock: 0,
@@ -464,6 +467,11 @@ impl FakeRuntime {
         let mut inner = self.lock();
         inner.filesystem = filesystem;
         inner.disk_images = images;
+    }
+
+    /// Makes every later archive put fail as the engine's refusal (or succeed again).
+    pub fn refuse_archives(&self, refuse: bool) {
+        self.lock().refuse_archives = refuse;
     }
 
     /// The images `system df` lists now (their `containers` counts unset).
@@ -1385,6 +1393,15 @@ impl NodeRuntime for FakeRuntime {
             .with_object(id)
         })?;
         let mut inner = self.lock();
+        if inner.refuse_archives {
+            return Err(TransportError::new(
+                &self.node,
+                "put archive",
+                ErrorKind::Api { status: 500 },
+                "refused (fake)",
+            )
+            .with_object(id));
+        }
         let c = self
             .find(&mut inner, id)
             .ok_or_else(|| self.not_found("put archive", id))?;

@@ -213,12 +213,38 @@ pub(super) fn resolve_files(
     // Every target placed so far: target → (field path, position).
     let mut targets: BTreeMap<String, (String, Pos)> = BTreeMap::new();
     let mut claim = |r: &mut Report, target: &str, path: String, pos: Pos| -> bool {
+        // One spelling per path (`/run//secrets/./x` is `/run/secrets/x`).
+        let target: String = Path::new(target)
+            .components()
+            .collect::<PathBuf>()
+            .display()
+            .to_string();
+        let target = target.as_str();
         if let Some((first, at)) = targets.get(target) {
             r.err(
                 file,
                 pos,
                 &path,
                 format!("target {target:?} is also the target of {first} at {file}:{at}"),
+            );
+            return false;
+        }
+        // A file cannot be where another mount needs a directory.
+        let under = |dir: &str, f: &str| {
+            f.strip_prefix(dir)
+                .is_some_and(|rest| rest.starts_with('/'))
+        };
+        if let Some((other, (first, at))) = targets
+            .iter()
+            .find(|(t, _)| under(t, target) || under(target, t))
+        {
+            r.err(
+                file,
+                pos,
+                &path,
+                format!(
+                    "target {target:?} and {other:?} (the target of {first} at {file}:{at}) cannot both be files: one is inside the other"
+                ),
             );
             return false;
         }
