@@ -123,6 +123,10 @@ CREATE TABLE image_digests (
     resolved_ms INTEGER NOT NULL
 );
 "#,
+    // `fleetctl events --since` and the retention's prune read and delete by time.
+    r#"
+CREATE INDEX IF NOT EXISTS events_at ON events (at_ms);
+"#,
 ];
 
 /// How long a deleted plug's id is remembered: a copy of it found on a node in that time (on a
@@ -1444,6 +1448,53 @@ impl Store {
         })
     }
 
+    /// The events at or after `since_ms` with an id above `after_id` (0: all), on `node` when
+    /// given, oldest first (by id, the order they were recorded in).
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn events_since(
+        &self,
+        since_ms: i64,
+        after_id: i64,
+        node: Option<&str>,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT id, at_ms, actor, action, node, object, message FROM events
+                     WHERE at_ms >= ?1 AND id > ?2 AND (?3 IS NULL OR node = ?3)
+                     ORDER BY id",
+                )
+                .map_err(q("read events"))?;
+            let rows = stmt
+                .query_map(params![since_ms, after_id, node], |r| {
+                    Ok(EventRecord {
+                        id: r.get(0)?,
+                        at_ms: r.get(1)?,
+                        actor: r.get(2)?,
+                        action: r.get(3)?,
+                        node: r.get(4)?,
+                        object: r.get(5)?,
+                        message: r.get(6)?,
+                    })
+                })
+                .map_err(q("read events"))?;
+            rows.collect::<Result<_, _>>().map_err(q("read events"))
+        })
+    }
+
+    /// Deletes the events older than `before_ms` (the event log's retention); returns how many.
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn prune_events(&self, before_ms: i64) -> Result<usize, StoreError> {
+        self.write("prune events", |tx| {
+            tx.execute("DELETE FROM events WHERE at_ms < ?1", [before_ms])
+                .map_err(q("prune events"))
+        })
+    }
+
     // ----- intents -----------------------------------------------------------------------
 
     /// Hands an intent to the controller; returns its id. Answered intents older than a day
@@ -1657,6 +1708,34 @@ fn insert_plug(c: &Connection, p: &PlugRecord) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_since_filters_by_time_id_and_node_and_prune_deletes_old_ones() {
+        let s = Store::in_memory().unwrap();
+        s.record_event(1_000, "apply", "create", Some("a"), Some("f-web-0-1"), "x")
+            .unwrap();
+        s.record_event(2_000, "drain", "drain", Some("b"), None, "y")
+            .unwrap();
+        s.record_event(3_000, "plug", "create", Some("a"), Some("f-plug-p1"), "z")
+            .unwrap();
+        let all = s.events_since(0, 0, None).unwrap();
+        assert_eq!(
+            all.iter().map(|e| e.at_ms).collect::<Vec<_>>(),
+            [1_000, 2_000, 3_000]
+        );
+        let recent = s.events_since(2_000, 0, None).unwrap();
+        assert_eq!(recent.len(), 2);
+        let on_a = s.events_since(0, 0, Some("a")).unwrap();
+        assert_eq!(
+            on_a.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(),
+            ["create", "create"]
+        );
+        let newer = s.events_since(0, all[1].id, None).unwrap();
+        assert_eq!(newer, vec![all[2].clone()]);
+        assert_eq!(s.prune_events(2_500).unwrap(), 2);
+        assert_eq!(s.events_since(0, 0, None).unwrap(), vec![all[2].clone()]);
+        assert_eq!(s.prune_events(2_500).unwrap(), 0);
+    }
 
     /// Many processes (here threads with their own connections) opening one fresh state file at
     /// once all get a store: switching the file to WAL waits for the others instead of failing

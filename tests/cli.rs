@@ -274,7 +274,7 @@ fn schema_covers_every_field_the_decoder_accepts() {
     let full = "apiVersion: fleet/v1
 kind: Fleet
 metadata: {name: full, labels: {a: b}}
-spec: {resync: 30s, nodeLostAfter: 60s, api: {listen: '127.0.0.1:7411', tokenFile: /etc/t}}
+spec: {resync: 30s, nodeLostAfter: 60s, eventRetention: 30d, api: {listen: '127.0.0.1:7411', tokenFile: /etc/t}}
 ---
 apiVersion: fleet/v1
 kind: Node
@@ -500,4 +500,138 @@ fn state_rebuild_reports_an_unreachable_node_and_exits_1() {
     assert_eq!(v["unreachable"][0]["node"], "node1", "{v}");
     assert_eq!(v["adopted"], serde_json::json!([]), "{v}");
     assert_eq!(v["not_recoverable"].as_array().unwrap().len(), 3, "{v}");
+}
+
+/// `fleetctl events` reads the state's event log: a table or JSON, oldest first, filtered by
+/// time, node and service; a bad `--since` names the option and exits 1.
+#[test]
+fn events_lists_the_log_filtered_by_time_node_and_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("fleet.yaml");
+    std::fs::write(&f, FLEET).unwrap();
+    let state = dir.path().join("s.db");
+    let now = fleetctl::store::now_ms();
+    {
+        let store = fleetctl::store::Store::open(&state).unwrap();
+        store.bind_fleet("demo").unwrap();
+        let old = now - 3 * 3600 * 1000;
+        store
+            .record_event(
+                old,
+                "apply",
+                "create",
+                Some("node1"),
+                Some("demo-web-0-0123abcd"),
+                "old",
+            )
+            .unwrap();
+        store
+            .record_event(
+                now - 60_000,
+                "apply",
+                "create",
+                Some("node1"),
+                Some("demo-web-0-89abcdef"),
+                "created replica 0",
+            )
+            .unwrap();
+        store
+            .record_event(
+                now - 30_000,
+                "drain by op",
+                "drain",
+                Some("node2"),
+                None,
+                "draining started",
+            )
+            .unwrap();
+        store
+            .record_event(
+                now - 10_000,
+                "plug",
+                "create",
+                Some("node1"),
+                Some("demo-plug-p1"),
+                "plug p1 of agent for ann on port 51000",
+            )
+            .unwrap();
+    }
+    let run = |args: &[&str]| {
+        let mut c = fleetctl();
+        c.env("FLEETCTL_STATE", &state)
+            .arg("events")
+            .arg(&f)
+            .args(args);
+        c
+    };
+    let out = run(&["--since", "1h", "-o", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let rows = v.as_array().unwrap();
+    let actions: Vec<(&str, &str)> = rows
+        .iter()
+        .map(|r| (r["action"].as_str().unwrap(), r["node"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        actions,
+        [("create", "node1"), ("drain", "node2"), ("create", "node1")]
+    );
+    assert_eq!(rows[1]["message"], "draining started");
+    assert_eq!(rows[2]["actor"], "plug");
+
+    let out = run(&["--since", "1h"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    for want in [
+        "TIME",
+        "ACTOR",
+        "MESSAGE",
+        "draining started",
+        "demo-plug-p1",
+        "drain by op",
+    ] {
+        assert!(text.contains(want), "{want} missing:\n{text}");
+    }
+    assert!(!text.contains("old"), "{text}");
+
+    let out = run(&["--node", "node2", "-o", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1, "{v}");
+
+    let out = run(&["--service", "web", "-o", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let objects: Vec<&str> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["object"].as_str().unwrap())
+        .collect();
+    assert_eq!(objects, ["demo-web-0-0123abcd", "demo-web-0-89abcdef"]);
+
+    let err = run(&["--since", "yesterday"])
+        .assert()
+        .code(1)
+        .get_output()
+        .stderr
+        .clone();
+    let err = String::from_utf8(err).unwrap();
+    assert!(err.contains("--since"), "{err}");
 }

@@ -97,6 +97,12 @@ pub fn run(
             output,
         );
     }
+    // The event log's retention: one statement per apply (a handed-over apply leaves it to
+    // the controller, which prunes every resync).
+    let retention = i64::try_from(fleet.fleet.event_retention.as_millis()).unwrap_or(i64::MAX);
+    if let Err(e) = store.prune_events(crate::store::now_ms().saturating_sub(retention)) {
+        tracing::warn!(error = %e, "could not prune the event log");
+    }
     let with_secrets = super::common::with_secrets(fleet, &store)?;
     let fleet = &with_secrets;
     let who = holder("apply");

@@ -8,6 +8,7 @@ pub mod capacity;
 mod common;
 mod cordon;
 mod drain;
+mod events;
 mod handoff;
 mod image;
 mod network;
@@ -238,6 +239,34 @@ pub enum Command {
         /// The image operation.
         #[command(subcommand)]
         op: ImageOp,
+    },
+    /// Show the state's event log (who, what, where, when, why), oldest first.
+    ///
+    /// `--service S` keeps the events about S and its containers (`FLEET-S-REPLICA-HASH`).
+    /// `-f` prints what matches, then follows the log and every node's engine events of the
+    /// fleet's containers (actor `engine`) until Ctrl-C; `-o json` then prints one object per
+    /// line. Events older than the Fleet's `eventRetention` (default 90 days) are deleted.
+    Events {
+        /// Manifest file or directory (default: the last applied set).
+        path: Option<PathBuf>,
+        /// Manifests to use instead of the last applied set (same as PATH; `-f` is follow).
+        #[arg(long = "file", value_name = "PATH", conflicts_with = "path")]
+        file: Option<PathBuf>,
+        /// Keep printing new events (of the log and of the nodes' engines) until Ctrl-C.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only events of the last DURATION: 90s, 10m, 1h, 2d.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Only events of this node.
+        #[arg(long, value_name = "NODE")]
+        node: Option<String>,
+        /// Only events about this service and its containers.
+        #[arg(long, value_name = "SERVICE")]
+        service: Option<String>,
+        /// Output format: table (wide is the same), json or yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
     },
     /// Show a node's SSH host key fingerprint and record it as trusted.
     Trust {
@@ -550,6 +579,23 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             op: ImageOp::Push { image, nodes, file },
         } => image::push(&image, &nodes, file.as_deref(), &cli.global),
         Command::State { action } => state::run(action, &cli.global),
+        Command::Events {
+            path,
+            file,
+            follow,
+            since,
+            node,
+            service,
+            output,
+        } => events::run(
+            path.or(file).as_deref(),
+            follow,
+            since,
+            node,
+            service,
+            output,
+            &cli.global,
+        ),
         Command::Trust { node, yes, file } => {
             nodes::trust(&node, file.as_deref(), yes, &cli.global)
         }

@@ -601,10 +601,10 @@ impl Controller {
         true
     }
 
-    /// Every `resync`: measure every node's memory (one stats call per running container) and
-    /// evict the most idle plugs of nodes above their watermark. Runs beside the loop, not under
-    /// the work lock — it only changes plug states in the store; the reconcile it triggers
-    /// stops the containers.
+    /// Every `resync`: delete the events older than `eventRetention` from the event log, then
+    /// measure every node's memory (one stats call per running container) and evict the most
+    /// idle plugs of nodes above their watermark. Runs beside the loop, not under the work
+    /// lock — it only changes the store; the reconcile it triggers stops the containers.
     async fn watch_pressure(self: Arc<Self>) {
         loop {
             let period = self.desired().fleet.fleet.resync;
@@ -613,6 +613,17 @@ impl Controller {
                 _ = tokio::time::sleep(period) => {}
             }
             let loaded = self.desired();
+            let retention = loaded.fleet.fleet.event_retention;
+            let before = self
+                .now_ms()
+                .saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+            match self.store.prune_events(before) {
+                Ok(0) => {}
+                Ok(n) => {
+                    tracing::info!(deleted = n, "event log: events past eventRetention deleted")
+                }
+                Err(e) => tracing::warn!(error = %e, "could not prune the event log"),
+            }
             let runtimes = self.runtimes();
             let observed = crate::plugs::observe_for_placement(&loaded.fleet, &runtimes).await;
             {

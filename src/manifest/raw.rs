@@ -245,6 +245,9 @@ pub struct RawFleetSpec {
     /// `fleetctl run` removes the images that no container of the node uses and the applied
     /// manifests do not name (default: never).
     pub disk_high_watermark: Option<Sp<Percent>>,
+    /// How long the state's event log keeps an event (`fleetctl events`); older ones are
+    /// deleted by `apply` and, every `resync`, by `fleetctl run` (default 90 days: `2160h`).
+    pub event_retention: Option<Sp<Dur>>,
 }
 decode_struct!(RawFleetSpec {
     opt resync = "resync",
@@ -253,6 +256,7 @@ decode_struct!(RawFleetSpec {
     opt network = "network",
     opt registries = "registries",
     opt disk_high_watermark = "diskHighWatermark",
+    opt event_retention = "eventRetention",
 });
 
 /// One entry of `spec.registries` of kind `Fleet`.

@@ -108,6 +108,13 @@ pub struct FleetSpec {
     /// images nothing uses or keeps; `None`: never.
     #[serde(default)]
     pub disk_high_watermark: Option<Percent>,
+    /// How long the event log keeps an event.
+    #[serde(default = "default_event_retention")]
+    pub event_retention: Duration,
+}
+
+fn default_event_retention() -> Duration {
+    DEFAULT_EVENT_RETENTION
 }
 
 /// One entry of `Fleet.spec.registries`: the user and where its password is.
@@ -269,6 +276,8 @@ pub enum ServiceNetwork {
 pub const DEFAULT_FLEET_NAME: &str = "default";
 /// Default `resync`.
 pub const DEFAULT_RESYNC: Duration = Duration::from_secs(30);
+/// Default `eventRetention`: 90 days.
+pub const DEFAULT_EVENT_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 /// Default `nodeLostAfter`.
 pub const DEFAULT_NODE_LOST_AFTER: Duration = Duration::from_secs(60);
 /// Default `api.listen`: loopback only.
@@ -287,6 +296,7 @@ impl Default for FleetSpec {
             network: NetworkSettings::default(),
             registries: Vec::new(),
             disk_high_watermark: None,
+            event_retention: DEFAULT_EVENT_RETENTION,
         }
     }
 }

@@ -1,5 +1,5 @@
 //! The Fleet document: at most one; its resync and node-loss periods, API settings, network,
-//! registries and disk watermark.
+//! registries, disk watermark and event retention.
 
 use super::{Named, Report};
 use crate::manifest::raw::*;
@@ -43,6 +43,17 @@ pub(super) fn fleet(r: &mut Report, fleets: &[Named<RawFleetSpec>]) -> FleetSpec
                 );
             }
             fleet.node_lost_after = d.value.0;
+        }
+        if let Some(d) = &s.event_retention {
+            if d.value.0.is_zero() {
+                r.err(
+                    &f.doc.file,
+                    d.pos,
+                    "spec.eventRetention",
+                    "eventRetention must be longer than 0s (the default keeps events 90 days)",
+                );
+            }
+            fleet.event_retention = d.value.0;
         }
         fleet.network = super::network::settings(r, &f.doc.file, s.network.as_ref());
         if let Some(regs) = &s.registries {
