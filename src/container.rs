@@ -191,6 +191,64 @@ pub struct ContainerSpec {
     /// the engine's archive API.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub files: Vec<ContainerFile>,
+    /// Per-container engine settings (log rotation, ulimits, sysctls, user, working directory,
+    /// read-only root, capabilities, stop signal). In the spec hash when any is set: the
+    /// engine cannot change them in place.
+    #[serde(default, skip_serializing_if = "Knobs::is_empty")]
+    pub knobs: Knobs,
+}
+
+/// One ulimit: soft and hard limits (`-1` is unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Ulimit {
+    /// Soft limit.
+    pub soft: i64,
+    /// Hard limit.
+    pub hard: i64,
+}
+
+/// Per-container engine settings of SPEC §13, none of which the engine can change in place.
+/// Every field is left out of serializations when unset, so a spec that sets none hashes as
+/// one made before they existed, and setting one does not change how the others hash.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub struct Knobs {
+    /// json-file driver: largest log file in bytes before it is rotated (`max-size`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_max_size: Option<u64>,
+    /// json-file driver: log files kept (`max-file`); needs `log_max_size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_max_files: Option<u32>,
+    /// Ulimits by name (`nofile`, `nproc`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ulimits: BTreeMap<String, Ulimit>,
+    /// Namespaced sysctls.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sysctls: BTreeMap<String, String>,
+    /// `uid[:gid]` or a user name; `None` keeps the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Working directory; `None` keeps the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    /// Read-only root filesystem.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+    /// Capabilities added, `CAP_`-prefixed, sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_add: Vec<String>,
+    /// Capabilities dropped, `CAP_`-prefixed (or `ALL`), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cap_drop: Vec<String>,
+    /// Signal that stops the container (`SIGTERM`, ...); `None` keeps the image's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_signal: Option<String>,
+}
+
+impl Knobs {
+    /// Whether nothing is set (the engine's defaults everywhere).
+    pub fn is_empty(&self) -> bool {
+        *self == Knobs::default()
+    }
 }
 
 /// A secret's value, held in memory only for the call that needs it. `Debug` and

@@ -36,6 +36,10 @@ struct HashView<'a> {
     /// by digest). Left out when there are none, so specs without files hash as before.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     files: Vec<(&'a str, u32, u32, u32)>,
+    /// Per-container engine settings (SPEC §13). Left out when none is set, so specs without
+    /// them hash as before.
+    #[serde(skip_serializing_if = "crate::container::Knobs::is_empty")]
+    knobs: &'a crate::container::Knobs,
 }
 
 /// Hash of the canonical spec without its in-place-updatable fields: equal hashes ⇒ no recreate.
@@ -60,6 +64,7 @@ pub fn spec_hash(spec: &ContainerSpec) -> String {
             .iter()
             .map(|f| (f.target.as_str(), f.mode, f.uid, f.gid))
             .collect(),
+        knobs: &spec.knobs,
     };
     let json = serde_json::to_vec(&view).expect("hash view serializes");
     let digest = sha2::Sha256::digest(&json);
@@ -198,6 +203,7 @@ pub fn service_container(
         healthcheck: svc.healthcheck.clone(),
         stop_grace_period: svc.stop_grace_period,
         network: service_network(fleet, svc),
+        knobs: svc.knobs.clone(),
     };
     let hash = seal(&mut spec);
     spec.name = format!(
@@ -298,6 +304,7 @@ pub fn plug_container(
             network: fleet.network_name(),
             aliases: vec![plug_dns_name(plug.id)],
         },
+        knobs: class.knobs.clone(),
     };
     seal(&mut spec);
     spec
@@ -366,5 +373,144 @@ spec: {image: redis:7, resources: {memory: 256MiB}, env: {A: b}}
             base.labels[labels::SPEC_HASH]
         );
         assert_ne!(other.name, base.name);
+    }
+
+    /// The hash view as it was before the knobs of SPEC §13: a spec that sets none must hash
+    /// exactly as then, or an upgrade would replace every running container.
+    #[derive(Serialize)]
+    struct HashViewBeforeKnobs<'a> {
+        image: &'a str,
+        command: &'a Option<Vec<String>>,
+        env: &'a BTreeMap<String, String>,
+        labels: BTreeMap<&'a str, &'a str>,
+        ports: &'a [PortMapping],
+        volumes: &'a [String],
+        healthcheck: &'a Option<crate::container::HealthcheckSpec>,
+        stop_grace_period_ms: Option<u128>,
+        network: &'a crate::container::NetworkAttachment,
+    }
+
+    #[test]
+    fn a_spec_without_knobs_hashes_as_before_and_each_knob_changes_the_hash() {
+        let f = fleet();
+        let c = service_container(&f, &f.services["redis"], 0, "node1");
+        let old = HashViewBeforeKnobs {
+            image: &c.image,
+            command: &c.command,
+            env: &c.env,
+            labels: c
+                .labels
+                .iter()
+                .filter(|(k, _)| k.as_str() != labels::SPEC_HASH)
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+            ports: &c.ports,
+            volumes: &c.volumes,
+            healthcheck: &c.healthcheck,
+            stop_grace_period_ms: c.stop_grace_period.map(|d| d.as_millis()),
+            network: &c.network,
+        };
+        let json = serde_json::to_vec(&old).unwrap();
+        let before = hex::encode(sha2::Sha256::digest(&json))[..HASH_LEN].to_string();
+        assert_eq!(c.labels[labels::SPEC_HASH], before);
+
+        let base = c.labels[labels::SPEC_HASH].clone();
+        let changes: Vec<fn(&mut crate::container::Knobs)> = vec![
+            |k| k.log_max_size = Some(10 << 20),
+            |k| {
+                k.ulimits.insert(
+                    "nofile".into(),
+                    crate::container::Ulimit {
+                        soft: 65536,
+                        hard: 65536,
+                    },
+                );
+            },
+            |k| {
+                k.sysctls.insert("net.core.somaxconn".into(), "4096".into());
+            },
+            |k| k.user = Some("1000".into()),
+            |k| k.working_dir = Some("/srv".into()),
+            |k| k.read_only = true,
+            |k| k.cap_add = vec!["CAP_NET_ADMIN".into()],
+            |k| k.cap_drop = vec!["ALL".into()],
+            |k| k.stop_signal = Some("SIGQUIT".into()),
+        ];
+        for change in changes {
+            let mut g = f.clone();
+            change(&mut g.services.get_mut("redis").unwrap().knobs);
+            let other = service_container(&g, &g.services["redis"], 0, "node1");
+            assert_ne!(other.labels[labels::SPEC_HASH], base, "{:?}", other.knobs);
+        }
+    }
+
+    #[test]
+    fn manifests_knobs_reach_service_and_plug_containers() {
+        let out = parse(&[Source {
+            name: "t.yaml".into(),
+            text: "apiVersion: fleet/v1
+kind: Fleet
+metadata: {name: aims}
+---
+apiVersion: fleet/v1
+kind: Node
+metadata: {name: node1}
+---
+apiVersion: fleet/v1
+kind: Service
+metadata: {name: web}
+spec:
+  image: web:1
+  resources: {memory: 64MiB}
+  logging: {maxSize: 10MiB, maxFiles: 14}
+  ulimits: {nofile: 65536, core: {soft: 0, hard: unlimited}}
+  sysctls: {net.core.somaxconn: 4096}
+  user: 1000
+  workingDir: /srv
+  readOnly: true
+  capAdd: [net_bind_service]
+  capDrop: [ALL]
+  stopSignal: quit
+---
+apiVersion: fleet/v1
+kind: PlugClass
+metadata: {name: agent}
+spec:
+  image: agent:1
+  port: 8080
+  resources: {memory: 64MiB}
+  logging: {maxSize: 1MiB}
+  readOnly: true
+"
+            .into(),
+        }])
+        .unwrap_or_else(|e| panic!("{e}"));
+        let f = out.fleet;
+        let c = service_container(&f, &f.services["web"], 0, "node1");
+        let k = &c.knobs;
+        assert_eq!(k.log_max_size, Some(10 << 20));
+        assert_eq!(k.log_max_files, Some(14));
+        assert_eq!(k.ulimits["nofile"].soft, 65536);
+        assert_eq!(k.ulimits["nofile"].hard, 65536);
+        assert_eq!((k.ulimits["core"].soft, k.ulimits["core"].hard), (0, -1));
+        assert_eq!(k.sysctls["net.core.somaxconn"], "4096");
+        assert_eq!(k.user.as_deref(), Some("1000"));
+        assert_eq!(k.working_dir.as_deref(), Some("/srv"));
+        assert!(k.read_only);
+        assert_eq!(k.cap_add, vec!["CAP_NET_BIND_SERVICE".to_string()]);
+        assert_eq!(k.cap_drop, vec!["ALL".to_string()]);
+        assert_eq!(k.stop_signal.as_deref(), Some("SIGQUIT"));
+        let p = plug_container(
+            &f,
+            &f.plug_classes["agent"],
+            &PlugIdentity {
+                id: "p1",
+                owner: "o",
+                node: "node1",
+                host_port: 0,
+            },
+        );
+        assert_eq!(p.knobs.log_max_size, Some(1 << 20));
+        assert!(p.knobs.read_only);
     }
 }

@@ -55,6 +55,7 @@ pub fn spec(name: String, labels: BTreeMap<String, String>) -> ContainerSpec {
     ContainerSpec {
         secret_env: Default::default(),
         files: Vec::new(),
+        knobs: Default::default(),
         pull: Default::default(),
         network: crate::container::NetworkAttachment::Default,
         name,

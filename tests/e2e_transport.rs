@@ -117,6 +117,7 @@ fn test_spec(name: &str) -> ContainerSpec {
     ContainerSpec {
         secret_env: Default::default(),
         files: Vec::new(),
+        knobs: Default::default(),
         pull: Default::default(),
         network: Default::default(),
         name: name.to_string(),

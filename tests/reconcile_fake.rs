@@ -778,3 +778,64 @@ async fn a_container_whose_files_cannot_be_placed_is_removed_and_never_started_w
         .unwrap();
     assert_eq!(fleetctl::archive::first_file(&a).unwrap(), b"pw-one");
 }
+
+#[tokio::test]
+async fn a_changed_knob_recreates_only_that_service_and_says_which() {
+    let w = world(2);
+    let with = |nofile: &str| {
+        BASE.replace(
+            "  env: {MODE: prod}\n",
+            &format!(
+                "  env: {{MODE: prod}}\n  logging: {{maxSize: 10MiB, maxFiles: 14}}\n  \
+                 ulimits: {{nofile: {nofile}}}\n  sysctls: {{net.core.somaxconn: 4096}}\n"
+            ),
+        )
+    };
+    pass(&cx(&w, &fleet(&with("65536"))), &|_| {})
+        .await
+        .unwrap();
+    let web = w.fakes["node1"]
+        .containers()
+        .into_iter()
+        .find(|c| c.label(labels::SERVICE) == Some("web"))
+        .unwrap();
+    let d = w.fakes["node1"].inspect_container(&web.id).await.unwrap();
+    assert_eq!(d.spec.knobs.log_max_size, Some(10 << 20));
+    assert_eq!(d.spec.knobs.ulimits["nofile"].hard, 65536);
+    assert_eq!(d.spec.knobs.sysctls["net.core.somaxconn"], "4096");
+    // Applied again, nothing changes.
+    let (_, again) = plan_only(&cx(&w, &fleet(&with("65536")))).await.unwrap();
+    assert!(again.steps.is_empty(), "{:?}", again.steps);
+
+    let redis_before: Vec<String> = w.fakes["node1"]
+        .containers()
+        .into_iter()
+        .filter(|c| c.label(labels::SERVICE) == Some("redis"))
+        .map(|c| c.id)
+        .collect();
+    let r = pass(&cx(&w, &fleet(&with("1024"))), &|_| {}).await.unwrap();
+    assert!(r.exec.ok());
+    assert_eq!(r.plan.steps.len(), 2, "{:?}", r.plan.steps);
+    for s in &r.plan.steps {
+        assert!(matches!(s.action, Action::Replace { .. }), "{s:?}");
+        assert!(s.reason.starts_with("ulimits changed"), "{}", s.reason);
+    }
+    let redis_after: Vec<String> = w.fakes["node1"]
+        .containers()
+        .into_iter()
+        .filter(|c| c.label(labels::SERVICE) == Some("redis"))
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(redis_before, redis_after);
+
+    // Dropping the knobs recreates too: the engine cannot undo them in place.
+    let r = pass(&cx(&w, &fleet(BASE)), &|_| {}).await.unwrap();
+    assert_eq!(r.plan.steps.len(), 2);
+    assert!(
+        r.plan.steps[0]
+            .reason
+            .starts_with("logging changed, ulimits changed, sysctls changed"),
+        "{}",
+        r.plan.steps[0].reason
+    );
+}

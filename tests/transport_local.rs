@@ -144,6 +144,7 @@ async fn engine_statuses_map_to_error_kinds_with_node_and_container() {
     let spec = fleetctl::container::ContainerSpec {
         secret_env: Default::default(),
         files: Vec::new(),
+        knobs: Default::default(),
         pull: Default::default(),
         network: Default::default(),
         name: "web".into(),

@@ -469,6 +469,28 @@ pub struct RawServiceSpec {
     pub secrets: Option<Vec<RawSecretMount>>,
     /// Config files placed in each container.
     pub configs: Option<Vec<RawConfigMount>>,
+    /// json-file log rotation: {maxSize: 10MiB, maxFiles: 14} (default: the engine's logging).
+    pub logging: Option<RawLogging>,
+    /// Ulimits by name (nofile, nproc, core, memlock, stack, ...): a number (soft = hard),
+    /// `unlimited`, or {soft, hard}.
+    pub ulimits: Option<BTreeMap<Sp<String>, Sp<RawUlimit>>>,
+    /// Namespaced kernel parameters (net.*, kernel.msg*, kernel.sem, kernel.shm*,
+    /// fs.mqueue.*), e.g. {net.core.somaxconn: 4096}; others would change the whole node and
+    /// are refused.
+    pub sysctls: Option<TextMap>,
+    /// User the process runs as: uid[:gid] or a name (default: the image's).
+    pub user: Option<Sp<Text>>,
+    /// Absolute working directory (default: the image's).
+    pub working_dir: Option<Sp<String>>,
+    /// Mount the root filesystem read-only (default false).
+    pub read_only: Option<Sp<bool>>,
+    /// Linux capabilities to add, e.g. NET_ADMIN (the CAP_ prefix is optional).
+    pub cap_add: Option<Vec<Sp<String>>>,
+    /// Linux capabilities to drop, e.g. ALL or NET_RAW (the CAP_ prefix is optional).
+    pub cap_drop: Option<Vec<Sp<String>>>,
+    /// Signal that stops the container: SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2,
+    /// SIGKILL or a number 1-31 (default: the image's, else SIGTERM).
+    pub stop_signal: Option<Sp<Text>>,
 }
 decode_struct!(RawServiceSpec {
     opt network = "network",
@@ -488,6 +510,15 @@ decode_struct!(RawServiceSpec {
     opt stop_grace_period = "stopGracePeriod",
     opt secrets = "secrets",
     opt configs = "configs",
+    opt logging = "logging",
+    opt ulimits = "ulimits",
+    opt sysctls = "sysctls",
+    opt user = "user",
+    opt working_dir = "workingDir",
+    opt read_only = "readOnly",
+    opt cap_add = "capAdd",
+    opt cap_drop = "capDrop",
+    opt stop_signal = "stopSignal",
 });
 
 /// One entry of `spec.secrets` of kinds `Service` and `PlugClass`: a secret as a file.
@@ -722,6 +753,28 @@ pub struct RawPlugClassSpec {
     pub secrets: Option<Vec<RawSecretMount>>,
     /// Config files placed in each instance.
     pub configs: Option<Vec<RawConfigMount>>,
+    /// json-file log rotation: {maxSize: 10MiB, maxFiles: 14} (default: the engine's logging).
+    pub logging: Option<RawLogging>,
+    /// Ulimits by name (nofile, nproc, core, memlock, stack, ...): a number (soft = hard),
+    /// `unlimited`, or {soft, hard}.
+    pub ulimits: Option<BTreeMap<Sp<String>, Sp<RawUlimit>>>,
+    /// Namespaced kernel parameters (net.*, kernel.msg*, kernel.sem, kernel.shm*,
+    /// fs.mqueue.*), e.g. {net.core.somaxconn: 4096}; others would change the whole node and
+    /// are refused.
+    pub sysctls: Option<TextMap>,
+    /// User the process runs as: uid[:gid] or a name (default: the image's).
+    pub user: Option<Sp<Text>>,
+    /// Absolute working directory (default: the image's).
+    pub working_dir: Option<Sp<String>>,
+    /// Mount the root filesystem read-only (default false).
+    pub read_only: Option<Sp<bool>>,
+    /// Linux capabilities to add, e.g. NET_ADMIN (the CAP_ prefix is optional).
+    pub cap_add: Option<Vec<Sp<String>>>,
+    /// Linux capabilities to drop, e.g. ALL or NET_RAW (the CAP_ prefix is optional).
+    pub cap_drop: Option<Vec<Sp<String>>>,
+    /// Signal that stops the container: SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2,
+    /// SIGKILL or a number 1-31 (default: the image's, else SIGTERM).
+    pub stop_signal: Option<Sp<Text>>,
 }
 decode_struct!(RawPlugClassSpec {
     req image = "image",
@@ -736,6 +789,15 @@ decode_struct!(RawPlugClassSpec {
     opt policy = "policy",
     opt secrets = "secrets",
     opt configs = "configs",
+    opt logging = "logging",
+    opt ulimits = "ulimits",
+    opt sysctls = "sysctls",
+    opt user = "user",
+    opt working_dir = "workingDir",
+    opt read_only = "readOnly",
+    opt cap_add = "capAdd",
+    opt cap_drop = "capDrop",
+    opt stop_signal = "stopSignal",
 });
 
 /// `spec` of kind `PlacementPolicy`.
@@ -942,4 +1004,88 @@ pub fn decode_document(node: &YNode, cx: &mut Cx) -> Option<RawDocument> {
         metadata: metadata.unwrap_or_default(),
         spec,
     })
+}
+
+/// `spec.logging` of kinds `Service` and `PlugClass`: rotation by the engine's json-file log
+/// driver.
+#[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
+#[schemars(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawLogging {
+    /// Position of the mapping.
+    #[schemars(skip)]
+    pub pos: Pos,
+    /// Size at which a log file is rotated, e.g. 10MiB.
+    pub max_size: Option<Sp<Bytes>>,
+    /// Log files kept, at least 1 (default: the engine's, 1); needs maxSize.
+    #[schemars(range(min = 1))]
+    pub max_files: Option<Sp<u32>>,
+}
+decode_struct!(RawLogging { opt max_size = "maxSize", opt max_files = "maxFiles" });
+
+/// `{soft, hard}` of one ulimit.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RawUlimitPair {
+    /// Position of the mapping.
+    pub pos: Pos,
+    /// Soft limit.
+    pub soft: Option<Sp<Text>>,
+    /// Hard limit.
+    pub hard: Option<Sp<Text>>,
+}
+decode_struct!(RawUlimitPair { req soft = "soft", req hard = "hard" });
+
+/// One entry of `spec.ulimits`: a limit for both soft and hard, or `{soft, hard}`. A limit is
+/// a non-negative number or `unlimited`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RawUlimit {
+    /// Soft = hard.
+    Both(Text),
+    /// Separate limits.
+    Pair(RawUlimitPair),
+}
+
+impl Decode for RawUlimit {
+    fn decode(node: &YNode, path: &str, cx: &mut Cx) -> Option<Self> {
+        match &node.value {
+            Value::Map(_) => RawUlimitPair::decode(node, path, cx).map(RawUlimit::Pair),
+            _ => match node.scalar_text() {
+                Some(s) => Some(RawUlimit::Both(Text(s))),
+                None => {
+                    cx.err(
+                        node.pos,
+                        path,
+                        format!(
+                            "expected a number, `unlimited` or {{soft, hard}}, found {}",
+                            node.value.describe()
+                        ),
+                    );
+                    None
+                }
+            },
+        }
+    }
+}
+
+impl JsonSchema for RawUlimit {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Ulimit".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A limit for both soft and hard (a non-negative integer or \"unlimited\"), or {soft, hard} with soft <= hard.",
+            "oneOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": "^(unlimited|[0-9]+)$"},
+                {
+                    "type": "object",
+                    "additionalProperties": false,
+                    "required": ["soft", "hard"],
+                    "properties": {
+                        "soft": {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": "^(unlimited|[0-9]+)$"}]},
+                        "hard": {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": "^(unlimited|[0-9]+)$"}]}
+                    }
+                }
+            ]
+        })
+    }
 }

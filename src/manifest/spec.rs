@@ -513,6 +513,10 @@ pub struct ServiceSpec {
     /// Secrets and config files its containers get (SPEC §12).
     #[serde(default)]
     pub files: FileSpecs,
+    /// Log rotation, ulimits, sysctls, user, working directory, read-only root,
+    /// capabilities and stop signal (SPEC §13).
+    #[serde(default, skip_serializing_if = "crate::container::Knobs::is_empty")]
+    pub knobs: crate::container::Knobs,
 }
 
 /// Kind `Secret`: where its value is read, on the machine that runs fleetctl (the CLI's or
@@ -672,6 +676,10 @@ pub struct PlugClassSpec {
     /// Secrets and config files its instances get (SPEC §12).
     #[serde(default)]
     pub files: FileSpecs,
+    /// Log rotation, ulimits, sysctls, user, working directory, read-only root,
+    /// capabilities and stop signal (SPEC §13).
+    #[serde(default, skip_serializing_if = "crate::container::Knobs::is_empty")]
+    pub knobs: crate::container::Knobs,
 }
 
 /// `pack` or `spread`.

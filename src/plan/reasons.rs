@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 
 use super::{Object, Snapshot};
-use crate::container::{ContainerSpec, Resources, RestartPolicy, RunState, labels};
+use crate::container::{ContainerSpec, Knobs, Resources, RestartPolicy, RunState, labels};
 use crate::manifest::{Bytes, MilliCpus};
 use crate::observe::Observed;
 
@@ -185,6 +185,7 @@ pub(super) fn recreate_reason(want: &ContainerSpec, o: &Observed) -> String {
     if want.healthcheck.is_some() && have.healthcheck != want.healthcheck {
         out.push("healthcheck changed".into());
     }
+    out.extend(knob_changes(&have.knobs, &want.knobs));
     if have.labels.get(labels::NODE) != want.labels.get(labels::NODE) {
         out.push("node label changed".into());
     }
@@ -197,4 +198,37 @@ pub(super) fn recreate_reason(want: &ContainerSpec, o: &Observed) -> String {
         out.push(format!("spec changed (hash {old} → {new})"));
     }
     out.join(", ")
+}
+
+/// Which knobs (SPEC §13) differ, in words. The user, working directory and stop signal read
+/// back from the engine are the image's when the spec leaves them out, so they count only when
+/// the spec sets them.
+fn knob_changes(have: &Knobs, want: &Knobs) -> Vec<String> {
+    let mut out = Vec::new();
+    if (have.log_max_size, have.log_max_files) != (want.log_max_size, want.log_max_files) {
+        out.push("logging changed".into());
+    }
+    if have.ulimits != want.ulimits {
+        out.push("ulimits changed".into());
+    }
+    if have.sysctls != want.sysctls {
+        out.push("sysctls changed".into());
+    }
+    let set_and_differs = |h: &Option<String>, w: &Option<String>| w.is_some() && h != w;
+    if set_and_differs(&have.user, &want.user) {
+        out.push("user changed".into());
+    }
+    if set_and_differs(&have.working_dir, &want.working_dir) {
+        out.push("workingDir changed".into());
+    }
+    if have.read_only != want.read_only {
+        out.push("readOnly changed".into());
+    }
+    if have.cap_add != want.cap_add || have.cap_drop != want.cap_drop {
+        out.push("capabilities changed".into());
+    }
+    if set_and_differs(&have.stop_signal, &want.stop_signal) {
+        out.push("stopSignal changed".into());
+    }
+    out
 }

@@ -55,9 +55,9 @@ use super::ssh::{ConnState, SshError, SshSession};
 use super::{ContainerUpdate, ErrorKind, ListFilter, NodeRuntime, RegistryCause, TransportError};
 use crate::container::{
     ContainerDetails, ContainerRecord, ContainerSpec, EngineDisk, EngineEvent, EngineInfo,
-    Filesystem, Health, ImageUsage, JoinTokens, LocalImage, NetworkAttachment, NetworkDriver,
-    NetworkRecord, NetworkSpec, PortMapping, Protocol, PullProgress, RegistryAuth, Resources,
-    RestartPolicy, RunState, SwarmInfo, SwarmMember, SwarmRole, SwarmState,
+    Filesystem, Health, ImageUsage, JoinTokens, Knobs, LocalImage, NetworkAttachment,
+    NetworkDriver, NetworkRecord, NetworkSpec, PortMapping, Protocol, PullProgress, RegistryAuth,
+    Resources, RestartPolicy, RunState, SwarmInfo, SwarmMember, SwarmRole, SwarmState, Ulimit,
 };
 
 /// Deadline of one ordinary Docker call (list, inspect, create, start, update, stats, info):
@@ -1273,9 +1273,34 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         restart_policy: Some(restart_policy(spec.restart)),
         port_bindings: (!bindings.is_empty()).then_some(bindings),
         binds: (!spec.volumes.is_empty()).then(|| spec.volumes.clone()),
+        log_config: log_config(&spec.knobs),
+        ulimits: (!spec.knobs.ulimits.is_empty()).then(|| {
+            spec.knobs
+                .ulimits
+                .iter()
+                .map(|(name, u)| bollard::models::ResourcesUlimits {
+                    name: Some(name.clone()),
+                    soft: Some(u.soft),
+                    hard: Some(u.hard),
+                })
+                .collect()
+        }),
+        sysctls: (!spec.knobs.sysctls.is_empty()).then(|| {
+            spec.knobs
+                .sysctls
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }),
+        cap_add: (!spec.knobs.cap_add.is_empty()).then(|| spec.knobs.cap_add.clone()),
+        cap_drop: (!spec.knobs.cap_drop.is_empty()).then(|| spec.knobs.cap_drop.clone()),
+        readonly_rootfs: spec.knobs.read_only.then_some(true),
         ..Default::default()
     };
     ContainerCreateBody {
+        user: spec.knobs.user.clone(),
+        working_dir: spec.knobs.working_dir.clone(),
+        stop_signal: spec.knobs.stop_signal.clone(),
         image: Some(spec.run_image()),
         cmd: spec.command.clone(),
         // Secret variables only here, in the engine's create body (SPEC §12); validation made
@@ -1313,6 +1338,84 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         networking_config,
         ..Default::default()
     }
+}
+
+/// `HostConfig.LogConfig` for the json-file rotation of `knobs`; `None` (the engine's logging)
+/// when no rotation is asked for. The size goes as a plain byte count, which the driver reads
+/// as such.
+fn log_config(knobs: &Knobs) -> Option<bollard::models::HostConfigLogConfig> {
+    let size = knobs.log_max_size?;
+    let mut config = HashMap::from([("max-size".to_string(), size.to_string())]);
+    if let Some(files) = knobs.log_max_files {
+        config.insert("max-file".to_string(), files.to_string());
+    }
+    Some(bollard::models::HostConfigLogConfig {
+        typ: Some("json-file".to_string()),
+        config: Some(config),
+    })
+}
+
+/// A `max-size` as the engine holds it: a byte count, or a number with a binary unit (`k`,
+/// `m`, `g`, optionally followed by `b`), as `docker run --log-opt` may have written it.
+fn log_size(s: &str) -> Option<u64> {
+    let lower = s.trim().to_ascii_lowercase();
+    let t = lower.strip_suffix('b').unwrap_or(&lower);
+    let t = t.strip_suffix('i').unwrap_or(t);
+    let (num, mult) = match t.chars().last()? {
+        'k' => (&t[..t.len() - 1], 1u64 << 10),
+        'm' => (&t[..t.len() - 1], 1 << 20),
+        'g' => (&t[..t.len() - 1], 1 << 30),
+        't' => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    num.trim().parse::<u64>().ok()?.checked_mul(mult)
+}
+
+/// The knobs of an inspected container. The user, working directory and stop signal are what
+/// the engine reports, which is the image's when the container was created without them.
+fn knobs_from_inspect(r: &ContainerInspectResponse) -> Knobs {
+    let config = r.config.as_ref();
+    let hc = r.host_config.as_ref();
+    let mut knobs = Knobs::default();
+    if let Some(log) = hc.and_then(|h| h.log_config.as_ref())
+        && log.typ.as_deref() == Some("json-file")
+        && let Some(opts) = &log.config
+    {
+        knobs.log_max_size = opts.get("max-size").and_then(|s| log_size(s));
+        knobs.log_max_files = opts.get("max-file").and_then(|s| s.trim().parse().ok());
+    }
+    knobs.ulimits = hc
+        .and_then(|h| h.ulimits.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|u| {
+            Some((
+                u.name.clone()?,
+                Ulimit {
+                    soft: u.soft.unwrap_or(0),
+                    hard: u.hard.unwrap_or(0),
+                },
+            ))
+        })
+        .collect();
+    knobs.sysctls = hc
+        .and_then(|h| h.sysctls.as_ref())
+        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
+    let caps = |v: Option<&Vec<String>>| {
+        let mut out: Vec<String> = v.into_iter().flatten().cloned().collect();
+        out.sort();
+        out.dedup();
+        out
+    };
+    knobs.cap_add = caps(hc.and_then(|h| h.cap_add.as_ref()));
+    knobs.cap_drop = caps(hc.and_then(|h| h.cap_drop.as_ref()));
+    knobs.read_only = hc.and_then(|h| h.readonly_rootfs).unwrap_or(false);
+    let set = |v: Option<&String>| v.filter(|s| !s.is_empty()).cloned();
+    knobs.user = set(config.and_then(|c| c.user.as_ref()));
+    knobs.working_dir = set(config.and_then(|c| c.working_dir.as_ref()));
+    knobs.stop_signal = set(config.and_then(|c| c.stop_signal.as_ref()));
+    knobs
 }
 
 /// `HostConfig.NetworkMode` and `NetworkingConfig` for an attachment: nothing for the engine's
@@ -1583,6 +1686,7 @@ pub fn spec_from_inspect(r: &ContainerInspectResponse) -> ContainerSpec {
     ContainerSpec {
         secret_env: Default::default(),
         files: Vec::new(),
+        knobs: knobs_from_inspect(r),
         pull: Default::default(),
         network: network_attachment(
             hc.and_then(|h| h.network_mode.as_deref()),
@@ -2451,6 +2555,7 @@ mod tests {
         ContainerSpec {
             secret_env: Default::default(),
             files: Vec::new(),
+            knobs: Default::default(),
             pull: Default::default(),
             name: "aims-web-0".into(),
             image: "fleet-test/busybox:1".into(),
@@ -2598,6 +2703,7 @@ mod tests {
         let s = ContainerSpec {
             secret_env: Default::default(),
             files: Vec::new(),
+            knobs: Default::default(),
             command: None,
             env: BTreeMap::new(),
             ports: vec![],
@@ -2635,10 +2741,92 @@ mod tests {
         );
     }
 
+    fn knobs() -> Knobs {
+        Knobs {
+            log_max_size: Some(10 << 20),
+            log_max_files: Some(14),
+            ulimits: BTreeMap::from([
+                (
+                    "nofile".to_string(),
+                    Ulimit {
+                        soft: 65536,
+                        hard: 65536,
+                    },
+                ),
+                ("memlock".to_string(), Ulimit { soft: -1, hard: -1 }),
+            ]),
+            sysctls: BTreeMap::from([("net.core.somaxconn".to_string(), "4096".to_string())]),
+            user: Some("1000:1000".into()),
+            working_dir: Some("/srv/app".into()),
+            read_only: true,
+            cap_add: vec!["CAP_NET_ADMIN".into()],
+            cap_drop: vec!["ALL".into()],
+            stop_signal: Some("SIGQUIT".into()),
+        }
+    }
+
+    #[test]
+    fn create_body_sends_the_knobs_and_nothing_when_none_is_set() {
+        let plain = create_body(&spec());
+        let hc = plain.host_config.as_ref().unwrap();
+        assert_eq!(hc.log_config, None, "the engine's logging by default");
+        assert_eq!(hc.ulimits, None);
+        assert_eq!(hc.sysctls, None);
+        assert_eq!((&hc.cap_add, &hc.cap_drop), (&None, &None));
+        assert_eq!(hc.readonly_rootfs, None);
+        assert_eq!((&plain.user, &plain.working_dir), (&None, &None));
+        assert_eq!(plain.stop_signal, None);
+
+        let b = create_body(&ContainerSpec {
+            knobs: knobs(),
+            ..spec()
+        });
+        assert_eq!(b.user.as_deref(), Some("1000:1000"));
+        assert_eq!(b.working_dir.as_deref(), Some("/srv/app"));
+        assert_eq!(b.stop_signal.as_deref(), Some("SIGQUIT"));
+        let hc = b.host_config.unwrap();
+        let log = hc.log_config.unwrap();
+        assert_eq!(log.typ.as_deref(), Some("json-file"));
+        let opts = log.config.unwrap();
+        assert_eq!(opts["max-size"], "10485760");
+        assert_eq!(opts["max-file"], "14");
+        let mut ulimits = hc.ulimits.unwrap();
+        ulimits.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(
+            ulimits,
+            vec![
+                bollard::models::ResourcesUlimits {
+                    name: Some("memlock".into()),
+                    soft: Some(-1),
+                    hard: Some(-1),
+                },
+                bollard::models::ResourcesUlimits {
+                    name: Some("nofile".into()),
+                    soft: Some(65536),
+                    hard: Some(65536),
+                },
+            ]
+        );
+        assert_eq!(hc.sysctls.unwrap()["net.core.somaxconn"], "4096");
+        assert_eq!(hc.cap_add, Some(vec!["CAP_NET_ADMIN".to_string()]));
+        assert_eq!(hc.cap_drop, Some(vec!["ALL".to_string()]));
+        assert_eq!(hc.readonly_rootfs, Some(true));
+    }
+
+    #[test]
+    fn log_sizes_written_by_hand_read_back_in_bytes() {
+        assert_eq!(log_size("10485760"), Some(10 << 20));
+        assert_eq!(log_size("10m"), Some(10 << 20));
+        assert_eq!(log_size("512k"), Some(512 << 10));
+        assert_eq!(log_size("1g"), Some(1 << 30));
+        assert_eq!(log_size("lots"), None);
+    }
+
     #[test]
     fn what_create_sends_inspect_reads_back_as_the_same_spec() {
         let mut s = spec();
         s.stop_grace_period = Some(Duration::from_secs(10)); // the engine keeps whole seconds
+        s.knobs = knobs();
         let b = create_body(&s);
         let id = "0123456789abcdef".repeat(4);
         // What an engine of API 1.44 reports once the container runs: the short id added to
@@ -2673,6 +2861,9 @@ mod tests {
                 exposed_ports: b.exposed_ports.clone(),
                 healthcheck: b.healthcheck.clone(),
                 stop_timeout: b.stop_timeout,
+                user: b.user.clone(),
+                working_dir: b.working_dir.clone(),
+                stop_signal: b.stop_signal.clone(),
                 ..Default::default()
             }),
             host_config: b.host_config.clone(),

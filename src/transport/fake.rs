@@ -576,6 +576,7 @@ impl FakeRuntime {
         let spec = ContainerSpec {
             secret_env: Default::default(),
             files: Vec::new(),
+            knobs: Default::default(),
             pull: Default::default(),
             network: Default::default(),
             name: name.to_string(),
@@ -1935,6 +1936,7 @@ mod tests {
         ContainerSpec {
             secret_env: Default::default(),
             files: Vec::new(),
+            knobs: Default::default(),
             pull: Default::default(),
             name: name.into(),
             image: "img:1".into(),

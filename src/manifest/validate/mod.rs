@@ -22,6 +22,7 @@ mod clashes;
 mod fields;
 mod files;
 mod fleet;
+mod knobs;
 mod network;
 mod nodes;
 mod plug_classes;

@@ -95,6 +95,22 @@ pub(super) fn plug_classes(
         let command = resolve_command(r, file, &s.command);
         let env = resolve_env(r, file, &s.env);
         let files = super::files::resolve_files(r, file, &s.env, &s.secrets, &s.configs, secrets);
+        let knobs = super::knobs::resolve_knobs(
+            r,
+            file,
+            &super::knobs::RawKnobs {
+                logging: &s.logging,
+                ulimits: &s.ulimits,
+                sysctls: &s.sysctls,
+                user: &s.user,
+                working_dir: &s.working_dir,
+                read_only: &s.read_only,
+                cap_add: &s.cap_add,
+                cap_drop: &s.cap_drop,
+                stop_signal: &s.stop_signal,
+                host_network: false,
+            },
+        );
         let hp = host_ports;
         if let (Some(res), Some(port)) = (resources, &s.port)
             && let Some(image) = &s.image
@@ -120,6 +136,7 @@ pub(super) fn plug_classes(
                         .filter(|d| !d.is_zero()),
                     policy,
                     files,
+                    knobs,
                 },
             );
         }

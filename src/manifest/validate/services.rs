@@ -131,6 +131,22 @@ pub(super) fn services(
         let env = resolve_env(r, file, &s.env);
         let files = super::files::resolve_files(r, file, &s.env, &s.secrets, &s.configs, secrets);
         let (network, aliases) = super::network::service_network(r, file, s);
+        let knobs = super::knobs::resolve_knobs(
+            r,
+            file,
+            &super::knobs::RawKnobs {
+                logging: &s.logging,
+                ulimits: &s.ulimits,
+                sysctls: &s.sysctls,
+                user: &s.user,
+                working_dir: &s.working_dir,
+                read_only: &s.read_only,
+                cap_add: &s.cap_add,
+                cap_drop: &s.cap_drop,
+                stop_signal: &s.stop_signal,
+                host_network: network == ServiceNetwork::Host,
+            },
+        );
         if let Some(image) = &s.image {
             check_image(r, file, image);
         }
@@ -156,6 +172,7 @@ pub(super) fn services(
                     network,
                     aliases,
                     files,
+                    knobs,
                 },
             );
         }
