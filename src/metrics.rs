@@ -331,6 +331,30 @@ impl NodeRuntime for MeteredRuntime {
         self.timed("get_archive", self.inner.get_archive(id, path))
             .await
     }
+    async fn exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+        opts: crate::transport::ExecOptions,
+    ) -> Result<crate::transport::ExecSession, TransportError> {
+        self.timed("exec", self.inner.exec(id, cmd, opts)).await
+    }
+    async fn exec_resize(
+        &self,
+        exec_id: &str,
+        width: u16,
+        height: u16,
+    ) -> Result<(), TransportError> {
+        self.timed(
+            "exec_resize",
+            self.inner.exec_resize(exec_id, width, height),
+        )
+        .await
+    }
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, TransportError> {
+        self.timed("exec_inspect", self.inner.exec_exit_code(exec_id))
+            .await
+    }
     async fn update_container(
         &self,
         id: &str,

@@ -117,6 +117,11 @@ pub const DF_VERBOSE_API_VERSION: ApiVersion = ApiVersion {
 /// Deadline of `system df`: the engine walks every container's writable layer for it, which
 /// takes seconds on a busy node.
 pub const DF_TIMEOUT: Duration = Duration::from_secs(120);
+/// From this API version an exec's create carries the TTY's initial size (`ConsoleSize`).
+pub const EXEC_CONSOLE_SIZE_API_VERSION: ApiVersion = ApiVersion {
+    major: 1,
+    minor: 42,
+};
 /// Container events that can change what fleetctl should do (SPEC §6).
 pub const WATCHED_EVENTS: [&str; 5] = ["die", "oom", "start", "destroy", "health_status"];
 
@@ -843,6 +848,117 @@ impl NodeRuntime for DockerRuntime {
             Ok(out)
         })
         .await
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+        opts: super::ExecOptions,
+    ) -> Result<super::ExecSession, TransportError> {
+        let name = id.to_string();
+        // The initial size rides on the create from API 1.42 (Docker 23); older engines get it
+        // from the resize the caller sends once the command runs.
+        let console_size = opts
+            .size
+            .filter(|_| {
+                opts.tty
+                    && self
+                        .api_version()
+                        .is_some_and(|v| v >= EXEC_CONSOLE_SIZE_API_VERSION)
+            })
+            .map(|(w, h)| vec![usize::from(h), usize::from(w)]);
+        let config = bollard::models::ExecConfig {
+            attach_stdin: Some(opts.stdin),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            tty: Some(opts.tty),
+            console_size,
+            cmd: Some(cmd.to_vec()),
+            ..Default::default()
+        };
+        let created = self
+            .call("exec create", Some(id), CALL_TIMEOUT, |d| async move {
+                d.create_exec(&name, config).await
+            })
+            .await?;
+        let exec_id = created.id;
+        let start = bollard::exec::StartExecOptions {
+            detach: false,
+            tty: opts.tty,
+            output_capacity: Some(64 * 1024),
+        };
+        let eid = exec_id.clone();
+        let started = self
+            .call("exec start", Some(id), CALL_TIMEOUT, |d| async move {
+                d.start_exec(&eid, Some(start)).await
+            })
+            .await?;
+        let bollard::exec::StartExecResults::Attached { output, input } = started else {
+            return Err(TransportError::new(
+                &self.node,
+                "exec start",
+                ErrorKind::Api { status: 500 },
+                "the engine started the command detached",
+            )
+            .with_object(id));
+        };
+        let node = self.node.clone();
+        let object = id.to_string();
+        let output = output
+            .filter_map(move |item| {
+                let mapped = match item {
+                    Ok(bollard::container::LogOutput::StdErr { message }) => {
+                        Some(Ok(super::ExecOutput::Stderr(message)))
+                    }
+                    Ok(
+                        bollard::container::LogOutput::StdOut { message }
+                        | bollard::container::LogOutput::Console { message },
+                    ) => Some(Ok(super::ExecOutput::Stdout(message))),
+                    Ok(bollard::container::LogOutput::StdIn { .. }) => None,
+                    Err(e) => Some(Err(map_error(&node, "exec output", Some(&object), e))),
+                };
+                std::future::ready(mapped)
+            })
+            .boxed();
+        Ok(super::ExecSession {
+            id: exec_id,
+            output,
+            input,
+        })
+    }
+
+    async fn exec_resize(
+        &self,
+        exec_id: &str,
+        width: u16,
+        height: u16,
+    ) -> Result<(), TransportError> {
+        let eid = exec_id.to_string();
+        let options = bollard::query_parameters::ResizeExecOptionsBuilder::new()
+            .w(i32::from(width))
+            .h(i32::from(height))
+            .build();
+        self.call("exec resize", Some(exec_id), CALL_TIMEOUT, |d| async move {
+            d.resize_exec(&eid, options).await
+        })
+        .await
+    }
+
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, TransportError> {
+        let eid = exec_id.to_string();
+        let inspected = self
+            .call(
+                "exec inspect",
+                Some(exec_id),
+                CALL_TIMEOUT,
+                |d| async move { d.inspect_exec(&eid).await },
+            )
+            .await?;
+        if inspected.running == Some(true) {
+            return Ok(None);
+        }
+        Ok(inspected.exit_code)
     }
 
     async fn list_networks(

@@ -115,6 +115,20 @@ impl NodeRuntime for FailedRuntime {
     async fn get_archive(&self, _: &str, _: &str) -> Result<Vec<u8>, TransportError> {
         Err(self.err("get archive"))
     }
+    async fn exec(
+        &self,
+        _: &str,
+        _: &[String],
+        _: super::ExecOptions,
+    ) -> Result<super::ExecSession, TransportError> {
+        Err(self.err("exec"))
+    }
+    async fn exec_resize(&self, _: &str, _: u16, _: u16) -> Result<(), TransportError> {
+        Err(self.err("exec resize"))
+    }
+    async fn exec_exit_code(&self, _: &str) -> Result<Option<i64>, TransportError> {
+        Err(self.err("exec inspect"))
+    }
     async fn list_networks(&self, _: &ListFilter) -> Result<Vec<NetworkRecord>, TransportError> {
         Err(self.err("list networks"))
     }

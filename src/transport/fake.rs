@@ -233,6 +233,23 @@ struct Inner {
     fail_at_mutation: Option<usize>,
     mutations: usize,
     clock: i64,
+    /// What every exec prints and exits with (see [`FakeRuntime::set_exec`]).
+    exec_script: FakeExec,
+    /// Every exec run: container id, command, options.
+    execs: Vec<(String, Vec<String>, super::ExecOptions)>,
+    /// Exit code by exec id.
+    exec_exits: BTreeMap<String, i64>,
+    /// Every resize: exec id, columns, rows.
+    resizes: Vec<(String, u16, u16)>,
+}
+
+/// What a fake exec prints and exits with.
+#[derive(Debug, Clone, Default)]
+pub struct FakeExec {
+    /// Output chunks, in order.
+    pub output: Vec<super::ExecOutput>,
+    /// Exit code.
+    pub exit_code: i64,
 }
 
 impl Default for Inner {
@@ -254,6 +271,10 @@ impl Default for Inner {
             fail_at_mutation: None,
             mutations: 0,
             clock: 0,
+            exec_script: FakeExec::default(),
+            execs: Vec::new(),
+            exec_exits: BTreeMap::new(),
+            resizes: Vec::new(),
         }
     }
 }
@@ -609,6 +630,22 @@ impl FakeRuntime {
         if let Some(c) = removed {
             let _ = self.events.send(event_for(&c, "destroy"));
         }
+    }
+
+    /// Makes every later exec print `script.output` and exit with `script.exit_code` (the
+    /// command itself is not run).
+    pub fn set_exec(&self, script: FakeExec) {
+        self.lock().exec_script = script;
+    }
+
+    /// Every exec run so far: container id, command, options.
+    pub fn execs(&self) -> Vec<(String, Vec<String>, super::ExecOptions)> {
+        self.lock().execs.clone()
+    }
+
+    /// Every TTY resize so far: exec id, columns, rows.
+    pub fn resizes(&self) -> Vec<(String, u16, u16)> {
+        self.lock().resizes.clone()
     }
 
     fn begin(&self, op: &'static str, object: &str) -> Result<(), TransportError> {
@@ -1411,6 +1448,86 @@ impl NodeRuntime for FakeRuntime {
                 .insert(format!("{}/{path}", dir.trim_end_matches('/')), content);
         }
         Ok(())
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+        opts: super::ExecOptions,
+    ) -> Result<super::ExecSession, TransportError> {
+        self.begin("exec", id)?;
+        let mut inner = self.lock();
+        let c = self
+            .find(&mut inner, id)
+            .ok_or_else(|| self.not_found("exec", id))?;
+        if c.state != RunState::Running {
+            return Err(TransportError::new(
+                &self.node,
+                "exec",
+                ErrorKind::Conflict,
+                format!("container {} is not running", c.id),
+            )
+            .with_object(id));
+        }
+        let cid = c.id.clone();
+        let exec_id = format!("exec-{}", next_other());
+        let script = inner.exec_script.clone();
+        inner.execs.push((cid, cmd.to_vec(), opts));
+        inner.exec_exits.insert(exec_id.clone(), script.exit_code);
+        if let Some((w, h)) = opts.size {
+            inner.resizes.push((exec_id.clone(), w, h));
+        }
+        let output = if opts.tty {
+            // A TTY merges the streams.
+            script
+                .output
+                .into_iter()
+                .map(|o| match o {
+                    super::ExecOutput::Stderr(b) => super::ExecOutput::Stdout(b),
+                    o => o,
+                })
+                .collect()
+        } else {
+            script.output
+        };
+        Ok(super::ExecSession {
+            id: exec_id,
+            output: futures_util::stream::iter(output.into_iter().map(Ok)).boxed(),
+            input: Box::pin(tokio::io::sink()),
+        })
+    }
+
+    async fn exec_resize(
+        &self,
+        exec_id: &str,
+        width: u16,
+        height: u16,
+    ) -> Result<(), TransportError> {
+        self.begin("exec-resize", exec_id)?;
+        self.lock()
+            .resizes
+            .push((exec_id.to_string(), width, height));
+        Ok(())
+    }
+
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, TransportError> {
+        self.begin("exec-inspect", exec_id)?;
+        let inner = self.lock();
+        inner
+            .exec_exits
+            .get(exec_id)
+            .copied()
+            .map(Some)
+            .ok_or_else(|| {
+                TransportError::new(
+                    &self.node,
+                    "exec inspect",
+                    ErrorKind::NotFound,
+                    "no such exec",
+                )
+                .with_object(exec_id)
+            })
     }
 
     async fn get_archive(&self, id: &str, path: &str) -> Result<Vec<u8>, TransportError> {

@@ -124,6 +124,46 @@ pub struct ContainerUpdate {
     pub restart: RestartPolicy,
 }
 
+/// How [`NodeRuntime::exec`] runs a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ExecOptions {
+    /// Allocate a TTY: output comes as one stream (no stdout/stderr split) and the window size
+    /// can be set with [`NodeRuntime::exec_resize`].
+    pub tty: bool,
+    /// Attach the command's stdin to [`ExecSession::input`].
+    pub stdin: bool,
+    /// The initial window size (columns, rows) of the TTY.
+    pub size: Option<(u16, u16)>,
+}
+
+/// One chunk of a running command's output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExecOutput {
+    /// Standard output (everything, under a TTY).
+    Stdout(Bytes),
+    /// Standard error (never under a TTY).
+    Stderr(Bytes),
+}
+
+/// A command started in a container by [`NodeRuntime::exec`].
+pub struct ExecSession {
+    /// The engine's id of the exec instance: for [`NodeRuntime::exec_resize`] and
+    /// [`NodeRuntime::exec_exit_code`].
+    pub id: String,
+    /// The command's output, until it exits (or the connection drops).
+    pub output: BoxStream<'static, Result<ExecOutput, TransportError>>,
+    /// The command's stdin (a sink when not attached). Shutting it down closes the stdin.
+    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+}
+
+impl std::fmt::Debug for ExecSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecSession")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
 /// One node's Docker Engine, as fleetctl needs it. Implementations: the SSH/bollard runtime and
 /// [`fake::FakeRuntime`].
 ///
@@ -284,6 +324,25 @@ pub trait NodeRuntime: Send + Sync {
     /// Removes member `id` from the swarm's node list (a manager only; forced: the node may be
     /// gone for good).
     async fn swarm_remove_member(&self, id: &str) -> Result<(), TransportError>;
+    /// Runs `cmd` in the running container `id` through the engine's exec API, attached to its
+    /// output (and stdin when `opts.stdin`). The command's exit code is
+    /// [`NodeRuntime::exec_exit_code`] once `output` has ended.
+    async fn exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+        opts: ExecOptions,
+    ) -> Result<ExecSession, TransportError>;
+    /// Sets the window size (columns, rows) of the TTY of exec instance `exec_id`.
+    async fn exec_resize(
+        &self,
+        exec_id: &str,
+        width: u16,
+        height: u16,
+    ) -> Result<(), TransportError>;
+    /// The exit code of exec instance `exec_id`; `None` while it runs. A command the engine
+    /// could not run reports 126 (not executable) or 127 (not found), as `docker exec` does.
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, TransportError>;
     /// Container events (die, oom, start, destroy, health_status) for containers carrying every
     /// label of `filter`, from now on. The stream ends when the connection drops; the caller
     /// resubscribes (and resyncs, since events may have been missed).
