@@ -9,6 +9,7 @@ mod common;
 mod cordon;
 mod drain;
 mod events;
+mod exec;
 mod handoff;
 mod image;
 mod network;
@@ -267,6 +268,32 @@ pub enum Command {
         /// Output format: table (wide is the same), json or yaml.
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,
+    },
+    /// Run a command in a running container of a service (or in a plug) and exit with its
+    /// exit code.
+    ///
+    /// `--replica N` picks that replica; by default the lowest-numbered replica that runs.
+    /// `-i` forwards stdin, `-t` allocates a TTY (window size passed through); `-it` on a
+    /// terminal puts it in raw mode until the command ends. A command the container cannot run
+    /// exits 126 (not executable) or 127 (not found), as with `docker exec`.
+    Exec {
+        /// SERVICE, or plug/ID.
+        target: String,
+        /// Which replica of the service (default: the lowest-numbered one running).
+        #[arg(long, value_name = "N")]
+        replica: Option<u32>,
+        /// Keep stdin open and forward ours to the command.
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        /// Allocate a TTY for the command.
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// Manifests to use instead of the last applied set.
+        #[arg(short = 'f', long = "file", value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<String>,
     },
     /// Show a node's SSH host key fingerprint and record it as trusted.
     Trust {
@@ -594,6 +621,22 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             node,
             service,
             output,
+            &cli.global,
+        ),
+        Command::Exec {
+            target,
+            replica,
+            interactive,
+            tty,
+            file,
+            cmd,
+        } => exec::run(
+            &target,
+            replica,
+            interactive,
+            tty,
+            file.as_deref(),
+            &cmd,
             &cli.global,
         ),
         Command::Trust { node, yes, file } => {
