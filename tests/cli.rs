@@ -64,6 +64,7 @@ fn help_lists_every_verb_of_the_spec() {
         "completion",
         "schema",
         "state",
+        "exec",
     ] {
         assert!(
             help.lines()
@@ -634,4 +635,31 @@ fn events_lists_the_log_filtered_by_time_node_and_service() {
         .clone();
     let err = String::from_utf8(err).unwrap();
     assert!(err.contains("--since"), "{err}");
+}
+
+/// `fleetctl exec` refuses an unknown service by name (listing the known ones) before reaching
+/// any node, and a missing command is a usage error; both exit 1.
+#[test]
+fn exec_refuses_an_unknown_service_and_a_missing_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fleet.yaml");
+    std::fs::write(&file, FLEET).unwrap();
+    let out = fleetctl()
+        .args(["exec", "api", "-f"])
+        .arg(&file)
+        .args(["--", "true"])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("unknown service api (known: web)"),
+        "{stderr}"
+    );
+    fleetctl()
+        .args(["exec", "web", "-f"])
+        .arg(&file)
+        .assert()
+        .code(1);
 }

@@ -155,7 +155,7 @@ pub fn select(
                 .iter()
                 .filter(|(_, r)| r.label(labels::PLUG) == Some(id.as_str()))
                 .collect();
-            mine.sort_by(|a, b| b.1.created.cmp(&a.1.created));
+            mine.sort_by_key(|c| std::cmp::Reverse(c.1.created));
             if let Some(c) = mine.iter().find(|c| c.1.state == RunState::Running) {
                 return Ok(pick(c));
             }
@@ -240,6 +240,18 @@ pub async fn exec_in(
 ) -> anyhow::Result<i64> {
     if cmd.is_empty() {
         bail!("exec needs a command after `--`, e.g. fleetctl exec web -- sh");
+    }
+    if let Target::Service(_) = target {
+        // An unknown service is refused before any node is reached.
+        select(target, replica, services, &[], &[])
+            .map(|_| ())
+            .or_else(|e| {
+                if e.to_string().starts_with("unknown service") {
+                    Err(e)
+                } else {
+                    Ok(())
+                }
+            })?;
     }
     let (found, unreachable) = list_fleet(runtimes, fleet).await;
     let chosen = select(target, replica, services, &found, &unreachable)?;
