@@ -152,3 +152,76 @@ spec: {{image: '{IMAGE}', pull: never, port: 8080, resources: {{memory: 16MiB}}}
     assert!(err.contains("--since"), "{err}");
     let (_, _, _) = f.run(&["uncordon", &plug_node, "-f", &dir]);
 }
+
+#[test]
+fn exec_runs_in_a_replica_with_its_exit_status_and_a_tty_when_asked() {
+    const TEST: &str = "exec_runs_in_a_replica_with_its_exit_status_and_a_tty_when_asked";
+    let Some(sb) = Sandbox::get(TEST) else {
+        return;
+    };
+    let f = Fleet::new(
+        &sb,
+        "e2e-exec",
+        &format!(
+            "apiVersion: fleet/v1
+kind: Service
+metadata: {{name: web}}
+spec: {{image: '{IMAGE}', pull: never, placement: {{nodes: [node2]}}, resources: {{memory: 16MiB}}}}
+"
+        ),
+    );
+    let dir = f.path().to_str().unwrap().to_string();
+    f.apply();
+    let ids = f.all_ids();
+    let (n, id) = &ids[0];
+    let hostname = sb.docker(n, &["exec", id, "cat", "/etc/hostname"]);
+    let (code, out, err) = f.run(&["exec", "web", "-f", &dir, "--", "cat", "/etc/hostname"]);
+    assert_eq!((code, out.as_str()), (0, hostname.as_str()), "{err}");
+    let (code, _, _) = f.run(&["exec", "web", "-f", &dir, "--", "false"]);
+    assert_eq!(code, 1);
+    let (code, _, err) = f.run(&["exec", "nope", "-f", &dir, "--", "true"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("nope"), "{err}");
+    // -i: our stdin reaches the command, and its end closes the command's stdin.
+    let out = std::process::Command::new("timeout")
+        .args([
+            "20",
+            env!("CARGO_BIN_EXE_fleetctl"),
+            "exec",
+            "-i",
+            "web",
+            "-f",
+            &dir,
+            "--",
+            "cat",
+        ])
+        .env("FLEETCTL_STATE", f.state())
+        .stdin(std::fs::File::open(f.path().join("fleet.yaml")).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        std::fs::read_to_string(f.path().join("fleet.yaml")).unwrap()
+    );
+    // -it under a pty (script(1) gives the command a terminal): the command sees one.
+    let bin = env!("CARGO_BIN_EXE_fleetctl");
+    let out = std::process::Command::new("script")
+        .args([
+            "-qec",
+            &format!("{bin} exec -it web -f {dir} -- sh -c 'tty; exit 3'"),
+            "/dev/null",
+        ])
+        .env("FLEETCTL_STATE", f.state())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("/dev/pts/"), "{text}");
+    assert_eq!(out.status.code(), Some(3), "{text}");
+}
