@@ -269,13 +269,8 @@ pub fn read(spec: &SecretSpec) -> Result<SecretValue, SecretError> {
 /// not read: its command does not run), digested under `key`. Returns what was read and every
 /// failure.
 pub fn read_used(fleet: &DesiredFleet, key: &[u8]) -> (SecretValues, Vec<SecretError>) {
-    let used: std::collections::BTreeSet<&str> = fleet
-        .services
-        .values()
-        .map(|s| &s.files)
-        .chain(fleet.plug_classes.values().map(|c| &c.files))
-        .flat_map(|f| f.secret_names())
-        .collect();
+    let used: std::collections::BTreeSet<&str> =
+        fleet.file_specs().flat_map(|f| f.secret_names()).collect();
     let mut values = Vec::new();
     let mut errors = Vec::new();
     for name in used {
@@ -289,12 +284,7 @@ pub fn read_used(fleet: &DesiredFleet, key: &[u8]) -> (SecretValues, Vec<SecretE
     }
     // A value used in the environment must be text the engine can carry there.
     let read = SecretValues::from_values(key, values);
-    for files in fleet
-        .services
-        .values()
-        .map(|s| &s.files)
-        .chain(fleet.plug_classes.values().map(|c| &c.files))
-    {
+    for files in fleet.file_specs() {
         for (var, secret) in &files.secret_env {
             if let Some(r) = read.get(secret)
                 && (std::str::from_utf8(r.value.expose()).is_err() || r.value.expose().contains(&0))
@@ -322,12 +312,7 @@ pub fn attach(
     fleet: &mut DesiredFleet,
     store: &crate::store::Store,
 ) -> Result<(), Vec<SecretError>> {
-    let uses_any = fleet
-        .services
-        .values()
-        .map(|s| &s.files)
-        .chain(fleet.plug_classes.values().map(|c| &c.files))
-        .any(|f| !f.secret_names().is_empty());
+    let uses_any = fleet.file_specs().any(|f| !f.secret_names().is_empty());
     if !uses_any {
         return Ok(());
     }

@@ -207,6 +207,19 @@ pub enum StoreError {
     },
 }
 
+/// One row of `SELECT id, at_ms, actor, action, node, object, message FROM events`.
+fn event_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventRecord> {
+    Ok(EventRecord {
+        id: r.get(0)?,
+        at_ms: r.get(1)?,
+        actor: r.get(2)?,
+        action: r.get(3)?,
+        node: r.get(4)?,
+        object: r.get(5)?,
+        message: r.get(6)?,
+    })
+}
+
 fn q(op: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |source| StoreError::Query { op, source }
 }
@@ -1429,17 +1442,7 @@ impl Store {
                 )
                 .map_err(q("read events"))?;
             let rows = stmt
-                .query_map([limit as i64], |r| {
-                    Ok(EventRecord {
-                        id: r.get(0)?,
-                        at_ms: r.get(1)?,
-                        actor: r.get(2)?,
-                        action: r.get(3)?,
-                        node: r.get(4)?,
-                        object: r.get(5)?,
-                        message: r.get(6)?,
-                    })
-                })
+                .query_map([limit as i64], event_row)
                 .map_err(q("read events"))?;
             let mut v: Vec<EventRecord> =
                 rows.collect::<Result<_, _>>().map_err(q("read events"))?;
@@ -1468,17 +1471,7 @@ impl Store {
                 )
                 .map_err(q("read events"))?;
             let rows = stmt
-                .query_map(params![since_ms, after_id, node], |r| {
-                    Ok(EventRecord {
-                        id: r.get(0)?,
-                        at_ms: r.get(1)?,
-                        actor: r.get(2)?,
-                        action: r.get(3)?,
-                        node: r.get(4)?,
-                        object: r.get(5)?,
-                        message: r.get(6)?,
-                    })
-                })
+                .query_map(params![since_ms, after_id, node], event_row)
                 .map_err(q("read events"))?;
             rows.collect::<Result<_, _>>().map_err(q("read events"))
         })

@@ -287,9 +287,11 @@ impl Controller {
         refresh: crate::images::Refresh,
     ) -> Result<ApplyView, OpError> {
         let given = manifest::parse(sources).map_err(|e| OpError::Invalid(e.to_string()))?;
-        self.reload_manifests();
-        // An apply reads the secrets again, as an apply without a controller would.
-        self.reload_secrets();
+        // An apply reads the secrets again, as an apply without a controller would (a new
+        // manifest set in force has just had them read).
+        if !self.reload_manifests() {
+            self.reload_secrets();
+        }
         let current = self.desired();
         if comparable(&given.fleet) != comparable(&current.fleet) {
             return Err(OpError::Differs(format!(

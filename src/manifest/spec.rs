@@ -42,6 +42,14 @@ pub struct DesiredFleet {
 }
 
 impl DesiredFleet {
+    /// What every service and plug class gets from secrets and config files.
+    pub fn file_specs(&self) -> impl Iterator<Item = &FileSpecs> {
+        self.services
+            .values()
+            .map(|s| &s.files)
+            .chain(self.plug_classes.values().map(|c| &c.files))
+    }
+
     /// This fleet with its images pinned to `digests` (empty digests are left out).
     pub fn with_digests(&self, digests: &BTreeMap<String, String>) -> DesiredFleet {
         DesiredFleet {
