@@ -256,7 +256,7 @@ async fn healthz() -> &'static str {
 async fn metrics(State(st): State<Arc<ApiState>>) -> Response {
     (
         [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
-        st.ctl.metrics().encode(),
+        st.ctl.metrics_text(),
     )
         .into_response()
 }

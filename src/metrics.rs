@@ -68,8 +68,12 @@ pub struct Metrics {
     pub restarts_held: Family<Labels, Counter>,
     /// 1 when the node is Ready.
     pub node_ready: Family<Labels, Gauge>,
-    /// Plugs per node and state.
+    /// Plugs per node and state: set from the state store when scraped
+    /// ([`Metrics::encode_with_plugs`]), never between scrapes.
     pub plugs: Family<Labels, Gauge>,
+    /// Held while the plug gauge is rebuilt and the text encoded, so two scrapes never see
+    /// each other's half-filled gauge.
+    scrape: std::sync::Mutex<()>,
     /// Share of each node's data root filesystem in use (0–1).
     pub node_disk_used: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     /// Size of each node's data root filesystem.
@@ -109,6 +113,7 @@ impl Metrics {
             image_bytes_reclaimed: Family::default(),
             docker_calls: Family::new_with_constructor(docker_buckets as fn() -> Histogram),
             docker_errors: Family::default(),
+            scrape: std::sync::Mutex::new(()),
             registry: Registry::default(),
         };
         registry.register(
@@ -184,6 +189,23 @@ impl Metrics {
             m.docker_errors.clone(),
         );
         Metrics { registry, ..m }
+    }
+
+    /// The metrics in the OpenMetrics text format, the plug gauge first set from `plugs` (the
+    /// state store's records as read now): a plug created, moved or deleted is counted by the
+    /// next scrape, whether or not a reconcile pass has run since.
+    pub fn encode_with_plugs(&self, plugs: &[crate::store::PlugRecord]) -> String {
+        let _scrape = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        self.plugs.clear();
+        for p in plugs {
+            self.plugs
+                .get_or_create(&vec![
+                    ("node".to_string(), p.node.clone()),
+                    ("state".to_string(), p.state.as_str().to_string()),
+                ])
+                .inc();
+        }
+        self.encode()
     }
 
     /// The metrics in the OpenMetrics text format.

@@ -52,6 +52,11 @@ struct Api {
 }
 
 async fn start() -> Api {
+    start_with(Store::in_memory().unwrap(), true).await
+}
+
+/// The API over a controller on `store`; its reconcile loop runs only when `run`.
+async fn start_with(store: Store, run: bool) -> Api {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("fleet.yaml"), FLEET).unwrap();
     let loaded = fleetctl::manifest::load(dir.path()).unwrap();
@@ -66,10 +71,11 @@ async fn start() -> Api {
     cfg.watch_manifests = false;
     cfg.poll_intents = false;
     let shutdown = CancellationToken::new();
-    let store = Arc::new(Store::in_memory().unwrap());
-    let ctl = Controller::new(cfg, store, loaded, connect, shutdown.clone());
-    let c = ctl.clone();
-    tokio::spawn(async move { c.run().await });
+    let ctl = Controller::new(cfg, Arc::new(store), loaded, connect, shutdown.clone());
+    if run {
+        let c = ctl.clone();
+        tokio::spawn(async move { c.run().await });
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(fleetctl::api::serve(
@@ -306,6 +312,41 @@ async fn the_api_needs_the_token_places_plugs_and_serves_metrics() {
             .await
             .0,
         404
+    );
+    api.shutdown.cancel();
+}
+
+/// The plug gauge is what the state store holds when scraped — not what the last reconcile
+/// pass saw: a plug recorded (by the API, the CLI or another writer) before any pass has run
+/// is counted, and one deleted is no longer.
+#[tokio::test]
+async fn the_plug_gauge_is_read_from_the_store_when_scraped() {
+    let store = Store::in_memory().unwrap();
+    let plug = fleetctl::store::PlugRecord {
+        id: "p1".into(),
+        class: "agent".into(),
+        owner: "ada".into(),
+        node: "node2".into(),
+        host_port: 20000,
+        state: fleetctl::store::PlugState::Running,
+        created_ms: 1,
+        last_activity_ms: 1,
+        message: None,
+    };
+    store
+        .create_plug_with::<fleetctl::store::StoreError>(|_, _| Ok(plug.clone()))
+        .unwrap();
+    let api = start_with(store, false).await;
+    let (status, text) = http(&api, "GET", "/metrics", Some(TOKEN), None).await;
+    assert_eq!(status, 200);
+    assert!(
+        text.contains("fleetctl_plugs{node=\"node2\",state=\"running\"} 1"),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("fleetctl_reconciles_total 0").count(),
+        1,
+        "{text}"
     );
     api.shutdown.cancel();
 }

@@ -292,6 +292,17 @@ impl Controller {
         &self.metrics
     }
 
+    /// The metrics as served on `/metrics`: the plug gauge read from the state store now.
+    /// When the store cannot be read the plug gauge is left out (empty), and the error is
+    /// logged once per scrape; every other metric is still served.
+    pub fn metrics_text(&self) -> String {
+        let plugs = self.store.plugs().unwrap_or_else(|e| {
+            tracing::warn!("metrics: reading the plugs for fleetctl_plugs: {e}");
+            Vec::new()
+        });
+        self.metrics.encode_with_plugs(&plugs)
+    }
+
     /// Milliseconds since the epoch, by the controller's clock.
     pub fn now_ms(&self) -> i64 {
         self.cfg.clock.now_ms()
@@ -1264,17 +1275,6 @@ impl Controller {
             m.node_ready
                 .get_or_create(&node_labels(&node))
                 .set(i64::from(r.can_take_work()));
-        }
-        if let Ok(plugs) = self.store.plugs() {
-            m.plugs.clear();
-            for p in plugs {
-                m.plugs
-                    .get_or_create(&vec![
-                        ("node".to_string(), p.node.clone()),
-                        ("state".to_string(), p.state.as_str().to_string()),
-                    ])
-                    .inc();
-            }
         }
     }
 }
