@@ -167,6 +167,11 @@ fn exec_runs_in_a_replica_with_its_exit_status_and_a_tty_when_asked() {
 kind: Service
 metadata: {{name: web}}
 spec: {{image: '{IMAGE}', pull: never, placement: {{nodes: [node2]}}, resources: {{memory: 16MiB}}}}
+---
+apiVersion: fleet/v1
+kind: PlugClass
+metadata: {{name: agent}}
+spec: {{image: '{IMAGE}', pull: never, port: 8080, resources: {{memory: 16MiB}}}}
 "
         ),
     );
@@ -224,4 +229,32 @@ spec: {{image: '{IMAGE}', pull: never, placement: {{nodes: [node2]}}, resources:
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("/dev/pts/"), "{text}");
     assert_eq!(out.status.code(), Some(3), "{text}");
+
+    // A stopped plug: refused by name, exit 1, nothing run and nothing started.
+    let (code, out, err) = f.run(&[
+        "plug", "create", "agent", "--owner", "ex", "-f", &dir, "-o", "json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let plug: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let (id, node) = (plug["id"].as_str().unwrap(), plug["node"].as_str().unwrap());
+    let container = plug["container"].as_str().unwrap();
+    sb.docker(node, &["stop", "-t", "1", container]);
+    let (code, out, err) = f.run(&[
+        "exec",
+        &format!("plug/{id}"),
+        "-f",
+        &dir,
+        "--",
+        "touch",
+        "/ran",
+    ]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        err.contains(&format!("plug {id} is stopped on {node}")),
+        "{err}"
+    );
+    let state = sb.docker(node, &["inspect", "-f", "{{.State.Status}}", container]);
+    assert_eq!(state.trim(), "exited");
+    let (code, out, err) = f.run(&["plug", "delete", id, "-f", &dir]);
+    assert_eq!(code, 0, "{out}{err}");
 }
