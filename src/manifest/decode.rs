@@ -181,6 +181,13 @@ macro_rules! decode_int {
 }
 decode_int!(u16, u32, u64);
 
+/// A large optional section kept behind a pointer, so a spec that leaves it out stays small.
+impl<T: Decode> Decode for Box<T> {
+    fn decode(node: &YNode, path: &str, cx: &mut Cx) -> Option<Self> {
+        T::decode(node, path, cx).map(Box::new)
+    }
+}
+
 impl<T: Decode> Decode for Vec<T> {
     fn decode(node: &YNode, path: &str, cx: &mut Cx) -> Option<Self> {
         match &node.value {

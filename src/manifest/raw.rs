@@ -491,8 +491,12 @@ pub struct RawServiceSpec {
     /// Signal that stops the container: SIGTERM, SIGINT, SIGQUIT, SIGHUP, SIGUSR1, SIGUSR2,
     /// SIGKILL or a number 1-31 (default: the image's, else SIGTERM).
     pub stop_signal: Option<Sp<Text>>,
+    /// Replica count driven by sustained CPU and memory use, between min and max; `replicas`
+    /// is then the starting count (SPEC §14).
+    pub autoscale: Option<Box<RawAutoscale>>,
 }
 decode_struct!(RawServiceSpec {
+    opt autoscale = "autoscale",
     opt network = "network",
     opt aliases = "aliases",
     req image = "image",
@@ -800,6 +804,77 @@ decode_struct!(RawPlugClassSpec {
     opt stop_signal = "stopSignal",
 });
 
+/// `spec.autoscale` of kind `Service`.
+#[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
+#[schemars(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawAutoscale {
+    /// Position of the mapping.
+    #[schemars(skip)]
+    pub pos: Pos,
+    /// Fewest replicas, at least 1.
+    #[schemars(required, range(min = 1))]
+    pub min: Option<Sp<u32>>,
+    /// Most replicas, at least min.
+    #[schemars(required, range(min = 1))]
+    pub max: Option<Sp<u32>>,
+    /// CPU use of the replicas (share of their `resources.cpus`, else of one CPU).
+    pub cpu: Option<RawLoadRule>,
+    /// Memory use of the replicas (share of their `resources.memory`).
+    pub memory: Option<RawLoadRule>,
+    /// Time after a scale during which no other scale is made (default 3m).
+    pub cooldown: Option<Sp<Dur>>,
+}
+decode_struct!(RawAutoscale {
+    req min = "min",
+    req max = "max",
+    opt cpu = "cpu",
+    opt memory = "memory",
+    opt cooldown = "cooldown",
+});
+
+/// One rule of `spec.autoscale`: scale up when the replicas' mean stays above `above` for
+/// `for`; scale down when it stays below `below` for `belowFor`.
+#[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
+#[schemars(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawLoadRule {
+    /// Position of the mapping.
+    #[schemars(skip)]
+    pub pos: Pos,
+    /// Use above which a replica is added once sustained for `for`.
+    #[schemars(required)]
+    pub above: Option<Sp<Percent>>,
+    /// How long `above` must hold (default 5m).
+    #[schemars(rename = "for")]
+    pub for_: Option<Sp<Dur>>,
+    /// Use below which a replica is removed once sustained for `belowFor` (and every other
+    /// rule agrees); without it, this rule agrees when its use stayed at or under `above`.
+    pub below: Option<Sp<Percent>>,
+    /// How long `below` must hold (default 15m).
+    pub below_for: Option<Sp<Dur>>,
+}
+decode_struct!(RawLoadRule {
+    req above = "above",
+    opt for_ = "for",
+    opt below = "below",
+    opt below_for = "belowFor",
+});
+
+/// `spec.cpuHighWatermark` of kind `PlacementPolicy`.
+#[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
+#[schemars(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RawHotRule {
+    /// Position of the mapping.
+    #[schemars(skip)]
+    pub pos: Pos,
+    /// Share of the node's CPUs in use above which the node is hot.
+    #[schemars(required)]
+    pub above: Option<Sp<Percent>>,
+    /// How long it must stay above to become hot, and below to cool again (default 5m).
+    #[schemars(rename = "for")]
+    pub for_: Option<Sp<Dur>>,
+}
+decode_struct!(RawHotRule { req above = "above", opt for_ = "for" });
+
 /// `spec` of kind `PlacementPolicy`.
 #[derive(Debug, Clone, PartialEq, Default, JsonSchema)]
 #[schemars(deny_unknown_fields, rename_all = "camelCase")]
@@ -820,8 +895,12 @@ pub struct RawPolicySpec {
     pub spread: Option<Sp<String>>,
     /// Memory use above the watermark stops the most idle plugs first (default false).
     pub evict_idle_on_pressure: Option<Sp<bool>>,
+    /// A node whose CPU use stays above this for `for` takes no new plug until it has stayed
+    /// below it as long (default: never hot).
+    pub cpu_high_watermark: Option<RawHotRule>,
 }
 decode_struct!(RawPolicySpec {
+    opt cpu_high_watermark = "cpuHighWatermark",
     opt max_plugs_per_node = "maxPlugsPerNode",
     opt memory_high_watermark = "memoryHighWatermark",
     opt tiers = "tiers",

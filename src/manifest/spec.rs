@@ -525,6 +525,71 @@ pub struct ServiceSpec {
     /// capabilities and stop signal (SPEC §13).
     #[serde(default, skip_serializing_if = "crate::container::Knobs::is_empty")]
     pub knobs: crate::container::Knobs,
+    /// Replica count driven by load (SPEC §14); `replicas` is then the starting count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<AutoscaleSpec>,
+}
+
+/// `Service.spec.autoscale`, with defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoscaleSpec {
+    /// Fewest replicas (≥ 1).
+    pub min: u32,
+    /// Most replicas (≥ min).
+    pub max: u32,
+    /// CPU rule: share of the replicas' CPU limit (of one CPU without one).
+    pub cpu: Option<LoadRule>,
+    /// Memory rule: share of the replicas' memory limit.
+    pub memory: Option<LoadRule>,
+    /// No scale within this long of the previous one.
+    pub cooldown: Duration,
+}
+
+impl AutoscaleSpec {
+    /// Default `cooldown`.
+    pub const COOLDOWN: Duration = Duration::from_secs(180);
+
+    /// The longest time any rule looks back: how much history a window must keep.
+    pub fn longest_window(&self) -> Duration {
+        [&self.cpu, &self.memory]
+            .into_iter()
+            .flatten()
+            .map(|r| r.for_.max(r.below_for))
+            .max()
+            .unwrap_or_default()
+    }
+}
+
+/// One autoscale rule, with defaults applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoadRule {
+    /// Add a replica when the mean use stays above this for `for_`.
+    pub above: Percent,
+    /// How long `above` must hold.
+    #[serde(rename = "for")]
+    pub for_: Duration,
+    /// Remove a replica when the mean use stays below this for `below_for` (every rule
+    /// agreeing); `None`: this rule agrees when its use stayed at or under `above`.
+    pub below: Option<Percent>,
+    /// How long `below` must hold.
+    pub below_for: Duration,
+}
+
+impl LoadRule {
+    /// Default `for`.
+    pub const FOR: Duration = Duration::from_secs(300);
+    /// Default `belowFor`.
+    pub const BELOW_FOR: Duration = Duration::from_secs(900);
+}
+
+/// `PlacementPolicy.spec.cpuHighWatermark`, with defaults applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HotRule {
+    /// Share of the node's CPUs in use above which it becomes hot.
+    pub above: Percent,
+    /// How long it must stay above to become hot, and below to cool.
+    #[serde(rename = "for")]
+    pub for_: Duration,
 }
 
 /// Kind `Secret`: where its value is read, on the machine that runs fleetctl (the CLI's or
@@ -733,6 +798,9 @@ pub struct PolicySpec {
     pub spread: Spread,
     /// Evict idle plugs under memory pressure.
     pub evict_idle_on_pressure: bool,
+    /// When a node is too hot for new plugs (SPEC §14).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_high_watermark: Option<HotRule>,
 }
 
 impl PolicySpec {
@@ -746,6 +814,7 @@ impl PolicySpec {
             tiers: vec![Tier::default()],
             spread: Spread::Pack,
             evict_idle_on_pressure: false,
+            cpu_high_watermark: None,
         }
     }
 }

@@ -18,6 +18,7 @@ use super::raw::*;
 use super::spec::*;
 use super::yaml::Pos;
 
+mod autoscale;
 mod clashes;
 mod fields;
 mod files;
@@ -52,6 +53,13 @@ impl Report<'_> {
     }
     fn warn(&mut self, file: &str, pos: Pos, path: &str, msg: impl Into<String>) {
         self.diags.push(Diagnostic::warning(file, pos, path, msg));
+    }
+    /// Errors reported so far (warnings not counted).
+    fn error_count(&self) -> usize {
+        self.diags
+            .iter()
+            .filter(|d| d.severity == crate::manifest::error::Severity::Error)
+            .count()
     }
 }
 

@@ -98,6 +98,11 @@ pub(super) fn policies(
                 tiers,
                 spread,
                 evict_idle_on_pressure: s.evict_idle_on_pressure.as_ref().is_some_and(|e| e.value),
+                cpu_high_watermark: super::autoscale::resolve_hot_rule(
+                    r,
+                    file,
+                    &s.cpu_high_watermark,
+                ),
             },
         );
     }

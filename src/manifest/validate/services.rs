@@ -27,7 +27,14 @@ pub(super) fn services(
         let file = &svc.doc.file;
         let s = svc.spec;
         let resources = resolve_resources(r, file, "spec.resources", &s.resources, nodes);
-        let replicas = s.replicas.as_ref().map_or(1, |r| r.value);
+        let autoscale =
+            super::autoscale::resolve_autoscale(r, file, &s.autoscale, s.replicas.as_ref());
+        let replicas = s
+            .replicas
+            .as_ref()
+            .map(|r| r.value)
+            .or(autoscale.as_ref().map(|a| a.min))
+            .unwrap_or(1);
         let placement = match &s.placement {
             None => Placement::default(),
             Some(p) => Placement {
@@ -85,6 +92,22 @@ pub(super) fn services(
                             .map(|n| n.name.as_str())
                             .collect::<Vec<_>>()
                             .join(", ")
+                    ),
+                );
+            } else if let (Some(room), Some(a), Some(raw)) = (room, &autoscale, &s.autoscale)
+                && u64::from(a.max) > room
+            {
+                let pos = raw.max.as_ref().map_or(raw.pos, |m| m.pos);
+                r.warn(
+                    file,
+                    pos,
+                    "spec.autoscale.max",
+                    format!(
+                        "at most {room} replicas can be placed ({} allowed node{} × {} per \
+                         node); autoscale will stop there",
+                        allowed.len(),
+                        if allowed.len() == 1 { "" } else { "s" },
+                        per_node.unwrap_or(0)
                     ),
                 );
             }
@@ -173,6 +196,7 @@ pub(super) fn services(
                     aliases,
                     files,
                     knobs,
+                    autoscale,
                 },
             );
         }
