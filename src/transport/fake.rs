@@ -90,6 +90,8 @@ struct FakeContainer {
     health: Option<Health>,
     created: i64,
     memory_usage: u64,
+    /// CPU use, percent of one CPU, as its usage stream reports it.
+    cpu_percent: f64,
     restart_count: u64,
     /// Files written through the archive API, by absolute path.
     files: BTreeMap<String, Vec<u8>>,
@@ -106,6 +108,7 @@ impl FakeContainer {
             health: None,
             created,
             memory_usage: 0,
+            cpu_percent: 0.0,
             restart_count: 0,
             files: BTreeMap::new(),
             address,
@@ -588,6 +591,13 @@ impl FakeRuntime {
     pub fn set_memory_usage(&self, id: &str, bytes: u64) {
         if let Some(c) = self.lock().containers.get_mut(id) {
             c.memory_usage = bytes;
+        }
+    }
+
+    /// Sets the CPU use (percent of one CPU) a container's usage stream reports from now on.
+    pub fn set_cpu_percent(&self, id: &str, percent: f64) {
+        if let Some(c) = self.lock().containers.get_mut(id) {
+            c.cpu_percent = percent;
         }
     }
 
@@ -2003,6 +2013,42 @@ impl NodeRuntime for FakeRuntime {
                 Ok(())
             }
         }
+    }
+
+    async fn usage(
+        &self,
+        id: &str,
+    ) -> Result<BoxStream<'static, Result<super::Usage, TransportError>>, TransportError> {
+        self.begin("stats", id)?;
+        {
+            let mut inner = self.lock();
+            let c = self
+                .find(&mut inner, id)
+                .ok_or_else(|| self.not_found("container stats", id))?;
+            if c.state != RunState::Running {
+                return Ok(futures_util::stream::empty().boxed());
+            }
+        }
+        // Like the engine: a reading a second, while the container runs.
+        let (me, id) = (self.clone(), id.to_string());
+        Ok(futures_util::stream::unfold((), move |()| {
+            let (me, id) = (me.clone(), id.clone());
+            async move {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let mut inner = me.lock();
+                let c = me.find(&mut inner, &id)?;
+                (c.state == RunState::Running).then(|| {
+                    (
+                        Ok(super::Usage {
+                            cpu_percent: c.cpu_percent,
+                            memory: c.memory_usage,
+                        }),
+                        (),
+                    )
+                })
+            }
+        })
+        .boxed())
     }
 
     async fn events(

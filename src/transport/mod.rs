@@ -343,6 +343,13 @@ pub trait NodeRuntime: Send + Sync {
     /// The exit code of exec instance `exec_id`; `None` while it runs. A command the engine
     /// could not run reports 126 (not executable) or 127 (not found), as `docker exec` does.
     async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, TransportError>;
+    /// The use of a running container, about once a second (the engine's stats stream), from
+    /// now until it stops (the stream then ends) or the caller drops the stream. The engine's
+    /// first reading has no CPU share yet and is left out.
+    async fn usage(
+        &self,
+        id: &str,
+    ) -> Result<BoxStream<'static, Result<Usage, TransportError>>, TransportError>;
     /// Container events (die, oom, start, destroy, health_status) for containers carrying every
     /// label of `filter`, from now on. The stream ends when the connection drops; the caller
     /// resubscribes (and resyncs, since events may have been missed).
@@ -350,6 +357,16 @@ pub trait NodeRuntime: Send + Sync {
         &self,
         filter: &ListFilter,
     ) -> Result<BoxStream<'static, Result<EngineEvent, TransportError>>, TransportError>;
+}
+
+/// One reading of a running container's use.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Usage {
+    /// CPU since the previous reading, percent of one CPU (`docker stats`' figure: 250 is two
+    /// and a half CPUs busy).
+    pub cpu_percent: f64,
+    /// Memory working set (usage minus inactive file cache), bytes.
+    pub memory: u64,
 }
 
 /// The connect timeout for one SSH connection attempt: a VPS that does not answer a TCP
