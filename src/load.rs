@@ -437,6 +437,52 @@ pub fn hot_change(
     }
 }
 
+/// The sample a service's replicas give at one instant: their mean CPU (percent of each one's
+/// `resources.cpus`, of one CPU without it) and mean memory (percent of `resources.memory`).
+/// `None` without a reading.
+pub fn service_sample(
+    resources: &crate::manifest::spec::ResourceSpec,
+    readings: &[crate::transport::Usage],
+) -> Option<(f64, f64)> {
+    if readings.is_empty() {
+        return None;
+    }
+    let cpus = resources
+        .cpus
+        .map_or(1.0, |c| c.0 as f64 / 1000.0)
+        .max(0.001);
+    let memory = (resources.memory.0 as f64).max(1.0);
+    let n = readings.len() as f64;
+    let cpu = readings.iter().map(|u| u.cpu_percent / cpus).sum::<f64>() / n;
+    let mem = readings
+        .iter()
+        .map(|u| u.memory as f64 / memory * 100.0)
+        .sum::<f64>()
+        / n;
+    Some((cpu, mem))
+}
+
+/// A node's CPU use: every running container's CPU (fleetctl's and others') over the node's
+/// CPUs, percent.
+pub fn node_cpu(readings: &[crate::transport::Usage], cpus: f64) -> f64 {
+    readings.iter().map(|u| u.cpu_percent).sum::<f64>() / cpus.max(0.001)
+}
+
+/// Sets each autoscaled service's replica count to the one recorded for it, brought within
+/// its `[min, max]`; a service without a record keeps the manifest's count (its starting
+/// count), and a record for a service that does not autoscale is ignored.
+pub fn apply_scaled(
+    fleet: &mut crate::manifest::DesiredFleet,
+    records: &std::collections::BTreeMap<String, crate::store::ScaleRecord>,
+) {
+    for (name, s) in &mut fleet.services {
+        let (Some(a), Some(r)) = (&s.autoscale, records.get(name)) else {
+            continue;
+        };
+        s.replicas = r.replicas.clamp(a.min, a.max);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -671,6 +717,32 @@ mod tests {
             hot_change(&r, true, &w, 20 * S),
             Some(HotChange::Cool { .. })
         ));
+    }
+
+    #[test]
+    fn a_service_sample_is_the_replicas_mean_over_their_limits() {
+        use crate::manifest::quantity::{Bytes, MilliCpus};
+        use crate::transport::Usage;
+        let mut res = crate::manifest::spec::ResourceSpec {
+            memory: Bytes(100 << 20),
+            memory_reservation: None,
+            cpus: Some(MilliCpus(500)),
+            cpu_shares: None,
+            cpuset: None,
+        };
+        let u = |cpu, mib: u64| Usage {
+            cpu_percent: cpu,
+            memory: mib << 20,
+        };
+        // Half a CPU of limit: 40% and 10% of one CPU are 80% and 20% of it.
+        assert_eq!(
+            service_sample(&res, &[u(40.0, 50), u(10.0, 10)]),
+            Some((50.0, 30.0))
+        );
+        res.cpus = None;
+        assert_eq!(service_sample(&res, &[u(150.0, 100)]), Some((150.0, 100.0)));
+        assert_eq!(service_sample(&res, &[]), None);
+        assert_eq!(node_cpu(&[u(150.0, 1), u(50.0, 1)], 4.0), 50.0);
     }
 
     proptest! {

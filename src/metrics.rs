@@ -82,6 +82,16 @@ pub struct Metrics {
     pub images_pruned: Family<Labels, Counter>,
     /// Bytes those removals freed (their unshared size), per node.
     pub image_bytes_reclaimed: Family<Labels, Counter>,
+    /// Mean CPU of each autoscaled service's replicas, percent of their limit (last sample).
+    pub service_cpu: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Mean memory of each autoscaled service's replicas, percent of their limit.
+    pub service_memory: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// CPU of each node, percent of its CPUs (last sample; sampled under cpuHighWatermark).
+    pub node_cpu: Family<Labels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Replica count changes made by the autoscaler, per service and direction.
+    pub scales: Family<Labels, Counter>,
+    /// 1 while a node is hot (takes no new plug).
+    pub node_hot: Family<Labels, Gauge>,
     /// Docker call latency per node and operation.
     pub docker_calls: HistogramFamily,
     /// Failed Docker calls per node and operation.
@@ -113,6 +123,11 @@ impl Metrics {
             image_bytes_reclaimed: Family::default(),
             docker_calls: Family::new_with_constructor(docker_buckets as fn() -> Histogram),
             docker_errors: Family::default(),
+            service_cpu: Family::default(),
+            service_memory: Family::default(),
+            node_cpu: Family::default(),
+            scales: Family::default(),
+            node_hot: Family::default(),
             scrape: std::sync::Mutex::new(()),
             registry: Registry::default(),
         };
@@ -177,6 +192,31 @@ impl Metrics {
             "Bytes freed by those removals (each image's unshared size)",
             prometheus_client::registry::Unit::Bytes,
             m.image_bytes_reclaimed.clone(),
+        );
+        registry.register(
+            "fleetctl_service_cpu_percent",
+            "Mean CPU of an autoscaled service's replicas, percent of their limit (of one CPU without one)",
+            m.service_cpu.clone(),
+        );
+        registry.register(
+            "fleetctl_service_memory_percent",
+            "Mean memory of an autoscaled service's replicas, percent of their limit",
+            m.service_memory.clone(),
+        );
+        registry.register(
+            "fleetctl_node_cpu_percent",
+            "CPU of a node's containers, percent of its CPUs",
+            m.node_cpu.clone(),
+        );
+        registry.register(
+            "fleetctl_autoscale",
+            "Replica count changes made by the autoscaler",
+            m.scales.clone(),
+        );
+        registry.register(
+            "fleetctl_node_hot",
+            "1 while a node is above cpuHighWatermark (takes no new plug)",
+            m.node_hot.clone(),
         );
         registry.register(
             "fleetctl_docker_call_duration_seconds",

@@ -147,6 +147,8 @@ pub mod filters {
     pub const HOST_PORT: &str = "host-port";
     /// In a tier of the plug's placement policy.
     pub const TIER: &str = "tier";
+    /// Not hot: CPU above the policy's `cpuHighWatermark` for its `for` (plugs only).
+    pub const CPU_HOT: &str = "cpu-hot";
 }
 
 fn reject(node: &NodeView, filter: &'static str, reason: String) -> Rejection {
@@ -256,6 +258,9 @@ pub fn plug_fits(
     preferred_port: Option<u16>,
 ) -> Result<u16, Rejection> {
     check_available(node)?;
+    if let Some(why) = &node.condition.hot {
+        return Err(reject(node, filters::CPU_HOT, format!("hot: {why}")));
+    }
     if let Some(cap) = policy.max_plugs_per_node
         && node.plugs >= cap
     {
@@ -886,5 +891,24 @@ spec:
         );
         assert_eq!(plug_room(&v[2], class, &policy, 2).free, 2);
         assert_eq!(plug_room(&v[2], class, &policy, 2).limit, None);
+    }
+
+    #[test]
+    fn a_hot_node_takes_no_plug_and_the_diagnosis_says_why() {
+        let f = fleet(2, "pack");
+        let class = &f.plug_classes["agent"];
+        let policy = f.policy_for(class);
+        let mut v = views(&f);
+        let first = place_plug(&v, class, &policy, None).unwrap().node;
+        let i = v.iter().position(|n| n.name == first).unwrap();
+        v[i].condition.hot = Some("cpu 92% > 80% for 10s".into());
+        let other = place_plug(&v, class, &policy, None).unwrap().node;
+        assert_ne!(other, first);
+        for n in &mut v {
+            n.condition.hot = Some("cpu 92% > 80% for 10s".into());
+        }
+        let d = place_plug(&v, class, &policy, None).unwrap_err();
+        assert_eq!(d.rejections[0].filter, filters::CPU_HOT);
+        assert!(d.to_string().contains("hot: cpu 92% > 80% for 10s"), "{d}");
     }
 }

@@ -272,6 +272,10 @@ pub struct NodeCondition {
     pub drained: bool,
     /// Unreachable since (ms), as last recorded by the controller.
     pub not_ready_since_ms: Option<i64>,
+    /// Why it is hot (above `cpuHighWatermark`: it takes no new plug), e.g. `cpu 92% > 80% for
+    /// 10s`; kept apart from the table's flags ([`Store::set_hot`]) and joined when read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hot: Option<String>,
     /// Why it is not ready.
     pub reason: Option<String>,
 }
@@ -373,6 +377,26 @@ pub struct PlugRecord {
     pub last_activity_ms: i64,
     /// Last problem, if any.
     pub message: Option<String>,
+}
+
+/// The replica count the autoscaler chose for a service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScaleRecord {
+    /// Replicas.
+    pub replicas: u32,
+    /// When it was chosen (ms); the cooldown runs from here.
+    pub at_ms: i64,
+    /// Why, e.g. `cpu 92% > 50% for 10s`.
+    pub why: String,
+}
+
+/// A node marked hot: it takes no new plug.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HotRecord {
+    /// Since when (ms).
+    pub since_ms: i64,
+    /// Why, e.g. `cpu 92% > 80% for 10s`.
+    pub why: String,
 }
 
 /// One entry of the event log.
@@ -643,6 +667,99 @@ impl Store {
         })
     }
 
+    // ----- load-driven state (SPEC §14) --------------------------------------------------
+
+    /// The replica count the autoscaler set for each service, with when and why. Kept in the
+    /// `meta` table under `autoscale/<service>`, so it survives controller restarts.
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn scale_records(&self) -> Result<BTreeMap<String, ScaleRecord>, StoreError> {
+        self.meta_json("autoscale/")
+    }
+
+    /// Records `record` as `service`'s count (`None`: forgets it — the service no longer
+    /// autoscales).
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`] when `token` is not the current lease; query failure.
+    pub fn record_scale(
+        &self,
+        token: i64,
+        service: &str,
+        record: Option<&ScaleRecord>,
+    ) -> Result<(), StoreError> {
+        self.set_meta_json(token, &format!("autoscale/{service}"), record)
+    }
+
+    /// The nodes marked hot under `cpuHighWatermark`, with since when and why (`meta` keys
+    /// `hot/<node>`).
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn hot_nodes(&self) -> Result<BTreeMap<String, HotRecord>, StoreError> {
+        self.meta_json("hot/")
+    }
+
+    /// Marks `node` hot (`Some`) or cool (`None`).
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`] when `token` is not the current lease; query failure.
+    pub fn set_hot(
+        &self,
+        token: i64,
+        node: &str,
+        record: Option<&HotRecord>,
+    ) -> Result<(), StoreError> {
+        self.set_meta_json(token, &format!("hot/{node}"), record)
+    }
+
+    fn meta_json<T: serde::de::DeserializeOwned>(
+        &self,
+        prefix: &'static str,
+    ) -> Result<BTreeMap<String, T>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare("SELECT key, value FROM meta WHERE substr(key, 1, ?1) = ?2")
+                .map_err(q("read load state"))?;
+            let rows = stmt
+                .query_map(params![prefix.len() as i64, prefix], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .map_err(q("read load state"))?;
+            let mut out = BTreeMap::new();
+            for row in rows {
+                let (key, value) = row.map_err(q("read load state"))?;
+                // A record this version cannot read is left out (as if never made).
+                if let Ok(v) = serde_json::from_str(&value) {
+                    out.insert(key[prefix.len()..].to_string(), v);
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn set_meta_json<T: Serialize>(
+        &self,
+        token: i64,
+        key: &str,
+        value: Option<&T>,
+    ) -> Result<(), StoreError> {
+        let json = value.map(|v| serde_json::to_string(v).expect("load state serializes"));
+        self.write("record load state", |tx| {
+            check_fence(tx, token)?;
+            match &json {
+                Some(j) => tx.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)",
+                    params![key, j],
+                ),
+                None => tx.execute("DELETE FROM meta WHERE key = ?1", params![key]),
+            }
+            .map_err(q("record load state"))?;
+            Ok(())
+        })
+    }
+
     // ----- lease -------------------------------------------------------------------------
 
     /// Takes the fleet lease for `ttl` when it is free, expired, or already ours (same holder).
@@ -823,11 +940,18 @@ impl Store {
                             drained: r.get(3)?,
                             not_ready_since_ms: r.get(4)?,
                             reason: r.get(5)?,
+                            hot: None,
                         },
                     ))
                 })
                 .map_err(q("read node conditions"))?;
             rows.collect::<Result<_, _>>().map_err(q("read node conditions"))
+        })
+        .and_then(|mut conditions: std::collections::BTreeMap<String, NodeCondition>| {
+            for (node, h) in self.hot_nodes()? {
+                conditions.entry(node).or_default().hot = Some(h.why);
+            }
+            Ok(conditions)
         })
     }
 
@@ -1019,6 +1143,7 @@ impl Store {
                             drained: r.get(2)?,
                             not_ready_since_ms: r.get(3)?,
                             reason: r.get(4)?,
+                            hot: None,
                         })
                     },
                 )

@@ -873,3 +873,168 @@ spec:
     .await;
     w.stop().await;
 }
+
+const AUTOSCALED: &str = "---
+apiVersion: fleet/v1
+kind: Service
+metadata: {name: api}
+spec:
+  image: api:1
+  resources: {memory: 64MiB, cpus: 1}
+  autoscale:
+    min: 1
+    max: 3
+    cpu: {above: 50%, for: 10s, below: 10%, belowFor: 20s}
+    cooldown: 5s
+";
+
+impl World {
+    /// Running replicas of service `name`, over every node.
+    fn replicas(&self, name: &str) -> Vec<(String, String)> {
+        self.fakes
+            .iter()
+            .flat_map(|(n, f)| {
+                f.containers()
+                    .into_iter()
+                    .filter(|c| {
+                        c.label(labels::SERVICE) == Some(name) && c.state == RunState::Running
+                    })
+                    .map(move |c| (n.clone(), c.id))
+            })
+            .collect()
+    }
+
+    /// Makes every running replica of `name` report `percent` of a CPU.
+    fn load(&self, name: &str, percent: f64) {
+        for (n, id) in self.replicas(name) {
+            self.fakes[&n].set_cpu_percent(&id, percent);
+        }
+    }
+
+    fn scale_events(&self) -> Vec<String> {
+        self.store
+            .events_since(0, 0, None)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.action == "scale")
+            .map(|e| e.message)
+            .collect()
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn sustained_cpu_scales_a_service_up_to_max_and_idleness_back_to_min_one_step_at_a_time() {
+    let w = world(&format!("{}{AUTOSCALED}", fleet_doc("")));
+    until("first pass", Duration::from_secs(5), || w.ctl.passes() > 0).await;
+    assert_eq!(w.replicas("api").len(), 1);
+    // 90% of a CPU on every replica, new ones included: 2, then 3, never 4.
+    let took = until("two replicas", Duration::from_secs(30), || {
+        w.load("api", 90.0);
+        w.replicas("api").len() == 2
+    })
+    .await;
+    assert!(
+        took >= Duration::from_secs(10),
+        "scaled before `for`: {took:?}"
+    );
+    until("three replicas", Duration::from_secs(40), || {
+        w.load("api", 90.0);
+        w.replicas("api").len() == 3
+    })
+    .await;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(40) {
+        w.load("api", 90.0);
+        assert!(w.replicas("api").len() <= 3, "past max");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(w.store.scale_records().unwrap()["api"].replicas, 3);
+    // Idle: one step down per belowFor (+ cooldown), to min and no further.
+    until("back to one", Duration::from_secs(120), || {
+        w.load("api", 2.0);
+        w.replicas("api").len() == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(w.replicas("api").len(), 1);
+    let events = w.scale_events();
+    assert_eq!(events.len(), 4, "{events:#?}");
+    assert!(
+        events[0].starts_with("api: 1 → 2 replicas (cpu 90% > 50% for 10s)"),
+        "{events:#?}"
+    );
+    assert!(events[1].starts_with("api: 2 → 3 replicas (cpu 90% > 50% for 10s)"));
+    assert!(events[2].starts_with("api: 3 → 2 replicas (cpu 2% < 10% for 20s)"));
+    assert!(events[3].starts_with("api: 2 → 1 replicas (cpu 2% < 10% for 20s)"));
+    let m = w.ctl.metrics_text();
+    assert!(
+        m.contains("fleetctl_autoscale_total{service=\"api\",direction=\"up\"} 2"),
+        "{m}"
+    );
+    w.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn load_flapping_inside_the_window_never_scales() {
+    let w = world(&format!("{}{AUTOSCALED}", fleet_doc("")));
+    until("first pass", Duration::from_secs(5), || w.ctl.passes() > 0).await;
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(120) {
+        // 6 s busy, 6 s idle: never 10 s above 50% nor 20 s below 10%.
+        let busy = (start.elapsed().as_secs() / 6).is_multiple_of(2);
+        w.load("api", if busy { 95.0 } else { 1.0 });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(w.replicas("api").len(), 1);
+    assert!(w.scale_events().is_empty(), "{:?}", w.scale_events());
+    w.stop().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_node_hot_past_the_watermark_takes_no_plug_until_it_cools() {
+    let text = format!(
+        "{}{}",
+        fleet_doc(""),
+        plugs_doc("0", false).replace(
+            "  evictIdleOnPressure: false\n",
+            "  evictIdleOnPressure: false\n  cpuHighWatermark: {above: 80%, for: 10s}\n"
+        )
+    );
+    let w = world(&text);
+    until("first pass", Duration::from_secs(5), || w.ctl.passes() > 0).await;
+    let first = w.ctl.create_plug("agent", "a").await.unwrap();
+    assert_eq!(first.node, "node1");
+    // node1 has 4 CPUs: its plug at 370% of a CPU is 92.5% of the node.
+    let id = w.running("node1", &first.id).unwrap();
+    w.fakes["node1"].set_cpu_percent(&id, 370.0);
+    until("node1 hot", Duration::from_secs(30), || {
+        w.store.hot_nodes().unwrap().contains_key("node1")
+    })
+    .await;
+    let why = &w.store.hot_nodes().unwrap()["node1"].why;
+    assert_eq!(why, "cpu 92% > 80% for 10s");
+    let second = w.ctl.create_plug("agent", "b").await.unwrap();
+    assert_ne!(second.node, "node1", "a hot node took a plug");
+    let hot = w
+        .store
+        .events_since(0, 0, None)
+        .unwrap()
+        .into_iter()
+        .find(|e| e.action == "node-hot")
+        .expect("a node-hot event");
+    assert_eq!(hot.node.as_deref(), Some("node1"));
+    assert!(
+        hot.message.contains("cpu 92% > 80% for 10s"),
+        "{}",
+        hot.message
+    );
+    // Cooled for 10 s: it takes plugs again.
+    w.fakes["node1"].set_cpu_percent(&id, 10.0);
+    until("node1 cool", Duration::from_secs(30), || {
+        !w.store.hot_nodes().unwrap().contains_key("node1")
+    })
+    .await;
+    let third = w.ctl.create_plug("agent", "c").await.unwrap();
+    assert_eq!(third.node, "node1");
+    w.stop().await;
+}

@@ -223,8 +223,9 @@ pub fn connect_all(fleet: &crate::manifest::DesiredFleet) -> crate::execute::Run
 
 pub use crate::lease::holder;
 
-/// `fleet` with the secrets its services and plug classes use read onto it (SPEC §12), for a
-/// command that plans or makes containers.
+/// `fleet` as it is to run, for a command that plans or makes containers: the secrets its
+/// services and plug classes use read onto it (SPEC §12), and each autoscaled service's
+/// replica count as the autoscaler recorded it (SPEC §14: an apply does not undo a scale).
 ///
 /// # Errors
 /// Each secret that could not be read, one line each (never a value), or the store's key.
@@ -233,6 +234,9 @@ pub fn with_secrets(
     store: &crate::store::Store,
 ) -> anyhow::Result<crate::manifest::DesiredFleet> {
     let mut fleet = fleet.clone();
+    if fleet.services.values().any(|s| s.autoscale.is_some()) {
+        crate::load::apply_scaled(&mut fleet, &store.scale_records()?);
+    }
     crate::secrets::attach(&mut fleet, store).map_err(|errors| {
         anyhow::anyhow!(
             "{}

@@ -35,6 +35,7 @@ pub mod heal;
 pub mod intents;
 pub mod nodes;
 pub mod ops;
+mod sampling;
 pub mod triggers;
 pub mod watch;
 
@@ -175,6 +176,8 @@ pub struct Config {
     pub watch_manifests: bool,
     /// Check for intents from CLI commands (off in tests that do not need them).
     pub poll_intents: bool,
+    /// How often load is sampled while the manifests set `autoscale` or `cpuHighWatermark`.
+    pub sample_every: Duration,
 }
 
 impl Config {
@@ -191,6 +194,7 @@ impl Config {
             clock: Clock::System,
             watch_manifests: true,
             poll_intents: true,
+            sample_every: sampling::SAMPLE_EVERY,
         }
     }
 }
@@ -376,6 +380,7 @@ impl Controller {
         }
         tokio::spawn(self.clone().watch_pressure());
         tokio::spawn(self.clone().watch_disk());
+        tokio::spawn(self.clone().watch_load());
         let result = self.run_loop().await;
         self.tasks.cancel();
         let fenced = self
@@ -569,6 +574,10 @@ impl Controller {
         }
         for w in &loaded.warnings {
             tracing::warn!("{w}");
+        }
+        match self.store.scale_records() {
+            Ok(records) => crate::load::apply_scaled(&mut loaded.fleet, &records),
+            Err(e) => tracing::warn!(error = %e, "could not read the autoscale records"),
         }
         match self.read_secrets(&loaded.fleet, &current.fleet.secret_values) {
             Ok(values) => loaded.fleet.secret_values = values,

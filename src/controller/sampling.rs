@@ -1,0 +1,477 @@
+//! Load, beside the loop (SPEC §14): while the manifests in force set `autoscale` on a service
+//! or `cpuHighWatermark` on a placement policy, one usage stream per running container of
+//! every node (the engine's stats stream, over the node's connection) keeps the newest
+//! reading of each; every [`Config::sample_every`](super::Config) the readings become one
+//! sample per autoscaled service and per node, pushed into their [`Window`]s; the pure
+//! decisions of [`crate::load`] then say whether a service's replica count moves and whether
+//! a node turns hot or cools. Each change is recorded in the state store (so it outlives the
+//! controller), said as an event with the measurement that caused it, counted in the metrics,
+//! and followed by a reconcile.
+//!
+//! Without such a setting nothing is streamed: a fleet that does not use them pays nothing.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::{Controller, lock};
+use crate::container::{RunState, labels};
+use crate::load::{self, HotChange, Sample, Scale, ServiceLoad, Window};
+use crate::manifest::DesiredFleet;
+use crate::store::{HotRecord, ScaleRecord};
+use crate::transport::{ListFilter, Usage};
+
+/// A reading older than this many sampling periods is stale (its stream stalled).
+const FRESH_PERIODS: u32 = 3;
+
+/// (node, container id).
+type Key = (String, String);
+
+/// The sampler's memory between ticks.
+#[derive(Default)]
+pub(super) struct Sampling {
+    /// The newest reading of each running container and when it came.
+    readings: Arc<Mutex<HashMap<Key, (Usage, i64)>>>,
+    /// The open usage stream of each running container.
+    streams: HashMap<Key, CancellationToken>,
+    /// CPU and memory windows of each autoscaled service.
+    services: BTreeMap<String, (Window, Window)>,
+    /// CPU window of each node (when a policy has `cpuHighWatermark`).
+    nodes: BTreeMap<String, Window>,
+    /// CPUs of each node: declared, else the engine's.
+    cpus: BTreeMap<String, f64>,
+}
+
+impl Sampling {
+    fn stop_all(&mut self) {
+        for (_, t) in self.streams.drain() {
+            t.cancel();
+        }
+        lock(&self.readings).clear();
+        self.services.clear();
+        self.nodes.clear();
+    }
+}
+
+/// Whether `fleet` asks for load measurements at all.
+pub(super) fn wanted(fleet: &DesiredFleet) -> bool {
+    fleet.services.values().any(|s| s.autoscale.is_some())
+        || fleet
+            .policies
+            .values()
+            .any(|p| p.cpu_high_watermark.is_some())
+}
+
+impl Controller {
+    /// The lease token writes are fenced with (0 without a lease: tests).
+    fn fence_token(&self) -> i64 {
+        self.cfg.lease.as_ref().map_or(0, |l| l.token)
+    }
+
+    /// The sampler task: a tick every `sample_every` until the controller stops.
+    pub(super) async fn watch_load(self: Arc<Self>) {
+        let mut sampling = Sampling::default();
+        loop {
+            tokio::select! {
+                _ = self.tasks.cancelled() => {
+                    sampling.stop_all();
+                    return;
+                }
+                _ = tokio::time::sleep(self.cfg.sample_every) => {}
+            }
+            self.sample_tick(&mut sampling).await;
+        }
+    }
+
+    /// One tick: follow the running containers, take the samples, decide and act.
+    pub(super) async fn sample_tick(&self, sampling: &mut Sampling) {
+        let loaded = self.desired();
+        let fleet = &loaded.fleet;
+        if !wanted(fleet) {
+            if !sampling.streams.is_empty() {
+                sampling.stop_all();
+            }
+            return;
+        }
+        let runtimes = self.runtimes();
+        let listed = futures_util::future::join_all(runtimes.iter().map(|(n, rt)| async move {
+            let all = rt.list_containers(&ListFilter::default()).await;
+            (n.clone(), all)
+        }))
+        .await;
+        let mut running: BTreeMap<String, Vec<crate::container::ContainerRecord>> = BTreeMap::new();
+        for (node, all) in listed {
+            match all {
+                Ok(all) => {
+                    running.insert(
+                        node,
+                        all.into_iter()
+                            .filter(|c| c.state == RunState::Running)
+                            .collect(),
+                    );
+                }
+                // An unreachable node gives no sample: its windows get a hole.
+                Err(e) => tracing::debug!(node = %node, error = %e, "load: list failed"),
+            }
+        }
+        self.follow_streams(sampling, &running);
+        for node in running.keys() {
+            if !sampling.cpus.contains_key(node) {
+                let declared = fleet
+                    .nodes
+                    .get(node)
+                    .and_then(|n| n.capacity_cpus)
+                    .map(|c| c.0 as f64 / 1000.0);
+                let cpus = match declared {
+                    Some(c) => Some(c),
+                    None => match runtimes.get(node) {
+                        Some(rt) => rt.engine_info().await.ok().map(|i| i.cpus as f64),
+                        None => None,
+                    },
+                };
+                if let Some(c) = cpus.filter(|c| *c > 0.0) {
+                    sampling.cpus.insert(node.clone(), c);
+                }
+            }
+        }
+        let now = self.now_ms();
+        self.take_samples(sampling, fleet, &running, now);
+        self.act_on_services(sampling, fleet, now);
+        self.act_on_nodes(sampling, fleet, now);
+    }
+
+    /// Opens a usage stream for each running container without one; closes those of
+    /// containers no longer running (on a node that answered).
+    fn follow_streams(
+        &self,
+        sampling: &mut Sampling,
+        running: &BTreeMap<String, Vec<crate::container::ContainerRecord>>,
+    ) {
+        let live: BTreeSet<Key> = running
+            .iter()
+            .flat_map(|(n, cs)| cs.iter().map(move |c| (n.clone(), c.id.clone())))
+            .collect();
+        sampling.streams.retain(|key, token| {
+            let keep = !running.contains_key(&key.0) || live.contains(key);
+            if !keep {
+                token.cancel();
+            }
+            keep && !token.is_cancelled()
+        });
+        {
+            let mut readings = lock(&sampling.readings);
+            readings.retain(|k, _| sampling.streams.contains_key(k) || live.contains(k));
+        }
+        let runtimes = self.runtimes();
+        for key in live {
+            if sampling.streams.contains_key(&key) {
+                continue;
+            }
+            let Some(rt) = runtimes.get(&key.0).cloned() else {
+                continue;
+            };
+            let token = self.tasks.child_token();
+            sampling.streams.insert(key.clone(), token.clone());
+            let readings = sampling.readings.clone();
+            let clock = self.cfg.clock.clone();
+            tokio::spawn(async move {
+                let stream = tokio::select! {
+                    _ = token.cancelled() => return,
+                    s = rt.usage(&key.1) => s,
+                };
+                let mut stream = match stream {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(node = %key.0, container = %key.1, error = %e, "load: no usage stream");
+                        token.cancel();
+                        return;
+                    }
+                };
+                loop {
+                    let item = tokio::select! {
+                        _ = token.cancelled() => break,
+                        item = stream.next() => item,
+                    };
+                    match item {
+                        Some(Ok(u)) => {
+                            lock(&readings).insert(key.clone(), (u, clock.now_ms()));
+                        }
+                        Some(Err(_)) | None => break,
+                    }
+                }
+                // Ended (the container stopped, or the connection dropped): the next tick
+                // opens a new stream if it runs.
+                lock(&readings).remove(&key);
+                token.cancel();
+            });
+        }
+    }
+
+    /// Turns the newest fresh readings into one sample per autoscaled service and per node.
+    fn take_samples(
+        &self,
+        sampling: &mut Sampling,
+        fleet: &DesiredFleet,
+        running: &BTreeMap<String, Vec<crate::container::ContainerRecord>>,
+        now: i64,
+    ) {
+        let period = self.cfg.sample_every;
+        let fresh_ms = i64::try_from((period * FRESH_PERIODS).as_millis()).unwrap_or(i64::MAX);
+        let max_gap = period * FRESH_PERIODS;
+        let readings = lock(&sampling.readings).clone();
+        let fresh = |node: &str, id: &str| {
+            readings
+                .get(&(node.to_string(), id.to_string()))
+                .filter(|(_, at)| now - at <= fresh_ms)
+                .map(|(u, _)| *u)
+        };
+        sampling.services.retain(|name, _| {
+            fleet
+                .services
+                .get(name)
+                .is_some_and(|s| s.autoscale.is_some())
+        });
+        for (name, spec) in &fleet.services {
+            let Some(a) = &spec.autoscale else { continue };
+            let mine: Vec<Usage> = running
+                .iter()
+                .flat_map(|(n, cs)| cs.iter().map(move |c| (n, c)))
+                .filter(|(_, c)| {
+                    c.label(labels::FLEET) == Some(fleet.fleet.name.as_str())
+                        && c.label(labels::SERVICE) == Some(name.as_str())
+                })
+                .filter_map(|(n, c)| fresh(n, &c.id))
+                .collect();
+            let keep = a.longest_window() + period;
+            let (cpu_w, mem_w) = sampling
+                .services
+                .entry(name.clone())
+                .or_insert_with(|| (Window::new(keep, max_gap), Window::new(keep, max_gap)));
+            cpu_w.set_keep(keep);
+            mem_w.set_keep(keep);
+            if let Some((cpu, mem)) = load::service_sample(&spec.resources, &mine) {
+                cpu_w.push(Sample {
+                    at_ms: now,
+                    used: cpu,
+                });
+                mem_w.push(Sample {
+                    at_ms: now,
+                    used: mem,
+                });
+                self.metrics
+                    .service_cpu
+                    .get_or_create(&vec![("service".to_string(), name.clone())])
+                    .set(cpu);
+                self.metrics
+                    .service_memory
+                    .get_or_create(&vec![("service".to_string(), name.clone())])
+                    .set(mem);
+            }
+        }
+        let hot_for = fleet
+            .policies
+            .values()
+            .filter_map(|p| p.cpu_high_watermark.map(|h| h.for_))
+            .max();
+        let Some(hot_for) = hot_for else {
+            sampling.nodes.clear();
+            return;
+        };
+        sampling.nodes.retain(|n, _| fleet.nodes.contains_key(n));
+        for (node, cs) in running {
+            let Some(cpus) = sampling.cpus.get(node).copied() else {
+                continue;
+            };
+            let all: Vec<Usage> = cs.iter().filter_map(|c| fresh(node, &c.id)).collect();
+            // A node whose containers have no reading yet (streams just opened) gives none.
+            if all.len() < cs.len() {
+                continue;
+            }
+            let used = load::node_cpu(&all, cpus);
+            let w = sampling
+                .nodes
+                .entry(node.clone())
+                .or_insert_with(|| Window::new(hot_for + period, max_gap));
+            w.set_keep(hot_for + period);
+            w.push(Sample { at_ms: now, used });
+            self.metrics
+                .node_cpu
+                .get_or_create(&vec![("node".to_string(), node.clone())])
+                .set(used);
+        }
+    }
+
+    /// Decides each autoscaled service's count and records a change.
+    fn act_on_services(&self, sampling: &mut Sampling, fleet: &DesiredFleet, now: i64) {
+        let records = match self.store.scale_records() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "load: could not read the autoscale records");
+                return;
+            }
+        };
+        for name in records.keys() {
+            if fleet
+                .services
+                .get(name)
+                .is_none_or(|s| s.autoscale.is_none())
+                && let Err(e) = self.store.record_scale(self.fence_token(), name, None)
+            {
+                tracing::warn!(service = %name, error = %e, "load: could not forget the autoscale record");
+            }
+        }
+        let mut changed = Vec::new();
+        for (name, spec) in &fleet.services {
+            let Some(a) = &spec.autoscale else { continue };
+            let record = records.get(name);
+            // The count in force: the desired fleet's already carries the record, clamped.
+            let current = spec.replicas;
+            let Some((cpu_w, mem_w)) = sampling.services.get(name) else {
+                continue;
+            };
+            let decision = load::decide(
+                a,
+                current,
+                ServiceLoad {
+                    cpu: a.cpu.as_ref().map(|_| cpu_w),
+                    memory: a.memory.as_ref().map(|_| mem_w),
+                },
+                record.map(|r| r.at_ms),
+                now,
+            );
+            let Scale::To { replicas, why } = decision else {
+                continue;
+            };
+            let rec = ScaleRecord {
+                replicas,
+                at_ms: now,
+                why: why.to_string(),
+            };
+            if let Err(e) = self
+                .store
+                .record_scale(self.fence_token(), name, Some(&rec))
+            {
+                tracing::warn!(service = %name, error = %e, "load: could not record the new count");
+                continue;
+            }
+            let direction = if replicas > current { "up" } else { "down" };
+            let message = format!("{name}: {current} → {replicas} replicas ({why})");
+            tracing::info!("autoscale: {message}");
+            if let Err(e) =
+                self.store
+                    .record_event(now, &self.cfg.actor, "scale", None, Some(name), &message)
+            {
+                tracing::warn!(error = %e, "could not record event");
+            }
+            self.metrics
+                .scales
+                .get_or_create(&vec![
+                    ("service".to_string(), name.clone()),
+                    ("direction".to_string(), direction.to_string()),
+                ])
+                .inc();
+            if let Some((c, m)) = sampling.services.get_mut(name) {
+                // What the old count used says little about the new one.
+                c.clear();
+                m.clear();
+            }
+            changed.push(message);
+        }
+        if !changed.is_empty() {
+            self.refresh_scaled();
+            self.trigger(super::Trigger::Operation(format!(
+                "autoscale: {}",
+                changed.join("; ")
+            )));
+        }
+    }
+
+    /// Decides each node's hot mark and records a change.
+    fn act_on_nodes(&self, sampling: &mut Sampling, fleet: &DesiredFleet, now: i64) {
+        // The strictest rule of any policy decides (the lowest watermark).
+        let rule = fleet
+            .policies
+            .values()
+            .filter_map(|p| p.cpu_high_watermark)
+            .min_by_key(|h| h.above);
+        let hot = match self.store.hot_nodes() {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(error = %e, "load: could not read the hot nodes");
+                return;
+            }
+        };
+        let Some(rule) = rule else {
+            for node in hot.keys() {
+                self.mark(node, None, "cpuHighWatermark removed", now);
+            }
+            return;
+        };
+        for (node, w) in &sampling.nodes {
+            match load::hot_change(&rule, hot.contains_key(node), w, now) {
+                Some(HotChange::Hot { cause }) => {
+                    let why = cause.to_string();
+                    self.mark(
+                        node,
+                        Some(&HotRecord {
+                            since_ms: now,
+                            why: why.clone(),
+                        }),
+                        &why,
+                        now,
+                    );
+                }
+                Some(HotChange::Cool { cause }) => self.mark(node, None, &cause.to_string(), now),
+                None => {}
+            }
+        }
+        for node in hot.keys() {
+            if !fleet.nodes.contains_key(node) {
+                self.mark(node, None, "node removed from the manifests", now);
+            }
+        }
+    }
+
+    fn mark(&self, node: &str, record: Option<&HotRecord>, why: &str, now: i64) {
+        if let Err(e) = self.store.set_hot(self.fence_token(), node, record) {
+            tracing::warn!(node = %node, error = %e, "load: could not record the node's hot mark");
+            return;
+        }
+        let (action, message) = match record {
+            Some(_) => ("node-hot", format!("{why}: no new plug until it cools")),
+            None => ("node-cool", format!("{why}: takes plugs again")),
+        };
+        tracing::info!(node = %node, "{message}");
+        if let Err(e) =
+            self.store
+                .record_event(now, &self.cfg.actor, action, Some(node), None, &message)
+        {
+            tracing::warn!(error = %e, "could not record event");
+        }
+        self.metrics
+            .node_hot
+            .get_or_create(&vec![("node".to_string(), node.to_string())])
+            .set(i64::from(record.is_some()));
+    }
+
+    /// Puts the recorded replica counts into the manifests in force.
+    pub(super) fn refresh_scaled(&self) {
+        let records = match self.store.scale_records() {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "load: could not read the autoscale records");
+                return;
+            }
+        };
+        let mut desired = self.desired.write().unwrap_or_else(|p| p.into_inner());
+        let mut loaded = (**desired).clone();
+        load::apply_scaled(&mut loaded.fleet, &records);
+        *desired = Arc::new(loaded);
+    }
+}
+
+/// How often the sampler takes a sample by default.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(2);
