@@ -437,6 +437,64 @@ pub fn hot_change(
     }
 }
 
+/// What the controller measured last, kept in the state store so `describe` and `get` show
+/// it without a controller to ask (written every sample; informational only).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct LoadSnapshot {
+    /// When (ms).
+    pub at_ms: i64,
+    /// Per autoscaled service.
+    #[serde(default)]
+    pub services: std::collections::BTreeMap<String, MeasuredLoad>,
+    /// Per node (sampled under `cpuHighWatermark`).
+    #[serde(default)]
+    pub nodes: std::collections::BTreeMap<String, MeasuredLoad>,
+}
+
+/// The last sample of an object and the mean over its window.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct MeasuredLoad {
+    /// CPU, percent (of the replicas' limit, or of the node's CPUs).
+    pub cpu: f64,
+    /// Mean CPU over `window_s`.
+    pub cpu_mean: f64,
+    /// Memory, percent of the replicas' limit (services only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<f64>,
+    /// Mean memory over `window_s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mean: Option<f64>,
+    /// The window the means are over (the longest rule's), seconds.
+    pub window_s: u64,
+}
+
+impl MeasuredLoad {
+    /// `cpu 92% (10s: 88%), memory 40% (10s: 39%)`.
+    pub fn text(&self) -> String {
+        let w = format_duration(Duration::from_secs(self.window_s));
+        let mut s = format!("cpu {:.0}% ({w}: {:.0}%)", self.cpu, self.cpu_mean);
+        if let (Some(m), Some(mm)) = (self.memory, self.memory_mean) {
+            s.push_str(&format!(", memory {m:.0}% ({w}: {mm:.0}%)"));
+        }
+        s
+    }
+}
+
+impl Window {
+    /// The mean of the measurements over the last `d` (with the one at its start), whatever
+    /// their values; `None` when there is none.
+    pub fn mean(&self, d: Duration, now_ms: i64) -> Option<f64> {
+        let start = now_ms - ms(d);
+        let first = self
+            .samples
+            .iter()
+            .rposition(|s| s.at_ms <= start)
+            .unwrap_or(0);
+        let span: Vec<f64> = self.samples.range(first..).map(|s| s.used).collect();
+        (!span.is_empty()).then(|| span.iter().sum::<f64>() / span.len() as f64)
+    }
+}
+
 /// The sample a service's replicas give at one instant: their mean CPU (percent of each one's
 /// `resources.cpus`, of one CPU without it) and mean memory (percent of `resources.memory`).
 /// `None` without a reading.

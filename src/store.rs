@@ -714,6 +714,39 @@ impl Store {
         self.set_meta_json(token, &format!("hot/{node}"), record)
     }
 
+    /// What the controller measured last ([`crate::load::LoadSnapshot`]), if anything.
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn load_snapshot(&self) -> Result<Option<crate::load::LoadSnapshot>, StoreError> {
+        self.read(|c| {
+            let json: Option<String> = c
+                .query_row("SELECT value FROM meta WHERE key = 'load'", [], |r| {
+                    r.get(0)
+                })
+                .optional()
+                .map_err(q("read load"))?;
+            Ok(json.and_then(|j| serde_json::from_str(&j).ok()))
+        })
+    }
+
+    /// Replaces the controller's last measurements. Not fenced: it is information, and the
+    /// next sample of whichever controller runs replaces it.
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn record_load(&self, snapshot: &crate::load::LoadSnapshot) -> Result<(), StoreError> {
+        let json = serde_json::to_string(snapshot).expect("load snapshot serializes");
+        self.write("record load", |tx| {
+            tx.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('load', ?1)",
+                params![json],
+            )
+            .map_err(q("record load"))?;
+            Ok(())
+        })
+    }
+
     fn meta_json<T: serde::de::DeserializeOwned>(
         &self,
         prefix: &'static str,

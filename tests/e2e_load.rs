@@ -71,7 +71,7 @@ fn cpu_load_scales_a_service_to_max_a_restart_keeps_the_count_and_idleness_bring
     let f = Fleet::new(&sb, "e2e-autoscale", "");
     write_fleet(
         &f,
-        7431,
+        7441,
         &format!(
             "apiVersion: fleet/v1
 kind: Service
@@ -91,7 +91,7 @@ spec:
         ),
     );
     let label = "fleet.service=api";
-    let mut run = Run::start(&f, 7431);
+    let mut run = Run::start(&f, 7441);
     wait_for(Duration::from_secs(60), "one replica", || {
         (running(&f, label).len() == 1).then_some(())
     });
@@ -103,13 +103,29 @@ spec:
         std::thread::sleep(Duration::from_millis(500));
         (n == 3).then_some(())
     });
+    // describe service says the bounds, the count, why and what was measured.
+    let dir = f.path().to_str().unwrap().to_string();
+    let (code, out, err) = f.run(&["describe", "service", "api", "-f", &dir]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Replicas:    "), "{out}");
+    assert!(
+        out.contains(
+            "Autoscale:   1–3 replicas, now 3; cpu > 50% for 10s, < 10% for 20s; cooldown 5s"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("Last scale:  ") && out.contains("to 3 (cpu "),
+        "{out}"
+    );
+    assert!(out.contains("Load:        cpu "), "{out}");
     // A controller restart and a CLI apply keep the scaled count.
     let (code, _) = run.stop();
     assert_eq!(code, 0, "{}", run.log_text());
     let (code, out, err) = f.run(&["apply", f.path().to_str().unwrap()]);
     assert_eq!(code, 0, "{out}{err}");
     assert_eq!(running(&f, label).len(), 3, "apply undid the scale:\n{out}");
-    let run = Run::start(&f, 7431);
+    let run = Run::start(&f, 7441);
     let until = Instant::now() + Duration::from_secs(20);
     while Instant::now() < until {
         burn(&f, label, true);
@@ -156,7 +172,7 @@ fn a_node_held_above_cpu_high_watermark_gets_no_new_plug_until_it_cools() {
     let f = Fleet::new(&sb, "e2e-hot", "");
     write_fleet(
         &f,
-        7432,
+        7442,
         &format!(
             "apiVersion: fleet/v1
 kind: PlugClass
@@ -173,7 +189,7 @@ spec:
         ),
     );
     let dir = f.path().to_str().unwrap().to_string();
-    let run = Run::start(&f, 7432);
+    let run = Run::start(&f, 7442);
     let create = |owner: &str| {
         f.run(&[
             "plug", "create", "agent", "--owner", owner, "-f", &dir, "-o", "json",
@@ -194,6 +210,16 @@ spec:
     );
     let hot = &events(&f, "node-hot")[0];
     assert_eq!(hot["node"], "node1");
+    let (code, out, err) = f.run(&["get", "nodes", "-f", &dir]);
+    assert_eq!(code, 0, "{err}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("node1"))
+        .unwrap_or_default();
+    assert!(row.contains("Ready,hot"), "{out}");
+    let (_, out, _) = f.run(&["describe", "node", "node1", "-f", &dir]);
+    assert!(out.contains("Hot:           cpu "), "{out}");
+    assert!(out.contains("Load:          cpu "), "{out}");
     // Cooled for 5 s: it takes plugs again.
     burn(&f, "fleet.plug-class=agent", false);
     wait_for(Duration::from_secs(60), "node1 cool", || {

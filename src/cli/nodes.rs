@@ -75,6 +75,12 @@ pub struct NodeStatus {
     /// The node's disk, when the node answered (with `error` when it was not fully measured).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub disk: Option<DiskStatus>,
+    /// Why it is hot (above `cpuHighWatermark`: no new plug), as the controller recorded it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub hot: Option<String>,
+    /// CPU as the controller last sampled it (under `cpuHighWatermark`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub load: Option<crate::load::MeasuredLoad>,
 }
 
 /// The fleet's network as one node has it.
@@ -293,6 +299,8 @@ pub fn node_status(spec: &NodeSpec, observed: Result<Observation, &str>) -> Node
     NodeStatus {
         network: None,
         disk: None,
+        hot: None,
+        load: None,
         name: spec.name.clone(),
         address,
         labels: spec.labels.clone(),
@@ -424,11 +432,14 @@ pub fn get(path: Option<&Path>, output: Output, global: &GlobalOpts) -> anyhow::
     let fleet = loaded.fleet.fleet.name.clone();
     let nodes: Vec<&NodeSpec> = loaded.fleet.nodes.values().collect();
     let (mut statuses, marks) = observe_nodes(&loaded.fleet, &nodes)?;
-    let (conditions, _) =
-        open_store_readonly(global, &fleet)?.conditions_with_marks(&marks, "get nodes")?;
+    let store = open_store_readonly(global, &fleet)?;
+    let (conditions, _) = store.conditions_with_marks(&marks, "get nodes")?;
+    let load = store.load_snapshot()?.unwrap_or_default();
     for s in &mut statuses {
         s.containers.clear();
         s.conditions = condition_words(conditions.get(&s.name));
+        s.hot = conditions.get(&s.name).and_then(|c| c.hot.clone());
+        s.load = load.nodes.get(&s.name).cloned();
     }
     match output {
         Output::Json => print_json(&statuses)?,
@@ -465,9 +476,13 @@ pub fn describe(
     };
     let (mut statuses, marks) = observe_nodes(&loaded.fleet, &[spec])?;
     let mut status = statuses.remove(0);
-    let (conditions, _) =
-        open_store_readonly(global, &fleet)?.conditions_with_marks(&marks, "describe node")?;
+    let store = open_store_readonly(global, &fleet)?;
+    let (conditions, _) = store.conditions_with_marks(&marks, "describe node")?;
     status.conditions = condition_words(conditions.get(name));
+    status.hot = conditions.get(name).and_then(|c| c.hot.clone());
+    status.load = store
+        .load_snapshot()?
+        .and_then(|l| l.nodes.get(name).cloned());
     match output {
         Output::Json => print_json(&status)?,
         Output::Yaml => print_yaml(&status)?,
@@ -478,10 +493,14 @@ pub fn describe(
 
 /// The recorded conditions of a node, as words (drained implies cordoned, said once).
 fn condition_words(c: Option<&crate::store::NodeCondition>) -> Vec<String> {
-    match c.map(crate::store::NodeCondition::schedule) {
+    let mut words = match c.map(crate::store::NodeCondition::schedule) {
         Some(s) if !s.takes_new_work() => vec![s.word().to_string()],
         _ => Vec::new(),
+    };
+    if c.is_some_and(|c| c.hot.is_some()) {
+        words.push("hot".to_string());
     }
+    words
 }
 
 /// `Ready`, or `Ready,drained` (kubectl's `Ready,SchedulingDisabled`).
@@ -697,6 +716,12 @@ pub fn render_describe(s: &NodeStatus, fleet: &str) -> String {
                 MilliCpus(s.usage.cpu_limits_millicpus)
             ),
         );
+    }
+    if let Some(l) = &s.load {
+        line("Load:", l.text());
+    }
+    if let Some(h) = &s.hot {
+        line("Hot:", format!("{h}: takes no new plug until it cools"));
     }
     if let Some(d) = &s.disk {
         line("Disk:", disk_text(d));

@@ -49,6 +49,60 @@ pub struct ServiceView {
     pub ports: Vec<String>,
     /// Replicas as observed.
     pub replicas: Vec<ReplicaView>,
+    /// Autoscale state, for a service that autoscales (SPEC §14).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub autoscale: Option<AutoscaleView>,
+}
+
+/// An autoscaled service's bounds, count, last scale and last measurement.
+#[derive(Debug, Serialize)]
+pub struct AutoscaleView {
+    /// Fewest replicas.
+    pub min: u32,
+    /// Most replicas.
+    pub max: u32,
+    /// The count in force (the autoscaler's, else the starting count).
+    pub replicas: u32,
+    /// The last scale, when there was one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last: Option<crate::store::ScaleRecord>,
+    /// What the controller measured last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub load: Option<crate::load::MeasuredLoad>,
+}
+
+/// The manifests with the autoscaler's counts, the autoscale views, from the state store.
+fn with_scale(
+    loaded: &crate::manifest::Loaded,
+    global: &GlobalOpts,
+) -> anyhow::Result<(
+    crate::manifest::DesiredFleet,
+    std::collections::BTreeMap<String, AutoscaleView>,
+)> {
+    let mut fleet = loaded.fleet.clone();
+    let mut views = std::collections::BTreeMap::new();
+    if !fleet.services.values().any(|s| s.autoscale.is_some()) {
+        return Ok((fleet, views));
+    }
+    let store = open_store_readonly(global, &fleet.fleet.name)?;
+    let records = store.scale_records()?;
+    crate::load::apply_scaled(&mut fleet, &records);
+    let load = store.load_snapshot()?.unwrap_or_default();
+    for (name, s) in &fleet.services {
+        if let Some(a) = &s.autoscale {
+            views.insert(
+                name.clone(),
+                AutoscaleView {
+                    min: a.min,
+                    max: a.max,
+                    replicas: s.replicas,
+                    last: records.get(name).cloned(),
+                    load: load.services.get(name).cloned(),
+                },
+            );
+        }
+    }
+    Ok((fleet, views))
 }
 
 async fn observe_fleet(fleet: &crate::manifest::DesiredFleet) -> ObservedFleet {
@@ -57,7 +111,11 @@ async fn observe_fleet(fleet: &crate::manifest::DesiredFleet) -> ObservedFleet {
     observe(&fleet.fleet.name, &rts, &ObserveOptions::default()).await
 }
 
-fn services(fleet: &crate::manifest::DesiredFleet, observed: &ObservedFleet) -> Vec<ServiceView> {
+fn services(
+    fleet: &crate::manifest::DesiredFleet,
+    observed: &ObservedFleet,
+    autoscale: &mut std::collections::BTreeMap<String, AutoscaleView>,
+) -> Vec<ServiceView> {
     fleet
         .services
         .values()
@@ -100,6 +158,7 @@ fn services(fleet: &crate::manifest::DesiredFleet, observed: &ObservedFleet) -> 
                     .map(crate::manifest::validate::display_port)
                     .collect(),
                 replicas,
+                autoscale: autoscale.remove(&s.name),
             }
         })
         .collect()
@@ -111,8 +170,9 @@ fn services(fleet: &crate::manifest::DesiredFleet, observed: &ObservedFleet) -> 
 /// Invalid manifests or none applied.
 pub fn get(path: Option<&Path>, output: Output, global: &GlobalOpts) -> anyhow::Result<u8> {
     let loaded = resolve_manifests(path, global)?;
-    let observed = runtime()?.block_on(observe_fleet(&loaded.fleet));
-    let views = services(&loaded.fleet, &observed);
+    let (fleet, mut autoscale) = with_scale(&loaded, global)?;
+    let observed = runtime()?.block_on(observe_fleet(&fleet));
+    let views = services(&fleet, &observed, &mut autoscale);
     match output {
         Output::Json => print_json(&views)?,
         Output::Yaml => print_yaml(&views)?,
@@ -171,8 +231,9 @@ pub fn describe_service(
     let Some(spec) = loaded.fleet.services.get(name) else {
         bail!("service {name:?} is not in the manifests");
     };
-    let observed = runtime()?.block_on(observe_fleet(&loaded.fleet));
-    let view = services(&loaded.fleet, &observed)
+    let (fleet, mut autoscale) = with_scale(&loaded, global)?;
+    let observed = runtime()?.block_on(observe_fleet(&fleet));
+    let view = services(&fleet, &observed, &mut autoscale)
         .into_iter()
         .find(|v| v.name == name)
         .expect("service listed");
@@ -207,6 +268,13 @@ pub fn describe_service(
                     view.ports.join(", ")
                 },
             );
+            if let (Some(a), Some(spec_a)) = (&view.autoscale, &spec.autoscale) {
+                text = text.replacen(
+                    "\n\nReplicas:\n",
+                    &format!("\n{}\nReplicas:\n", autoscale_text(a, spec_a)),
+                    1,
+                );
+            }
             let mut t = table(&["REPLICA", "NODE", "CONTAINER", "STATE", "HEALTH", "IMAGE"]);
             for rep in &view.replicas {
                 t.add_row(vec![
@@ -224,6 +292,44 @@ pub fn describe_service(
         }
     }
     Ok(0)
+}
+
+/// The `Autoscale:` lines of `describe service`.
+fn autoscale_text(a: &AutoscaleView, spec: &crate::manifest::spec::AutoscaleSpec) -> String {
+    use crate::manifest::quantity::format_duration;
+    let rule = |name: &str, r: &crate::manifest::spec::LoadRule| {
+        let mut s = format!("{name} > {} for {}", r.above, format_duration(r.for_));
+        if let Some(b) = r.below {
+            s.push_str(&format!(", < {b} for {}", format_duration(r.below_for)));
+        }
+        s
+    };
+    let rules: Vec<String> = [("cpu", &spec.cpu), ("memory", &spec.memory)]
+        .into_iter()
+        .filter_map(|(n, r)| r.as_ref().map(|r| rule(n, r)))
+        .collect();
+    let mut out = format!(
+        "Autoscale:   {}–{} replicas, now {}; {}; cooldown {}\n",
+        a.min,
+        a.max,
+        a.replicas,
+        rules.join("; "),
+        format_duration(spec.cooldown)
+    );
+    match &a.last {
+        Some(l) => out.push_str(&format!(
+            "Last scale:  {} to {} ({})\n",
+            format_ms(l.at_ms),
+            l.replicas,
+            l.why
+        )),
+        None => out.push_str("Last scale:  none (the starting count)\n"),
+    }
+    match &a.load {
+        Some(l) => out.push_str(&format!("Load:        {}\n", l.text())),
+        None => out.push_str("Load:        not measured (no controller has run with autoscale)\n"),
+    }
+    out
 }
 
 fn placement_text(s: &crate::manifest::ServiceSpec) -> String {
@@ -328,4 +434,65 @@ pub fn describe_plug(
         }
     }
     Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::quantity::Percent;
+    use crate::manifest::spec::{AutoscaleSpec, LoadRule};
+    use std::time::Duration;
+
+    #[test]
+    fn describe_says_the_bounds_the_count_the_last_scale_and_the_load() {
+        let spec = AutoscaleSpec {
+            min: 1,
+            max: 3,
+            cpu: Some(LoadRule {
+                above: Percent(5000),
+                for_: Duration::from_secs(10),
+                below: Some(Percent(1000)),
+                below_for: Duration::from_secs(20),
+            }),
+            memory: None,
+            cooldown: Duration::from_secs(5),
+        };
+        let mut view = AutoscaleView {
+            min: 1,
+            max: 3,
+            replicas: 2,
+            last: Some(crate::store::ScaleRecord {
+                replicas: 2,
+                at_ms: 0,
+                why: "cpu 92% > 50% for 10s".into(),
+            }),
+            load: Some(crate::load::MeasuredLoad {
+                cpu: 91.4,
+                cpu_mean: 88.0,
+                memory: Some(12.0),
+                memory_mean: Some(11.6),
+                window_s: 20,
+            }),
+        };
+        let text = autoscale_text(&view, &spec);
+        assert!(
+            text.starts_with(
+                "Autoscale:   1–3 replicas, now 2; cpu > 50% for 10s, < 10% for 20s; cooldown 5s\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("to 2 (cpu 92% > 50% for 10s)\n"), "{text}");
+        assert!(
+            text.ends_with("Load:        cpu 91% (20s: 88%), memory 12% (20s: 12%)\n"),
+            "{text}"
+        );
+        view.last = None;
+        view.load = None;
+        let text = autoscale_text(&view, &spec);
+        assert!(
+            text.contains("Last scale:  none (the starting count)\n"),
+            "{text}"
+        );
+        assert!(text.contains("Load:        not measured"), "{text}");
+    }
 }

@@ -139,6 +139,9 @@ impl Controller {
         }
         let now = self.now_ms();
         self.take_samples(sampling, fleet, &running, now);
+        if let Err(e) = self.store.record_load(&snapshot(sampling, fleet, now)) {
+            tracing::debug!(error = %e, "load: could not record the measurements");
+        }
         self.act_on_services(sampling, fleet, now);
         self.act_on_nodes(sampling, fleet, now);
     }
@@ -471,6 +474,54 @@ impl Controller {
         load::apply_scaled(&mut loaded.fleet, &records);
         *desired = Arc::new(loaded);
     }
+}
+
+/// The last sample and window mean of every autoscaled service and sampled node.
+fn snapshot(sampling: &Sampling, fleet: &DesiredFleet, now: i64) -> load::LoadSnapshot {
+    let mut out = load::LoadSnapshot {
+        at_ms: now,
+        ..Default::default()
+    };
+    for (name, (cpu, mem)) in &sampling.services {
+        let Some(a) = fleet.services.get(name).and_then(|s| s.autoscale.as_ref()) else {
+            continue;
+        };
+        let (Some(c), Some(m)) = (cpu.latest(), mem.latest()) else {
+            continue;
+        };
+        let window = a.longest_window();
+        out.services.insert(
+            name.clone(),
+            load::MeasuredLoad {
+                cpu: c.used,
+                cpu_mean: cpu.mean(window, now).unwrap_or(c.used),
+                memory: Some(m.used),
+                memory_mean: mem.mean(window, now),
+                window_s: window.as_secs(),
+            },
+        );
+    }
+    let window = fleet
+        .policies
+        .values()
+        .filter_map(|p| p.cpu_high_watermark.map(|h| h.for_))
+        .max()
+        .unwrap_or_default();
+    for (node, w) in &sampling.nodes {
+        if let Some(c) = w.latest() {
+            out.nodes.insert(
+                node.clone(),
+                load::MeasuredLoad {
+                    cpu: c.used,
+                    cpu_mean: w.mean(window, now).unwrap_or(c.used),
+                    memory: None,
+                    memory_mean: None,
+                    window_s: window.as_secs(),
+                },
+            );
+        }
+    }
+    out
 }
 
 /// How often the sampler takes a sample by default.
