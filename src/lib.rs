@@ -35,6 +35,7 @@ pub mod drain;
 pub mod execute;
 pub mod images;
 pub mod lease;
+pub mod logs;
 pub mod manifest;
 pub mod memory;
 pub mod metrics;
