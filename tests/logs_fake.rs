@@ -254,3 +254,23 @@ async fn an_unknown_plug_is_refused_naming_the_known_ones() {
     .unwrap();
     assert_eq!(printed.lines(), ["node1/plug-p1 plug says hi"]);
 }
+
+#[tokio::test]
+async fn a_service_without_containers_is_a_note_not_an_error() {
+    let (_a, _b, runtimes) = two_nodes();
+    let printed = Printed::default();
+    let mut sink = printed.sink();
+    read(
+        &runtimes,
+        &request("web", false),
+        &mut sink,
+        CancellationToken::new(),
+    )
+    .await
+    .unwrap();
+    assert!(printed.lines().is_empty());
+    assert_eq!(
+        printed.notes(),
+        ["service web has no containers: apply the manifests first"]
+    );
+}

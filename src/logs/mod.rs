@@ -218,7 +218,8 @@ struct Attached {
 /// `req.follow`, when `cancel` fires.
 ///
 /// # Errors
-/// A plug no reachable node has ([`LogsError::UnknownPlug`]); `sink` failed. A node that
+/// A plug no node has, or none that answered ([`LogsError::UnknownPlug`], with or without
+/// `follow`); `sink` failed. A node that
 /// cannot be reached is not an error: it is reported through [`Emit::Note`].
 ///
 /// # Caveats
@@ -269,7 +270,6 @@ pub async fn read(
         && !found
             .iter()
             .any(|(_, r)| r.label(labels::PLUG) == Some(id.as_str()))
-        && !req.follow
     {
         let known: BTreeSet<&str> = found
             .iter()
@@ -295,6 +295,20 @@ pub async fn read(
         .into_iter()
         .filter(|(_, r)| req.target.owns(&r.labels))
         .collect();
+    if first.is_empty()
+        && unreachable.is_empty()
+        && let Target::Service(name) = &req.target
+    {
+        let text = match (&req.node, req.follow) {
+            (Some(n), false) => format!("service {name} has no containers on {n}"),
+            (None, false) => format!("service {name} has no containers: apply the manifests first"),
+            (Some(n), true) => {
+                format!("service {name} has no containers on {n} yet: waiting for one")
+            }
+            (None, true) => format!("service {name} has no containers yet: waiting for one"),
+        };
+        sink(Emit::Note(&text)).map_err(LogsError::Sink)?;
+    }
     // Oldest first: sources are numbered (and coloured) in a stable order.
     first.sort_by(|a, b| (a.1.created, &a.0, &a.1.name).cmp(&(b.1.created, &b.0, &b.1.name)));
 
