@@ -274,3 +274,34 @@ async fn a_service_without_containers_is_a_note_not_an_error() {
         ["service web has no containers: apply the manifests first"]
     );
 }
+
+/// A node down when `-f` starts is named once; when it answers again the next re-listing
+/// (every 2 s) attaches its replica, whose earlier lines come too.
+#[tokio::test]
+async fn follow_attaches_a_node_that_answers_again() {
+    let (a, b, runtimes) = two_nodes();
+    a.add_foreign("f-web-0-00000000", fleet_labels("web", "0"));
+    let w1 = b.add_foreign("f-web-1-00000000", fleet_labels("web", "1"));
+    b.write_log(&w1, LogStream::Stdout, "while down");
+    b.set_unreachable(true);
+    let printed = Printed::default();
+    let cancel = CancellationToken::new();
+    let task = {
+        let (runtimes, cancel, mut sink) = (runtimes.clone(), cancel.clone(), printed.sink());
+        tokio::spawn(async move { read(&runtimes, &request("web", true), &mut sink, cancel).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    b.set_unreachable(false);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    b.write_log(&w1, LogStream::Stdout, "back");
+    printed.wait_for(2).await;
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+    assert_eq!(
+        printed.lines(),
+        ["node2/web-1 while down", "node2/web-1 back"]
+    );
+    let notes = printed.notes();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(notes[0].contains("node2"), "{notes:?}");
+}

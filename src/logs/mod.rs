@@ -421,15 +421,21 @@ pub async fn read(
                         a.streaming = false;
                         open_streams = open_streams.saturating_sub(1);
                         merger.close(&i);
-                        if let Some(e) = err
-                            && e.kind != ErrorKind::NotFound
-                        {
-                            sink(Emit::Note(&format!("{e}; attaching again"))).map_err(LogsError::Sink)?;
-                            if req.follow {
-                                a.restarted = true;
+                        // A container removed meanwhile (NotFound) simply ends. Any other
+                        // failure (the connection broke) is said once per node; the next
+                        // re-listing attaches again from the cursor, so a node that is down
+                        // is not asked in a loop.
+                        if let Some(e) = err.filter(|e| e.kind != ErrorKind::NotFound) {
+                            if said_unreachable.insert(a.source.node.clone()) {
+                                let what = if req.follow {
+                                    "following again once it answers"
+                                } else {
+                                    "its lines may be cut short"
+                                };
+                                sink(Emit::Note(&format!("{e}; {what}")))
+                                    .map_err(LogsError::Sink)?;
                             }
-                        }
-                        if req.follow && attached[i].restarted {
+                        } else if req.follow && attached[i].restarted {
                             let opts = LogOptions {
                                 follow: true,
                                 since_ns: attached[i].cursor.resume_since(req.since_ns),
