@@ -156,8 +156,8 @@ fn logs_merge_replicas_of_two_nodes_in_order_and_follow_through_a_restart() {
             }
         }
     };
-    // Two replicas at a line a second: 12 s gives 20 lines and more.
-    collect(&mut seen, Instant::now() + Duration::from_secs(12));
+    // Two replicas at a line a second: 15 s gives 20 lines and more, connecting included.
+    collect(&mut seen, Instant::now() + Duration::from_secs(15));
     let mut latencies: Vec<f64> = seen
         .iter()
         .filter(|(_, v)| time_of(v) > started_ns)

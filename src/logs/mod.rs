@@ -47,6 +47,11 @@ pub const HOLD: Duration = Duration::from_millis(100);
 /// missed (a subscription down, a node back), and retries an unreachable node.
 pub const RESYNC: Duration = Duration::from_secs(2);
 
+/// How many logs a read without `follow` fetches at once (all nodes together): each is one
+/// HTTP stream over its node's SSH connection; a service of many replicas should not open
+/// them all at once. Following needs one open stream per container and is not bounded.
+pub const READS_AT_ONCE: usize = 16;
+
 /// How long before subscribing again to a node whose engine events stopped.
 pub const RESUBSCRIBE: Duration = Duration::from_secs(2);
 
@@ -241,6 +246,7 @@ pub async fn read(
     let stop = cancel.child_token();
     let _stop_on_return = stop.clone().drop_guard();
     let (tx, mut rx) = mpsc::channel::<Msg>(1024);
+    let reads = Arc::new(tokio::sync::Semaphore::new(READS_AT_ONCE));
     let mut attached: Vec<Attached> = Vec::new();
     let mut by_id: BTreeMap<(String, String), usize> = BTreeMap::new();
     let mut merger: Merger<usize, LogLine> = Merger::new(HOLD);
@@ -328,7 +334,12 @@ pub async fn read(
             return;
         };
         let (tx, stop, id) = (tx.clone(), stop.clone(), a.source.id.clone());
+        let reads = (!opts.follow).then(|| reads.clone());
         tokio::spawn(async move {
+            let _permit = match reads {
+                Some(r) => r.acquire_owned().await.ok(),
+                None => None,
+            };
             tokio::select! {
                 _ = stop.cancelled() => {}
                 () = read_one(rt, i, id, opts, tx) => {}
