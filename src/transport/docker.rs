@@ -1244,8 +1244,6 @@ impl NodeRuntime for DockerRuntime {
         id: &str,
         opts: super::LogOptions,
     ) -> Result<super::LogLines, TransportError> {
-        use super::logs::{Chunk, LineAssembler};
-        const OP: &str = "container logs";
         let api = self.api().await.map_err(|e| e.with_object(id))?;
         let mut builder = LogsOptionsBuilder::new()
             .follow(opts.follow)
@@ -1262,60 +1260,72 @@ impl NodeRuntime for DockerRuntime {
             builder = builder.tail(&n.to_string());
         }
         let frames = api.docker.logs(id, Some(builder.build()));
-        let node = self.node.clone();
-        let object = id.to_string();
-        let since = opts.since_ns.unwrap_or(i64::MIN);
-        // (frames, assembler, lines ready, ended)
-        let state = (
+        Ok(log_lines(
             frames.boxed(),
-            LineAssembler::new(),
-            std::collections::VecDeque::new(),
-            false,
-        );
-        let lines = futures_util::stream::unfold(
-            state,
-            move |(mut frames, mut asm, mut ready, mut ended)| {
-                let (node, object) = (node.clone(), object.clone());
-                async move {
-                    loop {
-                        if let Some(line) = ready.pop_front() {
-                            return Some((Ok(line), (frames, asm, ready, ended)));
-                        }
-                        if ended {
-                            return None;
-                        }
-                        let chunk = match frames.next().await {
-                            None => {
-                                ended = true;
-                                ready.extend(asm.finish());
-                                continue;
-                            }
-                            Some(Err(e)) => {
-                                ended = true;
-                                return Some((
-                                    Err(map_error(&node, OP, Some(&object), e)),
-                                    (frames, asm, ready, ended),
-                                ));
-                            }
-                            Some(Ok(bollard::container::LogOutput::StdOut { message })) => {
-                                Chunk::Frame(super::LogStream::Stdout, message.to_vec())
-                            }
-                            Some(Ok(bollard::container::LogOutput::StdErr { message })) => {
-                                Chunk::Frame(super::LogStream::Stderr, message.to_vec())
-                            }
-                            Some(Ok(bollard::container::LogOutput::Console { message })) => {
-                                Chunk::Raw(message.to_vec())
-                            }
-                            Some(Ok(bollard::container::LogOutput::StdIn { .. })) => continue,
-                        };
-                        ready.extend(asm.push(chunk));
-                    }
-                }
-            },
-        )
-        .filter(move |l| std::future::ready(l.as_ref().map_or(true, |l| l.time_ns >= since)));
-        Ok(lines.boxed())
+            &self.node,
+            id,
+            opts.since_ns.unwrap_or(i64::MIN),
+        ))
     }
+}
+
+/// The lines of a container's log from the engine's decoded answer (`frames`): assembled by
+/// [`super::logs::LineAssembler`] (a last line without its newline comes out at the end), the
+/// lines before `since_ns` dropped (the engine's `since` is whole seconds), an error mapped
+/// with `node` and `container` and ending the stream.
+pub fn log_lines(
+    frames: BoxStream<'static, Result<bollard::container::LogOutput, bollard::errors::Error>>,
+    node: &str,
+    container: &str,
+    since_ns: i64,
+) -> super::LogLines {
+    use super::logs::{Chunk, LineAssembler};
+    use bollard::container::LogOutput;
+    const OP: &str = "container logs";
+    let (node, object) = (node.to_string(), container.to_string());
+    // (frames, assembler, lines ready, ended)
+    let state = (
+        frames,
+        LineAssembler::new(),
+        std::collections::VecDeque::new(),
+        false,
+    );
+    futures_util::stream::unfold(state, move |(mut frames, mut asm, mut ready, mut ended)| {
+        let (node, object) = (node.clone(), object.clone());
+        async move {
+            loop {
+                if let Some(line) = ready.pop_front() {
+                    return Some((Ok(line), (frames, asm, ready, ended)));
+                }
+                if ended {
+                    return None;
+                }
+                let chunk = match frames.next().await {
+                    None => {
+                        ended = true;
+                        ready.extend(asm.finish());
+                        continue;
+                    }
+                    Some(Err(e)) => {
+                        ended = true;
+                        let e = map_error(&node, OP, Some(&object), e);
+                        return Some((Err(e), (frames, asm, ready, ended)));
+                    }
+                    Some(Ok(LogOutput::StdOut { message })) => {
+                        Chunk::Frame(super::LogStream::Stdout, message.to_vec())
+                    }
+                    Some(Ok(LogOutput::StdErr { message })) => {
+                        Chunk::Frame(super::LogStream::Stderr, message.to_vec())
+                    }
+                    Some(Ok(LogOutput::Console { message })) => Chunk::Raw(message.to_vec()),
+                    Some(Ok(LogOutput::StdIn { .. })) => continue,
+                };
+                ready.extend(asm.push(chunk));
+            }
+        }
+    })
+    .filter(move |l| std::future::ready(l.as_ref().map_or(true, |l| l.time_ns >= since_ns)))
+    .boxed()
 }
 
 fn timeout_error(
@@ -3214,6 +3224,53 @@ mod tests {
             bollard::errors::Error::RequestTimeoutError,
         );
         assert_eq!(t.kind, ErrorKind::Timeout);
+    }
+
+    #[tokio::test]
+    async fn log_frames_become_lines_after_since_and_a_404_names_node_and_container() {
+        use bollard::container::LogOutput;
+        let frame = |s: &str| {
+            Ok(LogOutput::StdOut {
+                message: s.as_bytes().to_vec().into(),
+            })
+        };
+        let frames = futures_util::stream::iter(vec![
+            frame("2026-12-04T20:31:00.000000001Z early\n"),
+            frame("2026-12-04T20:31:00.500000000Z kept\n"),
+            Ok(LogOutput::StdErr {
+                message: b"2026-12-04T20:31:01.000000000Z err\n".to_vec().into(),
+            }),
+            frame("2026-12-04T20:31:02.000000000Z no newline"),
+        ])
+        .boxed();
+        let since = crate::transport::logs::parse_rfc3339_ns("2026-12-04T20:31:00.5Z").unwrap();
+        let lines: Vec<_> = log_lines(frames, "node1", "c1", since)
+            .map(Result::unwrap)
+            .collect()
+            .await;
+        let texts: Vec<(&str, super::super::LogStream)> =
+            lines.iter().map(|l| (l.text.as_str(), l.stream)).collect();
+        assert_eq!(
+            texts,
+            [
+                ("kept", super::super::LogStream::Stdout),
+                ("err", super::super::LogStream::Stderr),
+                ("no newline", super::super::LogStream::Stdout)
+            ]
+        );
+        let frames = futures_util::stream::iter(vec![Err(
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 404,
+                message: "No such container: c1".into(),
+            },
+        )])
+        .boxed();
+        let out: Vec<_> = log_lines(frames, "node1", "c1", i64::MIN).collect().await;
+        assert_eq!(out.len(), 1);
+        let e = out.into_iter().next().unwrap().unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        assert_eq!(e.node, "node1");
+        assert_eq!(e.object.as_deref(), Some("c1"));
     }
 
     #[test]
