@@ -210,12 +210,24 @@ enum Msg {
     Started(String, EngineEvent),
 }
 
+/// What woke the loop of [`read`].
+enum Wake {
+    Cancel,
+    /// The head of the merge is due by the hold.
+    Due,
+    Resync,
+    Msg(Option<Msg>),
+}
+
 struct Attached {
     source: Source,
     cursor: Cursor,
     streaming: bool,
     /// A `start` came while the old stream was still open: attach again once it ends.
     restarted: bool,
+    /// The engine refused this container's log (e.g. a logging driver it cannot read back):
+    /// said once; attached again only on its next `start`, not by every re-listing.
+    refused: bool,
 }
 
 /// Reads the logs `req` asks for from `runtimes` (the fleet's nodes) and hands each line to
@@ -358,6 +370,7 @@ pub async fn read(
             cursor: Cursor::default(),
             streaming: false,
             restarted: false,
+            refused: false,
         });
         let opts = LogOptions {
             follow: req.follow,
@@ -407,19 +420,26 @@ pub async fn read(
                 std::future::pending::<()>().await;
             }
         };
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            () = hold_done => {}
-            () = resync_tick => {
+        let wake = tokio::select! {
+            _ = cancel.cancelled() => Wake::Cancel,
+            () = hold_done => Wake::Due,
+            () = resync_tick => Wake::Resync,
+            msg = rx.recv() => Wake::Msg(msg),
+        };
+        match wake {
+            Wake::Cancel => break,
+            Wake::Due => {}
+            Wake::Resync => {
                 for (node, rt) in &runtimes {
-                    let (node, rt, tx, filter) = (node.clone(), rt.clone(), tx.clone(), filter.clone());
+                    let (node, rt, tx, filter) =
+                        (node.clone(), rt.clone(), tx.clone(), filter.clone());
                     tokio::spawn(async move {
                         let listed = rt.list_containers(&filter).await;
                         let _ = tx.send(Msg::Listed(node, listed)).await;
                     });
                 }
             }
-            msg = rx.recv() => {
+            Wake::Msg(msg) => {
                 let Some(msg) = msg else { break };
                 match msg {
                     Msg::Line(i, line) => {
@@ -437,14 +457,20 @@ pub async fn read(
                         // re-listing attaches again from the cursor, so a node that is down
                         // is not asked in a loop.
                         if let Some(e) = err.filter(|e| e.kind != ErrorKind::NotFound) {
-                            if said_unreachable.insert(a.source.node.clone()) {
-                                let what = if req.follow {
-                                    "following again once it answers"
-                                } else {
-                                    "its lines may be cut short"
-                                };
-                                sink(Emit::Note(&format!("{e}; {what}")))
-                                    .map_err(LogsError::Sink)?;
+                            if e.is_unreachable() || e.kind == ErrorKind::Other {
+                                // The connection broke: said once per node.
+                                if said_unreachable.insert(a.source.node.clone()) {
+                                    let what = if req.follow {
+                                        "following again once it answers"
+                                    } else {
+                                        "its lines may be cut short"
+                                    };
+                                    sink(Emit::Note(&format!("{e}; {what}")))
+                                        .map_err(LogsError::Sink)?;
+                                }
+                            } else if !a.refused {
+                                a.refused = true;
+                                sink(Emit::Note(&e.to_string())).map_err(LogsError::Sink)?;
                             }
                         } else if req.follow && attached[i].restarted {
                             let opts = LogOptions {
@@ -464,7 +490,11 @@ pub async fn read(
                             let running = r.state == RunState::Running;
                             let known = by_id.get(&(node.clone(), r.id.clone())).copied();
                             match known {
-                                Some(i) if running && !attached[i].streaming => {
+                                Some(i)
+                                    if running
+                                        && !attached[i].streaming
+                                        && !attached[i].refused =>
+                                {
                                     let opts = LogOptions {
                                         follow: true,
                                         since_ns: attached[i].cursor.resume_since(req.since_ns),
@@ -474,14 +504,26 @@ pub async fn read(
                                 }
                                 Some(_) => {}
                                 None => {
-                                    let Some(source) = Source::of(&req.target, &node, &r.id, &r.name, &r.labels) else {
+                                    let Some(source) =
+                                        Source::of(&req.target, &node, &r.id, &r.name, &r.labels)
+                                    else {
                                         continue;
                                     };
                                     let i = attached.len();
                                     by_id.insert((node.clone(), r.id.clone()), i);
-                                    attached.push(Attached { source, cursor: Cursor::default(), streaming: false, restarted: false });
+                                    attached.push(Attached {
+                                        source,
+                                        cursor: Cursor::default(),
+                                        streaming: false,
+                                        restarted: false,
+                                        refused: false,
+                                    });
                                     // New since we started: all of its log is new.
-                                    let opts = LogOptions { follow: true, since_ns: req.since_ns, tail: None };
+                                    let opts = LogOptions {
+                                        follow: true,
+                                        since_ns: req.since_ns,
+                                        tail: None,
+                                    };
                                     attach(i, &mut attached, &mut merger, &mut open_streams, opts);
                                 }
                             }
@@ -489,14 +531,22 @@ pub async fn read(
                     }
                     Msg::Listed(node, Err(e)) => {
                         if said_unreachable.insert(node) {
-                            sink(Emit::Note(&format!("{e}; its logs are left out until it answers"))).map_err(LogsError::Sink)?;
+                            sink(Emit::Note(&format!(
+                                "{e}; its logs are left out until it answers"
+                            )))
+                            .map_err(LogsError::Sink)?;
                         }
                     }
                     Msg::Started(node, e) => {
-                        let name = e.labels.get("name").cloned().unwrap_or_else(|| e.container_id.clone());
+                        let name = e
+                            .labels
+                            .get("name")
+                            .cloned()
+                            .unwrap_or_else(|| e.container_id.clone());
                         match by_id.get(&(node.clone(), e.container_id.clone())).copied() {
                             Some(i) if attached[i].streaming => attached[i].restarted = true,
                             Some(i) => {
+                                attached[i].refused = false;
                                 let opts = LogOptions {
                                     follow: true,
                                     since_ns: attached[i].cursor.resume_since(req.since_ns),
@@ -504,12 +554,30 @@ pub async fn read(
                                 };
                                 attach(i, &mut attached, &mut merger, &mut open_streams, opts);
                             }
-                            None => if let Some(source) = Source::of(&req.target, &node, &e.container_id, &name, &e.labels) {
-                                let i = attached.len();
-                                by_id.insert((node.clone(), e.container_id.clone()), i);
-                                attached.push(Attached { source, cursor: Cursor::default(), streaming: false, restarted: false });
-                                let opts = LogOptions { follow: true, since_ns: req.since_ns, tail: None };
-                                attach(i, &mut attached, &mut merger, &mut open_streams, opts);
+                            None => {
+                                if let Some(source) = Source::of(
+                                    &req.target,
+                                    &node,
+                                    &e.container_id,
+                                    &name,
+                                    &e.labels,
+                                ) {
+                                    let i = attached.len();
+                                    by_id.insert((node.clone(), e.container_id.clone()), i);
+                                    attached.push(Attached {
+                                        source,
+                                        cursor: Cursor::default(),
+                                        streaming: false,
+                                        restarted: false,
+                                        refused: false,
+                                    });
+                                    let opts = LogOptions {
+                                        follow: true,
+                                        since_ns: req.since_ns,
+                                        tail: None,
+                                    };
+                                    attach(i, &mut attached, &mut merger, &mut open_streams, opts);
+                                }
                             }
                         }
                     }
