@@ -244,6 +244,17 @@ async fn an_unknown_plug_is_refused_naming_the_known_ones() {
     .unwrap_err();
     assert!(matches!(e, LogsError::UnknownPlug { .. }));
     assert_eq!(e.to_string(), "unknown plug p9 (known: p1)");
+    let req = Request {
+        node: Some("node2".into()),
+        ..request("plug/p1", false)
+    };
+    let e = read(&runtimes, &req, &mut sink, CancellationToken::new())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "unknown plug p1 (known: none); looked on node2 only"
+    );
     read(
         &runtimes,
         &request("plug/p1", false),

@@ -195,7 +195,8 @@ pub enum LogsError {
         id: String,
         /// The plugs the nodes have, comma-separated (`none`).
         known: String,
-        /// `; not reachable: …` when some node could not be listed.
+        /// `; looked on NODE only` with `--node`, `; not reachable: …` when some node could
+        /// not be listed.
         unreachable: String,
     },
     /// The caller's sink failed (stdout closed).
@@ -301,11 +302,16 @@ pub async fn read(
             } else {
                 known.join(", ")
             },
-            unreachable: if unreachable.is_empty() {
-                String::new()
-            } else {
-                let nodes: Vec<&str> = unreachable.iter().map(|(n, _)| n.as_str()).collect();
-                format!("; not reachable: {}", nodes.join(", "))
+            unreachable: {
+                let mut note = String::new();
+                if let Some(n) = &req.node {
+                    note.push_str(&format!("; looked on {n} only"));
+                }
+                if !unreachable.is_empty() {
+                    let nodes: Vec<&str> = unreachable.iter().map(|(n, _)| n.as_str()).collect();
+                    note.push_str(&format!("; not reachable: {}", nodes.join(", ")));
+                }
+                note
             },
         });
     }
