@@ -238,6 +238,32 @@ mod tests {
     }
 
     proptest! {
+        /// A container's log read in pieces: each re-attachment asks from
+        /// `resume_since`, which the engine answers from the whole second before (and a
+        /// restart may have added lines meanwhile). Every line is taken exactly once, in order.
+        #[test]
+        fn reattachments_take_every_line_once(
+            gaps in prop::collection::vec(1i64..700_000_000, 1..60),
+            cuts in prop::collection::vec(0usize..60, 0..6),
+        ) {
+            let mut t = 1_000_000_000_000i64;
+            let log: Vec<i64> = gaps.iter().map(|g| { t += g; t }).collect();
+            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (log.len() + 1)).collect();
+            cuts.sort();
+            cuts.push(log.len());
+            let mut c = Cursor::default();
+            let mut taken = Vec::new();
+            for end in cuts {
+                // What the engine sends for this attachment: from the second before `since`
+                // up to what the log holds now (`end` lines).
+                let since = c.resume_since(None).map_or(i64::MIN, |s| s.div_euclid(1_000_000_000) * 1_000_000_000);
+                for &line in log[..end].iter().filter(|&&l| l >= since) {
+                    if c.take(line) { taken.push(line); }
+                }
+            }
+            prop_assert_eq!(taken, log);
+        }
+
         /// Random sources (each in time order), random arrival interleaving and release times:
         /// every line comes out once, each source in order, and out of time order only when
         /// the earlier line arrived after the later one was released.
