@@ -36,6 +36,7 @@ pub mod execute;
 pub mod images;
 pub mod lease;
 pub mod load;
+pub mod logs;
 pub mod manifest;
 pub mod memory;
 pub mod metrics;

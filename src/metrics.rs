@@ -513,6 +513,13 @@ impl NodeRuntime for MeteredRuntime {
     ) -> Result<BoxStream<'static, Result<EngineEvent, TransportError>>, TransportError> {
         self.timed("events", self.inner.events(filter)).await
     }
+    async fn logs(
+        &self,
+        id: &str,
+        opts: crate::transport::LogOptions,
+    ) -> Result<crate::transport::LogLines, TransportError> {
+        self.timed("logs", self.inner.logs(id, opts)).await
+    }
 }
 
 #[cfg(test)]

@@ -65,6 +65,7 @@ fn help_lists_every_verb_of_the_spec() {
         "schema",
         "state",
         "exec",
+        "logs",
     ] {
         assert!(
             help.lines()
@@ -662,4 +663,47 @@ fn exec_refuses_an_unknown_service_and_a_missing_command() {
         .arg(&file)
         .assert()
         .code(1);
+}
+
+/// `fleetctl logs` refuses an unknown service by name (listing the known ones) and an unknown
+/// `--node`, before reaching any node (node1 here has no SSH: reaching it would be this
+/// machine's Docker socket); both exit 1.
+#[test]
+fn logs_refuses_an_unknown_service_and_node_before_reaching_any_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("fleet.yaml");
+    std::fs::write(&file, FLEET).unwrap();
+    let out = fleetctl()
+        .args(["logs", "api", "--file"])
+        .arg(&file)
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("unknown service api (known: web)"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+    let out = fleetctl()
+        .args(["logs", "web", "-f", "--node", "node9", "--file"])
+        .arg(&file)
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("unknown node node9 (known: node1)"),
+        "{stderr}"
+    );
+    let out = fleetctl()
+        .args(["logs", "web", "--since", "yesterday", "--file"])
+        .arg(&file)
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    assert!(String::from_utf8(out.stderr).unwrap().contains("--since"));
 }

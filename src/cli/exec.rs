@@ -18,26 +18,9 @@ use super::GlobalOpts;
 use super::common::{connect_all, resolve_manifests};
 use crate::container::{ContainerRecord, RunState, labels};
 use crate::execute::Runtimes;
-use crate::transport::{ExecOptions, ExecOutput, ListFilter};
+use crate::transport::{ExecOptions, ExecOutput};
 
-/// What `exec` runs in.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// A service (one of its replicas).
-    Service(String),
-    /// A plug, by id (`plug/ID`).
-    Plug(String),
-}
-
-impl Target {
-    /// `plug/ID` is a plug; anything else names a service.
-    pub fn parse(s: &str) -> Target {
-        match s.strip_prefix("plug/") {
-            Some(id) => Target::Plug(id.to_string()),
-            None => Target::Service(s.to_string()),
-        }
-    }
-}
+pub use crate::logs::Target;
 
 /// The container an exec goes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +39,25 @@ fn replica_of(r: &ContainerRecord) -> Option<u32> {
 
 fn state_word(s: RunState) -> String {
     format!("{s:?}").to_lowercase()
+}
+
+/// Refuses a service the manifests do not have, naming the ones they do.
+///
+/// # Errors
+/// `unknown service api (known: db, web)`.
+pub fn known_service(name: &str, services: &BTreeSet<String>) -> anyhow::Result<()> {
+    if services.contains(name) {
+        return Ok(());
+    }
+    let known: Vec<&str> = services.iter().map(String::as_str).collect();
+    bail!(
+        "unknown service {name} (known: {})",
+        if known.is_empty() {
+            "none".to_string()
+        } else {
+            known.join(", ")
+        }
+    )
 }
 
 /// Picks the container for `target` among `found` (node, record) of the fleet's containers.
@@ -84,17 +86,7 @@ pub fn select(
     };
     match target {
         Target::Service(name) => {
-            if !services.contains(name) {
-                let known: Vec<&str> = services.iter().map(String::as_str).collect();
-                bail!(
-                    "unknown service {name} (known: {})",
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                );
-            }
+            known_service(name, services)?;
             let mut mine: Vec<&(String, ContainerRecord)> = found
                 .iter()
                 .filter(|(_, r)| r.label(labels::SERVICE) == Some(name.as_str()))
@@ -187,25 +179,11 @@ async fn list_fleet(
     runtimes: &Runtimes,
     fleet: &str,
 ) -> (Vec<(String, ContainerRecord)>, Vec<String>) {
-    let filter = ListFilter {
-        labels: vec![
-            format!("{}={}", labels::MANAGED_BY, labels::MANAGER),
-            format!("{}={fleet}", labels::FLEET),
-        ],
-    };
-    let lists = futures_util::future::join_all(runtimes.iter().map(|(node, rt)| {
-        let filter = filter.clone();
-        async move { (node.clone(), rt.list_containers(&filter).await) }
-    }))
-    .await;
-    let mut found = Vec::new();
-    let mut unreachable = Vec::new();
-    for (node, list) in lists {
-        match list {
-            Ok(records) => found.extend(records.into_iter().map(|r| (node.clone(), r))),
-            Err(e) => unreachable.push(format!("{node} ({e})")),
-        }
-    }
+    let (found, unreachable) = crate::logs::list_fleet(runtimes, fleet).await;
+    let unreachable = unreachable
+        .into_iter()
+        .map(|(node, e)| format!("{node} ({e})"))
+        .collect();
     (found, unreachable)
 }
 
@@ -241,17 +219,9 @@ pub async fn exec_in(
     if cmd.is_empty() {
         bail!("exec needs a command after `--`, e.g. fleetctl exec web -- sh");
     }
-    if let Target::Service(_) = target {
+    if let Target::Service(name) = target {
         // An unknown service is refused before any node is reached.
-        select(target, replica, services, &[], &[])
-            .map(|_| ())
-            .or_else(|e| {
-                if e.to_string().starts_with("unknown service") {
-                    Err(e)
-                } else {
-                    Ok(())
-                }
-            })?;
+        known_service(name, services)?;
     }
     let (found, unreachable) = list_fleet(runtimes, fleet).await;
     let chosen = select(target, replica, services, &found, &unreachable)?;

@@ -12,6 +12,7 @@ mod events;
 mod exec;
 mod handoff;
 mod image;
+mod logs;
 mod network;
 mod nodes;
 mod plan;
@@ -294,6 +295,39 @@ pub enum Command {
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<String>,
+    },
+    /// Print the log of every container of a service (or of a plug) on every node, merged in
+    /// time order, each line prefixed `node/replica` (coloured on a terminal, not with
+    /// NO_COLOR).
+    ///
+    /// `-f` goes on with new lines through restarts, re-creations and moves until Ctrl-C
+    /// (exit 0). A node that cannot be reached is named on stderr; the others go on.
+    /// `-o json` prints one object per line: time (RFC 3339, nanoseconds), node, container,
+    /// replica, stream, line. Reads only; changes nothing.
+    Logs {
+        /// SERVICE, or plug/ID.
+        target: String,
+        /// Keep printing new lines until Ctrl-C.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only lines of the last DURATION: 90s, 10m, 1h, 2d.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+        since: Option<std::time::Duration>,
+        /// Only the last N lines of each container (then, with -f, the new ones).
+        #[arg(long, value_name = "N")]
+        tail: Option<u64>,
+        /// Show each line's time (as the node's engine recorded it).
+        #[arg(long)]
+        timestamps: bool,
+        /// Only the containers on this node.
+        #[arg(long, value_name = "NODE")]
+        node: Option<String>,
+        /// Manifests to use instead of the last applied set (`-f` is follow).
+        #[arg(long = "file", value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// Output: text lines, or one JSON object per line.
+        #[arg(short, long, value_enum, default_value_t = LogFormat::Text)]
+        output: LogFormat,
     },
     /// Show a node's SSH host key fingerprint and record it as trusted.
     Trust {
@@ -637,6 +671,26 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             tty,
             file.as_deref(),
             &cmd,
+            &cli.global,
+        ),
+        Command::Logs {
+            target,
+            follow,
+            since,
+            tail,
+            timestamps,
+            node,
+            file,
+            output,
+        } => logs::run(
+            &target,
+            follow,
+            since,
+            tail,
+            timestamps,
+            node,
+            file.as_deref(),
+            output,
             &cli.global,
         ),
         Command::Trust { node, yes, file } => {

@@ -43,9 +43,9 @@ use bollard::models::{
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, DeleteNodeOptionsBuilder,
     DownloadFromContainerOptionsBuilder, EventsOptionsBuilder, LeaveSwarmOptionsBuilder,
-    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, RemoveContainerOptionsBuilder,
-    RemoveImageOptionsBuilder, StatsOptionsBuilder, StopContainerOptionsBuilder,
-    UpdateNodeOptionsBuilder, UploadToContainerOptionsBuilder,
+    ListContainersOptionsBuilder, ListNetworksOptionsBuilder, LogsOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveImageOptionsBuilder, StatsOptionsBuilder,
+    StopContainerOptionsBuilder, UpdateNodeOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::stream::{BoxStream, StreamExt};
 use tokio::sync::{OnceCell, watch};
@@ -1276,6 +1276,94 @@ impl NodeRuntime for DockerRuntime {
         })
         .boxed())
     }
+
+    async fn logs(
+        &self,
+        id: &str,
+        opts: super::LogOptions,
+    ) -> Result<super::LogLines, TransportError> {
+        let api = self.api().await.map_err(|e| e.with_object(id))?;
+        let mut builder = LogsOptionsBuilder::new()
+            .follow(opts.follow)
+            .stdout(true)
+            .stderr(true)
+            .timestamps(true);
+        if let Some(since) = opts.since_ns {
+            // The engine takes whole seconds here: ask from the second before, and drop the
+            // lines before `since` below.
+            let secs = since.div_euclid(1_000_000_000);
+            builder = builder.since(i32::try_from(secs.max(0)).unwrap_or(i32::MAX));
+        }
+        if let Some(n) = opts.tail {
+            builder = builder.tail(&n.to_string());
+        }
+        let frames = api.docker.logs(id, Some(builder.build()));
+        Ok(log_lines(
+            frames.boxed(),
+            &self.node,
+            id,
+            opts.since_ns.unwrap_or(i64::MIN),
+        ))
+    }
+}
+
+/// The lines of a container's log from the engine's decoded answer (`frames`): assembled by
+/// [`super::logs::LineAssembler`] (a last line without its newline comes out at the end), the
+/// lines before `since_ns` dropped (the engine's `since` is whole seconds), an error mapped
+/// with `node` and `container` and ending the stream.
+pub fn log_lines(
+    frames: BoxStream<'static, Result<bollard::container::LogOutput, bollard::errors::Error>>,
+    node: &str,
+    container: &str,
+    since_ns: i64,
+) -> super::LogLines {
+    use super::logs::{Chunk, LineAssembler};
+    use bollard::container::LogOutput;
+    const OP: &str = "container logs";
+    let (node, object) = (node.to_string(), container.to_string());
+    // (frames, assembler, lines ready, ended)
+    let state = (
+        frames,
+        LineAssembler::new(),
+        std::collections::VecDeque::new(),
+        false,
+    );
+    futures_util::stream::unfold(state, move |(mut frames, mut asm, mut ready, mut ended)| {
+        let (node, object) = (node.clone(), object.clone());
+        async move {
+            loop {
+                if let Some(line) = ready.pop_front() {
+                    return Some((Ok(line), (frames, asm, ready, ended)));
+                }
+                if ended {
+                    return None;
+                }
+                let chunk = match frames.next().await {
+                    None => {
+                        ended = true;
+                        ready.extend(asm.finish());
+                        continue;
+                    }
+                    Some(Err(e)) => {
+                        ended = true;
+                        let e = map_error(&node, OP, Some(&object), e);
+                        return Some((Err(e), (frames, asm, ready, ended)));
+                    }
+                    Some(Ok(LogOutput::StdOut { message })) => {
+                        Chunk::Frame(super::LogStream::Stdout, message.to_vec())
+                    }
+                    Some(Ok(LogOutput::StdErr { message })) => {
+                        Chunk::Frame(super::LogStream::Stderr, message.to_vec())
+                    }
+                    Some(Ok(LogOutput::Console { message })) => Chunk::Raw(message.to_vec()),
+                    Some(Ok(LogOutput::StdIn { .. })) => continue,
+                };
+                ready.extend(asm.push(chunk));
+            }
+        }
+    })
+    .filter(move |l| std::future::ready(l.as_ref().map_or(true, |l| l.time_ns >= since_ns)))
+    .boxed()
 }
 
 fn timeout_error(
@@ -3228,6 +3316,53 @@ mod tests {
             bollard::errors::Error::RequestTimeoutError,
         );
         assert_eq!(t.kind, ErrorKind::Timeout);
+    }
+
+    #[tokio::test]
+    async fn log_frames_become_lines_after_since_and_a_404_names_node_and_container() {
+        use bollard::container::LogOutput;
+        let frame = |s: &str| {
+            Ok(LogOutput::StdOut {
+                message: s.as_bytes().to_vec().into(),
+            })
+        };
+        let frames = futures_util::stream::iter(vec![
+            frame("2026-12-04T20:31:00.000000001Z early\n"),
+            frame("2026-12-04T20:31:00.500000000Z kept\n"),
+            Ok(LogOutput::StdErr {
+                message: b"2026-12-04T20:31:01.000000000Z err\n".to_vec().into(),
+            }),
+            frame("2026-12-04T20:31:02.000000000Z no newline"),
+        ])
+        .boxed();
+        let since = crate::transport::logs::parse_rfc3339_ns("2026-12-04T20:31:00.5Z").unwrap();
+        let lines: Vec<_> = log_lines(frames, "node1", "c1", since)
+            .map(Result::unwrap)
+            .collect()
+            .await;
+        let texts: Vec<(&str, super::super::LogStream)> =
+            lines.iter().map(|l| (l.text.as_str(), l.stream)).collect();
+        assert_eq!(
+            texts,
+            [
+                ("kept", super::super::LogStream::Stdout),
+                ("err", super::super::LogStream::Stderr),
+                ("no newline", super::super::LogStream::Stdout)
+            ]
+        );
+        let frames = futures_util::stream::iter(vec![Err(
+            bollard::errors::Error::DockerResponseServerError {
+                status_code: 404,
+                message: "No such container: c1".into(),
+            },
+        )])
+        .boxed();
+        let out: Vec<_> = log_lines(frames, "node1", "c1", i64::MIN).collect().await;
+        assert_eq!(out.len(), 1);
+        let e = out.into_iter().next().unwrap().unwrap_err();
+        assert_eq!(e.kind, ErrorKind::NotFound);
+        assert_eq!(e.node, "node1");
+        assert_eq!(e.object.as_deref(), Some("c1"));
     }
 
     #[test]

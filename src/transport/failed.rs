@@ -183,4 +183,7 @@ impl NodeRuntime for FailedRuntime {
     ) -> Result<BoxStream<'static, Result<EngineEvent, TransportError>>, TransportError> {
         Err(self.err("events"))
     }
+    async fn logs(&self, _: &str, _: super::LogOptions) -> Result<super::LogLines, TransportError> {
+        Err(self.err("container logs"))
+    }
 }

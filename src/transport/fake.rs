@@ -97,6 +97,8 @@ struct FakeContainer {
     files: BTreeMap<String, Vec<u8>>,
     /// IPv4 address (CIDR form) on its network, when that network has a subnet.
     address: String,
+    /// Its log, oldest first (see [`FakeRuntime::write_log`]).
+    log: Vec<super::LogLine>,
 }
 
 impl FakeContainer {
@@ -112,6 +114,7 @@ impl FakeContainer {
             restart_count: 0,
             files: BTreeMap::new(),
             address,
+            log: Vec::new(),
         }
     }
 
@@ -416,6 +419,9 @@ pub struct FakeRuntime {
     /// down node is a member that is neither ready nor reachable.
     down: Arc<AtomicBool>,
     events: broadcast::Sender<EngineEvent>,
+    /// New log lines of a container (`Some`), or the end of its following streams (`None`:
+    /// it stopped).
+    log_lines: broadcast::Sender<(String, Option<super::LogLine>)>,
     info: EngineInfo,
 }
 
@@ -424,11 +430,13 @@ impl FakeRuntime {
     /// present unless [`FakeRuntime::set_images`] says otherwise.
     pub fn new(node: impl Into<String>) -> Self {
         let (events, _) = broadcast::channel(1024);
+        let (log_lines, _) = broadcast::channel(4096);
         FakeRuntime {
             node: node.into(),
             inner: Arc::new(Mutex::new(Inner::default())),
             down: Arc::new(AtomicBool::new(false)),
             events,
+            log_lines,
             info: EngineInfo {
                 swarm: Default::default(),
                 version: "20.10.24".into(),
@@ -566,7 +574,41 @@ impl FakeRuntime {
             c.state = RunState::Exited;
             event_for(c, "die")
         };
+        let _ = self.log_lines.send((id.to_string(), None));
         let _ = self.events.send(event);
+    }
+
+    /// Appends `text` to container `id`'s log on `stream`, timed now (and after its last line);
+    /// returns the line's time (ns). Followers of its log get it at once.
+    pub fn write_log(&self, id: &str, stream: super::LogStream, text: &str) -> i64 {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+        let last = self
+            .lock()
+            .containers
+            .get(id)
+            .and_then(|c| c.log.last().map(|l| l.time_ns));
+        let time = last.map_or(now, |l| now.max(l + 1));
+        self.write_log_at(id, stream, text, time);
+        time
+    }
+
+    /// Appends `text` to container `id`'s log on `stream` at `time_ns` (a node's clock: lines
+    /// of different nodes may be written in any order).
+    pub fn write_log_at(&self, id: &str, stream: super::LogStream, text: &str, time_ns: i64) {
+        let line = super::LogLine {
+            time_ns,
+            stream,
+            text: text.to_string(),
+        };
+        let mut inner = self.lock();
+        let Some(c) = inner.containers.get_mut(id) else {
+            return;
+        };
+        c.log.push(line.clone());
+        // Sent under the lock: a follower subscribing under it sees each line once.
+        let _ = self.log_lines.send((id.to_string(), Some(line)));
     }
 
     /// Sets a container's health, emitting a `health_status` event.
@@ -638,6 +680,7 @@ impl FakeRuntime {
     pub fn remove_by_hand(&self, id: &str) {
         let removed = self.lock().containers.remove(id);
         if let Some(c) = removed {
+            let _ = self.log_lines.send((c.id.clone(), None));
             let _ = self.events.send(event_for(&c, "destroy"));
         }
     }
@@ -1337,6 +1380,7 @@ impl NodeRuntime for FakeRuntime {
             .find(&mut inner, id)
             .ok_or_else(|| self.not_found("stop container", id))?;
         c.state = RunState::Exited;
+        let _ = self.log_lines.send((c.id.clone(), None));
         Ok(())
     }
 
@@ -1348,6 +1392,7 @@ impl NodeRuntime for FakeRuntime {
             .map(|c| c.id.clone())
             .ok_or_else(|| self.not_found("remove container", id))?;
         inner.containers.remove(&key);
+        let _ = self.log_lines.send((key, None));
         Ok(())
     }
 
@@ -2070,6 +2115,50 @@ impl NodeRuntime for FakeRuntime {
         .filter(move |e| std::future::ready(matches(&e.labels, &filter)))
         .map(Ok);
         Ok(stream.boxed())
+    }
+
+    async fn logs(
+        &self,
+        id: &str,
+        opts: super::LogOptions,
+    ) -> Result<super::LogLines, TransportError> {
+        self.begin("logs", id)?;
+        let mut inner = self.lock();
+        let c = self
+            .find(&mut inner, id)
+            .ok_or_else(|| self.not_found("container logs", id))?;
+        let since = opts.since_ns.unwrap_or(i64::MIN);
+        let mut past: Vec<super::LogLine> = c
+            .log
+            .iter()
+            .filter(|l| l.time_ns >= since)
+            .cloned()
+            .collect();
+        if let Some(n) = opts.tail {
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            past.drain(..past.len().saturating_sub(n));
+        }
+        let past = futures_util::stream::iter(past.into_iter().map(Ok));
+        if !opts.follow || c.state != RunState::Running {
+            return Ok(past.boxed());
+        }
+        // Subscribed under the lock: no line is both in `past` and sent, none in neither.
+        let rx = self.log_lines.subscribe();
+        let cid = c.id.clone();
+        let new = futures_util::stream::unfold(rx, move |mut rx| {
+            let cid = cid.clone();
+            async move {
+                loop {
+                    match rx.recv().await {
+                        Ok((id, Some(line))) if id == cid => return Some((Ok(line), rx)),
+                        Ok((id, None)) if id == cid => return None,
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            }
+        });
+        Ok(past.chain(new).boxed())
     }
 }
 

@@ -13,6 +13,7 @@ pub mod error;
 pub mod failed;
 pub mod fake;
 pub mod hostkey;
+pub mod logs;
 pub mod ssh;
 
 use std::collections::BTreeMap;
@@ -31,6 +32,7 @@ use crate::container::{
 };
 pub use docker::{ApiVersion, DockerRuntime};
 pub use error::{ErrorKind, RegistryCause, TransportError};
+pub use logs::{LogLine, LogLines, LogOptions, LogStream};
 pub use ssh::{ConnState, SshSession};
 
 use crate::manifest::NodeSpec;
@@ -357,6 +359,16 @@ pub trait NodeRuntime: Send + Sync {
         &self,
         filter: &ListFilter,
     ) -> Result<BoxStream<'static, Result<EngineEvent, TransportError>>, TransportError>;
+    /// The log of container `id` (any state) as whole lines, oldest first, each with the
+    /// engine's timestamp (always asked for: callers merge by it) and its stream; under a TTY
+    /// every line is [`LogStream::Stdout`]. With `opts.follow` the stream goes on with new
+    /// lines until the container stops (a stopped container's stream ends after its last
+    /// line), the caller drops it, or the connection drops.
+    ///
+    /// # Errors
+    /// Before the stream: the node cannot be reached. In the stream (then it ends): the
+    /// container is gone ([`ErrorKind::NotFound`]), the connection broke.
+    async fn logs(&self, id: &str, opts: LogOptions) -> Result<LogLines, TransportError>;
 }
 
 /// One reading of a running container's use.
