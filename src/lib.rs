@@ -46,6 +46,7 @@ pub mod plugs;
 pub mod reconcile;
 pub mod records;
 pub mod registry;
+pub mod revisions;
 pub mod schedule;
 pub mod secrets;
 pub mod state_location;

@@ -189,12 +189,53 @@ pub fn run(
         };
         converge(&mut passes, timeout).await
     });
+    // A converged apply is a revision (SPEC §13), recorded under the lease it ran with.
+    let recorded = match &result {
+        Ok(done) if done.converged => Some(record_revision(
+            &store,
+            lease.token(),
+            &who,
+            &loaded,
+            fleet,
+            None,
+        )),
+        _ => None,
+    };
     let release = lease.release();
     let done = result?;
     release?;
+    if let Some(Err(e)) = recorded {
+        eprintln!("warning: the apply converged but its revision was not recorded: {e:#}");
+    }
     let view = done.view();
     note_fresh_state(fresh.as_deref(), &fleet.fleet.name, view.adopted.len());
     render_view(&view, Shown::Progress, output)
+}
+
+/// Records what a converged apply put in force as the next revision (nothing when the last
+/// revision holds the same): `fleet` is `loaded.fleet` with its secrets read; `rollback_of` the
+/// revision a rollback applied again.
+///
+/// # Errors
+/// Store failures, a lease lost.
+pub fn record_revision(
+    store: &Store,
+    token: i64,
+    who: &str,
+    loaded: &crate::manifest::Loaded,
+    fleet: &crate::manifest::DesiredFleet,
+    rollback_of: Option<i64>,
+) -> Result<Option<i64>, StoreError> {
+    let content = crate::revisions::content_of(loaded, fleet, &store.image_digests()?);
+    crate::revisions::record(
+        store,
+        Some(token),
+        who,
+        &content,
+        fleet,
+        rollback_of,
+        now_ms(),
+    )
 }
 
 /// Where an apply ran, for its last lines.
