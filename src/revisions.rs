@@ -263,6 +263,26 @@ pub fn kept_images(store: &Store) -> Result<Vec<(String, String)>, StoreError> {
         .collect())
 }
 
+/// The refusal of a revision that does not exist: "no revision 99; revisions 1–3" (or "no
+/// revisions yet").
+pub fn no_such(number: i64, all: &[crate::store::RevisionInfo]) -> String {
+    match (all.first(), all.last()) {
+        (Some(first), Some(last)) if first.number == last.number => {
+            format!(
+                "no revision {number}; the only revision is {}",
+                first.number
+            )
+        }
+        (Some(first), Some(last)) => format!(
+            "no revision {number}; revisions {}–{}",
+            first.number, last.number
+        ),
+        _ => {
+            format!("no revision {number}: no revisions yet (an apply that converges records one)")
+        }
+    }
+}
+
 /// The revision in force: the newest, when the last apply recorded (`last_applied_hash`) is
 /// the one it holds — an apply that did not converge records no revision, and then none is.
 pub fn in_force(

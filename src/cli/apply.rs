@@ -83,15 +83,54 @@ pub fn run(
     let Some(loaded) = load_or_report(path) else {
         return Ok(1);
     };
+    apply_loaded(
+        &loaded,
+        lock_timeout,
+        timeout,
+        output,
+        refresh,
+        None,
+        global,
+    )
+}
+
+/// A rollback applied as an apply: the revision it applies again and the image digests that
+/// revision ran (recorded fleet-wide before the first pass, so the same digests run even where
+/// the tags have moved since).
+#[derive(Debug, Clone)]
+pub struct RollbackOf {
+    /// The revision applied again.
+    pub revision: i64,
+    /// Its image digests (image → digest; `""`: by tag, left as recorded now).
+    pub images: std::collections::BTreeMap<String, String>,
+}
+
+/// Applies `loaded` as `apply` does (lease, passes, hand-over to a running controller,
+/// revision recorded when it converges); `rollback` when it is a revision applied again.
+///
+/// # Errors
+/// Store failures; lease contention is reported and exits 1.
+pub fn apply_loaded(
+    loaded: &crate::manifest::Loaded,
+    lock_timeout: Duration,
+    timeout: Duration,
+    output: Output,
+    refresh: crate::images::Refresh,
+    rollback: Option<&RollbackOf>,
+    global: &GlobalOpts,
+) -> anyhow::Result<u8> {
     let fleet = &loaded.fleet;
     let opened = open_store_noting(global, &fleet.fleet.name)?;
     let fresh = opened.fresh();
     let store = Arc::new(opened.store);
     if let Some(controller) = super::handoff::live_controller(&store)? {
+        if let Some(r) = rollback {
+            return super::handoff::rollback(&store, &controller, r.revision, timeout, output);
+        }
         return super::handoff::apply(
             &store,
             &controller,
-            &loaded,
+            loaded,
             timeout,
             refresh == crate::images::Refresh::All,
             output,
@@ -125,6 +164,12 @@ pub fn run(
         }
         Err(e) => return Err(e.into()),
     };
+    if let Some(r) = rollback {
+        // Under the lease: the revision's digests are what the fleet runs from now on.
+        for (image, digest) in r.images.iter().filter(|(_, d)| !d.is_empty()) {
+            store.record_image_digest(image, digest, now_ms())?;
+        }
+    }
     let exec = ExecOptions {
         actor: who.clone(),
         ready_timeout: timeout,
@@ -182,7 +227,7 @@ pub fn run(
             },
             store: &store,
             lease: &lease,
-            loaded: &loaded,
+            loaded,
             print: &print,
             recorded: false,
             nothing_to_do,
@@ -195,9 +240,9 @@ pub fn run(
             &store,
             lease.token(),
             &who,
-            &loaded,
+            loaded,
             fleet,
-            None,
+            rollback.map(|r| r.revision),
         )),
         _ => None,
     };
