@@ -202,6 +202,14 @@ pub fn rollback(args: &RollbackArgs<'_>, global: &GlobalOpts) -> anyhow::Result<
             ));
         }
     }
+    // Without a terminal to ask on, refuse before reaching any node.
+    if !args.yes && !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprintln!(
+            "error: rollback asks before it changes anything, and stdin is not a terminal: \
+             pass --yes to roll back to revision {number} without asking; nothing was changed"
+        );
+        return Ok(1);
+    }
     // The plan, computed as `plan` does (nothing changes), over the revision's manifests.
     let rt = super::common::runtime()?;
     let plan = rt.block_on(async {
@@ -255,16 +263,9 @@ pub fn rollback(args: &RollbackArgs<'_>, global: &GlobalOpts) -> anyhow::Result<
     Ok(code)
 }
 
-/// Asks on the terminal whether to roll back; refuses without a terminal (say `--yes`).
+/// Asks on the terminal whether to roll back.
 fn confirm(number: i64) -> anyhow::Result<bool> {
-    use std::io::{BufRead, IsTerminal, Write};
-    if !std::io::stdin().is_terminal() {
-        eprintln!(
-            "error: rollback asks before it changes anything, and stdin is not a terminal: \
-             pass --yes to roll back to revision {number} without asking; nothing was changed"
-        );
-        return Ok(false);
-    }
+    use std::io::{BufRead, Write};
     eprint!("Roll back to revision {number}? [y/N] ");
     std::io::stderr().flush()?;
     let mut line = String::new();
