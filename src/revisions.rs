@@ -412,6 +412,21 @@ spec: {image: worker:1, resources: {memory: 64MiB}}
     }
 
     #[test]
+    fn the_images_of_the_newest_five_revisions_are_kept() {
+        let store = Store::in_memory().unwrap();
+        for i in 1..=7 {
+            let c = content(&format!("h{i}"), &[(&format!("app:{i}"), "sha256:d")]);
+            store.record_revision(None, "a", &c, "", None, i).unwrap();
+        }
+        let kept: Vec<String> = kept_images(&store)
+            .unwrap()
+            .into_iter()
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(kept, ["app:7", "app:6", "app:5", "app:4", "app:3"]);
+    }
+
+    #[test]
     fn the_revision_in_force_is_the_newest_when_the_last_apply_recorded_it() {
         let info = |number, hash: &str| crate::store::RevisionInfo {
             number,

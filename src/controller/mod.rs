@@ -836,7 +836,15 @@ impl Controller {
                 return;
             }
         };
-        let keep = disk::Keep::of(&fleet.with_digests(&digests));
+        // The images of the newest revisions too (SPEC §11, §13): a rollback needs no pull.
+        let revisions = match crate::revisions::kept_images(&self.store) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "disk check skipped: the revisions cannot be read");
+                return;
+            }
+        };
+        let keep = disk::Keep::of(&fleet.with_digests(&digests)).with_images(revisions);
         let d = match disk::measure(rt, declared).await {
             Ok(d) => d,
             Err(e) => {
