@@ -110,13 +110,16 @@ pub fn table_text(rows: &[RevisionView]) -> String {
     super::capacity::table_text(&t)
 }
 
-/// What `rollback` applies when given no revision: the one before the last.
+/// What `rollback` applies when given no revision: the one before the last when the last is
+/// in force; the last when it is not (the last apply did not converge, so the fleet runs
+/// something that is no revision: back to the last good one).
 ///
 /// # Errors
-/// Fewer than two revisions (the message says how many there are).
-pub fn default_target(all: &[RevisionInfo]) -> Result<i64, String> {
+/// No revision, or only the one in force (the message says so).
+pub fn default_target(all: &[RevisionInfo], in_force: Option<i64>) -> Result<i64, String> {
     match all {
         [] => Err("no revisions yet: an apply that converges records one".into()),
+        [.., last] if in_force != Some(last.number) => Ok(last.number),
         [only] => Err(format!(
             "nothing to roll back to: revision {} is the only one",
             only.number
@@ -159,7 +162,7 @@ pub fn rollback(args: &RollbackArgs<'_>, global: &GlobalOpts) -> anyhow::Result<
     let (all, in_force) = read(&store)?;
     let number = match args.revision {
         Some(n) => n,
-        None => match default_target(&all) {
+        None => match default_target(&all, in_force) {
             Ok(n) => n,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -295,17 +298,20 @@ mod tests {
     }
 
     #[test]
-    fn the_default_target_is_the_revision_before_the_last() {
+    fn the_default_target_is_the_revision_before_the_one_in_force_else_the_last() {
         assert!(
-            default_target(&[])
+            default_target(&[], None)
                 .unwrap_err()
                 .starts_with("no revisions yet")
         );
         assert_eq!(
-            default_target(&[info(1)]).unwrap_err(),
+            default_target(&[info(1)], Some(1)).unwrap_err(),
             "nothing to roll back to: revision 1 is the only one"
         );
-        assert_eq!(default_target(&[info(1), info(2), info(3)]), Ok(2));
+        assert_eq!(default_target(&[info(1), info(2), info(3)], Some(3)), Ok(2));
+        // The last apply did not converge: back to the last good revision.
+        assert_eq!(default_target(&[info(1)], None), Ok(1));
+        assert_eq!(default_target(&[info(1), info(2)], None), Ok(2));
     }
 
     #[test]

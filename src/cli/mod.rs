@@ -262,7 +262,10 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t)]
         output: Output,
     },
-    /// Apply an earlier revision again (default: the one before the last), plan shown first.
+    /// Apply an earlier revision again (default: the previous one), plan shown first.
+    ///
+    /// Without REVISION: the one before the last when the last is in force, else the last
+    /// (an apply that did not converge records no revision: back to the last good one).
     ///
     /// The revision's manifests and config files are applied from the state store, with the
     /// image digests it ran (even where a tag has moved) and the secrets' current values (a
@@ -272,7 +275,7 @@ pub enum Command {
     /// Exit 0 converged (or the revision is already in force), 1 otherwise; an unknown
     /// revision changes nothing.
     Rollback {
-        /// The revision to apply again (see `fleetctl history`).
+        /// The revision to apply again (see `fleetctl history`); default: the previous one.
         revision: Option<i64>,
         /// Roll back without asking.
         #[arg(short, long)]
