@@ -71,6 +71,15 @@ pub fn record(
     now: i64,
 ) -> Result<Option<i64>, StoreError> {
     let last = match store.revisions()?.last() {
+        // What the last revision holds already: no new one (the store checks again, atomically;
+        // this saves loading the last revision's manifests for every no-op apply).
+        Some(info)
+            if info.hash == content.hash
+                && info.images == content.images
+                && info.secrets == content.secrets =>
+        {
+            return Ok(None);
+        }
         Some(info) => store.revision(info.number)?,
         None => None,
     };

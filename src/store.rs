@@ -1,6 +1,7 @@
 //! The state store (SPEC §4): an embedded SQLite database in WAL mode holding what manifests
-//! cannot — the last applied manifest set, node conditions, plug instances and their port leases,
-//! the fleet lease, intents handed to a running controller, and an event log.
+//! cannot — the last applied manifest set, the revisions (every converged apply, for `history`
+//! and `rollback`), node conditions, plug instances and their port leases, the fleet lease,
+//! intents handed to a running controller, and an event log.
 //!
 //! # Concurrency
 //! Several fleetctl processes may open the same file. Every write runs in an `IMMEDIATE`
