@@ -165,7 +165,8 @@ pub fn apply_loaded(
         Err(e) => return Err(e.into()),
     };
     if let Some(r) = rollback {
-        // Under the lease: the revision's digests are what the fleet runs from now on.
+        // Under the lease (taken in the state file), before the first look: the revision's
+        // digests are what the fleet runs from now on, and what this apply's pins start from.
         for (image, digest) in r.images.iter().filter(|(_, d)| !d.is_empty()) {
             store.record_image_digest(image, digest, now_ms())?;
         }
