@@ -37,7 +37,14 @@ pub struct RevisionView {
 /// only fleet's; `None` when there is no state.
 fn open(path: Option<&Path>, global: &GlobalOpts) -> anyhow::Result<Option<Store>> {
     if let Some(p) = path {
-        let loaded = resolve_manifests(Some(p), global)?;
+        // The manifests only name the fleet (and so its state file): a rollback is often
+        // wanted because they are broken, so say how to do without them.
+        let loaded = resolve_manifests(Some(p), global).map_err(|e| {
+            anyhow::anyhow!(
+                "{e:#}\nthese manifests name the fleet whose revisions to use; without valid \
+                 ones, give its state file (--state PATH) instead"
+            )
+        })?;
         let state = super::common::state_path(global, &loaded.fleet.fleet.name)?;
         if !state.exists() {
             return Ok(None);
