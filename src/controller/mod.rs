@@ -1101,14 +1101,18 @@ impl Controller {
         for t in wake {
             requeue = requeue.min(Duration::from_millis((t - after).max(0) as u64));
         }
-        // Nothing to do anywhere: the set in force has converged, and is a revision.
+        // Nothing to do anywhere and every container running (healthy where it has a
+        // healthcheck), judged as an apply judges it: the set in force has converged, and is
+        // a revision.
         if report.plan.steps.is_empty()
             && report.plan.network.steps.is_empty()
-            && report.plan.unreachable.is_empty()
             && report.plan.is_complete()
             && held.is_empty()
         {
-            self.note_revision(&loaded);
+            let judged = crate::reconcile::convergence(&report.observed, &report.plan, &[]);
+            if judged.placement.is_empty() && judged.containers.is_empty() {
+                self.note_revision(&loaded);
+            }
         }
         let failed = report.exec.outcomes.iter().filter(|o| !o.ok).count();
         let ok = report.exec.outcomes.len() - failed;
