@@ -1121,3 +1121,62 @@ async fn a_rollback_puts_an_earlier_revision_in_force_and_is_recorded_as_one() {
     assert_eq!(command(&w), Some(vec!["serve".into(), "--v1".into()]));
     w.stop().await;
 }
+
+/// `fleetctl rollback` beside a controller goes through the intents table: an unknown
+/// revision comes back failed as `no-revision`, naming the ones there are; a known one comes
+/// back done with the apply's view, converged.
+#[tokio::test(start_paused = true)]
+async fn a_rollback_intent_is_run_and_answered() {
+    use fleetctl::controller::intents::RollbackIntent;
+    let text = format!("{}{WEB}", fleet_doc(""));
+    let w = world_with(&text, |c, _| c.poll_intents = true);
+    until("revision 1", Duration::from_secs(60), || {
+        w.store.revisions().unwrap().len() == 1
+    })
+    .await;
+    write(
+        w.dir.path(),
+        &text.replace("memory: 64MiB", "memory: 96MiB"),
+    );
+    assert!(w.ctl.reload_manifests());
+    until("revision 2", Duration::from_secs(60), || {
+        w.store.revisions().unwrap().len() == 2
+    })
+    .await;
+    let submit = |revision| {
+        let payload = serde_json::to_string(&RollbackIntent {
+            revision,
+            timeout_ms: Some(10_000),
+        })
+        .unwrap();
+        w.store.submit_intent(kinds::ROLLBACK, &payload, 0).unwrap()
+    };
+    let id = submit(7);
+    until("intent failed", Duration::from_secs(60), || {
+        w.store.intent(id).unwrap().unwrap().state == IntentState::Failed
+    })
+    .await;
+    let result = w.store.intent(id).unwrap().unwrap().result.unwrap();
+    assert!(
+        result.contains("no-revision") && result.contains("no revision 7; revisions 1–2"),
+        "{result}"
+    );
+    let id = submit(1);
+    until("intent done", Duration::from_secs(60), || {
+        w.store.intent(id).unwrap().unwrap().state == IntentState::Done
+    })
+    .await;
+    let view: serde_json::Value =
+        serde_json::from_str(&w.store.intent(id).unwrap().unwrap().result.unwrap()).unwrap();
+    assert_eq!(view["converged"], true, "{view}");
+    assert_eq!(
+        w.ctl.desired().fleet.services["web"].resources.memory.0,
+        64 << 20
+    );
+    until("revision 3", Duration::from_secs(60), || {
+        w.store.revisions().unwrap().len() == 3
+    })
+    .await;
+    assert_eq!(w.store.revisions().unwrap()[2].rollback_of, Some(1));
+    w.stop().await;
+}

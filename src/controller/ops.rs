@@ -318,6 +318,10 @@ impl Controller {
             },
         };
         let done = converge(&mut passes, timeout).await?;
+        // Converged as `apply` judges it: a revision now, not at the next pass.
+        if done.converged {
+            self.note_revision(&self.desired());
+        }
         Ok(done.view())
     }
 
@@ -379,6 +383,9 @@ impl Controller {
             },
         };
         let done = converge(&mut passes, timeout).await?;
+        if done.converged {
+            self.note_revision(&self.desired());
+        }
         Ok(done.view())
     }
 
