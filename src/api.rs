@@ -242,7 +242,7 @@ fn plug_error(e: PlugError) -> Response {
 fn op_error(e: OpError) -> Response {
     match e {
         OpError::Plug(p) => plug_error(p),
-        OpError::NoNode(..) => error(StatusCode::NOT_FOUND, &e),
+        OpError::NoNode(..) | OpError::NoRevision(_) => error(StatusCode::NOT_FOUND, &e),
         OpError::Invalid(_) => error(StatusCode::UNPROCESSABLE_ENTITY, &e),
         OpError::Differs(_) => error(StatusCode::CONFLICT, &e),
         OpError::Store(_) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),

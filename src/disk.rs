@@ -351,6 +351,18 @@ impl Keep {
         Keep { names }
     }
 
+    /// Also keeps `images` (tag → digest, `""` for none): those of the newest revisions
+    /// ([`crate::revisions::kept_images`]), so a rollback to one of them needs no pull.
+    pub fn with_images(mut self, images: impl IntoIterator<Item = (String, String)>) -> Keep {
+        for (image, digest) in images {
+            self.names.insert(familiar(&image));
+            if !digest.is_empty() {
+                self.names.insert(familiar(&pinned(&image, &digest)));
+            }
+        }
+        self
+    }
+
     /// Whether any name of `image` (tag or digest) is kept.
     pub fn keeps(&self, image: &ImageUsage) -> bool {
         image
@@ -653,6 +665,17 @@ mod tests {
         assert!(k.keeps(&by_digest));
         assert!(k.keeps(&image("y", &["reg.example/web:2"], 1, 1, 0)));
         assert!(!k.keeps(&image("z", &["reg.example/web:1"], 1, 1, 0)));
+        // An earlier revision's image, by tag and by the digest it ran as.
+        let k = k.with_images([
+            ("reg.example/web:1".to_string(), "sha256:cafe".to_string()),
+            ("redis:6".to_string(), String::new()),
+        ]);
+        assert!(k.keeps(&image("z", &["reg.example/web:1"], 1, 1, 0)));
+        let mut old_digest = image("w", &[], 1, 1, 0);
+        old_digest.digests = vec!["reg.example/web@sha256:cafe".into()];
+        assert!(k.keeps(&old_digest));
+        assert!(k.keeps(&image("r", &["docker.io/library/redis:6"], 1, 1, 0)));
+        assert!(!k.keeps(&image("q", &["redis:5"], 1, 1, 0)));
     }
 
     fn measured() -> NodeDisk {

@@ -12,6 +12,7 @@
 //! | [`condition`] | a node's scheduling condition (cordoned, draining, drained) and its guarded transitions | none |
 //! | [`registry`] | the registry of an image; credentials from the manifests and the operator's Docker config | files, environment, credential helpers |
 //! | [`transport`] | SSH + Docker Engine API behind the [`transport::NodeRuntime`] trait | yes |
+//! | [`revisions`] | what a converged apply put in force, numbered; the one-line summary of a change; loading a revision for `rollback` | the state store |
 //! | [`controller`] | `fleetctl run`: the loop (triggers, backoff, node loss, eviction, intents) | via the others |
 //! | [`api`] | the controller's HTTP API (axum), bearer token | HTTP |
 //! | [`metrics`] | Prometheus metrics; the timing decorator of [`transport::NodeRuntime`] | none |
@@ -47,6 +48,7 @@ pub mod plugs;
 pub mod reconcile;
 pub mod records;
 pub mod registry;
+pub mod revisions;
 pub mod schedule;
 pub mod secrets;
 pub mod state_location;

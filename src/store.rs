@@ -1,6 +1,7 @@
 //! The state store (SPEC §4): an embedded SQLite database in WAL mode holding what manifests
-//! cannot — the last applied manifest set, node conditions, plug instances and their port leases,
-//! the fleet lease, intents handed to a running controller, and an event log.
+//! cannot — the last applied manifest set, the revisions (every converged apply, for `history`
+//! and `rollback`), node conditions, plug instances and their port leases, the fleet lease,
+//! intents handed to a running controller, and an event log.
 //!
 //! # Concurrency
 //! Several fleetctl processes may open the same file. Every write runs in an `IMMEDIATE`
@@ -127,6 +128,23 @@ CREATE TABLE image_digests (
     r#"
 CREATE INDEX IF NOT EXISTS events_at ON events (at_ms);
 "#,
+    // Revisions (SPEC §13): every successful apply, numbered from 1, with what a rollback needs
+    // to put it in force again. `applied` stays the record of the last apply attempted (its
+    // readers want the manifests last handed to the fleet, converged or not).
+    r#"
+CREATE TABLE revisions (
+    number INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    sources TEXT NOT NULL,
+    configs TEXT NOT NULL,
+    images TEXT NOT NULL,
+    secrets TEXT NOT NULL,
+    summary TEXT NOT NULL,
+    rollback_of INTEGER
+);
+"#,
 ];
 
 /// How long a deleted plug's id is remembered: a copy of it found on a node in that time (on a
@@ -205,6 +223,27 @@ pub enum StoreError {
         /// The refusal (said in the message: not offered as the error's source too).
         source: Refused,
     },
+}
+
+/// One row of `SELECT number, at_ms, actor, hash, images, secrets, summary, rollback_of FROM
+/// revisions`.
+fn revision_info_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RevisionInfo> {
+    let map = |i: usize| -> rusqlite::Result<BTreeMap<String, String>> {
+        let text: String = r.get(i)?;
+        serde_json::from_str(&text).map_err(|e| {
+            rusqlite::Error::FromSqlConversionFailure(i, rusqlite::types::Type::Text, Box::new(e))
+        })
+    };
+    Ok(RevisionInfo {
+        number: r.get(0)?,
+        at_ms: r.get(1)?,
+        actor: r.get(2)?,
+        hash: r.get(3)?,
+        images: map(4)?,
+        secrets: map(5)?,
+        summary: r.get(6)?,
+        rollback_of: r.get(7)?,
+    })
 }
 
 /// One row of `SELECT id, at_ms, actor, action, node, object, message FROM events`.
@@ -479,6 +518,75 @@ impl rusqlite::types::FromSql for IntentState {
             rusqlite::types::FromSqlError::Other(format!("unknown intent state {s:?}").into())
         })
     }
+}
+
+/// What a revision puts in force (SPEC §13): enough to apply it again without the operator's
+/// files, and never a secret value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevisionContent {
+    /// [`crate::manifest::Loaded::sources_hash`]: the manifests and the config files they read.
+    pub hash: String,
+    /// The manifest files, as applied.
+    pub sources: Vec<Source>,
+    /// The config files the manifests read (SPEC §12; not secret): path as resolved against
+    /// the manifest file naming it → content.
+    pub configs: BTreeMap<String, Vec<u8>>,
+    /// The digest each image ran as (`""`: by its tag).
+    pub images: BTreeMap<String, String>,
+    /// Each secret used → its keyed hash under the fleet's key (never the value).
+    pub secrets: BTreeMap<String, String>,
+}
+
+/// A revision as `fleetctl history` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionInfo {
+    /// 1, 2, 3…
+    pub number: i64,
+    /// When it was recorded (its apply converged).
+    pub at_ms: i64,
+    /// Who applied it.
+    pub actor: String,
+    /// Its manifest hash.
+    pub hash: String,
+    /// The digest each image ran as.
+    pub images: BTreeMap<String, String>,
+    /// Each secret used → its keyed hash.
+    pub secrets: BTreeMap<String, String>,
+    /// What changed from the revision before it, in one line.
+    pub summary: String,
+    /// The revision it rolled back to, when it was a rollback.
+    pub rollback_of: Option<i64>,
+}
+
+/// A revision with its manifests (what `fleetctl rollback` applies).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Revision {
+    /// Number, time, actor, summary.
+    pub info: RevisionInfo,
+    /// What it puts in force.
+    pub content: RevisionContent,
+}
+
+/// Config contents as a JSON object of base64 strings (they may be any bytes).
+fn encode_configs(m: &BTreeMap<String, Vec<u8>>) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let text: BTreeMap<&String, String> = m.iter().map(|(k, v)| (k, b64.encode(v))).collect();
+    serde_json::to_string(&text).expect("configs serialize")
+}
+
+/// The reverse of [`encode_configs`].
+fn decode_configs(json: &str) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let text: BTreeMap<String, String> = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    text.into_iter()
+        .map(|(k, v)| {
+            b64.decode(v)
+                .map(|v| (k.clone(), v))
+                .map_err(|e| format!("config {k}: {e}"))
+        })
+        .collect()
 }
 
 /// The state store. Cheap to share behind an `Arc`; methods take `&self`.
@@ -946,6 +1054,123 @@ impl Store {
                 .map_err(q("read applied manifests"))?;
             Ok(row.and_then(|(json, at, hash)| {
                 serde_json::from_str(&json).ok().map(|s| (s, at, hash))
+            }))
+        })
+    }
+
+    // ----- revisions ---------------------------------------------------------------------
+
+    /// Records `content` as the next revision (1 when there is none), unless it is what the
+    /// last revision already holds (same manifest hash, image digests and secret hashes):
+    /// `Ok(None)` then, and nothing is written. `token`, when given, must be the current lease.
+    ///
+    /// # Errors
+    /// [`StoreError::Fenced`] when `token` is not the current lease; query failure.
+    pub fn record_revision(
+        &self,
+        token: Option<i64>,
+        actor: &str,
+        content: &RevisionContent,
+        summary: &str,
+        rollback_of: Option<i64>,
+        now: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        let (sources, configs, images, secrets) = (
+            serde_json::to_string(&content.sources).expect("sources serialize"),
+            encode_configs(&content.configs),
+            serde_json::to_string(&content.images).expect("digests serialize"),
+            serde_json::to_string(&content.secrets).expect("hashes serialize"),
+        );
+        self.write("record revision", |tx| {
+            if let Some(token) = token {
+                check_fence(tx, token)?;
+            }
+            let last: Option<(i64, String, String, String)> = tx
+                .query_row(
+                    "SELECT number, hash, images, secrets FROM revisions ORDER BY number DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()
+                .map_err(q("read last revision"))?;
+            if let Some((_, hash, i, s)) = &last
+                && *hash == content.hash
+                && *i == images
+                && *s == secrets
+            {
+                return Ok(None);
+            }
+            let number = last.map_or(1, |l| l.0 + 1);
+            tx.execute(
+                "INSERT INTO revisions (number, at_ms, actor, hash, sources, configs, images, secrets, summary, rollback_of)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                params![number, now, actor, content.hash, sources, configs, images, secrets, summary, rollback_of],
+            )
+            .map_err(q("record revision"))?;
+            Ok(Some(number))
+        })
+    }
+
+    /// Every revision, oldest first, without the manifests.
+    ///
+    /// # Errors
+    /// Query failure.
+    pub fn revisions(&self) -> Result<Vec<RevisionInfo>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare(
+                    "SELECT number, at_ms, actor, hash, images, secrets, summary, rollback_of
+                     FROM revisions ORDER BY number",
+                )
+                .map_err(q("read revisions"))?;
+            let rows = stmt
+                .query_map([], revision_info_row)
+                .map_err(q("read revisions"))?;
+            rows.collect::<Result<_, _>>().map_err(q("read revisions"))
+        })
+    }
+
+    /// Revision `number` with everything a rollback needs, or `None`.
+    ///
+    /// # Errors
+    /// Query failure; a row whose JSON does not parse (a damaged store).
+    pub fn revision(&self, number: i64) -> Result<Option<Revision>, StoreError> {
+        self.read(|c| {
+            let row = c
+                .query_row(
+                    "SELECT number, at_ms, actor, hash, images, secrets, summary, rollback_of,
+                            sources, configs
+                     FROM revisions WHERE number = ?1",
+                    [number],
+                    |r| {
+                        let info = revision_info_row(r)?;
+                        let sources: String = r.get(8)?;
+                        let configs: String = r.get(9)?;
+                        Ok((info, sources, configs))
+                    },
+                )
+                .optional()
+                .map_err(q("read revision"))?;
+            let Some((info, sources, configs)) = row else {
+                return Ok(None);
+            };
+            let bad = |e: String| StoreError::Query {
+                op: "read revision",
+                source: rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Text,
+                    e.into(),
+                ),
+            };
+            Ok(Some(Revision {
+                content: RevisionContent {
+                    hash: info.hash.clone(),
+                    sources: serde_json::from_str(&sources).map_err(|e| bad(e.to_string()))?,
+                    configs: decode_configs(&configs).map_err(bad)?,
+                    images: info.images.clone(),
+                    secrets: info.secrets.clone(),
+                },
+                info,
             }))
         })
     }
@@ -1945,6 +2170,120 @@ mod tests {
         s.release_lease(b.token).unwrap();
         s.try_acquire_lease("apply C", "apply", None, ttl, 41_001)
             .unwrap();
+    }
+
+    fn content(hash: &str, digest: &str, secret: &str) -> RevisionContent {
+        RevisionContent {
+            hash: hash.into(),
+            sources: vec![Source {
+                name: "fleet.yaml".into(),
+                text: format!("# {hash}"),
+            }],
+            configs: [("conf/app.conf".to_string(), vec![0, 159, 146, 150])].into(),
+            images: [("nginx:1.27".to_string(), digest.to_string())].into(),
+            secrets: [("db-password".to_string(), secret.to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn revisions_are_numbered_from_one_and_an_identical_one_is_not_recorded_again() {
+        let s = Store::in_memory().unwrap();
+        let v1 = content("h1", "sha256:a", "s1");
+        assert_eq!(
+            s.record_revision(None, "A", &v1, "first", None, 1_000)
+                .unwrap(),
+            Some(1)
+        );
+        assert_eq!(
+            s.record_revision(None, "A", &v1, "again", None, 2_000)
+                .unwrap(),
+            None,
+            "identical to the last revision"
+        );
+        // A moved digest or a changed secret is a new revision, even with the same manifests.
+        let moved = content("h1", "sha256:b", "s1");
+        assert_eq!(
+            s.record_revision(None, "B", &moved, "digest", None, 3_000)
+                .unwrap(),
+            Some(2)
+        );
+        let secret = content("h1", "sha256:b", "s2");
+        assert_eq!(
+            s.record_revision(None, "B", &secret, "secret", None, 4_000)
+                .unwrap(),
+            Some(3)
+        );
+        // Back to v1: identical to revision 1 but not to the last one.
+        assert_eq!(
+            s.record_revision(None, "C", &v1, "rollback", Some(1), 5_000)
+                .unwrap(),
+            Some(4)
+        );
+        let all = s.revisions().unwrap();
+        assert_eq!(
+            all.iter().map(|r| r.number).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
+        assert_eq!(all[3].rollback_of, Some(1));
+        assert_eq!(all[3].actor, "C");
+        let back = s.revision(4).unwrap().unwrap();
+        assert_eq!(
+            back.content, v1,
+            "configs (any bytes), digests and hashes round-trip"
+        );
+        assert!(s.revision(5).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_revision_is_fenced_by_the_lease() {
+        let s = Store::in_memory().unwrap();
+        let ttl = Duration::from_secs(30);
+        let a = s
+            .try_acquire_lease("apply A", "apply", None, ttl, 0)
+            .unwrap();
+        let v1 = content("h1", "", "");
+        assert!(matches!(
+            s.record_revision(Some(a.token + 1), "A", &v1, "", None, 1),
+            Err(StoreError::Fenced { .. })
+        ));
+        assert!(s.revisions().unwrap().is_empty());
+        s.record_revision(Some(a.token), "A", &v1, "", None, 1)
+            .unwrap();
+        assert_eq!(s.revisions().unwrap().len(), 1);
+    }
+
+    /// A state file written before revisions existed opens, keeps what it applied, and numbers
+    /// its first revision 1.
+    #[test]
+    fn a_store_from_before_revisions_is_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            let before = MIGRATIONS.len() - 1;
+            for m in &MIGRATIONS[..before] {
+                conn.execute_batch(m).unwrap();
+            }
+            conn.pragma_update(None, "user_version", before as i64)
+                .unwrap();
+            conn.execute(
+                "INSERT INTO applied (at_ms, actor, hash, sources) VALUES (7, 'old', 'h0', '[]')",
+                [],
+            )
+            .unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        let (sources, at, hash) = s.last_applied().unwrap().unwrap();
+        assert_eq!((sources.len(), at, hash.as_str()), (0, 7, "h0"));
+        assert!(s.revisions().unwrap().is_empty());
+        assert_eq!(
+            s.record_revision(None, "new", &content("h1", "", ""), "", None, 8)
+                .unwrap(),
+            Some(1)
+        );
+        drop(s);
+        // Opening again runs no migration twice.
+        assert_eq!(Store::open(&path).unwrap().revisions().unwrap().len(), 1);
     }
 
     #[test]

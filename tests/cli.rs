@@ -66,6 +66,8 @@ fn help_lists_every_verb_of_the_spec() {
         "state",
         "exec",
         "logs",
+        "history",
+        "rollback",
     ] {
         assert!(
             help.lines()
@@ -706,4 +708,116 @@ fn logs_refuses_an_unknown_service_and_node_before_reaching_any_node() {
         .get_output()
         .clone();
     assert!(String::from_utf8(out.stderr).unwrap().contains("--since"));
+}
+
+/// `fleetctl history` lists the revisions with the one in force marked; `rollback` refuses an
+/// unknown revision (naming the ones there are), asks for --yes without a terminal, and says
+/// when the revision asked for is already in force — changing nothing in each case.
+#[test]
+fn history_lists_revisions_and_rollback_refuses_bad_input_changing_nothing() {
+    use fleetctl::store::{RevisionContent, Store};
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("fleet.yaml");
+    std::fs::write(&f, FLEET).unwrap();
+    let state = dir.path().join("s.db");
+    {
+        let store = Store::open(&state).unwrap();
+        store.bind_fleet("demo").unwrap();
+        for (i, image) in ["web:1", "web:2", "web:3"].into_iter().enumerate() {
+            let text = FLEET.replace("web:1", image);
+            let sources = vec![fleetctl::manifest::Source {
+                name: f.display().to_string(),
+                text,
+            }];
+            let content = RevisionContent {
+                hash: format!("h{i}"),
+                sources: sources.clone(),
+                images: [(image.to_string(), String::new())].into(),
+                ..Default::default()
+            };
+            let n = store
+                .record_revision(
+                    None,
+                    "apply by op",
+                    &content,
+                    &format!("web: image {image}"),
+                    None,
+                    1_000 * i as i64,
+                )
+                .unwrap();
+            assert_eq!(n, Some(i as i64 + 1));
+            store
+                .record_applied(0, "apply by op", &content.hash, &sources, 1_000 * i as i64)
+                .unwrap();
+        }
+    }
+    let run = |args: &[&str]| {
+        let mut c = fleetctl();
+        c.env("FLEETCTL_STATE", &state).args(args);
+        c
+    };
+    let f_arg = f.display().to_string();
+    let out = run(&["history", &f_arg, "-o", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let rows = v.as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[2]["revision"], 3);
+    assert_eq!(rows[2]["in_force"], true);
+    assert_eq!(rows[0]["in_force"], false);
+    assert_eq!(rows[1]["summary"], "web: image web:2");
+    let out = run(&["history", "-f", &f_arg])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8(out).unwrap();
+    for want in ["REVISION", "SUMMARY", "3 (in force)", "apply by op"] {
+        assert!(text.contains(want), "{want:?} missing:\n{text}");
+    }
+
+    let out = run(&["rollback", "99", "-f", &f_arg, "--yes"])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("no revision 99; revisions 1–3"), "{err}");
+    let out = run(&["rollback", "1", "-f", &f_arg])
+        .write_stdin("y\n")
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("pass --yes"), "{err}");
+    let out = run(&["rollback", "3", "-f", &f_arg])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Revision 3 is already in force"), "{text}");
+    // Nothing changed.
+    let store = Store::open(&state).unwrap();
+    assert_eq!(store.revisions().unwrap().len(), 3);
+    assert_eq!(store.last_applied().unwrap().unwrap().2, "h2");
+
+    // Without any state: no revisions yet.
+    let empty = dir.path().join("none.db");
+    let out = fleetctl()
+        .env("FLEETCTL_STATE", &empty)
+        .args(["rollback", "-f", &f_arg, "--yes"])
+        .assert()
+        .code(1)
+        .get_output()
+        .clone();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("no revisions yet"), "{err}");
+    assert!(!empty.exists(), "no state file was created");
 }

@@ -1038,3 +1038,145 @@ async fn a_node_hot_past_the_watermark_takes_no_plug_until_it_cools() {
     assert_eq!(third.node, "node1");
     w.stop().await;
 }
+
+/// Revisions under the controller: each set it puts in force and converges is one (an edit of
+/// the watched manifests or of a config file they read); a rollback handed over puts an
+/// earlier revision's manifests and config contents in force — the operator's files are not
+/// read — and is itself a revision, noting what it rolled back to; an unknown revision is
+/// refused, naming the ones there are, and changes nothing.
+#[tokio::test(start_paused = true)]
+async fn a_rollback_puts_an_earlier_revision_in_force_and_is_recorded_as_one() {
+    let conf_dir = tempfile::tempdir().unwrap();
+    let conf = conf_dir.path().join("app.conf");
+    std::fs::write(&conf, "a = 1\n").unwrap();
+    let text = format!(
+        "{}{WEB}  command: [serve, --v1]\n  configs: [{{source: {:?}, target: /etc/app.conf}}]\n",
+        fleet_doc(""),
+        conf.display().to_string()
+    );
+    let w = world(&text);
+    let revisions = |w: &World| w.store.revisions().unwrap();
+    let command = |w: &World| {
+        w.running("node1", "web")
+            .and_then(|id| w.fakes["node1"].spec_of(&id))
+            .and_then(|s| s.command)
+    };
+    until("revision 1", Duration::from_secs(60), || {
+        revisions(&w).len() == 1
+    })
+    .await;
+    assert_eq!(command(&w), Some(vec!["serve".into(), "--v1".into()]));
+
+    // v2: another command and another config file content.
+    write(w.dir.path(), &text.replace("--v1", "--v2"));
+    std::fs::write(&conf, "a = 2\n").unwrap();
+    assert!(w.ctl.reload_manifests());
+    until("revision 2", Duration::from_secs(60), || {
+        revisions(&w).len() == 2
+    })
+    .await;
+    assert_eq!(command(&w), Some(vec!["serve".into(), "--v2".into()]));
+    assert_eq!(
+        revisions(&w)[1].summary,
+        "web: command, files changed",
+        "{:?}",
+        revisions(&w)
+    );
+
+    // Unknown revision: refused, nothing changed.
+    let err = w
+        .ctl
+        .rollback(99, Duration::from_secs(30))
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), "no revision 99; revisions 1–2");
+    assert_eq!(revisions(&w).len(), 2);
+
+    // Back to 1, with the config file on disk still at v2 (and the manifests too). Past the
+    // restart backoff of the update to v2 (a recreate within it is held).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let view = w.ctl.rollback(1, Duration::from_secs(30)).await.unwrap();
+    assert!(view.converged, "{view:?}");
+    assert_eq!(command(&w), Some(vec!["serve".into(), "--v1".into()]));
+    assert_eq!(
+        w.ctl.desired().fleet.services["web"].files.configs[0].content,
+        b"a = 1\n"
+    );
+    until("revision 3", Duration::from_secs(60), || {
+        revisions(&w).len() == 3
+    })
+    .await;
+    let third = &revisions(&w)[2];
+    assert_eq!(third.rollback_of, Some(1));
+    assert_eq!(third.hash, revisions(&w)[0].hash);
+    assert!(
+        third
+            .summary
+            .starts_with("rollback to revision 1: web: command"),
+        "{}",
+        third.summary
+    );
+    // A resync does not undo it: the watched files have not changed.
+    assert!(!w.ctl.reload_manifests());
+    assert_eq!(command(&w), Some(vec!["serve".into(), "--v1".into()]));
+    w.stop().await;
+}
+
+/// `fleetctl rollback` beside a controller goes through the intents table: an unknown
+/// revision comes back failed as `no-revision`, naming the ones there are; a known one comes
+/// back done with the apply's view, converged.
+#[tokio::test(start_paused = true)]
+async fn a_rollback_intent_is_run_and_answered() {
+    use fleetctl::controller::intents::RollbackIntent;
+    let text = format!("{}{WEB}", fleet_doc(""));
+    let w = world_with(&text, |c, _| c.poll_intents = true);
+    until("revision 1", Duration::from_secs(60), || {
+        w.store.revisions().unwrap().len() == 1
+    })
+    .await;
+    write(
+        w.dir.path(),
+        &text.replace("memory: 64MiB", "memory: 96MiB"),
+    );
+    assert!(w.ctl.reload_manifests());
+    until("revision 2", Duration::from_secs(60), || {
+        w.store.revisions().unwrap().len() == 2
+    })
+    .await;
+    let submit = |revision| {
+        let payload = serde_json::to_string(&RollbackIntent {
+            revision,
+            timeout_ms: Some(10_000),
+        })
+        .unwrap();
+        w.store.submit_intent(kinds::ROLLBACK, &payload, 0).unwrap()
+    };
+    let id = submit(7);
+    until("intent failed", Duration::from_secs(60), || {
+        w.store.intent(id).unwrap().unwrap().state == IntentState::Failed
+    })
+    .await;
+    let result = w.store.intent(id).unwrap().unwrap().result.unwrap();
+    assert!(
+        result.contains("no-revision") && result.contains("no revision 7; revisions 1–2"),
+        "{result}"
+    );
+    let id = submit(1);
+    until("intent done", Duration::from_secs(60), || {
+        w.store.intent(id).unwrap().unwrap().state == IntentState::Done
+    })
+    .await;
+    let view: serde_json::Value =
+        serde_json::from_str(&w.store.intent(id).unwrap().unwrap().result.unwrap()).unwrap();
+    assert_eq!(view["converged"], true, "{view}");
+    assert_eq!(
+        w.ctl.desired().fleet.services["web"].resources.memory.0,
+        64 << 20
+    );
+    until("revision 3", Duration::from_secs(60), || {
+        w.store.revisions().unwrap().len() == 3
+    })
+    .await;
+    assert_eq!(w.store.revisions().unwrap()[2].rollback_of, Some(1));
+    w.stop().await;
+}

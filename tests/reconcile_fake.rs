@@ -839,3 +839,111 @@ async fn a_changed_knob_recreates_only_that_service_and_says_which() {
         r.plan.steps[0].reason
     );
 }
+
+/// The path `fleetctl rollback` takes without a controller, on the fake engines: revision 1 is
+/// recorded from an apply that read a config file; v2 changes the command and the file; the
+/// file is then deleted from disk. Revision 1 loads from the store alone (its config content
+/// with it), and a pass over it runs v1's command on every replica again.
+#[tokio::test]
+async fn a_revision_loads_from_the_store_alone_and_a_pass_over_it_runs_it_again() {
+    use fleetctl::manifest::{Source, parse};
+    use fleetctl::revisions;
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("app.conf");
+    let name = dir.path().join("fleet.yaml").display().to_string();
+    let text = |cmd: &str| {
+        format!(
+            "apiVersion: fleet/v1
+kind: Fleet
+metadata: {{name: demo}}
+---
+apiVersion: fleet/v1
+kind: Node
+metadata: {{name: node1}}
+spec: {{capacity: {{cpus: 4, memory: 8GiB}}}}
+---
+apiVersion: fleet/v1
+kind: Node
+metadata: {{name: node2}}
+spec: {{capacity: {{cpus: 4, memory: 8GiB}}}}
+---
+apiVersion: fleet/v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  image: web:1
+  replicas: 2
+  resources: {{memory: 64MiB}}
+  command: [serve, {cmd}]
+  configs: [{{source: ./app.conf, target: /etc/app.conf}}]
+"
+        )
+    };
+    let load = |t: String| {
+        parse(&[Source {
+            name: name.clone(),
+            text: t,
+        }])
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let w = world(2);
+    let commands = |w: &World| {
+        let mut out: Vec<String> = w
+            .fakes
+            .values()
+            .flat_map(|f| {
+                f.containers()
+                    .into_iter()
+                    .filter_map(|c| f.spec_of(&c.id)?.command)
+                    .map(|c| c.join(" "))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        out.sort();
+        out
+    };
+    let apply = async |w: &World, loaded: &fleetctl::manifest::Loaded, rollback_of| {
+        let r = pass(&cx(w, &loaded.fleet), &|_| {}).await.unwrap();
+        assert!(r.exec.ok(), "{:?}", r.exec);
+        let content =
+            revisions::content_of(loaded, &loaded.fleet, &w.store.image_digests().unwrap());
+        revisions::record(
+            &w.store,
+            None,
+            "test",
+            &content,
+            &loaded.fleet,
+            rollback_of,
+            0,
+        )
+        .unwrap()
+    };
+
+    std::fs::write(&conf, "a = 1\n").unwrap();
+    let v1 = load(text("--v1"));
+    assert_eq!(apply(&w, &v1, None).await, Some(1));
+    std::fs::write(&conf, "a = 2\n").unwrap();
+    let v2 = load(text("--v2"));
+    assert_eq!(apply(&w, &v2, None).await, Some(2));
+    assert_eq!(commands(&w), ["serve --v2", "serve --v2"]);
+
+    std::fs::remove_file(&conf).unwrap();
+    let rev = w.store.revision(1).unwrap().unwrap();
+    let back = revisions::load(&rev).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        back.fleet.services["web"].files.configs[0].content,
+        b"a = 1\n"
+    );
+    assert_eq!(back.sources_hash(), rev.content.hash);
+    assert_eq!(apply(&w, &back, Some(1)).await, Some(3));
+    assert_eq!(commands(&w), ["serve --v1", "serve --v1"]);
+    let all = w.store.revisions().unwrap();
+    assert_eq!(all[2].rollback_of, Some(1));
+    assert!(
+        all[2]
+            .summary
+            .starts_with("rollback to revision 1: web: command"),
+        "{}",
+        all[2].summary
+    );
+}

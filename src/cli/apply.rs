@@ -83,15 +83,54 @@ pub fn run(
     let Some(loaded) = load_or_report(path) else {
         return Ok(1);
     };
+    apply_loaded(
+        &loaded,
+        lock_timeout,
+        timeout,
+        output,
+        refresh,
+        None,
+        global,
+    )
+}
+
+/// A rollback applied as an apply: the revision it applies again and the image digests that
+/// revision ran (recorded fleet-wide before the first pass, so the same digests run even where
+/// the tags have moved since).
+#[derive(Debug, Clone)]
+pub struct RollbackOf {
+    /// The revision applied again.
+    pub revision: i64,
+    /// Its image digests (image → digest; `""`: by tag, left as recorded now).
+    pub images: std::collections::BTreeMap<String, String>,
+}
+
+/// Applies `loaded` as `apply` does (lease, passes, hand-over to a running controller,
+/// revision recorded when it converges); `rollback` when it is a revision applied again.
+///
+/// # Errors
+/// Store failures; lease contention is reported and exits 1.
+pub fn apply_loaded(
+    loaded: &crate::manifest::Loaded,
+    lock_timeout: Duration,
+    timeout: Duration,
+    output: Output,
+    refresh: crate::images::Refresh,
+    rollback: Option<&RollbackOf>,
+    global: &GlobalOpts,
+) -> anyhow::Result<u8> {
     let fleet = &loaded.fleet;
     let opened = open_store_noting(global, &fleet.fleet.name)?;
     let fresh = opened.fresh();
     let store = Arc::new(opened.store);
     if let Some(controller) = super::handoff::live_controller(&store)? {
+        if let Some(r) = rollback {
+            return super::handoff::rollback(&store, &controller, r.revision, timeout, output);
+        }
         return super::handoff::apply(
             &store,
             &controller,
-            &loaded,
+            loaded,
             timeout,
             refresh == crate::images::Refresh::All,
             output,
@@ -125,6 +164,13 @@ pub fn run(
         }
         Err(e) => return Err(e.into()),
     };
+    if let Some(r) = rollback {
+        // Under the lease (taken in the state file), before the first look: the revision's
+        // digests are what the fleet runs from now on, and what this apply's pins start from.
+        for (image, digest) in r.images.iter().filter(|(_, d)| !d.is_empty()) {
+            store.record_image_digest(image, digest, now_ms())?;
+        }
+    }
     let exec = ExecOptions {
         actor: who.clone(),
         ready_timeout: timeout,
@@ -182,19 +228,60 @@ pub fn run(
             },
             store: &store,
             lease: &lease,
-            loaded: &loaded,
+            loaded,
             print: &print,
             recorded: false,
             nothing_to_do,
         };
         converge(&mut passes, timeout).await
     });
+    // A converged apply is a revision (SPEC §13), recorded under the lease it ran with.
+    let recorded = match &result {
+        Ok(done) if done.converged => Some(record_revision(
+            &store,
+            lease.token(),
+            &who,
+            loaded,
+            fleet,
+            rollback.map(|r| r.revision),
+        )),
+        _ => None,
+    };
     let release = lease.release();
     let done = result?;
     release?;
+    if let Some(Err(e)) = recorded {
+        eprintln!("warning: the apply converged but its revision was not recorded: {e:#}");
+    }
     let view = done.view();
     note_fresh_state(fresh.as_deref(), &fleet.fleet.name, view.adopted.len());
     render_view(&view, Shown::Progress, output)
+}
+
+/// Records what a converged apply put in force as the next revision (nothing when the last
+/// revision holds the same): `fleet` is `loaded.fleet` with its secrets read; `rollback_of` the
+/// revision a rollback applied again.
+///
+/// # Errors
+/// Store failures, a lease lost.
+pub fn record_revision(
+    store: &Store,
+    token: i64,
+    who: &str,
+    loaded: &crate::manifest::Loaded,
+    fleet: &crate::manifest::DesiredFleet,
+    rollback_of: Option<i64>,
+) -> Result<Option<i64>, StoreError> {
+    let content = crate::revisions::content_of(loaded, fleet, &store.image_digests()?);
+    crate::revisions::record(
+        store,
+        Some(token),
+        who,
+        &content,
+        fleet,
+        rollback_of,
+        now_ms(),
+    )
 }
 
 /// Where an apply ran, for its last lines.

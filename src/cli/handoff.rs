@@ -195,6 +195,36 @@ pub fn apply(
     super::apply::render_view(&view, super::apply::Shown::ByController, output)
 }
 
+/// `rollback` through the controller: it puts the revision in force in place of the manifests
+/// it watches (until they change, or the next `apply`), reconciles and reports whether
+/// everything converged. Exit 0 converged, 1 not (or refused).
+///
+/// # Errors
+/// As [`submit_and_wait`].
+pub fn rollback(
+    store: &Store,
+    lease: &LeaseInfo,
+    revision: i64,
+    timeout: Duration,
+    output: super::Output,
+) -> anyhow::Result<u8> {
+    use crate::controller::intents::{RollbackIntent, kinds};
+    announce("rollback", lease);
+    let payload = RollbackIntent {
+        revision,
+        timeout_ms: Some(timeout.as_millis() as u64),
+    };
+    let view: crate::view::ApplyView =
+        match submit_and_wait(store, lease, kinds::ROLLBACK, &payload, |_| {})? {
+            Ok(json) => serde_json::from_str(&json)?,
+            Err(f) => {
+                eprintln!("error: {}", f.error);
+                return Ok(1);
+            }
+        };
+    super::apply::render_view(&view, super::apply::Shown::ByController, output)
+}
+
 /// A plug operation through the controller: the result JSON parsed as `T`, or the controller's
 /// failure (printed; the caller exits 1).
 ///

@@ -11,6 +11,7 @@ mod drain;
 mod events;
 mod exec;
 mod handoff;
+mod history;
 mod image;
 mod logs;
 mod network;
@@ -241,6 +242,57 @@ pub enum Command {
         /// The image operation.
         #[command(subcommand)]
         op: ImageOp,
+    },
+    /// List the revisions: every apply that converged, numbered, with when, who and what
+    /// changed in one line; the one the fleet runs is marked "(in force)".
+    ///
+    /// A revision holds the manifests, the config files they read, the image digests and a
+    /// keyed hash of each secret (never a value). `fleetctl rollback N` applies one again.
+    History {
+        /// Manifest file or directory naming the fleet (default: the only fleet's state).
+        path: Option<PathBuf>,
+        /// Manifests naming the fleet (same as PATH).
+        #[arg(
+            short = 'f',
+            long = "file",
+            value_name = "PATH",
+            conflicts_with = "path"
+        )]
+        file: Option<PathBuf>,
+        /// Output format: table (wide is the same), json or yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
+    },
+    /// Apply an earlier revision again (default: the previous one), plan shown first.
+    ///
+    /// Without REVISION: the one before the last when the last is in force, else the last
+    /// (an apply that did not converge records no revision: back to the last good one).
+    ///
+    /// The revision's manifests and config files are applied from the state store, with the
+    /// image digests it ran (even where a tag has moved) and the secrets' current values (a
+    /// secret changed since is said). It asks on a terminal; without one it needs --yes. It
+    /// runs like `apply` (the lease, or handed to a running controller) and is itself recorded
+    /// as a revision. Your manifest files are not touched: applying them goes forward again.
+    /// Exit 0 converged (or the revision is already in force), 1 otherwise; an unknown
+    /// revision changes nothing.
+    Rollback {
+        /// The revision to apply again (see `fleetctl history`); default: the previous one.
+        revision: Option<i64>,
+        /// Roll back without asking.
+        #[arg(short, long)]
+        yes: bool,
+        /// Manifests naming the fleet (its state file); default: the only fleet's state.
+        #[arg(short = 'f', long = "file", value_name = "PATH")]
+        file: Option<PathBuf>,
+        /// How long to wait for the fleet lease held by another actor.
+        #[arg(long, value_parser = parse_duration, default_value = "30s")]
+        lock_timeout: std::time::Duration,
+        /// How long, in all, to wait for containers to run and turn healthy.
+        #[arg(long, value_parser = parse_duration, default_value = "2m")]
+        timeout: std::time::Duration,
+        /// Output format of the outcome: table (wide is the same), json or yaml.
+        #[arg(short, long, value_enum, default_value_t)]
+        output: Output,
     },
     /// Show the state's event log (who, what, where, when, why), oldest first.
     ///
@@ -691,6 +743,27 @@ pub fn run(cli: Cli) -> anyhow::Result<u8> {
             node,
             file.as_deref(),
             output,
+            &cli.global,
+        ),
+        Command::History { path, file, output } => {
+            history::history(path.or(file).as_deref(), output, &cli.global)
+        }
+        Command::Rollback {
+            revision,
+            yes,
+            file,
+            lock_timeout,
+            timeout,
+            output,
+        } => history::rollback(
+            &history::RollbackArgs {
+                path: file.as_deref(),
+                revision,
+                yes,
+                lock_timeout,
+                timeout,
+                output,
+            },
             &cli.global,
         ),
         Command::Trust { node, yes, file } => {

@@ -30,6 +30,18 @@ pub mod kinds {
     /// `fleetctl drain`: [`super::DrainIntent`] → [`crate::drain::DrainReport`], with
     /// [`super::DrainProgress`] while it runs.
     pub const DRAIN: &str = "drain";
+    /// `fleetctl rollback`: [`super::RollbackIntent`] → [`crate::view::ApplyView`].
+    pub const ROLLBACK: &str = "rollback";
+}
+
+/// Payload of a rollback.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RollbackIntent {
+    /// The revision to apply again.
+    pub revision: i64,
+    /// The command's `--timeout` (ms), as for an apply.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
 }
 
 /// Payload of an apply.
@@ -96,7 +108,8 @@ pub struct DrainProgress {
 pub struct IntentFailure {
     /// What went wrong, for the operator.
     pub error: String,
-    /// `unschedulable`, `no-class`, `no-plug`, `no-node`, `invalid`, `differs`, `bad-intent`,
+    /// `unschedulable`, `no-class`, `no-plug`, `no-node`, `no-revision`, `invalid`, `differs`,
+    /// `bad-intent`,
     /// `error`.
     pub kind: String,
 }
@@ -123,6 +136,7 @@ impl IntentFailure {
         match e {
             OpError::Plug(p) => Self::of_plug(p),
             OpError::NoNode(..) => Self::new("no-node", e),
+            OpError::NoRevision(..) => Self::new("no-revision", e),
             OpError::Invalid(_) => Self::new("invalid", e),
             OpError::Differs(_) => Self::new("differs", e),
             OpError::Store(_) => Self::new("error", e),
@@ -205,6 +219,17 @@ impl Controller {
                 .await
                 .map(|o| json(&o))
                 .map_err(|e| IntentFailure::of_op(&e))
+            }
+            kinds::ROLLBACK => {
+                let p: RollbackIntent = payload(intent)?;
+                let timeout = p.timeout_ms.map_or(
+                    self.cfg.exec.ready_timeout,
+                    std::time::Duration::from_millis,
+                );
+                self.rollback(p.revision, timeout)
+                    .await
+                    .map(|o| json(&o))
+                    .map_err(|e| IntentFailure::of_op(&e))
             }
             kinds::PLUG_CREATE => {
                 let p: PlugCreateIntent = payload(intent)?;

@@ -227,6 +227,14 @@ pub struct Controller {
     desired: RwLock<Arc<Loaded>>,
     /// Hash of the last manifest set seen on disk (valid or not): only a change is acted on.
     seen_hash: Mutex<String>,
+    /// What the set in force was last found to be (manifest hash, image digests, secret
+    /// hashes), recorded as a revision or found to be the last one: a pass that finds nothing
+    /// to do records a revision only when this changed.
+    revision_key: Mutex<String>,
+    /// A rollback in force (`fleetctl rollback` handed over): its manifest hash and the
+    /// revision it applies again. The watched directory's set replaces it at the next change
+    /// there, or at the next `fleetctl apply`.
+    rollback: Mutex<Option<(String, i64)>>,
     runtimes: RwLock<Arc<Runtimes>>,
     watchers: Mutex<BTreeMap<String, (Endpoint, CancellationToken)>>,
     work: tokio::sync::Mutex<()>,
@@ -259,6 +267,8 @@ impl Controller {
             triggers: Arc::new(Triggers::new()),
             desired: RwLock::new(Arc::new(loaded)),
             seen_hash: Mutex::new(hash),
+            revision_key: Mutex::new(String::new()),
+            rollback: Mutex::new(None),
             runtimes: RwLock::new(Arc::new(Runtimes::new())),
             watchers: Mutex::new(BTreeMap::new()),
             work: tokio::sync::Mutex::new(()),
@@ -826,7 +836,15 @@ impl Controller {
                 return;
             }
         };
-        let keep = disk::Keep::of(&fleet.with_digests(&digests));
+        // The images of the newest revisions too (SPEC §11, §13): a rollback needs no pull.
+        let revisions = match crate::revisions::kept_images(&self.store) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "disk check skipped: the revisions cannot be read");
+                return;
+            }
+        };
+        let keep = disk::Keep::of(&fleet.with_digests(&digests)).with_images(revisions);
         let d = match disk::measure(rt, declared).await {
             Ok(d) => d,
             Err(e) => {
@@ -1083,6 +1101,19 @@ impl Controller {
         for t in wake {
             requeue = requeue.min(Duration::from_millis((t - after).max(0) as u64));
         }
+        // Nothing to do anywhere and every container running (healthy where it has a
+        // healthcheck), judged as an apply judges it: the set in force has converged, and is
+        // a revision.
+        if report.plan.steps.is_empty()
+            && report.plan.network.steps.is_empty()
+            && report.plan.is_complete()
+            && held.is_empty()
+        {
+            let judged = crate::reconcile::convergence(&report.observed, &report.plan, &[]);
+            if judged.placement.is_empty() && judged.containers.is_empty() {
+                self.note_revision(&loaded);
+            }
+        }
         let failed = report.exec.outcomes.iter().filter(|o| !o.ok).count();
         let ok = report.exec.outcomes.len() - failed;
         let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -1105,6 +1136,53 @@ impl Controller {
             );
         }
         Ok((Action::requeue(requeue), report))
+    }
+
+    /// Records the set in force as the next revision when it is not the last one already
+    /// (SPEC §13); called after a pass that found nothing to do. A failure is logged: the fleet
+    /// runs on, and the next such pass tries again.
+    fn note_revision(&self, loaded: &Loaded) {
+        let digests = match self.store.image_digests() {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "revision not recorded: the image digests cannot be read");
+                return;
+            }
+        };
+        let hash = loaded.sources_hash();
+        let images: BTreeMap<&str, &str> = loaded
+            .fleet
+            .images()
+            .keys()
+            .map(|i| (*i, digests.get(*i).map_or("", String::as_str)))
+            .collect();
+        let secrets = crate::revisions::secret_hashes(&loaded.fleet.secret_values);
+        let key = format!("{hash} {images:?} {secrets:?}");
+        if *lock(&self.revision_key) == key {
+            return;
+        }
+        let content = crate::revisions::content_of(loaded, &loaded.fleet, &digests);
+        let rollback_of = lock(&self.rollback)
+            .as_ref()
+            .filter(|(h, _)| *h == hash)
+            .map(|(_, n)| *n);
+        match crate::revisions::record(
+            &self.store,
+            self.cfg.lease.as_ref().map(|l| l.token),
+            &self.cfg.actor,
+            &content,
+            &loaded.fleet,
+            rollback_of,
+            self.now_ms(),
+        ) {
+            Ok(n) => {
+                if let Some(n) = n {
+                    tracing::info!(revision = n, hash = %&hash[..12], "revision recorded");
+                }
+                *lock(&self.revision_key) = key;
+            }
+            Err(e) => tracing::warn!(error = %e, "revision not recorded"),
+        }
     }
 
     fn stop_plug(&self, s: &evict::Stop, now: i64) -> Result<(), StoreError> {

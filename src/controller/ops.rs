@@ -9,9 +9,9 @@ use std::time::Duration;
 use serde::Serialize;
 use tracing::Instrument;
 
-use super::Controller;
 use super::nodes::Readiness;
 use super::triggers::Trigger;
+use super::{Controller, lock};
 use crate::condition::Transition;
 use crate::container::EngineInfo;
 use crate::converge::{Passes, converge};
@@ -44,6 +44,9 @@ pub enum OpError {
     /// The manifests handed over are not the ones the controller runs.
     #[error("{0}")]
     Differs(String),
+    /// No such revision (the message names the ones there are).
+    #[error("{0}")]
+    NoRevision(String),
 }
 
 /// One node as the API shows it.
@@ -287,6 +290,10 @@ impl Controller {
         refresh: crate::images::Refresh,
     ) -> Result<ApplyView, OpError> {
         let given = manifest::parse(sources).map_err(|e| OpError::Invalid(e.to_string()))?;
+        // An apply after a rollback puts the watched manifests back in force.
+        if lock(&self.rollback).take().is_some() {
+            lock(&self.seen_hash).clear();
+        }
         // An apply reads the secrets again, as an apply without a controller would (a new
         // manifest set in force has just had them read).
         if !self.reload_manifests() {
@@ -311,6 +318,74 @@ impl Controller {
             },
         };
         let done = converge(&mut passes, timeout).await?;
+        // Converged as `apply` judges it: a revision now, not at the next pass.
+        if done.converged {
+            self.note_revision(&self.desired());
+        }
+        Ok(done.view())
+    }
+
+    /// A rollback handed over by `fleetctl rollback`: revision `number`'s manifests (and the
+    /// config file contents it recorded) are put in force in place of the watched directory's,
+    /// with the image digests it ran recorded again and the secrets' current values; then
+    /// passes run as for [`Controller::apply`]. The watched directory's set comes back at the
+    /// next change there, or with the next `fleetctl apply`.
+    ///
+    /// # Errors
+    /// No such revision; its manifests no longer validate or name another fleet; a secret
+    /// cannot be read; store failures.
+    pub async fn rollback(&self, number: i64, timeout: Duration) -> Result<ApplyView, OpError> {
+        let Some(rev) = self.store.revision(number)? else {
+            let all = self.store.revisions()?;
+            return Err(OpError::NoRevision(crate::revisions::no_such(number, &all)));
+        };
+        let mut loaded = crate::revisions::load(&rev).map_err(|e| {
+            OpError::Invalid(format!("revision {number} no longer validates here:\n{e}"))
+        })?;
+        let current = self.desired();
+        if loaded.fleet.fleet.name != current.fleet.fleet.name {
+            return Err(OpError::Invalid(format!(
+                "revision {number} is of fleet {}, not {}",
+                loaded.fleet.fleet.name, current.fleet.fleet.name
+            )));
+        }
+        loaded.fleet.secret_values = self
+            .read_secrets(&loaded.fleet, &current.fleet.secret_values)
+            .map_err(OpError::Invalid)?;
+        {
+            // Under the work lock: no pass sees the new set with the old digests.
+            let _work = self.work.lock().await;
+            for (image, digest) in rev.content.images.iter().filter(|(_, d)| !d.is_empty()) {
+                self.store
+                    .record_image_digest(image, digest, self.now_ms())?;
+            }
+            if let Some(lease) = &self.cfg.lease {
+                self.store.record_applied(
+                    lease.token,
+                    &self.cfg.actor,
+                    &loaded.sources_hash(),
+                    &loaded.sources,
+                    self.now_ms(),
+                )?;
+            }
+            tracing::info!(revision = number, "rollback: revision in force");
+            *lock(&self.rollback) = Some((loaded.sources_hash(), number));
+            *self.desired.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        }
+        self.sync_runtimes();
+        let mut passes = ControllerPasses {
+            ctl: self,
+            turn: None,
+            run: ApplyRun {
+                ready_timeout: timeout,
+                refresh: crate::images::Refresh::Recorded,
+                memo: crate::execute::ApplyMemo::new(),
+            },
+        };
+        let done = converge(&mut passes, timeout).await?;
+        if done.converged {
+            self.note_revision(&self.desired());
+        }
         Ok(done.view())
     }
 

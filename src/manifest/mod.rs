@@ -54,6 +54,16 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// Every config file the manifests read: path as resolved against the manifest file naming
+    /// it → content (what [`parse_with_configs`] takes to load this set again).
+    pub fn config_contents(&self) -> std::collections::BTreeMap<String, Vec<u8>> {
+        self.fleet
+            .file_specs()
+            .flat_map(|f| &f.configs)
+            .map(|c| (c.source.display().to_string(), c.content.clone()))
+            .collect()
+    }
+
     /// SHA-256 over the sources' names and texts and over the config files they read (each
     /// config's path and content hash): changes whenever any manifest or config file changes.
     /// Secret values are not part of it. Without config files it is [`sources_hash`].
@@ -193,6 +203,19 @@ fn read_limited(path: &Path) -> Result<Vec<u8>, String> {
 /// # Errors
 /// Every error of every file, sorted by file and position (warnings included).
 pub fn parse(sources: &[Source]) -> Result<Loaded, ManifestErrors> {
+    parse_with_configs(sources, None)
+}
+
+/// As [`parse`], with the config files' contents given (path as resolved against the manifest
+/// file naming it → content) instead of read from disk: a revision's manifest set, loaded as
+/// it was applied. A config file not in `configs` is read from disk.
+///
+/// # Errors
+/// As [`parse`].
+pub fn parse_with_configs(
+    sources: &[Source],
+    configs: Option<&std::collections::BTreeMap<String, Vec<u8>>>,
+) -> Result<Loaded, ManifestErrors> {
     let mut diags = Vec::new();
     let mut docs = Vec::new();
     for src in sources {
@@ -216,7 +239,7 @@ pub fn parse(sources: &[Source]) -> Result<Loaded, ManifestErrors> {
             }
         }
     }
-    let fleet = validate::validate(&docs, &mut diags);
+    let fleet = validate::validate_with(&docs, &mut diags, configs);
     let order = |d: &Diagnostic| {
         (
             sources.iter().position(|s| s.name == d.file),

@@ -293,7 +293,14 @@ pub(super) fn resolve_files(
             Err("source is empty".to_string())
         } else {
             let resolved = relative_to_manifest(file, &source.value);
-            read_config(&expand_home(&resolved), &source.value).map(|content| (resolved, content))
+            match r
+                .configs
+                .and_then(|given| given.get(&resolved.display().to_string()))
+            {
+                Some(content) => Ok((resolved, content.clone())),
+                None => read_config(&expand_home(&resolved), &source.value)
+                    .map(|content| (resolved, content)),
+            }
         };
         let (resolved, content) = match read {
             Ok(x) => x,

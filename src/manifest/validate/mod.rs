@@ -45,6 +45,9 @@ pub const MAX_NAME_LEN: usize = 40;
 /// Collects diagnostics for documents that may come from different files.
 struct Report<'a> {
     diags: &'a mut Vec<Diagnostic>,
+    /// Config file contents to use instead of reading the files (a revision rolled back to):
+    /// resolved path → content.
+    configs: Option<&'a std::collections::BTreeMap<String, Vec<u8>>>,
 }
 
 impl Report<'_> {
@@ -127,7 +130,17 @@ struct Named<'a, T> {
 /// Resolves and cross-checks all documents. Returns the fleet only when no error was recorded
 /// (by this or an earlier phase: `diags` may already hold decode errors).
 pub fn validate(docs: &[RawDocument], diags: &mut Vec<Diagnostic>) -> Option<DesiredFleet> {
-    let mut r = Report { diags };
+    validate_with(docs, diags, None)
+}
+
+/// As [`validate`], with the config files' contents given (resolved path → content) instead
+/// of read from disk; a config file not in `configs` is read from disk.
+pub fn validate_with(
+    docs: &[RawDocument],
+    diags: &mut Vec<Diagnostic>,
+    configs: Option<&std::collections::BTreeMap<String, Vec<u8>>>,
+) -> Option<DesiredFleet> {
+    let mut r = Report { diags, configs };
 
     let named = named_documents(&mut r, docs);
 
