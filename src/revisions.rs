@@ -200,9 +200,12 @@ fn describe<T: serde::Serialize>(old: &T, new: &T) -> String {
     let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     let mut valued = Vec::new();
     let mut named = Vec::new();
+    // An autoscaled service's count is the autoscaler's (SPEC §14): the fleet recorded may
+    // carry it, the earlier revision's manifests their starting count. Not an edit.
+    let autoscaled = b.get("autoscale").is_some_and(|v| !v.is_null());
     for k in keys {
         let (x, y) = (a.get(k), b.get(k));
-        if x == y {
+        if x == y || (autoscaled && k == "replicas") {
             continue;
         }
         match (k.as_str(), x, y) {

@@ -1180,3 +1180,41 @@ async fn a_rollback_intent_is_run_and_answered() {
     assert_eq!(w.store.revisions().unwrap()[2].rollback_of, Some(1));
     w.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_count_placement_cannot_hold_is_given_back_and_said_once_per_cooldown() {
+    // One replica per node on three nodes, but max 5: the fourth has no room.
+    let text = AUTOSCALED
+        .replace("max: 3", "max: 5")
+        .replace("  resources:", "  placement: {maxPerNode: 1}\n  resources:");
+    let w = world(&format!("{}{text}", fleet_doc("")));
+    until("first pass", Duration::from_secs(5), || w.ctl.passes() > 0).await;
+    until("a 'no room' scale", Duration::from_secs(120), || {
+        w.load("api", 90.0);
+        assert!(w.replicas("api").len() <= 3, "more replicas than nodes");
+        w.scale_events().iter().any(|e| e.contains("no room"))
+    })
+    .await;
+    let first = w.scale_events();
+    let no_room = first.iter().find(|e| e.contains("no room")).unwrap();
+    assert!(
+        no_room.starts_with("api: 4 → 3 replicas (no room for more: node1: "),
+        "{first:#?}"
+    );
+    // The load goes on: the same answer at most once per cooldown (5 s) — here, once per
+    // `for` (10 s) after it, since each try needs a full window.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        w.load("api", 90.0);
+        assert!(w.replicas("api").len() <= 3);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let again = w
+        .scale_events()
+        .iter()
+        .filter(|e| e.contains("no room"))
+        .count();
+    assert!((1..=1 + 30 / 5).contains(&again), "{:#?}", w.scale_events());
+    assert!(w.store.scale_records().unwrap()["api"].replicas <= 4);
+    w.stop().await;
+}

@@ -215,6 +215,9 @@ struct LoopState {
     disk_full_said: BTreeSet<String>,
     /// (node, image id) the engine refused to remove: not tried again by this controller.
     prune_refused: BTreeSet<(String, String)>,
+    /// Per service, the replicas the last pass could not place and why (the first one's
+    /// per-node diagnosis): the autoscaler gives back a count placement cannot hold.
+    unplaced: BTreeMap<String, (u32, String)>,
 }
 
 /// A running controller. Shared (`Arc`) between the loop, the API and the intent handlers.
@@ -286,6 +289,25 @@ impl Controller {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Puts `loaded` in force, with each autoscaled service's recorded count on it (SPEC §14:
+    /// new manifests, a rollback or a secrets reload never undo a scale). The records are read
+    /// under the same lock as the swap, so a scale recorded meanwhile is not lost.
+    fn set_desired(&self, mut loaded: Loaded) {
+        let mut desired = self.desired.write().unwrap_or_else(|p| p.into_inner());
+        if loaded
+            .fleet
+            .services
+            .values()
+            .any(|s| s.autoscale.is_some())
+        {
+            match self.store.scale_records() {
+                Ok(records) => crate::load::apply_scaled(&mut loaded.fleet, &records),
+                Err(e) => tracing::warn!(error = %e, "could not read the autoscale records"),
+            }
+        }
+        *desired = Arc::new(loaded);
     }
 
     /// The node runtimes in force.
@@ -585,10 +607,6 @@ impl Controller {
         for w in &loaded.warnings {
             tracing::warn!("{w}");
         }
-        match self.store.scale_records() {
-            Ok(records) => crate::load::apply_scaled(&mut loaded.fleet, &records),
-            Err(e) => tracing::warn!(error = %e, "could not read the autoscale records"),
-        }
         match self.read_secrets(&loaded.fleet, &current.fleet.secret_values) {
             Ok(values) => loaded.fleet.secret_values = values,
             Err(text) => {
@@ -625,7 +643,7 @@ impl Controller {
             }
         }
         tracing::info!(hash = %&hash[..12], files = loaded.sources.len(), "new manifests in force");
-        *self.desired.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+        self.set_desired(loaded);
         self.sync_runtimes();
         self.triggers.push(Trigger::Manifests);
         true
@@ -732,7 +750,7 @@ impl Controller {
             Ok(values) if values != current.fleet.secret_values => {
                 let mut next = (*current).clone();
                 next.fleet.secret_values = values;
-                *self.desired.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next);
+                self.set_desired(next);
                 tracing::info!("secrets read again: some changed");
                 self.triggers.push(Trigger::Manifests);
                 true
@@ -1076,6 +1094,16 @@ impl Controller {
             let mut st = lock(&self.state);
             st.backoff.forget_stale(after);
             st.last_observed = report.observed.clone();
+            st.unplaced.clear();
+            for u in &report.plan.unplaced {
+                if let crate::plan::Object::Service { name, .. } = &u.object {
+                    let e = st
+                        .unplaced
+                        .entry(name.clone())
+                        .or_insert_with(|| (0, u.diagnosis.to_string()));
+                    e.0 += 1;
+                }
+            }
             wake.extend(
                 st.readiness
                     .values()

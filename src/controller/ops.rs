@@ -370,7 +370,7 @@ impl Controller {
             }
             tracing::info!(revision = number, "rollback: revision in force");
             *lock(&self.rollback) = Some((loaded.sources_hash(), number));
-            *self.desired.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
+            self.set_desired(loaded);
         }
         self.sync_runtimes();
         let mut passes = ControllerPasses {

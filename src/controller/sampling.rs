@@ -43,6 +43,8 @@ pub(super) struct Sampling {
     nodes: BTreeMap<String, Window>,
     /// CPUs of each node: declared, else the engine's.
     cpus: BTreeMap<String, f64>,
+    /// The load records were forgotten since the settings went away.
+    cleared: bool,
 }
 
 impl Sampling {
@@ -94,8 +96,15 @@ impl Controller {
             if !sampling.streams.is_empty() {
                 sampling.stop_all();
             }
+            // Marks and counts left by settings since removed must not outlive them: a node
+            // marked hot would refuse plugs forever, an old count come back with autoscale.
+            if !sampling.cleared {
+                self.forget_load_state(self.now_ms());
+                sampling.cleared = true;
+            }
             return;
         }
+        sampling.cleared = false;
         let runtimes = self.runtimes();
         let listed = futures_util::future::join_all(runtimes.iter().map(|(n, rt)| async move {
             let all = rt.list_containers(&ListFilter::default()).await;
@@ -157,8 +166,12 @@ impl Controller {
             .iter()
             .flat_map(|(n, cs)| cs.iter().map(move |c| (n.clone(), c.id.clone())))
             .collect();
+        let runtimes = self.runtimes();
         sampling.streams.retain(|key, token| {
-            let keep = !running.contains_key(&key.0) || live.contains(key);
+            // A node that did not answer keeps its streams (they end on their own if its
+            // connection is gone); one no longer in the fleet does not.
+            let keep = live.contains(key)
+                || (!running.contains_key(&key.0) && runtimes.contains_key(&key.0));
             if !keep {
                 token.cancel();
             }
@@ -168,7 +181,6 @@ impl Controller {
             let mut readings = lock(&sampling.readings);
             readings.retain(|k, _| sampling.streams.contains_key(k) || live.contains(k));
         }
-        let runtimes = self.runtimes();
         for key in live {
             if sampling.streams.contains_key(&key) {
                 continue;
@@ -327,11 +339,41 @@ impl Controller {
             }
         }
         let mut changed = Vec::new();
+        let unplaced = lock(&self.state).unplaced.clone();
         for (name, spec) in &fleet.services {
             let Some(a) = &spec.autoscale else { continue };
             let record = records.get(name);
             // The count in force: the desired fleet's already carries the record, clamped.
             let current = spec.replicas;
+            // A count the autoscaler raised past what placement can hold is given back (never
+            // under min), saying why; its cooldown starts again, so a load that still asks for
+            // more meets the same "no room" at most once per cooldown.
+            if let (Some((n, diagnosis)), Some(_)) = (unplaced.get(name), record) {
+                let to = current.saturating_sub(*n).max(a.min);
+                if to < current {
+                    let why = format!("no room for more: {diagnosis}");
+                    let rec = ScaleRecord {
+                        replicas: to,
+                        at_ms: now,
+                        why: why.clone(),
+                    };
+                    if let Err(e) = self
+                        .store
+                        .record_scale(self.fence_token(), name, Some(&rec))
+                    {
+                        tracing::warn!(service = %name, error = %e, "load: could not record the new count");
+                        continue;
+                    }
+                    let message = format!("{name}: {current} → {to} replicas ({why})");
+                    self.scaled(name, "no-room", &message, now);
+                    if let Some((c, m)) = sampling.services.get_mut(name) {
+                        c.clear();
+                        m.clear();
+                    }
+                    changed.push(message);
+                    continue;
+                }
+            }
             let Some((cpu_w, mem_w)) = sampling.services.get(name) else {
                 continue;
             };
@@ -362,20 +404,7 @@ impl Controller {
             }
             let direction = if replicas > current { "up" } else { "down" };
             let message = format!("{name}: {current} → {replicas} replicas ({why})");
-            tracing::info!("autoscale: {message}");
-            if let Err(e) =
-                self.store
-                    .record_event(now, &self.cfg.actor, "scale", None, Some(name), &message)
-            {
-                tracing::warn!(error = %e, "could not record event");
-            }
-            self.metrics
-                .scales
-                .get_or_create(&vec![
-                    ("service".to_string(), name.clone()),
-                    ("direction".to_string(), direction.to_string()),
-                ])
-                .inc();
+            self.scaled(name, direction, &message, now);
             if let Some((c, m)) = sampling.services.get_mut(name) {
                 // What the old count used says little about the new one.
                 c.clear();
@@ -390,6 +419,46 @@ impl Controller {
                 changed.join("; ")
             )));
         }
+    }
+
+    /// Forgets every autoscale count and cools every hot node (the settings are gone).
+    fn forget_load_state(&self, now: i64) {
+        match self.store.scale_records() {
+            Ok(records) => {
+                for name in records.keys() {
+                    if let Err(e) = self.store.record_scale(self.fence_token(), name, None) {
+                        tracing::warn!(service = %name, error = %e, "load: could not forget the autoscale record");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "load: could not read the autoscale records"),
+        }
+        match self.store.hot_nodes() {
+            Ok(hot) => {
+                for node in hot.keys() {
+                    self.mark(node, None, "cpuHighWatermark removed", now);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "load: could not read the hot nodes"),
+        }
+    }
+
+    /// Says a recorded scale: log, event `scale`, metric.
+    fn scaled(&self, service: &str, direction: &str, message: &str, now: i64) {
+        tracing::info!("autoscale: {message}");
+        if let Err(e) =
+            self.store
+                .record_event(now, &self.cfg.actor, "scale", None, Some(service), message)
+        {
+            tracing::warn!(error = %e, "could not record event");
+        }
+        self.metrics
+            .scales
+            .get_or_create(&vec![
+                ("service".to_string(), service.to_string()),
+                ("direction".to_string(), direction.to_string()),
+            ])
+            .inc();
     }
 
     /// Decides each node's hot mark and records a change.
@@ -462,17 +531,16 @@ impl Controller {
 
     /// Puts the recorded replica counts into the manifests in force.
     pub(super) fn refresh_scaled(&self) {
-        let records = match self.store.scale_records() {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(error = %e, "load: could not read the autoscale records");
-                return;
-            }
-        };
+        // Cloned under the write lock: a set put in force meanwhile is the one updated.
         let mut desired = self.desired.write().unwrap_or_else(|p| p.into_inner());
-        let mut loaded = (**desired).clone();
-        load::apply_scaled(&mut loaded.fleet, &records);
-        *desired = Arc::new(loaded);
+        match self.store.scale_records() {
+            Ok(records) => {
+                let mut loaded = (**desired).clone();
+                load::apply_scaled(&mut loaded.fleet, &records);
+                *desired = Arc::new(loaded);
+            }
+            Err(e) => tracing::warn!(error = %e, "load: could not read the autoscale records"),
+        }
     }
 }
 

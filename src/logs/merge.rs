@@ -21,6 +21,7 @@
 //! - A line is released at most `hold` after the head of the queue arrived, when
 //!   [`Merger::release`] is called then (see [`Merger::next_release`]).
 
+use crate::transport::LogStream;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -133,28 +134,46 @@ impl<K: Ord + Clone, T> Merger<K, T> {
     }
 }
 
-/// Where one container's log was read up to, so that a re-attachment (after a restart, a lost
-/// connection) asks from just after it and drops what it already had.
+/// Where one container's log was read up to, per stream, so that a re-attachment (after a
+/// restart, a lost connection) asks from just after it and drops what it already had.
+///
+/// Per stream, because the engine stamps stdout and stderr apart and may write them to the
+/// log out of time order across the two: a stderr line may come after a later stdout line.
+/// Each stream on its own is in time order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Cursor {
-    last_ns: Option<i64>,
+    last_ns: [Option<i64>; 2],
+}
+
+fn slot(stream: LogStream) -> usize {
+    match stream {
+        LogStream::Stdout => 0,
+        LogStream::Stderr => 1,
+    }
 }
 
 impl Cursor {
-    /// Whether a line at `time_ns` is new (later than every line taken so far); if so, it is
-    /// taken.
-    pub fn take(&mut self, time_ns: i64) -> bool {
-        if self.last_ns.is_some_and(|l| time_ns <= l) {
+    /// Whether a line of `stream` at `time_ns` is new (later than every line of that stream
+    /// taken so far); if so, it is taken.
+    pub fn take(&mut self, stream: LogStream, time_ns: i64) -> bool {
+        let last = &mut self.last_ns[slot(stream)];
+        if last.is_some_and(|l| time_ns <= l) {
             return false;
         }
-        self.last_ns = Some(time_ns);
+        *last = Some(time_ns);
         true
     }
 
-    /// The `since` of a re-attachment: just after the last line taken, else `first` (the
-    /// read's own `--since`).
+    /// The `since` of a re-attachment: just after the last line taken of the stream that is
+    /// furthest behind (the other stream's repeats are dropped by [`Cursor::take`]), else
+    /// `first` (the read's own `--since`).
     pub fn resume_since(&self, first: Option<i64>) -> Option<i64> {
-        self.last_ns.map(|l| l + 1).or(first)
+        self.last_ns.iter().flatten().min().map(|l| l + 1).or(first)
+    }
+
+    /// Whether any line was taken.
+    pub fn is_empty(&self) -> bool {
+        self.last_ns.iter().all(Option::is_none)
     }
 }
 
@@ -165,6 +184,8 @@ mod tests {
 
     const HOLD: Duration = Duration::from_millis(100);
     const MS: i64 = 1_000_000;
+    const OUT: LogStream = LogStream::Stdout;
+    const ERR: LogStream = LogStream::Stderr;
 
     #[test]
     fn lines_of_two_sources_come_out_in_time_order_within_the_hold() {
@@ -228,13 +249,27 @@ mod tests {
     fn a_cursor_takes_each_line_once_across_reattachments() {
         let mut c = Cursor::default();
         assert_eq!(c.resume_since(Some(7)), Some(7));
-        assert!(c.take(10));
-        assert!(c.take(20));
+        assert!(c.take(OUT, 10));
+        assert!(c.take(OUT, 20));
         assert_eq!(c.resume_since(Some(7)), Some(21));
         // The re-attachment's engine answers from the whole second before: the overlap is dropped.
-        assert!(!c.take(10));
-        assert!(!c.take(20));
-        assert!(c.take(21));
+        assert!(!c.take(OUT, 10));
+        assert!(!c.take(OUT, 20));
+        assert!(c.take(OUT, 21));
+    }
+
+    #[test]
+    fn a_stderr_line_written_after_a_later_stdout_line_is_kept() {
+        let mut c = Cursor::default();
+        assert!(c.take(OUT, 20));
+        // Stamped at 15, written to the log after stdout's line at 20.
+        assert!(c.take(ERR, 15));
+        assert!(!c.take(ERR, 15));
+        // A re-attachment resumes from the stream furthest behind; stdout's repeat is dropped.
+        assert_eq!(c.resume_since(None), Some(16));
+        assert!(!c.take(OUT, 20));
+        assert!(c.take(ERR, 18));
+        assert!(c.take(OUT, 21));
     }
 
     proptest! {
@@ -258,7 +293,7 @@ mod tests {
                 // up to what the log holds now (`end` lines).
                 let since = c.resume_since(None).map_or(i64::MIN, |s| s.div_euclid(1_000_000_000) * 1_000_000_000);
                 for &line in log[..end].iter().filter(|&&l| l >= since) {
-                    if c.take(line) { taken.push(line); }
+                    if c.take(OUT, line) { taken.push(line); }
                 }
             }
             prop_assert_eq!(taken, log);

@@ -256,6 +256,16 @@ pub async fn read(
         .collect();
     let started = tokio::time::Instant::now();
     let now_ns = move || i64::try_from(started.elapsed().as_nanos()).unwrap_or(i64::MAX);
+    // With --tail, a container re-attached before any of its lines was taken (its tail was
+    // empty, or it was first found later) resumes from when this read began, never from the
+    // start of its log; without, from --since (docker's own meaning: everything).
+    let start_wall_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    let floor = match req.tail {
+        Some(_) => Some(req.since_ns.map_or(start_wall_ns, |s| s.max(start_wall_ns))),
+        None => req.since_ns,
+    };
     let stop = cancel.child_token();
     let _stop_on_return = stop.clone().drop_guard();
     let (tx, mut rx) = mpsc::channel::<Msg>(1024);
@@ -449,7 +459,7 @@ pub async fn read(
                 let Some(msg) = msg else { break };
                 match msg {
                     Msg::Line(i, line) => {
-                        if attached[i].cursor.take(line.time_ns) {
+                        if attached[i].cursor.take(line.stream, line.time_ns) {
                             merger.push(i, line.time_ns, now_ns(), line);
                         }
                     }
@@ -481,7 +491,7 @@ pub async fn read(
                         } else if req.follow && attached[i].restarted {
                             let opts = LogOptions {
                                 follow: true,
-                                since_ns: attached[i].cursor.resume_since(req.since_ns),
+                                since_ns: attached[i].cursor.resume_since(floor),
                                 tail: None,
                             };
                             attach(i, &mut attached, &mut merger, &mut open_streams, opts);
@@ -503,7 +513,7 @@ pub async fn read(
                                 {
                                     let opts = LogOptions {
                                         follow: true,
-                                        since_ns: attached[i].cursor.resume_since(req.since_ns),
+                                        since_ns: attached[i].cursor.resume_since(floor),
                                         tail: None,
                                     };
                                     attach(i, &mut attached, &mut merger, &mut open_streams, opts);
@@ -524,11 +534,15 @@ pub async fn read(
                                         restarted: false,
                                         refused: false,
                                     });
-                                    // New since we started: all of its log is new.
+                                    // New since we started: all of its log is new. One
+                                    // made before (on a node that did not answer at first)
+                                    // is read as the others were: --tail of it.
+                                    let old =
+                                        r.created.saturating_mul(1_000_000_000) < start_wall_ns;
                                     let opts = LogOptions {
                                         follow: true,
                                         since_ns: req.since_ns,
-                                        tail: None,
+                                        tail: if old { req.tail } else { None },
                                     };
                                     attach(i, &mut attached, &mut merger, &mut open_streams, opts);
                                 }
@@ -555,7 +569,7 @@ pub async fn read(
                                 attached[i].refused = false;
                                 let opts = LogOptions {
                                     follow: true,
-                                    since_ns: attached[i].cursor.resume_since(req.since_ns),
+                                    since_ns: attached[i].cursor.resume_since(floor),
                                     tail: None,
                                 };
                                 attach(i, &mut attached, &mut merger, &mut open_streams, opts);
