@@ -495,12 +495,21 @@ impl Window {
     }
 }
 
+/// One container's use over the last sampling period.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    /// CPU, percent of one CPU.
+    pub cpu_percent: f64,
+    /// Memory working set, bytes.
+    pub memory: u64,
+}
+
 /// The sample a service's replicas give at one instant: their mean CPU (percent of each one's
 /// `resources.cpus`, of one CPU without it) and mean memory (percent of `resources.memory`).
 /// `None` without a reading.
 pub fn service_sample(
     resources: &crate::manifest::spec::ResourceSpec,
-    readings: &[crate::transport::Usage],
+    readings: &[Reading],
 ) -> Option<(f64, f64)> {
     if readings.is_empty() {
         return None;
@@ -522,7 +531,7 @@ pub fn service_sample(
 
 /// A node's CPU use: every running container's CPU (fleetctl's and others') over the node's
 /// CPUs, percent.
-pub fn node_cpu(readings: &[crate::transport::Usage], cpus: f64) -> f64 {
+pub fn node_cpu(readings: &[Reading], cpus: f64) -> f64 {
     readings.iter().map(|u| u.cpu_percent).sum::<f64>() / cpus.max(0.001)
 }
 
@@ -780,7 +789,6 @@ mod tests {
     #[test]
     fn a_service_sample_is_the_replicas_mean_over_their_limits() {
         use crate::manifest::quantity::{Bytes, MilliCpus};
-        use crate::transport::Usage;
         let mut res = crate::manifest::spec::ResourceSpec {
             memory: Bytes(100 << 20),
             memory_reservation: None,
@@ -788,7 +796,7 @@ mod tests {
             cpu_shares: None,
             cpuset: None,
         };
-        let u = |cpu, mib: u64| Usage {
+        let u = |cpu, mib: u64| Reading {
             cpu_percent: cpu,
             memory: mib << 20,
         };

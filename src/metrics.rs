@@ -499,11 +499,7 @@ impl NodeRuntime for MeteredRuntime {
         self.timed("swarm_node_remove", self.inner.swarm_remove_member(id))
             .await
     }
-    async fn usage(
-        &self,
-        id: &str,
-    ) -> Result<BoxStream<'static, Result<crate::transport::Usage, TransportError>>, TransportError>
-    {
+    async fn usage(&self, id: &str) -> Result<crate::transport::Usage, TransportError> {
         self.timed("usage", self.inner.usage(id)).await
     }
 

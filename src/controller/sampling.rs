@@ -1,31 +1,37 @@
 //! Load, beside the loop (SPEC §14): while the manifests in force set `autoscale` on a service
-//! or `cpuHighWatermark` on a placement policy, one usage stream per running container of
-//! every node (the engine's stats stream, over the node's connection) keeps the newest
-//! reading of each; every [`Config::sample_every`](super::Config) the readings become one
-//! sample per autoscaled service and per node, pushed into their [`Window`]s; the pure
-//! decisions of [`crate::load`] then say whether a service's replica count moves and whether
-//! a node turns hot or cools. Each change is recorded in the state store (so it outlives the
-//! controller), said as an event with the measurement that caused it, counted in the metrics,
-//! and followed by a reconcile.
+//! or `cpuHighWatermark` on a placement policy, every [`Config::sample_every`](super::Config)
+//! the sampler lists each node's running containers and takes one reading of each (a one-shot
+//! stats call, a few at a time per node, over the node's connection); two readings of a
+//! container give its CPU share between them. The readings become one sample per autoscaled
+//! service and per node, pushed into their [`Window`]s; the pure decisions of
+//! [`crate::load`] then say whether a service's replica count moves and whether a node turns
+//! hot or cools. Each change is recorded in the state store (so it outlives the controller),
+//! said as an event with the measurement that caused it, counted in the metrics, and followed
+//! by a reconcile.
 //!
-//! Without such a setting nothing is streamed: a fleet that does not use them pays nothing.
+//! Short calls rather than one long-lived stats stream per container: a hundred open streams
+//! (an SSH channel and an HTTP connection each) cost the controller more memory than SPEC §9
+//! allows, and the engine streams a reading a second where one every sample is enough.
+//! Without such a setting nothing is read: a fleet that does not use them pays nothing.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio_util::sync::CancellationToken;
 
 use super::{Controller, lock};
-use crate::container::{RunState, labels};
-use crate::load::{self, HotChange, Sample, Scale, ServiceLoad, Window};
+use crate::container::{ContainerRecord, RunState, labels};
+use crate::load::{self, HotChange, Reading, Sample, Scale, ServiceLoad, Window};
 use crate::manifest::DesiredFleet;
 use crate::store::{HotRecord, ScaleRecord};
 use crate::transport::{ListFilter, Usage};
 
-/// A reading older than this many sampling periods is stale (its stream stalled).
-const FRESH_PERIODS: u32 = 3;
+/// Samples missing in a row before a window has a hole (nothing is sustained across it).
+const GAP_PERIODS: u32 = 3;
+
+/// Readings in flight at once per node.
+const READS_PER_NODE: usize = 4;
 
 /// (node, container id).
 type Key = (String, String);
@@ -33,10 +39,9 @@ type Key = (String, String);
 /// The sampler's memory between ticks.
 #[derive(Default)]
 pub(super) struct Sampling {
-    /// The newest reading of each running container and when it came.
-    readings: Arc<Mutex<HashMap<Key, (Usage, i64)>>>,
-    /// The open usage stream of each running container.
-    streams: HashMap<Key, CancellationToken>,
+    /// The last reading of each running container (its CPU counters: the next reading's
+    /// share is measured from them).
+    prev: HashMap<Key, Usage>,
     /// CPU and memory windows of each autoscaled service.
     services: BTreeMap<String, (Window, Window)>,
     /// CPU window of each node (when a policy has `cpuHighWatermark`).
@@ -49,10 +54,7 @@ pub(super) struct Sampling {
 
 impl Sampling {
     fn stop_all(&mut self) {
-        for (_, t) in self.streams.drain() {
-            t.cancel();
-        }
-        lock(&self.readings).clear();
+        self.prev.clear();
         self.services.clear();
         self.nodes.clear();
     }
@@ -78,10 +80,7 @@ impl Controller {
         let mut sampling = Sampling::default();
         loop {
             tokio::select! {
-                _ = self.tasks.cancelled() => {
-                    sampling.stop_all();
-                    return;
-                }
+                _ = self.tasks.cancelled() => return,
                 _ = tokio::time::sleep(self.cfg.sample_every) => {}
             }
             self.sample_tick(&mut sampling).await;
@@ -93,9 +92,7 @@ impl Controller {
         let loaded = self.desired();
         let fleet = &loaded.fleet;
         if !wanted(fleet) {
-            if !sampling.streams.is_empty() {
-                sampling.stop_all();
-            }
+            sampling.stop_all();
             // Marks and counts left by settings since removed must not outlive them: a node
             // marked hot would refuse plugs forever, an old count come back with autoscale.
             if !sampling.cleared {
@@ -111,7 +108,7 @@ impl Controller {
             (n.clone(), all)
         }))
         .await;
-        let mut running: BTreeMap<String, Vec<crate::container::ContainerRecord>> = BTreeMap::new();
+        let mut running: BTreeMap<String, Vec<ContainerRecord>> = BTreeMap::new();
         for (node, all) in listed {
             match all {
                 Ok(all) => {
@@ -126,7 +123,7 @@ impl Controller {
                 Err(e) => tracing::debug!(node = %node, error = %e, "load: list failed"),
             }
         }
-        self.follow_streams(sampling, &running);
+        let readings = self.read_usage(sampling, &running).await;
         for node in running.keys() {
             if !sampling.cpus.contains_key(node) {
                 let declared = fleet
@@ -147,7 +144,7 @@ impl Controller {
             }
         }
         let now = self.now_ms();
-        self.take_samples(sampling, fleet, &running, now);
+        self.take_samples(sampling, fleet, &running, &readings, now);
         if let Err(e) = self.store.record_load(&snapshot(sampling, fleet, now)) {
             tracing::debug!(error = %e, "load: could not record the measurements");
         }
@@ -155,74 +152,60 @@ impl Controller {
         self.act_on_nodes(sampling, fleet, now);
     }
 
-    /// Opens a usage stream for each running container without one; closes those of
-    /// containers no longer running (on a node that answered).
-    fn follow_streams(
+    /// One reading of every running container of the nodes that answered, a few at a time
+    /// per node; returns each one's use since its previous reading (CPU absent for a container
+    /// read for the first time). Forgets the counters of containers no longer running and of
+    /// nodes no longer in the fleet; keeps those of a node that did not answer this time.
+    async fn read_usage(
         &self,
         sampling: &mut Sampling,
-        running: &BTreeMap<String, Vec<crate::container::ContainerRecord>>,
-    ) {
-        let live: BTreeSet<Key> = running
-            .iter()
-            .flat_map(|(n, cs)| cs.iter().map(move |c| (n.clone(), c.id.clone())))
-            .collect();
+        running: &BTreeMap<String, Vec<ContainerRecord>>,
+    ) -> HashMap<Key, (Option<f64>, u64)> {
         let runtimes = self.runtimes();
-        sampling.streams.retain(|key, token| {
-            // A node that did not answer keeps its streams (they end on their own if its
-            // connection is gone); one no longer in the fleet does not.
-            let keep = live.contains(key)
-                || (!running.contains_key(&key.0) && runtimes.contains_key(&key.0));
-            if !keep {
-                token.cancel();
-            }
-            keep && !token.is_cancelled()
-        });
-        {
-            let mut readings = lock(&sampling.readings);
-            readings.retain(|k, _| sampling.streams.contains_key(k) || live.contains(k));
-        }
-        for key in live {
-            if sampling.streams.contains_key(&key) {
-                continue;
-            }
-            let Some(rt) = runtimes.get(&key.0).cloned() else {
+        let mut per_node = Vec::new();
+        for (node, cs) in running {
+            let Some(rt) = runtimes.get(node).cloned() else {
                 continue;
             };
-            let token = self.tasks.child_token();
-            sampling.streams.insert(key.clone(), token.clone());
-            let readings = sampling.readings.clone();
-            let clock = self.cfg.clock.clone();
-            tokio::spawn(async move {
-                let stream = tokio::select! {
-                    _ = token.cancelled() => return,
-                    s = rt.usage(&key.1) => s,
-                };
-                let mut stream = match stream {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::debug!(node = %key.0, container = %key.1, error = %e, "load: no usage stream");
-                        token.cancel();
-                        return;
-                    }
-                };
-                loop {
-                    let item = tokio::select! {
-                        _ = token.cancelled() => break,
-                        item = stream.next() => item,
-                    };
-                    match item {
-                        Some(Ok(u)) => {
-                            lock(&readings).insert(key.clone(), (u, clock.now_ms()));
+            let ids: Vec<String> = cs.iter().map(|c| c.id.clone()).collect();
+            let node = node.clone();
+            per_node.push(async move {
+                let got: Vec<(String, Result<Usage, _>)> =
+                    futures_util::stream::iter(ids.into_iter().map(move |id| {
+                        let rt = rt.clone();
+                        async move {
+                            let u = rt.usage(&id).await;
+                            (id, u)
                         }
-                        Some(Err(_)) | None => break,
-                    }
-                }
-                // Ended (the container stopped, or the connection dropped): the next tick
-                // opens a new stream if it runs.
-                lock(&readings).remove(&key);
-                token.cancel();
+                    }))
+                    .buffer_unordered(READS_PER_NODE)
+                    .collect()
+                    .await;
+                got.into_iter()
+                    .map(|(id, u)| (node.clone(), id, u))
+                    .collect::<Vec<_>>()
             });
         }
+        let reads = futures_util::future::join_all(per_node).await;
+        let mut out = HashMap::new();
+        for (node, id, u) in reads.into_iter().flatten() {
+            match u {
+                Ok(u) => {
+                    let key = (node, id);
+                    let cpu = sampling.prev.get(&key).and_then(|p| u.cpu_percent_since(p));
+                    out.insert(key.clone(), (cpu, u.memory));
+                    sampling.prev.insert(key, u);
+                }
+                // Stopped between the listing and the reading, or the node went away.
+                Err(e) => {
+                    tracing::debug!(node = %node, container = %id, error = %e, "load: no reading")
+                }
+            }
+        }
+        sampling.prev.retain(|k, _| {
+            out.contains_key(k) || (!running.contains_key(&k.0) && runtimes.contains_key(&k.0))
+        });
+        out
     }
 
     /// Turns the newest fresh readings into one sample per autoscaled service and per node.
@@ -230,18 +213,21 @@ impl Controller {
         &self,
         sampling: &mut Sampling,
         fleet: &DesiredFleet,
-        running: &BTreeMap<String, Vec<crate::container::ContainerRecord>>,
+        running: &BTreeMap<String, Vec<ContainerRecord>>,
+        readings: &HashMap<Key, (Option<f64>, u64)>,
         now: i64,
     ) {
         let period = self.cfg.sample_every;
-        let fresh_ms = i64::try_from((period * FRESH_PERIODS).as_millis()).unwrap_or(i64::MAX);
-        let max_gap = period * FRESH_PERIODS;
-        let readings = lock(&sampling.readings).clone();
+        let max_gap = period * GAP_PERIODS;
         let fresh = |node: &str, id: &str| {
             readings
                 .get(&(node.to_string(), id.to_string()))
-                .filter(|(_, at)| now - at <= fresh_ms)
-                .map(|(u, _)| *u)
+                .and_then(|(cpu, memory)| {
+                    cpu.map(|cpu_percent| Reading {
+                        cpu_percent,
+                        memory: *memory,
+                    })
+                })
         };
         sampling.services.retain(|name, _| {
             fleet
@@ -251,7 +237,7 @@ impl Controller {
         });
         for (name, spec) in &fleet.services {
             let Some(a) = &spec.autoscale else { continue };
-            let mine: Vec<Usage> = running
+            let mine: Vec<Reading> = running
                 .iter()
                 .flat_map(|(n, cs)| cs.iter().map(move |c| (n, c)))
                 .filter(|(_, c)| {
@@ -300,8 +286,8 @@ impl Controller {
             let Some(cpus) = sampling.cpus.get(node).copied() else {
                 continue;
             };
-            let all: Vec<Usage> = cs.iter().filter_map(|c| fresh(node, &c.id)).collect();
-            // A node whose containers have no reading yet (streams just opened) gives none.
+            let all: Vec<Reading> = cs.iter().filter_map(|c| fresh(node, &c.id)).collect();
+            // A node some of whose containers have no share yet (read once) gives none.
             if all.len() < cs.len() {
                 continue;
             }

@@ -1191,42 +1191,29 @@ impl NodeRuntime for DockerRuntime {
         .await
     }
 
-    async fn usage(
-        &self,
-        id: &str,
-    ) -> Result<BoxStream<'static, Result<super::Usage, TransportError>>, TransportError> {
-        const OP: &str = "container stats";
-        let api = self.api().await?;
-        let options = StatsOptionsBuilder::new().stream(true).build();
-        let (docker, node, id) = (api.docker.clone(), self.node.clone(), id.to_string());
-        // Driven from a task, as events are: the request starts now and ends when the caller
-        // drops the stream, the container stops or the connection drops.
-        let (tx, rx) = tokio::sync::mpsc::channel(4);
-        tokio::spawn(async move {
-            let mut stats = docker.stats(&id, Some(options));
-            loop {
-                let item = tokio::select! {
-                    _ = tx.closed() => return,
-                    item = stats.next() => item,
-                };
-                let Some(item) = item else { return };
-                let mapped = match item {
-                    Ok(s) => match usage_of(&s) {
-                        Some(u) => Ok(u),
-                        None => continue,
-                    },
-                    Err(e) => Err(map_error(&node, OP, Some(&id), e)),
-                };
-                let failed = mapped.is_err();
-                if tx.send(mapped).await.is_err() || failed {
-                    return;
+    async fn usage(&self, id: &str) -> Result<super::Usage, TransportError> {
+        let name = id.to_string();
+        let options = StatsOptionsBuilder::new()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let stats = self
+            .call("container stats", Some(id), CALL_TIMEOUT, |d| async move {
+                let mut s = d.stats(&name, Some(options));
+                match s.next().await {
+                    Some(r) => r.map(Some),
+                    None => Ok(None),
                 }
-            }
-        });
-        Ok(futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|item| (item, rx))
+            })
+            .await?;
+        stats.as_ref().and_then(usage_of).ok_or_else(|| {
+            TransportError::new(
+                &self.node,
+                "container stats",
+                ErrorKind::Other,
+                format!("container {id}: the engine sent no CPU figures"),
+            )
         })
-        .boxed())
     }
 
     async fn events(
@@ -2033,18 +2020,13 @@ pub fn memory_working_set(stats: &ContainerStatsResponse) -> u64 {
     usage.saturating_sub(inactive)
 }
 
-/// A stats reading as [`Usage`](super::Usage): CPU as `docker stats` computes it (the
-/// container's CPU time over the host's since the previous reading, times the CPUs online);
-/// `None` for a reading without a previous one (the stream's first) or without CPU figures
-/// (a stopped container's last).
+/// A stats reading as [`Usage`](super::Usage): the container's and the host's CPU counters,
+/// the CPUs online and the memory working set; `None` without CPU figures (a container that
+/// is not running).
 pub fn usage_of(s: &ContainerStatsResponse) -> Option<super::Usage> {
     let cpu = s.cpu_stats.as_ref()?;
-    let pre = s.precpu_stats.as_ref()?;
     let total = cpu.cpu_usage.as_ref()?.total_usage?;
-    let pre_total = pre.cpu_usage.as_ref()?.total_usage?;
-    let system = cpu.system_cpu_usage?;
-    let pre_system = pre.system_cpu_usage.filter(|v| *v > 0)?;
-    let system_delta = system.checked_sub(pre_system).filter(|d| *d > 0)?;
+    let system = cpu.system_cpu_usage.filter(|v| *v > 0)?;
     let online = cpu
         .online_cpus
         .filter(|n| *n > 0)
@@ -2055,9 +2037,10 @@ pub fn usage_of(s: &ContainerStatsResponse) -> Option<super::Usage> {
                 .map(|p| p.len() as u32)
         })
         .unwrap_or(1);
-    let cpu_delta = total.saturating_sub(pre_total);
     Some(super::Usage {
-        cpu_percent: cpu_delta as f64 / system_delta as f64 * f64::from(online) * 100.0,
+        cpu_total_ns: total,
+        system_ns: system,
+        online_cpus: online,
         memory: memory_working_set(s),
     })
 }
@@ -3231,27 +3214,26 @@ mod tests {
 
     #[test]
     fn usage_is_cpu_time_over_host_time_times_the_cpus_as_docker_stats_shows_it() {
-        // As API 1.41 sends a streamed reading: 0.5 s of container CPU over 2 s of host CPU
-        // time (both CPUs, 1 s of wall time) → half a CPU busy on a 2-CPU host: 50%.
-        let reading: ContainerStatsResponse = serde_json::from_value(serde_json::json!({
-            "cpu_stats": {"cpu_usage": {"total_usage": 1_500_000_000u64},
-                          "system_cpu_usage": 12_000_000_000u64, "online_cpus": 2},
-            "precpu_stats": {"cpu_usage": {"total_usage": 1_000_000_000u64},
-                             "system_cpu_usage": 10_000_000_000u64},
-            "memory_stats": {"usage": 50u64 << 20, "stats": {"inactive_file": 10u64 << 20}}
-        }))
-        .unwrap();
-        let u = usage_of(&reading).unwrap();
-        assert!((u.cpu_percent - 50.0).abs() < 1e-9, "{u:?}");
-        assert_eq!(u.memory, 40 << 20);
-        // The stream's first reading has no previous one: left out.
-        let first: ContainerStatsResponse = serde_json::from_value(serde_json::json!({
-            "cpu_stats": {"cpu_usage": {"total_usage": 1u64}, "system_cpu_usage": 5u64,
-                          "online_cpus": 2},
-            "precpu_stats": {"cpu_usage": {"total_usage": 0u64}}
-        }))
-        .unwrap();
-        assert_eq!(usage_of(&first), None);
+        // Two one-shot readings as API 1.41 sends them: 0.5 s of container CPU over 2 s of
+        // host CPU time (both CPUs, 1 s of wall time) → half a CPU busy on a 2-CPU host: 50%.
+        let reading = |total: u64, system: u64| -> ContainerStatsResponse {
+            serde_json::from_value(serde_json::json!({
+                "cpu_stats": {"cpu_usage": {"total_usage": total},
+                              "system_cpu_usage": system, "online_cpus": 2},
+                "precpu_stats": {"cpu_usage": {"total_usage": 0u64}},
+                "memory_stats": {"usage": 50u64 << 20, "stats": {"inactive_file": 10u64 << 20}}
+            }))
+            .unwrap()
+        };
+        let a = usage_of(&reading(1_000_000_000, 10_000_000_000)).unwrap();
+        let b = usage_of(&reading(1_500_000_000, 12_000_000_000)).unwrap();
+        let pct = b.cpu_percent_since(&a).unwrap();
+        assert!((pct - 50.0).abs() < 1e-9, "{pct}");
+        assert_eq!(b.memory, 40 << 20);
+        // The same reading twice: no time passed on the host, no share.
+        assert_eq!(b.cpu_percent_since(&b), None);
+        // A stopped container's answer has no CPU figures.
+        assert_eq!(usage_of(&ContainerStatsResponse::default()), None);
     }
 
     #[test]

@@ -171,10 +171,7 @@ impl NodeRuntime for FailedRuntime {
     async fn swarm_remove_member(&self, _: &str) -> Result<(), TransportError> {
         Err(self.err("remove swarm node"))
     }
-    async fn usage(
-        &self,
-        _: &str,
-    ) -> Result<BoxStream<'static, Result<super::Usage, TransportError>>, TransportError> {
+    async fn usage(&self, _: &str) -> Result<super::Usage, TransportError> {
         Err(self.err("container stats"))
     }
     async fn events(

@@ -90,8 +90,12 @@ struct FakeContainer {
     health: Option<Health>,
     created: i64,
     memory_usage: u64,
-    /// CPU use, percent of one CPU, as its usage stream reports it.
+    /// CPU use, percent of one CPU, from now on (its counters grow by it between readings).
     cpu_percent: f64,
+    /// Its CPU counter and the host's, ns, as of the last reading (and when that was).
+    cpu_total_ns: u64,
+    system_ns: u64,
+    cpu_read_at: Option<tokio::time::Instant>,
     restart_count: u64,
     /// Files written through the archive API, by absolute path.
     files: BTreeMap<String, Vec<u8>>,
@@ -111,6 +115,9 @@ impl FakeContainer {
             created,
             memory_usage: 0,
             cpu_percent: 0.0,
+            cpu_total_ns: 0,
+            system_ns: 1,
+            cpu_read_at: None,
             restart_count: 0,
             files: BTreeMap::new(),
             address,
@@ -636,7 +643,7 @@ impl FakeRuntime {
         }
     }
 
-    /// Sets the CPU use (percent of one CPU) a container's usage stream reports from now on.
+    /// Sets the CPU use (percent of one CPU) of a container from now on.
     pub fn set_cpu_percent(&self, id: &str, percent: f64) {
         if let Some(c) = self.lock().containers.get_mut(id) {
             c.cpu_percent = percent;
@@ -2060,40 +2067,27 @@ impl NodeRuntime for FakeRuntime {
         }
     }
 
-    async fn usage(
-        &self,
-        id: &str,
-    ) -> Result<BoxStream<'static, Result<super::Usage, TransportError>>, TransportError> {
+    async fn usage(&self, id: &str) -> Result<super::Usage, TransportError> {
         self.begin("stats", id)?;
-        {
-            let mut inner = self.lock();
-            let c = self
-                .find(&mut inner, id)
-                .ok_or_else(|| self.not_found("container stats", id))?;
-            if c.state != RunState::Running {
-                return Ok(futures_util::stream::empty().boxed());
-            }
-        }
-        // Like the engine: a reading a second, while the container runs.
-        let (me, id) = (self.clone(), id.to_string());
-        Ok(futures_util::stream::unfold((), move |()| {
-            let (me, id) = (me.clone(), id.clone());
-            async move {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                let mut inner = me.lock();
-                let c = me.find(&mut inner, &id)?;
-                (c.state == RunState::Running).then(|| {
-                    (
-                        Ok(super::Usage {
-                            cpu_percent: c.cpu_percent,
-                            memory: c.memory_usage,
-                        }),
-                        (),
-                    )
-                })
-            }
+        let mut inner = self.lock();
+        let c = self
+            .find(&mut inner, id)
+            .ok_or_else(|| self.not_found("container stats", id))?;
+        // Counters as the engine keeps them, on one CPU: since the last reading the host spent
+        // the (tokio) time elapsed, the container cpu_percent of it.
+        let now = tokio::time::Instant::now();
+        let elapsed = c.cpu_read_at.map_or(0, |t| {
+            u64::try_from(now.duration_since(t).as_nanos()).unwrap_or(u64::MAX)
+        });
+        c.cpu_read_at = Some(now);
+        c.system_ns += elapsed;
+        c.cpu_total_ns += (elapsed as f64 * c.cpu_percent / 100.0) as u64;
+        Ok(super::Usage {
+            cpu_total_ns: c.cpu_total_ns,
+            system_ns: c.system_ns,
+            online_cpus: 1,
+            memory: c.memory_usage,
         })
-        .boxed())
     }
 
     async fn events(

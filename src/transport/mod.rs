@@ -345,13 +345,10 @@ pub trait NodeRuntime: Send + Sync {
     /// The exit code of exec instance `exec_id`; `None` while it runs. A command the engine
     /// could not run reports 126 (not executable) or 127 (not found), as `docker exec` does.
     async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, TransportError>;
-    /// The use of a running container, about once a second (the engine's stats stream), from
-    /// now until it stops (the stream then ends) or the caller drops the stream. The engine's
-    /// first reading has no CPU share yet and is left out.
-    async fn usage(
-        &self,
-        id: &str,
-    ) -> Result<BoxStream<'static, Result<Usage, TransportError>>, TransportError>;
+    /// One reading of a running container's use (a one-shot stats call: the engine answers at
+    /// once). CPU comes as counters; [`Usage::cpu_percent_since`] turns two readings into a
+    /// share.
+    async fn usage(&self, id: &str) -> Result<Usage, TransportError>;
     /// Container events (die, oom, start, destroy, health_status) for containers carrying every
     /// label of `filter`, from now on. The stream ends when the connection drops; the caller
     /// resubscribes (and resyncs, since events may have been missed).
@@ -372,13 +369,30 @@ pub trait NodeRuntime: Send + Sync {
 }
 
 /// One reading of a running container's use.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Usage {
-    /// CPU since the previous reading, percent of one CPU (`docker stats`' figure: 250 is two
-    /// and a half CPUs busy).
-    pub cpu_percent: f64,
+    /// CPU time the container has used, ns (cumulative).
+    pub cpu_total_ns: u64,
+    /// CPU time the host has spent, all CPUs, ns (cumulative; the engine's `system_cpu_usage`).
+    pub system_ns: u64,
+    /// CPUs online.
+    pub online_cpus: u32,
     /// Memory working set (usage minus inactive file cache), bytes.
     pub memory: u64,
+}
+
+impl Usage {
+    /// The container's CPU between `earlier` and this reading, percent of one CPU, as `docker
+    /// stats` computes it (250 is two and a half CPUs busy); `None` when the host's counter
+    /// did not move (same reading, or a counter reset).
+    pub fn cpu_percent_since(&self, earlier: &Usage) -> Option<f64> {
+        let system = self
+            .system_ns
+            .checked_sub(earlier.system_ns)
+            .filter(|d| *d > 0)?;
+        let cpu = self.cpu_total_ns.saturating_sub(earlier.cpu_total_ns);
+        Some(cpu as f64 / system as f64 * f64::from(self.online_cpus.max(1)) * 100.0)
+    }
 }
 
 /// The connect timeout for one SSH connection attempt: a VPS that does not answer a TCP
