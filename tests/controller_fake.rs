@@ -1218,3 +1218,62 @@ async fn a_count_placement_cannot_hold_is_given_back_and_said_once_per_cooldown(
     assert!(w.store.scale_records().unwrap()["api"].replicas <= 4);
     w.stop().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn load_settings_removed_take_their_gauges_marks_and_counts_with_them() {
+    let text = format!(
+        "{}{AUTOSCALED}{}",
+        fleet_doc(""),
+        plugs_doc("0", false).replace(
+            "  evictIdleOnPressure: false\n",
+            "  evictIdleOnPressure: false\n  cpuHighWatermark: {above: 80%, for: 4s}\n"
+        )
+    );
+    let w = world(&text);
+    until("first pass", Duration::from_secs(5), || w.ctl.passes() > 0).await;
+    let first = w.ctl.create_plug("agent", "a").await.unwrap();
+    let id = w.running(&first.node, &first.id).unwrap();
+    w.fakes[&first.node].set_cpu_percent(&id, 390.0);
+    until("hot, and api scaled", Duration::from_secs(60), || {
+        w.load("api", 90.0);
+        w.store.hot_nodes().unwrap().contains_key(&first.node)
+            && w.store.scale_records().unwrap().contains_key("api")
+    })
+    .await;
+    let m = w.ctl.metrics_text();
+    assert!(
+        m.contains("fleetctl_service_cpu_percent{service=\"api\"}"),
+        "{m}"
+    );
+    assert!(m.contains(&format!(
+        "fleetctl_node_cpu_percent{{node=\"{}\"}}",
+        first.node
+    )));
+    // The settings go: the marks, the counts and the gauges with them.
+    write(
+        w.dir.path(),
+        &text
+            .replace("  cpuHighWatermark: {above: 80%, for: 4s}\n", "")
+            .replace(
+                "  autoscale:\n    min: 1\n    max: 3\n    cpu: {above: 50%, for: 10s, below: 10%, belowFor: 20s}\n    cooldown: 5s\n",
+                "",
+            ),
+    );
+    assert!(w.ctl.reload_manifests());
+    until(
+        "marks and counts forgotten",
+        Duration::from_secs(10),
+        || w.store.hot_nodes().unwrap().is_empty() && w.store.scale_records().unwrap().is_empty(),
+    )
+    .await;
+    let m = w.ctl.metrics_text();
+    assert!(!m.contains("fleetctl_service_cpu_percent{"), "{m}");
+    assert!(!m.contains("fleetctl_node_cpu_percent{"), "{m}");
+    assert!(
+        m.contains(&format!("fleetctl_node_hot{{node=\"{}\"}} 0", first.node)),
+        "{m}"
+    );
+    // The plug's node takes plugs again.
+    w.ctl.create_plug("agent", "b").await.unwrap();
+    w.stop().await;
+}

@@ -53,10 +53,17 @@ pub(super) struct Sampling {
 }
 
 impl Sampling {
-    fn stop_all(&mut self) {
+    /// Forgets everything measured, and its gauges.
+    fn stop_all(&mut self, metrics: &crate::metrics::Metrics) {
         self.prev.clear();
-        self.services.clear();
-        self.nodes.clear();
+        for name in std::mem::take(&mut self.services).into_keys() {
+            let labels = vec![("service".to_string(), name)];
+            metrics.service_cpu.remove(&labels);
+            metrics.service_memory.remove(&labels);
+        }
+        for node in std::mem::take(&mut self.nodes).into_keys() {
+            metrics.node_cpu.remove(&vec![("node".to_string(), node)]);
+        }
     }
 }
 
@@ -78,6 +85,15 @@ impl Controller {
     /// The sampler task: a tick every `sample_every` until the controller stops.
     pub(super) async fn watch_load(self: Arc<Self>) {
         let mut sampling = Sampling::default();
+        // The hot marks outlive a restart (they are in the store): so does their gauge.
+        if let Ok(hot) = self.store.hot_nodes() {
+            for node in hot.keys() {
+                self.metrics
+                    .node_hot
+                    .get_or_create(&vec![("node".to_string(), node.clone())])
+                    .set(1);
+            }
+        }
         loop {
             tokio::select! {
                 _ = self.tasks.cancelled() => return,
@@ -92,7 +108,7 @@ impl Controller {
         let loaded = self.desired();
         let fleet = &loaded.fleet;
         if !wanted(fleet) {
-            sampling.stop_all();
+            sampling.stop_all(&self.metrics);
             // Marks and counts left by settings since removed must not outlive them: a node
             // marked hot would refuse plugs forever, an old count come back with autoscale.
             if !sampling.cleared {
@@ -229,11 +245,18 @@ impl Controller {
                     })
                 })
         };
+        let metrics = &self.metrics;
         sampling.services.retain(|name, _| {
-            fleet
+            let keep = fleet
                 .services
                 .get(name)
-                .is_some_and(|s| s.autoscale.is_some())
+                .is_some_and(|s| s.autoscale.is_some());
+            if !keep {
+                let labels = vec![("service".to_string(), name.clone())];
+                metrics.service_cpu.remove(&labels);
+                metrics.service_memory.remove(&labels);
+            }
+            keep
         });
         for (name, spec) in &fleet.services {
             let Some(a) = &spec.autoscale else { continue };
@@ -278,10 +301,20 @@ impl Controller {
             .filter_map(|p| p.cpu_high_watermark.map(|h| h.for_))
             .max();
         let Some(hot_for) = hot_for else {
-            sampling.nodes.clear();
+            for n in std::mem::take(&mut sampling.nodes).into_keys() {
+                metrics.node_cpu.remove(&vec![("node".to_string(), n)]);
+            }
             return;
         };
-        sampling.nodes.retain(|n, _| fleet.nodes.contains_key(n));
+        sampling.nodes.retain(|n, _| {
+            let keep = fleet.nodes.contains_key(n);
+            if !keep {
+                metrics
+                    .node_cpu
+                    .remove(&vec![("node".to_string(), n.clone())]);
+            }
+            keep
+        });
         for (node, cs) in running {
             let Some(cpus) = sampling.cpus.get(node).copied() else {
                 continue;

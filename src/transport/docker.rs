@@ -182,6 +182,27 @@ impl std::fmt::Debug for DockerRuntime {
 }
 
 impl DockerRuntime {
+    /// One stats reading of container `id`, at once (`one-shot`: no second sample waited
+    /// for); `None` when the engine sent nothing.
+    async fn one_shot_stats(
+        &self,
+        id: &str,
+    ) -> Result<Option<ContainerStatsResponse>, TransportError> {
+        let name = id.to_string();
+        let options = StatsOptionsBuilder::new()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        self.call("container stats", Some(id), CALL_TIMEOUT, |d| async move {
+            let mut s = d.stats(&name, Some(options));
+            match s.next().await {
+                Some(r) => r.map(Some),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
     /// A runtime for `node` reaching the Docker socket `socket` (a path on the node) through
     /// `session`. Connects on first use.
     pub fn over_ssh(node: &str, session: Arc<SshSession>, socket: &str) -> Self {
@@ -549,20 +570,7 @@ impl NodeRuntime for DockerRuntime {
     }
 
     async fn container_memory_usage(&self, id: &str) -> Result<u64, TransportError> {
-        let name = id.to_string();
-        let options = StatsOptionsBuilder::new()
-            .stream(false)
-            .one_shot(true)
-            .build();
-        let stats = self
-            .call("container stats", Some(id), CALL_TIMEOUT, |d| async move {
-                let mut s = d.stats(&name, Some(options));
-                match s.next().await {
-                    Some(r) => r.map(Some),
-                    None => Ok(None),
-                }
-            })
-            .await?;
+        let stats = self.one_shot_stats(id).await?;
         Ok(stats.as_ref().map(memory_working_set).unwrap_or(0))
     }
 
@@ -1192,20 +1200,7 @@ impl NodeRuntime for DockerRuntime {
     }
 
     async fn usage(&self, id: &str) -> Result<super::Usage, TransportError> {
-        let name = id.to_string();
-        let options = StatsOptionsBuilder::new()
-            .stream(false)
-            .one_shot(true)
-            .build();
-        let stats = self
-            .call("container stats", Some(id), CALL_TIMEOUT, |d| async move {
-                let mut s = d.stats(&name, Some(options));
-                match s.next().await {
-                    Some(r) => r.map(Some),
-                    None => Ok(None),
-                }
-            })
-            .await?;
+        let stats = self.one_shot_stats(id).await?;
         stats.as_ref().and_then(usage_of).ok_or_else(|| {
             TransportError::new(
                 &self.node,
