@@ -231,6 +231,27 @@ struct Attached {
     refused: bool,
 }
 
+/// Registers a container found on `node` (by the first listing, a re-listing or a `start`
+/// event) as a new source; returns its index.
+fn register(
+    attached: &mut Vec<Attached>,
+    by_id: &mut BTreeMap<(String, String), usize>,
+    node: &str,
+    id: &str,
+    source: Source,
+) -> usize {
+    let i = attached.len();
+    by_id.insert((node.to_string(), id.to_string()), i);
+    attached.push(Attached {
+        source,
+        cursor: Cursor::default(),
+        streaming: false,
+        restarted: false,
+        refused: false,
+    });
+    i
+}
+
 /// Reads the logs `req` asks for from `runtimes` (the fleet's nodes) and hands each line to
 /// `sink`, merged in time order; returns when every log has been read to its end, or, with
 /// `req.follow`, when `cancel` fires.
@@ -379,15 +400,7 @@ pub async fn read(
         let Some(source) = Source::of(&req.target, node, &r.id, &r.name, &r.labels) else {
             continue;
         };
-        let i = attached.len();
-        by_id.insert((node.clone(), r.id.clone()), i);
-        attached.push(Attached {
-            source,
-            cursor: Cursor::default(),
-            streaming: false,
-            restarted: false,
-            refused: false,
-        });
+        let i = register(&mut attached, &mut by_id, node, &r.id, source);
         let opts = LogOptions {
             follow: req.follow,
             since_ns: req.since_ns,
@@ -525,15 +538,8 @@ pub async fn read(
                                     else {
                                         continue;
                                     };
-                                    let i = attached.len();
-                                    by_id.insert((node.clone(), r.id.clone()), i);
-                                    attached.push(Attached {
-                                        source,
-                                        cursor: Cursor::default(),
-                                        streaming: false,
-                                        restarted: false,
-                                        refused: false,
-                                    });
+                                    let i =
+                                        register(&mut attached, &mut by_id, &node, &r.id, source);
                                     // New since we started: all of its log is new. One
                                     // made before (on a node that did not answer at first)
                                     // is read as the others were: --tail of it.
@@ -582,15 +588,13 @@ pub async fn read(
                                     &name,
                                     &e.labels,
                                 ) {
-                                    let i = attached.len();
-                                    by_id.insert((node.clone(), e.container_id.clone()), i);
-                                    attached.push(Attached {
+                                    let i = register(
+                                        &mut attached,
+                                        &mut by_id,
+                                        &node,
+                                        &e.container_id,
                                         source,
-                                        cursor: Cursor::default(),
-                                        streaming: false,
-                                        restarted: false,
-                                        refused: false,
-                                    });
+                                    );
                                     let opts = LogOptions {
                                         follow: true,
                                         since_ns: req.since_ns,
