@@ -784,7 +784,10 @@ pub struct ContainerDetails {
 /// What the engine says about itself (`GET /info` and `GET /version`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineInfo {
-    /// Engine version, e.g. `20.10.24`.
+    /// Which engine answers: Docker Engine or Podman's Docker-compatible service.
+    #[serde(default)]
+    pub kind: EngineKind,
+    /// Engine version, e.g. `20.10.24` (Podman: its own version, e.g. `4.3.1`).
     pub version: String,
     /// Negotiated API version, e.g. `1.41`.
     pub api_version: String,
@@ -805,6 +808,50 @@ pub struct EngineInfo {
     /// layers live on its filesystem. Empty when the engine does not say.
     #[serde(default)]
     pub docker_root_dir: String,
+}
+
+/// The engine behind a node's Docker API socket. Podman serves the same API with
+/// differences fleetctl works around (docs/transport.md, "Engines"): no in-place update (a
+/// limit change recreates the container), no swarm (its containers get a bridge network of the
+/// fleet's name on that node), health probes run by systemd timers that may be missing (fleetctl
+/// runs a due probe itself when it reads the container).
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// Docker Engine (dockerd).
+    #[default]
+    Docker,
+    /// Podman (`podman system service`).
+    Podman,
+}
+
+impl EngineKind {
+    /// `docker` or `podman`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EngineKind::Docker => "docker",
+            EngineKind::Podman => "podman",
+        }
+    }
+
+    /// Whether the engine changes a container's limits and restart policy in place
+    /// (`POST /containers/{id}/update`); without it a change is a recreate.
+    pub fn updates_in_place(self) -> bool {
+        self == EngineKind::Docker
+    }
+
+    /// Whether the engine can join a swarm and attach containers to an overlay network.
+    pub fn joins_swarm(self) -> bool {
+        self == EngineKind::Docker
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A container event from the engine's event stream: a hint that something changed.

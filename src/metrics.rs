@@ -308,6 +308,9 @@ impl NodeRuntime for MeteredRuntime {
     fn connection_state(&self) -> Option<tokio::sync::watch::Receiver<ConnState>> {
         self.inner.connection_state()
     }
+    fn engine_kind(&self) -> Option<crate::container::EngineKind> {
+        self.inner.engine_kind()
+    }
     async fn engine_info(&self) -> Result<EngineInfo, TransportError> {
         self.timed("info", self.inner.engine_info()).await
     }

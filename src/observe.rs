@@ -16,7 +16,9 @@ use std::sync::Arc;
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::container::{ContainerDetails, ContainerRecord, EngineInfo, NetworkRecord, labels};
+use crate::container::{
+    ContainerDetails, ContainerRecord, EngineInfo, EngineKind, NetworkRecord, labels,
+};
 use crate::manifest::DesiredFleet;
 use crate::transport::{ListFilter, NodeRuntime, TransportError};
 
@@ -103,6 +105,9 @@ pub struct ObservedFleet {
     /// The swarm, when the fleet's network is an overlay.
     #[serde(skip)]
     pub swarm: crate::network::SwarmView,
+    /// The engine of every node that answered (from the version negotiation: no extra call).
+    #[serde(skip)]
+    pub engines: BTreeMap<String, EngineKind>,
 }
 
 /// A plug deletion recorded on the nodes.
@@ -144,6 +149,11 @@ impl ObservedFleet {
             Some(NodeObservation::Reachable { containers, .. }) => containers,
             _ => &[],
         }
+    }
+
+    /// The engine of `node` as it answered (Docker when it did not answer or could not tell).
+    pub fn engine_kind(&self, node: &str) -> EngineKind {
+        self.engines.get(node).copied().unwrap_or_default()
     }
 
     /// Whether `node` answered.
@@ -230,7 +240,7 @@ pub async fn observe(
                     Records::default(),
                 ),
             };
-            (node, obs, records)
+            (node, obs, records, rt.engine_kind())
         })
         .collect();
     let mut tasks = futures_util::stream::iter(tasks).buffer_unordered(NODE_CONCURRENCY);
@@ -238,7 +248,7 @@ pub async fn observe(
         networks_observed: options.networks.is_some(),
         ..ObservedFleet::default()
     };
-    while let Some((node, obs, records)) = tasks.next().await {
+    while let Some((node, obs, records, kind)) = tasks.next().await {
         if let NodeObservation::Reachable {
             engine: Some(e), ..
         } = &obs
@@ -261,6 +271,9 @@ pub async fn observe(
             });
             t.deleted_ms = t.deleted_ms.min(deleted_ms);
             t.records.push((node.clone(), id));
+        }
+        if let (NodeObservation::Reachable { .. }, Some(kind)) = (&obs, kind) {
+            out.engines.insert(node.clone(), kind);
         }
         out.nodes.insert(node, obs);
     }

@@ -346,6 +346,7 @@ fn a_returning_node_takes_no_new_plug_before_its_stale_copies_are_gone() {
     .unwrap();
     let f = &loaded.fleet;
     let observed = ObservedFleet {
+        engines: Default::default(),
         networks_observed: false,
         swarm: Default::default(),
         nodes: f

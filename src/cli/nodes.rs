@@ -967,6 +967,7 @@ mod tests {
 
     fn info() -> EngineInfo {
         EngineInfo {
+            kind: Default::default(),
             swarm: Default::default(),
             version: "20.10.24".into(),
             api_version: "1.41".into(),

@@ -221,6 +221,7 @@ mod tests {
         ObservedFleet {
             networks_observed: false,
             swarm: Default::default(),
+            engines: Default::default(),
             nodes: BTreeMap::from([(
                 "node1".to_string(),
                 NodeObservation::Reachable {

@@ -59,6 +59,7 @@ impl World {
         let observed = ObservedFleet {
             networks_observed: false,
             swarm: Default::default(),
+            engines: Default::default(),
             nodes: fleet
                 .nodes
                 .keys()

@@ -246,6 +246,17 @@ where
     (docker, raw)
 }
 
+/// A bollard client speaking `version`, over the connections (and pool) of `raw`.
+pub fn docker_over(raw: RawSender, version: &bollard::ClientVersion) -> Docker {
+    Docker::connect_with_custom_transport(
+        move |req: bollard::BollardRequest| raw(req),
+        Some(CLIENT_ADDR),
+        BOLLARD_TIMEOUT_SECS,
+        version,
+    )
+    .expect("a custom transport with an http:// address always builds")
+}
+
 /// Rewrites the request path to `/v{version}/...` unless it is versioned already.
 ///
 /// bollard 0.21.1 sends unversioned paths, so the engine answers at its own maximum API version;

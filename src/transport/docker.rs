@@ -55,7 +55,7 @@ use super::ssh::{ConnState, SshError, SshSession};
 use super::{ContainerUpdate, ErrorKind, ListFilter, NodeRuntime, RegistryCause, TransportError};
 use crate::container::{
     ContainerDetails, ContainerRecord, ContainerSpec, EngineDisk, EngineEvent, EngineInfo,
-    Filesystem, Health, ImageUsage, JoinTokens, Knobs, LocalImage, NetworkAttachment,
+    EngineKind, Filesystem, Health, ImageUsage, JoinTokens, Knobs, LocalImage, NetworkAttachment,
     NetworkDriver, NetworkRecord, NetworkSpec, PortMapping, Protocol, PullProgress, RegistryAuth,
     Resources, RestartPolicy, RunState, SwarmInfo, SwarmMember, SwarmRole, SwarmState, Ulimit,
 };
@@ -155,6 +155,72 @@ impl std::fmt::Display for ApiVersion {
 struct Api {
     docker: Docker,
     version: ApiVersion,
+    engine: EngineIdentity,
+}
+
+/// What `GET /version` says about the engine behind a socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineIdentity {
+    /// Docker Engine or Podman.
+    pub kind: EngineKind,
+    /// The engine's own version (`26.1.5`, Podman's `4.3.1`).
+    pub version: String,
+    /// The highest API version it speaks.
+    pub api: ApiVersion,
+}
+
+/// Reads the answer of `GET /version` (unversioned): the engine's API version, and whether it
+/// is Podman (a component named `Podman Engine`; Podman's compatible API otherwise answers as
+/// Docker does).
+///
+/// # Errors
+/// The body is not JSON or carries no parsable `ApiVersion`.
+pub fn engine_identity(body: &[u8]) -> Result<EngineIdentity, String> {
+    #[derive(serde::Deserialize)]
+    struct Component {
+        #[serde(rename = "Name", default)]
+        name: String,
+        #[serde(rename = "Version", default)]
+        version: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Version {
+        #[serde(rename = "ApiVersion", default)]
+        api_version: String,
+        #[serde(rename = "Version", default)]
+        version: String,
+        #[serde(rename = "Components", default)]
+        components: Option<Vec<Component>>,
+    }
+    let v: Version = serde_json::from_slice(body)
+        .map_err(|e| format!("the engine's /version answer is not what Docker sends: {e}"))?;
+    let api = ApiVersion::parse(&v.api_version).ok_or_else(|| {
+        format!(
+            "the engine's /version answer has no API version (ApiVersion {:?})",
+            v.api_version
+        )
+    })?;
+    let podman = v
+        .components
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c.name.eq_ignore_ascii_case("Podman Engine"));
+    Ok(match podman {
+        Some(c) => EngineIdentity {
+            kind: EngineKind::Podman,
+            version: if c.version.is_empty() {
+                v.version
+            } else {
+                c.version
+            },
+            api,
+        },
+        None => EngineIdentity {
+            kind: EngineKind::Docker,
+            version: v.version,
+            api,
+        },
+    })
 }
 
 /// A node's Docker Engine over SSH (or a local socket). Cheap to share: hold it in an `Arc`.
@@ -164,8 +230,7 @@ struct Api {
 pub struct DockerRuntime {
     node: String,
     ssh: Option<Arc<SshSession>>,
-    /// Unnegotiated client; `api` is derived from it on first use.
-    base: Docker,
+    /// The negotiated client, made on first use over `raw`'s connections.
     api: OnceCell<Api>,
     /// Requests bollard cannot make or must not log, over the same connections.
     raw: connector::RawSender,
@@ -206,11 +271,10 @@ impl DockerRuntime {
     /// A runtime for `node` reaching the Docker socket `socket` (a path on the node) through
     /// `session`. Connects on first use.
     pub fn over_ssh(node: &str, session: Arc<SshSession>, socket: &str) -> Self {
-        let (base, raw) = connector::clients(SshConnector::new(session.clone(), socket));
+        let (_, raw) = connector::clients(SshConnector::new(session.clone(), socket));
         DockerRuntime {
             node: node.to_string(),
             ssh: Some(session),
-            base,
             api: OnceCell::new(),
             raw,
         }
@@ -218,11 +282,10 @@ impl DockerRuntime {
 
     /// A runtime for `node` whose Docker socket is `socket` on this machine.
     pub fn local(node: &str, socket: &str) -> Self {
-        let (base, raw) = connector::clients(UnixConnector::new(socket));
+        let (_, raw) = connector::clients(UnixConnector::new(socket));
         DockerRuntime {
             node: node.to_string(),
             ssh: None,
-            base,
             api: OnceCell::new(),
             raw,
         }
@@ -261,15 +324,42 @@ impl DockerRuntime {
 
     async fn negotiate(&self) -> Result<Api, TransportError> {
         const OP: &str = "negotiate API version";
-        let docker = tokio::time::timeout(CALL_TIMEOUT, self.base.clone().negotiate_version())
-            .await
-            .map_err(|_| timeout_error(&self.node, OP, None, CALL_TIMEOUT))?
-            .map_err(|e| map_error(&self.node, OP, None, e))?;
-        let v = docker.client_version();
-        let version = ApiVersion {
-            major: u32::try_from(v.major_version).unwrap_or(u32::MAX),
-            minor: u32::try_from(v.minor_version).unwrap_or(u32::MAX),
-        };
+        // One unversioned `GET /version`: the API version and which engine answers.
+        let raw = self.raw.clone();
+        let answer = tokio::time::timeout(CALL_TIMEOUT, async move {
+            let req = http::Request::builder()
+                .method(http::Method::GET)
+                .uri(format!("{}/version", connector::CLIENT_ADDR))
+                .body(bollard::body_full(hyper::body::Bytes::new()))?;
+            let resp = raw(req).await?;
+            let status = resp.status();
+            let bytes = read_body(resp.into_body()).await?;
+            if status.is_success() {
+                Ok(bytes)
+            } else {
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: status.as_u16(),
+                    message: engine_error_message(&bytes),
+                })
+            }
+        })
+        .await
+        .map_err(|_| timeout_error(&self.node, OP, None, CALL_TIMEOUT))?
+        .map_err(|e| map_error(&self.node, OP, None, e))?;
+        let engine = engine_identity(&answer)
+            .map_err(|e| TransportError::new(&self.node, OP, ErrorKind::UnsupportedEngine, e))?;
+        let ours = bollard::API_DEFAULT_VERSION;
+        let version = engine.api.min(ApiVersion {
+            major: u32::try_from(ours.major_version).unwrap_or(u32::MAX),
+            minor: u32::try_from(ours.minor_version).unwrap_or(u32::MAX),
+        });
+        let docker = connector::docker_over(
+            self.raw.clone(),
+            &bollard::ClientVersion {
+                major_version: version.major as usize,
+                minor_version: version.minor as usize,
+            },
+        );
         if version < MIN_API_VERSION {
             return Err(TransportError::new(
                 &self.node,
@@ -284,8 +374,13 @@ impl DockerRuntime {
         let pinned = version.to_string();
         let docker =
             docker.with_request_modifier(move |req| connector::pin_api_version(req, &pinned));
-        tracing::debug!(node = %self.node, api = %version, "negotiated Docker API version");
-        Ok(Api { docker, version })
+        tracing::debug!(node = %self.node, api = %version, engine = %engine.kind,
+            engine_version = %engine.version, "negotiated Docker API version");
+        Ok(Api {
+            docker,
+            version,
+            engine,
+        })
     }
 
     /// Runs one bollard call with a deadline and maps its error.
@@ -360,6 +455,10 @@ impl NodeRuntime for DockerRuntime {
         self.ssh.as_ref().map(|s| s.state())
     }
 
+    fn engine_kind(&self) -> Option<EngineKind> {
+        self.api.get().map(|a| a.engine.kind)
+    }
+
     async fn engine_info(&self) -> Result<EngineInfo, TransportError> {
         let info = self
             .call("engine info", None, CALL_TIMEOUT, |d| async move {
@@ -371,6 +470,7 @@ impl NodeRuntime for DockerRuntime {
             .map(|v| v.to_string())
             .unwrap_or_default();
         Ok(EngineInfo {
+            kind: self.engine_kind().unwrap_or_default(),
             swarm: swarm_info_from(info.swarm.as_ref()),
             version: info.server_version.unwrap_or_default(),
             api_version: api,
@@ -3360,6 +3460,27 @@ mod tests {
         assert_eq!(e.time_nano, 2_000_000_000);
         assert_eq!(e.labels["fleet.fleet"], "aims");
         assert!(event_from_message(&EventMessage::default()).is_none());
+    }
+
+    #[test]
+    fn the_version_answer_says_which_engine_and_api() {
+        let docker = br#"{"Version":"26.1.5+dfsg1","ApiVersion":"1.45","MinAPIVersion":"1.24",
+            "Components":[{"Name":"Engine","Version":"26.1.5+dfsg1"},{"Name":"containerd","Version":"1.6.20"}]}"#;
+        let id = engine_identity(docker).unwrap();
+        assert_eq!(id.kind, EngineKind::Docker);
+        assert_eq!(id.version, "26.1.5+dfsg1");
+        assert_eq!(id.api, ApiVersion::parse("1.45").unwrap());
+        // Podman 4.3's compatible service, as it answers on Debian 12.
+        let podman = br#"{"Platform":{"Name":"linux/amd64/debian-12"},"Components":[{"Name":"Podman Engine","Version":"4.3.1","Details":{"APIVersion":"4.3.1","MinAPIVersion":"4.0.0"}},{"Name":"Conmon","Version":"conmon version 2.1.6"}],"Version":"4.3.1","ApiVersion":"1.41","MinAPIVersion":"1.24"}"#;
+        let id = engine_identity(podman).unwrap();
+        assert_eq!(id.kind, EngineKind::Podman);
+        assert_eq!(id.version, "4.3.1");
+        assert_eq!(id.api, MIN_API_VERSION);
+        // Old engines send no components at all.
+        let old = br#"{"Version":"19.03.1","ApiVersion":"1.40"}"#;
+        assert_eq!(engine_identity(old).unwrap().kind, EngineKind::Docker);
+        assert!(engine_identity(b"{}").unwrap_err().contains("API version"));
+        assert!(engine_identity(b"<html>").is_err());
     }
 
     #[test]

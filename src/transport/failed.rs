@@ -39,6 +39,9 @@ impl NodeRuntime for FailedRuntime {
     fn node(&self) -> &str {
         &self.node
     }
+    fn engine_kind(&self) -> Option<crate::container::EngineKind> {
+        None
+    }
     async fn engine_info(&self) -> Result<EngineInfo, TransportError> {
         Err(self.err("engine info"))
     }

@@ -445,6 +445,7 @@ impl FakeRuntime {
             events,
             log_lines,
             info: EngineInfo {
+                kind: Default::default(),
                 swarm: Default::default(),
                 version: "20.10.24".into(),
                 api_version: "1.41".into(),

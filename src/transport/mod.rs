@@ -186,6 +186,11 @@ pub trait NodeRuntime: Send + Sync {
     fn connection_state(&self) -> Option<tokio::sync::watch::Receiver<ConnState>> {
         None
     }
+    /// The engine behind the node's socket, once a call has connected (`None` before; runtimes
+    /// that cannot tell say Docker). Free: read from the version negotiation.
+    fn engine_kind(&self) -> Option<crate::container::EngineKind> {
+        Some(crate::container::EngineKind::Docker)
+    }
     /// Engine version, negotiated API version, CPUs and memory.
     async fn engine_info(&self) -> Result<EngineInfo, TransportError>;
     /// Containers in any state matching `filter`.
