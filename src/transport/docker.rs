@@ -771,11 +771,11 @@ impl NodeRuntime for DockerRuntime {
     }
 
     async fn import_image(&self, reference: &str, rootfs: Vec<u8>) -> Result<(), TransportError> {
-        let (repo, tag) = split_image_ref(reference);
+        // The whole reference as `repo` (the API lets it carry the tag): Podman ignores a
+        // separate `tag` on an import and would name the image `repo:latest`.
         let options = CreateImageOptionsBuilder::new()
             .from_src("-")
-            .repo(&repo)
-            .tag(&tag)
+            .repo(reference)
             .build();
         self.call(
             "import image",

@@ -16,6 +16,7 @@
 //!   its own fleet name, and its containers are removed when it ends, even on panic.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -40,8 +41,12 @@ pub struct Sandbox {
     pub nodes_yaml: PathBuf,
     /// The control script.
     pub script: PathBuf,
-    /// Node names.
+    /// The nodes of a test's fleet unless it asks for others: the sandbox's Docker nodes.
     pub nodes: Vec<String>,
+    /// Every node's engine as the sandbox labels it (`docker-20.10`, `docker-26.1`, `podman`).
+    pub engines: BTreeMap<String, String>,
+    /// Each node's document of `nodes.yaml`.
+    node_docs: BTreeMap<String, String>,
     /// The sandbox's registries (`.sandbox/registry.env`), when that file exists.
     pub registry: Option<Registry>,
     /// Where `registry` is read from.
@@ -141,7 +146,36 @@ impl Sandbox {
             .unwrap_or_else(|e| panic!("cannot lock {LOCK}: {e}"));
         let loaded = fleetctl::manifest::load(&nodes_yaml)
             .unwrap_or_else(|e| panic!("sandbox manifests invalid:\n{e}"));
-        let nodes = loaded.fleet.nodes.keys().cloned().collect();
+        let engines: BTreeMap<String, String> = loaded
+            .fleet
+            .nodes
+            .iter()
+            .map(|(name, n)| {
+                let engine = n
+                    .labels
+                    .get("engine")
+                    .cloned()
+                    .unwrap_or_else(|| "docker".into());
+                (name.clone(), engine)
+            })
+            .collect();
+        let nodes = engines
+            .iter()
+            .filter(|(_, e)| e.as_str() != "podman")
+            .map(|(n, _)| n.clone())
+            .collect();
+        let text = std::fs::read_to_string(&nodes_yaml).unwrap();
+        let node_docs = text
+            .split("\n---\n")
+            .filter_map(|doc| {
+                let name = doc
+                    .lines()
+                    .find_map(|l| l.trim().strip_prefix("name: "))?
+                    .trim()
+                    .to_string();
+                Some((name, doc.trim_end().to_string()))
+            })
+            .collect();
         let registry_env = std::env::var_os("FLEET_SANDBOX_REGISTRY_ENV")
             .map(PathBuf::from)
             .unwrap_or_else(|| {
@@ -160,6 +194,8 @@ impl Sandbox {
             nodes_yaml,
             script,
             nodes,
+            engines,
+            node_docs,
             registry,
             registry_env,
             _lock: lock,
@@ -232,23 +268,10 @@ impl Sandbox {
     /// Container events of `fleet` on `node` between two engine timestamps (unix seconds, with
     /// fractions), as `action name` lines: the engine's own record of every mutating call.
     pub fn events(&self, node: &str, fleet: &str, since: &str, until: &str) -> Vec<String> {
-        let out = self.docker(
-            node,
-            &[
-                "events",
-                "--since",
-                since,
-                "--until",
-                until,
-                "--filter",
-                "type=container",
-                "--filter",
-                &format!("label=fleet.fleet={fleet}"),
-                "--format",
-                "{{.Action}} {{.Actor.Attributes.name}}",
-            ],
-        );
-        out.lines().map(str::to_string).collect()
+        self.timed_events(node, fleet, since, until)
+            .into_iter()
+            .map(|(_, action, name)| format!("{action} {name}"))
+            .collect()
     }
 
     /// Like [`Sandbox::events`], as (time in ns, action, container name).
@@ -259,22 +282,32 @@ impl Sandbox {
         since: &str,
         until: &str,
     ) -> Vec<(u128, String, String)> {
-        let out = self.docker(
-            node,
-            &[
-                "events",
-                "--since",
-                since,
-                "--until",
-                until,
-                "--filter",
-                "type=container",
-                "--filter",
-                &format!("label=fleet.fleet={fleet}"),
-                "--format",
-                "{{.TimeNano}} {{.Action}} {{.Actor.Attributes.name}}",
-            ],
-        );
+        let mut args = vec!["events", "--since", since, "--filter", "type=container"];
+        let label = format!("label=fleet.fleet={fleet}");
+        args.extend(["--filter", label.as_str()]);
+        args.extend([
+            "--format",
+            "{{.TimeNano}} {{.Action}} {{.Actor.Attributes.name}}",
+        ]);
+        let podman = self.engines.get(node).is_some_and(|e| e == "podman");
+        let out = if podman {
+            // Podman's compatible API answers nothing when `until` is given: read the stream
+            // from `since` for two seconds (it sends what it has at once) and cut at `until`.
+            let mut all = vec![
+                "timeout",
+                "2",
+                self.script.to_str().unwrap(),
+                "docker",
+                node,
+            ];
+            all.extend_from_slice(&args);
+            let out = Command::new(all[0]).args(&all[1..]).output().unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        } else {
+            args.extend(["--until", until]);
+            self.docker(node, &args)
+        };
+        let until_ns = parse_engine_time(until);
         out.lines()
             .filter_map(|l| {
                 let mut p = l.splitn(3, ' ');
@@ -284,6 +317,7 @@ impl Sandbox {
                     p.next()?.to_string(),
                 ))
             })
+            .filter(|(t, _, _)| until_ns.is_none_or(|u| *t <= u))
             .collect()
     }
 
@@ -302,7 +336,7 @@ impl Sandbox {
     /// waiting), node conditions and plug tombstones (a test's fresh state would learn what an
     /// earlier run left: a node still cordoned) — on every node.
     pub fn clear_managed(&self) {
-        for n in &self.nodes {
+        for n in self.engines.keys() {
             let mut out = self.docker(
                 n,
                 &["ps", "-aq", "--filter", "label=fleet.managed-by=fleetctl"],
@@ -323,7 +357,7 @@ impl Sandbox {
     /// Removes the networks carrying `label` on every node (an overlay from any manager; a
     /// network still in use stays).
     pub fn remove_networks(&self, label: &str) {
-        for n in &self.nodes {
+        for n in self.engines.keys() {
             let out = self.docker(
                 n,
                 &["network", "ls", "-q", "--filter", &format!("label={label}")],
@@ -338,7 +372,7 @@ impl Sandbox {
 
     /// Removes every container and network of `fleet` on every node.
     pub fn clean(&self, fleet: &str) {
-        for n in &self.nodes {
+        for n in self.engines.keys() {
             let ids = self.ids(n, fleet);
             if !ids.is_empty() {
                 let mut args = vec!["rm", "-f"];
@@ -350,6 +384,45 @@ impl Sandbox {
     }
 }
 
+impl Sandbox {
+    /// The `nodes.yaml` documents of `nodes`.
+    pub fn nodes_text(&self, nodes: &[&str]) -> String {
+        nodes
+            .iter()
+            .map(|n| {
+                self.node_docs
+                    .get(*n)
+                    .unwrap_or_else(|| panic!("the sandbox has no {n}"))
+                    .clone()
+            })
+            .collect::<Vec<_>>()
+            .join("\n---\n")
+            + "\n"
+    }
+
+    /// The first node running `engine` (`docker-20.10`, `docker-26.1`, `podman`), or `None`
+    /// after printing `SKIPPED` (under `CI=true` a missing engine is a failure:
+    /// `scripts/sandbox up 4` gives the mix).
+    pub fn node_with(&self, test: &str, engine: &str) -> Option<String> {
+        let found = self
+            .engines
+            .iter()
+            .find(|(_, e)| e.as_str() == engine)
+            .map(|(n, _)| n.clone());
+        if found.is_none() {
+            let reason = format!(
+                "no sandbox node runs {engine} (engines: {:?}); run `scripts/sandbox up 4`",
+                self.engines
+            );
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{test}: {reason}");
+            }
+            eprintln!("SKIPPED: {test}: {reason}");
+        }
+        found
+    }
+}
+
 /// A fleet directory for one test: the sandbox's node manifests plus the test's own documents,
 /// a state file, and cleanup of the fleet's containers when dropped.
 pub struct Fleet<'a> {
@@ -357,6 +430,8 @@ pub struct Fleet<'a> {
     pub sb: &'a Sandbox,
     /// Fleet name (unique per test).
     pub name: String,
+    /// Its nodes.
+    pub nodes: Vec<String>,
     /// Temp dir holding `nodes.yaml`, `fleet.yaml` and `state.db`.
     pub dir: tempfile::TempDir,
 }
@@ -364,12 +439,19 @@ pub struct Fleet<'a> {
 impl<'a> Fleet<'a> {
     /// A fleet named `name` with `docs` (YAML documents without the Fleet and Node ones).
     pub fn new(sb: &'a Sandbox, name: &str, docs: &str) -> Fleet<'a> {
+        let nodes: Vec<&str> = sb.nodes.iter().map(String::as_str).collect();
+        Fleet::on(sb, name, docs, &nodes)
+    }
+
+    /// A fleet named `name` of the sandbox's `nodes` (any engines) with `docs`.
+    pub fn on(sb: &'a Sandbox, name: &str, docs: &str, nodes: &[&str]) -> Fleet<'a> {
         sb.clean(name);
         let dir = tempfile::tempdir().unwrap();
-        std::fs::copy(&sb.nodes_yaml, dir.path().join("nodes.yaml")).unwrap();
+        std::fs::write(dir.path().join("nodes.yaml"), sb.nodes_text(nodes)).unwrap();
         let f = Fleet {
             sb,
             name: name.to_string(),
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
             dir,
         };
         f.write(docs);
@@ -436,8 +518,7 @@ impl<'a> Fleet<'a> {
 
     /// This fleet's container ids on every node.
     pub fn all_ids(&self) -> Vec<(String, String)> {
-        self.sb
-            .nodes
+        self.nodes
             .iter()
             .flat_map(|n| {
                 self.sb
@@ -453,6 +534,15 @@ impl Drop for Fleet<'_> {
     fn drop(&mut self) {
         self.sb.clean(&self.name);
     }
+}
+
+/// `1712345678.123456789` (unix seconds with an optional fraction) in nanoseconds.
+pub fn parse_engine_time(t: &str) -> Option<u128> {
+    let (secs, frac) = t.split_once('.').unwrap_or((t, ""));
+    let secs: u128 = secs.parse().ok()?;
+    let frac = format!("{frac:0<9}");
+    let nanos: u128 = frac.get(..9)?.parse().ok()?;
+    Some(secs * 1_000_000_000 + nanos)
 }
 
 /// Polls `f` until it returns `Some`, or panics after `timeout` with `what`.
