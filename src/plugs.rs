@@ -395,19 +395,45 @@ async fn create_started(
     }
     let id = match created {
         Ok(id) => id,
-        Err(e) if e.is_conflict() => match rt.inspect_container(&spec.name).await {
-            Ok(found) => found.record.id,
-            // The name was taken by a container that is gone by now (one being removed when
-            // the create came): the create is tried once more.
-            Err(gone) if gone.is_not_found() => rt.create_container(spec).await?,
-            Err(other) => return Err(other.into()),
-        },
+        Err(e) if e.is_conflict() => adopt_named(rt, spec).await?,
         Err(e) => return Err(e.into()),
     };
     // Secrets and configs are in place before its first start (SPEC §12).
     crate::secrets::deliver_or_remove(rt, &id, spec).await?;
     rt.start_container(&id).await?;
     Ok(id)
+}
+
+/// How many times [`adopt_named`] looks for a container whose name is taken.
+const ADOPT_TRIES: u32 = 10;
+/// Pause between two looks: an engine makes a container within milliseconds of reserving its
+/// name.
+const ADOPT_PAUSE: Duration = Duration::from_millis(50);
+
+/// The id of the container named `spec.name` that a create found in the way (an earlier,
+/// interrupted attempt, or a controller's pass creating the same plug now). The engine reserves
+/// a name before the container can be inspected, so a name in use that inspect does not find
+/// is a create half-way: it is looked for again (or created, if the name was freed meanwhile)
+/// up to [`ADOPT_TRIES`] times, [`ADOPT_PAUSE`] apart.
+async fn adopt_named(
+    rt: &dyn crate::transport::NodeRuntime,
+    spec: &crate::container::ContainerSpec,
+) -> Result<String, PlugError> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match rt.inspect_container(&spec.name).await {
+            Ok(found) => return Ok(found.record.id),
+            Err(gone) if gone.is_not_found() => match rt.create_container(spec).await {
+                Ok(id) => return Ok(id),
+                Err(e) if e.is_conflict() && tries < ADOPT_TRIES => {
+                    tokio::time::sleep(ADOPT_PAUSE).await;
+                }
+                Err(e) => return Err(e.into()),
+            },
+            Err(other) => return Err(other.into()),
+        }
+    }
 }
 
 /// [`crate::execute::wait_ready`], its failure in words.

@@ -316,3 +316,49 @@ async fn live_capacity_counts_recorded_and_unknown_plugs_as_the_scheduler_does()
         "unknown plugs take their slots too"
     );
 }
+
+/// A controller's pass may create a new plug's container while the API's create of the same
+/// plug runs; the engine reserves the name before that container can be inspected. The API's
+/// create adopts it instead of failing on the name (and deleting the plug).
+#[tokio::test]
+async fn a_plug_created_by_a_pass_at_the_same_moment_is_adopted_not_deleted() {
+    let f = fleet(5, "pack");
+    let World {
+        fakes,
+        runtimes: rts,
+        ..
+    } = world(3);
+    let store = Store::in_memory().unwrap();
+    let observed = plugs::observe_for_placement(&f, &rts).await;
+    let plug =
+        plugs::reserve_plug(&f, &store, &observed, &BTreeSet::new(), "agent", "racer", 0).unwrap();
+    // The pass's create, half-way: the name is taken, inspect does not find it yet.
+    let spec = fleetctl::desired::plug_container(
+        &f,
+        &f.plug_classes["agent"],
+        &fleetctl::desired::PlugIdentity {
+            id: &plug.id,
+            owner: &plug.owner,
+            node: &plug.node,
+            host_port: plug.host_port,
+        },
+    );
+    let fake = &fakes[&plug.node];
+    use fleetctl::transport::NodeRuntime;
+    fake.create_network(&fleetctl::network::network_spec(&f))
+        .await
+        .unwrap();
+    fake.create_container(&spec).await.unwrap();
+    fake.reserve_name(&spec.name, 2);
+    let created = plugs::start_reserved(&f, &store, &rts, &plug, std::time::Duration::from_secs(2))
+        .await
+        .unwrap_or_else(|e| panic!("the create must adopt the pass's container: {e}"));
+    assert_eq!(created.id, plug.id);
+    let named: Vec<_> = fake
+        .containers()
+        .into_iter()
+        .filter(|c| c.name == spec.name)
+        .collect();
+    assert_eq!(named.len(), 1, "{named:?}");
+    assert_eq!(store.plugs().unwrap().len(), 1, "the plug is kept");
+}

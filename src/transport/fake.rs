@@ -254,6 +254,10 @@ struct Inner {
     exec_exits: BTreeMap<String, i64>,
     /// Every resize: exec id, columns, rows.
     resizes: Vec<(String, u16, u16)>,
+    /// Names whose next inspects answer "no such container" although the name is taken, as an
+    /// engine does while another create of that name is half-way (see
+    /// [`FakeRuntime::reserve_name`]).
+    reserved: BTreeMap<String, usize>,
 }
 
 /// What a fake exec prints and exits with.
@@ -288,6 +292,7 @@ impl Default for Inner {
             execs: Vec::new(),
             exec_exits: BTreeMap::new(),
             resizes: Vec::new(),
+            reserved: BTreeMap::new(),
         }
     }
 }
@@ -573,6 +578,14 @@ impl FakeRuntime {
     }
 
     /// Simulates a container dying (as `docker kill` would), emitting a `die` event.
+    /// The next `inspects` inspects of container `name` answer "no such container" while a
+    /// create of `name` still conflicts: an engine that has reserved the name for another,
+    /// unfinished create.
+    pub fn reserve_name(&self, name: &str, inspects: usize) {
+        self.lock().reserved.insert(name.to_string(), inspects);
+    }
+
+    /// Kills container `id`.
     pub fn kill(&self, id: &str) {
         let event = {
             let mut inner = self.lock();
@@ -1145,6 +1158,12 @@ impl NodeRuntime for FakeRuntime {
     async fn inspect_container(&self, id: &str) -> Result<ContainerDetails, TransportError> {
         self.begin("inspect", id)?;
         let mut inner = self.lock();
+        if let Some(n) = inner.reserved.get_mut(id)
+            && *n > 0
+        {
+            *n -= 1;
+            return Err(self.not_found("inspect container", id));
+        }
         let c = self
             .find(&mut inner, id)
             .ok_or_else(|| self.not_found("inspect container", id))?;
