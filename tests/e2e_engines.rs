@@ -1,0 +1,325 @@
+//! One fleet on three engines at once (issue 19): the sandbox's Docker 20.10, Docker 26.1 and
+//! Podman 4.3 nodes. apply / no-op / in-place update (a recreate on Podman) / recreate /
+//! prune; plugs spilling across the three, a drain from the Podman node to Docker nodes; the
+//! controller bringing back a container killed on each engine. Every check reads the engines
+//! themselves (inspect, their event records).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use common::{Fleet, Run, Sandbox, wait_for};
+
+/// The three engines' nodes: (Docker 20.10, Docker 26.1, Podman).
+fn engines(sb: &Sandbox, test: &str) -> Option<[String; 3]> {
+    Some([
+        sb.node_with(test, "docker-20.10")?,
+        sb.node_with(test, "docker-26.1")?,
+        sb.node_with(test, "podman")?,
+    ])
+}
+
+fn web(image: &str, memory: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: fleet/v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  image: {image}
+  replicas: 3
+  placement: {{maxPerNode: 1}}
+  resources: {{memory: {memory}}}
+  healthcheck: {{command: \"wget -q -O- http://127.0.0.1:8080/health\", interval: 1s, retries: 3}}
+{extra}"
+    )
+}
+
+/// `node → (id, running, image, memory)` of the fleet's web replicas.
+fn replicas(f: &Fleet) -> BTreeMap<String, (String, bool, String, u64)> {
+    let mut out = BTreeMap::new();
+    for (node, id) in f.all_ids() {
+        let line = f.sb.inspect(
+            &node,
+            &id,
+            "{{.State.Running}} {{.Config.Image}} {{.HostConfig.Memory}} {{index .Config.Labels \"fleet.service\"}}",
+        );
+        let p: Vec<&str> = line.split(' ').collect();
+        if p.get(3) != Some(&"web") {
+            continue;
+        }
+        assert!(
+            out.insert(
+                node.clone(),
+                (id, p[0] == "true", p[1].to_string(), p[2].parse().unwrap())
+            )
+            .is_none(),
+            "two replicas on {node}"
+        );
+    }
+    out
+}
+
+/// Mutating actions among `events` (`action name` lines).
+fn mutating(events: &[String]) -> Vec<String> {
+    const MUTATING: [&str; 10] = [
+        "create", "start", "stop", "kill", "die", "destroy", "remove", "update", "rename",
+        "restart",
+    ];
+    events
+        .iter()
+        .filter(|e| MUTATING.contains(&e.split(' ').next().unwrap_or("")))
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn one_fleet_converges_on_docker_20_10_docker_26_and_podman_at_once() {
+    const T: &str = "one_fleet_converges_on_docker_20_10_docker_26_and_podman_at_once";
+    let Some(sb) = Sandbox::get(T) else { return };
+    let Some(nodes) = engines(&sb, T) else { return };
+    let names: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    let f = Fleet::on(&sb, "e2e-engines", "", &names);
+    f.write_with(
+        &web("fleet-test/busybox:1", "64MiB", ""),
+        "network: {mode: bridge}",
+    );
+
+    // apply: one replica on each engine, running and healthy.
+    f.apply();
+    let first = replicas(&f);
+    assert_eq!(
+        first.keys().cloned().collect::<BTreeSet<_>>(),
+        nodes.iter().cloned().collect::<BTreeSet<_>>(),
+        "{first:?}"
+    );
+    for (node, (id, running, _, memory)) in &first {
+        assert!(running, "{node}: {id} not running");
+        assert_eq!(*memory, 64 << 20, "{node}");
+        assert_eq!(
+            sb.inspect(node, id, "{{.State.Health.Status}}"),
+            "healthy",
+            "{node}: apply waits for health on every engine"
+        );
+    }
+
+    // get nodes names each engine.
+    let (code, out, err) = f.run(&["get", "nodes", "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let kind = |n: &str| {
+        rows.iter()
+            .find(|r| r["name"] == n)
+            .map(|r| r["engine_kind"].as_str().unwrap_or("").to_string())
+            .unwrap()
+    };
+    assert_eq!(kind(&nodes[0]), "docker", "{out}");
+    assert_eq!(kind(&nodes[1]), "docker", "{out}");
+    assert_eq!(kind(&nodes[2]), "podman", "{out}");
+    let (_, table, _) = f.run(&["get", "nodes"]);
+    assert!(table.contains("docker 20.10"), "{table}");
+    assert!(table.contains("docker 26.1"), "{table}");
+    assert!(table.contains("podman 4."), "{table}");
+
+    // no-op: nothing planned, and no engine records a mutating call.
+    std::thread::sleep(Duration::from_millis(1100));
+    let t0 = sb.engine_now(&nodes[0]);
+    let out = f.apply();
+    assert!(out.contains("No changes"), "{out}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let t1 = sb.engine_now(&nodes[0]);
+    for n in &nodes {
+        let ev = sb.events(n, &f.name, &t0, &t1);
+        assert!(mutating(&ev).is_empty(), "{n}: no-op apply mutated: {ev:?}");
+    }
+    assert_eq!(replicas(&f), first);
+
+    // A memory change: in place on Docker (same container), a recreate on Podman, which has no
+    // update endpoint — the plan says so.
+    f.write_with(
+        &web("fleet-test/busybox:1", "96MiB", ""),
+        "network: {mode: bridge}",
+    );
+    let (code, plan, err) = f.run(&["plan", f.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{plan}{err}");
+    assert!(plan.contains("podman has no in-place update"), "{plan}");
+    f.apply();
+    let updated = replicas(&f);
+    for (node, (id, running, _, memory)) in &updated {
+        assert!(running, "{node}");
+        assert_eq!(*memory, 96 << 20, "{node}");
+        if node == &nodes[2] {
+            assert_ne!(id, &first[node].0, "{node}: podman recreates");
+        } else {
+            assert_eq!(id, &first[node].0, "{node}: docker updates in place");
+        }
+    }
+
+    // An image change recreates every replica, on every engine.
+    f.write_with(
+        &web("fleet-test/busybox:2", "96MiB", ""),
+        "network: {mode: bridge}",
+    );
+    f.apply();
+    let recreated = replicas(&f);
+    for (node, (id, running, image, _)) in &recreated {
+        assert!(running, "{node}");
+        assert_ne!(id, &updated[node].0, "{node}");
+        assert!(image.ends_with("fleet-test/busybox:2"), "{node}: {image}");
+    }
+    let t0 = sb.engine_now(&nodes[0]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let out = f.apply();
+    assert!(out.contains("No changes"), "{out}");
+    let t1 = sb.engine_now(&nodes[0]);
+    for n in &nodes {
+        let ev = sb.events(n, &f.name, &t0, &t1);
+        assert!(
+            mutating(&ev).is_empty(),
+            "{n}: second apply mutated: {ev:?}"
+        );
+    }
+
+    // Prune: the service leaves the manifests, its containers leave every engine.
+    f.write_with(
+        "apiVersion: fleet/v1\nkind: PlacementPolicy\nmetadata: {name: default}\nspec: {}\n",
+        "network: {mode: bridge}",
+    );
+    f.apply();
+    for n in &nodes {
+        assert!(
+            sb.ids(n, &f.name).is_empty(),
+            "{n} still holds the fleet's containers"
+        );
+    }
+}
+
+fn plug_docs(nodes: &[String; 3], cap: u32) -> String {
+    format!(
+        "{}---
+apiVersion: fleet/v1
+kind: PlugClass
+metadata: {{name: agent}}
+spec:
+  image: fleet-test/busybox:1
+  resources: {{memory: 16MiB}}
+  port: 8080
+  hostPorts: 52000-52099
+  healthcheck: {{command: \"wget -q -O- http://127.0.0.1:8080/health\", interval: 1s, retries: 3}}
+---
+apiVersion: fleet/v1
+kind: PlacementPolicy
+metadata: {{name: default}}
+spec:
+  maxPlugsPerNode: {cap}
+  tiers: [{{nodes: [{}]}}, {{nodes: [{}]}}, {{nodes: [{}]}}]
+",
+        web("fleet-test/busybox:1", "32MiB", ""),
+        nodes[2],
+        nodes[1],
+        nodes[0]
+    )
+}
+
+fn plugs(f: &Fleet) -> BTreeMap<String, (String, u64)> {
+    let (code, out, err) = f.run(&["get", "plugs", "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let v: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    v.into_iter()
+        .map(|p| {
+            (
+                p["id"].as_str().unwrap().to_string(),
+                (
+                    p["node"].as_str().unwrap().to_string(),
+                    p["host_port"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn plugs_spill_across_three_engines_drain_off_podman_and_the_controller_heals_each() {
+    const T: &str =
+        "plugs_spill_across_three_engines_drain_off_podman_and_the_controller_heals_each";
+    let Some(sb) = Sandbox::get(T) else { return };
+    let Some(nodes) = engines(&sb, T) else { return };
+    let names: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    let f = Fleet::on(&sb, "e2e-engines-plugs", "", &names);
+    let spec = "network: {mode: bridge}, api: {listen: '127.0.0.1:7451'}";
+    f.write_with(&plug_docs(&nodes, 1), spec);
+    f.apply();
+
+    // Three plugs, one per node at a cap of 1: the Podman node (first tier) fills, then the
+    // plugs spill to Docker 26.1, then to Docker 20.10.
+    let dir = f.path().to_str().unwrap().to_string();
+    for i in 0..3 {
+        let (code, out, err) = f.run(&[
+            "plug",
+            "create",
+            "agent",
+            "--owner",
+            &format!("u{i}"),
+            "-f",
+            &dir,
+        ]);
+        assert_eq!(code, 0, "{out}{err}");
+    }
+    let before = plugs(&f);
+    let on: BTreeSet<String> = before.values().map(|(n, _)| n.clone()).collect();
+    assert_eq!(on, nodes.iter().cloned().collect(), "{before:?}");
+    for n in &nodes {
+        for id in sb.ids(n, &f.name) {
+            assert_eq!(sb.inspect(n, &id, "{{.State.Running}}"), "true", "{n}");
+        }
+    }
+
+    // Drain the Podman node: its plug moves to a Docker node, with its port; nothing is lost.
+    f.write_with(&plug_docs(&nodes, 2), spec);
+    f.apply();
+    let (code, out, err) = f.run(&["drain", &nodes[2]]);
+    assert_eq!(code, 0, "{out}{err}");
+    let after = plugs(&f);
+    assert_eq!(after.len(), 3, "{after:?}");
+    for (id, (node, port)) in &after {
+        assert_ne!(
+            node, &nodes[2],
+            "plug {id} still on the drained podman node"
+        );
+        assert_eq!(*port, before[id].1, "plug {id} lost its port");
+    }
+    let podman_left: Vec<String> = sb
+        .ids(&nodes[2], &f.name)
+        .into_iter()
+        .filter(|id| sb.inspect(&nodes[2], id, "{{index .Config.Labels \"fleet.kind\"}}") == "plug")
+        .collect();
+    assert!(podman_left.is_empty(), "{podman_left:?}");
+    let (code, out, err) = f.run(&["uncordon", &nodes[2]]);
+    assert_eq!(code, 0, "{out}{err}");
+    f.apply();
+
+    // The controller brings back a web replica killed on each engine.
+    let run = Run::start(&f, 7451);
+    let web = replicas(&f);
+    assert_eq!(web.len(), 3, "{web:?}");
+    std::thread::sleep(Duration::from_secs(2));
+    for (node, (id, _, _, _)) in &web {
+        sb.docker(node, &["kill", id]);
+    }
+    for (node, (id, _, _, _)) in &web {
+        wait_for(
+            Duration::from_secs(30),
+            &format!("the replica killed on {node} runs again"),
+            || {
+                let r = replicas(&f);
+                r.get(node)
+                    .filter(|(_, running, _, _)| *running)
+                    .map(|(now, _, _, _)| now.clone())
+            },
+        );
+        let _ = id;
+    }
+    let log = run.log_text();
+    drop(run);
+    assert!(!log.contains("panicked"), "{log}");
+}
