@@ -945,6 +945,7 @@ mod tests {
                 known_hosts_file: None,
             }),
             docker_socket: "/var/run/docker.sock".into(),
+            engine: Default::default(),
             capacity_cpus: Some(MilliCpus(2000)),
             capacity_memory: None,
             capacity_disk: None,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::quantity::{Bytes, MilliCpus, Percent};
-use crate::container::{HealthcheckSpec, NetworkDriver, PortMapping, RestartPolicy};
+use crate::container::{EngineKind, HealthcheckSpec, NetworkDriver, PortMapping, RestartPolicy};
 
 /// Labels: sorted name → value.
 pub type Labels = BTreeMap<String, String>;
@@ -320,6 +320,11 @@ pub struct NodeSpec {
     pub ssh: Option<SshSpec>,
     /// Docker socket path on the node.
     pub docker_socket: String,
+    /// The engine the manifests declare behind the socket (`spec.docker.engine`, default
+    /// Docker). What the node answers with is what counts once it answers; this is what is
+    /// assumed until then (and compared with it: a difference is a warning).
+    #[serde(default)]
+    pub engine: EngineKind,
     /// Declared CPUs; `None` = read from the engine.
     pub capacity_cpus: Option<MilliCpus>,
     /// Declared memory; `None` = read from the engine.
