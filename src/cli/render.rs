@@ -68,6 +68,9 @@ pub struct PlanView<'a> {
     pub network: &'a crate::network::NetworkPlan,
     /// The digest each image runs as, and how it was found (SPEC §11).
     pub images: &'a [crate::images::ImagePin],
+    /// Warnings: said, not acted on (a node whose engine is not the one declared).
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub warnings: &'a [String],
 }
 
 /// Something stuck, as data.
@@ -152,12 +155,16 @@ pub fn plan_view(plan: &Plan) -> PlanView<'_> {
         unadoptable: &plan.unadoptable,
         network: &plan.network,
         images: &plan.images.images,
+        warnings: &plan.warnings,
     }
 }
 
 /// The plan as a per-node tree.
 pub fn plan_text(plan: &Plan, nodes: &[String]) -> String {
     let mut out = String::new();
+    for w in &plan.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
     for line in image_lines(&plan.images) {
         out.push_str(&line);
         out.push('\n');

@@ -846,6 +846,22 @@ impl DesiredFleet {
         network_name(&self.fleet.name, self.network_driver())
     }
 
+    /// The driver of this fleet's network on a node whose engine is `engine`: the fleet's,
+    /// except where the fleet's is an overlay and the engine cannot join a swarm (Podman): a
+    /// bridge of that node's own.
+    pub fn network_driver_on(&self, engine: EngineKind) -> NetworkDriver {
+        match self.network_driver() {
+            NetworkDriver::Overlay if !engine.joins_swarm() => NetworkDriver::Bridge,
+            d => d,
+        }
+    }
+
+    /// The engine-side name of this fleet's network on a node whose engine is `engine` (see
+    /// [`DesiredFleet::network_driver_on`]).
+    pub fn network_name_on(&self, engine: EngineKind) -> String {
+        network_name(&self.fleet.name, self.network_driver_on(engine))
+    }
+
     /// Nodes a service may run on, in name order.
     pub fn allowed_nodes<'a>(
         &'a self,
