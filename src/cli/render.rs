@@ -386,3 +386,44 @@ pub fn image_lines(pins: &crate::images::ImagePins) -> Vec<String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::{EngineKind, NetworkDriver};
+    use crate::network::{NetProblem, NetworkPlan};
+
+    /// `plan` says an engine other than declared as a warning line first, and a Podman node on
+    /// a bridge of its own under the network, even when nothing is to be done.
+    #[test]
+    fn plan_text_says_warnings_and_a_podman_nodes_own_bridge() {
+        let plan = Plan {
+            warnings: vec!["node node2 is declared podman (spec.docker.engine) but its engine answers as docker 24.0.7: fleetctl plans by the engine found".into()],
+            network: NetworkPlan {
+                network: Some(("aims".into(), NetworkDriver::Overlay)),
+                steps: vec![],
+                problems: vec![NetProblem::OwnBridge {
+                    node: "node4".into(),
+                    engine: EngineKind::Podman,
+                    version: Some("4.3.1".into()),
+                    name: "aims-bridge".into(),
+                }],
+            },
+            ..Plan::default()
+        };
+        let text = plan_text(&plan, &[]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[..3],
+            [
+                "warning: node node2 is declared podman (spec.docker.engine) but its engine answers as docker 24.0.7: fleetctl plans by the engine found",
+                "network aims (overlay):",
+                "  ! node node4 runs podman 4.3.1, which cannot join the swarm: its containers are on a bridge network of their own, aims-bridge (names resolve on node4 only; other nodes' services through published ports)",
+            ],
+            "{text}"
+        );
+        let json = serde_json::to_value(plan_view(&plan)).unwrap();
+        assert_eq!(json["warnings"].as_array().map(Vec::len), Some(1));
+        assert_eq!(json["network"]["problems"][0]["problem"], "own-bridge");
+    }
+}
