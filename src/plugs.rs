@@ -366,7 +366,8 @@ async fn create_started(
     fleet: &DesiredFleet,
     runtimes: &Runtimes,
 ) -> Result<String, PlugError> {
-    let network = &crate::network::network_spec(fleet);
+    // The network as this node has it (a Podman node of an overlay fleet: its own bridge).
+    let network = &crate::network::network_spec_on(fleet, engine_on(fleet, rt));
     let auth = crate::images::fleet_auth(fleet);
     let peers: Vec<&dyn crate::transport::NodeRuntime> =
         runtimes.values().map(|r| r.as_ref()).collect();

@@ -427,6 +427,12 @@ pub fn network_spec(fleet: &DesiredFleet) -> NetworkSpec {
     network_spec_with(fleet, fleet.network_driver())
 }
 
+/// The spec of the fleet's network on a node whose engine is `engine` (an overlay fleet's
+/// Podman node: its own bridge; see [`DesiredFleet::network_driver_on`]).
+pub fn network_spec_on(fleet: &DesiredFleet, engine: EngineKind) -> NetworkSpec {
+    network_spec_with(fleet, fleet.network_driver_on(engine))
+}
+
 /// The spec of the fleet's network with `driver`: on a node whose engine cannot join the swarm
 /// of an overlay fleet, the bridge it gets instead (named as a bridge fleet's, same settings).
 fn network_spec_with(fleet: &DesiredFleet, driver: NetworkDriver) -> NetworkSpec {
