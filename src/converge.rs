@@ -80,8 +80,29 @@ impl Converged {
                 .iter()
                 .flat_map(|r| r.plan.adopted.iter().cloned())
                 .collect(),
+            warnings: self
+                .reports
+                .last()
+                .map(|r| warnings(&r.plan))
+                .unwrap_or_default(),
         }
     }
+}
+
+/// What a plan says and keeps nothing from converging: its warnings, and the network notices
+/// that are not about settings that differ (a node on a bridge of its own).
+pub fn warnings(plan: &Plan) -> Vec<String> {
+    plan.warnings
+        .iter()
+        .cloned()
+        .chain(
+            plan.network
+                .problems
+                .iter()
+                .filter(|p| matches!(p, crate::network::NetProblem::OwnBridge { .. }))
+                .map(|p| format!("network: {p}")),
+        )
+        .collect()
 }
 
 /// What a plan would do, as (node, container or network step, verb): equal signatures mean the

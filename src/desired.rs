@@ -7,7 +7,7 @@ use serde::Serialize;
 use sha2::Digest;
 
 use crate::container::{
-    ContainerFile, ContainerSpec, FileSource, NetworkAttachment, PortMapping, Protocol,
+    ContainerFile, ContainerSpec, EngineKind, FileSource, NetworkAttachment, PortMapping, Protocol,
     RestartPolicy, SecretRef, SecretValue, labels,
 };
 use crate::manifest::spec::FileSpecs;
@@ -171,15 +171,33 @@ pub fn fleet_filter(fleet_name: &str) -> Vec<String> {
     ]
 }
 
-/// The container for replica `replica` of `svc` on `node`. Its name is
-/// `<fleet>-<service>-<replica>-<hash8>`: a changed spec gets a new name, so a start-first
-/// replacement never collides with the container it replaces, and re-creating the same spec
-/// after a crash hits the same name (a conflict that means "already there").
+/// The engine the manifests declare for `node` (Docker when it is not in them).
+fn declared_engine(fleet: &DesiredFleet, node: &str) -> EngineKind {
+    fleet.nodes.get(node).map(|n| n.engine).unwrap_or_default()
+}
+
+/// The container for replica `replica` of `svc` on `node`, whose engine is the one the
+/// manifests declare; see [`service_container_on`].
 pub fn service_container(
     fleet: &DesiredFleet,
     svc: &ServiceSpec,
     replica: u32,
     node: &str,
+) -> ContainerSpec {
+    service_container_on(fleet, svc, replica, node, declared_engine(fleet, node))
+}
+
+/// The container for replica `replica` of `svc` on `node`, whose engine is `engine` (it decides
+/// the network: see [`DesiredFleet::network_name_on`]). Its name is
+/// `<fleet>-<service>-<replica>-<hash8>`: a changed spec gets a new name, so a start-first
+/// replacement never collides with the container it replaces, and re-creating the same spec
+/// after a crash hits the same name (a conflict that means "already there").
+pub fn service_container_on(
+    fleet: &DesiredFleet,
+    svc: &ServiceSpec,
+    replica: u32,
+    node: &str,
+    engine: EngineKind,
 ) -> ContainerSpec {
     let mut labels = svc.labels.clone();
     labels.extend(base_labels(fleet, node, "service"));
@@ -202,7 +220,7 @@ pub fn service_container(
         resources: svc.resources.to_container(),
         healthcheck: svc.healthcheck.clone(),
         stop_grace_period: svc.stop_grace_period,
-        network: service_network(fleet, svc),
+        network: service_network(fleet, svc, engine),
         knobs: svc.knobs.clone(),
     };
     let hash = seal(&mut spec);
@@ -216,14 +234,18 @@ pub fn service_container(
     spec
 }
 
-/// Where a service's containers attach: the fleet's network under the service's name and
-/// aliases (SPEC §10), the node's stack, or none.
-fn service_network(fleet: &DesiredFleet, svc: &ServiceSpec) -> NetworkAttachment {
+/// Where a service's containers attach: the fleet's network (as a node with `engine` has it)
+/// under the service's name and aliases (SPEC §10), the node's stack, or none.
+fn service_network(
+    fleet: &DesiredFleet,
+    svc: &ServiceSpec,
+    engine: EngineKind,
+) -> NetworkAttachment {
     match svc.network {
         ServiceNetwork::Host => NetworkAttachment::Host,
         ServiceNetwork::None => NetworkAttachment::None,
         ServiceNetwork::Fleet => NetworkAttachment::Fleet {
-            network: fleet.network_name(),
+            network: fleet.network_name_on(engine),
             aliases: std::iter::once(svc.name.clone())
                 .chain(svc.aliases.iter().cloned())
                 .collect(),
@@ -254,13 +276,24 @@ pub fn plug_container_name(fleet_name: &str, id: &str) -> String {
     format!("{fleet_name}-plug-{id}")
 }
 
-/// The container of one plug instance. Plugs get `FLEET_PLUG_ID`, `FLEET_PLUG_OWNER`,
-/// `FLEET_NODE` and `FLEET_HOST_PORT` in their environment (SPEC §2) and publish the class port
-/// on their leased host port.
+/// The container of one plug instance, on a node whose engine is the one the manifests
+/// declare; see [`plug_container_on`].
 pub fn plug_container(
     fleet: &DesiredFleet,
     class: &PlugClassSpec,
     plug: &PlugIdentity,
+) -> ContainerSpec {
+    plug_container_on(fleet, class, plug, declared_engine(fleet, plug.node))
+}
+
+/// The container of one plug instance on a node whose engine is `engine` (it decides the
+/// network). Plugs get `FLEET_PLUG_ID`, `FLEET_PLUG_OWNER`, `FLEET_NODE` and `FLEET_HOST_PORT`
+/// in their environment (SPEC §2) and publish the class port on their leased host port.
+pub fn plug_container_on(
+    fleet: &DesiredFleet,
+    class: &PlugClassSpec,
+    plug: &PlugIdentity,
+    engine: EngineKind,
 ) -> ContainerSpec {
     let mut labels = class.labels.clone();
     labels.extend(base_labels(fleet, plug.node, "plug"));
@@ -301,7 +334,7 @@ pub fn plug_container(
         healthcheck: class.healthcheck.clone(),
         stop_grace_period: None,
         network: NetworkAttachment::Fleet {
-            network: fleet.network_name(),
+            network: fleet.network_name_on(engine),
             aliases: vec![plug_dns_name(plug.id)],
         },
         knobs: class.knobs.clone(),
@@ -335,6 +368,87 @@ spec: {image: redis:7, resources: {memory: 256MiB}, env: {A: b}}
         }])
         .unwrap_or_else(|e| panic!("{e}"))
         .fleet
+    }
+
+    /// On a node whose engine cannot join a swarm, a container of an overlay fleet attaches to
+    /// the bridge a bridge fleet would have (a name, hence a spec, of its own); a Docker node's
+    /// containers are as before, and in a bridge fleet the engine changes nothing.
+    #[test]
+    fn a_podman_node_of_an_overlay_fleet_attaches_to_its_own_bridge() {
+        let text = |mode: &str| {
+            format!(
+                "apiVersion: fleet/v1
+kind: Fleet
+metadata: {{name: aims}}
+spec: {{network: {{mode: {mode}}}}}
+---
+apiVersion: fleet/v1
+kind: Node
+metadata: {{name: node1}}
+spec: {{ssh: {{host: 10.0.0.1}}}}
+---
+apiVersion: fleet/v1
+kind: Node
+metadata: {{name: node4}}
+spec: {{ssh: {{host: 10.0.0.4}}, docker: {{engine: podman}}}}
+---
+apiVersion: fleet/v1
+kind: Service
+metadata: {{name: web}}
+spec: {{image: web:1, resources: {{memory: 256MiB}}}}
+---
+apiVersion: fleet/v1
+kind: PlugClass
+metadata: {{name: agent}}
+spec: {{image: plug:1, resources: {{memory: 64MiB}}, port: 8080}}
+"
+            )
+        };
+        let parsed = |mode: &str| {
+            parse(&[Source {
+                name: "t.yaml".into(),
+                text: text(mode),
+            }])
+            .unwrap_or_else(|e| panic!("{e}"))
+            .fleet
+        };
+        let network = |s: &ContainerSpec| match &s.network {
+            NetworkAttachment::Fleet { network, .. } => network.clone(),
+            other => panic!("{other:?}"),
+        };
+        let f = parsed("overlay");
+        let web = &f.services["web"];
+        let docker = service_container_on(&f, web, 0, "node1", EngineKind::Docker);
+        let podman = service_container_on(&f, web, 0, "node4", EngineKind::Podman);
+        assert_eq!(network(&docker), "aims");
+        assert_eq!(network(&podman), "aims-bridge");
+        // Without an engine answer, the declared one decides.
+        assert_eq!(
+            network(&service_container(&f, web, 0, "node4")),
+            "aims-bridge"
+        );
+        assert_eq!(network(&service_container(&f, web, 0, "node1")), "aims");
+        let plug = |node: &str, engine| {
+            plug_container_on(
+                &f,
+                &f.plug_classes["agent"],
+                &PlugIdentity {
+                    id: "p1",
+                    owner: "ada",
+                    node,
+                    host_port: 0,
+                },
+                engine,
+            )
+        };
+        assert_eq!(network(&plug("node4", EngineKind::Podman)), "aims-bridge");
+        assert_eq!(network(&plug("node1", EngineKind::Docker)), "aims");
+        let b = parsed("bridge");
+        let web = &b.services["web"];
+        assert_eq!(
+            service_container_on(&b, web, 0, "node4", EngineKind::Podman),
+            service_container_on(&b, web, 0, "node4", EngineKind::Docker)
+        );
     }
 
     #[test]

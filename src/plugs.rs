@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::desired::{PlugIdentity, plug_container, plug_container_name};
+use crate::desired::{PlugIdentity, plug_container_name, plug_container_on};
 use crate::execute::Runtimes;
 use crate::manifest::DesiredFleet;
 use crate::observe::{ObserveOptions, ObservedFleet, observe};
@@ -142,6 +142,17 @@ pub fn node_address(fleet: &DesiredFleet, node: &str) -> String {
         .map_or("127.0.0.1".into(), |s| s.host.clone())
 }
 
+/// The engine of `rt`'s node: as its connection negotiated it, else as the manifests declare
+/// it (what the planner's [`crate::network::engine_of`] says from an observation).
+fn engine_on(
+    fleet: &DesiredFleet,
+    rt: &dyn crate::transport::NodeRuntime,
+) -> crate::container::EngineKind {
+    rt.engine_kind()
+        .or_else(|| fleet.nodes.get(rt.node()).map(|n| n.engine))
+        .unwrap_or_default()
+}
+
 /// Observes the fleet the way placement needs it: with measured memory (and the fleet's
 /// network, for [`ensure_network`]).
 pub async fn observe_for_placement(fleet: &DesiredFleet, runtimes: &Runtimes) -> ObservedFleet {
@@ -272,7 +283,14 @@ pub async fn start_reserved(
     // the same image as the others.
     let fleet = &fleet.with_digests(&store.image_digests()?);
     let class = &fleet.plug_classes[&plug.class];
-    let spec = plug_container(
+    let Some(rt) = runtimes.get(&plug.node) else {
+        return Err(PlugError::NotReady {
+            id: plug.id.clone(),
+            node: plug.node.clone(),
+            why: "node not connected".into(),
+        });
+    };
+    let spec = plug_container_on(
         fleet,
         class,
         &PlugIdentity {
@@ -281,14 +299,8 @@ pub async fn start_reserved(
             node: &plug.node,
             host_port: plug.host_port,
         },
+        engine_on(fleet, rt.as_ref()),
     );
-    let Some(rt) = runtimes.get(&plug.node) else {
-        return Err(PlugError::NotReady {
-            id: plug.id.clone(),
-            node: plug.node.clone(),
-            why: "node not connected".into(),
-        });
-    };
     let result: Result<(), PlugError> = async {
         let id = create_started(rt.as_ref(), &spec, fleet, runtimes).await?;
         wait_running(rt.as_ref(), &id, spec.healthcheck.is_some(), ready_timeout)
@@ -354,7 +366,8 @@ async fn create_started(
     fleet: &DesiredFleet,
     runtimes: &Runtimes,
 ) -> Result<String, PlugError> {
-    let network = &crate::network::network_spec(fleet);
+    // The network as this node has it (a Podman node of an overlay fleet: its own bridge).
+    let network = &crate::network::network_spec_on(fleet, engine_on(fleet, rt));
     let auth = crate::images::fleet_auth(fleet);
     let peers: Vec<&dyn crate::transport::NodeRuntime> =
         runtimes.values().map(|r| r.as_ref()).collect();
@@ -616,7 +629,7 @@ pub async fn touch(
     match rt.start_container(&name).await {
         Ok(()) => {}
         Err(e) if e.is_not_found() => {
-            let spec = plug_container(
+            let spec = plug_container_on(
                 fleet,
                 class,
                 &PlugIdentity {
@@ -625,6 +638,7 @@ pub async fn touch(
                     node: &after.node,
                     host_port: after.host_port,
                 },
+                engine_on(fleet, rt.as_ref()),
             );
             create_started(rt.as_ref(), &spec, fleet, runtimes).await?;
         }

@@ -452,6 +452,7 @@ fn plan_from(
         .collect();
     p.unadoptable = found.skipped;
     p.images = pins.clone();
+    p.warnings = crate::network::engine_warnings(cx.fleet, observed);
     if observed.networks_observed {
         p.network = crate::network::plan(cx.fleet, observed, &cx.lost);
         let unusable = crate::network::unusable_nodes(cx.fleet, &p.network, &[]);
@@ -655,9 +656,10 @@ pub fn convergence(observed: &ObservedFleet, plan: &Plan, reported: &[String]) -
         out.placement
             .push(format!("{} fits nowhere: {}", u.object, u.diagnosis));
     }
-    // The network's problems, except settings that differ: that network still carries traffic.
+    // The network's problems, except notices: a network whose settings differ still carries
+    // traffic; a node on a bridge of its own is as fleetctl makes it.
     for p in &plan.network.problems {
-        if !matches!(p, crate::network::NetProblem::Differs { .. }) {
+        if !p.is_notice() {
             out.placement.push(format!("network: {p}"));
         }
     }

@@ -121,4 +121,9 @@ pub struct ApplyView {
     /// removed: (id, node). Absent from an older controller's answer.
     #[serde(default)]
     pub adopted: Vec<(String, String)>,
+    /// What the last pass said without acting on it and that keeps nothing from converging: a
+    /// node whose engine is not the one declared, a node on a bridge of its own (it cannot join
+    /// the overlay's swarm). Absent when there is none, and from an older controller's answer.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }

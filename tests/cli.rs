@@ -821,3 +821,57 @@ fn history_lists_revisions_and_rollback_refuses_bad_input_changing_nothing() {
     assert!(err.contains("no revisions yet"), "{err}");
     assert!(!empty.exists(), "no state file was created");
 }
+
+/// A node declared Podman in a fleet whose network is an overlay is valid, with a warning that
+/// names the field and says what its containers get instead; the same node in a bridge fleet
+/// is said nothing about.
+#[test]
+fn validate_warns_of_a_podman_node_in_an_overlay_fleet() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "apiVersion: fleet/v1
+kind: Fleet
+metadata: {name: demo}
+spec: {network: {mode: overlay}}
+---
+apiVersion: fleet/v1
+kind: Node
+metadata: {name: node1}
+spec:
+  ssh: {host: 10.0.0.1}
+  docker:
+    engine: docker
+---
+apiVersion: fleet/v1
+kind: Node
+metadata: {name: node4}
+spec:
+  ssh: {host: 10.0.0.4}
+  docker: {socket: /run/podman/podman.sock, engine: podman}
+";
+    let f = dir.path().join("nodes.yaml");
+    std::fs::write(&f, text).unwrap();
+    let out = fleetctl()
+        .args(["validate", f.to_str().unwrap()])
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(
+        err.lines().collect::<Vec<_>>(),
+        [format!(
+            "{}:19:53: warning: spec.docker.engine: node4 runs podman, which cannot join the fleet's overlay network: its containers get a bridge network on node4 only (names resolve among the containers of node4; other nodes' services are reached through their published ports)",
+            f.display()
+        )],
+        "{err}"
+    );
+    assert!(String::from_utf8(out.stdout).unwrap().contains("valid"));
+    std::fs::write(&f, text.replace("mode: overlay", "mode: bridge")).unwrap();
+    let out = fleetctl()
+        .args(["validate", f.to_str().unwrap()])
+        .assert()
+        .code(0)
+        .get_output()
+        .clone();
+    assert!(out.stderr.is_empty(), "{:?}", String::from_utf8(out.stderr));
+}

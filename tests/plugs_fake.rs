@@ -362,3 +362,57 @@ async fn a_plug_created_by_a_pass_at_the_same_moment_is_adopted_not_deleted() {
     assert_eq!(named.len(), 1, "{named:?}");
     assert_eq!(store.plugs().unwrap().len(), 1, "the plug is kept");
 }
+
+/// A plug created on a Podman node of an overlay fleet (issue 19) is made on that node's own
+/// bridge — made first when missing, with no swarm call there — and the next reconcile finds it
+/// as desired (no replacement).
+#[tokio::test]
+async fn a_plug_on_a_podman_node_of_an_overlay_fleet_is_on_its_own_bridge() {
+    let f = fleet_of(
+        "apiVersion: fleet/v1
+kind: Fleet
+metadata: {name: plugs}
+spec: {network: {mode: overlay}}
+---
+apiVersion: fleet/v1
+kind: Node
+metadata: {name: node1}
+spec: {ssh: {host: 10.0.0.1}, capacity: {memory: 8GiB}}
+---
+apiVersion: fleet/v1
+kind: Node
+metadata: {name: node2, labels: {tier: podman}}
+spec: {ssh: {host: 10.0.0.2}, docker: {engine: podman}, capacity: {memory: 8GiB}}
+---
+apiVersion: fleet/v1
+kind: PlugClass
+metadata: {name: agent}
+spec: {image: plug:1, resources: {memory: 256MiB}, port: 8080, policy: here}
+---
+apiVersion: fleet/v1
+kind: PlacementPolicy
+metadata: {name: here}
+spec:
+  tiers: [{nodeSelector: {tier: podman}}]
+",
+    );
+    let w = world(2);
+    w.fakes["node2"].set_engine_kind(fleetctl::container::EngineKind::Podman);
+    let c = create_plug(&f, &w.store, &w.runtimes, "ada").await.unwrap();
+    assert_eq!(c.node, "node2");
+    let cs = w.fakes["node2"].containers();
+    assert_eq!(cs.len(), 1, "{cs:?}");
+    assert_eq!(cs[0].networks, ["plugs-bridge".to_string()]);
+    assert!(
+        w.fakes["node2"]
+            .calls()
+            .iter()
+            .all(|c| !c.op.starts_with("swarm")),
+        "{:?}",
+        w.fakes["node2"].calls()
+    );
+    let (_, p) = fleetctl::reconcile::plan_only(&fake::cx(&w, &f, &[]))
+        .await
+        .unwrap();
+    assert!(p.steps.iter().all(|s| s.node != "node2"), "{:#?}", p.steps);
+}

@@ -947,3 +947,173 @@ spec:
         all[2].summary
     );
 }
+
+/// An overlay fleet with a Podman node (issue 19): the Podman node never joins the swarm; the
+/// fleet's network there is a bridge of its own, which its containers attach to, said in the
+/// plan as a notice that keeps nothing from converging; the Docker nodes are on the overlay as
+/// before. A second apply changes nothing.
+#[tokio::test]
+async fn a_podman_node_of_an_overlay_fleet_gets_a_bridge_of_its_own_and_a_second_pass_changes_nothing()
+ {
+    use fleetctl::container::EngineKind;
+    use fleetctl::network::NetProblem;
+    let text = "apiVersion: fleet/v1
+kind: Fleet
+metadata: {name: demo}
+spec: {network: {mode: overlay}}
+---
+apiVersion: fleet/v1
+kind: Node
+metadata: {name: node1}
+spec: {ssh: {host: 10.0.0.1}, capacity: {cpus: 4, memory: 8GiB}}
+---
+apiVersion: fleet/v1
+kind: Node
+metadata: {name: node2}
+spec: {ssh: {host: 10.0.0.2}, capacity: {cpus: 4, memory: 8GiB}}
+---
+apiVersion: fleet/v1
+kind: Node
+metadata: {name: node3}
+spec: {ssh: {host: 10.0.0.3}, docker: {engine: podman}, capacity: {cpus: 4, memory: 8GiB}}
+---
+apiVersion: fleet/v1
+kind: Service
+metadata: {name: web}
+spec:
+  image: web:1
+  replicas: 3
+  resources: {memory: 256MiB}
+  ports: ['8080:80']
+";
+    let w = world(3);
+    w.fakes["node3"].set_engine_kind(EngineKind::Podman);
+    let f = fleet(text);
+    let r = pass(&cx(&w, &f), &|_| {}).await.unwrap();
+    assert!(r.exec.ok(), "{:?}", r.exec);
+    assert!(r.exec.network.iter().all(|o| o.ok), "{:?}", r.exec.network);
+    let own: Vec<String> = r
+        .plan
+        .network
+        .problems
+        .iter()
+        .filter(|p| matches!(p, NetProblem::OwnBridge { .. }))
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        own,
+        [
+            "node node3 runs podman 20.10.24, which cannot join the swarm: its containers are on a bridge network of their own, demo-bridge (names resolve on node3 only; other nodes' services through published ports)"
+        ]
+    );
+    // node3 made no swarm call and has the bridge; its replica is on it, the others on the
+    // overlay.
+    assert!(
+        w.fakes["node3"]
+            .calls()
+            .iter()
+            .all(|c| !c.op.starts_with("swarm")),
+        "{:?}",
+        w.fakes["node3"].calls()
+    );
+    let nets = w.fakes["node3"]
+        .list_networks(&Default::default())
+        .await
+        .unwrap();
+    assert!(
+        nets.iter()
+            .any(|n| n.name == "demo-bridge" && n.driver == "bridge"),
+        "{nets:?}"
+    );
+    for (node, net) in [
+        ("node1", "demo"),
+        ("node2", "demo"),
+        ("node3", "demo-bridge"),
+    ] {
+        let cs = w.fakes[node].containers();
+        assert_eq!(cs.len(), 1, "{node}: {cs:?}");
+        assert_eq!(cs[0].networks, [net.to_string()], "{node}");
+    }
+
+    // Converged: the notice is no problem. A second pass plans and changes nothing.
+    let before = ids(&w);
+    for fake in w.fakes.values() {
+        fake.clear_calls();
+    }
+    let (observed, p) = plan_only(&cx(&w, &f)).await.unwrap();
+    assert!(!p.has_changes(), "{:#?} {:#?}", p.steps, p.network.steps);
+    let judged = fleetctl::reconcile::convergence(&observed, &p, &[]);
+    assert!(judged.placement.is_empty(), "{:?}", judged.placement);
+    // Said with every apply, as a warning; declared as it answers, no engine warning.
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    assert_eq!(
+        fleetctl::converge::warnings(&p),
+        [format!("network: {}", own[0])]
+    );
+    let r = pass(&cx(&w, &f), &|_| {}).await.unwrap();
+    assert!(r.plan.steps.is_empty() && r.plan.network.steps.is_empty());
+    assert_eq!(ids(&w), before);
+    for fake in w.fakes.values() {
+        assert!(
+            fake.mutating_calls().is_empty(),
+            "{:?}",
+            fake.mutating_calls()
+        );
+    }
+}
+
+/// A node declared Podman whose engine answers as Docker: the plan warns, naming the node and
+/// both engines, and plans by the engine found (it joins the swarm, its containers are on the
+/// overlay); a node that answers as declared is said nothing about.
+#[tokio::test]
+async fn an_engine_other_than_declared_is_a_warning_and_the_one_found_is_planned_by() {
+    let text = "apiVersion: fleet/v1
+kind: Fleet
+metadata: {name: demo}
+spec: {network: {mode: overlay}}
+---
+apiVersion: fleet/v1
+kind: Node
+metadata: {name: node1}
+spec: {ssh: {host: 10.0.0.1}, capacity: {cpus: 4, memory: 8GiB}}
+---
+apiVersion: fleet/v1
+kind: Node
+metadata: {name: node2}
+spec: {ssh: {host: 10.0.0.2}, docker: {engine: podman}, capacity: {cpus: 4, memory: 8GiB}}
+---
+apiVersion: fleet/v1
+kind: Service
+metadata: {name: web}
+spec: {image: web:1, replicas: 2, resources: {memory: 256MiB}}
+";
+    let w = world(2);
+    let f = fleet(text);
+    let (_, p) = plan_only(&cx(&w, &f)).await.unwrap();
+    assert_eq!(
+        p.warnings,
+        [
+            "node node2 is declared podman (spec.docker.engine) but its engine answers as docker 20.10.24: fleetctl plans by the engine found"
+        ]
+    );
+    assert_eq!(fleetctl::converge::warnings(&p), p.warnings);
+    let r = pass(&cx(&w, &f), &|_| {}).await.unwrap();
+    assert!(r.exec.ok(), "{:?}", r.exec);
+    assert!(
+        w.fakes["node2"]
+            .calls()
+            .iter()
+            .any(|c| c.op == "swarm-join"),
+        "{:?}",
+        w.fakes["node2"].calls()
+    );
+    for node in ["node1", "node2"] {
+        let cs = w.fakes[node].containers();
+        assert_eq!(cs.len(), 1, "{node}: {cs:?}");
+        assert_eq!(cs[0].networks, ["demo".to_string()], "{node}");
+    }
+    // Declared as it answers: nothing said.
+    let f = fleet(&text.replace("docker: {engine: podman}, ", ""));
+    let (_, p) = plan_only(&cx(&w, &f)).await.unwrap();
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+}

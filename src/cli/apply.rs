@@ -308,6 +308,9 @@ pub fn render_view(view: &ApplyView, shown: Shown, output: Output) -> anyhow::Re
         Shown::ByController => " (by the controller)",
     };
     let mut text = String::new();
+    for w in &view.warnings {
+        text.push_str(&format!("warning: {w}\n"));
+    }
     if let Some(first) = view.passes.first()
         && first.summary.steps() == 0
     {

@@ -83,11 +83,15 @@ pub fn describe(
         crate::network::exec::observe_members(fleet, &by_name, &mut o).await;
         let mut inspected = BTreeMap::new();
         for rt in &runtimes {
-            inspected.insert(rt.node().to_string(), rt.inspect_network(&net).await);
+            // A node whose engine cannot join the swarm has a bridge of its own.
+            let engine = crate::network::engine_of(fleet, &o, rt.node());
+            let name = fleet.network_name_on(engine);
+            inspected.insert(rt.node().to_string(), rt.inspect_network(&name).await);
         }
         (o, inspected)
     });
     let plan = crate::network::plan(fleet, &observed, &Default::default());
+    let swarmless = crate::network::swarmless_nodes(fleet, &observed);
     let nodes = fleet
         .nodes
         .keys()
@@ -102,7 +106,12 @@ pub fn describe(
                 node: n.clone(),
                 error,
                 network,
-                swarm: observed.swarm.nodes.get(n).cloned(),
+                swarm: observed
+                    .swarm
+                    .nodes
+                    .get(n)
+                    .filter(|_| !swarmless.contains(n))
+                    .cloned(),
             }
         })
         .collect();
@@ -172,7 +181,11 @@ fn text(v: &NetworkView) -> String {
         out.push_str(&format!("next apply: {}\n", NetStep::describe(s)));
     }
     for p in &v.plan.problems {
-        out.push_str(&format!("problem: {p}\n"));
+        let word = match p {
+            crate::network::NetProblem::OwnBridge { .. } => "note",
+            _ => "problem",
+        };
+        out.push_str(&format!("{word}: {p}\n"));
     }
     out
 }

@@ -392,8 +392,9 @@ fn node_network(
     else {
         return None;
     };
-    let name = fleet.network_name();
-    let driver = fleet.network_driver();
+    let engine = crate::network::engine_of(fleet, observed, node);
+    let name = fleet.network_name_on(engine);
+    let driver = fleet.network_driver_on(engine);
     let overlay = driver == crate::container::NetworkDriver::Overlay;
     let info = observed.swarm.nodes.get(node).filter(|_| overlay);
     let problems = plan
@@ -406,7 +407,8 @@ fn node_network(
             | NetProblem::NoAddress { node: n }
             | NetProblem::Foreign { node: n, .. }
             | NetProblem::Held { node: n, .. }
-            | NetProblem::Differs { node: n, .. } => n == node,
+            | NetProblem::Differs { node: n, .. }
+            | NetProblem::OwnBridge { node: n, .. } => n == node,
         })
         .map(ToString::to_string)
         .collect();
@@ -945,6 +947,7 @@ mod tests {
                 known_hosts_file: None,
             }),
             docker_socket: "/var/run/docker.sock".into(),
+            engine: Default::default(),
             capacity_cpus: Some(MilliCpus(2000)),
             capacity_memory: None,
             capacity_disk: None,

@@ -68,6 +68,9 @@ pub struct PlanView<'a> {
     pub network: &'a crate::network::NetworkPlan,
     /// The digest each image runs as, and how it was found (SPEC §11).
     pub images: &'a [crate::images::ImagePin],
+    /// Warnings: said, not acted on (a node whose engine is not the one declared).
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    pub warnings: &'a [String],
 }
 
 /// Something stuck, as data.
@@ -152,12 +155,16 @@ pub fn plan_view(plan: &Plan) -> PlanView<'_> {
         unadoptable: &plan.unadoptable,
         network: &plan.network,
         images: &plan.images.images,
+        warnings: &plan.warnings,
     }
 }
 
 /// The plan as a per-node tree.
 pub fn plan_text(plan: &Plan, nodes: &[String]) -> String {
     let mut out = String::new();
+    for w in &plan.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
     for line in image_lines(&plan.images) {
         out.push_str(&line);
         out.push('\n');
@@ -378,4 +385,45 @@ pub fn image_lines(pins: &crate::images::ImagePins) -> Vec<String> {
             format!("image {} → {by}{how}", p.image)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::container::{EngineKind, NetworkDriver};
+    use crate::network::{NetProblem, NetworkPlan};
+
+    /// `plan` says an engine other than declared as a warning line first, and a Podman node on
+    /// a bridge of its own under the network, even when nothing is to be done.
+    #[test]
+    fn plan_text_says_warnings_and_a_podman_nodes_own_bridge() {
+        let plan = Plan {
+            warnings: vec!["node node2 is declared podman (spec.docker.engine) but its engine answers as docker 24.0.7: fleetctl plans by the engine found".into()],
+            network: NetworkPlan {
+                network: Some(("aims".into(), NetworkDriver::Overlay)),
+                steps: vec![],
+                problems: vec![NetProblem::OwnBridge {
+                    node: "node4".into(),
+                    engine: EngineKind::Podman,
+                    version: Some("4.3.1".into()),
+                    name: "aims-bridge".into(),
+                }],
+            },
+            ..Plan::default()
+        };
+        let text = plan_text(&plan, &[]);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines[..3],
+            [
+                "warning: node node2 is declared podman (spec.docker.engine) but its engine answers as docker 24.0.7: fleetctl plans by the engine found",
+                "network aims (overlay):",
+                "  ! node node4 runs podman 4.3.1, which cannot join the swarm: its containers are on a bridge network of their own, aims-bridge (names resolve on node4 only; other nodes' services through published ports)",
+            ],
+            "{text}"
+        );
+        let json = serde_json::to_value(plan_view(&plan)).unwrap();
+        assert_eq!(json["warnings"].as_array().map(Vec::len), Some(1));
+        assert_eq!(json["network"]["problems"][0]["problem"], "own-bridge");
+    }
 }

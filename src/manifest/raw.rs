@@ -336,7 +336,7 @@ pub struct RawNodeSpec {
     pub pos: Pos,
     /// How to reach the node over SSH; omit for a node reached through a local socket.
     pub ssh: Option<RawSsh>,
-    /// The node's Docker Engine.
+    /// The node's Docker Engine (or Podman's Docker-compatible service).
     pub docker: Option<RawDocker>,
     /// What the node has; omitted fields are read from the engine.
     pub capacity: Option<RawCapacity>,
@@ -386,8 +386,13 @@ pub struct RawDocker {
     pub pos: Pos,
     /// Docker socket path on the node (default /var/run/docker.sock).
     pub socket: Option<Sp<String>>,
+    /// The engine behind the socket: docker (default) or podman (its Docker-compatible
+    /// service). Podman cannot join a swarm: in a fleet with an overlay network, its containers
+    /// get a bridge network on that node only.
+    #[schemars(regex(pattern = r"^(docker|podman)$"))]
+    pub engine: Option<Sp<String>>,
 }
-decode_struct!(RawDocker { opt socket = "socket" });
+decode_struct!(RawDocker { opt socket = "socket", opt engine = "engine" });
 
 /// `spec.capacity` of kind `Node`.
 #[derive(Debug, Clone, PartialEq, Default, JsonSchema)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::quantity::{Bytes, MilliCpus, Percent};
-use crate::container::{HealthcheckSpec, NetworkDriver, PortMapping, RestartPolicy};
+use crate::container::{EngineKind, HealthcheckSpec, NetworkDriver, PortMapping, RestartPolicy};
 
 /// Labels: sorted name → value.
 pub type Labels = BTreeMap<String, String>;
@@ -320,6 +320,11 @@ pub struct NodeSpec {
     pub ssh: Option<SshSpec>,
     /// Docker socket path on the node.
     pub docker_socket: String,
+    /// The engine the manifests declare behind the socket (`spec.docker.engine`, default
+    /// Docker). What the node answers with is what counts once it answers; this is what is
+    /// assumed until then (and compared with it: a difference is a warning).
+    #[serde(default)]
+    pub engine: EngineKind,
     /// Declared CPUs; `None` = read from the engine.
     pub capacity_cpus: Option<MilliCpus>,
     /// Declared memory; `None` = read from the engine.
@@ -839,6 +844,22 @@ impl DesiredFleet {
     /// The engine-side name of this fleet's network.
     pub fn network_name(&self) -> String {
         network_name(&self.fleet.name, self.network_driver())
+    }
+
+    /// The driver of this fleet's network on a node whose engine is `engine`: the fleet's,
+    /// except where the fleet's is an overlay and the engine cannot join a swarm (Podman): a
+    /// bridge of that node's own.
+    pub fn network_driver_on(&self, engine: EngineKind) -> NetworkDriver {
+        match self.network_driver() {
+            NetworkDriver::Overlay if !engine.joins_swarm() => NetworkDriver::Bridge,
+            d => d,
+        }
+    }
+
+    /// The engine-side name of this fleet's network on a node whose engine is `engine` (see
+    /// [`DesiredFleet::network_driver_on`]).
+    pub fn network_name_on(&self, engine: EngineKind) -> String {
+        network_name(&self.fleet.name, self.network_driver_on(engine))
     }
 
     /// Nodes a service may run on, in name order.

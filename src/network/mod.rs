@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 
 use crate::container::{
-    NetworkDriver, NetworkRecord, NetworkSpec, SwarmInfo, SwarmMember, SwarmRole, SwarmState,
-    labels,
+    EngineKind, NetworkDriver, NetworkRecord, NetworkSpec, SwarmInfo, SwarmMember, SwarmRole,
+    SwarmState, labels,
 };
 use crate::manifest::DesiredFleet;
 use crate::observe::{NodeObservation, ObservedFleet};
@@ -218,6 +218,30 @@ pub enum NetProblem {
         /// What differs, e.g. `subnet 10.0.1.0/24 → 10.240.0.0/16`.
         what: String,
     },
+    /// A node of an overlay fleet whose engine cannot join a swarm (Podman): it is never a
+    /// swarm member; the fleet's network there is a bridge of its own (the name a bridge fleet
+    /// gives it), which its containers attach to. A notice: it keeps nothing from converging.
+    OwnBridge {
+        /// Node.
+        node: String,
+        /// Its engine, as it answered.
+        engine: EngineKind,
+        /// The engine's version, when it was read.
+        version: Option<String>,
+        /// The bridge network's name on that node.
+        name: String,
+    },
+}
+
+impl NetProblem {
+    /// Whether this is said only: the fleet converges with it (settings that differ, a node on
+    /// a bridge of its own).
+    pub fn is_notice(&self) -> bool {
+        matches!(
+            self,
+            NetProblem::Differs { .. } | NetProblem::OwnBridge { .. }
+        )
+    }
 }
 
 impl std::fmt::Display for NetProblem {
@@ -281,6 +305,19 @@ impl std::fmt::Display for NetProblem {
                 f,
                 "node {node}: network {name} differs from the manifests ({what}); the engine cannot change a network in place: remove it once its containers are gone, and apply"
             ),
+            NetProblem::OwnBridge {
+                node,
+                engine,
+                version,
+                name,
+            } => write!(
+                f,
+                "node {node} runs {engine}{}, which cannot join the swarm: its containers are on a bridge network of their own, {name} (names resolve on {node} only; other nodes' services through published ports)",
+                version
+                    .as_deref()
+                    .map(|v| format!(" {v}"))
+                    .unwrap_or_default()
+            ),
         }
     }
 }
@@ -318,9 +355,20 @@ pub fn unusable_nodes(
 ) -> BTreeMap<String, String> {
     let overlay = fleet.network_driver() == NetworkDriver::Overlay;
     let mut out = BTreeMap::new();
+    // Nodes on a bridge of their own: what concerns the swarm or the overlay is not theirs.
+    let bridged: BTreeSet<&str> = plan
+        .problems
+        .iter()
+        .filter_map(|p| match p {
+            NetProblem::OwnBridge { node, .. } => Some(node.as_str()),
+            _ => None,
+        })
+        .collect();
     let all = |out: &mut BTreeMap<String, String>, why: &str| {
         for n in fleet.nodes.keys() {
-            out.entry(n.clone()).or_insert_with(|| why.to_string());
+            if !bridged.contains(n.as_str()) {
+                out.entry(n.clone()).or_insert_with(|| why.to_string());
+            }
         }
     };
     for p in &plan.problems {
@@ -335,17 +383,20 @@ pub fn unusable_nodes(
             NetProblem::NoAddress { node } => {
                 out.insert(node.clone(), "the node has no address".into());
             }
-            NetProblem::Foreign { node, name } if overlay => all(
-                &mut out,
-                &format!("a network named {name} on {node} is not fleetctl's"),
-            ),
+            NetProblem::Foreign { node, name } if overlay && !bridged.contains(node.as_str()) => {
+                all(
+                    &mut out,
+                    &format!("a network named {name} on {node} is not fleetctl's"),
+                )
+            }
             NetProblem::Foreign { node, name } => {
                 out.insert(
                     node.clone(),
                     format!("a network named {name} is not fleetctl's"),
                 );
             }
-            NetProblem::Held { .. } | NetProblem::Differs { .. } => {}
+            NetProblem::Held { .. } | NetProblem::Differs { .. } | NetProblem::OwnBridge { .. } => {
+            }
         }
     }
     for (step, o) in plan.steps.iter().zip(outcomes) {
@@ -355,7 +406,9 @@ pub fn unusable_nodes(
         let why = o.error.clone().unwrap_or_default();
         match step {
             NetStep::SwarmInit { .. } => all(&mut out, &why),
-            NetStep::CreateNetwork { .. } if overlay => all(&mut out, &why),
+            NetStep::CreateNetwork { spec, .. } if spec.driver == NetworkDriver::Overlay => {
+                all(&mut out, &why)
+            }
             NetStep::SwarmJoin { node, .. }
             | NetStep::SwarmLeave { node }
             | NetStep::CreateNetwork { node, .. } => {
@@ -371,17 +424,29 @@ pub fn unusable_nodes(
 
 /// The spec of the fleet's network.
 pub fn network_spec(fleet: &DesiredFleet) -> NetworkSpec {
+    network_spec_with(fleet, fleet.network_driver())
+}
+
+/// The spec of the fleet's network on a node whose engine is `engine` (an overlay fleet's
+/// Podman node: its own bridge; see [`DesiredFleet::network_driver_on`]).
+pub fn network_spec_on(fleet: &DesiredFleet, engine: EngineKind) -> NetworkSpec {
+    network_spec_with(fleet, fleet.network_driver_on(engine))
+}
+
+/// The spec of the fleet's network with `driver`: on a node whose engine cannot join the swarm
+/// of an overlay fleet, the bridge it gets instead (named as a bridge fleet's, same settings).
+fn network_spec_with(fleet: &DesiredFleet, driver: NetworkDriver) -> NetworkSpec {
     let s = &fleet.fleet.network;
     NetworkSpec {
-        name: fleet.network_name(),
-        driver: fleet.network_driver(),
+        name: crate::manifest::network_name(&fleet.fleet.name, driver),
+        driver,
         labels: BTreeMap::from([
             (labels::MANAGED_BY.to_string(), labels::MANAGER.to_string()),
             (labels::FLEET.to_string(), fleet.fleet.name.clone()),
         ]),
         subnet: s.subnet.clone(),
         mtu: s.mtu,
-        encrypted: s.encrypted && fleet.network_driver() == NetworkDriver::Overlay,
+        encrypted: s.encrypted && driver == NetworkDriver::Overlay,
     }
 }
 
@@ -417,6 +482,55 @@ fn differences(have: &NetworkRecord, want: &NetworkSpec) -> Vec<String> {
     out
 }
 
+/// The engine of `node`: as it answered, else as the manifests declare it.
+pub fn engine_of(fleet: &DesiredFleet, observed: &ObservedFleet, node: &str) -> EngineKind {
+    observed
+        .engines
+        .get(node)
+        .copied()
+        .or_else(|| fleet.nodes.get(node).map(|n| n.engine))
+        .unwrap_or_default()
+}
+
+/// Nodes whose engine answers as another than the manifests declare (`spec.docker.engine`), one
+/// warning line each: fleetctl plans by the engine found. Pure: from the observation's engines.
+pub fn engine_warnings(fleet: &DesiredFleet, observed: &ObservedFleet) -> Vec<String> {
+    fleet
+        .nodes
+        .values()
+        .filter_map(|n| {
+            let found = *observed.engines.get(&n.name)?;
+            if found == n.engine {
+                return None;
+            }
+            let version = match observed.nodes.get(&n.name) {
+                Some(NodeObservation::Reachable {
+                    engine: Some(e), ..
+                }) => format!(" {}", e.version),
+                _ => String::new(),
+            };
+            Some(format!(
+                "node {} is declared {} (spec.docker.engine) but its engine answers as {found}{version}: fleetctl plans by the engine found",
+                n.name, n.engine
+            ))
+        })
+        .collect()
+}
+
+/// Nodes of an overlay fleet whose engine (as [`engine_of`] tells) cannot join a swarm: they
+/// take no part in it and get a bridge of their own. Empty for a bridge fleet.
+pub fn swarmless_nodes(fleet: &DesiredFleet, observed: &ObservedFleet) -> BTreeSet<String> {
+    if fleet.network_driver() != NetworkDriver::Overlay {
+        return BTreeSet::new();
+    }
+    fleet
+        .nodes
+        .keys()
+        .filter(|n| !engine_of(fleet, observed, n).joins_swarm())
+        .cloned()
+        .collect()
+}
+
 fn networks_of<'a>(observed: &'a ObservedFleet, node: &str) -> Option<&'a [NetworkRecord]> {
     match observed.nodes.get(node) {
         Some(NodeObservation::Reachable { networks, .. }) => Some(networks),
@@ -443,18 +557,36 @@ pub fn plan(
         .map(String::as_str)
         .filter(|n| observed.is_reachable(n))
         .collect();
-    let mut create_on: Vec<String> = Vec::new();
+    let mut create_on: Vec<(String, NetworkSpec)> = Vec::new();
+    // Overlay: nodes whose engine cannot join the swarm get a bridge of their own.
+    let swarmless = swarmless_nodes(fleet, observed);
+    let bridge = network_spec_with(fleet, NetworkDriver::Bridge);
     match spec.driver {
         NetworkDriver::Bridge => {
-            create_on.extend(reachable.iter().map(|n| n.to_string()));
+            create_on.extend(reachable.iter().map(|n| (n.to_string(), spec.clone())));
         }
         NetworkDriver::Overlay => {
-            if let Some(m) = plan_swarm(fleet, &observed.swarm, lost, &mut out) {
-                create_on.push(m);
+            if let Some(m) = plan_swarm(fleet, &observed.swarm, lost, &swarmless, &mut out) {
+                create_on.push((m, spec.clone()));
+            }
+            for node in reachable.iter().filter(|n| swarmless.contains(**n)) {
+                let version = match observed.nodes.get(*node) {
+                    Some(NodeObservation::Reachable {
+                        engine: Some(e), ..
+                    }) => Some(e.version.clone()),
+                    _ => None,
+                };
+                out.problems.push(NetProblem::OwnBridge {
+                    node: node.to_string(),
+                    engine: engine_of(fleet, observed, node),
+                    version,
+                    name: bridge.name.clone(),
+                });
+                create_on.push((node.to_string(), bridge.clone()));
             }
         }
     }
-    for node in create_on {
+    for (node, spec) in create_on {
         let nets = networks_of(observed, &node).unwrap_or(&[]);
         match nets.iter().find(|n| n.name == spec.name) {
             None => out.steps.push(NetStep::CreateNetwork {
@@ -494,7 +626,12 @@ pub fn plan(
             // A swarm-wide network is only judged unused when every node answered.
             let unused =
                 !in_use.contains(n.name.as_str()) && (n.scope != "swarm" || !fleet_unreachable);
-            if ours && n.name != spec.name && unused {
+            let wanted = if swarmless.contains(*node) {
+                &bridge.name
+            } else {
+                &spec.name
+            };
+            if ours && n.name != *wanted && unused {
                 out.steps.push(NetStep::RemoveNetwork {
                     node: node.to_string(),
                     name: n.name.clone(),
@@ -513,10 +650,13 @@ pub fn plan(
 }
 
 /// The swarm steps; returns the manager node on which the overlay is created (or checked).
+/// `swarmless`: nodes whose engine cannot join a swarm, left out of it altogether (never
+/// joined, never a manager, never waited for).
 fn plan_swarm(
     fleet: &DesiredFleet,
     view: &SwarmView,
     lost: &BTreeSet<String>,
+    swarmless: &BTreeSet<String>,
     out: &mut NetworkPlan,
 ) -> Option<String> {
     let addr_of = |node: &str| -> Option<String> {
@@ -530,6 +670,7 @@ fn plan_swarm(
     let infos: Vec<(&str, &SwarmInfo)> = fleet
         .nodes
         .keys()
+        .filter(|n| !swarmless.contains(*n))
         .filter_map(|n| view.nodes.get(n).map(|i| (n.as_str(), i)))
         .collect();
     for (node, info) in &infos {
@@ -565,7 +706,7 @@ fn plan_swarm(
         .filter(|(n, i)| i.state == SwarmState::Inactive && addr_of(n).is_some())
         .map(|(n, _)| *n)
         .collect();
-    let wanted = managers_wanted(fleet.nodes.len());
+    let wanted = managers_wanted(fleet.nodes.len() - swarmless.len());
     let Some((via, via_info)) = manager else {
         // Any membership at all (active, locked, pending, failed) means a swarm exists.
         let members: Vec<String> = infos
@@ -576,7 +717,9 @@ fn plan_swarm(
         let silent: Vec<String> = fleet
             .nodes
             .keys()
-            .filter(|n| !view.nodes.contains_key(*n) && !lost.contains(*n))
+            .filter(|n| {
+                !view.nodes.contains_key(*n) && !lost.contains(*n) && !swarmless.contains(*n)
+            })
             .cloned()
             .collect();
         if members.is_empty() && !silent.is_empty() {
@@ -593,7 +736,7 @@ fn plan_swarm(
             let unreachable = fleet
                 .nodes
                 .keys()
-                .filter(|n| !view.nodes.contains_key(*n))
+                .filter(|n| !view.nodes.contains_key(*n) && !swarmless.contains(*n))
                 .cloned()
                 .collect();
             out.problems.push(NetProblem::NoManager {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::container::{NetworkRecord, SwarmInfo};
+use crate::container::{EngineKind, NetworkRecord, SwarmInfo};
 use crate::manifest::{Source, parse};
 use crate::observe::NodeObservation;
 
@@ -465,4 +465,174 @@ fn managers_that_cannot_list_the_swarm_are_a_lost_quorum_not_another_swarm() {
         "{:?}",
         p.problems
     );
+}
+
+/// `nodes` Docker nodes node1..nodeN and, last, `node4` declared Podman (overlay fleet).
+fn fleet_with_podman(nodes: usize) -> DesiredFleet {
+    let mut text =
+        "apiVersion: fleet/v1\nkind: Fleet\nmetadata: {name: aims}\nspec: {network: {mode: overlay}}\n"
+            .to_string();
+    for i in 1..=nodes {
+        text.push_str(&format!(
+            "---\napiVersion: fleet/v1\nkind: Node\nmetadata: {{name: node{i}}}\nspec: {{ssh: {{host: 10.0.0.{i}}}}}\n"
+        ));
+    }
+    text.push_str("---\napiVersion: fleet/v1\nkind: Node\nmetadata: {name: node4}\nspec: {ssh: {host: 10.0.0.4}, docker: {engine: podman}}\n");
+    parse(&[Source {
+        name: "t.yaml".into(),
+        text,
+    }])
+    .unwrap_or_else(|e| panic!("{e}"))
+    .fleet
+}
+
+/// A Podman node as it answers: its engine read, inactive in no swarm.
+fn podman_answers(o: &mut ObservedFleet, node: &str, networks: Vec<NetworkRecord>) {
+    o.nodes.insert(node.into(), reachable(networks));
+    let Some(NodeObservation::Reachable { engine, .. }) = o.nodes.get_mut(node) else {
+        unreachable!()
+    };
+    *engine = Some(crate::container::EngineInfo {
+        kind: EngineKind::Podman,
+        version: "4.3.1".into(),
+        api_version: "1.41".into(),
+        cpus: 2,
+        memory: 1 << 30,
+        containers: 0,
+        containers_running: 0,
+        operating_system: "debian".into(),
+        docker_root_dir: "/var/lib/containers/storage".into(),
+        swarm: SwarmInfo::default(),
+    });
+    o.engines.insert(node.into(), EngineKind::Podman);
+    o.swarm.nodes.insert(node.into(), SwarmInfo::default());
+}
+
+#[test]
+fn a_podman_node_of_an_overlay_fleet_is_never_joined_and_gets_a_bridge_of_its_own() {
+    let f = fleet_with_podman(2);
+    let mut o = ObservedFleet {
+        networks_observed: true,
+        ..ObservedFleet::default()
+    };
+    // node4 sorts last but must not count: two swarm nodes want one manager.
+    for n in ["node1", "node2"] {
+        o.nodes.insert(n.into(), reachable(vec![]));
+        o.swarm.nodes.insert(n.into(), SwarmInfo::default());
+        o.engines.insert(n.into(), EngineKind::Docker);
+    }
+    podman_answers(&mut o, "node4", vec![]);
+    let p = plan(&f, &o, &BTreeSet::new());
+    let lines: Vec<String> = p.steps.iter().map(NetStep::describe).collect();
+    assert_eq!(
+        lines,
+        [
+            "swarm init on node1 (advertise 10.0.0.1): the fleet's overlay needs a swarm",
+            "swarm join node2 (advertise 10.0.0.2) as worker through node1",
+            "create network aims (overlay) on node1",
+            "create network aims-bridge (bridge) on node4",
+        ]
+    );
+    let NetStep::CreateNetwork { spec, .. } = &p.steps[3] else {
+        panic!()
+    };
+    assert_eq!(
+        spec.labels,
+        network_spec(&f).labels,
+        "labelled as the fleet's"
+    );
+    assert!(!spec.encrypted);
+    let said: Vec<String> = p.problems.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        said,
+        [
+            "node node4 runs podman 4.3.1, which cannot join the swarm: its containers are on a bridge network of their own, aims-bridge (names resolve on node4 only; other nodes' services through published ports)"
+        ]
+    );
+    assert!(p.problems[0].is_notice());
+    // Nothing keeps node4 (nor the others) from their network.
+    assert!(unusable_nodes(&f, &p, &[]).is_empty());
+}
+
+#[test]
+fn a_podman_node_alone_never_starts_a_swarm_and_is_never_a_manager() {
+    // Node4 sorts after node1, so make it the only one that answers.
+    let f = fleet_with_podman(1);
+    let mut o = ObservedFleet {
+        networks_observed: true,
+        ..ObservedFleet::default()
+    };
+    o.nodes.insert(
+        "node1".into(),
+        NodeObservation::Unreachable {
+            error: "down".into(),
+            permanent: false,
+        },
+    );
+    podman_answers(&mut o, "node4", vec![]);
+    let p = plan(&f, &o, &BTreeSet::new());
+    assert!(
+        p.steps
+            .iter()
+            .all(|s| !matches!(s, NetStep::SwarmInit { .. } | NetStep::SwarmJoin { .. })),
+        "{:?}",
+        p.steps
+    );
+    let lines: Vec<String> = p.steps.iter().map(NetStep::describe).collect();
+    assert_eq!(lines, ["create network aims-bridge (bridge) on node4"]);
+    // node1 may hold the swarm: reported, but node4's bridge is not held back by it.
+    assert!(
+        p.problems
+            .iter()
+            .any(|x| matches!(x, NetProblem::NoManager { .. }))
+    );
+    let unusable = unusable_nodes(&f, &p, &[]);
+    assert!(unusable.contains_key("node1"), "{unusable:?}");
+    assert!(!unusable.contains_key("node4"), "{unusable:?}");
+}
+
+#[test]
+fn a_formed_mixed_fleet_plans_nothing_and_keeps_the_podman_nodes_bridge() {
+    let f = fleet_with_podman(2);
+    // node1 and node2 formed (as `formed` would make them, without node4).
+    let two = fleet(2, "{mode: overlay}");
+    let mut o = formed(&two, &["node1"], &[]);
+    o.swarm.members = name_members(&f, &o.swarm.nodes, {
+        o.swarm.members.iter().map(|(_, m)| m.clone()).collect()
+    });
+    // Its bridge exists and no container uses it (yet): it stays.
+    podman_answers(
+        &mut o,
+        "node4",
+        vec![ours("aims-bridge", "bridge", "local")],
+    );
+    let p = plan(&f, &o, &BTreeSet::new());
+    assert!(p.steps.is_empty(), "{:?}", p.steps);
+    assert_eq!(p.problems.len(), 1, "{:?}", p.problems);
+    assert!(matches!(p.problems[0], NetProblem::OwnBridge { .. }));
+}
+
+#[test]
+fn a_docker_node_declared_podman_is_planned_by_what_answers() {
+    let f = fleet_with_podman(1);
+    let mut o = ObservedFleet {
+        networks_observed: true,
+        ..ObservedFleet::default()
+    };
+    for n in ["node1", "node4"] {
+        o.nodes.insert(n.into(), reachable(vec![]));
+        o.swarm.nodes.insert(n.into(), SwarmInfo::default());
+        o.engines.insert(n.into(), EngineKind::Docker);
+    }
+    let p = plan(&f, &o, &BTreeSet::new());
+    let lines: Vec<String> = p.steps.iter().map(NetStep::describe).collect();
+    assert_eq!(
+        lines,
+        [
+            "swarm init on node1 (advertise 10.0.0.1): the fleet's overlay needs a swarm",
+            "swarm join node4 (advertise 10.0.0.4) as worker through node1",
+            "create network aims (overlay) on node1",
+        ]
+    );
+    assert!(p.problems.is_empty(), "{:?}", p.problems);
 }

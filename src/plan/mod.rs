@@ -323,6 +323,9 @@ pub struct Plan {
     pub network: crate::network::NetworkPlan,
     /// The digest each image runs as, and how it was found. Set by the reconcile.
     pub images: crate::images::ImagePins,
+    /// Said with the plan, acted on by nothing and keeping nothing from converging (a node
+    /// whose engine is not the one declared). Set by the reconcile.
+    pub warnings: Vec<String>,
 }
 
 impl Plan {

@@ -4,7 +4,7 @@
 
 use super::{Identity, Object, Plan, PlugMove, Snapshot, Stuck};
 use crate::container::ContainerSpec;
-use crate::desired::{PlugIdentity, plug_container, service_container};
+use crate::desired::{PlugIdentity, plug_container_on, service_container_on};
 use crate::manifest::PlugClassSpec;
 use crate::schedule::{self, Availability, NodeView, ServicePlacement};
 use crate::store::PlugRecord;
@@ -36,7 +36,13 @@ pub(super) fn replicas(s: &Snapshot, placement: &ServicePlacement) -> Vec<Wanted
                 replica: *replica,
             },
             node: node.clone(),
-            spec: service_container(s.fleet, &s.fleet.services[svc], *replica, node),
+            spec: service_container_on(
+                s.fleet,
+                &s.fleet.services[svc],
+                *replica,
+                node,
+                crate::network::engine_of(s.fleet, s.observed, node),
+            ),
             run: true,
         })
         .collect()
@@ -97,7 +103,7 @@ fn must_move(view: Option<&NodeView>) -> bool {
 }
 
 fn plug(s: &Snapshot, p: &PlugRecord, class: &PlugClassSpec, node: String, port: u16) -> Wanted {
-    let spec = plug_container(
+    let spec = plug_container_on(
         s.fleet,
         class,
         &PlugIdentity {
@@ -106,6 +112,7 @@ fn plug(s: &Snapshot, p: &PlugRecord, class: &PlugClassSpec, node: String, port:
             node: &node,
             host_port: port,
         },
+        crate::network::engine_of(s.fleet, s.observed, &node),
     );
     Wanted {
         identity: Identity::Plug(p.id.clone()),

@@ -258,6 +258,8 @@ struct Inner {
     /// engine does while another create of that name is half-way (see
     /// [`FakeRuntime::reserve_name`]).
     reserved: BTreeMap<String, usize>,
+    /// The engine it answers as (see [`FakeRuntime::set_engine_kind`]).
+    engine_kind: crate::container::EngineKind,
 }
 
 /// What a fake exec prints and exits with.
@@ -293,6 +295,7 @@ impl Default for Inner {
             exec_exits: BTreeMap::new(),
             resizes: Vec::new(),
             reserved: BTreeMap::new(),
+            engine_kind: Default::default(),
         }
     }
 }
@@ -499,6 +502,11 @@ impl FakeRuntime {
     /// unreachable node is a member that is neither ready nor reachable.
     pub fn set_unreachable(&self, unreachable: bool) {
         self.down.store(unreachable, Ordering::SeqCst);
+    }
+
+    /// Makes the engine answer as `kind` (default Docker).
+    pub fn set_engine_kind(&self, kind: crate::container::EngineKind) {
+        self.lock().engine_kind = kind;
     }
 
     /// Restricts the images present on the node (default: every image is present).
@@ -1125,12 +1133,17 @@ impl NodeRuntime for FakeRuntime {
         &self.node
     }
 
+    fn engine_kind(&self) -> Option<crate::container::EngineKind> {
+        Some(self.lock().engine_kind)
+    }
+
     async fn engine_info(&self) -> Result<EngineInfo, TransportError> {
         self.begin("info", "")?;
         let fabric = self.fabric();
         let swarm = fabric.lock().info(&self.node);
         let inner = self.lock();
         let mut info = self.info.clone();
+        info.kind = inner.engine_kind;
         info.swarm = swarm;
         info.containers = inner.containers.len() as u64;
         info.containers_running = inner

@@ -350,6 +350,28 @@ pub(super) fn check_fleet(
             }
         }
     }
+    // A node declared Podman cannot join the overlay: it gets a bridge of its own.
+    if settings.driver(nodes) == NetworkDriver::Overlay {
+        for raw in raw_nodes {
+            let Some(e) = raw.spec.docker.as_ref().and_then(|d| d.engine.as_ref()) else {
+                continue;
+            };
+            if let Some(n) = nodes.get(&raw.name)
+                && !n.engine.joins_swarm()
+            {
+                r.warn(
+                    &raw.doc.file,
+                    e.pos,
+                    "spec.docker.engine",
+                    format!(
+                        "{name} runs {engine}, which cannot join the fleet's overlay network: its containers get a bridge network on {name} only (names resolve among the containers of {name}; other nodes' services are reached through their published ports)",
+                        name = n.name,
+                        engine = n.engine,
+                    ),
+                );
+            }
+        }
+    }
     // An overlay over public addresses in clear.
     if settings.driver(nodes) == NetworkDriver::Overlay && !settings.encrypted {
         for raw in raw_nodes {

@@ -76,6 +76,22 @@ pub(super) fn nodes(
                 d.value.clone()
             },
         );
+        let engine = match s.docker.as_ref().and_then(|d| d.engine.as_ref()) {
+            None => crate::container::EngineKind::Docker,
+            Some(e) => match e.value.as_str() {
+                "docker" => crate::container::EngineKind::Docker,
+                "podman" => crate::container::EngineKind::Podman,
+                other => {
+                    r.err(
+                        file,
+                        e.pos,
+                        "spec.docker.engine",
+                        format!("unknown engine {other:?}; use docker or podman"),
+                    );
+                    crate::container::EngineKind::Docker
+                }
+            },
+        };
         let cap = s.capacity.clone().unwrap_or_default();
         let res = s.reserved.clone().unwrap_or_default();
         if let Some(m) = &cap.memory
@@ -131,6 +147,7 @@ pub(super) fn nodes(
                 labels: labels_of(&n.doc.metadata.labels),
                 ssh,
                 docker_socket,
+                engine,
                 capacity_cpus: cap.cpus.map(|c| c.value),
                 capacity_memory: cap.memory.map(|c| c.value),
                 capacity_disk: cap.disk.map(|c| c.value),
