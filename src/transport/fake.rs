@@ -20,9 +20,9 @@ use tokio::sync::broadcast;
 use super::{ContainerUpdate, ErrorKind, ListFilter, NodeRuntime, TransportError};
 use crate::container::{
     ContainerDetails, ContainerRecord, ContainerSpec, EngineDisk, EngineEvent, EngineInfo,
-    Filesystem, Health, ImageUsage, JoinTokens, LocalImage, NetworkAttachment, NetworkDriver,
-    NetworkRecord, NetworkSpec, PullProgress, RegistryAuth, RunState, SwarmInfo, SwarmMember,
-    SwarmRole, SwarmState,
+    EngineKind, Filesystem, Health, ImageUsage, JoinTokens, LocalImage, NetworkAttachment,
+    NetworkDriver, NetworkRecord, NetworkSpec, PullProgress, RegistryAuth, RunState, SwarmInfo,
+    SwarmMember, SwarmRole, SwarmState,
 };
 
 /// Orders calls across every fake in the process (for "this happened before that" checks).
@@ -226,6 +226,8 @@ impl FakeNetwork {
 
 struct Inner {
     containers: BTreeMap<String, FakeContainer>, // by id
+    /// The engine this fake answers as (see [`FakeRuntime::set_engine_kind`]).
+    engine: EngineKind,
     /// Local networks (bridges and the predefined ones), by name.
     networks: BTreeMap<String, FakeNetwork>,
     /// The swarm fabric this engine is attached to (created on first use when none was given).
@@ -269,6 +271,7 @@ impl Default for Inner {
     fn default() -> Self {
         Inner {
             containers: BTreeMap::new(),
+            engine: EngineKind::Docker,
             networks: PREDEFINED_NETWORKS
                 .iter()
                 .map(|n| (n.to_string(), FakeNetwork::predefined(n)))
@@ -494,6 +497,12 @@ impl FakeRuntime {
     /// unreachable node is a member that is neither ready nor reachable.
     pub fn set_unreachable(&self, unreachable: bool) {
         self.down.store(unreachable, Ordering::SeqCst);
+    }
+
+    /// Answers as `kind` from now on (default Docker): `engine_kind()` and `engine_info()` say
+    /// so, and as Podman `update_container` fails as Podman's compatible API does (404).
+    pub fn set_engine_kind(&self, kind: EngineKind) {
+        self.lock().engine = kind;
     }
 
     /// Restricts the images present on the node (default: every image is present).
@@ -1112,6 +1121,10 @@ impl NodeRuntime for FakeRuntime {
         &self.node
     }
 
+    fn engine_kind(&self) -> Option<EngineKind> {
+        Some(self.lock().engine)
+    }
+
     async fn engine_info(&self) -> Result<EngineInfo, TransportError> {
         self.begin("info", "")?;
         let fabric = self.fabric();
@@ -1119,6 +1132,10 @@ impl NodeRuntime for FakeRuntime {
         let inner = self.lock();
         let mut info = self.info.clone();
         info.swarm = swarm;
+        info.kind = inner.engine;
+        if inner.engine == EngineKind::Podman {
+            "4.3.1".clone_into(&mut info.version);
+        }
         info.containers = inner.containers.len() as u64;
         info.containers_running = inner
             .containers
@@ -1411,6 +1428,16 @@ impl NodeRuntime for FakeRuntime {
     ) -> Result<(), TransportError> {
         self.begin("update", id)?;
         let mut inner = self.lock();
+        if inner.engine == EngineKind::Podman {
+            // Podman 4.3's compatible API has no `POST /containers/{id}/update`.
+            return Err(TransportError::new(
+                &self.node,
+                "update container",
+                ErrorKind::NotFound,
+                "Not Found (fake podman: POST /containers/{id}/update)",
+            )
+            .with_object(id));
+        }
         let c = self
             .find(&mut inner, id)
             .ok_or_else(|| self.not_found("update container", id))?;
