@@ -234,6 +234,9 @@ pub struct DockerRuntime {
     api: OnceCell<Api>,
     /// Requests bollard cannot make or must not log, over the same connections.
     raw: connector::RawSender,
+    /// Podman: when fleetctl last ran a health probe of a container, by container id (see
+    /// [`podman_probe_due`]).
+    probes: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl std::fmt::Debug for DockerRuntime {
@@ -277,6 +280,7 @@ impl DockerRuntime {
             ssh: Some(session),
             api: OnceCell::new(),
             raw,
+            probes: Default::default(),
         }
     }
 
@@ -288,6 +292,7 @@ impl DockerRuntime {
             ssh: None,
             api: OnceCell::new(),
             raw,
+            probes: Default::default(),
         }
     }
 
@@ -439,6 +444,73 @@ impl DockerRuntime {
         .await
     }
 
+    /// `GET /containers/{id}/json`, as the engine answers it.
+    async fn inspect_raw(&self, id: &str) -> Result<ContainerInspectResponse, TransportError> {
+        let id_owned = id.to_string();
+        self.call(
+            "inspect container",
+            Some(id),
+            CALL_TIMEOUT,
+            |d| async move { d.inspect_container(&id_owned, None).await },
+        )
+        .await
+    }
+
+    /// Podman without systemd runs no health probes (they are systemd timers): a container's
+    /// health stays `starting`. When one is due ([`podman_probe_due`]), fleetctl runs it once
+    /// with libpod's `GET /v4.0.0/libpod/containers/{id}/healthcheck` (which records the result
+    /// as the timer would). Returns whether a probe ran, so the caller reads the container
+    /// again. A failed probe is only logged: the container's health is what it was.
+    async fn podman_probe(&self, r: &ContainerInspectResponse) -> bool {
+        let Some(id) = r.id.as_deref().filter(|i| !i.is_empty()) else {
+            return false;
+        };
+        let now = std::time::Instant::now();
+        {
+            let mut probes = self.probes.lock().expect("probe times lock poisoned");
+            let since = probes.get(id).map(|t| now.duration_since(*t));
+            if !podman_probe_due(&probe_facts(r, std::time::SystemTime::now(), since)) {
+                return false;
+            }
+            probes.insert(id.to_string(), now);
+            if probes.len() > PROBE_MEMORY {
+                probes.retain(|_, t| now.duration_since(*t) < PROBE_FORGET_AFTER);
+            }
+        }
+        let limit = r
+            .config
+            .as_ref()
+            .and_then(|c| c.healthcheck.as_ref())
+            .and_then(|h| h.timeout)
+            .and_then(|ns| u64::try_from(ns).ok())
+            .filter(|ns| *ns > 0)
+            .map_or(DEFAULT_HEALTH_INTERVAL, Duration::from_nanos)
+            .min(CALL_TIMEOUT)
+            + Duration::from_secs(5);
+        let path = format!("/v4.0.0/libpod/containers/{id}/healthcheck");
+        match self
+            .raw(
+                "podman healthcheck",
+                Some(id),
+                limit,
+                http::Method::GET,
+                &path,
+                None,
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::debug!(node = %self.node, container = %id, "ran a due podman health probe");
+                true
+            }
+            Err(e) => {
+                tracing::debug!(node = %self.node, container = %id, error = %e,
+                    "podman health probe failed");
+                false
+            }
+        }
+    }
+
     fn list_health_from_summary(&self) -> bool {
         self.api_version()
             .is_some_and(|v| v >= LIST_HEALTH_API_VERSION)
@@ -517,15 +589,11 @@ impl NodeRuntime for DockerRuntime {
     }
 
     async fn inspect_container(&self, id: &str) -> Result<ContainerDetails, TransportError> {
-        let id_owned = id.to_string();
-        let r = self
-            .call(
-                "inspect container",
-                Some(id),
-                CALL_TIMEOUT,
-                |d| async move { d.inspect_container(&id_owned, None).await },
-            )
-            .await?;
+        let r = self.inspect_raw(id).await?;
+        if self.engine_kind() == Some(EngineKind::Podman) && self.podman_probe(&r).await {
+            // The probe's result is in the container's health now.
+            return Ok(details_from_inspect(&self.inspect_raw(id).await?));
+        }
         Ok(details_from_inspect(&r))
     }
 
@@ -661,6 +729,26 @@ impl NodeRuntime for DockerRuntime {
         id: &str,
         update: &ContainerUpdate,
     ) -> Result<(), TransportError> {
+        let kind = self
+            .api()
+            .await
+            .map_err(|e| match e.object {
+                None => e.with_object(id),
+                Some(_) => e,
+            })?
+            .engine
+            .kind;
+        if !kind.updates_in_place() {
+            // Podman answers 404: the planner recreates instead. Refused here too, for a plan
+            // made before the engine was known.
+            return Err(TransportError::new(
+                &self.node,
+                "update container",
+                ErrorKind::UnsupportedEngine,
+                format!("{kind} has no in-place update; fleetctl recreates instead"),
+            )
+            .with_object(id));
+        }
         let name = id.to_string();
         let body = update_body(update);
         self.call("update container", Some(id), CALL_TIMEOUT, |d| async move {
@@ -1898,6 +1986,108 @@ pub fn record_from_summary(s: &ContainerSummary, health_in_summary: bool) -> Con
             ports.dedup();
             ports
         },
+    }
+}
+
+/// Docker's healthcheck interval (and timeout) when a container sets none.
+const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(30);
+/// Containers whose last probe time is kept before old ones are forgotten.
+const PROBE_MEMORY: usize = 512;
+/// A probe time older than this is forgotten once [`PROBE_MEMORY`] is exceeded.
+const PROBE_FORGET_AFTER: Duration = Duration::from_secs(3600);
+
+/// What [`podman_probe_due`] decides on, read from one inspect answer ([`probe_facts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeFacts {
+    /// The container runs.
+    pub running: bool,
+    /// Its health as the engine reports it (`None`: no healthcheck).
+    pub health: Option<Health>,
+    /// Its healthcheck interval (30 s when unset).
+    pub interval: Duration,
+    /// Age of its newest health log entry (`None`: no entry, or none with a readable time).
+    pub newest_log_age: Option<Duration>,
+    /// Time since fleetctl last ran a probe of it (`None`: never, in this process).
+    pub since_last_probe: Option<Duration>,
+}
+
+/// Whether fleetctl should run a Podman container's health probe itself: it runs with a
+/// healthcheck, no probe of fleetctl's ran within the last interval, and its health is still
+/// `starting` or its newest log entry is older than the interval (or there is none) — the
+/// systemd timer that should run it is missing. Never true for a stopped container or one
+/// without a healthcheck.
+pub fn podman_probe_due(f: &ProbeFacts) -> bool {
+    if !f.running || f.health.is_none() {
+        return false;
+    }
+    if f.since_last_probe.is_some_and(|d| d < f.interval) {
+        return false;
+    }
+    f.health == Some(Health::Starting) || f.newest_log_age.is_none_or(|age| age > f.interval)
+}
+
+/// The facts [`podman_probe_due`] needs, from an inspect answer read at `now`.
+pub fn probe_facts(
+    r: &ContainerInspectResponse,
+    now: std::time::SystemTime,
+    since_last_probe: Option<Duration>,
+) -> ProbeFacts {
+    let state = r.state.as_ref();
+    let health = state.and_then(|s| s.health.as_ref());
+    let interval = r
+        .config
+        .as_ref()
+        .and_then(|c| c.healthcheck.as_ref())
+        .and_then(|h| h.interval)
+        .and_then(|ns| u64::try_from(ns).ok())
+        .filter(|ns| *ns > 0)
+        .map_or(DEFAULT_HEALTH_INTERVAL, Duration::from_nanos);
+    let newest = health
+        .and_then(|h| h.log.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.end.as_deref().or(e.start.as_deref()))
+        .filter_map(parse_timestamp)
+        .max();
+    ProbeFacts {
+        running: state
+            .and_then(|s| s.status)
+            .map(|s| RunState::parse(s.as_ref()))
+            == Some(RunState::Running),
+        health: health.and_then(|h| health_from_enum(h.status)),
+        interval,
+        newest_log_age: newest.map(|t| now.duration_since(t).unwrap_or_default()),
+        since_last_probe,
+    }
+}
+
+/// An RFC 3339 time as engines write it: `Z` or a numeric offset (Podman writes the node's
+/// local time, e.g. `2026-12-04T10:00:00.123456789+01:00`), with or without fractions.
+fn parse_timestamp(s: &str) -> Option<std::time::SystemTime> {
+    let s = s.trim();
+    // A trailing `±HH:MM` (humantime would read the time as UTC and drop the offset).
+    let b = s.as_bytes();
+    let n = b.len();
+    let offset = (n > 19 && matches!(b[n - 6], b'+' | b'-') && b[n - 3] == b':').then(|| {
+        let (h, m) = (&s[n - 5..n - 3], &s[n - 2..]);
+        Some((
+            b[n - 6] == b'-',
+            h.parse::<u64>().ok()? * 3600 + m.parse::<u64>().ok()? * 60,
+        ))
+    });
+    match offset {
+        None => humantime::parse_rfc3339_weak(s).ok(),
+        Some(None) => None,
+        Some(Some((west, secs))) => {
+            let local = humantime::parse_rfc3339_weak(&s[..n - 6]).ok()?;
+            // Local time minus its offset is UTC.
+            let secs = Duration::from_secs(secs);
+            if west {
+                local.checked_add(secs)
+            } else {
+                local.checked_sub(secs)
+            }
+        }
     }
 }
 
@@ -3460,6 +3650,158 @@ mod tests {
         assert_eq!(e.time_nano, 2_000_000_000);
         assert_eq!(e.labels["fleet.fleet"], "aims");
         assert!(event_from_message(&EventMessage::default()).is_none());
+    }
+
+    fn podman_inspect(health: serde_json::Value) -> ContainerInspectResponse {
+        serde_json::from_value(serde_json::json!({
+            "Id": "abc",
+            "Name": "web",
+            "State": {"Status": "running", "Running": true, "Health": health},
+            "Config": {"Image": "web:1", "Healthcheck": {
+                "Test": ["CMD-SHELL", "true"], "Interval": 10_000_000_000_i64,
+                "Timeout": 2_000_000_000_i64}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_podman_probe_is_due_when_health_is_stuck_and_at_most_once_per_interval() {
+        let i = Duration::from_secs(10);
+        let facts = |health, log_age, since| ProbeFacts {
+            running: true,
+            health,
+            interval: i,
+            newest_log_age: log_age,
+            since_last_probe: since,
+        };
+        // Starting forever (no systemd timer): due, then not again within the interval.
+        assert!(podman_probe_due(&facts(Some(Health::Starting), None, None)));
+        assert!(!podman_probe_due(&facts(
+            Some(Health::Starting),
+            None,
+            Some(Duration::from_secs(3))
+        )));
+        assert!(podman_probe_due(&facts(
+            Some(Health::Starting),
+            Some(Duration::from_secs(3)),
+            Some(Duration::from_secs(11))
+        )));
+        // Healthy with a fresh log (the timer runs): not due; a stale or missing log: due.
+        assert!(!podman_probe_due(&facts(
+            Some(Health::Healthy),
+            Some(Duration::from_secs(4)),
+            None
+        )));
+        assert!(podman_probe_due(&facts(
+            Some(Health::Healthy),
+            Some(Duration::from_secs(25)),
+            None
+        )));
+        assert!(podman_probe_due(&facts(
+            Some(Health::Unhealthy),
+            None,
+            None
+        )));
+        // No healthcheck, or not running: never.
+        assert!(!podman_probe_due(&facts(None, None, None)));
+        assert!(!podman_probe_due(&ProbeFacts {
+            running: false,
+            ..facts(Some(Health::Starting), None, None)
+        }));
+    }
+
+    #[test]
+    fn probe_facts_are_read_from_podmans_inspect_answer() {
+        let now = humantime::parse_rfc3339("2026-12-04T10:00:30Z").unwrap();
+        let r = podman_inspect(
+            serde_json::json!({"Status": "starting", "FailingStreak": 0, "Log": null}),
+        );
+        let f = probe_facts(&r, now, None);
+        assert_eq!(
+            f,
+            ProbeFacts {
+                running: true,
+                health: Some(Health::Starting),
+                interval: Duration::from_secs(10),
+                newest_log_age: None,
+                since_last_probe: None,
+            }
+        );
+        // Podman writes the node's local time with its offset; the newest entry counts.
+        let r = podman_inspect(
+            serde_json::json!({"Status": "healthy", "FailingStreak": 0, "Log": [
+                {"Start": "2026-12-04T10:59:00.1+01:00", "End": "2026-12-04T10:59:01.123456789+01:00",
+                 "ExitCode": 0, "Output": ""},
+                {"Start": "2026-12-04T11:00:20.5+01:00", "End": "2026-12-04T11:00:21.000000001+01:00",
+                 "ExitCode": 0, "Output": ""}
+            ]}),
+        );
+        let f = probe_facts(&r, now, Some(Duration::from_secs(1)));
+        assert_eq!(f.health, Some(Health::Healthy));
+        assert_eq!(f.newest_log_age.map(|d| d.as_secs()), Some(8));
+        assert!(!podman_probe_due(&f));
+        // Unset interval: Docker's default.
+        let mut r = r;
+        r.config
+            .as_mut()
+            .unwrap()
+            .healthcheck
+            .as_mut()
+            .unwrap()
+            .interval = None;
+        assert_eq!(probe_facts(&r, now, None).interval, DEFAULT_HEALTH_INTERVAL);
+        assert_eq!(
+            parse_timestamp("2026-12-04T10:00:00Z"),
+            parse_timestamp("2026-12-04T05:00:00-05:00")
+        );
+        assert_eq!(parse_timestamp("yesterday"), None);
+    }
+
+    /// A runtime whose negotiation already happened (as `kind` at API `api`), over a socket
+    /// where nothing listens: a call that reaches the wire fails as unreachable.
+    fn negotiated(kind: EngineKind, api: &str) -> DockerRuntime {
+        let rt = DockerRuntime::local("n1", "/nonexistent/fleetctl-test.sock");
+        let version = ApiVersion::parse(api).unwrap();
+        let docker = connector::docker_over(
+            rt.raw.clone(),
+            &bollard::ClientVersion {
+                major_version: version.major as usize,
+                minor_version: version.minor as usize,
+            },
+        );
+        rt.api
+            .set(Api {
+                docker,
+                version,
+                engine: EngineIdentity {
+                    kind,
+                    version: "4.3.1".into(),
+                    api: version,
+                },
+            })
+            .unwrap_or_else(|_| panic!("set once"));
+        rt
+    }
+
+    #[tokio::test]
+    async fn an_in_place_update_on_podman_is_refused_before_anything_is_sent() {
+        let update = ContainerUpdate {
+            resources: Default::default(),
+            restart: Default::default(),
+        };
+        let rt = negotiated(EngineKind::Podman, "1.41");
+        let e = rt.update_container("abc", &update).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::UnsupportedEngine, "{e}");
+        assert_eq!(e.object.as_deref(), Some("abc"));
+        assert!(
+            e.to_string()
+                .contains("podman has no in-place update; fleetctl recreates instead"),
+            "{e}"
+        );
+        // Docker sends it (and here finds nothing listening).
+        let rt = negotiated(EngineKind::Docker, "1.41");
+        let e = rt.update_container("abc", &update).await.unwrap_err();
+        assert_ne!(e.kind, ErrorKind::UnsupportedEngine, "{e}");
     }
 
     #[test]
