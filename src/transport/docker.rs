@@ -96,6 +96,16 @@ pub const ALWAYS_CHECK_DUPLICATE_API_VERSION: ApiVersion = ApiVersion {
     major: 1,
     minor: 44,
 };
+/// From this API version a healthcheck has `StartInterval`: the time between probes during the
+/// start period (below it the engine rejects nothing but ignores the field; fleetctl leaves it
+/// out).
+pub const START_INTERVAL_API_VERSION: ApiVersion = ApiVersion {
+    major: 1,
+    minor: 44,
+};
+/// The `StartInterval` fleetctl sends (API ≥ 1.44) when a healthcheck has a start period: the
+/// first probe runs about a second after start instead of a whole interval later.
+pub const HEALTH_START_INTERVAL: Duration = Duration::from_secs(1);
 /// What stands in for a swarm join token in every error message.
 pub const JOIN_TOKEN_REDACTED: &str = "<join token>";
 /// The oldest Docker Engine API fleetctl speaks: Docker 20.10.
@@ -444,6 +454,14 @@ impl DockerRuntime {
         .await
     }
 
+    /// The negotiated client (connecting first when needed); an error names `object`.
+    async fn negotiated(&self, object: &str) -> Result<&Api, TransportError> {
+        self.api().await.map_err(|e| match e.object {
+            None => e.with_object(object),
+            Some(_) => e,
+        })
+    }
+
     /// `GET /containers/{id}/json`, as the engine answers it.
     async fn inspect_raw(&self, id: &str) -> Result<ContainerInspectResponse, TransportError> {
         let id_owned = id.to_string();
@@ -671,7 +689,7 @@ impl NodeRuntime for DockerRuntime {
     }
 
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, TransportError> {
-        let body = create_body(spec);
+        let body = create_body(spec, self.negotiated(&spec.name).await?.version);
         let options = CreateContainerOptionsBuilder::new()
             .name(&spec.name)
             .build();
@@ -729,15 +747,7 @@ impl NodeRuntime for DockerRuntime {
         id: &str,
         update: &ContainerUpdate,
     ) -> Result<(), TransportError> {
-        let kind = self
-            .api()
-            .await
-            .map_err(|e| match e.object {
-                None => e.with_object(id),
-                Some(_) => e,
-            })?
-            .engine
-            .kind;
+        let kind = self.negotiated(id).await?.engine.kind;
         if !kind.updates_in_place() {
             // Podman answers 404: the planner recreates instead. Refused here too, for a plan
             // made before the engine was known.
@@ -1655,8 +1665,19 @@ fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// The create body for `spec` (the name goes in the query).
-pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+/// The create body for `spec` (the name goes in the query) at the negotiated API `api`.
+///
+/// The same body for every version from 1.41 (Docker 20.10, Podman 4.3) to 1.45 (Docker 26.1)
+/// but one field, checked against the API's changes in between:
+/// - 1.44 adds `HealthConfig.StartInterval`: sent from 1.44 when the healthcheck has a start
+///   period ([`start_interval`]); older engines never see it.
+/// - 1.44 deprecates the container-level `MacAddress` for the endpoint's: fleetctl sends
+///   neither.
+/// - 1.44 accepts several `EndpointsConfig` entries at create (below it one, the others by
+///   `network connect`): fleetctl attaches at most one network, named by `NetworkMode`.
+/// - 1.42 (bind `CreateMountpoint`, `KernelMemory` dropped), 1.43 (`HostConfig.Annotations`)
+///   and 1.45 (volume `Subpath`) touch fields fleetctl does not send.
+pub fn create_body(spec: &ContainerSpec, api: ApiVersion) -> ContainerCreateBody {
     let mut exposed: Vec<String> = Vec::new();
     let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     for p in &spec.ports {
@@ -1741,7 +1762,7 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             timeout: h.timeout.map(duration_ns),
             retries: h.retries.map(i64::from),
             start_period: h.start_period.map(duration_ns),
-            start_interval: None, // API ≥ 1.44 only
+            start_interval: start_interval(h, api).map(duration_ns),
         }),
         stop_timeout: spec.stop_grace_period.map(|d| {
             i64::try_from(d.as_secs() + u64::from(d.subsec_nanos() > 0)).unwrap_or(i64::MAX)
@@ -1750,6 +1771,22 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         networking_config,
         ..Default::default()
     }
+}
+
+/// `HealthConfig.StartInterval` for `h` at API `api`: with a start period and API ≥ 1.44,
+/// [`HEALTH_START_INTERVAL`] (or the interval when shorter), so the first probe runs early;
+/// otherwise none (older engines, and Podman, which answers as 1.41, do not know the field).
+/// Inspect does not read it back into the spec: it never shows as drift.
+fn start_interval(h: &crate::container::HealthcheckSpec, api: ApiVersion) -> Option<Duration> {
+    let disabled = h.test.first().is_some_and(|t| t == "NONE");
+    if api < START_INTERVAL_API_VERSION || disabled || h.start_period.is_none_or(|p| p.is_zero()) {
+        return None;
+    }
+    Some(
+        h.interval
+            .filter(|i| !i.is_zero())
+            .map_or(HEALTH_START_INTERVAL, |i| i.min(HEALTH_START_INTERVAL)),
+    )
 }
 
 /// `HostConfig.LogConfig` for the json-file rotation of `knobs`; `None` (the engine's logging)
@@ -3152,7 +3189,7 @@ mod tests {
 
     #[test]
     fn create_body_maps_every_field_of_the_spec() {
-        let b = create_body(&spec());
+        let b = create_body(&spec(), MIN_API_VERSION);
         assert_eq!(b.image.as_deref(), Some("fleet-test/busybox:1"));
         assert_eq!(b.cmd, Some(vec!["httpd".to_string(), "-f".to_string()]));
         assert_eq!(b.env, Some(vec!["A=x=y".to_string(), "B=2".to_string()]));
@@ -3205,7 +3242,7 @@ mod tests {
             endpoints["aims-net"].aliases,
             Some(vec!["web".to_string(), "www".to_string()])
         );
-        let json = serde_json::to_value(create_body(&spec())).unwrap();
+        let json = serde_json::to_value(create_body(&spec(), MIN_API_VERSION)).unwrap();
         assert_eq!(json["HostConfig"]["NetworkMode"], "aims-net");
         assert_eq!(
             json["NetworkingConfig"]["EndpointsConfig"]["aims-net"]["Aliases"],
@@ -3214,8 +3251,54 @@ mod tests {
     }
 
     #[test]
+    fn create_body_adds_a_start_interval_from_api_1_44_and_nothing_else_changes() {
+        let v = |s: &str| ApiVersion::parse(s).unwrap();
+        let old = serde_json::to_value(create_body(&spec(), v("1.41"))).unwrap();
+        assert!(old["Healthcheck"].get("StartInterval").is_none(), "{old}");
+        for api in ["1.43", "1.41"] {
+            assert_eq!(
+                serde_json::to_value(create_body(&spec(), v(api))).unwrap(),
+                old
+            );
+        }
+        let new = serde_json::to_value(create_body(&spec(), v("1.45"))).unwrap();
+        assert_eq!(new["Healthcheck"]["StartInterval"], 1_000_000_000_i64);
+        let mut without = new.clone();
+        without["Healthcheck"]
+            .as_object_mut()
+            .unwrap()
+            .remove("StartInterval");
+        assert_eq!(without, old, "every other field as for 1.41");
+        assert!(new.get("MacAddress").is_none());
+        // The interval when shorter; none without a start period (or with the check disabled).
+        let with = |hc: crate::container::HealthcheckSpec| ContainerSpec {
+            healthcheck: Some(hc),
+            ..spec()
+        };
+        let hc = spec().healthcheck.unwrap();
+        let short = with(crate::container::HealthcheckSpec {
+            interval: Some(Duration::from_millis(500)),
+            ..hc.clone()
+        });
+        let b = create_body(&short, v("1.44"));
+        assert_eq!(b.healthcheck.unwrap().start_interval, Some(500_000_000));
+        let no_period = with(crate::container::HealthcheckSpec {
+            start_period: None,
+            ..hc.clone()
+        });
+        let b = create_body(&no_period, v("1.45"));
+        assert_eq!(b.healthcheck.unwrap().start_interval, None);
+        let disabled = with(crate::container::HealthcheckSpec {
+            test: vec!["NONE".into()],
+            ..hc
+        });
+        let b = create_body(&disabled, v("1.45"));
+        assert_eq!(b.healthcheck.unwrap().start_interval, None);
+    }
+
+    #[test]
     fn create_body_attaches_default_host_and_none_without_endpoint_config() {
-        let with = |network| create_body(&ContainerSpec { network, ..spec() });
+        let with = |network| create_body(&ContainerSpec { network, ..spec() }, MIN_API_VERSION);
         let b = with(NetworkAttachment::Default);
         assert_eq!(b.host_config.unwrap().network_mode, None, "engine default");
         assert_eq!(b.networking_config, None);
@@ -3256,7 +3339,7 @@ mod tests {
             restart: RestartPolicy::No,
             ..spec()
         };
-        let b = create_body(&s);
+        let b = create_body(&s, MIN_API_VERSION);
         assert_eq!(b.cmd, None);
         assert_eq!(b.env, None);
         assert_eq!(b.exposed_ports, None);
@@ -3272,7 +3355,7 @@ mod tests {
             Some(RestartPolicyNameEnum::NO)
         );
         // The JSON the engine sees: exposed ports in the `{"80/tcp":{}}` form when present.
-        let json = serde_json::to_value(create_body(&spec())).unwrap();
+        let json = serde_json::to_value(create_body(&spec(), MIN_API_VERSION)).unwrap();
         assert_eq!(json["ExposedPorts"]["3001/tcp"], serde_json::json!({}));
         assert_eq!(
             json["HostConfig"]["RestartPolicy"]["Name"],
@@ -3306,7 +3389,7 @@ mod tests {
 
     #[test]
     fn create_body_sends_the_knobs_and_nothing_when_none_is_set() {
-        let plain = create_body(&spec());
+        let plain = create_body(&spec(), MIN_API_VERSION);
         let hc = plain.host_config.as_ref().unwrap();
         assert_eq!(hc.log_config, None, "the engine's logging by default");
         assert_eq!(hc.ulimits, None);
@@ -3316,10 +3399,13 @@ mod tests {
         assert_eq!((&plain.user, &plain.working_dir), (&None, &None));
         assert_eq!(plain.stop_signal, None);
 
-        let b = create_body(&ContainerSpec {
-            knobs: knobs(),
-            ..spec()
-        });
+        let b = create_body(
+            &ContainerSpec {
+                knobs: knobs(),
+                ..spec()
+            },
+            MIN_API_VERSION,
+        );
         assert_eq!(b.user.as_deref(), Some("1000:1000"));
         assert_eq!(b.working_dir.as_deref(), Some("/srv/app"));
         assert_eq!(b.stop_signal.as_deref(), Some("SIGQUIT"));
@@ -3363,10 +3449,21 @@ mod tests {
 
     #[test]
     fn what_create_sends_inspect_reads_back_as_the_same_spec() {
+        // Docker 20.10 (1.41) and Docker 26 (1.45, with StartInterval): no drift on either.
+        for api in [MIN_API_VERSION, ApiVersion::parse("1.45").unwrap()] {
+            create_reads_back_as_sent(api);
+        }
+    }
+
+    fn create_reads_back_as_sent(api: ApiVersion) {
         let mut s = spec();
         s.stop_grace_period = Some(Duration::from_secs(10)); // the engine keeps whole seconds
         s.knobs = knobs();
-        let b = create_body(&s);
+        let b = create_body(&s, api);
+        assert_eq!(
+            b.healthcheck.as_ref().unwrap().start_interval.is_some(),
+            api >= START_INTERVAL_API_VERSION
+        );
         let id = "0123456789abcdef".repeat(4);
         // What an engine of API 1.44 reports once the container runs: the short id added to
         // Aliases, and every name in DNSNames.
