@@ -20,9 +20,9 @@ use tokio::sync::broadcast;
 use super::{ContainerUpdate, ErrorKind, ListFilter, NodeRuntime, TransportError};
 use crate::container::{
     ContainerDetails, ContainerRecord, ContainerSpec, EngineDisk, EngineEvent, EngineInfo,
-    EngineKind, Filesystem, Health, ImageUsage, JoinTokens, LocalImage, NetworkAttachment,
-    NetworkDriver, NetworkRecord, NetworkSpec, PullProgress, RegistryAuth, RunState, SwarmInfo,
-    SwarmMember, SwarmRole, SwarmState,
+    Filesystem, Health, ImageUsage, JoinTokens, LocalImage, NetworkAttachment, NetworkDriver,
+    NetworkRecord, NetworkSpec, PullProgress, RegistryAuth, RunState, SwarmInfo, SwarmMember,
+    SwarmRole, SwarmState,
 };
 
 /// Orders calls across every fake in the process (for "this happened before that" checks).
@@ -226,8 +226,6 @@ impl FakeNetwork {
 
 struct Inner {
     containers: BTreeMap<String, FakeContainer>, // by id
-    /// The engine this fake answers as (see [`FakeRuntime::set_engine_kind`]).
-    engine: EngineKind,
     /// Local networks (bridges and the predefined ones), by name.
     networks: BTreeMap<String, FakeNetwork>,
     /// The swarm fabric this engine is attached to (created on first use when none was given).
@@ -256,6 +254,8 @@ struct Inner {
     exec_exits: BTreeMap<String, i64>,
     /// Every resize: exec id, columns, rows.
     resizes: Vec<(String, u16, u16)>,
+    /// The engine it answers as (see [`FakeRuntime::set_engine_kind`]).
+    engine_kind: crate::container::EngineKind,
 }
 
 /// What a fake exec prints and exits with.
@@ -271,7 +271,6 @@ impl Default for Inner {
     fn default() -> Self {
         Inner {
             containers: BTreeMap::new(),
-            engine: EngineKind::Docker,
             networks: PREDEFINED_NETWORKS
                 .iter()
                 .map(|n| (n.to_string(), FakeNetwork::predefined(n)))
@@ -291,6 +290,7 @@ impl Default for Inner {
             execs: Vec::new(),
             exec_exits: BTreeMap::new(),
             resizes: Vec::new(),
+            engine_kind: Default::default(),
         }
     }
 }
@@ -499,10 +499,9 @@ impl FakeRuntime {
         self.down.store(unreachable, Ordering::SeqCst);
     }
 
-    /// Answers as `kind` from now on (default Docker): `engine_kind()` and `engine_info()` say
-    /// so, and as Podman `update_container` fails as Podman's compatible API does (404).
-    pub fn set_engine_kind(&self, kind: EngineKind) {
-        self.lock().engine = kind;
+    /// Makes the engine answer as `kind` (default Docker).
+    pub fn set_engine_kind(&self, kind: crate::container::EngineKind) {
+        self.lock().engine_kind = kind;
     }
 
     /// Restricts the images present on the node (default: every image is present).
@@ -1121,8 +1120,8 @@ impl NodeRuntime for FakeRuntime {
         &self.node
     }
 
-    fn engine_kind(&self) -> Option<EngineKind> {
-        Some(self.lock().engine)
+    fn engine_kind(&self) -> Option<crate::container::EngineKind> {
+        Some(self.lock().engine_kind)
     }
 
     async fn engine_info(&self) -> Result<EngineInfo, TransportError> {
@@ -1131,11 +1130,8 @@ impl NodeRuntime for FakeRuntime {
         let swarm = fabric.lock().info(&self.node);
         let inner = self.lock();
         let mut info = self.info.clone();
+        info.kind = inner.engine_kind;
         info.swarm = swarm;
-        info.kind = inner.engine;
-        if inner.engine == EngineKind::Podman {
-            "4.3.1".clone_into(&mut info.version);
-        }
         info.containers = inner.containers.len() as u64;
         info.containers_running = inner
             .containers
@@ -1428,13 +1424,13 @@ impl NodeRuntime for FakeRuntime {
     ) -> Result<(), TransportError> {
         self.begin("update", id)?;
         let mut inner = self.lock();
-        if inner.engine == EngineKind::Podman {
-            // Podman 4.3's compatible API has no `POST /containers/{id}/update`.
+        if !inner.engine_kind.updates_in_place() {
+            // Podman 4.3's compatible API has no `POST /containers/{id}/update`: 404.
             return Err(TransportError::new(
                 &self.node,
                 "update container",
                 ErrorKind::NotFound,
-                "Not Found (fake podman: POST /containers/{id}/update)",
+                "Not Found (fake podman: no POST /containers/{id}/update)",
             )
             .with_object(id));
         }
