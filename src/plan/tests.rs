@@ -314,6 +314,16 @@ fn a_memory_change_on_a_podman_node_is_a_recreate_never_an_update() {
             .iter()
             .any(|s| matches!(s.action, Action::Update { .. }))
     );
+    // `fleetctl plan` prints the reason on the step's line.
+    let text = crate::cli::plan_text_for_tests(&p, &["n1".into(), "n2".into()]);
+    let line = text
+        .lines()
+        .find(|l| l.contains("recreate") && l.contains("web"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.ends_with("memory 256MiB → 512MiB, recreate (podman has no in-place update)"),
+        "{text}"
+    );
     // A Docker node beside it still updates in place.
     w.observed
         .engines
