@@ -1670,7 +1670,7 @@ fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
 /// The same body for every version from 1.41 (Docker 20.10, Podman 4.3) to 1.45 (Docker 26.1)
 /// but one field, checked against the API's changes in between:
 /// - 1.44 adds `HealthConfig.StartInterval`: sent from 1.44 when the healthcheck has a start
-///   period ([`start_interval`]); older engines never see it.
+///   period (`start_interval`); older engines never see it.
 /// - 1.44 deprecates the container-level `MacAddress` for the endpoint's: fleetctl sends
 ///   neither.
 /// - 1.44 accepts several `EndpointsConfig` entries at create (below it one, the others by
