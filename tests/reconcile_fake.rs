@@ -290,6 +290,88 @@ async fn an_unreachable_node_is_left_alone_and_the_others_converge() {
 }
 
 #[tokio::test]
+async fn a_memory_change_on_a_podman_node_converges_by_recreate_and_then_changes_nothing() {
+    let w = world(2);
+    w.fakes["node1"].set_engine_kind(fleetctl::container::EngineKind::Podman);
+    let f = fleet(BASE);
+    pass(&cx(&w, &f), &|_| {}).await.unwrap();
+    let redis = |w: &World| {
+        w.fakes["node1"]
+            .containers()
+            .into_iter()
+            .filter(|c| c.label(labels::SERVICE) == Some("redis"))
+            .collect::<Vec<_>>()
+    };
+    let old = redis(&w);
+    assert_eq!(old.len(), 1);
+    let f2 = fleet(&BASE.replace("memory: 128MiB", "memory: 256MiB"));
+    let r = pass(&cx(&w, &f2), &|_| {}).await.unwrap();
+    assert!(r.exec.ok(), "{:?}", r.exec);
+    assert_eq!(r.plan.steps.len(), 1, "{:#?}", r.plan.steps);
+    let s = &r.plan.steps[0];
+    assert!(matches!(s.action, Action::Replace { .. }), "{s:?}");
+    assert_eq!(
+        s.reason,
+        "memory 128MiB → 256MiB, recreate (podman has no in-place update)"
+    );
+    let new = redis(&w);
+    assert_eq!(new.len(), 1, "one new container, the old one gone");
+    assert_ne!(new[0].id, old[0].id);
+    assert_eq!(
+        w.fakes["node1"]
+            .spec_of(&new[0].id)
+            .unwrap()
+            .resources
+            .memory,
+        256 << 20
+    );
+    assert!(
+        w.fakes["node1"]
+            .mutating_calls()
+            .iter()
+            .all(|c| c.op != "update"),
+        "{:?}",
+        w.fakes["node1"].mutating_calls()
+    );
+    // The second apply changes nothing.
+    for fake in w.fakes.values() {
+        fake.clear_calls();
+    }
+    let r = pass(&cx(&w, &f2), &|_| {}).await.unwrap();
+    assert!(r.plan.steps.is_empty(), "{:#?}", r.plan.steps);
+    for fake in w.fakes.values() {
+        assert!(fake.mutating_calls().is_empty());
+    }
+}
+
+#[tokio::test]
+async fn a_podman_engine_refuses_an_in_place_update() {
+    let w = world(1);
+    let fake = &w.fakes["node1"];
+    fake.set_engine_kind(fleetctl::container::EngineKind::Podman);
+    assert_eq!(
+        fake.engine_kind(),
+        Some(fleetctl::container::EngineKind::Podman)
+    );
+    let info = fake.engine_info().await.unwrap();
+    assert_eq!(info.kind, fleetctl::container::EngineKind::Podman);
+    pass(&cx(&w, &fleet(BASE)), &|_| {}).await.unwrap();
+    let id = fake.containers()[0].id.clone();
+    let e = fake
+        .update_container(
+            &id,
+            &fleetctl::transport::ContainerUpdate {
+                resources: Default::default(),
+                restart: Default::default(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, fleetctl::transport::ErrorKind::NotFound, "{e}");
+    assert!(e.to_string().contains("update container"), "{e}");
+}
+
+#[tokio::test]
 async fn removing_a_limit_recreates_because_the_engine_cannot_do_it_in_place() {
     let w = world(2);
     let with_cpus = BASE.replace(

@@ -329,3 +329,133 @@ async fn join_tokens_travel_but_never_show_in_errors() {
     assert_eq!(body["ListenAddr"], "10.0.0.2:2377");
     assert_eq!(body["AdvertiseAddr"], "10.0.0.2");
 }
+
+/// What the health fake engine saw (paths), and whether its container's probe has run.
+#[derive(Clone, Default)]
+struct HealthEngine {
+    seen: Seen,
+    probed: Arc<Mutex<Option<String>>>,
+}
+
+/// A fake engine — Podman 4.3 (`podman`) or Docker — with one running container `abc` whose
+/// healthcheck (interval 10 s) stays `starting` until libpod's healthcheck endpoint runs it,
+/// as on a host without systemd.
+async fn health_engine(podman: bool) -> (tempfile::TempDir, String, HealthEngine) {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("docker.sock");
+    let engine = HealthEngine::default();
+    let app = Router::new()
+        .fallback(
+            move |State(e): State<HealthEngine>, req: Request| async move {
+                let path = req.uri().path().to_string();
+                e.seen.lock().unwrap().push(path.clone());
+                match path.as_str() {
+                    "/version" if podman => json(serde_json::json!({
+                        "Version": "4.3.1", "ApiVersion": "1.41",
+                        "Components": [{"Name": "Podman Engine", "Version": "4.3.1"}]
+                    })),
+                    "/version" => json(serde_json::json!({"Version": "26.1.5", "ApiVersion": "1.45"})),
+                    "/v4.0.0/libpod/containers/abc/healthcheck" => {
+                        let now = humantime::format_rfc3339_nanos(std::time::SystemTime::now());
+                        *e.probed.lock().unwrap() = Some(now.to_string());
+                        json(serde_json::json!({"Status": "healthy", "FailingStreak": 0, "Log": null}))
+                    }
+                    p if p.ends_with("/containers/web/json") => {
+                        let health = match e.probed.lock().unwrap().clone() {
+                            None => serde_json::json!({"Status": "starting", "FailingStreak": 0, "Log": null}),
+                            Some(at) => serde_json::json!({"Status": "healthy", "FailingStreak": 0,
+                                "Log": [{"Start": at, "End": at, "ExitCode": 0, "Output": ""}]}),
+                        };
+                        json(serde_json::json!({
+                            "Id": "abc", "Name": "/web",
+                            "State": {"Status": "running", "Running": true, "Health": health},
+                            "Config": {"Image": "web:1", "Healthcheck": {
+                                "Test": ["CMD-SHELL", "true"], "Interval": 10_000_000_000_i64}}
+                        }))
+                    }
+                    _ => (StatusCode::INTERNAL_SERVER_ERROR, "unexpected").into_response(),
+                }
+            },
+        )
+        .with_state(engine.clone());
+    let listener = tokio::net::UnixListener::bind(&sock).unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (dir, sock.display().to_string(), engine)
+}
+
+#[tokio::test]
+async fn on_podman_a_stuck_health_is_probed_once_per_interval_when_read() {
+    use fleetctl::container::{EngineKind, Health};
+    let (_dir, sock, engine) = health_engine(true).await;
+    let rt = transport::connect(&local("p1", &sock)).unwrap();
+    let d = rt.inspect_container("web").await.unwrap();
+    assert_eq!(rt.engine_kind(), Some(EngineKind::Podman));
+    assert_eq!(
+        d.record.health,
+        Some(Health::Healthy),
+        "read after the probe"
+    );
+    let probes = |e: &HealthEngine| {
+        e.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|p| p.contains("libpod"))
+            .count()
+    };
+    assert_eq!(probes(&engine), 1);
+    assert_eq!(
+        engine.seen.lock().unwrap().clone(),
+        vec![
+            "/version",
+            "/v1.41/containers/web/json",
+            "/v4.0.0/libpod/containers/abc/healthcheck",
+            "/v1.41/containers/web/json",
+        ],
+        "the libpod path is sent as is"
+    );
+    // Read again at once: the log is fresh and a probe ran within the interval.
+    *engine.probed.lock().unwrap() = None;
+    let d = rt.inspect_container("web").await.unwrap();
+    assert_eq!(d.record.health, Some(Health::Starting));
+    assert_eq!(probes(&engine), 1, "at most once per interval");
+    let e = rt
+        .update_container(
+            "abc",
+            &transport::ContainerUpdate {
+                resources: Default::default(),
+                restart: Default::default(),
+            },
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind, ErrorKind::UnsupportedEngine, "{e}");
+    assert!(
+        !engine
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|p| p.contains("update"))
+    );
+}
+
+#[tokio::test]
+async fn docker_engines_are_never_probed_by_fleetctl() {
+    use fleetctl::container::{EngineKind, Health};
+    let (_dir, sock, engine) = health_engine(false).await;
+    let rt = transport::connect(&local("d1", &sock)).unwrap();
+    let d = rt.inspect_container("web").await.unwrap();
+    assert_eq!(rt.engine_kind(), Some(EngineKind::Docker));
+    assert_eq!(d.record.health, Some(Health::Starting));
+    assert!(
+        !engine
+            .seen
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|p| p.contains("libpod")),
+        "{:?}",
+        engine.seen.lock().unwrap()
+    );
+}

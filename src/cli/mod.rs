@@ -20,6 +20,12 @@ mod plan;
 mod plug;
 mod remote;
 mod render;
+
+/// `plan`'s text, for the planner's unit tests.
+#[cfg(test)]
+pub(crate) fn plan_text_for_tests(plan: &crate::plan::Plan, nodes: &[String]) -> String {
+    render::plan_text(plan, nodes)
+}
 mod run;
 mod schema;
 mod services;

@@ -30,7 +30,7 @@ use super::common::{
     emit, open_store_readonly, print_json, print_yaml, resolve_manifests, runtime,
 };
 use super::{GlobalOpts, Output};
-use crate::container::{EngineInfo, Health, RunState};
+use crate::container::{EngineInfo, EngineKind, Health, RunState};
 pub use crate::disk::DiskStatus;
 use crate::manifest::{Bytes, DesiredFleet, MilliCpus, NodeSpec};
 use crate::observe::{NodeObservation, ObserveOptions, Observed, observe};
@@ -56,7 +56,10 @@ pub struct NodeStatus {
     /// set through any state file.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub conditions: Vec<String>,
-    /// Engine version (e.g. `20.10.24`).
+    /// Which engine answers (`docker`, `podman`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_kind: Option<EngineKind>,
+    /// Engine version (e.g. `20.10.24`; Podman's own, e.g. `4.3.1`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub engine: Option<String>,
     /// Negotiated Docker API version.
@@ -311,6 +314,7 @@ pub fn node_status(spec: &NodeSpec, observed: Result<Observation, &str>) -> Node
         },
         cause,
         conditions: Vec::new(),
+        engine_kind: info.as_ref().map(|i| i.kind),
         engine: info.as_ref().map(|i| i.version.clone()),
         api_version: info.as_ref().map(|i| i.api_version.clone()),
         capacity,
@@ -527,6 +531,28 @@ fn or_dash(s: &Option<String>) -> String {
     s.clone().unwrap_or_else(|| "-".into())
 }
 
+/// What fleetctl does differently on a Podman node (docs/transport.md, "Engines").
+const PODMAN_FALLBACKS: &str = "podman: no in-place update → limit changes recreate the \
+    container; no swarm overlay → a bridge network on this node; health probes run by fleetctl \
+    when it reads a container (no systemd timers)";
+
+/// The ENGINE cell: kind and version (`docker 26.1.5`, `podman 4.3.1`).
+fn engine_text(s: &NodeStatus) -> String {
+    match (&s.engine, s.engine_kind) {
+        (Some(v), Some(k)) => format!("{k} {v}"),
+        (Some(v), None) => v.clone(),
+        (None, _) => "-".into(),
+    }
+}
+
+/// The engine's product name in prose.
+fn engine_name(kind: Option<EngineKind>) -> &'static str {
+    match kind {
+        Some(EngineKind::Podman) => "Podman",
+        Some(EngineKind::Docker) | None => "Docker",
+    }
+}
+
 /// The `get nodes` table; NotReady causes are listed under it.
 pub fn render_table(statuses: &[NodeStatus], wide: bool) -> String {
     let mut t = Table::new();
@@ -564,7 +590,7 @@ pub fn render_table(statuses: &[NodeStatus], wide: bool) -> String {
         let mut row = vec![
             s.name.clone(),
             status_text(s),
-            or_dash(&s.engine),
+            engine_text(s),
             or_dash(&s.api_version),
             cpus(cap_cpus),
             bytes(cap_mem),
@@ -659,10 +685,13 @@ pub fn render_describe(s: &NodeStatus, fleet: &str) -> String {
     line(
         "Engine:",
         match (&s.engine, &s.api_version) {
-            (Some(e), Some(a)) => format!("Docker {e} (API {a})"),
+            (Some(e), Some(a)) => format!("{} {e} (API {a})", engine_name(s.engine_kind)),
             _ => "-".into(),
         },
     );
+    if s.engine_kind == Some(EngineKind::Podman) {
+        line("Fallbacks:", PODMAN_FALLBACKS.into());
+    }
     if let Some(n) = &s.network {
         let mut v = format!(
             "{} ({}), {}",
@@ -1017,7 +1046,7 @@ mod tests {
         let lines: Vec<&str> = table.lines().collect();
         assert!(lines[0].starts_with("NAME"), "{table}");
         assert!(
-            lines[1].contains("Ready") && lines[1].contains("20.10.24"),
+            lines[1].contains("Ready") && lines[1].contains("docker 20.10.24"),
             "{table}"
         );
         assert!(
@@ -1069,6 +1098,51 @@ mod tests {
         );
         s.name = name.into();
         s
+    }
+
+    #[test]
+    fn the_engine_says_docker_or_podman_with_its_version_and_podmans_fallbacks() {
+        let docker = ready("node1");
+        let mut podman = ready("node2");
+        podman.engine_kind = Some(EngineKind::Podman);
+        podman.engine = Some("4.3.1".into());
+        let mut down = node_status(&spec(), Err("node node3: ssh connect: refused"));
+        down.name = "node3".into();
+        let statuses = [docker, podman, down];
+        let table = render_table(&statuses, false);
+        let lines: Vec<&str> = table.lines().collect();
+        let col = lines[0].find("ENGINE").unwrap();
+        let cell = |l: &str| l[col..].split("  ").next().unwrap().trim().to_string();
+        assert_eq!(cell(lines[1]), "docker 20.10.24", "{table}");
+        assert_eq!(cell(lines[2]), "podman 4.3.1", "{table}");
+        assert_eq!(cell(lines[3]), "-", "{table}");
+        let json = serde_json::to_value(&statuses).unwrap();
+        assert_eq!(json[0]["engine_kind"], "docker");
+        assert_eq!(json[1]["engine_kind"], "podman");
+        assert_eq!(json[1]["engine"], "4.3.1");
+        assert!(json[2].get("engine_kind").is_none());
+        let d = render_describe(&statuses[0], "aims");
+        assert!(
+            d.contains("Engine:        Docker 20.10.24 (API 1.41)\n"),
+            "{d}"
+        );
+        assert!(!d.contains("Fallbacks:"), "{d}");
+        let d = render_describe(&statuses[1], "aims");
+        assert!(
+            d.contains("Engine:        Podman 4.3.1 (API 1.41)\n"),
+            "{d}"
+        );
+        let fallbacks = d
+            .lines()
+            .find(|l| l.starts_with("Fallbacks:"))
+            .unwrap_or_else(|| panic!("{d}"));
+        for said in [
+            "recreate",
+            "bridge network",
+            "health probes run by fleetctl",
+        ] {
+            assert!(fallbacks.contains(said), "{fallbacks}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::reasons::{
 };
 use super::wanted::Wanted;
 use super::{Action, Identity, Object, Snapshot, Step, StepGroup, grace_of, grace_secs};
-use crate::container::{ContainerSpec, NetworkAttachment, RunState, labels};
+use crate::container::{ContainerSpec, EngineKind, NetworkAttachment, RunState, labels};
 use crate::manifest::UpdateOrder;
 use crate::observe::Observed;
 
@@ -35,7 +35,7 @@ pub(super) fn steps(s: &Snapshot, w: &Wanted, copies: &[Copy]) -> ObjectSteps {
     let mut unchanged = None;
     let replaced = match kept_copy(w, copies) {
         Some(o) => {
-            if converge_kept(&mut b, o) {
+            if converge_kept(&mut b, o, s.observed.engine_kind(&w.node)) {
                 unchanged = Some((w.node.clone(), o.record.name.clone()));
             }
             Some(o.record.id.as_str())
@@ -94,9 +94,9 @@ fn kept_copy<'a>(w: &Wanted, copies: &[Copy<'a>]) -> Option<&'a Observed> {
 }
 
 /// Steps for the kept copy `o`: in-place limit changes (or a stop-first recreate when a limit
-/// goes, which the engine cannot do in place), then start or stop it. Returns whether it is
-/// already as desired.
-fn converge_kept(b: &mut Builder, o: &Observed) -> bool {
+/// goes, which the engine cannot do in place, or when the node's engine — Podman — has no
+/// in-place update at all), then start or stop it. Returns whether it is already as desired.
+fn converge_kept(b: &mut Builder, o: &Observed, engine: EngineKind) -> bool {
     let w = b.wanted;
     let (node, spec) = (&w.node, &w.spec);
     let observed = o
@@ -127,6 +127,18 @@ fn converge_kept(b: &mut Builder, o: &Observed) -> bool {
                 o,
                 format!(
                     "{}, recreate (stop-first: the engine cannot remove a limit in place)",
+                    changes.join(", ")
+                ),
+            );
+            recreated = true;
+        } else if !changes.is_empty() && !engine.updates_in_place() {
+            // Podman answers 404 to `POST /containers/{id}/update`: a new container with the
+            // new limits. Same spec hash, same name: the old container goes first.
+            recreate_in_place(
+                b,
+                o,
+                format!(
+                    "{}, recreate ({engine} has no in-place update)",
                     changes.join(", ")
                 ),
             );

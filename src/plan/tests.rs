@@ -287,6 +287,51 @@ fn a_memory_change_is_an_in_place_update_of_the_same_container() {
 }
 
 #[test]
+fn a_memory_change_on_a_podman_node_is_a_recreate_never_an_update() {
+    let old = fleet(&web("web:1", 1, ""));
+    let new = fleet(&web("web:1", 1, "").replace("256MiB", "512MiB"));
+    let mut w = World::new(new);
+    let id = w.running(&old, "web", 0, "n1");
+    w.observed
+        .engines
+        .insert("n1".into(), crate::container::EngineKind::Podman);
+    let p = w.plan();
+    assert_eq!(
+        steps(&p),
+        vec![(
+            "recreate",
+            "n1",
+            "service/web",
+            "memory 256MiB → 512MiB, recreate (podman has no in-place update)"
+        )]
+    );
+    assert!(matches!(
+        &p.steps[0].action,
+        Action::Replace { old_id, order: UpdateOrder::StopFirst, .. } if *old_id == id
+    ));
+    assert!(
+        !p.steps
+            .iter()
+            .any(|s| matches!(s.action, Action::Update { .. }))
+    );
+    // `fleetctl plan` prints the reason on the step's line.
+    let text = crate::cli::plan_text_for_tests(&p, &["n1".into(), "n2".into()]);
+    let line = text
+        .lines()
+        .find(|l| l.contains("recreate") && l.contains("web"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        line.ends_with("memory 256MiB → 512MiB, recreate (podman has no in-place update)"),
+        "{text}"
+    );
+    // A Docker node beside it still updates in place.
+    w.observed
+        .engines
+        .insert("n1".into(), crate::container::EngineKind::Docker);
+    assert_eq!(w.plan().steps[0].action.verb("n1"), "update");
+}
+
+#[test]
 fn a_cordoned_node_keeps_its_replica_but_takes_no_new_one() {
     let f = fleet(&web("web:1", 2, ""));
     let mut w = World::new(f.clone());

@@ -277,17 +277,17 @@ pub fn pin_api_version<B>(req: http::Request<B>, version: &str) -> http::Request
 }
 
 /// `/containers/json?all=true` → `/v1.41/containers/json?all=true`; already versioned paths are
-/// left alone.
+/// left alone: Docker's `/v1.41/…` and Podman's libpod `/v4.0.0/libpod/…` (three parts).
 pub fn versioned_path(path_and_query: &str, version: &str) -> String {
     let already = path_and_query
         .strip_prefix("/v")
         .and_then(|rest| rest.split('/').next())
         .is_some_and(|v| {
-            let mut it = v.split('.');
-            matches!((it.next(), it.next(), it.next()), (Some(a), Some(b), None)
-                if !a.is_empty() && !b.is_empty()
-                    && a.bytes().all(|c| c.is_ascii_digit())
-                    && b.bytes().all(|c| c.is_ascii_digit()))
+            let parts: Vec<&str> = v.split('.').collect();
+            (2..=3).contains(&parts.len())
+                && parts
+                    .iter()
+                    .all(|p| !p.is_empty() && p.bytes().all(|c| c.is_ascii_digit()))
         });
     if already {
         path_and_query.to_string()
@@ -309,6 +309,13 @@ mod tests {
         assert_eq!(versioned_path("/v1.41/info", "1.41"), "/v1.41/info");
         assert_eq!(versioned_path("/version", "1.44"), "/v1.44/version");
         assert_eq!(versioned_path("/volumes/x", "1.41"), "/v1.41/volumes/x");
+        // Podman's libpod API is versioned in three parts.
+        assert_eq!(
+            versioned_path("/v4.0.0/libpod/containers/abc/healthcheck", "1.41"),
+            "/v4.0.0/libpod/containers/abc/healthcheck"
+        );
+        assert_eq!(versioned_path("/v1/x", "1.41"), "/v1.41/v1/x");
+        assert_eq!(versioned_path("/v1.2.3.4/x", "1.41"), "/v1.41/v1.2.3.4/x");
     }
 
     #[test]

@@ -96,6 +96,16 @@ pub const ALWAYS_CHECK_DUPLICATE_API_VERSION: ApiVersion = ApiVersion {
     major: 1,
     minor: 44,
 };
+/// From this API version a healthcheck has `StartInterval`: the time between probes during the
+/// start period (below it the engine rejects nothing but ignores the field; fleetctl leaves it
+/// out).
+pub const START_INTERVAL_API_VERSION: ApiVersion = ApiVersion {
+    major: 1,
+    minor: 44,
+};
+/// The `StartInterval` fleetctl sends (API ≥ 1.44) when a healthcheck has a start period: the
+/// first probe runs about a second after start instead of a whole interval later.
+pub const HEALTH_START_INTERVAL: Duration = Duration::from_secs(1);
 /// What stands in for a swarm join token in every error message.
 pub const JOIN_TOKEN_REDACTED: &str = "<join token>";
 /// The oldest Docker Engine API fleetctl speaks: Docker 20.10.
@@ -234,6 +244,9 @@ pub struct DockerRuntime {
     api: OnceCell<Api>,
     /// Requests bollard cannot make or must not log, over the same connections.
     raw: connector::RawSender,
+    /// Podman: when fleetctl last ran a health probe of a container, by container id (see
+    /// [`podman_probe_due`]).
+    probes: std::sync::Mutex<HashMap<String, std::time::Instant>>,
 }
 
 impl std::fmt::Debug for DockerRuntime {
@@ -277,6 +290,7 @@ impl DockerRuntime {
             ssh: Some(session),
             api: OnceCell::new(),
             raw,
+            probes: Default::default(),
         }
     }
 
@@ -288,6 +302,7 @@ impl DockerRuntime {
             ssh: None,
             api: OnceCell::new(),
             raw,
+            probes: Default::default(),
         }
     }
 
@@ -439,6 +454,81 @@ impl DockerRuntime {
         .await
     }
 
+    /// The negotiated client (connecting first when needed); an error names `object`.
+    async fn negotiated(&self, object: &str) -> Result<&Api, TransportError> {
+        self.api().await.map_err(|e| match e.object {
+            None => e.with_object(object),
+            Some(_) => e,
+        })
+    }
+
+    /// `GET /containers/{id}/json`, as the engine answers it.
+    async fn inspect_raw(&self, id: &str) -> Result<ContainerInspectResponse, TransportError> {
+        let id_owned = id.to_string();
+        self.call(
+            "inspect container",
+            Some(id),
+            CALL_TIMEOUT,
+            |d| async move { d.inspect_container(&id_owned, None).await },
+        )
+        .await
+    }
+
+    /// Podman without systemd runs no health probes (they are systemd timers): a container's
+    /// health stays `starting`. When one is due ([`podman_probe_due`]), fleetctl runs it once
+    /// with libpod's `GET /v4.0.0/libpod/containers/{id}/healthcheck` (which records the result
+    /// as the timer would). Returns whether a probe ran, so the caller reads the container
+    /// again. A failed probe is only logged: the container's health is what it was.
+    async fn podman_probe(&self, r: &ContainerInspectResponse) -> bool {
+        let Some(id) = r.id.as_deref().filter(|i| !i.is_empty()) else {
+            return false;
+        };
+        let now = std::time::Instant::now();
+        {
+            let mut probes = self.probes.lock().expect("probe times lock poisoned");
+            let since = probes.get(id).map(|t| now.duration_since(*t));
+            if !podman_probe_due(&probe_facts(r, std::time::SystemTime::now(), since)) {
+                return false;
+            }
+            probes.insert(id.to_string(), now);
+            if probes.len() > PROBE_MEMORY {
+                probes.retain(|_, t| now.duration_since(*t) < PROBE_FORGET_AFTER);
+            }
+        }
+        let limit = r
+            .config
+            .as_ref()
+            .and_then(|c| c.healthcheck.as_ref())
+            .and_then(|h| h.timeout)
+            .and_then(|ns| u64::try_from(ns).ok())
+            .filter(|ns| *ns > 0)
+            .map_or(DEFAULT_HEALTH_INTERVAL, Duration::from_nanos)
+            .min(CALL_TIMEOUT)
+            + Duration::from_secs(5);
+        let path = format!("/v4.0.0/libpod/containers/{id}/healthcheck");
+        match self
+            .raw(
+                "podman healthcheck",
+                Some(id),
+                limit,
+                http::Method::GET,
+                &path,
+                None,
+            )
+            .await
+        {
+            Ok(_) => {
+                tracing::debug!(node = %self.node, container = %id, "ran a due podman health probe");
+                true
+            }
+            Err(e) => {
+                tracing::debug!(node = %self.node, container = %id, error = %e,
+                    "podman health probe failed");
+                false
+            }
+        }
+    }
+
     fn list_health_from_summary(&self) -> bool {
         self.api_version()
             .is_some_and(|v| v >= LIST_HEALTH_API_VERSION)
@@ -517,15 +607,11 @@ impl NodeRuntime for DockerRuntime {
     }
 
     async fn inspect_container(&self, id: &str) -> Result<ContainerDetails, TransportError> {
-        let id_owned = id.to_string();
-        let r = self
-            .call(
-                "inspect container",
-                Some(id),
-                CALL_TIMEOUT,
-                |d| async move { d.inspect_container(&id_owned, None).await },
-            )
-            .await?;
+        let r = self.inspect_raw(id).await?;
+        if self.engine_kind() == Some(EngineKind::Podman) && self.podman_probe(&r).await {
+            // The probe's result is in the container's health now.
+            return Ok(details_from_inspect(&self.inspect_raw(id).await?));
+        }
         Ok(details_from_inspect(&r))
     }
 
@@ -603,7 +689,7 @@ impl NodeRuntime for DockerRuntime {
     }
 
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, TransportError> {
-        let body = create_body(spec);
+        let body = create_body(spec, self.negotiated(&spec.name).await?.version);
         let options = CreateContainerOptionsBuilder::new()
             .name(&spec.name)
             .build();
@@ -661,6 +747,18 @@ impl NodeRuntime for DockerRuntime {
         id: &str,
         update: &ContainerUpdate,
     ) -> Result<(), TransportError> {
+        let kind = self.negotiated(id).await?.engine.kind;
+        if !kind.updates_in_place() {
+            // Podman answers 404: the planner recreates instead. Refused here too, for a plan
+            // made before the engine was known.
+            return Err(TransportError::new(
+                &self.node,
+                "update container",
+                ErrorKind::UnsupportedEngine,
+                format!("{kind} has no in-place update; fleetctl recreates instead"),
+            )
+            .with_object(id));
+        }
         let name = id.to_string();
         let body = update_body(update);
         self.call("update container", Some(id), CALL_TIMEOUT, |d| async move {
@@ -1567,8 +1665,19 @@ fn chain_text(err: &(dyn std::error::Error + 'static)) -> String {
     parts.join(": ")
 }
 
-/// The create body for `spec` (the name goes in the query).
-pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
+/// The create body for `spec` (the name goes in the query) at the negotiated API `api`.
+///
+/// The same body for every version from 1.41 (Docker 20.10, Podman 4.3) to 1.45 (Docker 26.1)
+/// but one field, checked against the API's changes in between:
+/// - 1.44 adds `HealthConfig.StartInterval`: sent from 1.44 when the healthcheck has a start
+///   period (`start_interval`); older engines never see it.
+/// - 1.44 deprecates the container-level `MacAddress` for the endpoint's: fleetctl sends
+///   neither.
+/// - 1.44 accepts several `EndpointsConfig` entries at create (below it one, the others by
+///   `network connect`): fleetctl attaches at most one network, named by `NetworkMode`.
+/// - 1.42 (bind `CreateMountpoint`, `KernelMemory` dropped), 1.43 (`HostConfig.Annotations`)
+///   and 1.45 (volume `Subpath`) touch fields fleetctl does not send.
+pub fn create_body(spec: &ContainerSpec, api: ApiVersion) -> ContainerCreateBody {
     let mut exposed: Vec<String> = Vec::new();
     let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
     for p in &spec.ports {
@@ -1653,7 +1762,7 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
             timeout: h.timeout.map(duration_ns),
             retries: h.retries.map(i64::from),
             start_period: h.start_period.map(duration_ns),
-            start_interval: None, // API ≥ 1.44 only
+            start_interval: start_interval(h, api).map(duration_ns),
         }),
         stop_timeout: spec.stop_grace_period.map(|d| {
             i64::try_from(d.as_secs() + u64::from(d.subsec_nanos() > 0)).unwrap_or(i64::MAX)
@@ -1662,6 +1771,22 @@ pub fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         networking_config,
         ..Default::default()
     }
+}
+
+/// `HealthConfig.StartInterval` for `h` at API `api`: with a start period and API ≥ 1.44,
+/// [`HEALTH_START_INTERVAL`] (or the interval when shorter), so the first probe runs early;
+/// otherwise none (older engines, and Podman, which answers as 1.41, do not know the field).
+/// Inspect does not read it back into the spec: it never shows as drift.
+fn start_interval(h: &crate::container::HealthcheckSpec, api: ApiVersion) -> Option<Duration> {
+    let disabled = h.test.first().is_some_and(|t| t == "NONE");
+    if api < START_INTERVAL_API_VERSION || disabled || h.start_period.is_none_or(|p| p.is_zero()) {
+        return None;
+    }
+    Some(
+        h.interval
+            .filter(|i| !i.is_zero())
+            .map_or(HEALTH_START_INTERVAL, |i| i.min(HEALTH_START_INTERVAL)),
+    )
 }
 
 /// `HostConfig.LogConfig` for the json-file rotation of `knobs`; `None` (the engine's logging)
@@ -1898,6 +2023,108 @@ pub fn record_from_summary(s: &ContainerSummary, health_in_summary: bool) -> Con
             ports.dedup();
             ports
         },
+    }
+}
+
+/// Docker's healthcheck interval (and timeout) when a container sets none.
+const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(30);
+/// Containers whose last probe time is kept before old ones are forgotten.
+const PROBE_MEMORY: usize = 512;
+/// A probe time older than this is forgotten once [`PROBE_MEMORY`] is exceeded.
+const PROBE_FORGET_AFTER: Duration = Duration::from_secs(3600);
+
+/// What [`podman_probe_due`] decides on, read from one inspect answer ([`probe_facts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeFacts {
+    /// The container runs.
+    pub running: bool,
+    /// Its health as the engine reports it (`None`: no healthcheck).
+    pub health: Option<Health>,
+    /// Its healthcheck interval (30 s when unset).
+    pub interval: Duration,
+    /// Age of its newest health log entry (`None`: no entry, or none with a readable time).
+    pub newest_log_age: Option<Duration>,
+    /// Time since fleetctl last ran a probe of it (`None`: never, in this process).
+    pub since_last_probe: Option<Duration>,
+}
+
+/// Whether fleetctl should run a Podman container's health probe itself: it runs with a
+/// healthcheck, no probe of fleetctl's ran within the last interval, and its health is still
+/// `starting` or its newest log entry is older than the interval (or there is none) — the
+/// systemd timer that should run it is missing. Never true for a stopped container or one
+/// without a healthcheck.
+pub fn podman_probe_due(f: &ProbeFacts) -> bool {
+    if !f.running || f.health.is_none() {
+        return false;
+    }
+    if f.since_last_probe.is_some_and(|d| d < f.interval) {
+        return false;
+    }
+    f.health == Some(Health::Starting) || f.newest_log_age.is_none_or(|age| age > f.interval)
+}
+
+/// The facts [`podman_probe_due`] needs, from an inspect answer read at `now`.
+pub fn probe_facts(
+    r: &ContainerInspectResponse,
+    now: std::time::SystemTime,
+    since_last_probe: Option<Duration>,
+) -> ProbeFacts {
+    let state = r.state.as_ref();
+    let health = state.and_then(|s| s.health.as_ref());
+    let interval = r
+        .config
+        .as_ref()
+        .and_then(|c| c.healthcheck.as_ref())
+        .and_then(|h| h.interval)
+        .and_then(|ns| u64::try_from(ns).ok())
+        .filter(|ns| *ns > 0)
+        .map_or(DEFAULT_HEALTH_INTERVAL, Duration::from_nanos);
+    let newest = health
+        .and_then(|h| h.log.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.end.as_deref().or(e.start.as_deref()))
+        .filter_map(parse_timestamp)
+        .max();
+    ProbeFacts {
+        running: state
+            .and_then(|s| s.status)
+            .map(|s| RunState::parse(s.as_ref()))
+            == Some(RunState::Running),
+        health: health.and_then(|h| health_from_enum(h.status)),
+        interval,
+        newest_log_age: newest.map(|t| now.duration_since(t).unwrap_or_default()),
+        since_last_probe,
+    }
+}
+
+/// An RFC 3339 time as engines write it: `Z` or a numeric offset (Podman writes the node's
+/// local time, e.g. `2026-12-04T10:00:00.123456789+01:00`), with or without fractions.
+fn parse_timestamp(s: &str) -> Option<std::time::SystemTime> {
+    let s = s.trim();
+    // A trailing `±HH:MM` (humantime would read the time as UTC and drop the offset).
+    let b = s.as_bytes();
+    let n = b.len();
+    let offset = (n > 19 && matches!(b[n - 6], b'+' | b'-') && b[n - 3] == b':').then(|| {
+        let (h, m) = (&s[n - 5..n - 3], &s[n - 2..]);
+        Some((
+            b[n - 6] == b'-',
+            h.parse::<u64>().ok()? * 3600 + m.parse::<u64>().ok()? * 60,
+        ))
+    });
+    match offset {
+        None => humantime::parse_rfc3339_weak(s).ok(),
+        Some(None) => None,
+        Some(Some((west, secs))) => {
+            let local = humantime::parse_rfc3339_weak(&s[..n - 6]).ok()?;
+            // Local time minus its offset is UTC.
+            let secs = Duration::from_secs(secs);
+            if west {
+                local.checked_add(secs)
+            } else {
+                local.checked_sub(secs)
+            }
+        }
     }
 }
 
@@ -2962,7 +3189,7 @@ mod tests {
 
     #[test]
     fn create_body_maps_every_field_of_the_spec() {
-        let b = create_body(&spec());
+        let b = create_body(&spec(), MIN_API_VERSION);
         assert_eq!(b.image.as_deref(), Some("fleet-test/busybox:1"));
         assert_eq!(b.cmd, Some(vec!["httpd".to_string(), "-f".to_string()]));
         assert_eq!(b.env, Some(vec!["A=x=y".to_string(), "B=2".to_string()]));
@@ -3015,7 +3242,7 @@ mod tests {
             endpoints["aims-net"].aliases,
             Some(vec!["web".to_string(), "www".to_string()])
         );
-        let json = serde_json::to_value(create_body(&spec())).unwrap();
+        let json = serde_json::to_value(create_body(&spec(), MIN_API_VERSION)).unwrap();
         assert_eq!(json["HostConfig"]["NetworkMode"], "aims-net");
         assert_eq!(
             json["NetworkingConfig"]["EndpointsConfig"]["aims-net"]["Aliases"],
@@ -3024,8 +3251,54 @@ mod tests {
     }
 
     #[test]
+    fn create_body_adds_a_start_interval_from_api_1_44_and_nothing_else_changes() {
+        let v = |s: &str| ApiVersion::parse(s).unwrap();
+        let old = serde_json::to_value(create_body(&spec(), v("1.41"))).unwrap();
+        assert!(old["Healthcheck"].get("StartInterval").is_none(), "{old}");
+        for api in ["1.43", "1.41"] {
+            assert_eq!(
+                serde_json::to_value(create_body(&spec(), v(api))).unwrap(),
+                old
+            );
+        }
+        let new = serde_json::to_value(create_body(&spec(), v("1.45"))).unwrap();
+        assert_eq!(new["Healthcheck"]["StartInterval"], 1_000_000_000_i64);
+        let mut without = new.clone();
+        without["Healthcheck"]
+            .as_object_mut()
+            .unwrap()
+            .remove("StartInterval");
+        assert_eq!(without, old, "every other field as for 1.41");
+        assert!(new.get("MacAddress").is_none());
+        // The interval when shorter; none without a start period (or with the check disabled).
+        let with = |hc: crate::container::HealthcheckSpec| ContainerSpec {
+            healthcheck: Some(hc),
+            ..spec()
+        };
+        let hc = spec().healthcheck.unwrap();
+        let short = with(crate::container::HealthcheckSpec {
+            interval: Some(Duration::from_millis(500)),
+            ..hc.clone()
+        });
+        let b = create_body(&short, v("1.44"));
+        assert_eq!(b.healthcheck.unwrap().start_interval, Some(500_000_000));
+        let no_period = with(crate::container::HealthcheckSpec {
+            start_period: None,
+            ..hc.clone()
+        });
+        let b = create_body(&no_period, v("1.45"));
+        assert_eq!(b.healthcheck.unwrap().start_interval, None);
+        let disabled = with(crate::container::HealthcheckSpec {
+            test: vec!["NONE".into()],
+            ..hc
+        });
+        let b = create_body(&disabled, v("1.45"));
+        assert_eq!(b.healthcheck.unwrap().start_interval, None);
+    }
+
+    #[test]
     fn create_body_attaches_default_host_and_none_without_endpoint_config() {
-        let with = |network| create_body(&ContainerSpec { network, ..spec() });
+        let with = |network| create_body(&ContainerSpec { network, ..spec() }, MIN_API_VERSION);
         let b = with(NetworkAttachment::Default);
         assert_eq!(b.host_config.unwrap().network_mode, None, "engine default");
         assert_eq!(b.networking_config, None);
@@ -3066,7 +3339,7 @@ mod tests {
             restart: RestartPolicy::No,
             ..spec()
         };
-        let b = create_body(&s);
+        let b = create_body(&s, MIN_API_VERSION);
         assert_eq!(b.cmd, None);
         assert_eq!(b.env, None);
         assert_eq!(b.exposed_ports, None);
@@ -3082,7 +3355,7 @@ mod tests {
             Some(RestartPolicyNameEnum::NO)
         );
         // The JSON the engine sees: exposed ports in the `{"80/tcp":{}}` form when present.
-        let json = serde_json::to_value(create_body(&spec())).unwrap();
+        let json = serde_json::to_value(create_body(&spec(), MIN_API_VERSION)).unwrap();
         assert_eq!(json["ExposedPorts"]["3001/tcp"], serde_json::json!({}));
         assert_eq!(
             json["HostConfig"]["RestartPolicy"]["Name"],
@@ -3116,7 +3389,7 @@ mod tests {
 
     #[test]
     fn create_body_sends_the_knobs_and_nothing_when_none_is_set() {
-        let plain = create_body(&spec());
+        let plain = create_body(&spec(), MIN_API_VERSION);
         let hc = plain.host_config.as_ref().unwrap();
         assert_eq!(hc.log_config, None, "the engine's logging by default");
         assert_eq!(hc.ulimits, None);
@@ -3126,10 +3399,13 @@ mod tests {
         assert_eq!((&plain.user, &plain.working_dir), (&None, &None));
         assert_eq!(plain.stop_signal, None);
 
-        let b = create_body(&ContainerSpec {
-            knobs: knobs(),
-            ..spec()
-        });
+        let b = create_body(
+            &ContainerSpec {
+                knobs: knobs(),
+                ..spec()
+            },
+            MIN_API_VERSION,
+        );
         assert_eq!(b.user.as_deref(), Some("1000:1000"));
         assert_eq!(b.working_dir.as_deref(), Some("/srv/app"));
         assert_eq!(b.stop_signal.as_deref(), Some("SIGQUIT"));
@@ -3173,10 +3449,21 @@ mod tests {
 
     #[test]
     fn what_create_sends_inspect_reads_back_as_the_same_spec() {
+        // Docker 20.10 (1.41) and Docker 26 (1.45, with StartInterval): no drift on either.
+        for api in [MIN_API_VERSION, ApiVersion::parse("1.45").unwrap()] {
+            create_reads_back_as_sent(api);
+        }
+    }
+
+    fn create_reads_back_as_sent(api: ApiVersion) {
         let mut s = spec();
         s.stop_grace_period = Some(Duration::from_secs(10)); // the engine keeps whole seconds
         s.knobs = knobs();
-        let b = create_body(&s);
+        let b = create_body(&s, api);
+        assert_eq!(
+            b.healthcheck.as_ref().unwrap().start_interval.is_some(),
+            api >= START_INTERVAL_API_VERSION
+        );
         let id = "0123456789abcdef".repeat(4);
         // What an engine of API 1.44 reports once the container runs: the short id added to
         // Aliases, and every name in DNSNames.
@@ -3460,6 +3747,158 @@ mod tests {
         assert_eq!(e.time_nano, 2_000_000_000);
         assert_eq!(e.labels["fleet.fleet"], "aims");
         assert!(event_from_message(&EventMessage::default()).is_none());
+    }
+
+    fn podman_inspect(health: serde_json::Value) -> ContainerInspectResponse {
+        serde_json::from_value(serde_json::json!({
+            "Id": "abc",
+            "Name": "web",
+            "State": {"Status": "running", "Running": true, "Health": health},
+            "Config": {"Image": "web:1", "Healthcheck": {
+                "Test": ["CMD-SHELL", "true"], "Interval": 10_000_000_000_i64,
+                "Timeout": 2_000_000_000_i64}}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_podman_probe_is_due_when_health_is_stuck_and_at_most_once_per_interval() {
+        let i = Duration::from_secs(10);
+        let facts = |health, log_age, since| ProbeFacts {
+            running: true,
+            health,
+            interval: i,
+            newest_log_age: log_age,
+            since_last_probe: since,
+        };
+        // Starting forever (no systemd timer): due, then not again within the interval.
+        assert!(podman_probe_due(&facts(Some(Health::Starting), None, None)));
+        assert!(!podman_probe_due(&facts(
+            Some(Health::Starting),
+            None,
+            Some(Duration::from_secs(3))
+        )));
+        assert!(podman_probe_due(&facts(
+            Some(Health::Starting),
+            Some(Duration::from_secs(3)),
+            Some(Duration::from_secs(11))
+        )));
+        // Healthy with a fresh log (the timer runs): not due; a stale or missing log: due.
+        assert!(!podman_probe_due(&facts(
+            Some(Health::Healthy),
+            Some(Duration::from_secs(4)),
+            None
+        )));
+        assert!(podman_probe_due(&facts(
+            Some(Health::Healthy),
+            Some(Duration::from_secs(25)),
+            None
+        )));
+        assert!(podman_probe_due(&facts(
+            Some(Health::Unhealthy),
+            None,
+            None
+        )));
+        // No healthcheck, or not running: never.
+        assert!(!podman_probe_due(&facts(None, None, None)));
+        assert!(!podman_probe_due(&ProbeFacts {
+            running: false,
+            ..facts(Some(Health::Starting), None, None)
+        }));
+    }
+
+    #[test]
+    fn probe_facts_are_read_from_podmans_inspect_answer() {
+        let now = humantime::parse_rfc3339("2026-12-04T10:00:30Z").unwrap();
+        let r = podman_inspect(
+            serde_json::json!({"Status": "starting", "FailingStreak": 0, "Log": null}),
+        );
+        let f = probe_facts(&r, now, None);
+        assert_eq!(
+            f,
+            ProbeFacts {
+                running: true,
+                health: Some(Health::Starting),
+                interval: Duration::from_secs(10),
+                newest_log_age: None,
+                since_last_probe: None,
+            }
+        );
+        // Podman writes the node's local time with its offset; the newest entry counts.
+        let r = podman_inspect(
+            serde_json::json!({"Status": "healthy", "FailingStreak": 0, "Log": [
+                {"Start": "2026-12-04T10:59:00.1+01:00", "End": "2026-12-04T10:59:01.123456789+01:00",
+                 "ExitCode": 0, "Output": ""},
+                {"Start": "2026-12-04T11:00:20.5+01:00", "End": "2026-12-04T11:00:21.000000001+01:00",
+                 "ExitCode": 0, "Output": ""}
+            ]}),
+        );
+        let f = probe_facts(&r, now, Some(Duration::from_secs(1)));
+        assert_eq!(f.health, Some(Health::Healthy));
+        assert_eq!(f.newest_log_age.map(|d| d.as_secs()), Some(8));
+        assert!(!podman_probe_due(&f));
+        // Unset interval: Docker's default.
+        let mut r = r;
+        r.config
+            .as_mut()
+            .unwrap()
+            .healthcheck
+            .as_mut()
+            .unwrap()
+            .interval = None;
+        assert_eq!(probe_facts(&r, now, None).interval, DEFAULT_HEALTH_INTERVAL);
+        assert_eq!(
+            parse_timestamp("2026-12-04T10:00:00Z"),
+            parse_timestamp("2026-12-04T05:00:00-05:00")
+        );
+        assert_eq!(parse_timestamp("yesterday"), None);
+    }
+
+    /// A runtime whose negotiation already happened (as `kind` at API `api`), over a socket
+    /// where nothing listens: a call that reaches the wire fails as unreachable.
+    fn negotiated(kind: EngineKind, api: &str) -> DockerRuntime {
+        let rt = DockerRuntime::local("n1", "/nonexistent/fleetctl-test.sock");
+        let version = ApiVersion::parse(api).unwrap();
+        let docker = connector::docker_over(
+            rt.raw.clone(),
+            &bollard::ClientVersion {
+                major_version: version.major as usize,
+                minor_version: version.minor as usize,
+            },
+        );
+        rt.api
+            .set(Api {
+                docker,
+                version,
+                engine: EngineIdentity {
+                    kind,
+                    version: "4.3.1".into(),
+                    api: version,
+                },
+            })
+            .unwrap_or_else(|_| panic!("set once"));
+        rt
+    }
+
+    #[tokio::test]
+    async fn an_in_place_update_on_podman_is_refused_before_anything_is_sent() {
+        let update = ContainerUpdate {
+            resources: Default::default(),
+            restart: Default::default(),
+        };
+        let rt = negotiated(EngineKind::Podman, "1.41");
+        let e = rt.update_container("abc", &update).await.unwrap_err();
+        assert_eq!(e.kind, ErrorKind::UnsupportedEngine, "{e}");
+        assert_eq!(e.object.as_deref(), Some("abc"));
+        assert!(
+            e.to_string()
+                .contains("podman has no in-place update; fleetctl recreates instead"),
+            "{e}"
+        );
+        // Docker sends it (and here finds nothing listening).
+        let rt = negotiated(EngineKind::Docker, "1.41");
+        let e = rt.update_container("abc", &update).await.unwrap_err();
+        assert_ne!(e.kind, ErrorKind::UnsupportedEngine, "{e}");
     }
 
     #[test]

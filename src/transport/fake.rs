@@ -1443,6 +1443,16 @@ impl NodeRuntime for FakeRuntime {
     ) -> Result<(), TransportError> {
         self.begin("update", id)?;
         let mut inner = self.lock();
+        if !inner.engine_kind.updates_in_place() {
+            // Podman 4.3's compatible API has no `POST /containers/{id}/update`: 404.
+            return Err(TransportError::new(
+                &self.node,
+                "update container",
+                ErrorKind::NotFound,
+                "Not Found (fake podman: no POST /containers/{id}/update)",
+            )
+            .with_object(id));
+        }
         let c = self
             .find(&mut inner, id)
             .ok_or_else(|| self.not_found("update container", id))?;
