@@ -141,7 +141,7 @@ fn one_fleet_converges_on_docker_20_10_docker_26_and_podman_at_once() {
         "network: {mode: bridge}",
     );
     let (code, plan, err) = f.run(&["plan", f.path().to_str().unwrap()]);
-    assert_eq!(code, 0, "{plan}{err}");
+    assert_eq!(code, 2, "plan finds changes: {plan}{err}");
     assert!(plan.contains("podman has no in-place update"), "{plan}");
     f.apply();
     let updated = replicas(&f);
@@ -194,7 +194,7 @@ fn one_fleet_converges_on_docker_20_10_docker_26_and_podman_at_once() {
     }
 }
 
-fn plug_docs(nodes: &[String; 3], cap: u32) -> String {
+fn plug_docs(nodes: &[String; 3], cap: u32, web_per_node: u32) -> String {
     format!(
         "{}---
 apiVersion: fleet/v1
@@ -214,7 +214,8 @@ spec:
   maxPlugsPerNode: {cap}
   tiers: [{{nodes: [{}]}}, {{nodes: [{}]}}, {{nodes: [{}]}}]
 ",
-        web("fleet-test/busybox:1", "32MiB", ""),
+        web("fleet-test/busybox:1", "32MiB", "")
+            .replace("maxPerNode: 1", &format!("maxPerNode: {web_per_node}")),
         nodes[2],
         nodes[1],
         nodes[0]
@@ -247,7 +248,7 @@ fn plugs_spill_across_three_engines_drain_off_podman_and_the_controller_heals_ea
     let names: Vec<&str> = nodes.iter().map(String::as_str).collect();
     let f = Fleet::on(&sb, "e2e-engines-plugs", "", &names);
     let spec = "network: {mode: bridge}, api: {listen: '127.0.0.1:7451'}";
-    f.write_with(&plug_docs(&nodes, 1), spec);
+    f.write_with(&plug_docs(&nodes, 1, 1), spec);
     f.apply();
 
     // Three plugs, one per node at a cap of 1: the Podman node (first tier) fills, then the
@@ -274,8 +275,9 @@ fn plugs_spill_across_three_engines_drain_off_podman_and_the_controller_heals_ea
         }
     }
 
-    // Drain the Podman node: its plug moves to a Docker node, with its port; nothing is lost.
-    f.write_with(&plug_docs(&nodes, 2), spec);
+    // Drain the Podman node: its plug and web replica move to Docker nodes (the plug with its
+    // port); nothing is lost.
+    f.write_with(&plug_docs(&nodes, 2, 2), spec);
     f.apply();
     let (code, out, err) = f.run(&["drain", &nodes[2]]);
     assert_eq!(code, 0, "{out}{err}");
@@ -286,38 +288,70 @@ fn plugs_spill_across_three_engines_drain_off_podman_and_the_controller_heals_ea
             node, &nodes[2],
             "plug {id} still on the drained podman node"
         );
-        assert_eq!(*port, before[id].1, "plug {id} lost its port");
+        // The same port when it is free on the new node (SPEC §4), else another of the range.
+        let taken = before
+            .iter()
+            .any(|(other, (n, p))| other != id && n == node && *p == before[id].1);
+        if !taken {
+            assert_eq!(*port, before[id].1, "plug {id} lost its port");
+        }
+        assert!((52000..=52099).contains(port), "{port}");
     }
-    let podman_left: Vec<String> = sb
-        .ids(&nodes[2], &f.name)
-        .into_iter()
-        .filter(|id| sb.inspect(&nodes[2], id, "{{index .Config.Labels \"fleet.kind\"}}") == "plug")
-        .collect();
-    assert!(podman_left.is_empty(), "{podman_left:?}");
+    assert!(
+        sb.ids(&nodes[2], &f.name).is_empty(),
+        "the drained podman node still holds the fleet's containers"
+    );
+    let web: usize = f
+        .all_ids()
+        .iter()
+        .filter(|(n, id)| {
+            sb.inspect(
+                n,
+                id,
+                "{{index .Config.Labels \"fleet.service\"}} {{.State.Running}}",
+            ) == "web true"
+        })
+        .count();
+    assert_eq!(web, 3, "web keeps its three replicas, running");
     let (code, out, err) = f.run(&["uncordon", &nodes[2]]);
     assert_eq!(code, 0, "{out}{err}");
     f.apply();
 
-    // The controller brings back a web replica killed on each engine.
+    // A new plug lands on the Podman node again (its tier comes first).
+    let (code, out, err) = f.run(&[
+        "plug", "create", "agent", "--owner", "late", "-f", &dir, "-o", "json",
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let late: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(late["node"], nodes[2].as_str(), "{out}");
+
+    // The controller brings back a container killed on each engine.
     let run = Run::start(&f, 7451);
-    let web = replicas(&f);
-    assert_eq!(web.len(), 3, "{web:?}");
     std::thread::sleep(Duration::from_secs(2));
-    for (node, (id, _, _, _)) in &web {
-        sb.docker(node, &["kill", id]);
+    let mut killed = Vec::new();
+    for n in &nodes {
+        let id = sb
+            .ids(n, &f.name)
+            .into_iter()
+            .find(|id| sb.inspect(n, id, "{{.State.Running}}") == "true")
+            .unwrap_or_else(|| panic!("{n} runs none of the fleet's containers"));
+        let name = sb.inspect(n, &id, "{{.Name}}");
+        sb.docker(n, &["kill", &id]);
+        killed.push((n.clone(), name));
     }
-    for (node, (id, _, _, _)) in &web {
+    for (n, name) in &killed {
         wait_for(
             Duration::from_secs(30),
-            &format!("the replica killed on {node} runs again"),
+            &format!("{name}, killed on {n}, runs again"),
             || {
-                let r = replicas(&f);
-                r.get(node)
-                    .filter(|(_, running, _, _)| *running)
-                    .map(|(now, _, _, _)| now.clone())
+                sb.ids(n, &f.name)
+                    .into_iter()
+                    .any(|id| {
+                        sb.inspect(n, &id, "{{.Name}} {{.State.Running}}") == format!("{name} true")
+                    })
+                    .then_some(())
             },
         );
-        let _ = id;
     }
     let log = run.log_text();
     drop(run);
