@@ -357,3 +357,157 @@ fn plugs_spill_across_three_engines_drain_off_podman_and_the_controller_heals_ea
     drop(run);
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// The same fleet with the default network mode (an overlay across the nodes): the Docker
+/// nodes join the swarm, the Podman node cannot and gets a bridge of its own — said by
+/// `validate`, `plan` and `apply`, never a silent difference. On the Podman replica: names
+/// resolve (its bridge's DNS), `exec`, `logs`, the one-shot stats `get nodes` measures memory
+/// with, and `image push` (the engine's image load) work as on Docker.
+#[test]
+fn on_an_overlay_fleet_podman_gets_its_own_bridge_and_logs_exec_stats_and_image_push_work() {
+    const T: &str =
+        "on_an_overlay_fleet_podman_gets_its_own_bridge_and_logs_exec_stats_and_image_push_work";
+    let Some(sb) = Sandbox::get(T) else { return };
+    let Some(nodes) = engines(&sb, T) else { return };
+    let names: Vec<&str> = nodes.iter().map(String::as_str).collect();
+    let f = Fleet::on(&sb, "e2e-engines-ovl", "", &names);
+    let docs = web(
+        "fleet-test/busybox:1",
+        "32MiB",
+        "  command: [\"sh\", \"-c\", \"echo hello-from-$(hostname); exec /bin/fleet-serve\"]\n",
+    );
+    f.write_with(&docs, "network: {mode: overlay}");
+    let dir = f.path().to_str().unwrap().to_string();
+
+    let (code, out, err) = f.run(&["validate", &dir]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        err.contains("spec.docker.engine") && err.contains("cannot join the fleet's overlay"),
+        "validate warns about the Podman node:\n{err}"
+    );
+    let (code, out, err) = f.run(&["apply", &dir]);
+    assert_eq!(code, 0, "{out}{err}");
+    let said = format!("{out}{err}");
+    assert!(
+        said.contains(&format!("node {} runs podman", nodes[2]))
+            && said.contains("cannot join the swarm"),
+        "{said}"
+    );
+    // Docker replicas on the overlay, the Podman one on the fleet's bridge there.
+    let r = replicas(&f);
+    assert_eq!(r.len(), 3, "{r:?}");
+    for (node, (id, running, _, _)) in &r {
+        assert!(running, "{node}");
+        let nets = sb.inspect(
+            node,
+            id,
+            "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+        );
+        if node == &nodes[2] {
+            assert!(nets.contains("e2e-engines-ovl-bridge"), "{node}: {nets}");
+        } else {
+            assert!(
+                !nets.contains("-bridge") && nets.contains("e2e-engines-ovl"),
+                "{node}: {nets}"
+            );
+        }
+    }
+    // A second apply changes nothing on any engine.
+    std::thread::sleep(Duration::from_millis(1100));
+    let t0 = sb.engine_now(&nodes[0]);
+    let out = f.apply();
+    assert!(out.contains("No changes"), "{out}");
+    std::thread::sleep(Duration::from_millis(1100));
+    let t1 = sb.engine_now(&nodes[0]);
+    for n in &nodes {
+        let ev = sb.events(n, &f.name, &t0, &t1);
+        assert!(mutating(&ev).is_empty(), "{n}: no-op apply mutated: {ev:?}");
+    }
+
+    // exec into the Podman replica; its bridge resolves the service's name.
+    let replica = sb.inspect(
+        &nodes[2],
+        &r[&nodes[2]].0,
+        "{{index .Config.Labels \"fleet.replica\"}}",
+    );
+    let (code, out, err) = f.run(&[
+        "exec",
+        "web",
+        "--replica",
+        &replica,
+        "-f",
+        &dir,
+        "--",
+        "wget",
+        "-q",
+        "-O-",
+        "http://web:8080/health",
+    ]);
+    assert_eq!((code, out.trim()), (0, "ok"), "{out}{err}");
+    let (code, out, err) = f.run(&[
+        "exec",
+        "web",
+        "--replica",
+        &replica,
+        "-f",
+        &dir,
+        "--",
+        "sh",
+        "-c",
+        "exit 7",
+    ]);
+    assert_eq!(code, 7, "{out}{err}");
+
+    // logs: every replica's line, the Podman one prefixed with its node.
+    let (code, out, err) = f.run(&["logs", "web", "--file", &dir]);
+    assert_eq!(code, 0, "{out}{err}");
+    for n in &nodes {
+        assert!(
+            out.lines()
+                .any(|l| l.starts_with(&format!("{n}/")) && l.contains("hello-from-")),
+            "no line from {n}:\n{out}"
+        );
+    }
+
+    // get nodes measures the Podman node's containers (one-shot stats).
+    let (code, out, err) = f.run(&["get", "nodes", &dir, "-o", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let pod = rows
+        .iter()
+        .find(|r| r["name"] == nodes[2].as_str())
+        .unwrap();
+    assert!(
+        pod["usage"]["memory_used"].as_u64().is_some_and(|m| m > 0),
+        "{pod}"
+    );
+
+    // image push: a tag only the Docker 20.10 node has, loaded into the Podman node.
+    const TAG: &str = "e2e/engines-push:1";
+    let _ = sb.script(&["docker", &nodes[2], "rmi", TAG]);
+    sb.docker(&nodes[0], &["tag", "fleet-test/busybox:2", TAG]);
+    let out = f
+        .cmd(&["image", "push", TAG, "--node", &nodes[2], "-f", &dir])
+        .env(
+            "DOCKER_HOST",
+            "unix:///nonexistent/fleetctl-e2e/docker.sock",
+        )
+        .output()
+        .unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{said}");
+    let have = sb.script(&[
+        "docker", &nodes[2], "image", "inspect", "-f", "{{.Id}}", TAG,
+    ]);
+    assert!(
+        have.status.success(),
+        "{TAG} is not on {}: {said}",
+        nodes[2]
+    );
+    let _ = sb.script(&["docker", &nodes[0], "rmi", TAG]);
+    let _ = sb.script(&["docker", &nodes[2], "rmi", TAG]);
+}

@@ -135,6 +135,16 @@ pub const EXEC_CONSOLE_SIZE_API_VERSION: ApiVersion = ApiVersion {
 /// Container events that can change what fleetctl should do (SPEC §6).
 pub const WATCHED_EVENTS: [&str; 5] = ["die", "oom", "start", "destroy", "health_status"];
 
+/// The container events to subscribe to on `engine`: [`WATCHED_EVENTS`]; Podman reports a
+/// removal as `remove` where Docker says `destroy`, so both are asked of it.
+pub fn watched_events(engine: EngineKind) -> Vec<String> {
+    let mut out: Vec<String> = WATCHED_EVENTS.iter().map(|s| s.to_string()).collect();
+    if engine == EngineKind::Podman {
+        out.push("remove".into());
+    }
+    out
+}
+
 /// A Docker Engine API version, e.g. 1.41.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ApiVersion {
@@ -1417,10 +1427,7 @@ impl NodeRuntime for DockerRuntime {
         let api = self.api().await?;
         let mut filters: HashMap<String, Vec<String>> = HashMap::new();
         filters.insert("type".into(), vec!["container".into()]);
-        filters.insert(
-            "event".into(),
-            WATCHED_EVENTS.iter().map(|s| s.to_string()).collect(),
-        );
+        filters.insert("event".into(), watched_events(api.engine.kind));
         if !filter.labels.is_empty() {
             filters.insert("label".into(), filter.labels.clone());
         }
@@ -3899,6 +3906,13 @@ mod tests {
         let rt = negotiated(EngineKind::Docker, "1.41");
         let e = rt.update_container("abc", &update).await.unwrap_err();
         assert_ne!(e.kind, ErrorKind::UnsupportedEngine, "{e}");
+    }
+
+    #[test]
+    fn podman_is_also_asked_for_its_remove_events() {
+        assert!(!watched_events(EngineKind::Docker).contains(&"remove".to_string()));
+        assert!(watched_events(EngineKind::Podman).contains(&"remove".to_string()));
+        assert!(watched_events(EngineKind::Podman).contains(&"destroy".to_string()));
     }
 
     #[test]
