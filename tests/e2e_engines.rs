@@ -424,39 +424,37 @@ fn on_an_overlay_fleet_podman_gets_its_own_bridge_and_logs_exec_stats_and_image_
         assert!(mutating(&ev).is_empty(), "{n}: no-op apply mutated: {ev:?}");
     }
 
-    // exec into the Podman replica; its bridge resolves the service's name.
-    let replica = sb.inspect(
-        &nodes[2],
-        &r[&nodes[2]].0,
-        "{{index .Config.Labels \"fleet.replica\"}}",
-    );
-    let (code, out, err) = f.run(&[
-        "exec",
-        "web",
-        "--replica",
-        &replica,
-        "-f",
-        &dir,
-        "--",
-        "wget",
-        "-q",
-        "-O-",
-        "http://web:8080/health",
-    ]);
-    assert_eq!((code, out.trim()), (0, "ok"), "{out}{err}");
-    let (code, out, err) = f.run(&[
-        "exec",
-        "web",
-        "--replica",
-        &replica,
-        "-f",
-        &dir,
-        "--",
-        "sh",
-        "-c",
-        "exit 7",
-    ]);
-    assert_eq!(code, 7, "{out}{err}");
+    // exec into each engine's replica (on Podman, its bridge resolves the service's name).
+    for n in &nodes {
+        let replica = sb.inspect(n, &r[n].0, "{{index .Config.Labels \"fleet.replica\"}}");
+        let (code, out, err) = f.run(&[
+            "exec",
+            "web",
+            "--replica",
+            &replica,
+            "-f",
+            &dir,
+            "--",
+            "wget",
+            "-q",
+            "-O-",
+            "http://web:8080/health",
+        ]);
+        assert_eq!((code, out.trim()), (0, "ok"), "{n}: {out}{err}");
+        let (code, out, err) = f.run(&[
+            "exec",
+            "web",
+            "--replica",
+            &replica,
+            "-f",
+            &dir,
+            "--",
+            "sh",
+            "-c",
+            "exit 7",
+        ]);
+        assert_eq!(code, 7, "{n}: {out}{err}");
+    }
 
     // logs: every replica's line, the Podman one prefixed with its node.
     let (code, out, err) = f.run(&["logs", "web", "--file", &dir]);
