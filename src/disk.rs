@@ -384,6 +384,8 @@ pub fn familiar(reference: &str) -> String {
         .iter()
         .find_map(|h| name.strip_prefix(h))
         .map_or(name, |rest| rest.strip_prefix("library/").unwrap_or(rest));
+    // Podman names an image loaded or imported without a registry `localhost/NAME`.
+    let name = name.strip_prefix("localhost/").unwrap_or(name);
     match digest {
         Some(d) => format!("{name}@{d}"),
         None => {
@@ -645,6 +647,12 @@ mod tests {
             familiar("docker.io/library/redis@sha256:abc"),
             "redis@sha256:abc"
         );
+        // Podman's spelling of an image without a registry.
+        assert_eq!(
+            familiar("localhost/fleet-test/busybox:1"),
+            "fleet-test/busybox:1"
+        );
+        assert_eq!(familiar("localhost:5000/app:1"), "localhost:5000/app:1");
     }
 
     #[test]

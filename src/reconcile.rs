@@ -143,7 +143,10 @@ fn running_images(
                 .and_then(|p| pin_digest(p, image))
             {
                 Some(digest) => *entry.digests.entry(digest.to_string()).or_default() += 1,
-                None if r.image == *image => entry.by_tag = true,
+                // Podman reports `localhost/NAME` for an image without a registry.
+                None if crate::disk::familiar(&r.image) == crate::disk::familiar(image) => {
+                    entry.by_tag = true
+                }
                 None => {}
             }
         }

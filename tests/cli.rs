@@ -860,7 +860,7 @@ spec:
     assert_eq!(
         err.lines().collect::<Vec<_>>(),
         [format!(
-            "{}:19:53: warning: spec.docker.engine: node4 runs podman, which cannot join the fleet's overlay network: its containers get a bridge network on node4 only (names resolve among the containers of node4; other nodes' services are reached through their published ports)",
+            "{}:19:53: warning: spec.docker.engine: node4 runs podman, which cannot join the fleet's overlay network: its containers get a bridge network on node4 only (names resolve among the containers of node4; other nodes' services are reached through their published ports, outside the overlay and its encryption)",
             f.display()
         )],
         "{err}"

@@ -62,9 +62,9 @@ fn replicas(f: &Fleet) -> BTreeMap<String, (String, bool, String, u64)> {
 
 /// Mutating actions among `events` (`action name` lines).
 fn mutating(events: &[String]) -> Vec<String> {
-    const MUTATING: [&str; 10] = [
-        "create", "start", "stop", "kill", "die", "destroy", "remove", "update", "rename",
-        "restart",
+    const MUTATING: [&str; 13] = [
+        "create", "start", "stop", "kill", "die", "died", "destroy", "remove", "update", "rename",
+        "restart", "init", "cleanup",
     ];
     events
         .iter()
@@ -86,7 +86,19 @@ fn one_fleet_converges_on_docker_20_10_docker_26_and_podman_at_once() {
     );
 
     // apply: one replica on each engine, running and healthy.
+    let t_first = sb.engine_now(&nodes[0]);
     f.apply();
+    // The event reads below see what happens: this apply's creates and starts, on every engine.
+    std::thread::sleep(Duration::from_millis(1100));
+    let t_applied = sb.engine_now(&nodes[0]);
+    for n in &nodes {
+        let ev = sb.events(n, &f.name, &t_first, &t_applied);
+        assert!(
+            ev.iter().any(|e| e.starts_with("create "))
+                && ev.iter().any(|e| e.starts_with("start ")),
+            "{n}: the engine's event record lacks the apply's create and start: {ev:?}"
+        );
+    }
     let first = replicas(&f);
     assert_eq!(
         first.keys().cloned().collect::<BTreeSet<_>>(),
@@ -353,6 +365,21 @@ fn plugs_spill_across_three_engines_drain_off_podman_and_the_controller_heals_ea
             },
         );
     }
+    // Deleting the Podman node's plug (handed to the controller) removes its container there.
+    let late_id = late["id"].as_str().unwrap().to_string();
+    let (code, out, err) = f.run(&["plug", "delete", &late_id, "-f", &dir]);
+    assert_eq!(code, 0, "{out}{err}");
+    wait_for(
+        Duration::from_secs(20),
+        "the deleted plug's container gone from podman",
+        || {
+            sb.ids(&nodes[2], &f.name)
+                .into_iter()
+                .all(|id| !sb.inspect(&nodes[2], &id, "{{.Name}}").contains(&late_id))
+                .then_some(())
+        },
+    );
+    assert!(!plugs(&f).contains_key(&late_id));
     let log = run.log_text();
     drop(run);
     assert!(!log.contains("panicked"), "{log}");

@@ -312,7 +312,7 @@ async fn a_memory_change_on_a_podman_node_converges_by_recreate_and_then_changes
     assert!(matches!(s.action, Action::Replace { .. }), "{s:?}");
     assert_eq!(
         s.reason,
-        "memory 128MiB → 256MiB, recreate (podman has no in-place update)"
+        "memory 128MiB → 256MiB, recreate stop-first (podman has no in-place update)"
     );
     let new = redis(&w);
     assert_eq!(new.len(), 1, "one new container, the old one gone");
@@ -1085,7 +1085,7 @@ spec:
     assert_eq!(
         own,
         [
-            "node node3 runs podman 20.10.24, which cannot join the swarm: its containers are on a bridge network of their own, demo-bridge (names resolve on node3 only; other nodes' services through published ports)"
+            "node node3 runs podman 20.10.24, which cannot join the swarm: its containers are on a bridge network of their own, demo-bridge (names resolve on node3 only; other nodes' services through published ports, outside the overlay and its encryption)"
         ]
     );
     // node3 made no swarm call and has the bridge; its replica is on it, the others on the

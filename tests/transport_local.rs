@@ -47,7 +47,14 @@ fn answer(api: &str, path: &str) -> Response {
         .map(|(_, rest)| format!("/{rest}"))
         .unwrap_or_else(|| path.to_string());
     match unversioned.as_str() {
-        "/version" => json(serde_json::json!({"Version": "0.0-fake", "ApiVersion": api})),
+        "/version" => match api.strip_prefix("podman-") {
+            // Podman's compatible API: its version in a `Podman Engine` component.
+            Some(api) => json(serde_json::json!({
+                "Version": "3.4.4", "ApiVersion": api,
+                "Components": [{"Name": "Podman Engine", "Version": "3.4.4"}]
+            })),
+            None => json(serde_json::json!({"Version": "0.0-fake", "ApiVersion": api})),
+        },
         "/info" => json(serde_json::json!({
             "ServerVersion": "0.0-fake", "NCPU": 3, "MemTotal": 1073741824_u64,
             "Containers": 1, "ContainersRunning": 1, "OperatingSystem": "fake"
@@ -128,6 +135,23 @@ async fn an_engine_older_than_api_1_41_is_refused_before_any_other_call() {
         err.message.contains("1.40") && err.message.contains("1.41"),
         "{err}"
     );
+    assert_eq!(*seen.lock().unwrap(), vec!["/version".to_string()]);
+}
+
+#[tokio::test]
+async fn an_old_podman_is_refused_naming_podman_not_docker() {
+    let (_dir, sock, seen) = fake_engine("podman-1.40").await;
+    let rt = transport::connect(&local("old", &sock)).unwrap();
+    let err = rt
+        .list_containers(&ListFilter::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::UnsupportedEngine, "{err}");
+    assert!(
+        err.message.contains("podman 3.4.4") && err.message.contains("Podman 4.0+"),
+        "{err}"
+    );
+    assert!(!err.message.contains("Docker Engine"), "{err}");
     assert_eq!(*seen.lock().unwrap(), vec!["/version".to_string()]);
 }
 

@@ -418,7 +418,7 @@ mod tests {
             [
                 "warning: node node2 is declared podman (spec.docker.engine) but its engine answers as docker 24.0.7: fleetctl plans by the engine found",
                 "network aims (overlay):",
-                "  ! node node4 runs podman 4.3.1, which cannot join the swarm: its containers are on a bridge network of their own, aims-bridge (names resolve on node4 only; other nodes' services through published ports)",
+                "  ! node node4 runs podman 4.3.1, which cannot join the swarm: its containers are on a bridge network of their own, aims-bridge (names resolve on node4 only; other nodes' services through published ports, outside the overlay and its encryption)",
             ],
             "{text}"
         );

@@ -312,7 +312,7 @@ impl std::fmt::Display for NetProblem {
                 name,
             } => write!(
                 f,
-                "node {node} runs {engine}{}, which cannot join the swarm: its containers are on a bridge network of their own, {name} (names resolve on {node} only; other nodes' services through published ports)",
+                "node {node} runs {engine}{}, which cannot join the swarm: its containers are on a bridge network of their own, {name} (names resolve on {node} only; other nodes' services through published ports, outside the overlay and its encryption)",
                 version
                     .as_deref()
                     .map(|v| format!(" {v}"))

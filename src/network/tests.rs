@@ -546,7 +546,7 @@ fn a_podman_node_of_an_overlay_fleet_is_never_joined_and_gets_a_bridge_of_its_ow
     assert_eq!(
         said,
         [
-            "node node4 runs podman 4.3.1, which cannot join the swarm: its containers are on a bridge network of their own, aims-bridge (names resolve on node4 only; other nodes' services through published ports)"
+            "node node4 runs podman 4.3.1, which cannot join the swarm: its containers are on a bridge network of their own, aims-bridge (names resolve on node4 only; other nodes' services through published ports, outside the overlay and its encryption)"
         ]
     );
     assert!(p.problems[0].is_notice());

@@ -138,7 +138,7 @@ fn converge_kept(b: &mut Builder, o: &Observed, engine: EngineKind) -> bool {
                 b,
                 o,
                 format!(
-                    "{}, recreate ({engine} has no in-place update)",
+                    "{}, recreate stop-first ({engine} has no in-place update)",
                     changes.join(", ")
                 ),
             );

@@ -302,7 +302,7 @@ fn a_memory_change_on_a_podman_node_is_a_recreate_never_an_update() {
             "recreate",
             "n1",
             "service/web",
-            "memory 256MiB → 512MiB, recreate (podman has no in-place update)"
+            "memory 256MiB → 512MiB, recreate stop-first (podman has no in-place update)"
         )]
     );
     assert!(matches!(
@@ -321,7 +321,9 @@ fn a_memory_change_on_a_podman_node_is_a_recreate_never_an_update() {
         .find(|l| l.contains("recreate") && l.contains("web"))
         .unwrap_or_else(|| panic!("{text}"));
     assert!(
-        line.ends_with("memory 256MiB → 512MiB, recreate (podman has no in-place update)"),
+        line.ends_with(
+            "memory 256MiB → 512MiB, recreate stop-first (podman has no in-place update)"
+        ),
         "{text}"
     );
     // A Docker node beside it still updates in place.

@@ -135,11 +135,14 @@ pub const EXEC_CONSOLE_SIZE_API_VERSION: ApiVersion = ApiVersion {
 /// Container events that can change what fleetctl should do (SPEC §6).
 pub const WATCHED_EVENTS: [&str; 5] = ["die", "oom", "start", "destroy", "health_status"];
 
-/// The container events to subscribe to on `engine`: [`WATCHED_EVENTS`]; Podman reports a
-/// removal as `remove` where Docker says `destroy`, so both are asked of it.
+/// The container events to subscribe to on `engine`: [`WATCHED_EVENTS`]; Podman 4.3 filters on
+/// its own words (`died` where Docker says `die`, `remove` for `destroy`; it reports them as
+/// Docker's), so those are asked of it too.
 pub fn watched_events(engine: EngineKind) -> Vec<String> {
     let mut out: Vec<String> = WATCHED_EVENTS.iter().map(|s| s.to_string()).collect();
     if engine == EngineKind::Podman {
+        // Podman 4.3 matches an `event` filter against its own words: `died`, `remove`.
+        out.push("died".into());
         out.push("remove".into());
     }
     out
@@ -390,10 +393,18 @@ impl DockerRuntime {
                 &self.node,
                 OP,
                 ErrorKind::UnsupportedEngine,
-                format!(
-                    "the engine speaks Docker API {version}; fleetctl needs {MIN_API_VERSION} or \
-                     newer (Docker Engine 20.10+): upgrade Docker on the node"
-                ),
+                match engine.kind {
+                    EngineKind::Docker => format!(
+                        "the engine speaks Docker API {version}; fleetctl needs \
+                         {MIN_API_VERSION} or newer (Docker Engine 20.10+): upgrade Docker on \
+                         the node"
+                    ),
+                    EngineKind::Podman => format!(
+                        "podman {} speaks Docker API {version}; fleetctl needs \
+                         {MIN_API_VERSION} or newer (Podman 4.0+): upgrade Podman on the node",
+                        engine.version
+                    ),
+                },
             ));
         }
         let pinned = version.to_string();
@@ -679,6 +690,18 @@ impl NodeRuntime for DockerRuntime {
         image: &str,
         auth: Option<&RegistryAuth>,
     ) -> Result<String, TransportError> {
+        let kind = self.negotiated(image).await?.engine.kind;
+        if kind == EngineKind::Podman {
+            // Podman has no `/distribution` endpoint (it answers 404, which would read as the
+            // registry's "no such image"): the lookup asks another node.
+            return Err(TransportError::new(
+                &self.node,
+                "resolve image",
+                ErrorKind::UnsupportedEngine,
+                "podman cannot ask a registry for a digest (no /distribution endpoint)",
+            )
+            .with_object(image));
+        }
         let name = image.to_string();
         let credentials = auth.map(docker_credentials);
         let inspect = self
@@ -1433,6 +1456,7 @@ impl NodeRuntime for DockerRuntime {
         }
         let options = EventsOptionsBuilder::new().filters(&filters).build();
         let docker = api.docker.clone();
+        let wanted = filter.labels.clone();
         let node = self.node.clone();
         // Drive the request from a task so the subscription starts now, not on the caller's
         // first poll; the task ends when the caller drops the stream or the connection drops.
@@ -1447,8 +1471,8 @@ impl NodeRuntime for DockerRuntime {
                 let Some(item) = item else { return };
                 let mapped = match item {
                     Ok(m) => match event_from_message(&m) {
-                        Some(e) => Ok(e),
-                        None => continue,
+                        Some(e) if has_labels(&e, &wanted) => Ok(e),
+                        _ => continue,
                     },
                     Err(e) => Err(map_error(&node, OP, None, e)),
                 };
@@ -1571,9 +1595,24 @@ fn timeout_error(
     }
 }
 
-/// Maps a bollard error to a [`TransportError`]: 404 → NotFound, 409 → Conflict, other
-/// statuses → Api, connection and channel failures → Unreachable (or the SSH failure's own
-/// kind: HostKey, Auth, Timeout), bollard's header timeout → Timeout.
+/// The kind of an engine's error answer. Docker says 404 and 409; Podman's compatible API answers
+/// 500 to a create whose name is in use or whose network is missing, with the words.
+pub fn status_kind(status: u16, message: &str) -> ErrorKind {
+    match status {
+        404 => ErrorKind::NotFound,
+        409 => ErrorKind::Conflict,
+        500 if message.contains("is already in use") => ErrorKind::Conflict,
+        500 if message.contains("network not found") || message.contains("no such network") => {
+            ErrorKind::NotFound
+        }
+        s => ErrorKind::Api { status: s },
+    }
+}
+
+/// Maps a bollard error to a [`TransportError`]: 404 → NotFound, 409 → Conflict (and
+/// Podman's 500s that mean them, [`status_kind`]), other statuses → Api, connection and channel
+/// failures → Unreachable (or the SSH failure's own kind: HostKey, Auth, Timeout), bollard's
+/// header timeout → Timeout.
 pub fn map_error(
     node: &str,
     op: &'static str,
@@ -1585,14 +1624,7 @@ pub fn map_error(
         B::DockerResponseServerError {
             status_code,
             message,
-        } => (
-            match status_code {
-                404 => ErrorKind::NotFound,
-                409 => ErrorKind::Conflict,
-                s => ErrorKind::Api { status: *s },
-            },
-            message.clone(),
-        ),
+        } => (status_kind(*status_code, message), message.clone()),
         B::RequestTimeoutError => (
             ErrorKind::Timeout,
             format!(
@@ -2056,19 +2088,26 @@ pub struct ProbeFacts {
 }
 
 /// Whether fleetctl should run a Podman container's health probe itself: it runs with a
-/// healthcheck, no probe of fleetctl's ran within the last interval, and its health is still
-/// `starting` or its newest log entry is older than the interval (or there is none) — the
-/// systemd timer that should run it is missing. Never true for a stopped container or one
-/// without a healthcheck.
+/// healthcheck whose health is still `starting` (the systemd timer that should probe it is
+/// missing, or has not run yet), and no probe of fleetctl's ran within [`PODMAN_PROBE_PACE`]
+/// (or the interval, when shorter). A container already judged (healthy or unhealthy) is never
+/// probed: reading it — a `plan`, a no-op `apply`, `get` — changes nothing on the node. Never
+/// true for a stopped container or one without a healthcheck.
 pub fn podman_probe_due(f: &ProbeFacts) -> bool {
     if !f.running || f.health.is_none() {
         return false;
     }
-    if f.since_last_probe.is_some_and(|d| d < f.interval) {
+    if f.since_last_probe
+        .is_some_and(|d| d < f.interval.min(PODMAN_PROBE_PACE))
+    {
         return false;
     }
-    f.health == Some(Health::Starting) || f.newest_log_age.is_none_or(|age| age > f.interval)
+    f.health == Some(Health::Starting)
 }
+
+/// The least time between two probes fleetctl runs of one starting Podman container: a
+/// starting app is asked about once a second, not once per (often 30 s) interval.
+pub const PODMAN_PROBE_PACE: Duration = Duration::from_secs(1);
 
 /// The facts [`podman_probe_due`] needs, from an inspect answer read at `now`.
 pub fn probe_facts(
@@ -2371,6 +2410,15 @@ pub fn usage_of(s: &ContainerStatsResponse) -> Option<super::Usage> {
         system_ns: system,
         online_cpus: online,
         memory: memory_working_set(s),
+    })
+}
+
+/// Whether `e` carries every `key=value` (or `key`) of `labels`. The engine filtered already,
+/// but Podman ORs several label filters where Docker ANDs them: checked again here.
+pub fn has_labels(e: &EngineEvent, labels: &[String]) -> bool {
+    labels.iter().all(|l| match l.split_once('=') {
+        Some((k, v)) => e.labels.get(k).is_some_and(|have| have == v),
+        None => e.labels.contains_key(l.as_str()),
     })
 }
 
@@ -3780,32 +3828,32 @@ mod tests {
         };
         // Starting forever (no systemd timer): due, then not again within the interval.
         assert!(podman_probe_due(&facts(Some(Health::Starting), None, None)));
+        // Paced: once a second while starting (the interval when shorter), not once per
+        // 10 s interval.
         assert!(!podman_probe_due(&facts(
             Some(Health::Starting),
             None,
-            Some(Duration::from_secs(3))
+            Some(Duration::from_millis(400))
         )));
         assert!(podman_probe_due(&facts(
             Some(Health::Starting),
             Some(Duration::from_secs(3)),
-            Some(Duration::from_secs(11))
+            Some(Duration::from_millis(1100))
         )));
-        // Healthy with a fresh log (the timer runs): not due; a stale or missing log: due.
-        assert!(!podman_probe_due(&facts(
-            Some(Health::Healthy),
-            Some(Duration::from_secs(4)),
-            None
-        )));
-        assert!(podman_probe_due(&facts(
-            Some(Health::Healthy),
-            Some(Duration::from_secs(25)),
-            None
-        )));
-        assert!(podman_probe_due(&facts(
-            Some(Health::Unhealthy),
-            None,
-            None
-        )));
+        // Judged already: reading it never probes (a plan or a no-op apply changes nothing),
+        // however old its log.
+        for h in [Health::Healthy, Health::Unhealthy] {
+            for age in [
+                None,
+                Some(Duration::from_secs(4)),
+                Some(Duration::from_secs(25)),
+            ] {
+                assert!(
+                    !podman_probe_due(&facts(Some(h), age, None)),
+                    "{h:?} {age:?}"
+                );
+            }
+        }
         // No healthcheck, or not running: never.
         assert!(!podman_probe_due(&facts(None, None, None)));
         assert!(!podman_probe_due(&ProbeFacts {
@@ -3909,10 +3957,48 @@ mod tests {
     }
 
     #[test]
+    fn podman_500s_for_a_name_in_use_or_a_missing_network_are_a_conflict_and_not_found() {
+        // Podman 4.3's words, as it answers a create.
+        let taken = "container create: creating container storage: the container name \"dup1\" is already in use by 335cdb. You have to remove that container to be able to reuse that name: that name is already in use";
+        assert_eq!(status_kind(500, taken), ErrorKind::Conflict);
+        let nonet =
+            "container create: unable to find network with name or ID nonet: network not found";
+        assert_eq!(status_kind(500, nonet), ErrorKind::NotFound);
+        assert_eq!(status_kind(500, "boom"), ErrorKind::Api { status: 500 });
+        assert_eq!(status_kind(404, ""), ErrorKind::NotFound);
+        assert_eq!(status_kind(409, ""), ErrorKind::Conflict);
+    }
+
+    #[test]
+    fn events_keep_only_those_with_every_label_asked() {
+        let e = EngineEvent {
+            container_id: "c".into(),
+            action: "die".into(),
+            labels: BTreeMap::from([
+                ("fleet.managed-by".to_string(), "fleetctl".to_string()),
+                ("fleet.fleet".to_string(), "other".to_string()),
+            ]),
+            time_nano: 0,
+        };
+        let ours = [
+            "fleet.managed-by=fleetctl".to_string(),
+            "fleet.fleet=prod".to_string(),
+        ];
+        assert!(
+            !has_labels(&e, &ours),
+            "Podman ORs label filters: another fleet's event"
+        );
+        assert!(has_labels(&e, &ours[..1]));
+        assert!(has_labels(&e, &["fleet.fleet".to_string()]));
+        assert!(has_labels(&e, &[]));
+    }
+
+    #[test]
     fn podman_is_also_asked_for_its_remove_events() {
         assert!(!watched_events(EngineKind::Docker).contains(&"remove".to_string()));
         assert!(watched_events(EngineKind::Podman).contains(&"remove".to_string()));
         assert!(watched_events(EngineKind::Podman).contains(&"destroy".to_string()));
+        assert!(watched_events(EngineKind::Podman).contains(&"died".to_string()));
     }
 
     #[test]

@@ -302,6 +302,13 @@ impl Sandbox {
             ];
             all.extend_from_slice(&args);
             let out = Command::new(all[0]).args(&all[1..]).output().unwrap();
+            // `timeout` ends the stream: 124 is the only good exit.
+            assert_eq!(
+                out.status.code(),
+                Some(124),
+                "docker events on {node}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
             String::from_utf8_lossy(&out.stdout).into_owned()
         } else {
             args.extend(["--until", until]);

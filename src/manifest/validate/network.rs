@@ -364,7 +364,7 @@ pub(super) fn check_fleet(
                     e.pos,
                     "spec.docker.engine",
                     format!(
-                        "{name} runs {engine}, which cannot join the fleet's overlay network: its containers get a bridge network on {name} only (names resolve among the containers of {name}; other nodes' services are reached through their published ports)",
+                        "{name} runs {engine}, which cannot join the fleet's overlay network: its containers get a bridge network on {name} only (names resolve among the containers of {name}; other nodes' services are reached through their published ports, outside the overlay and its encryption)",
                         name = n.name,
                         engine = n.engine,
                     ),
