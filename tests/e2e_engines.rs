@@ -383,6 +383,13 @@ fn plugs_spill_across_three_engines_drain_off_podman_and_the_controller_heals_ea
     let log = run.log_text();
     drop(run);
     assert!(!log.contains("panicked"), "{log}");
+    // Each engine's die event reached the controller (Podman's too: it filters on `died`).
+    for n in &nodes {
+        assert!(
+            log.contains(&format!("{n}: die ")),
+            "no pass triggered by a die event of {n}:\n{log}"
+        );
+    }
 }
 
 /// The same fleet with the default network mode (an overlay across the nodes): the Docker
