@@ -527,6 +527,7 @@ pub async fn resolve(
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A lookup that failed.
+#[derive(Debug)]
 struct Lookup {
     error: String,
     /// The registry answered (or the credentials could not be read): not a matter of reach.
@@ -545,6 +546,7 @@ async fn lookup(
         answered: true,
     })?;
     let mut last = format!("image {image}: no node to ask its registry through");
+    let mut heard = false;
     for rt in rts {
         match rt.resolve_digest(image, credentials.as_ref()).await {
             Ok(digest) => return Ok(digest),
@@ -560,7 +562,16 @@ async fn lookup(
                     answered: true,
                 });
             }
-            Err(e) => last = e.to_string(),
+            // An engine that cannot ask (Podman) says less than one that tried.
+            Err(e) if e.kind == ErrorKind::UnsupportedEngine => {
+                if !heard {
+                    last = e.to_string();
+                }
+            }
+            Err(e) => {
+                last = e.to_string();
+                heard = true;
+            }
         }
     }
     Err(Lookup {
@@ -859,6 +870,26 @@ mod tests {
     }
 
     const IMG: &str = "reg.example:5000/aims/api:1";
+
+    #[tokio::test]
+    async fn a_podman_node_asked_first_hands_the_lookup_to_the_next_and_says_the_most() {
+        let reg = FakeRegistry::new();
+        reg.push(IMG, "sha256:aaa");
+        let podman = FakeRuntime::new("n4");
+        podman.set_registry(&reg);
+        podman.set_engine_kind(crate::container::EngineKind::Podman);
+        let docker = node_with(&reg, &[]);
+        let (p, d): (Arc<dyn NodeRuntime>, Arc<dyn NodeRuntime>) =
+            (Arc::new(podman), Arc::new(docker));
+        assert_eq!(lookup(&[&p, &d], IMG, &NoAuth).await.unwrap(), "sha256:aaa");
+        // Nobody can say: the Docker node's failure is the one told, not Podman's inability.
+        reg.set_unreachable("reg.example:5000", true);
+        let err = lookup(&[&p, &d], IMG, &NoAuth).await.unwrap_err();
+        assert!(err.error.starts_with("node n1:"), "{}", err.error);
+        assert!(!err.answered);
+        let err = lookup(&[&p], IMG, &NoAuth).await.unwrap_err();
+        assert!(err.error.contains("podman cannot ask"), "{}", err.error);
+    }
 
     #[tokio::test]
     async fn missing_pulls_only_what_the_node_lacks_and_never_pulls_nothing() {

@@ -1332,6 +1332,16 @@ impl NodeRuntime for FakeRuntime {
         auth: Option<&RegistryAuth>,
     ) -> Result<String, TransportError> {
         self.begin("resolve", image)?;
+        if self.lock().engine_kind == crate::container::EngineKind::Podman {
+            // As the real one: Podman has no `/distribution` endpoint.
+            return Err(TransportError::new(
+                &self.node,
+                "resolve image",
+                ErrorKind::UnsupportedEngine,
+                "podman cannot ask a registry for a digest (no /distribution endpoint)",
+            )
+            .with_object(image));
+        }
         let registry = self.lock().registry.clone();
         FakeRegistry::serve(registry.as_ref(), image, auth)
             .map_err(|e| e.into_error(&self.node, "resolve image", image))
