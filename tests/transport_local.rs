@@ -40,7 +40,27 @@ fn json(body: serde_json::Value) -> Response {
     (StatusCode::OK, axum::Json(body)).into_response()
 }
 
+/// `/_ping` as engines answer it: the API version and the engine in headers (`noping-…`: an
+/// engine whose ping says nothing, asked `/version` instead).
+fn ping(api: &str) -> Response {
+    let mut r = (StatusCode::OK, "OK").into_response();
+    let h = r.headers_mut();
+    if let Some(api) = api.strip_prefix("podman-") {
+        h.insert("Api-Version", api.parse().unwrap());
+        h.insert("Libpod-Api-Version", "3.4.4".parse().unwrap());
+        h.insert("Server", "Libpod/3.4.4 (linux)".parse().unwrap());
+    } else if !api.starts_with("noping-") {
+        h.insert("Api-Version", api.parse().unwrap());
+        h.insert("Server", "Docker/0.0-fake (linux)".parse().unwrap());
+    }
+    r
+}
+
 fn answer(api: &str, path: &str) -> Response {
+    if path == "/_ping" {
+        return ping(api);
+    }
+    let api = api.strip_prefix("noping-").unwrap_or(api);
     let unversioned = path
         .strip_prefix("/v")
         .and_then(|p| p.split_once('/'))
@@ -103,7 +123,7 @@ async fn requests_after_negotiation_carry_the_engine_api_version() {
     assert_eq!(info.api_version, "1.41");
     assert_eq!((info.cpus, info.memory), (3, 1 << 30));
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen[0], "/version", "the probe is unversioned");
+    assert_eq!(seen[0], "/_ping", "the probe is unversioned");
     assert!(
         seen[1].starts_with("/v1.41/containers/json?all=true"),
         "{seen:?}"
@@ -135,7 +155,17 @@ async fn an_engine_older_than_api_1_41_is_refused_before_any_other_call() {
         err.message.contains("1.40") && err.message.contains("1.41"),
         "{err}"
     );
-    assert_eq!(*seen.lock().unwrap(), vec!["/version".to_string()]);
+    assert_eq!(*seen.lock().unwrap(), vec!["/_ping".to_string()]);
+}
+
+#[tokio::test]
+async fn an_engine_whose_ping_says_no_version_is_asked_for_it() {
+    let (_dir, sock, seen) = fake_engine("noping-1.41").await;
+    let rt = transport::connect_docker(&local("n1", &sock)).unwrap();
+    rt.list_containers(&ListFilter::default()).await.unwrap();
+    assert_eq!(rt.api_version().unwrap().to_string(), "1.41");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen[..2], ["/_ping", "/version"], "{seen:?}");
 }
 
 #[tokio::test]
@@ -152,7 +182,7 @@ async fn an_old_podman_is_refused_naming_podman_not_docker() {
         "{err}"
     );
     assert!(!err.message.contains("Docker Engine"), "{err}");
-    assert_eq!(*seen.lock().unwrap(), vec!["/version".to_string()]);
+    assert_eq!(*seen.lock().unwrap(), vec!["/_ping".to_string()]);
 }
 
 #[tokio::test]
@@ -235,6 +265,7 @@ async fn swarm_engine(api: &'static str) -> (tempfile::TempDir, String, SeenBodi
                         .into_response()
                 };
                 match (method.as_str(), path.strip_prefix(&v).unwrap_or(&path)) {
+                    ("GET", "/_ping") => ping(api),
                     ("GET", "/version") => {
                         json(serde_json::json!({"Version": "0.0-fake", "ApiVersion": api}))
                     }
@@ -374,6 +405,14 @@ async fn health_engine(podman: bool) -> (tempfile::TempDir, String, HealthEngine
                 let path = req.uri().path().to_string();
                 e.seen.lock().unwrap().push(path.clone());
                 match path.as_str() {
+                    "/_ping" if podman => {
+                        let mut r = (StatusCode::OK, "OK").into_response();
+                        r.headers_mut().insert("Api-Version", "1.41".parse().unwrap());
+                        r.headers_mut()
+                            .insert("Libpod-Api-Version", "4.3.1".parse().unwrap());
+                        r
+                    }
+                    "/_ping" => ping("1.45"),
                     "/version" if podman => json(serde_json::json!({
                         "Version": "4.3.1", "ApiVersion": "1.41",
                         "Components": [{"Name": "Podman Engine", "Version": "4.3.1"}]
@@ -431,7 +470,7 @@ async fn on_podman_a_stuck_health_is_probed_once_per_interval_when_read() {
     assert_eq!(
         engine.seen.lock().unwrap().clone(),
         vec![
-            "/version",
+            "/_ping",
             "/v1.41/containers/web/json",
             "/v4.0.0/libpod/containers/abc/healthcheck",
             "/v1.41/containers/web/json",
