@@ -8,9 +8,10 @@
 //!
 //! # Connection and API version
 //! The first call connects (SSH: host-key check, authentication) and negotiates the API version
-//! (`GET /version`, unversioned). Engines below API 1.41 (Docker 20.10) are refused with
-//! [`ErrorKind::UnsupportedEngine`]. From then on every request path carries `/v{negotiated}`
-//! (bollard 0.21.1 would send none), so responses have the shape of the negotiated version.
+//! (`GET /_ping`, unversioned: its headers say the API version and the engine). Engines below
+//! API 1.41 (Docker 20.10) are refused with [`ErrorKind::UnsupportedEngine`]. From then on
+//! every request path carries `/v{negotiated}` (bollard 0.21.1 would send none), so responses
+//! have the shape of the negotiated version.
 //!
 //! # Deadlines
 //! bollard's own timeout covers only request + response headers; every call here is wrapped in
@@ -181,7 +182,7 @@ struct Api {
     engine: EngineIdentity,
 }
 
-/// What `GET /version` says about the engine behind a socket.
+/// What `GET /_ping` (or `GET /version`) says about the engine behind a socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineIdentity {
     /// Docker Engine or Podman.
