@@ -1085,7 +1085,7 @@ spec:
     assert_eq!(
         own,
         [
-            "node node3 runs podman 20.10.24, which cannot join the swarm: its containers are on a bridge network of their own, demo-bridge (names resolve on node3 only; other nodes' services through published ports, outside the overlay and its encryption)"
+            "node node3 runs podman, which cannot join the swarm: its containers are on a bridge network of their own, demo-bridge (names resolve on node3 only; other nodes' services through published ports, outside the overlay and its encryption)"
         ]
     );
     // node3 made no swarm call and has the bridge; its replica is on it, the others on the
