@@ -337,11 +337,18 @@ fn plugs_spill_across_three_engines_drain_off_podman_and_the_controller_heals_ea
     let late: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(late["node"], nodes[2].as_str(), "{out}");
 
-    // The controller brings back a container killed on each engine.
+    // The controller brings back a container killed on each engine. Resync is a minute here,
+    // so within the 30 s waited only the engines' events trigger its passes; Podman's is killed
+    // alone first: its own die event is the only thing that can bring it back in time.
+    let text = format!(
+        "apiVersion: fleet/v1\nkind: Fleet\nmetadata: {{name: {}}}\nspec: {{nodeLostAfter: 5s, resync: 60s, {spec}}}\n---\n{}",
+        f.name,
+        plug_docs(&nodes, 2, 2)
+    );
+    std::fs::write(f.path().join("fleet.yaml"), text).unwrap();
     let run = Run::start(&f, 7451);
     std::thread::sleep(Duration::from_secs(2));
-    let mut killed = Vec::new();
-    for n in &nodes {
+    let kill_one = |n: &String| {
         let id = sb
             .ids(n, &f.name)
             .into_iter()
@@ -349,9 +356,9 @@ fn plugs_spill_across_three_engines_drain_off_podman_and_the_controller_heals_ea
             .unwrap_or_else(|| panic!("{n} runs none of the fleet's containers"));
         let name = sb.inspect(n, &id, "{{.Name}}");
         sb.docker(n, &["kill", &id]);
-        killed.push((n.clone(), name));
-    }
-    for (n, name) in &killed {
+        (n.clone(), name)
+    };
+    let runs_again = |(n, name): &(String, String)| {
         wait_for(
             Duration::from_secs(30),
             &format!("{name}, killed on {n}, runs again"),
@@ -364,6 +371,24 @@ fn plugs_spill_across_three_engines_drain_off_podman_and_the_controller_heals_ea
                     .then_some(())
             },
         );
+    };
+    let podman = kill_one(&nodes[2]);
+    runs_again(&podman);
+    // The pass logs its step once the start returned: read the log until it says so.
+    let trigger = format!("{}: die {}", nodes[2], podman.1.trim_start_matches('/'));
+    wait_for(
+        Duration::from_secs(15),
+        &format!("a pass triggered by Podman's die event ({trigger})"),
+        || {
+            run.log_text()
+                .lines()
+                .any(|l| l.contains("triggers=") && l.contains(&trigger))
+                .then_some(())
+        },
+    );
+    let killed: Vec<_> = nodes[..2].iter().map(kill_one).collect();
+    for k in &killed {
+        runs_again(k);
     }
     // Deleting the Podman node's plug (handed to the controller) removes its container there.
     let late_id = late["id"].as_str().unwrap().to_string();
@@ -383,13 +408,6 @@ fn plugs_spill_across_three_engines_drain_off_podman_and_the_controller_heals_ea
     let log = run.log_text();
     drop(run);
     assert!(!log.contains("panicked"), "{log}");
-    // Each engine's die event reached the controller (Podman's too: it filters on `died`).
-    for n in &nodes {
-        assert!(
-            log.contains(&format!("{n}: die ")),
-            "no pass triggered by a die event of {n}:\n{log}"
-        );
-    }
 }
 
 /// The same fleet with the default network mode (an overlay across the nodes): the Docker
