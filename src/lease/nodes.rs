@@ -438,6 +438,11 @@ async fn put_expiry(
     .await
 }
 
+/// How many times [`take_one`] looks again for a record whose name is in use but not found.
+const UNSEEN_TRIES: u32 = 10;
+/// Pause between two such looks.
+const UNSEEN_PAUSE: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// Takes the lease on one node: creates the record; when one exists, it is ours (kept), live
 /// (another holder's), or expired or of a dead holder (removed by id, then created again).
 async fn take_one(
@@ -447,15 +452,24 @@ async fn take_one(
     is_dead: fn(&str) -> bool,
 ) -> Result<One, TransportError> {
     let spec = spec(fleet, mine);
-    // Two rounds: a record removed as expired may be taken by a third actor meanwhile.
-    for _ in 0..2 {
+    // Two takeovers at most: a record removed as expired may be taken by a third actor
+    // meanwhile. A name in use that inspect does not find is a create half-way (the engine
+    // reserves the name first: a killed holder's last request may still be running) or a
+    // record removed between our create and our read: looked at again shortly, a few times.
+    let (mut takeovers, mut unseen) = (0, 0);
+    while takeovers < 2 {
         match crate::records::create(rt, &spec).await {
             Ok(id) => return Ok(One::Taken(id)),
             Err(e) if e.is_conflict() => {}
             Err(e) => return Err(e),
         }
         let Some(found) = read(rt, fleet).await? else {
-            continue; // removed between our create and our read
+            unseen += 1;
+            if unseen >= UNSEEN_TRIES {
+                break;
+            }
+            tokio::time::sleep(UNSEEN_PAUSE).await;
+            continue;
         };
         if found.lease.token == mine.token && found.lease.holder == mine.holder {
             return Ok(One::Taken(found.id));
@@ -474,6 +488,7 @@ async fn take_one(
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
         }
+        takeovers += 1;
     }
     match read(rt, fleet).await? {
         Some(found) => Ok(One::HeldBy(found.lease)),
@@ -499,4 +514,39 @@ async fn give_back(runtimes: &Runtimes, held: &BTreeMap<String, String>) {
         })
     });
     join_all(removals).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::fake::FakeRuntime;
+
+    fn lease(holder: &str, token: i64, expires_ms: i64) -> LeaseInfo {
+        LeaseInfo {
+            holder: holder.into(),
+            kind: "apply".into(),
+            acquired_ms: 0,
+            expires_ms,
+            token,
+            api: None,
+        }
+    }
+
+    /// A killed holder's create of the record may still be running in the engine when the next
+    /// apply comes: the name is in use but inspect does not find the record yet. The lease is
+    /// taken once it shows (expired), not refused as "changed hands".
+    #[tokio::test]
+    async fn a_record_half_made_by_a_killed_holder_is_waited_for_then_taken_over() {
+        let rt = FakeRuntime::new("n1");
+        let old = spec("f", &lease("apply by root@x (pid 1)", 1, 0));
+        crate::records::create(&rt, &old).await.unwrap();
+        rt.reserve_name(&record_name("f"), 3);
+        let mine = lease("apply by root@y (pid 2)", 2, now_ms() + 60_000);
+        match take_one(&rt, "f", &mine, |_| false).await.unwrap() {
+            One::Taken(_) => {}
+            One::HeldBy(l) => panic!("held by {l:?}"),
+        }
+        let now = read(&rt, "f").await.unwrap().unwrap();
+        assert_eq!(now.lease.token, 2);
+    }
 }
