@@ -239,6 +239,12 @@ impl std::fmt::Display for NotReady {
 /// crash-looping container must not hold a pass for the whole `timeout` — and when `timeout`
 /// (on tokio's clock) is up. The one readiness wait of service steps and plug starts.
 ///
+/// Healthy is the engine's word, or — while the engine still says `starting` — one success of
+/// the container's own healthcheck command run by fleetctl through the engine's exec API
+/// ([`probe_health`]) at each poll: the engine runs its first check only a full `interval`
+/// after the start (Docker below API 1.44 has no `StartInterval`), and a new plug should not
+/// wait a second for an app that answers in 100 ms. One success is what the engine needs too.
+///
 /// # Errors
 /// [`NotReady`] saying what was seen.
 pub async fn wait_ready(
@@ -259,6 +265,14 @@ pub async fn wait_ready(
         if running && healthy {
             return Ok(());
         }
+        if running
+            && healthcheck
+            && d.record.health == Some(Health::Starting)
+            && let Some(hc) = &d.spec.healthcheck
+            && probe_health(rt, id, hc).await == Some(true)
+        {
+            return Ok(());
+        }
         let gave_up = matches!(d.record.state, RunState::Exited | RunState::Dead);
         if gave_up || tokio::time::Instant::now() >= deadline {
             let why = match (d.record.state, d.record.health) {
@@ -275,6 +289,55 @@ pub async fn wait_ready(
             return Err(NotReady::Seen(why));
         }
         tokio::time::sleep(delays.next().unwrap_or(crate::backoff::READY_POLL.max)).await;
+    }
+}
+
+/// The longest fleetctl's own health probe may run when the healthcheck sets no timeout (the
+/// engine's default timeout is 30 s; a readiness poll should not hang that long).
+pub const PROBE_TIMEOUT_MAX: Duration = Duration::from_secs(5);
+
+/// Runs healthcheck `hc`'s command once in running container `id`, as the engine would (`CMD`
+/// as is, `CMD-SHELL` through `/bin/sh -c`), within its timeout (at most [`PROBE_TIMEOUT_MAX`]).
+/// `Some(true)` when it exited 0, `Some(false)` when it failed or timed out, `None` when there
+/// is nothing to run (`NONE`, an empty test) or the engine could not run it (the caller then
+/// waits for the engine's own verdict).
+pub async fn probe_health(
+    rt: &dyn NodeRuntime,
+    id: &str,
+    hc: &crate::container::HealthcheckSpec,
+) -> Option<bool> {
+    let cmd: Vec<String> = match hc.test.split_first() {
+        Some((kind, rest)) if kind == "CMD" && !rest.is_empty() => rest.to_vec(),
+        Some((kind, rest)) if kind == "CMD-SHELL" && !rest.is_empty() => {
+            vec!["/bin/sh".into(), "-c".into(), rest.join(" ")]
+        }
+        _ => return None,
+    };
+    let limit = hc
+        .timeout
+        .filter(|t| !t.is_zero())
+        .map_or(PROBE_TIMEOUT_MAX, |t| t.min(PROBE_TIMEOUT_MAX));
+    let run = async {
+        let mut session = rt
+            .exec(id, &cmd, crate::transport::ExecOptions::default())
+            .await
+            .ok()?;
+        while let Some(chunk) = session.output.next().await {
+            chunk.ok()?;
+        }
+        // The engine records the exit code as it reaps the process, a moment after the output.
+        for _ in 0..50 {
+            match rt.exec_exit_code(&session.id).await.ok()? {
+                Some(code) => return Some(code == 0),
+                None => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+        None
+    };
+    let span = tracing::debug_span!("health_probe", container = id);
+    match tokio::time::timeout(limit, tracing::Instrument::instrument(run, span)).await {
+        Ok(outcome) => outcome,
+        Err(_) => Some(false),
     }
 }
 

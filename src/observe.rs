@@ -383,12 +383,7 @@ async fn observe_node(
             .filter(|r| r.state == crate::container::RunState::Running)
             .map(|r| r.id.clone())
             .collect();
-        let usage: BTreeMap<String, u64> = futures_util::stream::iter(running)
-            .map(|id| async move { (rt.container_memory_usage(&id).await, id) })
-            .buffer_unordered(STATS_CONCURRENCY)
-            .filter_map(|(used, id)| async move { used.ok().map(|u| (id, u)) })
-            .collect()
-            .await;
+        let usage = memory_in_use(rt, running).await;
         for o in &mut inspected {
             o.memory_used = usage.get(&o.record.id).copied();
         }
@@ -407,6 +402,51 @@ async fn observe_node(
         },
         records,
     ))
+}
+
+/// The working set of each of `running` (container ids), read with one-shot stats, at most
+/// [`STATS_CONCURRENCY`] at once. A container that cannot be read (gone meanwhile) is left out.
+async fn memory_in_use(rt: &dyn NodeRuntime, running: Vec<String>) -> BTreeMap<String, u64> {
+    futures_util::stream::iter(running)
+        .map(|id| async move { (rt.container_memory_usage(&id).await, id) })
+        .buffer_unordered(STATS_CONCURRENCY)
+        .filter_map(|(used, id)| async move { used.ok().map(|u| (id, u)) })
+        .collect()
+        .await
+}
+
+/// Measures the memory in use on a node observed without it (`observation`, reachable): every
+/// running container is read (the fleet's and others, as [`observe`] with `measure_memory`
+/// does), the sum is its `measured_memory` and each of the fleet's containers gets its
+/// `memory_used`. An unreachable observation is left as it is.
+///
+/// # Errors
+/// The listing failed.
+pub async fn measure_memory(
+    rt: &dyn NodeRuntime,
+    observation: &mut NodeObservation,
+) -> Result<(), TransportError> {
+    let NodeObservation::Reachable {
+        containers,
+        measured_memory,
+        ..
+    } = observation
+    else {
+        return Ok(());
+    };
+    let running: Vec<String> = rt
+        .list_containers(&ListFilter::default())
+        .await?
+        .into_iter()
+        .filter(|r| r.state == crate::container::RunState::Running && !crate::records::is_record(r))
+        .map(|r| r.id)
+        .collect();
+    let usage = memory_in_use(rt, running).await;
+    for o in containers.iter_mut() {
+        o.memory_used = usage.get(&o.record.id).copied();
+    }
+    *measured_memory = Some(usage.values().sum());
+    Ok(())
 }
 
 /// fleetctl's records one node holds about the fleet.

@@ -6,6 +6,7 @@
 
 use std::collections::BTreeSet;
 use std::time::Duration;
+use tracing::Instrument;
 
 use serde::{Deserialize, Serialize};
 
@@ -153,18 +154,99 @@ fn engine_on(
         .unwrap_or_default()
 }
 
-/// Observes the fleet the way placement needs it: with measured memory (and the fleet's
-/// network, for [`ensure_network`]).
+/// Observes the fleet the way placement needs it: with measured memory where it can change a
+/// decision (and the fleet's network, for [`ensure_network`]).
+///
+/// Memory is measured (one-shot stats of every running container: up to a second on Docker
+/// 20.10, which answers at its next collection tick) only on nodes where the measurement could
+/// reject a plug — see [`memory_could_matter`]. Elsewhere `measured_memory` stays `None`, which
+/// placement reads as "nothing measured above the watermark", the decision a reading would
+/// have led to.
 pub async fn observe_for_placement(fleet: &DesiredFleet, runtimes: &Runtimes) -> ObservedFleet {
     let rts: Vec<_> = runtimes.values().cloned().collect();
     let mut observed = observe(
         &fleet.fleet.name,
         &rts,
-        &ObserveOptions::for_scheduling(fleet, true),
+        &ObserveOptions::for_scheduling(fleet, false),
     )
     .await;
+    let measure: Vec<String> = observed
+        .nodes
+        .iter()
+        .filter(|(node, obs)| memory_could_matter(fleet, node, obs))
+        .map(|(node, _)| node.clone())
+        .collect();
+    let readings = measure.into_iter().filter_map(|node| {
+        let rt = runtimes.get(&node)?.clone();
+        let mut obs = observed.nodes.remove(&node)?;
+        Some(async move {
+            if let Err(e) = crate::observe::measure_memory(rt.as_ref(), &mut obs).await {
+                obs = crate::observe::NodeObservation::Unreachable {
+                    permanent: !e.is_retryable(),
+                    error: e.to_string(),
+                };
+            }
+            (node, obs)
+        })
+    });
+    for (node, obs) in futures_util::future::join_all(readings).await {
+        observed.nodes.insert(node, obs);
+    }
     crate::network::exec::observe_members(fleet, runtimes, &mut observed).await;
     observed
+}
+
+/// Whether measured memory on `node` could reject a plug, from what its observation (without
+/// measurement) already shows. Placement rejects on measurement only when the measured use
+/// reaches the policy's watermark of the node's allocatable memory. A container with a memory
+/// limit never uses more than its limit, so when every running container on the node is one of
+/// the fleet's, each with a limit, their limits' sum bounds the use: below the lowest watermark
+/// of any policy, no reading can reject and none is made. Any other container on the node (of
+/// another fleet or none: its limit is not read) or one without a limit means measuring. A node
+/// whose allocatable memory is unknown is rejected by placement on that ground already.
+pub fn memory_could_matter(
+    fleet: &DesiredFleet,
+    node: &str,
+    obs: &crate::observe::NodeObservation,
+) -> bool {
+    let crate::observe::NodeObservation::Reachable {
+        containers,
+        foreign_containers,
+        engine,
+        ..
+    } = obs
+    else {
+        return false;
+    };
+    let Some(spec) = fleet.nodes.get(node) else {
+        return false;
+    };
+    let Some(allocatable) = spec
+        .allocatable_memory_or(engine.as_ref().map(|e| crate::manifest::Bytes(e.memory)))
+        .map(|b| b.0)
+    else {
+        return false;
+    };
+    if *foreign_containers > 0 {
+        return true;
+    }
+    let mut bound: u64 = 0;
+    for o in containers
+        .iter()
+        .filter(|o| o.record.state == crate::container::RunState::Running)
+    {
+        match o.details.as_ref().map(|d| d.spec.resources.memory) {
+            Some(limit) if limit > 0 => bound = bound.saturating_add(limit),
+            _ => return true,
+        }
+    }
+    let lowest_watermark = fleet
+        .plug_classes
+        .values()
+        .map(|c| fleet.policy_for(c).memory_high_watermark)
+        .min()
+        .unwrap_or(crate::manifest::Percent::FULL);
+    bound >= lowest_watermark.of(allocatable)
 }
 
 /// Makes the fleet's network where `observed` shows it missing — the swarm formed (init, joins)
@@ -302,8 +384,11 @@ pub async fn start_reserved(
         engine_on(fleet, rt.as_ref()),
     );
     let result: Result<(), PlugError> = async {
-        let id = create_started(rt.as_ref(), &spec, fleet, runtimes).await?;
+        let id = create_started(rt.as_ref(), &spec, fleet, runtimes)
+            .instrument(tracing::debug_span!("create_start", plug = %plug.id, node = %plug.node))
+            .await?;
         wait_running(rt.as_ref(), &id, spec.healthcheck.is_some(), ready_timeout)
+            .instrument(tracing::debug_span!("wait_ready", plug = %plug.id))
             .await
             .map_err(|why| PlugError::NotReady {
                 id: plug.id.clone(),

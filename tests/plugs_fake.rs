@@ -12,7 +12,11 @@ use fleetctl::plugs;
 use fleetctl::store::Store;
 
 fn fleet(cap: u32, spread: &str) -> DesiredFleet {
-    fleet_of(&format!(
+    fleet_of(&fleet_text(cap, spread))
+}
+
+fn fleet_text(cap: u32, spread: &str) -> String {
+    format!(
         "apiVersion: fleet/v1
 kind: Fleet
 metadata: {{name: plugs}}
@@ -32,7 +36,7 @@ spec:
   spread: {spread}
   tiers: [{{nodeSelector: {{tier: primary}}}}, {{nodeSelector: {{tier: secondary}}}}]
 "
-    ))
+    )
 }
 
 #[tokio::test]
@@ -106,15 +110,72 @@ async fn a_node_above_the_watermark_by_measurement_takes_no_plug() {
     let store = Store::in_memory().unwrap();
     let c = create_plug(&f, &store, &rts, "a").await.unwrap();
     assert_eq!(c.node, "node1");
-    // That plug's container now uses 7GiB: node1 measures above 85% of its 8GiB, although its
-    // limits (256MiB) leave plenty of room.
-    let id = fakes["node1"].containers()[0].id.clone();
+    // A container that is not the fleet's (no limit fleetctl knows of) uses 7GiB: node1
+    // measures above 85% of its 8GiB, although the fleet's limits (256MiB) leave plenty of room.
+    let id = fakes["node1"].add_foreign("someone-elses-db", BTreeMap::new());
     fakes["node1"].set_memory_usage(&id, 7 << 30);
     let d = create_plug(&f, &store, &rts, "b").await.unwrap();
     assert_ne!(
         d.node, "node1",
         "node1 measured above its watermark must take nothing"
     );
+}
+
+/// Memory is read only where a reading could reject a plug: on a node where every running
+/// container is one of the fleet's, with a limit, and the limits' sum is under the lowest
+/// watermark, no stats call is made (each takes up to a second on Docker 20.10); a container
+/// of someone else's on the node, or limits reaching the watermark, means reading it.
+#[tokio::test]
+async fn memory_is_read_only_where_a_reading_could_reject_a_plug() {
+    let f = fleet(40, "pack");
+    let World {
+        fakes,
+        runtimes: rts,
+        ..
+    } = world(3);
+    let store = Store::in_memory().unwrap();
+    let stats_calls = |node: &str| {
+        fakes[node]
+            .calls()
+            .iter()
+            .filter(|c| c.op == "stats")
+            .count()
+    };
+    for owner in ["a", "b", "c"] {
+        assert_eq!(
+            create_plug(&f, &store, &rts, owner).await.unwrap().node,
+            "node1"
+        );
+    }
+    assert_eq!(stats_calls("node1"), 0, "{:?}", fakes["node1"].calls());
+    let observed = plugs::observe_for_placement(&f, &rts).await;
+    for node in ["node1", "node2", "node3"] {
+        assert!(
+            !plugs::memory_could_matter(&f, node, &observed.nodes[node]),
+            "{node}"
+        );
+    }
+    // Someone else's container on node2: node2 is read; node1 still not.
+    fakes["node2"].add_foreign("someone-elses-db", BTreeMap::new());
+    let observed = plugs::observe_for_placement(&f, &rts).await;
+    assert!(plugs::memory_could_matter(
+        &f,
+        "node2",
+        &observed.nodes["node2"]
+    ));
+    assert!(stats_calls("node2") > 0);
+    assert_eq!(stats_calls("node1"), 0);
+    // With a watermark of 5% (410MiB of 8GiB), node1's three limits (768MiB) reach it: read.
+    let low = fleet_of(
+        &fleet_text(40, "pack").replace("memoryHighWatermark: 85%", "memoryHighWatermark: 5%"),
+    );
+    let observed = plugs::observe_for_placement(&low, &rts).await;
+    assert!(plugs::memory_could_matter(
+        &low,
+        "node1",
+        &observed.nodes["node1"]
+    ));
+    assert!(stats_calls("node1") > 0);
 }
 
 #[test]
@@ -415,4 +476,81 @@ spec:
         .await
         .unwrap();
     assert!(p.steps.iter().all(|s| s.node != "node2"), "{:#?}", p.steps);
+}
+
+/// A plug whose class has a healthcheck is ready as soon as its own check passes, run by
+/// fleetctl while the engine still says `starting` (an engine runs its first check a whole
+/// interval after the start); a check that fails keeps it waiting until the timeout, and the
+/// plug is given up, as before.
+#[tokio::test]
+async fn a_healthchecked_plug_is_ready_when_its_own_check_passes_before_the_engine_looks() {
+    let f = fleet_of(&format!(
+        "apiVersion: fleet/v1
+kind: Fleet
+metadata: {{name: plugs}}
+---
+{THREE_NODES}---
+apiVersion: fleet/v1
+kind: PlugClass
+metadata: {{name: agent}}
+spec:
+  image: plug:1
+  resources: {{memory: 256MiB}}
+  port: 8080
+  hostPorts: 51000-51019
+  healthcheck: {{command: 'wget -q -O- http://127.0.0.1:8080/health', interval: 1h}}
+"
+    ));
+    let World {
+        fakes,
+        runtimes: rts,
+        ..
+    } = world(3);
+    for fake in fakes.values() {
+        fake.set_health_on_start(fleetctl::container::Health::Starting);
+        fake.set_exec(fleetctl::transport::fake::FakeExec {
+            output: vec![],
+            exit_code: 0,
+        });
+    }
+    let store = Store::in_memory().unwrap();
+    let observed = plugs::observe_for_placement(&f, &rts).await;
+    let plug =
+        plugs::reserve_plug(&f, &store, &observed, &BTreeSet::new(), "agent", "u1", 0).unwrap();
+    let created = plugs::start_reserved(&f, &store, &rts, &plug, std::time::Duration::from_secs(5))
+        .await
+        .unwrap_or_else(|e| panic!("its own check passed: {e}"));
+    assert_eq!(created.id, plug.id);
+    let execs = fakes[&plug.node].execs();
+    assert!(
+        execs.iter().any(|(_, cmd, _)| cmd
+            == &[
+                "/bin/sh".to_string(),
+                "-c".into(),
+                "wget -q -O- http://127.0.0.1:8080/health".into()
+            ]),
+        "the class's own command, as the engine runs CMD-SHELL: {execs:?}"
+    );
+
+    // A check that fails: still starting at the timeout; the plug is not kept.
+    for fake in fakes.values() {
+        fake.set_exec(fleetctl::transport::fake::FakeExec {
+            output: vec![],
+            exit_code: 1,
+        });
+    }
+    let observed = plugs::observe_for_placement(&f, &rts).await;
+    let plug =
+        plugs::reserve_plug(&f, &store, &observed, &BTreeSet::new(), "agent", "u2", 0).unwrap();
+    let e = plugs::start_reserved(
+        &f,
+        &store,
+        &rts,
+        &plug,
+        std::time::Duration::from_millis(300),
+    )
+    .await
+    .expect_err("its check fails");
+    assert!(e.to_string().contains("still starting"), "{e}");
+    assert!(store.plugs().unwrap().iter().all(|p| p.id != plug.id));
 }

@@ -573,7 +573,15 @@ pub fn init_logging(cli: &Cli) {
     });
     use std::io::IsTerminal;
     use tracing_subscriber::prelude::*;
+    // From -vv each span (a plug create's phases, an SSH connect, one engine call) says when it
+    // closes and how long it took: where the time goes, without a profiler.
+    let span_events = if global.verbose >= 2 {
+        tracing_subscriber::fmt::format::FmtSpan::CLOSE
+    } else {
+        tracing_subscriber::fmt::format::FmtSpan::NONE
+    };
     let layer = tracing_subscriber::fmt::layer()
+        .with_span_events(span_events)
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let registry = tracing_subscriber::registry();

@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use tracing::Instrument;
 
 use super::capacity::table;
 use super::common::{
@@ -190,20 +191,29 @@ fn create(
     };
     let with_secrets = super::common::with_secrets(fleet, &store)?;
     let fleet = &with_secrets;
-    let created = rt.block_on(async {
-        let observed = plugs::observe_for_placement(fleet, &runtimes).await;
-        plugs::ensure_network(fleet, &runtimes, &observed).await;
-        let plug = plugs::reserve_plug(
-            fleet,
-            &store,
-            &observed,
-            &BTreeSet::new(),
-            class,
-            owner,
-            now_ms(),
-        )?;
-        plugs::start_reserved(fleet, &store, &runtimes, &plug, PLUG_READY_TIMEOUT).await
-    });
+    let created = rt.block_on(
+        async {
+            let observed = plugs::observe_for_placement(fleet, &runtimes)
+                .instrument(tracing::debug_span!("observe"))
+                .await;
+            plugs::ensure_network(fleet, &runtimes, &observed)
+                .instrument(tracing::debug_span!("ensure_network"))
+                .await;
+            let plug = tracing::debug_span!("reserve").in_scope(|| {
+                plugs::reserve_plug(
+                    fleet,
+                    &store,
+                    &observed,
+                    &BTreeSet::new(),
+                    class,
+                    owner,
+                    now_ms(),
+                )
+            })?;
+            plugs::start_reserved(fleet, &store, &runtimes, &plug, PLUG_READY_TIMEOUT).await
+        }
+        .instrument(tracing::debug_span!("plug_create", class, owner)),
+    );
     let created = match created {
         Ok(c) => c,
         Err(e @ plugs::PlugError::Unschedulable { .. }) => {

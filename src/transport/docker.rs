@@ -382,7 +382,12 @@ impl DockerRuntime {
                 .await
                 .map_err(|e| e.to_transport(&self.node, "ssh connect"))?;
         }
-        self.api.get_or_try_init(|| self.negotiate()).await
+        self.api
+            .get_or_try_init(|| {
+                let span = tracing::debug_span!("negotiate", node = %self.node);
+                tracing::Instrument::instrument(self.negotiate(), span)
+            })
+            .await
     }
 
     /// `GET PATH` without a version, before negotiation: the answer's headers and body.
@@ -495,7 +500,11 @@ impl DockerRuntime {
             Some(o) if e.object.is_none() => e.with_object(o),
             _ => e,
         })?;
-        match tokio::time::timeout(limit, f(api.docker.clone())).await {
+        // One span per engine call: at -vv its close line gives the call's time (`time.busy`
+        // is CPU here, `time.idle` the wait for the node).
+        let span = tracing::debug_span!("docker", node = %self.node, op, object);
+        let call = tracing::Instrument::instrument(f(api.docker.clone()), span);
+        match tokio::time::timeout(limit, call).await {
             Err(_) => Err(timeout_error(&self.node, op, object, limit)),
             Ok(Err(e)) => Err(map_error(&self.node, op, object, e)),
             Ok(Ok(v)) => Ok(v),

@@ -260,6 +260,9 @@ struct Inner {
     reserved: BTreeMap<String, usize>,
     /// The engine it answers as (see [`FakeRuntime::set_engine_kind`]).
     engine_kind: crate::container::EngineKind,
+    /// The health a started container with a healthcheck has (see
+    /// [`FakeRuntime::set_health_on_start`]); healthy at once when `None`.
+    health_on_start: Option<Health>,
 }
 
 /// What a fake exec prints and exits with.
@@ -296,6 +299,7 @@ impl Default for Inner {
             resizes: Vec::new(),
             reserved: BTreeMap::new(),
             engine_kind: Default::default(),
+            health_on_start: None,
         }
     }
 }
@@ -712,6 +716,12 @@ impl FakeRuntime {
             let _ = self.log_lines.send((c.id.clone(), None));
             let _ = self.events.send(event_for(&c, "destroy"));
         }
+    }
+
+    /// Containers with a healthcheck started from now on have health `h` (e.g. `starting`, as
+    /// an engine says until its first check a full interval later) until [`Self::set_health`].
+    pub fn set_health_on_start(&self, h: Health) {
+        self.lock().health_on_start = Some(h);
     }
 
     /// Makes every later exec print `script.output` and exit with `script.exit_code` (the
@@ -1414,9 +1424,10 @@ impl NodeRuntime for FakeRuntime {
                 )
                 .with_object(id));
             }
+            let on_start = inner.health_on_start.unwrap_or(Health::Healthy);
             let c = inner.containers.get_mut(&key).expect("found above");
             c.state = RunState::Running;
-            c.health = c.spec.healthcheck.as_ref().map(|_| Health::Healthy);
+            c.health = c.spec.healthcheck.as_ref().map(|_| on_start);
             event_for(c, "start")
         };
         let _ = self.events.send(event);

@@ -381,7 +381,8 @@ impl SshSession {
             }
         }
         self.attempts.fetch_add(1, Ordering::Relaxed);
-        match self.connect_once().await {
+        let span = tracing::debug_span!("ssh_connect", node = %self.node);
+        match tracing::Instrument::instrument(self.connect_once(), span).await {
             Ok((handle, alive, reason)) => {
                 let handle = Arc::new(handle);
                 slot.handle = Some(handle.clone());
