@@ -245,6 +245,41 @@ fn a_node_measured_above_its_watermark_takes_no_new_plug() {
     );
 }
 
+/// Issue 20: a plug of a class whose healthcheck runs every hour is ready as soon as its app
+/// answers that check, run by fleetctl itself while the engine still says `starting` (the
+/// engine's first check is an hour away; `plug create` waits at most a minute, so without
+/// fleetctl's own check this create fails `still starting`).
+#[test]
+fn a_healthchecked_plug_is_ready_when_its_check_first_passes_not_an_interval_later() {
+    let Some(sb) = Sandbox::get(
+        "a_healthchecked_plug_is_ready_when_its_check_first_passes_not_an_interval_later",
+    ) else {
+        return;
+    };
+    let docs = plug_docs(5, "pack").replace(
+        "  env: {PLUG_MODE: isolated}\n",
+        "  env: {PLUG_MODE: isolated}\n  healthcheck: {command: \"wget -q -O- http://127.0.0.1:8080/health\", interval: 1h, timeout: 3s}\n",
+    );
+    assert!(docs.contains("interval: 1h"));
+    let f = Fleet::new(&sb, "e2e-plug-ready", &docs);
+    let c = create(&f, "eager").unwrap_or_else(|e| panic!("the plug answers its check: {e}"));
+    let status = sb.docker(
+        &c.node,
+        &[
+            "inspect",
+            "-f",
+            "{{.State.Health.Status}}",
+            &format!("e2e-plug-ready-plug-{}", c.id),
+        ],
+    );
+    assert_eq!(
+        status.trim(),
+        "starting",
+        "the engine has not checked it yet"
+    );
+    assert!(info(&c.host, c.port).contains("200"), "it serves");
+}
+
 /// Issue 13: plugs running, then `plan` and `apply` with other state files (another working
 /// directory, a CI runner, a lost disk): nothing is removed, every plug is adopted with its
 /// owner and port, and `get plugs` from the new state lists them.
