@@ -602,7 +602,7 @@ pub async fn execute(
                 .or_insert(spec);
         }
     }
-    futures_util::future::join_all(needs.into_iter().map(|((node, image), spec)| async move {
+    crate::observe::on_nodes(needs.into_iter().map(|((node, image), spec)| async move {
         let cell = ctx.image_cell(node, &image);
         cell.outcome
             .get_or_init(|| ctx.pull(node, &image, spec.pull))

@@ -303,7 +303,7 @@ pub async fn publish_mark(
             crate::records::write_mark(rt.as_ref(), fleet, node, mark).await,
         )
     });
-    for (on, r) in futures_util::future::join_all(writes).await {
+    for (on, r) in crate::observe::on_nodes(writes).await {
         if let Err(e) = r {
             tracing::warn!(node = %on, about = %node, error = %e, "could not record the node's condition there");
         }
@@ -328,7 +328,7 @@ async fn prune_tombstones(cx: &PassContext<'_>, observed: &ObservedFleet) {
                 tracing::debug!(error = %e, "could not remove an old tombstone record");
             }
         });
-    futures_util::future::join_all(removals).await;
+    crate::observe::on_nodes(removals).await;
 }
 
 /// What [`adopt`] recorded and what it left alone.
@@ -736,5 +736,68 @@ mod tests {
             "{:?}",
             judged.placement
         );
+    }
+
+    /// Fake engines for node0..node{n-1}, each call waiting 5 ms and counted in `gauge`.
+    fn slow_fleet(n: usize, gauge: &crate::transport::fake::InFlight) -> Runtimes {
+        use crate::transport::NodeRuntime;
+        use crate::transport::fake::{CallLatency, FakeRuntime};
+        let wait = std::time::Duration::from_millis(5);
+        (0..n)
+            .map(|i| {
+                let f = FakeRuntime::new(format!("node{i}"));
+                f.set_latency(Some(CallLatency {
+                    list: wait,
+                    inspect: wait,
+                    create: wait,
+                    start: wait,
+                    other: wait,
+                }));
+                f.count_in_flight(gauge);
+                (
+                    f.node().to_string(),
+                    std::sync::Arc::new(f) as std::sync::Arc<dyn NodeRuntime>,
+                )
+            })
+            .collect()
+    }
+
+    /// A condition recorded on every node of a 100-node fleet keeps at most
+    /// [`crate::observe::NODE_CONCURRENCY`] nodes' calls in flight (each node costs an SSH
+    /// connection and its channels), yet still works on many nodes at once; and reaches them all.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_to_every_node_is_bounded_in_fan_out() {
+        use crate::condition::{Mark, Schedule};
+        use crate::observe::NODE_CONCURRENCY;
+        let gauge = crate::transport::fake::InFlight::new();
+        let runtimes = slow_fleet(100, &gauge);
+        let mark = Mark {
+            schedule: Schedule::Cordoned,
+            since_ms: 1,
+            by: "test".into(),
+        };
+        publish_mark(&runtimes, "demo", "node1", &mark).await;
+        assert!(
+            gauge.max() <= NODE_CONCURRENCY,
+            "{} calls in flight at once",
+            gauge.max()
+        );
+        assert!(gauge.max() > NODE_CONCURRENCY / 2, "{}", gauge.max());
+        assert_eq!(gauge.now(), 0);
+        for rt in runtimes.values() {
+            let name = crate::records::condition_name("demo", "node1");
+            assert!(rt.inspect_container(&name).await.is_ok(), "{}", rt.node());
+        }
+    }
+
+    /// [`crate::observe::on_nodes`] answers in the order given, whatever order the work ends in.
+    #[tokio::test(start_paused = true)]
+    async fn bounded_fan_out_answers_in_order() {
+        let work = (0..100u64).map(|i| async move {
+            tokio::time::sleep(std::time::Duration::from_millis(100 - i)).await;
+            i
+        });
+        let out = crate::observe::on_nodes(work).await;
+        assert_eq!(out, (0..100).collect::<Vec<_>>());
     }
 }
