@@ -26,6 +26,33 @@ pub struct PassReport {
     pub plan: Plan,
     /// Execution outcomes (empty for a dry run).
     pub exec: ExecReport,
+    /// Where the pass's wall time went.
+    #[serde(skip)]
+    pub timings: PassTimings,
+}
+
+/// Wall time of each phase of one pass ([`pass_adjusted`]), in the order they run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassTimings {
+    /// Observing every node ([`observe_for`]).
+    pub observe: std::time::Duration,
+    /// Records of conditions, plugs deleted elsewhere, old tombstones; adoption.
+    pub records: std::time::Duration,
+    /// Pinning images to digests, and recording the pins.
+    pub images: std::time::Duration,
+    /// Planning (state read, plan, the caller's adjustment) and recording plug moves.
+    pub plan: std::time::Duration,
+    /// Executing: the network, then the steps.
+    pub execute: std::time::Duration,
+    /// Recording what the pass settled.
+    pub settle: std::time::Duration,
+}
+
+impl PassTimings {
+    /// The whole pass.
+    pub fn total(&self) -> std::time::Duration {
+        self.observe + self.records + self.images + self.plan + self.execute + self.settle
+    }
 }
 
 /// Inputs of a pass besides the desired fleet.
@@ -521,22 +548,32 @@ pub async fn pass_adjusted(
     adjust: &PlanAdjust<'_>,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<PassReport, StoreError> {
+    let mut timings = PassTimings::default();
+    let mut clock = std::time::Instant::now();
+    let mut lap = || {
+        let now = std::time::Instant::now();
+        std::mem::replace(&mut clock, now).elapsed()
+    };
     let observed = observe_for(cx).await;
+    timings.observe = lap();
     sync_conditions(cx, &observed).await?;
     forget_deleted_elsewhere(cx, &observed)?;
     prune_tombstones(cx, &observed).await;
     let adopted = adopt_unknown(cx, &observed)?;
+    timings.records = lap();
     let pins = pin_images(cx, &observed).await?;
     for pin in &pins.images {
         if let Some(digest) = &pin.record {
             cx.store.record_image_digest(&pin.image, digest, now_ms())?;
         }
     }
+    timings.images = lap();
     let mut p = adjust(&observed, plan_from(cx, &observed, &pins)?);
     p.adopted = adopted;
     for m in &p.plug_moves {
         cx.store.move_plug(&m.id, &m.to, m.port)?;
     }
+    timings.plan = lap();
     // The network first: containers attach to it when they are created.
     let network =
         crate::network::exec::execute(&p.network, cx.runtimes, Some(cx.store), &cx.exec).await;
@@ -545,11 +582,14 @@ pub async fn pass_adjusted(
     hold_unjoinable(&mut p, &unusable);
     let mut exec = execute(&p, cx.runtimes, Some(cx.store), &cx.exec, progress).await;
     exec.network = network;
+    timings.execute = lap();
     settle(cx, &observed, &p, &exec)?;
+    timings.settle = lap();
     Ok(PassReport {
         observed,
         plan: p,
         exec,
+        timings,
     })
 }
 
