@@ -174,10 +174,7 @@ pub async fn measure_all(
             (spec.name.clone(), measured)
         })
     });
-    futures_util::future::join_all(checks)
-        .await
-        .into_iter()
-        .collect()
+    crate::observe::on_nodes(checks).await.into_iter().collect()
 }
 
 /// `e` without the node's name: `system df: <message>`.

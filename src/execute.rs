@@ -665,19 +665,24 @@ pub async fn execute(
                 .or_insert(spec);
         }
     }
-    futures_util::future::join_all(needs.into_iter().map(|((node, image), spec)| async move {
+    crate::observe::on_nodes(needs.into_iter().map(|((node, image), spec)| async move {
         let cell = ctx.image_cell(node, &image);
         cell.outcome
             .get_or_init(|| ctx.pull(node, &image, spec.pull))
             .await;
     }))
     .await;
-    // Groups in order of first appearance.
+    // Groups in order of first appearance (indexed: a cold fleet has a group per replica).
     let mut groups: Vec<(crate::plan::StepGroup, Vec<usize>)> = Vec::new();
+    let mut group_of: std::collections::HashMap<&crate::plan::StepGroup, usize> =
+        std::collections::HashMap::new();
     for (i, s) in plan.steps.iter().enumerate() {
-        match groups.iter_mut().find(|(g, _)| *g == s.group) {
-            Some((_, v)) => v.push(i),
-            None => groups.push((s.group.clone(), vec![i])),
+        match group_of.get(&s.group) {
+            Some(&g) => groups[g].1.push(i),
+            None => {
+                group_of.insert(&s.group, groups.len());
+                groups.push((s.group.clone(), vec![i]));
+            }
         }
     }
     let mut outcomes: Vec<StepOutcome> = futures_util::stream::iter(groups)

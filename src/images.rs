@@ -286,8 +286,7 @@ pub async fn find_holder<'a>(
     runtimes: &[&'a dyn NodeRuntime],
     image: &str,
 ) -> Option<&'a dyn NodeRuntime> {
-    let present =
-        futures_util::future::join_all(runtimes.iter().map(|rt| rt.image_present(image))).await;
+    let present = crate::observe::on_nodes(runtimes.iter().map(|rt| rt.image_present(image))).await;
     runtimes
         .iter()
         .zip(present)
@@ -706,7 +705,7 @@ pub async fn copy_image(
     image: &str,
     progress: &(dyn Fn(CopyProgress) + Send + Sync),
 ) -> Result<Vec<CopyOutcome>, CopyError> {
-    let present = futures_util::future::join_all(to.iter().map(|rt| rt.image_present(image))).await;
+    let present = crate::observe::on_nodes(to.iter().map(|rt| rt.image_present(image))).await;
     let mut outcomes: Vec<Option<CopyOutcome>> = Vec::with_capacity(to.len());
     let mut lacking: Vec<(usize, &dyn NodeRuntime)> = Vec::new();
     for (i, (rt, p)) in to.iter().zip(present).enumerate() {

@@ -31,6 +31,32 @@ pub const STATS_CONCURRENCY: usize = 128;
 /// connection and its calls); fleets up to this size are observed all at once.
 pub const NODE_CONCURRENCY: usize = 32;
 
+/// Runs `work` — one future per node, or per (node, something) — at most [`NODE_CONCURRENCY`]
+/// at once, and answers their outputs in the order given. Every fan-out over the fleet's nodes
+/// goes through it (or, for [`observe`], through the same bound): each node costs an SSH
+/// connection and its channels, and a large fleet must not open them all at once.
+pub async fn on_nodes<F: std::future::Future>(work: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+    bounded(NODE_CONCURRENCY, work).await
+}
+
+/// [`on_nodes`] with a bound of `limit` (at least one) futures in flight.
+pub async fn bounded<F: std::future::Future>(
+    limit: usize,
+    work: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let indexed: Vec<_> = work
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| async move { (i, f.await) })
+        .collect();
+    let mut out: Vec<(usize, F::Output)> = futures_util::stream::iter(indexed)
+        .buffer_unordered(limit.max(1))
+        .collect()
+        .await;
+    out.sort_unstable_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, o)| o).collect()
+}
+
 /// One container of this fleet, as observed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Observed {

@@ -611,7 +611,7 @@ async fn record_deletion(fleet: &DesiredFleet, runtimes: &Runtimes, id: &str, de
             crate::records::write_tombstone(rt.as_ref(), &fleet.fleet.name, id, deleted_ms).await;
         (rt.node().to_string(), r)
     });
-    for (node, r) in futures_util::future::join_all(writes).await {
+    for (node, r) in crate::observe::on_nodes(writes).await {
         if let Err(e) = r {
             tracing::warn!(node = %node, error = %e, "could not record the plug's deletion on this node");
         }

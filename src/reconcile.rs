@@ -26,6 +26,33 @@ pub struct PassReport {
     pub plan: Plan,
     /// Execution outcomes (empty for a dry run).
     pub exec: ExecReport,
+    /// Where the pass's wall time went.
+    #[serde(skip)]
+    pub timings: PassTimings,
+}
+
+/// Wall time of each phase of one pass ([`pass_adjusted`]), in the order they run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PassTimings {
+    /// Observing every node ([`observe_for`]).
+    pub observe: std::time::Duration,
+    /// Records of conditions, plugs deleted elsewhere, old tombstones; adoption.
+    pub records: std::time::Duration,
+    /// Pinning images to digests, and recording the pins.
+    pub images: std::time::Duration,
+    /// Planning (state read, plan, the caller's adjustment) and recording plug moves.
+    pub plan: std::time::Duration,
+    /// Executing: the network, then the steps.
+    pub execute: std::time::Duration,
+    /// Recording what the pass settled.
+    pub settle: std::time::Duration,
+}
+
+impl PassTimings {
+    /// The whole pass.
+    pub fn total(&self) -> std::time::Duration {
+        self.observe + self.records + self.images + self.plan + self.execute + self.settle
+    }
 }
 
 /// Inputs of a pass besides the desired fleet.
@@ -303,7 +330,7 @@ pub async fn publish_mark(
             crate::records::write_mark(rt.as_ref(), fleet, node, mark).await,
         )
     });
-    for (on, r) in futures_util::future::join_all(writes).await {
+    for (on, r) in crate::observe::on_nodes(writes).await {
         if let Err(e) = r {
             tracing::warn!(node = %on, about = %node, error = %e, "could not record the node's condition there");
         }
@@ -328,7 +355,7 @@ async fn prune_tombstones(cx: &PassContext<'_>, observed: &ObservedFleet) {
                 tracing::debug!(error = %e, "could not remove an old tombstone record");
             }
         });
-    futures_util::future::join_all(removals).await;
+    crate::observe::on_nodes(removals).await;
 }
 
 /// What [`adopt`] recorded and what it left alone.
@@ -521,22 +548,32 @@ pub async fn pass_adjusted(
     adjust: &PlanAdjust<'_>,
     progress: &(dyn Fn(Progress) + Sync),
 ) -> Result<PassReport, StoreError> {
+    let mut timings = PassTimings::default();
+    let mut clock = std::time::Instant::now();
+    let mut lap = || {
+        let now = std::time::Instant::now();
+        std::mem::replace(&mut clock, now).elapsed()
+    };
     let observed = observe_for(cx).await;
+    timings.observe = lap();
     sync_conditions(cx, &observed).await?;
     forget_deleted_elsewhere(cx, &observed)?;
     prune_tombstones(cx, &observed).await;
     let adopted = adopt_unknown(cx, &observed)?;
+    timings.records = lap();
     let pins = pin_images(cx, &observed).await?;
     for pin in &pins.images {
         if let Some(digest) = &pin.record {
             cx.store.record_image_digest(&pin.image, digest, now_ms())?;
         }
     }
+    timings.images = lap();
     let mut p = adjust(&observed, plan_from(cx, &observed, &pins)?);
     p.adopted = adopted;
     for m in &p.plug_moves {
         cx.store.move_plug(&m.id, &m.to, m.port)?;
     }
+    timings.plan = lap();
     // The network first: containers attach to it when they are created.
     let network =
         crate::network::exec::execute(&p.network, cx.runtimes, Some(cx.store), &cx.exec).await;
@@ -545,11 +582,14 @@ pub async fn pass_adjusted(
     hold_unjoinable(&mut p, &unusable);
     let mut exec = execute(&p, cx.runtimes, Some(cx.store), &cx.exec, progress).await;
     exec.network = network;
+    timings.execute = lap();
     settle(cx, &observed, &p, &exec)?;
+    timings.settle = lap();
     Ok(PassReport {
         observed,
         plan: p,
         exec,
+        timings,
     })
 }
 
@@ -736,5 +776,68 @@ mod tests {
             "{:?}",
             judged.placement
         );
+    }
+
+    /// Fake engines for node0..node{n-1}, each call waiting 5 ms and counted in `gauge`.
+    fn slow_fleet(n: usize, gauge: &crate::transport::fake::InFlight) -> Runtimes {
+        use crate::transport::NodeRuntime;
+        use crate::transport::fake::{CallLatency, FakeRuntime};
+        let wait = std::time::Duration::from_millis(5);
+        (0..n)
+            .map(|i| {
+                let f = FakeRuntime::new(format!("node{i}"));
+                f.set_latency(Some(CallLatency {
+                    list: wait,
+                    inspect: wait,
+                    create: wait,
+                    start: wait,
+                    other: wait,
+                }));
+                f.count_in_flight(gauge);
+                (
+                    f.node().to_string(),
+                    std::sync::Arc::new(f) as std::sync::Arc<dyn NodeRuntime>,
+                )
+            })
+            .collect()
+    }
+
+    /// A condition recorded on every node of a 100-node fleet keeps at most
+    /// [`crate::observe::NODE_CONCURRENCY`] nodes' calls in flight (each node costs an SSH
+    /// connection and its channels), yet still works on many nodes at once; and reaches them all.
+    #[tokio::test(start_paused = true)]
+    async fn a_write_to_every_node_is_bounded_in_fan_out() {
+        use crate::condition::{Mark, Schedule};
+        use crate::observe::NODE_CONCURRENCY;
+        let gauge = crate::transport::fake::InFlight::new();
+        let runtimes = slow_fleet(100, &gauge);
+        let mark = Mark {
+            schedule: Schedule::Cordoned,
+            since_ms: 1,
+            by: "test".into(),
+        };
+        publish_mark(&runtimes, "demo", "node1", &mark).await;
+        assert!(
+            gauge.max() <= NODE_CONCURRENCY,
+            "{} calls in flight at once",
+            gauge.max()
+        );
+        assert!(gauge.max() > NODE_CONCURRENCY / 2, "{}", gauge.max());
+        assert_eq!(gauge.now(), 0);
+        for rt in runtimes.values() {
+            let name = crate::records::condition_name("demo", "node1");
+            assert!(rt.inspect_container(&name).await.is_ok(), "{}", rt.node());
+        }
+    }
+
+    /// [`crate::observe::on_nodes`] answers in the order given, whatever order the work ends in.
+    #[tokio::test(start_paused = true)]
+    async fn bounded_fan_out_answers_in_order() {
+        let work = (0..100u64).map(|i| async move {
+            tokio::time::sleep(std::time::Duration::from_millis(100 - i)).await;
+            i
+        });
+        let out = crate::observe::on_nodes(work).await;
+        assert_eq!(out, (0..100).collect::<Vec<_>>());
     }
 }

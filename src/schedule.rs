@@ -81,18 +81,35 @@ impl NodeView {
     }
 
     fn matches(&self, selector: &BTreeMap<String, String>) -> bool {
-        selector.iter().all(|(k, v)| self.labels.get(k) == Some(v))
+        selector.iter().all(|(k, v)| self.has_label(k, v))
+    }
+
+    /// `labels.get(k) == Some(v)` (keys are unique), by a scan with an inlined comparison: a
+    /// placement asks this of every node, and a map lookup calls `memcmp` per key.
+    fn has_label(&self, k: &str, v: &str) -> bool {
+        self.labels
+            .iter()
+            .any(|(lk, lv)| same(lk, k) && same(lv, v))
     }
 
     /// Share of allocatable memory committed, in millionths (for scoring).
     fn load(&self) -> u64 {
         match self.allocatable_memory {
-            Some(a) if a > 0 => {
-                (u128::from(self.committed_memory) * 1_000_000 / u128::from(a)) as u64
-            }
+            // In 64 bits when the product fits (below 18 TB committed): the same quotient
+            // without a 128-bit division.
+            Some(a) if a > 0 => match self.committed_memory.checked_mul(1_000_000) {
+                Some(product) => product / a,
+                None => (u128::from(self.committed_memory) * 1_000_000 / u128::from(a)) as u64,
+            },
             _ => u64::MAX,
         }
     }
+}
+
+/// String equality without a library call (short strings: label keys and values).
+#[inline]
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
 }
 
 /// Why a node was rejected: the named filter and its explanation.
@@ -250,8 +267,62 @@ fn in_tier(tier: &Tier, node: &NodeView) -> bool {
     tier.nodes.as_ref().is_none_or(|n| n.contains(&node.name)) && node.matches(&tier.node_selector)
 }
 
+/// [`in_tier`] with the tier's selector as pairs, made once for a walk over every node.
+fn in_tier_with(tier: &Tier, selector: &[(&str, &str)], node: &NodeView) -> bool {
+    tier.nodes.as_ref().is_none_or(|n| n.contains(&node.name))
+        && selector.iter().all(|(k, v)| node.has_label(k, v))
+}
+
 /// Runs the plug filters on one node; on success returns the host port it would get.
 pub fn plug_fits(
+    node: &NodeView,
+    class: &PlugClassSpec,
+    policy: &PolicySpec,
+    preferred_port: Option<u16>,
+) -> Result<u16, Rejection> {
+    let full = plug_filters(node, class, policy, preferred_port);
+    debug_assert_eq!(
+        plug_port(node, class, policy, preferred_port),
+        full.as_ref().ok().copied(),
+        "plug_port and plug_filters disagree on {}",
+        node.name
+    );
+    full
+}
+
+/// [`plug_fits`] without the reasons: the port the plug would get on `node`, or `None` where a
+/// filter refuses. It allocates nothing, so a placement over many nodes only words the
+/// rejections when nothing fits (debug builds check it agrees with [`plug_filters`]).
+fn plug_port(
+    node: &NodeView,
+    class: &PlugClassSpec,
+    policy: &PolicySpec,
+    preferred_port: Option<u16>,
+) -> Option<u16> {
+    if !matches!(node.availability, Availability::Ready)
+        || !node.condition.schedule().takes_new_work()
+        || node.condition.hot.is_some()
+        || policy
+            .max_plugs_per_node
+            .is_some_and(|cap| node.plugs >= cap)
+    {
+        return None;
+    }
+    let alloc = node.allocatable_memory?;
+    let allowed = policy.memory_high_watermark.of(alloc);
+    if node
+        .committed_memory
+        .saturating_add(class.resources.memory.0)
+        > allowed
+        || node.measured_memory.is_some_and(|m| m >= allowed)
+    {
+        return None;
+    }
+    free_port(node, class, preferred_port)
+}
+
+/// The plug filters on one node, in order, with the reason of the first that refuses.
+fn plug_filters(
     node: &NodeView,
     class: &PlugClassSpec,
     policy: &PolicySpec,
@@ -307,37 +378,52 @@ pub fn place_plug(
     policy: &PolicySpec,
     preferred_port: Option<u16>,
 ) -> Result<PlugPlacement, Diagnosis> {
-    let mut rejections: BTreeMap<&str, Rejection> = BTreeMap::new();
+    // The filters without their reasons first: they are worded only when nothing fits.
     for (tier_index, tier) in policy.tiers.iter().enumerate() {
-        let mut best: Option<(&NodeView, u16)> = None;
+        // (node, port, node's load)
+        let mut best: Option<(&NodeView, u16, u64)> = None;
+        let selector: Vec<(&str, &str)> = tier
+            .node_selector
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
         for node in nodes {
-            if !in_tier(tier, node) {
+            if !in_tier_with(tier, &selector, node) {
                 continue;
             }
-            match plug_fits(node, class, policy, preferred_port) {
-                Ok(port) => {
-                    let better = match best {
-                        None => true,
-                        Some((b, _)) => match policy.spread {
-                            Spread::Pack => (node.load(), node.plugs) > (b.load(), b.plugs),
-                            Spread::Spread => (node.load(), node.plugs) < (b.load(), b.plugs),
-                        },
-                    };
-                    if better {
-                        best = Some((node, port));
-                    }
-                }
-                Err(r) => {
-                    rejections.entry(node.name.as_str()).or_insert(r);
-                }
+            let Some(port) = plug_port(node, class, policy, preferred_port) else {
+                continue;
+            };
+            let load = node.load();
+            let better = match best {
+                None => true,
+                Some((b, _, b_load)) => match policy.spread {
+                    Spread::Pack => (load, node.plugs) > (b_load, b.plugs),
+                    Spread::Spread => (load, node.plugs) < (b_load, b.plugs),
+                },
+            };
+            if better {
+                best = Some((node, port, load));
             }
         }
-        if let Some((node, port)) = best {
+        if let Some((node, port, _)) = best {
             return Ok(PlugPlacement {
                 node: node.name.clone(),
                 host_port: port,
                 tier: tier_index,
             });
+        }
+    }
+    // Nothing fits: each node's rejection, from the first tier it is in.
+    let mut rejections: BTreeMap<&str, Rejection> = BTreeMap::new();
+    for tier in &policy.tiers {
+        for node in nodes {
+            if !in_tier(tier, node) {
+                continue;
+            }
+            if let Err(r) = plug_filters(node, class, policy, preferred_port) {
+                rejections.entry(node.name.as_str()).or_insert(r);
+            }
         }
     }
     for node in nodes {
@@ -602,13 +688,22 @@ pub fn place_services(
         }
     }
     // The most constrained first: a replica with fewer allowed nodes chooses before one that
-    // could go anywhere.
-    todo.sort_by_key(|(svc, replica)| (allowed_count(svc), svc.name.clone(), *replica));
+    // could go anywhere. (Each service's count once: it walks every node.)
+    let allowed: BTreeMap<&str, usize> = fleet
+        .services
+        .values()
+        .map(|s| (s.name.as_str(), allowed_count(s)))
+        .collect();
+    todo.sort_by_cached_key(|(svc, replica)| {
+        (allowed[svc.name.as_str()], svc.name.clone(), *replica)
+    });
+    // Each view's node spec, looked up once.
+    let specs: Vec<Option<&NodeSpec>> = views.iter().map(|v| fleet.nodes.get(&v.name)).collect();
     for (svc, replica) in todo {
         let mut best: Option<usize> = None;
         let mut rejections = Vec::new();
         for (i, v) in views.iter().enumerate() {
-            let Some(spec) = fleet.nodes.get(&v.name) else {
+            let Some(spec) = specs[i] else {
                 continue;
             };
             let fits = replica_fits(v, spec, svc).and_then(|()| {

@@ -46,6 +46,7 @@ impl Passes for LocalPasses<'_> {
                     observed,
                     plan,
                     exec: Default::default(),
+                    timings: Default::default(),
                 }
             }
             None => pass(&self.cx, &|p| (self.print)(&p)).await?,

@@ -121,10 +121,9 @@ pub fn push(
                 Some(n) => n,
                 None => {
                     // Said per node: lacking it, or why it could not be asked.
-                    let answers = futures_util::future::join_all(
-                        nodes.iter().map(|n| n.image_present(image)),
-                    )
-                    .await;
+                    let answers =
+                        crate::observe::on_nodes(nodes.iter().map(|n| n.image_present(image)))
+                            .await;
                     let said: Vec<String> = nodes
                         .iter()
                         .zip(answers)

@@ -806,7 +806,7 @@ impl Controller {
                 (name.clone(), rt, declared, d)
             })
         });
-        for (node, rt, declared, measured) in futures_util::future::join_all(checks).await {
+        for (node, rt, declared, measured) in crate::observe::on_nodes(checks).await {
             let d = match measured {
                 Ok(d) => d,
                 Err(e) => {

@@ -119,7 +119,7 @@ impl Controller {
         }
         sampling.cleared = false;
         let runtimes = self.runtimes();
-        let listed = futures_util::future::join_all(runtimes.iter().map(|(n, rt)| async move {
+        let listed = crate::observe::on_nodes(runtimes.iter().map(|(n, rt)| async move {
             let all = rt.list_containers(&ListFilter::default()).await;
             (n.clone(), all)
         }))
@@ -202,7 +202,7 @@ impl Controller {
                     .collect::<Vec<_>>()
             });
         }
-        let reads = futures_util::future::join_all(per_node).await;
+        let reads = crate::observe::on_nodes(per_node).await;
         let mut out = HashMap::new();
         for (node, id, u) in reads.into_iter().flatten() {
             match u {

@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use futures_util::future::join_all;
+use crate::observe::on_nodes;
 
 use crate::container::ContainerSpec;
 use crate::execute::Runtimes;
@@ -171,7 +171,7 @@ impl NodeSet {
                 let fleet = fleet.clone();
                 async move { (node.clone(), limited(node, read(rt.as_ref(), &fleet)).await) }
             });
-            join_all(reads).await.into_iter().collect()
+            on_nodes(reads).await.into_iter().collect()
         })
     }
 
@@ -192,7 +192,7 @@ impl NodeSet {
                     )
                 }
             });
-            let results: Vec<(String, Result<One, TransportError>)> = join_all(tries).await;
+            let results: Vec<(String, Result<One, TransportError>)> = on_nodes(tries).await;
             let mut held = BTreeMap::new();
             let mut other = None;
             let mut failed = BTreeMap::new();
@@ -260,7 +260,7 @@ impl NodeSet {
             });
             let mut now_held = BTreeMap::new();
             let mut failures = Vec::new();
-            for (node, r) in join_all(calls).await {
+            for (node, r) in on_nodes(calls).await {
                 match r {
                     Ok(One::Taken(id)) => {
                         now_held.insert(node, id);
@@ -513,7 +513,7 @@ async fn give_back(runtimes: &Runtimes, held: &BTreeMap<String, String>) {
             }
         })
     });
-    join_all(removals).await;
+    on_nodes(removals).await;
 }
 
 #[cfg(test)]

@@ -94,7 +94,7 @@ pub async fn list_fleet(
     let filter = ListFilter {
         labels: crate::desired::fleet_filter(fleet),
     };
-    let lists = futures_util::future::join_all(runtimes.iter().map(|(node, rt)| {
+    let lists = crate::observe::on_nodes(runtimes.iter().map(|(node, rt)| {
         let filter = filter.clone();
         async move { (node.clone(), rt.list_containers(&filter).await) }
     }))

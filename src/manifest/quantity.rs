@@ -202,7 +202,12 @@ impl Percent {
 
     /// `part` of `whole`, rounded down.
     pub fn of(self, whole: u64) -> u64 {
-        (u128::from(whole) * u128::from(self.0) / 10_000) as u64
+        // In 64 bits when the product fits (always, for real sizes): 128-bit division is a
+        // library call, and the scheduler asks this of every node for every placement.
+        match whole.checked_mul(u64::from(self.0)) {
+            Some(product) => product / 10_000,
+            None => (u128::from(whole) * u128::from(self.0) / 10_000) as u64,
+        }
     }
 }
 

@@ -263,6 +263,85 @@ struct Inner {
     /// The health a started container with a healthcheck has (see
     /// [`FakeRuntime::set_health_on_start`]); healthy at once when `None`.
     health_on_start: Option<Health>,
+    /// What each call waits before it acts (see [`FakeRuntime::set_latency`]); `None`: no wait.
+    latency: Option<CallLatency>,
+    /// Counts this engine's calls while they wait out their latency (see
+    /// [`FakeRuntime::count_in_flight`]).
+    in_flight: Option<InFlight>,
+}
+
+/// What one call of a fake engine costs in wall time, by kind, as a round trip to a real engine
+/// over SSH does (see [`FakeRuntime::set_latency`]). `list` is the container listing, `inspect`
+/// a container's inspect, `create` and `start` those of a container; `other` every other call
+/// (networks, images, stop, remove, records, swarm, ...).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CallLatency {
+    /// `list_containers`.
+    pub list: Duration,
+    /// `inspect_container`.
+    pub inspect: Duration,
+    /// `create_container`.
+    pub create: Duration,
+    /// `start_container`.
+    pub start: Duration,
+    /// Every other call.
+    pub other: Duration,
+}
+
+impl CallLatency {
+    /// The wait of a call recorded as `op` (see [`Call::op`]).
+    pub fn of(&self, op: &str) -> Duration {
+        match op {
+            "list" => self.list,
+            "inspect" => self.inspect,
+            "create" => self.create,
+            "start" => self.start,
+            _ => self.other,
+        }
+    }
+}
+
+/// A gauge of fake calls in flight, shared by the fakes given it (see
+/// [`FakeRuntime::count_in_flight`]): how many wait out their latency now, and the most that
+/// ever did at once. Cheap to clone; clones share the counts.
+#[derive(Debug, Clone, Default)]
+pub struct InFlight(
+    Arc<(
+        std::sync::atomic::AtomicUsize,
+        std::sync::atomic::AtomicUsize,
+    )>,
+);
+
+impl InFlight {
+    /// A gauge at zero.
+    pub fn new() -> Self {
+        InFlight::default()
+    }
+
+    /// Calls in flight now.
+    pub fn now(&self) -> usize {
+        self.0.0.load(Ordering::SeqCst)
+    }
+
+    /// The most calls that were ever in flight at once.
+    pub fn max(&self) -> usize {
+        self.0.1.load(Ordering::SeqCst)
+    }
+
+    fn enter(&self) -> InFlightGuard {
+        let now = self.0.0.fetch_add(1, Ordering::SeqCst) + 1;
+        self.0.1.fetch_max(now, Ordering::SeqCst);
+        InFlightGuard(self.clone())
+    }
+}
+
+/// One call counted in flight until dropped.
+struct InFlightGuard(InFlight);
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.0.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// What a fake exec prints and exits with.
@@ -300,6 +379,8 @@ impl Default for Inner {
             reserved: BTreeMap::new(),
             engine_kind: Default::default(),
             health_on_start: None,
+            latency: None,
+            in_flight: None,
         }
     }
 }
@@ -506,6 +587,22 @@ impl FakeRuntime {
     /// unreachable node is a member that is neither ready nor reachable.
     pub fn set_unreachable(&self, unreachable: bool) {
         self.down.store(unreachable, Ordering::SeqCst);
+    }
+
+    /// Makes every later call wait `latency` (by kind of call, with `tokio::time::sleep`) before
+    /// it acts, as a round trip to a real engine does — for benchmarks of the logic above the
+    /// transport at fleet scale. `None` (the default) removes the wait: a call then completes
+    /// without yielding, as it always did. The wait comes first: a call that fails (an
+    /// unreachable node, an injected failure) fails after it.
+    pub fn set_latency(&self, latency: Option<CallLatency>) {
+        self.lock().latency = latency;
+    }
+
+    /// Counts this engine's calls in `gauge` while they wait out their latency (so only with
+    /// [`FakeRuntime::set_latency`]); give several fakes the same gauge to count calls in
+    /// flight across them.
+    pub fn count_in_flight(&self, gauge: &InFlight) {
+        self.lock().in_flight = Some(gauge.clone());
     }
 
     /// Makes the engine answer as `kind` (default Docker).
@@ -740,7 +837,17 @@ impl FakeRuntime {
         self.lock().resizes.clone()
     }
 
-    fn begin(&self, op: &'static str, object: &str) -> Result<(), TransportError> {
+    /// Every call starts here: it waits out the call's latency (when one is set, see
+    /// [`FakeRuntime::set_latency`]), then is recorded and may fail as the fake was told.
+    async fn begin(&self, op: &'static str, object: &str) -> Result<(), TransportError> {
+        let (pause, gauge) = {
+            let inner = self.lock();
+            (inner.latency.map(|l| l.of(op)), inner.in_flight.clone())
+        };
+        if let Some(pause) = pause {
+            let _counted = gauge.as_ref().map(InFlight::enter);
+            tokio::time::sleep(pause).await;
+        }
         let mut inner = self.lock();
         inner.calls.push(Call {
             op,
@@ -1148,7 +1255,7 @@ impl NodeRuntime for FakeRuntime {
     }
 
     async fn engine_info(&self) -> Result<EngineInfo, TransportError> {
-        self.begin("info", "")?;
+        self.begin("info", "").await?;
         let fabric = self.fabric();
         let swarm = fabric.lock().info(&self.node);
         let inner = self.lock();
@@ -1168,7 +1275,7 @@ impl NodeRuntime for FakeRuntime {
         &self,
         filter: &ListFilter,
     ) -> Result<Vec<ContainerRecord>, TransportError> {
-        self.begin("list", "")?;
+        self.begin("list", "").await?;
         Ok(self
             .lock()
             .containers
@@ -1179,7 +1286,7 @@ impl NodeRuntime for FakeRuntime {
     }
 
     async fn inspect_container(&self, id: &str) -> Result<ContainerDetails, TransportError> {
-        self.begin("inspect", id)?;
+        self.begin("inspect", id).await?;
         let mut inner = self.lock();
         if let Some(n) = inner.reserved.get_mut(id)
             && *n > 0
@@ -1202,7 +1309,7 @@ impl NodeRuntime for FakeRuntime {
     }
 
     async fn local_image(&self, image: &str) -> Result<Option<LocalImage>, TransportError> {
-        self.begin("image", image)?;
+        self.begin("image", image).await?;
         let inner = self.lock();
         let pulled: Vec<String> = inner
             .pulled
@@ -1221,7 +1328,7 @@ impl NodeRuntime for FakeRuntime {
     }
 
     async fn disk_usage(&self) -> Result<EngineDisk, TransportError> {
-        self.begin("system-df", "")?;
+        self.begin("system-df", "").await?;
         let inner = self.lock();
         let images: Vec<ImageUsage> = inner
             .disk_images
@@ -1246,7 +1353,7 @@ impl NodeRuntime for FakeRuntime {
     }
 
     async fn filesystem(&self, path: &str) -> Result<Filesystem, TransportError> {
-        self.begin("df", path)?;
+        self.begin("df", path).await?;
         self.lock().filesystem.ok_or_else(|| {
             TransportError::new(
                 &self.node,
@@ -1258,7 +1365,7 @@ impl NodeRuntime for FakeRuntime {
     }
 
     async fn remove_image(&self, reference: &str) -> Result<(), TransportError> {
-        self.begin("remove-image", reference)?;
+        self.begin("remove-image", reference).await?;
         let mut inner = self.lock();
         let Some(pos) = inner
             .disk_images
@@ -1317,7 +1424,7 @@ impl NodeRuntime for FakeRuntime {
         auth: Option<&RegistryAuth>,
         progress: &(dyn Fn(PullProgress) + Send + Sync),
     ) -> Result<(), TransportError> {
-        self.begin("pull", image)?;
+        self.begin("pull", image).await?;
         let registry = self.lock().registry.clone();
         let digest = FakeRegistry::serve(registry.as_ref(), image, auth)
             .map_err(|e| e.into_error(&self.node, "pull image", image))?;
@@ -1341,7 +1448,7 @@ impl NodeRuntime for FakeRuntime {
         image: &str,
         auth: Option<&RegistryAuth>,
     ) -> Result<String, TransportError> {
-        self.begin("resolve", image)?;
+        self.begin("resolve", image).await?;
         if self.lock().engine_kind == crate::container::EngineKind::Podman {
             // As the real one: Podman has no `/distribution` endpoint.
             return Err(TransportError::new(
@@ -1358,7 +1465,7 @@ impl NodeRuntime for FakeRuntime {
     }
 
     async fn create_container(&self, spec: &ContainerSpec) -> Result<String, TransportError> {
-        self.begin("create", &spec.name)?;
+        self.begin("create", &spec.name).await?;
         let fabric = self.fabric();
         let mut f = fabric.lock();
         let mut inner = self.lock();
@@ -1387,7 +1494,7 @@ impl NodeRuntime for FakeRuntime {
     }
 
     async fn start_container(&self, id: &str) -> Result<(), TransportError> {
-        self.begin("start", id)?;
+        self.begin("start", id).await?;
         let fabric = self.fabric();
         let event = {
             let mut f = fabric.lock();
@@ -1435,7 +1542,7 @@ impl NodeRuntime for FakeRuntime {
     }
 
     async fn stop_container(&self, id: &str, _grace: Duration) -> Result<(), TransportError> {
-        self.begin("stop", id)?;
+        self.begin("stop", id).await?;
         let mut inner = self.lock();
         let c = self
             .find(&mut inner, id)
@@ -1446,7 +1553,7 @@ impl NodeRuntime for FakeRuntime {
     }
 
     async fn remove_container(&self, id: &str) -> Result<(), TransportError> {
-        self.begin("remove", id)?;
+        self.begin("remove", id).await?;
         let mut inner = self.lock();
         let key = self
             .find(&mut inner, id)
@@ -1462,7 +1569,7 @@ impl NodeRuntime for FakeRuntime {
         id: &str,
         update: &ContainerUpdate,
     ) -> Result<(), TransportError> {
-        self.begin("update", id)?;
+        self.begin("update", id).await?;
         let mut inner = self.lock();
         if !inner.engine_kind.updates_in_place() {
             // Podman 4.3's compatible API has no `POST /containers/{id}/update`: 404.
@@ -1483,7 +1590,7 @@ impl NodeRuntime for FakeRuntime {
     }
 
     async fn container_memory_usage(&self, id: &str) -> Result<u64, TransportError> {
-        self.begin("stats", id)?;
+        self.begin("stats", id).await?;
         let mut inner = self.lock();
         let c = self
             .find(&mut inner, id)
@@ -1492,7 +1599,7 @@ impl NodeRuntime for FakeRuntime {
     }
 
     async fn import_image(&self, reference: &str, _rootfs: Vec<u8>) -> Result<(), TransportError> {
-        self.begin("import", reference)?;
+        self.begin("import", reference).await?;
         let mut inner = self.lock();
         // An empty image list means "every image is present": keep it that way.
         if !inner.images.is_empty() && !inner.images.iter().any(|i| i == reference) {
@@ -1502,7 +1609,7 @@ impl NodeRuntime for FakeRuntime {
     }
 
     async fn export_image(&self, image: &str) -> Result<super::ImageArchive, TransportError> {
-        self.begin("export", image)?;
+        self.begin("export", image).await?;
         if !self.image_present(image).await? {
             return Err(TransportError::new(
                 &self.node,
@@ -1520,7 +1627,7 @@ impl NodeRuntime for FakeRuntime {
         mut archive: super::ImageArchive,
         progress: &(dyn Fn(u64) + Send + Sync),
     ) -> Result<(), TransportError> {
-        self.begin("load", "")?;
+        self.begin("load", "").await?;
         let mut body = Vec::new();
         while let Some(chunk) = archive.next().await {
             body.extend_from_slice(&chunk?);
@@ -1546,7 +1653,7 @@ impl NodeRuntime for FakeRuntime {
     }
 
     async fn put_archive(&self, id: &str, dir: &str, tar: Vec<u8>) -> Result<(), TransportError> {
-        self.begin("put-archive", id)?;
+        self.begin("put-archive", id).await?;
         let files = crate::archive::files(&tar).map_err(|e| {
             TransportError::new(
                 &self.node,
@@ -1582,7 +1689,7 @@ impl NodeRuntime for FakeRuntime {
         cmd: &[String],
         opts: super::ExecOptions,
     ) -> Result<super::ExecSession, TransportError> {
-        self.begin("exec", id)?;
+        self.begin("exec", id).await?;
         let mut inner = self.lock();
         let c = self
             .find(&mut inner, id)
@@ -1630,7 +1737,7 @@ impl NodeRuntime for FakeRuntime {
         width: u16,
         height: u16,
     ) -> Result<(), TransportError> {
-        self.begin("exec-resize", exec_id)?;
+        self.begin("exec-resize", exec_id).await?;
         self.lock()
             .resizes
             .push((exec_id.to_string(), width, height));
@@ -1638,7 +1745,7 @@ impl NodeRuntime for FakeRuntime {
     }
 
     async fn exec_exit_code(&self, exec_id: &str) -> Result<Option<i64>, TransportError> {
-        self.begin("exec-inspect", exec_id)?;
+        self.begin("exec-inspect", exec_id).await?;
         let inner = self.lock();
         inner
             .exec_exits
@@ -1657,7 +1764,7 @@ impl NodeRuntime for FakeRuntime {
     }
 
     async fn get_archive(&self, id: &str, path: &str) -> Result<Vec<u8>, TransportError> {
-        self.begin("get-archive", id)?;
+        self.begin("get-archive", id).await?;
         let mut inner = self.lock();
         let c = self
             .find(&mut inner, id)
@@ -1679,7 +1786,7 @@ impl NodeRuntime for FakeRuntime {
         &self,
         filter: &ListFilter,
     ) -> Result<Vec<NetworkRecord>, TransportError> {
-        self.begin("networks", "")?;
+        self.begin("networks", "").await?;
         let fabric = self.fabric();
         let f = fabric.lock();
         let inner = self.lock();
@@ -1699,7 +1806,7 @@ impl NodeRuntime for FakeRuntime {
     }
 
     async fn inspect_network(&self, name: &str) -> Result<Option<NetworkRecord>, TransportError> {
-        self.begin("network", name)?;
+        self.begin("network", name).await?;
         let fabric = self.fabric();
         let f = fabric.lock();
         let inner = self.lock();
@@ -1714,7 +1821,7 @@ impl NodeRuntime for FakeRuntime {
 
     async fn create_network(&self, spec: &NetworkSpec) -> Result<String, TransportError> {
         const OP: &str = "create network";
-        self.begin("create-network", &spec.name)?;
+        self.begin("create-network", &spec.name).await?;
         let name = Some(spec.name.as_str());
         // The engine also refuses `default` and `ingress` (names it reserves).
         if PREDEFINED_NETWORKS.contains(&spec.name.as_str())
@@ -1769,7 +1876,7 @@ impl NodeRuntime for FakeRuntime {
 
     async fn remove_network(&self, id: &str) -> Result<(), TransportError> {
         const OP: &str = "remove network";
-        self.begin("remove-network", id)?;
+        self.begin("remove-network", id).await?;
         if PREDEFINED_NETWORKS.contains(&id) {
             return Err(self.refuse(
                 OP,
@@ -1850,7 +1957,7 @@ impl NodeRuntime for FakeRuntime {
         advertise_addr: &str,
         labels: &BTreeMap<String, String>,
     ) -> Result<String, TransportError> {
-        self.begin("swarm-init", advertise_addr)?;
+        self.begin("swarm-init", advertise_addr).await?;
         let fabric = self.fabric();
         let mut f = fabric.lock();
         if f.locals.contains_key(&self.node) {
@@ -1894,7 +2001,7 @@ impl NodeRuntime for FakeRuntime {
     }
 
     async fn swarm_labels(&self) -> Result<BTreeMap<String, String>, TransportError> {
-        self.begin("swarm-labels", "")?;
+        self.begin("swarm-labels", "").await?;
         let fabric = self.fabric();
         let mut f = fabric.lock();
         let (cluster, _) = self.managed_cluster("swarm inspect", None, &mut f)?;
@@ -1902,7 +2009,7 @@ impl NodeRuntime for FakeRuntime {
     }
 
     async fn swarm_join_tokens(&self) -> Result<JoinTokens, TransportError> {
-        self.begin("swarm-tokens", "")?;
+        self.begin("swarm-tokens", "").await?;
         let fabric = self.fabric();
         let mut f = fabric.lock();
         let (cluster, _) = self.managed_cluster("swarm inspect", None, &mut f)?;
@@ -1920,7 +2027,7 @@ impl NodeRuntime for FakeRuntime {
     ) -> Result<(), TransportError> {
         const OP: &str = "swarm join";
         // The token is never recorded nor quoted in an error.
-        self.begin("swarm-join", remote_addr)?;
+        self.begin("swarm-join", remote_addr).await?;
         let fabric = self.fabric();
         let mut f = fabric.lock();
         let remote = Some(remote_addr);
@@ -1987,7 +2094,7 @@ impl NodeRuntime for FakeRuntime {
 
     async fn swarm_leave(&self, force: bool) -> Result<(), TransportError> {
         const OP: &str = "swarm leave";
-        self.begin("swarm-leave", "")?;
+        self.begin("swarm-leave", "").await?;
         let fabric = self.fabric();
         let mut f = fabric.lock();
         let Some(local) = f.locals.get(&self.node) else {
@@ -2022,7 +2129,7 @@ impl NodeRuntime for FakeRuntime {
     }
 
     async fn swarm_members(&self) -> Result<Vec<SwarmMember>, TransportError> {
-        self.begin("swarm-members", "")?;
+        self.begin("swarm-members", "").await?;
         let fabric = self.fabric();
         let mut f = fabric.lock();
         let (cluster, engines) = self.managed_cluster("list swarm nodes", None, &mut f)?;
@@ -2054,7 +2161,7 @@ impl NodeRuntime for FakeRuntime {
         role: SwarmRole,
     ) -> Result<(), TransportError> {
         const OP: &str = "update swarm node";
-        self.begin("swarm-update", id)?;
+        self.begin("swarm-update", id).await?;
         let fabric = self.fabric();
         let mut f = fabric.lock();
         let (cluster, engines) = self.managed_cluster(OP, Some(id), &mut f)?;
@@ -2104,7 +2211,7 @@ impl NodeRuntime for FakeRuntime {
 
     async fn swarm_remove_member(&self, id: &str) -> Result<(), TransportError> {
         const OP: &str = "remove swarm node";
-        self.begin("swarm-remove", id)?;
+        self.begin("swarm-remove", id).await?;
         let fabric = self.fabric();
         let mut f = fabric.lock();
         let (cluster, _) = self.managed_cluster(OP, Some(id), &mut f)?;
@@ -2132,7 +2239,7 @@ impl NodeRuntime for FakeRuntime {
     }
 
     async fn usage(&self, id: &str) -> Result<super::Usage, TransportError> {
-        self.begin("stats", id)?;
+        self.begin("stats", id).await?;
         let mut inner = self.lock();
         let c = self
             .find(&mut inner, id)
@@ -2158,7 +2265,7 @@ impl NodeRuntime for FakeRuntime {
         &self,
         filter: &ListFilter,
     ) -> Result<BoxStream<'static, Result<EngineEvent, TransportError>>, TransportError> {
-        self.begin("events", "")?;
+        self.begin("events", "").await?;
         let filter = filter.clone();
         let rx = self.events.subscribe();
         let stream = futures_util::stream::unfold(rx, |mut rx| async move {
@@ -2180,7 +2287,7 @@ impl NodeRuntime for FakeRuntime {
         id: &str,
         opts: super::LogOptions,
     ) -> Result<super::LogLines, TransportError> {
-        self.begin("logs", id)?;
+        self.begin("logs", id).await?;
         let mut inner = self.lock();
         let c = self
             .find(&mut inner, id)
