@@ -196,6 +196,21 @@ pub async fn observe_for_placement(fleet: &DesiredFleet, runtimes: &Runtimes) ->
     observed
 }
 
+/// Observes the fleet the way placement needs it, with memory measured on every node (every
+/// running container read): for the controller's pressure watch, which evicts on it and shows
+/// it, off any request's path.
+pub async fn observe_with_memory(fleet: &DesiredFleet, runtimes: &Runtimes) -> ObservedFleet {
+    let rts: Vec<_> = runtimes.values().cloned().collect();
+    let mut observed = observe(
+        &fleet.fleet.name,
+        &rts,
+        &ObserveOptions::for_scheduling(fleet, true),
+    )
+    .await;
+    crate::network::exec::observe_members(fleet, runtimes, &mut observed).await;
+    observed
+}
+
 /// Whether measured memory on `node` could reject a plug, from what its observation (without
 /// measurement) already shows. Placement rejects on measurement only when the measured use
 /// reaches the policy's watermark of the node's allocatable memory. A container with a memory

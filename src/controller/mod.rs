@@ -673,7 +673,7 @@ impl Controller {
                 Err(e) => tracing::warn!(error = %e, "could not prune the event log"),
             }
             let runtimes = self.runtimes();
-            let observed = crate::plugs::observe_for_placement(&loaded.fleet, &runtimes).await;
+            let observed = crate::plugs::observe_with_memory(&loaded.fleet, &runtimes).await;
             {
                 let mut st = lock(&self.state);
                 st.measured = observed
