@@ -71,7 +71,15 @@ async fn main() {
                 .healthcheck
                 .as_ref()
                 .expect("the class has a healthcheck");
-            while fleetctl::execute::probe_health(rt.as_ref(), &cid, hc).await != Some(true) {
+            while fleetctl::execute::probe_health(
+                rt.as_ref(),
+                &cid,
+                hc,
+                fleetctl::execute::PROBE_TIMEOUT_MAX,
+            )
+            .await
+                != fleetctl::execute::Probe::Passed
+            {
                 assert!(start.elapsed() < Duration::from_secs(60), "never answers");
             }
             to_probed = Some(start.elapsed().as_secs_f64());

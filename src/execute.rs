@@ -255,6 +255,9 @@ pub async fn wait_ready(
 ) -> Result<(), NotReady> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut delays = crate::backoff::READY_POLL.delays();
+    // A check that hung once is not run again by this wait (the engine cannot kill an exec's
+    // process; each new try could leave another behind): the engine's verdict decides.
+    let mut probing = true;
     loop {
         let d = rt
             .inspect_container(id)
@@ -265,13 +268,18 @@ pub async fn wait_ready(
         if running && healthy {
             return Ok(());
         }
-        if running
+        if probing
+            && running
             && healthcheck
             && d.record.health == Some(Health::Starting)
             && let Some(hc) = &d.spec.healthcheck
-            && probe_health(rt, id, hc).await == Some(true)
         {
-            return Ok(());
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match probe_health(rt, id, hc, left).await {
+                Probe::Passed => return Ok(()),
+                Probe::Failed => {}
+                Probe::TimedOut | Probe::Unavailable => probing = false,
+            }
         }
         let gave_up = matches!(d.record.state, RunState::Exited | RunState::Dead);
         if gave_up || tokio::time::Instant::now() >= deadline {
@@ -296,27 +304,43 @@ pub async fn wait_ready(
 /// engine's default timeout is 30 s; a readiness poll should not hang that long).
 pub const PROBE_TIMEOUT_MAX: Duration = Duration::from_secs(5);
 
+/// What one run of a container's healthcheck by fleetctl ([`probe_health`]) found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// The command exited 0.
+    Passed,
+    /// It exited non-zero.
+    Failed,
+    /// It did not finish in time (it may still run in the container).
+    TimedOut,
+    /// Nothing to run (`NONE`, an empty test), or the engine could not run it.
+    Unavailable,
+}
+
 /// Runs healthcheck `hc`'s command once in running container `id`, as the engine would (`CMD`
-/// as is, `CMD-SHELL` through `/bin/sh -c`), within its timeout (at most [`PROBE_TIMEOUT_MAX`]).
-/// `Some(true)` when it exited 0, `Some(false)` when it failed or timed out, `None` when there
-/// is nothing to run (`NONE`, an empty test) or the engine could not run it (the caller then
-/// waits for the engine's own verdict).
+/// as is; `CMD-SHELL` as `/bin/sh -c` followed by the test's elements — Docker's default
+/// shell; an image's own `SHELL` is not read), within its timeout, at most
+/// [`PROBE_TIMEOUT_MAX`] and at most `max`.
 pub async fn probe_health(
     rt: &dyn NodeRuntime,
     id: &str,
     hc: &crate::container::HealthcheckSpec,
-) -> Option<bool> {
+    max: Duration,
+) -> Probe {
     let cmd: Vec<String> = match hc.test.split_first() {
         Some((kind, rest)) if kind == "CMD" && !rest.is_empty() => rest.to_vec(),
-        Some((kind, rest)) if kind == "CMD-SHELL" && !rest.is_empty() => {
-            vec!["/bin/sh".into(), "-c".into(), rest.join(" ")]
-        }
-        _ => return None,
+        Some((kind, rest)) if kind == "CMD-SHELL" && !rest.is_empty() => ["/bin/sh", "-c"]
+            .into_iter()
+            .map(String::from)
+            .chain(rest.iter().cloned())
+            .collect(),
+        _ => return Probe::Unavailable,
     };
     let limit = hc
         .timeout
         .filter(|t| !t.is_zero())
-        .map_or(PROBE_TIMEOUT_MAX, |t| t.min(PROBE_TIMEOUT_MAX));
+        .map_or(PROBE_TIMEOUT_MAX, |t| t.min(PROBE_TIMEOUT_MAX))
+        .min(max);
     let run = async {
         let mut session = rt
             .exec(id, &cmd, crate::transport::ExecOptions::default())
@@ -336,8 +360,10 @@ pub async fn probe_health(
     };
     let span = tracing::debug_span!("health_probe", container = id);
     match tokio::time::timeout(limit, tracing::Instrument::instrument(run, span)).await {
-        Ok(outcome) => outcome,
-        Err(_) => Some(false),
+        Ok(Some(true)) => Probe::Passed,
+        Ok(Some(false)) => Probe::Failed,
+        Ok(None) => Probe::Unavailable,
+        Err(_) => Probe::TimedOut,
     }
 }
 

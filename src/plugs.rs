@@ -4,7 +4,7 @@
 //! overfill a node or lease a port twice. The row is written before any Docker call, so a crash
 //! leaves a `pending` plug that the next reconcile finishes, never an orphan container.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tracing::Instrument;
 
@@ -163,6 +163,17 @@ fn engine_on(
 /// placement reads as "nothing measured above the watermark", the decision a reading would
 /// have led to.
 pub async fn observe_for_placement(fleet: &DesiredFleet, runtimes: &Runtimes) -> ObservedFleet {
+    observe_for_placement_with(fleet, runtimes, &BTreeMap::new()).await
+}
+
+/// [`observe_for_placement`], taking a node's memory from `known` (the controller's last
+/// reading of it, made by its pressure watch every resync) instead of reading it again where a
+/// reading is needed: the API's plug creates do not wait up to a second for stats.
+pub async fn observe_for_placement_with(
+    fleet: &DesiredFleet,
+    runtimes: &Runtimes,
+    known: &BTreeMap<String, u64>,
+) -> ObservedFleet {
     let rts: Vec<_> = runtimes.values().cloned().collect();
     let mut observed = observe(
         &fleet.fleet.name,
@@ -176,6 +187,16 @@ pub async fn observe_for_placement(fleet: &DesiredFleet, runtimes: &Runtimes) ->
         .filter(|(node, obs)| memory_could_matter(fleet, node, obs))
         .map(|(node, _)| node.clone())
         .collect();
+    let (from_known, measure): (Vec<String>, Vec<String>) =
+        measure.into_iter().partition(|n| known.contains_key(n));
+    for node in from_known {
+        if let Some(crate::observe::NodeObservation::Reachable {
+            measured_memory, ..
+        }) = observed.nodes.get_mut(&node)
+        {
+            *measured_memory = known.get(&node).copied();
+        }
+    }
     let readings = measure.into_iter().filter_map(|node| {
         let rt = runtimes.get(&node)?.clone();
         let mut obs = observed.nodes.remove(&node)?;
@@ -189,7 +210,7 @@ pub async fn observe_for_placement(fleet: &DesiredFleet, runtimes: &Runtimes) ->
             (node, obs)
         })
     });
-    for (node, obs) in futures_util::future::join_all(readings).await {
+    for (node, obs) in crate::observe::on_nodes(readings).await {
         observed.nodes.insert(node, obs);
     }
     crate::network::exec::observe_members(fleet, runtimes, &mut observed).await;

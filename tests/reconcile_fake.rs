@@ -1199,3 +1199,48 @@ spec: {image: web:1, replicas: 2, resources: {memory: 256MiB}}
     let (_, p) = plan_only(&cx(&w, &f)).await.unwrap();
     assert!(p.warnings.is_empty(), "{:?}", p.warnings);
 }
+
+/// Issue 20: after a pass, a container the engine still calls `starting` (its first check is a
+/// whole interval away) is judged by its own check run once: converged when it passes, still
+/// waiting when it fails. Without `probe_starting`, apply waits for the engine's verdict.
+#[tokio::test]
+async fn a_starting_container_whose_own_check_passes_counts_as_converged() {
+    let f = fleet(&BASE.replace(
+        "  env: {MODE: prod}\n",
+        "  env: {MODE: prod}\n  healthcheck: {command: 'wget -q -O- http://127.0.0.1/health', interval: 1h}\n",
+    ));
+    let w = world(2);
+    for fake in w.fakes.values() {
+        fake.set_health_on_start(fleetctl::container::Health::Starting);
+        fake.set_exec(fleetctl::transport::fake::FakeExec {
+            output: vec![],
+            exit_code: 1,
+        });
+    }
+    let c = cx(&w, &f);
+    // The check fails: the pass's own readiness wait gives up on web (ready_timeout of the
+    // fake context), and the judgement still waits.
+    let _ = pass(&c, &|_| {}).await.unwrap();
+    let (mut observed, plan) = plan_only(&c).await.unwrap();
+    fleetctl::reconcile::probe_starting(c.runtimes, &mut observed, &plan).await;
+    let judged = fleetctl::reconcile::convergence(&observed, &plan, &[]);
+    assert!(judged.waiting, "{:?}", judged.containers);
+    // The check passes: converged although the engine still says starting.
+    for fake in w.fakes.values() {
+        fake.set_exec(fleetctl::transport::fake::FakeExec {
+            output: vec![],
+            exit_code: 0,
+        });
+    }
+    let (mut observed, plan) = plan_only(&c).await.unwrap();
+    assert!(plan.steps.is_empty(), "{:?}", plan.steps);
+    let before = fleetctl::reconcile::convergence(&observed, &plan, &[]);
+    assert!(before.waiting, "the engine still says starting");
+    fleetctl::reconcile::probe_starting(c.runtimes, &mut observed, &plan).await;
+    let after = fleetctl::reconcile::convergence(&observed, &plan, &[]);
+    assert!(
+        !after.waiting && after.containers.is_empty(),
+        "{:?}",
+        after.containers
+    );
+}

@@ -67,7 +67,8 @@ fn live_report(
     let rt = super::common::runtime()?;
     let (observed, disks) = rt.block_on(async {
         let runtimes = super::common::connect_all(fleet);
-        let observed = crate::plugs::observe_for_placement(fleet, &runtimes).await;
+        // Every node's measured memory: the table shows it.
+        let observed = crate::plugs::observe_with_memory(fleet, &runtimes).await;
         let disks = crate::disk::measure_all(fleet, &runtimes, &observed).await;
         (observed, disks)
     });

@@ -134,7 +134,10 @@ impl Controller {
     pub async fn create_plug(&self, class: &str, owner: &str) -> Result<PlugCreated, PlugError> {
         let loaded = self.desired();
         let runtimes = self.runtimes();
-        let observed = plugs::observe_for_placement(&loaded.fleet, &runtimes).await;
+        // Memory as the pressure watch last read it (every resync), where a reading could
+        // reject: a create does not wait for stats.
+        let known = lock(&self.state).measured.clone();
+        let observed = plugs::observe_for_placement_with(&loaded.fleet, &runtimes, &known).await;
         plugs::ensure_network(&loaded.fleet, &runtimes, &observed).await;
         let plug = plugs::reserve_plug(
             &loaded.fleet,
@@ -483,6 +486,10 @@ impl<'a> Passes for ControllerPasses<'a> {
         cx.refresh = self.run.refresh;
         cx.exec.memo = Some(self.run.memo.clone());
         plan_only(&cx).await
+    }
+
+    async fn probe(&mut self, observed: &mut ObservedFleet, plan: &Plan) {
+        crate::reconcile::probe_starting(&self.ctl.runtimes(), observed, plan).await;
     }
 }
 

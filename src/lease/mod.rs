@@ -585,7 +585,7 @@ fn renew(
             return lose("the lease ran out before it could be renewed");
         }
         // The stored expiry is computed from this instant: the fence trusts the lease from it,
-        // however long the store and the nodes take to answer (each node at most 4 s).
+        // however long the store and the nodes take to answer (the whole round at most 4 s).
         let at = now_ms();
         match holds.renew(fence.token, at) {
             Ok(()) => fence.renewed(at),

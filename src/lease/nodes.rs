@@ -71,12 +71,22 @@ pub fn holder_gone(record: &Record, is_dead: fn(&str) -> bool) -> bool {
     record.machine.is_some() && record.machine == machine_id() && is_dead(&record.lease.holder)
 }
 
-/// `fut` within [`NODE_CALL_LIMIT`], a node that takes longer failing as unreachable.
+/// The deadline of one round of lease calls over every node: [`NODE_CALL_LIMIT`] from now. One
+/// deadline for the whole round, not per node: the round fans out at most
+/// [`crate::observe::NODE_CONCURRENCY`] nodes at once, and per-node limits would add up wave
+/// after wave (a round over 500 hung nodes would outlast the lease itself).
+fn round_deadline() -> tokio::time::Instant {
+    tokio::time::Instant::now() + NODE_CALL_LIMIT
+}
+
+/// `fut` by `deadline` (a round's, [`round_deadline`]), a node that has not answered by then
+/// failing as unreachable.
 async fn limited<T>(
     node: &str,
+    deadline: tokio::time::Instant,
     fut: impl std::future::Future<Output = Result<T, TransportError>>,
 ) -> Result<T, TransportError> {
-    tokio::time::timeout(NODE_CALL_LIMIT, fut)
+    tokio::time::timeout_at(deadline, fut)
         .await
         .unwrap_or_else(|_| {
             Err(TransportError::new(
@@ -167,9 +177,15 @@ impl NodeSet {
         let fleet = self.fleet.clone();
         let runtimes = self.runtimes.clone();
         self.block(async move {
+            let deadline = round_deadline();
             let reads = runtimes.iter().map(|(node, rt)| {
                 let fleet = fleet.clone();
-                async move { (node.clone(), limited(node, read(rt.as_ref(), &fleet)).await) }
+                async move {
+                    (
+                        node.clone(),
+                        limited(node, deadline, read(rt.as_ref(), &fleet)).await,
+                    )
+                }
             });
             on_nodes(reads).await.into_iter().collect()
         })
@@ -183,12 +199,18 @@ impl NodeSet {
         let runtimes = self.runtimes.clone();
         let mine = mine.clone();
         self.block(async move {
+            let deadline = round_deadline();
             let tries = runtimes.iter().map(|(node, rt)| {
                 let (fleet, mine) = (fleet.clone(), mine.clone());
                 async move {
                     (
                         node.clone(),
-                        limited(node, take_one(rt.as_ref(), &fleet, &mine, is_dead)).await,
+                        limited(
+                            node,
+                            deadline,
+                            take_one(rt.as_ref(), &fleet, &mine, is_dead),
+                        )
+                        .await,
                     )
                 }
             });
@@ -243,17 +265,27 @@ impl NodeSet {
         };
         let held = held.clone();
         self.block(async move {
+            let deadline = round_deadline();
             let calls = runtimes.iter().map(|(node, rt)| {
                 let (fleet, mine) = (fleet.clone(), mine.clone());
                 let id = held.get(node).cloned();
                 async move {
                     let r = match id {
-                        Some(id) => {
-                            limited(node, put_expiry(rt.as_ref(), &id, mine.token, expires_ms))
-                                .await
-                                .map(|()| One::Taken(id))
+                        Some(id) => limited(
+                            node,
+                            deadline,
+                            put_expiry(rt.as_ref(), &id, mine.token, expires_ms),
+                        )
+                        .await
+                        .map(|()| One::Taken(id)),
+                        None => {
+                            limited(
+                                node,
+                                deadline,
+                                take_one(rt.as_ref(), &fleet, &mine, is_dead),
+                            )
+                            .await
                         }
-                        None => limited(node, take_one(rt.as_ref(), &fleet, &mine, is_dead)).await,
                     };
                     (node.clone(), r)
                 }
@@ -502,11 +534,12 @@ async fn take_one(
 }
 
 async fn give_back(runtimes: &Runtimes, held: &BTreeMap<String, String>) {
+    let deadline = round_deadline();
     let removals = held.iter().filter_map(|(node, id)| {
         let rt = runtimes.get(node)?.clone();
         let id = id.clone();
         Some(async move {
-            if let Err(e) = limited(rt.node(), rt.remove_container(&id)).await
+            if let Err(e) = limited(rt.node(), deadline, rt.remove_container(&id)).await
                 && !e.is_not_found()
             {
                 tracing::warn!(error = %e, "could not remove the lease record; it expires by itself");
