@@ -32,11 +32,6 @@ pub trait Passes {
     async fn pass(&mut self, ready_timeout: Duration) -> Result<PassReport, StoreError>;
     /// A fresh observation and the plan made from it, changing nothing.
     async fn look(&mut self) -> Result<(ObservedFleet, Plan), StoreError>;
-    /// Runs the healthcheck of every unchanged container `observed` shows still `starting`
-    /// once, marking those whose check passed healthy (see
-    /// [`crate::reconcile::probe_starting`]): the engine's own first check comes a whole
-    /// interval after the start.
-    async fn probe(&mut self, _observed: &mut ObservedFleet, _plan: &Plan) {}
 }
 
 /// How one apply ended.
@@ -165,11 +160,10 @@ pub async fn converge(p: &mut impl Passes, timeout: Duration) -> Result<Converge
         .filter(|r| r.plan.steps.is_empty() && r.plan.network.steps.is_empty())
         .map(|r| (r.observed.clone(), r.plan.clone()));
     let (converged, problems) = loop {
-        let (mut observed, plan) = match last_seen.take() {
+        let (observed, plan) = match last_seen.take() {
             Some(seen) => seen,
             None => p.look().await?,
         };
-        p.probe(&mut observed, &plan).await;
         let mut problems: Vec<String> = Vec::new();
         if plan.has_changes() {
             problems.push(format!("still to do: {}", summary_line(&summary(&plan))));

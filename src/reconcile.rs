@@ -687,54 +687,6 @@ pub struct Convergence {
     pub waiting: bool,
 }
 
-/// Runs, once, the healthcheck of every container of `plan.unchanged` that `observed` shows
-/// running and still `starting` (through [`crate::execute::probe_health`], at most
-/// [`crate::observe::NODE_CONCURRENCY`] at once), and marks
-/// those whose check passed healthy in `observed`: ready as a readiness wait judges it.
-pub async fn probe_starting(
-    runtimes: &crate::execute::Runtimes,
-    observed: &mut ObservedFleet,
-    plan: &Plan,
-) {
-    let mut starting = Vec::new();
-    for (node, name) in &plan.unchanged {
-        if let Some(o) = observed
-            .containers(node)
-            .iter()
-            .find(|o| &o.record.name == name)
-            && o.record.state == RunState::Running
-            && o.record.health == Some(Health::Starting)
-            && let (Some(d), Some(rt)) = (&o.details, runtimes.get(node))
-            && let Some(hc) = d.spec.healthcheck.clone()
-        {
-            starting.push((node.clone(), o.record.id.clone(), hc, rt.clone()));
-        }
-    }
-    let probes = starting.into_iter().map(|(node, id, hc, rt)| async move {
-        let passed =
-            crate::execute::probe_health(rt.as_ref(), &id, &hc, crate::execute::PROBE_TIMEOUT_MAX)
-                .await
-                == crate::execute::Probe::Passed;
-        (node, id, passed)
-    });
-    for (node, id, passed) in
-        crate::observe::bounded(crate::observe::NODE_CONCURRENCY, probes).await
-    {
-        if !passed {
-            continue;
-        }
-        if let Some(crate::observe::NodeObservation::Reachable { containers, .. }) =
-            observed.nodes.get_mut(&node)
-            && let Some(o) = containers.iter_mut().find(|o| o.record.id == id)
-        {
-            o.record.health = Some(Health::Healthy);
-            if let Some(d) = &mut o.details {
-                d.record.health = Some(Health::Healthy);
-            }
-        }
-    }
-}
-
 /// Judges convergence (pure). An exited container named in one of `reported` (for example a
 /// failed step's error) is not reported again.
 pub fn convergence(observed: &ObservedFleet, plan: &Plan, reported: &[String]) -> Convergence {

@@ -67,10 +67,6 @@ impl Passes for LocalPasses<'_> {
     async fn look(&mut self) -> Result<(ObservedFleet, Plan), StoreError> {
         plan_only(&self.cx).await
     }
-
-    async fn probe(&mut self, observed: &mut ObservedFleet, plan: &Plan) {
-        crate::reconcile::probe_starting(self.cx.runtimes, observed, plan).await;
-    }
 }
 
 /// Runs `apply`.

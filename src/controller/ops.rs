@@ -487,10 +487,6 @@ impl<'a> Passes for ControllerPasses<'a> {
         cx.exec.memo = Some(self.run.memo.clone());
         plan_only(&cx).await
     }
-
-    async fn probe(&mut self, observed: &mut ObservedFleet, plan: &Plan) {
-        crate::reconcile::probe_starting(&self.ctl.runtimes(), observed, plan).await;
-    }
 }
 
 /// One finished step as a line of drain progress.
